@@ -1,0 +1,4 @@
+"""Layer: mix (placeholder until its issue lands)."""
+assets: list = []
+asset_checks: list = []
+resources: dict = {}

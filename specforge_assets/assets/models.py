@@ -1,0 +1,4 @@
+"""Layer: models (placeholder until its issue lands)."""
+assets: list = []
+asset_checks: list = []
+resources: dict = {}

@@ -1,0 +1,1 @@
+"""DuckDB quality checks: SQL beside the Python that runs it."""

@@ -1,0 +1,26 @@
+"""The one place where Definitions are assembled."""
+from __future__ import annotations
+
+import dagster as dg
+
+from . import sensors as _sensors
+from .assets import mix, models, regenerate, sources, tokenize
+from .resources import SpecforgeStore
+
+LAYERS = (sources, regenerate, mix, tokenize, models)
+
+
+def build_definitions() -> dg.Definitions:
+    resources: dict = {"store": SpecforgeStore()}
+    for layer in LAYERS:
+        resources.update(layer.resources)
+    return dg.Definitions(
+        assets=[a for layer in LAYERS for a in layer.assets],
+        asset_checks=[c for layer in LAYERS for c in layer.asset_checks],
+        sensors=list(_sensors.sensors),
+        jobs=list(_sensors.jobs),
+        resources=resources,
+    )
+
+
+defs = build_definitions()

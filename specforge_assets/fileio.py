@@ -1,0 +1,131 @@
+"""Atomic writes, JSONL streaming, content hashes and manifests (no Dagster import)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .paths import REPO_ROOT
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "w", encoding: str | None = "utf-8"):
+    """Write to a temp file in the same folder, fsync, then rename over `path`.
+
+    A crash leaves either the old file or the new one, never a half-written file that looks
+    complete. The temp file is removed on error.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def dumps_row(row: Any) -> str:
+    """One JSONL line the way SpecForge writes it (`json.dumps` defaults: ASCII-escaped)."""
+    return json.dumps(row)
+
+
+def write_jsonl(path: Path | str, rows: Iterable[Any], ensure_ascii: bool = True) -> int:
+    n = 0
+    with atomic_write(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=ensure_ascii))
+            f.write("\n")
+            n += 1
+    return n
+
+
+def iter_jsonl(path: Path | str) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_files(paths: Iterable[Path | str]) -> str:
+    """Hash of several files' contents and names (order-insensitive by name)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        h.update(p.name.encode())
+        h.update(b"\0")
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+_PACKAGES = ("specforge-assets", "dagster", "datasets", "transformers", "tokenizers", "torch", "duckdb", "httpx")
+
+
+def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = importlib_metadata.version(n)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    out["python"] = platform.python_version()
+    return out
+
+
+def git_revision() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_manifest(directory: Path | str, **fields: Any) -> Path:
+    """`manifest.json` beside an artifact: caller's fields + package versions + git revision.
+
+    Never pass secrets here: manifests are meant to be read and shared.
+    """
+    manifest = {**fields, "packages": package_versions(), "git_revision": git_revision()}
+    path = Path(directory) / "manifest.json"
+    with atomic_write(path) as f:
+        json.dump(manifest, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    return path
+
+
+def read_manifest(directory: Path | str) -> dict | None:
+    path = Path(directory) / "manifest.json"
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

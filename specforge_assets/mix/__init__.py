@@ -1,0 +1,1 @@
+"""mix (no Dagster import in domain packages)."""

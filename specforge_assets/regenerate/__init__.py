@@ -1,0 +1,1 @@
+"""regenerate (no Dagster import in domain packages)."""

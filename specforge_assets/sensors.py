@@ -1,0 +1,3 @@
+"""Sensors and jobs (filled by the platform issue)."""
+sensors: list = []
+jobs: list = []

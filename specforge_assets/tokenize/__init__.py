@@ -1,0 +1,1 @@
+"""tokenize (no Dagster import in domain packages)."""

@@ -1,0 +1,1 @@
+"""train (no Dagster import in domain packages)."""

@@ -1,0 +1,37 @@
+"""Shared fixtures. Layer tests live in tests/<layer>/."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# ../shared sits beside the checkout in the developers' and CI's layout; absent on a plain clone.
+SHARED = Path(os.environ.get("SPECFORGE_SHARED_DIR", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch) -> Path:
+    """A fresh data root for one test (SPECFORGE_DATA_ROOT points at it)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("SPECFORGE_DATA_ROOT", str(root))
+    return root
+
+
+@pytest.fixture
+def dagster_instance():
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test with the reason when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"optional fixture {p} is absent (../shared not beside this checkout)")
+    return p

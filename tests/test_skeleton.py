@@ -1,0 +1,38 @@
+import pytest
+
+from specforge_assets import paths
+from specforge_assets.fileio import atomic_write
+
+
+def test_definitions_load():
+    from specforge_assets.definitions import defs
+
+    assert "store" in defs.resources
+
+
+@pytest.mark.parametrize("bad", ["../x", "..", "a/b", "/abs", ".hidden", "", "a\\b"])
+def test_unsafe_keys_rejected(bad, data_root):
+    with pytest.raises(paths.UnsafeKeyError):
+        paths.layer_dir("sources", bad)
+
+
+def test_layer_dir_inside_root(data_root):
+    assert paths.layer_dir("sources", "sample-ultrachat") == data_root / "sources" / "sample-ultrachat"
+
+
+def test_atomic_write_keeps_old_file_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as f:
+            f.write("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_yaml_is_parsed_safely(tmp_path):
+    bad = tmp_path / "x.yaml"
+    bad.write_text("a: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ValueError, match="invalid YAML"):
+        paths.load_yaml(bad)
