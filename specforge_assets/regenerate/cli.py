@@ -1,0 +1,83 @@
+"""`specforge-assets regenerate`: SpecForge's regenerate_train_data.py flags, exactly-once resume."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "regenerate", help="rewrite every assistant turn with the target model (SpecForge-compatible)",
+        description="Regenerate assistant turns through OpenAI-compatible chat servers. Output files and "
+                    "row fields as SpecForge's scripts/regenerate_train_data.py; --resume is exactly-once. "
+                    f"An API key, if the servers need one, is read from ${API_KEY_ENV} only.")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, help="model name sent in each request")
+    g.add_argument("--reasoning", choices=["none", "save", "disable"], default="none")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--min-p", type=float, default=None)
+    g.add_argument("--repetition-penalty", type=float, default=None,
+                   help="a real repetition_penalty in the request body (not presence_penalty)")
+    g.add_argument("--max-tokens", type=int, default=4096)
+    g.add_argument("--seed", type=int, default=None, help="base seed; each row/turn gets a derived seed")
+    g.add_argument("--extra-body", default=None, help="JSON object merged into every request body")
+    g.add_argument("--dialect", choices=["openai", "transformers"], default="openai",
+                   help="'transformers' for `transformers serve` (top_k/min_p/repetition_penalty "
+                        "go into its generation_config field)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--concurrency", type=int, default=64, help="in-flight requests per server")
+    g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
+    g.add_argument("--connect-timeout", type=float, default=5.0)
+    g.add_argument("--max-attempts", type=int, default=6, help="attempts per request (transient errors only)")
+    g = p.add_argument_group("data")
+    g.add_argument("--input-file-path", required=True)
+    g.add_argument("--output-file-path", required=True)
+    g.add_argument("--num-samples", type=int, default=None, help="cap on submitted (valid) rows")
+    g.add_argument("--beyond-limit", choices=["skip", "passthrough"], default="skip",
+                   help="rows past --num-samples: to the _skipped file (default) or unchanged into OUT")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run exactly once (refused if settings or input changed)")
+    g = p.add_argument_group("server")
+    g.add_argument("--server-address", nargs="+", required=True, help="HOST:PORT (or URL) of each server")
+    p.add_argument("--progress-interval", type=float, default=5.0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .client import NoServerAvailable
+    from .journal import ConfigChanged, JournalWriteError
+    from .runner import OutputPaths, OutputWriteError, run_regeneration
+    from .settings import RegenSettings
+
+    try:
+        extra = json.loads(args.extra_body) if args.extra_body else {}
+        settings = RegenSettings(
+            model=args.model, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+            top_k=args.top_k, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+            reasoning=args.reasoning, extra_body=extra, dialect=args.dialect, num_samples=args.num_samples,
+            beyond_limit=args.beyond_limit, concurrency=args.concurrency,
+            request_timeout_s=args.request_timeout, connect_timeout_s=args.connect_timeout,
+            max_attempts=args.max_attempts, progress_interval_s=args.progress_interval)
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    outputs = OutputPaths.specforge(args.output_file_path)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        stats = run_regeneration(args.input_file_path, outputs, settings, args.server_address,
+                                 api_key=os.environ.get(API_KEY_ENV) or None, resume=args.resume, log=log)
+    except (NoServerAvailable, ConfigChanged, JournalWriteError, OutputWriteError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    c = stats.get("counts", {})
+    print(json.dumps({"success": c.get("success", 0), "error": c.get("error", 0), "skipped": c.get("skipped", 0),
+                      "passthrough": c.get("passthrough", 0), "input_rows": stats.get("input_rows"),
+                      "rows_per_s": stats.get("rows_per_s"), "outputs": stats.get("outputs")}))
+    return 0

@@ -1,0 +1,286 @@
+"""Async OpenAI-compatible chat client over a pool of servers.
+
+- httpx.AsyncClient per server, *sharded*: one client's connection pool gets slower as it grows
+  (bench/RESULTS.md), so each server gets ceil(concurrency / connections_per_client) clients.
+- least-loaded dispatch with a per-server in-flight cap (= concurrency), affinity to the server
+  that answered the previous turn of the same row when it is not busier than the others.
+- transient-only retries (connect errors, timeouts, dropped connections, 408/409/425/429/5xx) with
+  exponential backoff + full jitter, each retry preferring another server; permanent errors
+  (other 4xx, e.g. context overflow) fail the request at once.
+- a server failing `failures_to_eject` times in a row is taken out of rotation and probed back
+  in (GET /health, then /v1/models) every `probe_interval_s`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from .rows import RequestFailed
+from .settings import RegenSettings
+
+TRANSIENT_STATUS = {408, 409, 425, 429}
+TRANSIENT_EXC = (httpx.TransportError,)  # connect/read/write errors + all timeouts + protocol errors
+
+
+class NoServerAvailable(RuntimeError):
+    pass
+
+
+def normalize_address(addr: str) -> str:
+    addr = addr.strip().rstrip("/")
+    if not addr:
+        raise ValueError("empty server address")
+    if "://" not in addr:
+        addr = "http://" + addr
+    if addr.endswith("/v1"):
+        addr = addr[:-3]
+    return addr
+
+
+def _short_error(e: BaseException) -> str:
+    msg = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {msg}"[:500]
+
+
+@dataclass
+class Server:
+    address: str  # base URL without /v1
+    clients: list[httpx.AsyncClient]
+    capacity: int
+    inflight: int = 0
+    up: bool = True
+    consecutive_failures: int = 0
+    model: str | None = None
+    requests: int = 0
+    ok: int = 0
+    failures: int = 0
+    ejections: int = 0
+    _rr: int = 0
+    _probe: asyncio.Task | None = field(default=None, repr=False)
+
+    def client(self) -> httpx.AsyncClient:
+        self._rr = (self._rr + 1) % len(self.clients)
+        return self.clients[self._rr]
+
+    @property
+    def label(self) -> str:
+        return self.address.split("://", 1)[-1]
+
+
+class ServerPool:
+    def __init__(self, addresses: list[str], settings: RegenSettings, api_key: str | None = None,
+                 log=None):
+        if not addresses:
+            raise ValueError("no server addresses given (e.g. --server-address 127.0.0.1:30000)")
+        self.settings = settings
+        self.log = log or (lambda msg: None)
+        headers = {"content-type": "application/json"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        per_client = max(1, int(settings.connections_per_client))
+        n_clients = max(1, math.ceil(settings.concurrency / per_client))
+        timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s,
+                                pool=settings.request_timeout_s)
+        self.servers: list[Server] = []
+        seen = set()
+        for a in addresses:
+            base = normalize_address(a)
+            if base in seen:
+                continue
+            seen.add(base)
+            limits = httpx.Limits(max_connections=math.ceil(settings.concurrency / n_clients) + 1,
+                                  max_keepalive_connections=math.ceil(settings.concurrency / n_clients) + 1)
+            clients = [httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, limits=limits,
+                                         trust_env=False) for _ in range(n_clients)]
+            self.servers.append(Server(base, clients, settings.concurrency))
+        self._cond = asyncio.Condition()
+        self._closed = False
+        self.retries = 0
+        self.error_kinds: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def close(self) -> None:
+        self._closed = True
+        for s in self.servers:
+            if s._probe:
+                s._probe.cancel()
+        for s in self.servers:
+            for c in s.clients:
+                await c.aclose()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def start(self, probe_chat: bool = True) -> None:
+        """Health-probe every server; keep those that answer. Raise when none does."""
+        results = await asyncio.gather(*(self._initial_probe(s, probe_chat) for s in self.servers))
+        bad = [f"{s.label}: {err}" for s, err in zip(self.servers, results) if err]
+        for s, err in zip(self.servers, results):
+            if err:
+                s.up = False
+                self.log(f"server {s.label} did not answer the start probe ({err}); probing it in the background")
+                self._schedule_probe(s)
+        if len(bad) == len(self.servers):
+            raise NoServerAvailable("no regeneration server answered the start probe:\n  " + "\n  ".join(bad))
+
+    async def _initial_probe(self, s: Server, probe_chat: bool) -> str | None:
+        try:
+            if probe_chat:
+                # As SpecForge does: a 1-token chat request checks the model name end to end.
+                body = self.settings.request_body([{"role": "user", "content": "Hello, how are you?"}], None)
+                body["max_tokens"] = 1
+                body.pop("generation_config", None)
+                r = await s.client().post("/v1/chat/completions", content=json.dumps(body),
+                                          timeout=max(self.settings.connect_timeout_s, 60.0))
+                if r.status_code != 200:
+                    return f"HTTP {r.status_code}: {r.text[:300]}"
+                s.model = r.json().get("model")
+            else:
+                if not await self._health(s):
+                    return "health check failed"
+            return None
+        except Exception as e:  # noqa: BLE001 - any failure means "not usable now"
+            return _short_error(e)
+
+    async def _health(self, s: Server) -> bool:
+        for path in ("/health", "/v1/models"):
+            try:
+                r = await s.client().get(path, timeout=self.settings.connect_timeout_s + 5)
+                if r.status_code == 200:
+                    return True
+                if r.status_code not in (404, 405):
+                    return False
+            except Exception:  # noqa: BLE001
+                return False
+        return False
+
+    def _schedule_probe(self, s: Server) -> None:
+        if s._probe is None or s._probe.done():
+            s._probe = asyncio.get_running_loop().create_task(self._probe_loop(s))
+
+    async def _probe_loop(self, s: Server) -> None:
+        while not self._closed and not s.up:
+            await asyncio.sleep(self.settings.probe_interval_s)
+            if await self._health(s):
+                s.up = True
+                s.consecutive_failures = 0
+                self.log(f"server {s.label} answers again; back in rotation")
+                async with self._cond:
+                    self._cond.notify_all()
+
+    def _mark_failure(self, s: Server) -> None:
+        s.failures += 1
+        s.consecutive_failures += 1
+        if s.up and s.consecutive_failures >= self.settings.failures_to_eject:
+            s.up = False
+            s.ejections += 1
+            self.log(f"server {s.label} failed {s.consecutive_failures} times in a row; out of rotation")
+            self._schedule_probe(s)
+
+    # -- dispatch --------------------------------------------------------------------------
+    def _pick(self, prefer: str | None, avoid: str | None) -> Server | None:
+        candidates = [s for s in self.servers if s.up and s.inflight < s.capacity]
+        if not candidates:
+            return None
+        if avoid and len(candidates) > 1:
+            candidates = [s for s in candidates if s.address != avoid] or candidates
+        best = min(candidates, key=lambda s: s.inflight / s.capacity)
+        if prefer:
+            for s in candidates:
+                if s.address == prefer and s.inflight / s.capacity <= best.inflight / best.capacity + 0.25:
+                    return s
+        return best
+
+    async def _acquire(self, prefer: str | None, avoid: str | None) -> Server:
+        deadline = None
+        async with self._cond:
+            while True:
+                s = self._pick(prefer, avoid)
+                if s is not None:
+                    s.inflight += 1
+                    return s
+                if not any(x.up for x in self.servers):
+                    now = time.monotonic()
+                    deadline = deadline or now + self.settings.all_down_timeout_s
+                    if now >= deadline:
+                        raise NoServerAvailable(
+                            f"every regeneration server has been out of rotation for "
+                            f"{self.settings.all_down_timeout_s:.0f}s: "
+                            + ", ".join(s.label for s in self.servers))
+                    try:
+                        await asyncio.wait_for(self._cond.wait(), timeout=min(1.0, deadline - now))
+                    except asyncio.TimeoutError:
+                        pass
+                else:
+                    deadline = None
+                    await self._cond.wait()
+
+    async def _release(self, s: Server) -> None:
+        async with self._cond:
+            s.inflight -= 1
+            self._cond.notify(1)
+
+    async def chat(self, body: dict, prefer: str | None = None) -> tuple[dict, str]:
+        """POST /v1/chat/completions with retries + failover. Returns (response json, server label)."""
+        payload = json.dumps(body).encode()
+        st = self.settings
+        avoid = None
+        last = "no attempt"
+        for attempt in range(st.max_attempts):
+            if attempt:
+                self.retries += 1
+                delay = min(st.backoff_max_s, st.backoff_base_s * (2 ** (attempt - 1)))
+                await asyncio.sleep(random.uniform(0.5 * delay, delay))
+            s = await self._acquire(prefer if attempt == 0 else None, avoid)
+            s.requests += 1
+            try:
+                r = await s.client().post("/v1/chat/completions", content=payload)
+            except TRANSIENT_EXC as e:
+                await self._release(s)
+                self._mark_failure(s)
+                last = _short_error(e)
+                kind = "timeout" if isinstance(e, httpx.TimeoutException) else "connection"
+                self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+                avoid = s.address
+                continue
+            await self._release(s)
+            code = r.status_code
+            if code == 200:
+                try:
+                    data = r.json()
+                except ValueError as e:
+                    self._mark_failure(s)
+                    last = f"invalid JSON from {s.label}: {e}"
+                    self.error_kinds["bad_response"] = self.error_kinds.get("bad_response", 0) + 1
+                    avoid = s.address
+                    continue
+                s.ok += 1
+                s.consecutive_failures = 0
+                return data, s.label
+            text = r.text[:500]
+            if code in TRANSIENT_STATUS or code >= 500:
+                self._mark_failure(s)
+                last = f"HTTP {code} from {s.label}: {text}"
+                self.error_kinds[f"http_{code}"] = self.error_kinds.get(f"http_{code}", 0) + 1
+                avoid = s.address
+                continue
+            # permanent: the request itself is wrong (e.g. context overflow); the server is fine.
+            s.consecutive_failures = 0
+            self.error_kinds[f"http_{code}"] = self.error_kinds.get(f"http_{code}", 0) + 1
+            raise RequestFailed(f"HTTP {code} from {s.label}: {text}", kind=f"http_{code}", server=s.label,
+                                status=code)
+        raise RequestFailed(f"gave up after {st.max_attempts} attempts; last error: {last}",
+                            kind="transient_exhausted")
+
+    def stats(self) -> dict:
+        return {s.label: {"requests": s.requests, "ok": s.ok, "failures": s.failures, "ejections": s.ejections,
+                          "up": s.up, "model": s.model} for s in self.servers}

@@ -1,0 +1,148 @@
+"""Exactly-once journal: one JSON line per finished input row, keyed by input position + id.
+
+Appended and fsync'ed every `batch` rows or `flush_s` seconds, so a SIGKILL loses at most the
+rows of the last unsynced batch — and those are simply redone, never duplicated: on load, the
+last record per key wins and a torn last line (the kill hit mid-write) is cut off.
+A state file beside it records the run's fingerprint (settings + input hash); a journal made
+under another fingerprint is refused unless the caller asks for a restart.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ..fileio import atomic_write
+
+
+class ConfigChanged(RuntimeError):
+    pass
+
+
+class JournalWriteError(RuntimeError):
+    pass
+
+
+def journal_paths(output_path: Path) -> tuple[Path, Path]:
+    """(journal, state) paths beside the output: `<out stem>.journal.jsonl`, `<out stem>.state.json`."""
+    output_path = Path(output_path)
+    stem = output_path.name[:-6] if output_path.name.endswith(".jsonl") else output_path.name
+    return (output_path.with_name(f".{stem}.regen-journal.jsonl"),
+            output_path.with_name(f".{stem}.regen-state.json"))
+
+
+class Journal:
+    def __init__(self, output_path: Path, batch: int = 64, flush_s: float = 0.25):
+        self.path, self.state_path = journal_paths(output_path)
+        self.batch = max(1, int(batch))
+        self.flush_s = flush_s
+        self._f = None
+        self._pending: list[str] = []
+        self._last_flush = time.monotonic()
+
+    # -- state -----------------------------------------------------------------------------
+    def read_state(self) -> dict | None:
+        if not self.state_path.exists():
+            return None
+        with open(self.state_path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def write_state(self, **state) -> None:
+        try:
+            with atomic_write(self.state_path) as f:
+                json.dump(state, f, indent=2, sort_keys=True)
+        except OSError as e:
+            raise JournalWriteError(f"cannot write regeneration state file {self.state_path}: {e}") from e
+
+    def prepare(self, fingerprint: dict, resume: bool, restart: bool) -> dict[int, tuple[int, str]]:
+        """Open the journal for this run. Returns the rows already done (index -> record).
+
+        resume=False: start over (like SpecForge without --resume).
+        resume=True: continue a journal made under the same fingerprint; refuse another one
+        unless restart=True.
+        """
+        state = self.read_state()
+        done: dict[int, tuple[int, str]] = {}
+        if resume and not restart and state is not None:
+            if state.get("fingerprint") != fingerprint:
+                changed = sorted(k for k in set(fingerprint) | set(state.get("fingerprint") or {})
+                                 if (state.get("fingerprint") or {}).get(k) != fingerprint.get(k))
+                raise ConfigChanged(
+                    f"{self.path.parent}: existing partial regeneration was made with different settings "
+                    f"({', '.join(changed)} changed); finish it with the old settings, or restart "
+                    "(CLI: run without --resume; asset: config restart: true) to discard it")
+            done = self.load()
+        elif self.path.exists():
+            self.path.unlink()
+        self.write_state(fingerprint=fingerprint, state="running")
+        try:
+            self._f = open(self.path, "a", encoding="utf-8")
+        except OSError as e:
+            raise JournalWriteError(f"cannot open regeneration journal {self.path}: {e}") from e
+        return done
+
+    def load(self) -> dict[int, tuple[int, str]]:
+        """index -> (byte offset of its record, status). Cuts a torn last line off."""
+        done: dict[int, tuple[int, str]] = {}
+        if not self.path.exists():
+            return done
+        offset = 0
+        with open(self.path, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break  # torn tail: the process died mid-write
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    break
+                done[int(rec["i"])] = (offset, rec["s"])
+                offset += len(raw)
+        if offset != self.path.stat().st_size:
+            with open(self.path, "r+b") as f:
+                f.truncate(offset)
+        return done
+
+    def iter_rows(self, done: dict[int, tuple[int, str]], order) -> "Iterator[tuple[int, str, dict]]":
+        """Yield (index, status, row) for `order` (input indices), reading records by offset."""
+        with open(self.path, "rb") as f:
+            for i in order:
+                off, status = done[i]
+                f.seek(off)
+                rec = json.loads(f.readline())
+                yield i, status, rec["row"]
+
+    # -- append ----------------------------------------------------------------------------
+    def append(self, index: int, row_id, status: str, row: dict) -> None:
+        self._pending.append(json.dumps({"i": index, "id": row_id, "s": status, "row": row}) + "\n")
+        if len(self._pending) >= self.batch or time.monotonic() - self._last_flush >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending or self._f is None:
+            return
+        data = "".join(self._pending)
+        try:
+            self._f.write(data)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as e:
+            raise JournalWriteError(
+                f"cannot append to regeneration journal {self.path}: {e} "
+                "(rows written before this point are safe; free space / fix permissions and resume)") from e
+        self._pending.clear()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if self._f is not None:
+            try:
+                self.flush()
+            finally:
+                self._f.close()
+                self._f = None
+
+    def discard(self) -> None:
+        self.close()
+        if self.path.exists():
+            self.path.unlink()

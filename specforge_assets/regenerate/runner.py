@@ -1,0 +1,298 @@
+"""One regeneration run: input JSONL -> success / error / skipped JSONL, exactly once.
+
+The same function backs the `regenerated/conversations` asset and `specforge-assets regenerate`.
+Rows stream from the input; at most concurrency x servers rows are in flight; each finished row
+goes to the journal; when every input row has a journal record the three outputs are written
+atomically in input order and the journal is removed.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..fileio import atomic_write, sha256_file
+from .client import NoServerAvailable, ServerPool
+from .journal import Journal, JournalWriteError
+from .rows import passthrough_row, regenerate_row, skipped_row, validate_conversation
+from .settings import RegenSettings
+
+
+class OutputWriteError(RuntimeError):
+    pass
+
+
+@dataclass
+class OutputPaths:
+    success: Path
+    error: Path
+    skipped: Path
+
+    @classmethod
+    def specforge(cls, output_path: Path | str) -> "OutputPaths":
+        """SpecForge's names: OUT, and OUT with `_error` / `_skipped` before `.jsonl`."""
+        out = Path(output_path)
+        name = out.name
+        if name.endswith(".jsonl"):
+            base = name[: -len(".jsonl")]
+            return cls(out, out.with_name(base + "_error.jsonl"), out.with_name(base + "_skipped.jsonl"))
+        return cls(out, out.with_name(name + "_error"), out.with_name(name + "_skipped"))
+
+    @classmethod
+    def partition(cls, directory: Path | str, name: str = "train") -> "OutputPaths":
+        d = Path(directory)
+        if name == "train":
+            return cls(d / "train.jsonl", d / "errors.jsonl", d / "skipped.jsonl")
+        return cls(d / f"{name}.jsonl", d / f"{name}_errors.jsonl", d / f"{name}_skipped.jsonl")
+
+
+def _parse(line: str):
+    try:
+        return json.loads(line), None
+    except ValueError as e:
+        return None, f"Invalid JSON: {e}"
+
+
+def count_rows(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if line.strip():
+                n += 1
+    return n
+
+
+def _fmt_eta(s: float) -> str:
+    if s != s or s == float("inf"):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class _Progress:
+    def __init__(self, total: int, already: int):
+        self.total = total
+        self.already = already
+        self.done_now = 0
+        self.tokens = 0
+        self.status: dict[str, int] = {}
+        self.t0 = time.monotonic()
+
+    def add(self, status: str, row: dict) -> None:
+        self.done_now += 1
+        self.status[status] = self.status.get(status, 0) + 1
+        prov = row.get("regeneration") if isinstance(row, dict) else None
+        if isinstance(prov, dict) and "usage" in prov:
+            self.tokens += int(prov["usage"].get("completion_tokens") or 0)
+
+    def line(self) -> str:
+        el = max(1e-9, time.monotonic() - self.t0)
+        done = self.already + self.done_now
+        rate = self.done_now / el
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        return (f"regenerate: {done}/{self.total} rows ({100.0 * done / max(1, self.total):.1f}%), "
+                f"{rate:.1f} rows/s, {self.tokens / el:.0f} tokens/s, errors {self.status.get('error', 0)}, "
+                f"skipped {self.status.get('skipped', 0)}, ETA {_fmt_eta(eta)}")
+
+
+def run_regeneration(input_path: Path | str, outputs: OutputPaths, settings: RegenSettings,
+                     addresses: list[str], *, api_key: str | None = None, resume: bool = True,
+                     restart: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Regenerate `input_path` into `outputs`. Returns stats (counts, throughput, servers, errors)."""
+    try:
+        import uvloop  # noqa: F401
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+    return runner(_run(Path(input_path), outputs, settings, addresses, api_key, resume, restart, log))
+
+
+async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addresses: list[str],
+               api_key: str | None, resume: bool, restart: bool, log) -> dict:
+    if not input_path.exists():
+        raise FileNotFoundError(f"regeneration input not found: {input_path}")
+    for p in (outputs.success, outputs.error, outputs.skipped):
+        if p.resolve() == input_path.resolve():
+            raise ValueError(f"output {p} would overwrite the input")
+        p.parent.mkdir(parents=True, exist_ok=True)
+    fingerprint = {"settings": st.content_config(), "input_sha256": sha256_file(input_path)}
+    journal = Journal(outputs.success, batch=st.journal_batch, flush_s=st.journal_flush_s)
+    state = journal.read_state()
+    if (resume and not restart and state and state.get("state") == "complete"
+            and state.get("fingerprint") == fingerprint and outputs.success.exists()):
+        log(f"regenerate: {outputs.success} is already complete for these settings and input; nothing to do")
+        return state.get("stats") or {}
+    done = journal.prepare(fingerprint, resume=resume, restart=restart)
+    total = count_rows(input_path)
+    if done:
+        log(f"regenerate: resuming, {len(done)}/{total} rows already done")
+    prog = _Progress(total, len(done))
+    t0 = time.monotonic()
+    pool = None
+    pending: set[asyncio.Task] = set()
+    fatal: list[BaseException] = []
+    try:
+        need_server = len(done) < total
+        if need_server:
+            pool = ServerPool(addresses, st, api_key=api_key, log=log)
+            await pool.start()
+        capacity = st.concurrency * (len(pool.servers) if pool else 1)
+        sem = asyncio.Semaphore(capacity)
+
+        def finish(i: int, row_id, status: str, row: dict) -> None:
+            try:
+                journal.append(i, row_id, status, row)
+            except JournalWriteError as e:
+                if not fatal:
+                    fatal.append(e)
+                return
+            prog.add(status, row)
+
+        async def one(i: int, row: dict) -> None:
+            try:
+                out = await regenerate_row(row, st, pool)
+                finish(i, row.get("id"), out["status"], out)
+            except NoServerAvailable as e:
+                if not fatal:
+                    fatal.append(e)
+            except Exception as e:  # noqa: BLE001 - a bug in one row must not lose the others
+                finish(i, row.get("id"), "error", {**row, "status": "error",
+                                                    "error": f"internal error: {type(e).__name__}: {e}",
+                                                    "regeneration": None})
+            finally:
+                sem.release()
+
+        async def progress() -> None:
+            while True:
+                await asyncio.sleep(st.progress_interval_s)
+                log(prog.line())
+
+        ticker = asyncio.get_running_loop().create_task(progress())
+        valid_seen = 0
+        try:
+            with open(input_path, encoding="utf-8") as f:
+                i = -1
+                for line in f:
+                    if not line.strip():
+                        continue
+                    i += 1
+                    if fatal:
+                        break
+                    row, bad_json = _parse(line)
+                    reason = bad_json or validate_conversation(row)
+                    if reason is None:
+                        valid_seen += 1
+                    if i in done:
+                        continue
+                    if bad_json:
+                        finish(i, None, "skipped", {"status": "skipped", "error": bad_json,
+                                                    "data": line.rstrip("\n")})
+                        continue
+                    if reason is not None:
+                        finish(i, row.get("id") if isinstance(row, dict) else None, "skipped",
+                               skipped_row(row, reason))
+                        continue
+                    if st.num_samples is not None and valid_seen > st.num_samples:
+                        why = f"beyond the num_samples limit ({st.num_samples})"
+                        if st.beyond_limit == "passthrough":
+                            finish(i, row.get("id"), "passthrough", passthrough_row(row, why))
+                        else:
+                            finish(i, row.get("id"), "skipped", skipped_row(row, f"Not submitted: {why}"))
+                        continue
+                    await sem.acquire()
+                    if fatal:
+                        sem.release()
+                        break
+                    t = asyncio.get_running_loop().create_task(one(i, row))
+                    pending.add(t)
+                    t.add_done_callback(pending.discard)
+            while pending and not fatal:
+                await asyncio.wait(set(pending), timeout=0.5)
+        finally:
+            ticker.cancel()
+            if fatal:
+                for t in list(pending):
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        if fatal:
+            raise fatal[0]
+        journal.close()
+        log(prog.line())
+    except BaseException:
+        try:
+            journal.close()
+        except JournalWriteError:
+            pass
+        raise
+    finally:
+        if pool is not None:
+            server_stats, retries, error_kinds = pool.stats(), pool.retries, dict(pool.error_kinds)
+            await pool.close()
+        else:
+            server_stats, retries, error_kinds = {}, 0, {}
+
+    elapsed = time.monotonic() - t0
+    stats = finalize(journal, total, outputs)
+    stats.update({
+        "elapsed_s": round(elapsed, 3),
+        "rows_this_run": prog.done_now,
+        "rows_per_s": round(prog.done_now / elapsed, 2) if elapsed > 0 else None,
+        "completion_tokens_per_s": round(prog.tokens / elapsed, 1) if elapsed > 0 else None,
+        "resumed_rows": len(done),
+        "servers": server_stats,
+        "retries": retries,
+        "request_error_kinds": error_kinds,
+    })
+    journal.write_state(fingerprint=fingerprint, state="complete", stats=stats)
+    journal.discard()
+    log(f"regenerate: done — {stats['counts']} in {elapsed:.1f}s")
+    return stats
+
+
+def finalize(journal: Journal, total: int, outputs: OutputPaths) -> dict:
+    """Write the three outputs in input order from the journal (atomically). Returns counts etc."""
+    done = journal.load()
+    missing = [i for i in range(total) if i not in done]
+    if missing:
+        raise RuntimeError(f"journal {journal.path} lacks {len(missing)} rows (first: {missing[:5]}); resume the run")
+    counts = {"success": 0, "error": 0, "skipped": 0, "passthrough": 0}
+    errors: dict[str, int] = {}
+    finish: dict[str, int] = {}
+    tokens = {"prompt_tokens": 0, "completion_tokens": 0}
+    models: dict[str, int] = {}
+    try:
+        with atomic_write(outputs.success) as fs, atomic_write(outputs.error) as fe, \
+                atomic_write(outputs.skipped) as fk:
+            for _, status, row in journal.iter_rows(done, range(total)):
+                counts[status] = counts.get(status, 0) + 1
+                target = fs if status in ("success", "passthrough") else fe if status == "error" else fk
+                target.write(json.dumps(row))
+                target.write("\n")
+                prov = row.get("regeneration") if isinstance(row, dict) else None
+                if status == "error":
+                    kind = (prov or {}).get("error_kind") or "other"
+                    errors[kind] = errors.get(kind, 0) + 1
+                if status == "skipped":
+                    reason = str(row.get("error", ""))
+                    key = reason.split(":")[0][:80]
+                    errors_key = f"skipped: {key}"
+                    errors[errors_key] = errors.get(errors_key, 0) + 1
+                if isinstance(prov, dict) and "turns" in prov:
+                    for t in prov["turns"]:
+                        fr = str(t.get("finish_reason"))
+                        finish[fr] = finish.get(fr, 0) + 1
+                    for k in tokens:
+                        tokens[k] += int(prov["usage"].get(k) or 0)
+                    if prov.get("model"):
+                        models[prov["model"]] = models.get(prov["model"], 0) + 1
+    except OSError as e:
+        raise OutputWriteError(
+            f"cannot write regeneration output next to {outputs.success}: {e} "
+            f"(the journal {journal.path} is intact; fix the problem and resume)") from e
+    return {"counts": counts, "input_rows": total, "breakdown": errors, "finish_reasons": finish,
+            "usage": tokens, "server_models": models,
+            "outputs": {"success": str(outputs.success), "error": str(outputs.error),
+                        "skipped": str(outputs.skipped)}}

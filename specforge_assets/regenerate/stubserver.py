@@ -1,0 +1,156 @@
+"""A tiny, fast OpenAI-compatible chat server for tests, benchmarks and dry runs — with faults.
+
+Raw asyncio HTTP/1.1 (keep-alive), no framework, so its own capacity is far above what a
+client needs to be measured against. Answers are deterministic: "echo <n>: <last user text>".
+Content markers steer replies: OVERFLOW -> 400 context overflow, TRUNCATE -> finish_reason
+"length", THINK -> a leftover <think> marker, EMPTY -> empty content.
+Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
+--drop-every N (closes the connection without a response), --die-after N (the process exits).
+
+    python -m specforge_assets.regenerate.stubserver --port 0 [--latency-ms 50] [--fail-every 3]
+prints "PORT <n>" on stdout once listening.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+
+class _State:
+    def __init__(self, args):
+        self.args = args
+        self.n = 0
+
+
+def _response(status: int, body: bytes, reason: str = "OK") -> bytes:
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _chat(req: dict, n: int, model: str) -> tuple[int, bytes]:
+    msgs = req.get("messages") or []
+    last = next((m.get("content", "") for m in reversed(msgs) if m.get("role") == "user"), "")
+    if "OVERFLOW" in last:
+        return 400, json.dumps({"error": {"message": "This model's maximum context length is 8 tokens",
+                                          "type": "BadRequestError"}}).encode()
+    content = f"echo {len(msgs)}: {last}"
+    finish = "stop"
+    if "TRUNCATE" in last:
+        finish = "length"
+    if "THINK" in last:
+        content = "<think>hmm</think> " + content
+    if "EMPTY" in last:
+        content = ""
+    msg = {"role": "assistant", "content": content}
+    if (req.get("chat_template_kwargs") or {}).get("enable_thinking"):
+        msg["reasoning_content"] = f"reasoning about {last[:20]}"
+    body = {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+            "usage": {"prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in msgs),
+                      "completion_tokens": len(content.split()), "total_tokens": 0}}
+    return 200, json.dumps(body).encode()
+
+
+class _Proto(asyncio.Protocol):
+    def __init__(self, state: _State):
+        self.state = state
+        self.buf = b""
+        self.transport = None
+        self.queue: asyncio.Queue | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    def connection_lost(self, exc):
+        self.task.cancel()
+
+    def data_received(self, data):
+        self.buf += data
+        while True:
+            head_end = self.buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buf[:head_end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                k, _, v = line.partition(":")
+                if k.strip().lower() == "content-length":
+                    length = int(v.strip())
+            if len(self.buf) < head_end + 4 + length:
+                return
+            body = self.buf[head_end + 4: head_end + 4 + length]
+            self.buf = self.buf[head_end + 4 + length:]
+            method, path, _ = head.split("\r\n", 1)[0].split(" ", 2)
+            self.queue.put_nowait((method, path, body))
+
+    async def _serve(self):
+        a = self.state.args
+        while True:
+            method, path, body = await self.queue.get()
+            if path in ("/health", "/v1/models") and method == "GET":
+                out = json.dumps({"status": "ok", "data": [{"id": a.model}]}).encode()
+                self.transport.write(_response(200, out))
+                continue
+            if path != "/v1/chat/completions" or method != "POST":
+                self.transport.write(_response(404, b'{"error":"not found"}', "Not Found"))
+                continue
+            self.state.n += 1
+            n = self.state.n
+            if a.die_after and n > a.die_after:
+                os._exit(3)
+            if a.latency_ms:
+                await asyncio.sleep(a.latency_ms / 1000.0)
+            if a.drop_every and n % a.drop_every == 0:
+                self.transport.abort()
+                return
+            if a.hang_every and n % a.hang_every == 0:
+                await asyncio.sleep(3600)
+            if a.fail_every and n % a.fail_every == 0:
+                self.transport.write(_response(500, b'{"error":"injected failure"}', "Internal Server Error"))
+                continue
+            try:
+                req = json.loads(body)
+            except ValueError:
+                self.transport.write(_response(400, b'{"error":"bad json"}', "Bad Request"))
+                continue
+            code, out = _chat(req, n, a.model)
+            self.transport.write(_response(code, out, "OK" if code == 200 else "Bad Request"))
+
+
+async def serve(args) -> None:
+    loop = asyncio.get_running_loop()
+    state = _State(args)
+    server = await loop.create_server(lambda: _Proto(state), args.host, args.port, backlog=4096)
+    port = server.sockets[0].getsockname()[1]
+    print(f"PORT {port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--model", default="stub-model")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--fail-every", type=int, default=0)
+    p.add_argument("--hang-every", type=int, default=0)
+    p.add_argument("--drop-every", type=int, default=0)
+    p.add_argument("--die-after", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        import uvloop
+        uvloop.run(serve(args))
+    except ImportError:  # pragma: no cover
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
