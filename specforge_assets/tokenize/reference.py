@@ -1,0 +1,32 @@
+"""The straightforward SpecForge algorithm (render, tokenize, regex, prefix re-encode per
+boundary). Used for slow tokenizers, as the baseline in the benchmark, and to cross-check the
+fast path in tests."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .core import Preprocessor, TokenizeError, Tokenized
+
+
+def slow_ids_and_counter(tokenizer, text: str, max_length: int):
+    ids = tokenizer(text, max_length=max_length, truncation=True, add_special_tokens=False)["input_ids"]
+
+    def count(p: int) -> int:
+        return len(tokenizer.encode(text[:p], add_special_tokens=False, truncation=True, max_length=max_length))
+
+    return list(ids), count
+
+
+def straightforward_rows(pre: Preprocessor, rows: Sequence[dict]) -> list[Tokenized | TokenizeError]:
+    """Same inputs/outputs as `Preprocessor.process_rows`, one row at a time, prefix re-encoding."""
+    out: list = []
+    for row in rows:
+        try:
+            text, messages, tools, warnings, fb = pre.prepare(row)
+        except TokenizeError as e:
+            out.append(e)
+            continue
+        ids, count = slow_ids_and_counter(pre.tokenizer, text, pre.options.max_length)
+        full = len(pre.tokenizer(text, add_special_tokens=False)["input_ids"]) if len(ids) >= pre.options.max_length else len(ids)
+        out.append(pre._finish(text, ids, full, count, messages, tools, warnings, fb))
+    return out
