@@ -33,6 +33,22 @@ def journal_paths(output_path: Path) -> tuple[Path, Path]:
             output_path.with_name(f".{stem}.regen-state.json"))
 
 
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k != "extra_body":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _diff_keys(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k.split(".", 1)[-1] if k.startswith("settings.") else k
+                  for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 class Journal:
     def __init__(self, output_path: Path, batch: int = 64, flush_s: float = 0.25):
         self.path, self.state_path = journal_paths(output_path)
@@ -67,8 +83,7 @@ class Journal:
         done: dict[int, tuple[int, str]] = {}
         if resume and not restart and state is not None:
             if state.get("fingerprint") != fingerprint:
-                changed = sorted(k for k in set(fingerprint) | set(state.get("fingerprint") or {})
-                                 if (state.get("fingerprint") or {}).get(k) != fingerprint.get(k))
+                changed = _diff_keys(state.get("fingerprint") or {}, fingerprint)
                 raise ConfigChanged(
                     f"{self.path.parent}: existing partial regeneration was made with different settings "
                     f"({', '.join(changed)} changed); finish it with the old settings, or restart "

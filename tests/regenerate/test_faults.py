@@ -1,0 +1,304 @@
+"""Faults against real (stub) HTTP servers in subprocesses: 500s, hangs, drops, deaths, SIGKILL."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from specforge_assets.regenerate.client import NoServerAvailable
+from specforge_assets.regenerate.journal import ConfigChanged, JournalWriteError, journal_paths
+from specforge_assets.regenerate.runner import OutputPaths, OutputWriteError, run_regeneration
+from specforge_assets.regenerate.settings import RegenSettings
+
+from .conftest import dead_address, ids_across, make_rows, read_jsonl, write_rows
+
+FAST = dict(backoff_base_s=0.02, backoff_max_s=0.1, probe_interval_s=0.2, request_timeout_s=5.0,
+            connect_timeout_s=1.0, progress_interval_s=0.5, all_down_timeout_s=3.0)
+
+
+def settings(**kw) -> RegenSettings:
+    return RegenSettings(**{"model": "stub-model", "max_tokens": 32, "concurrency": 8, **FAST, **kw})
+
+
+def assert_exactly_once(rows, outputs):
+    ids = ids_across(outputs)
+    want = [r["id"] for r in rows]
+    assert Counter(ids) == Counter(want)
+
+
+def test_500s_hangs_drops_are_retried_and_every_row_is_accounted(tmp_path, stub_server):
+    rows = make_rows(120)
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    flaky = stub_server(fail_every=4)
+    hangs = stub_server(hang_every=7)
+    drops = stub_server(drop_every=5)
+    out = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
+    stats = run_regeneration(inp, out, settings(request_timeout_s=1.0), [flaky.address, hangs.address, drops.address],
+                             log=lambda m: None)
+    assert stats["counts"] == {"success": 120, "error": 0, "skipped": 0, "passthrough": 0}
+    assert stats["retries"] > 0
+    kinds = stats["request_error_kinds"]
+    assert kinds.get("http_500", 0) > 0 and kinds.get("timeout", 0) > 0 and kinds.get("connection", 0) > 0
+    success = read_jsonl(out.success)
+    assert [r["id"] for r in success] == [r["id"] for r in rows]  # input order
+    for src, got in zip(rows, success):
+        users = [m["content"] for m in src["conversations"] if m["role"] == "user"]
+        assert [m["content"] for m in got["conversations"] if m["role"] == "user"] == users
+        assert all(m["content"] != "old" for m in got["conversations"])
+        assert got["extra"] == src["extra"] and got["status"] == "success"
+        assert len(got["regeneration"]["turns"]) == len(users)
+    assert not journal_paths(out.success)[0].exists()  # journal removed once complete
+
+
+def test_permanent_400_is_an_error_row_at_once(tmp_path, stub_server):
+    rows = make_rows(5)
+    rows[2]["conversations"][0 if rows[2]["conversations"][0]["role"] == "user" else 1]["content"] = "OVERFLOW me"
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    s = stub_server()
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    stats = run_regeneration(inp, out, settings(), [s.address], log=lambda m: None)
+    errs = read_jsonl(out.error)
+    assert [e["id"] for e in errs] == ["r2"]
+    assert errs[0]["status"] == "error" and "HTTP 400" in errs[0]["error"]
+    assert errs[0]["conversations"] == rows[2]["conversations"]  # original kept, as SpecForge does
+    assert stats["retries"] == 0
+
+
+def test_four_servers_one_dead_fails_over_with_no_error_rows(tmp_path, stub_server):
+    rows = make_rows(200, turns=(1,))
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    live = [stub_server() for _ in range(3)]
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    stats = run_regeneration(inp, out, settings(), [s.address for s in live] + [dead_address()], log=lambda m: None)
+    assert stats["counts"]["success"] == 200 and stats["counts"]["error"] == 0
+    assert sum(v["ok"] for v in stats["servers"].values()) == 200
+
+
+def test_server_killed_mid_run_fails_over(tmp_path, stub_server):
+    rows = make_rows(150)
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    dying = stub_server(die_after=40, latency_ms=5)
+    healthy = stub_server(latency_ms=5)
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    stats = run_regeneration(inp, out, settings(), [dying.address, healthy.address], log=lambda m: None)
+    assert stats["counts"]["success"] == 150
+    dead = stats["servers"][dying.address]
+    assert dead["ejections"] >= 1 and not dead["up"]
+    assert_exactly_once(rows, out)
+
+
+def test_no_server_answers_is_a_clear_error(tmp_path):
+    inp = write_rows(tmp_path / "in.jsonl", make_rows(3))
+    with pytest.raises(NoServerAvailable, match="no regeneration server answered"):
+        run_regeneration(inp, OutputPaths.specforge(tmp_path / "o.jsonl"), settings(),
+                         [dead_address(), dead_address()], log=lambda m: None)
+
+
+def test_all_servers_die_aborts_with_journal_intact_then_resume_completes(tmp_path, stub_server):
+    rows = make_rows(100, turns=(1,))
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    dying = stub_server(die_after=30)
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    with pytest.raises(NoServerAvailable, match="out of rotation"):
+        run_regeneration(inp, out, settings(concurrency=2), [dying.address], log=lambda m: None)
+    journal, _ = journal_paths(out.success)
+    done = [json.loads(l)["i"] for l in open(journal)]
+    assert 25 <= len(done) <= 30 and not out.success.exists()
+    fresh = stub_server()
+    stats = run_regeneration(inp, out, settings(concurrency=2), [fresh.address], resume=True, log=lambda m: None)
+    assert stats["resumed_rows"] == len(done) and stats["rows_this_run"] == 100 - len(done)
+    assert_exactly_once(rows, out)
+
+
+def test_bad_rows_are_skipped_with_reasons(tmp_path, stub_server):
+    rows = [
+        {"id": "ok", "conversations": [{"role": "user", "content": "hi"}]},
+        {"id": "lead-assistant", "conversations": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]},
+        {"id": "tool", "conversations": [{"role": "user", "content": "x"}, {"role": "tool", "content": "y"}]},
+        {"id": "two-users", "conversations": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]},
+        {"id": "empty", "conversations": [{"role": "user", "content": " "}]},
+        {"id": "late-system", "conversations": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                                                {"role": "system", "content": "z"}]},
+        {"id": "no-conv"},
+        [1, 2],
+        "{not json",
+    ]
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    stats = run_regeneration(inp, out, settings(), [stub_server().address], log=lambda m: None)
+    assert stats["counts"] == {"success": 1, "error": 0, "skipped": 8, "passthrough": 0}
+    sk = read_jsonl(out.skipped)
+    reasons = {r.get("id", str(r.get("data"))): r["error"] for r in sk}
+    assert reasons["lead-assistant"] == "Data starts with an assistant message"
+    assert reasons["tool"].startswith("Invalid conversation role order at position 1: expected assistant, got tool")
+    assert "expected assistant, got user" in reasons["two-users"]
+    assert "empty" in reasons["empty"] and "System message" in reasons["late-system"]
+    assert reasons["[1, 2]"].startswith("Row is not a JSON object")
+    assert reasons["{not json"].startswith("Invalid JSON")
+    assert all(r["status"] == "skipped" for r in sk)
+
+
+def test_num_samples_counts_valid_rows_and_accounts_for_the_rest(tmp_path, stub_server):
+    rows = make_rows(10, turns=(1,))
+    rows.insert(1, {"id": "bad", "conversations": []})
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    s = stub_server()
+    out = OutputPaths.specforge(tmp_path / "a.jsonl")
+    stats = run_regeneration(inp, out, settings(num_samples=4), [s.address], log=lambda m: None)
+    assert stats["counts"] == {"success": 4, "error": 0, "skipped": 7, "passthrough": 0}
+    assert sum(1 for r in read_jsonl(out.skipped) if r["error"].startswith("Not submitted")) == 6
+    out2 = OutputPaths.specforge(tmp_path / "b.jsonl")
+    stats = run_regeneration(inp, out2, settings(num_samples=4, beyond_limit="passthrough"), [s.address],
+                             log=lambda m: None)
+    assert stats["counts"] == {"success": 4, "error": 0, "skipped": 1, "passthrough": 6}
+    got = read_jsonl(out2.success)
+    assert [r["id"] for r in got] == [r["id"] for r in rows if r["id"] != "bad"]
+    assert got[-1]["status"] == "passthrough" and got[-1]["conversations"] == rows[-1]["conversations"]
+
+
+def test_reasoning_modes(tmp_path, stub_server):
+    rows = [{"id": "a", "conversations": [{"role": "user", "content": "plain"}, {"role": "assistant", "content": "x"},
+                                          {"role": "user", "content": "again"}]},
+            {"id": "t", "conversations": [{"role": "user", "content": "THINK please"}]},
+            {"id": "e", "conversations": [{"role": "user", "content": "EMPTY please"}]}]
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    s = stub_server()
+    res = {}
+    for mode in ("none", "disable", "save"):
+        out = OutputPaths.specforge(tmp_path / f"{mode}.jsonl")
+        run_regeneration(inp, out, settings(reasoning=mode), [s.address], log=lambda m: None)
+        res[mode] = {r["id"]: r for p in (out.success, out.error, out.skipped) for r in read_jsonl(p)}
+    assert res["none"]["t"]["status"] == "success" and "<think>" in res["none"]["t"]["conversations"][-1]["content"]
+    assert res["none"]["e"]["status"] == "success"  # SpecForge keeps empty answers in `none` (a check flags them)
+    assert res["disable"]["t"]["status"] == "skipped" and res["disable"]["e"]["status"] == "skipped"
+    assert res["disable"]["a"]["status"] == "success"
+    save_a = res["save"]["a"]
+    assert save_a["status"] == "success"
+    assistants = [m for m in save_a["conversations"] if m["role"] == "assistant"]
+    assert len(assistants) == 2 and all(m["reasoning_content"] for m in assistants)
+    assert res["save"]["t"]["status"] == "skipped" and res["save"]["e"]["status"] == "error"
+
+
+def test_request_body_sampling_and_dialects():
+    st = RegenSettings(model="m", temperature=0.5, top_p=0.9, top_k=20, min_p=0.05, repetition_penalty=1.1,
+                       seed=7, reasoning="disable", extra_body={"foo": 1, "chat_template_kwargs": {"x": 2}})
+    b = st.request_body([{"role": "user", "content": "q"}], st.turn_seed("id", 0))
+    assert b["repetition_penalty"] == 1.1 and "presence_penalty" not in b
+    assert b["top_k"] == 20 and b["min_p"] == 0.05 and b["top_p"] == 0.9 and b["foo"] == 1
+    assert b["chat_template_kwargs"] == {"x": 2, "enable_thinking": False}
+    assert b["seed"] == st.turn_seed("id", 0) != st.turn_seed("id", 1)
+    st2 = RegenSettings(model="m", top_k=20, repetition_penalty=1.1, dialect="transformers")
+    b2 = st2.request_body([], None)
+    assert "top_k" not in b2 and json.loads(b2["generation_config"])["repetition_penalty"] == 1.1
+    with pytest.raises(ValueError, match="reasoning"):
+        RegenSettings(model="m", reasoning="maybe")
+    with pytest.raises(ValueError, match="max_tokens"):
+        RegenSettings(model="m", max_tokens=0)
+
+
+def test_config_change_with_partial_output_is_refused(tmp_path, stub_server):
+    rows = make_rows(60, turns=(1,))
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    dying = stub_server(die_after=20)
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    with pytest.raises(NoServerAvailable):
+        run_regeneration(inp, out, settings(concurrency=1), [dying.address], log=lambda m: None)
+    s = stub_server()
+    with pytest.raises(ConfigChanged, match="temperature"):
+        run_regeneration(inp, out, settings(temperature=0.1, concurrency=1), [s.address], resume=True,
+                         log=lambda m: None)
+    stats = run_regeneration(inp, out, settings(temperature=0.1), [s.address], resume=True, restart=True,
+                             log=lambda m: None)
+    assert stats["resumed_rows"] == 0 and stats["counts"]["success"] == 60
+
+
+def test_disk_full_on_journal_is_a_clear_error_and_resume_completes(tmp_path, stub_server, monkeypatch):
+    from specforge_assets.regenerate import journal as jmod
+
+    rows = make_rows(80, turns=(1,))
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    s = stub_server()
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def failing_fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(jmod.os, "fsync", failing_fsync)
+    with pytest.raises(JournalWriteError, match="No space left on device"):
+        run_regeneration(inp, out, settings(journal_batch=8, concurrency=2), [s.address], log=lambda m: None)
+    monkeypatch.setattr(jmod.os, "fsync", real_fsync)
+    stats = run_regeneration(inp, out, settings(journal_batch=8, concurrency=2), [s.address], resume=True,
+                             log=lambda m: None)
+    assert stats["resumed_rows"] > 0
+    assert_exactly_once(rows, out)
+
+
+def test_unwritable_output_is_a_clear_error_and_journal_survives(tmp_path, stub_server, monkeypatch):
+    from specforge_assets.regenerate import runner as rmod
+
+    rows = make_rows(20, turns=(1,))
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    s = stub_server()
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    real = rmod.atomic_write
+
+    def denied(path, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(rmod, "atomic_write", denied)
+    with pytest.raises(OutputWriteError, match="Permission denied.*journal .* is intact"):
+        run_regeneration(inp, out, settings(), [s.address], log=lambda m: None)
+    assert journal_paths(out.success)[0].exists()
+    monkeypatch.setattr(rmod, "atomic_write", real)
+    stats = run_regeneration(inp, out, settings(), [s.address], resume=True, log=lambda m: None)
+    assert stats["rows_this_run"] == 0 and stats["counts"]["success"] == 20  # finished from the journal alone
+    assert_exactly_once(rows, out)
+
+
+def test_cli_sigkill_then_resume_is_exactly_once(tmp_path, stub_server):
+    rows = make_rows(400)
+    rows[5] = {"id": "r5", "conversations": [{"role": "assistant", "content": "bad"}]}
+    rows[9]["conversations"][-2]["content"] = "OVERFLOW"
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    servers = [stub_server(latency_ms=20), stub_server(latency_ms=20, fail_every=9)]
+    outp = tmp_path / "out" / "regen.jsonl"
+    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
+           "--server-address", *[s.address for s in servers], "--input-file-path", str(inp),
+           "--output-file-path", str(outp), "--concurrency", "4", "--max-tokens", "16", "--temperature", "0"]
+    proc = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal, _ = journal_paths(outp)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if journal.exists() and sum(1 for _ in open(journal)) >= 60:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    n_before = sum(1 for _ in open(journal, "rb"))
+    assert 0 < n_before < 400 and not outp.exists()
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["success"] + summary["error"] + summary["skipped"] == 400
+    out = OutputPaths.specforge(outp)
+    assert out.error.name == "regen_error.jsonl" and out.skipped.name == "regen_skipped.jsonl"
+    assert_exactly_once(rows, out)
+    assert [e["id"] for e in read_jsonl(out.error)] == ["r9"]
+    assert [e["id"] for e in read_jsonl(out.skipped)] == ["r5"]
+    assert all(r["status"] == "success" for r in read_jsonl(out.success))
+    # a completed run resumed again does nothing and changes nothing
+    before = outp.read_bytes()
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "nothing to do" in r.stderr and outp.read_bytes() == before
