@@ -1,0 +1,174 @@
+"""Greedy chain speculative decoding with an EAGLE3 draft: acceptance length and losslessness.
+
+Per round: the draft proposes k tokens from the target's aux features (as EAGLE3 does when
+serving), the target scores prefix + proposal in one forward, the longest prefix of proposals
+equal to the target's greedy choices is accepted, plus the target's own next token (the bonus).
+
+* ``acceptance_length`` = tokens produced per verifying target forward, bonus included
+  (mean of accepted+1 over rounds; the prefill that yields the first token is not a round).
+  An untrained draft scores ~1.0; the maximum is k+1.
+* ``per_position_acceptance[j]`` = P(draft token j+1 accepted | tokens 1..j accepted) over rounds
+  where position j+1 was reached; ``per_position_acceptance_cumulative[j]`` = P(first j+1 all
+  accepted).
+* ``lossless`` = the speculative output equals plain greedy decoding by the target, token for
+  token, for every prompt (a mismatch means an alignment bug).
+
+Correctness over speed: every target forward re-reads the whole sequence (no KV cache), which
+is fine for the small demo target on CPU.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .eagle3 import LlamaForCausalLMEagle3, build_draft
+
+
+def _prompt_ids(tokenizer, prompt: Any, chat_template: str | None) -> list[int]:
+    if isinstance(prompt, dict) and "input_ids" in prompt:
+        return list(prompt["input_ids"])
+    if isinstance(prompt, (list, tuple)) and (len(prompt) == 0 or isinstance(prompt[0], int)):
+        return list(prompt)
+    if tokenizer is None:
+        raise ValueError("conversation prompts need a tokenizer")
+    if isinstance(prompt, dict) and "conversations" in prompt:
+        prompt = prompt["conversations"]
+    if isinstance(prompt, str):
+        return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    msgs = list(prompt)
+    if msgs and msgs[-1].get("role") == "assistant":  # evaluate on the prompt up to the last answer
+        msgs = msgs[:-1]
+    kw = {"chat_template": chat_template} if chat_template else {}
+    ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, **kw)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+@torch.no_grad()
+def _target_forward(target, ids: list[int], aux_layers: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.tensor([ids], device=device)
+    out = target(input_ids=x, output_hidden_states=True, use_cache=False)
+    hs = out.hidden_states
+    aux = torch.cat([hs[i + 1] for i in aux_layers], dim=-1)
+    return aux, out.logits[0].argmax(-1)
+
+
+@torch.no_grad()
+def greedy_generate(target, ids: list[int], max_new_tokens: int, eos_ids: set[int], device) -> list[int]:
+    """Plain greedy decoding by the target (same full re-forward as the speculative loop)."""
+    seq = list(ids)
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = target(input_ids=torch.tensor([seq], device=device), use_cache=False).logits
+        t = int(logits[0, -1].argmax())
+        seq.append(t)
+        new.append(t)
+        if t in eos_ids:
+            break
+    return new
+
+
+@torch.no_grad()
+def speculative_generate(target, draft: LlamaForCausalLMEagle3, ids: list[int], *, k: int, max_new_tokens: int,
+                         eos_ids: set[int], device) -> tuple[list[int], list[int]]:
+    """(new tokens, accepted-draft-count per verify round)."""
+    aux_layers = list(draft.config.aux_layer_ids)
+    seq = list(ids)
+    aux, greedy = _target_forward(target, seq, aux_layers, device)  # prefill
+    first = int(greedy[-1])
+    seq.append(first)
+    new = [first]
+    rounds: list[int] = []
+    # invariant: aux holds the target's features for positions 0..len(seq)-2
+    while len(new) < max_new_tokens and new[-1] not in eos_ids:
+        n = len(seq) - 1
+        next_ids = torch.tensor([seq[1 : n + 1]], device=device)
+        proposal = draft.propose(aux[:, :n].to(next(draft.parameters()).dtype), next_ids, k)
+        cand = seq + proposal
+        aux_full, greedy = _target_forward(target, cand, aux_layers, device)
+        # target's choice after seq[-1] is greedy[n]; after proposal[j] it is greedy[n+1+j]
+        acc = 0
+        while acc < k and proposal[acc] == int(greedy[n + acc]):
+            acc += 1
+        accepted = proposal[:acc] + [int(greedy[n + acc])]
+        rounds.append(acc)
+        for t in accepted:
+            seq.append(t)
+            new.append(t)
+            if t in eos_ids or len(new) >= max_new_tokens:
+                break
+        aux = aux_full[:, : len(seq) - 1]
+    return new[:max_new_tokens], rounds
+
+
+def _summarise(all_rounds: list[list[int]], k: int) -> dict:
+    flat = [a for r in all_rounds for a in r]
+    n = len(flat)
+    acc_len = (sum(a + 1 for a in flat) / n) if n else 1.0
+    cond, cum = [], []
+    for j in range(k):
+        reached = sum(1 for a in flat if a >= j)
+        passed = sum(1 for a in flat if a >= j + 1)
+        cond.append(passed / reached if reached else 0.0)
+        cum.append(passed / n if n else 0.0)
+    return {"acceptance_length": acc_len, "per_position_acceptance": cond,
+            "per_position_acceptance_cumulative": cum, "num_rounds": n}
+
+
+def evaluate_acceptance(
+    target_model,
+    tokenizer,
+    draft_model: LlamaForCausalLMEagle3 | None,
+    prompts: Sequence[Any],
+    *,
+    k: int = 4,
+    max_new_tokens: int = 64,
+    chat_template: str | None = None,
+    vocab_mapping: tuple[torch.Tensor, torch.Tensor] | None = None,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+    check_lossless: bool = True,
+    max_prompt_tokens: int | None = None,
+) -> dict:
+    """Acceptance of `draft_model` (None: an untrained, randomly initialised draft) on `prompts`
+    (conversations — the trailing assistant turn is dropped — or token-id lists)."""
+    device = next(target_model.parameters()).device
+    target_model.eval()
+    if draft_model is None:
+        d2t, t2d = vocab_mapping if vocab_mapping is not None else (None, None)
+        draft_model = build_draft(target_model, d2t=d2t, t2d=t2d, seed=seed).to(device)
+    draft_model = draft_model.to(device).eval()
+    dtype = next(target_model.parameters()).dtype
+    if next(draft_model.parameters()).dtype != dtype:
+        draft_model = draft_model.to(dtype)
+    eos: set[int] = set()
+    if stop_at_eos:
+        e = getattr(target_model.config, "eos_token_id", None)
+        if e is None and tokenizer is not None:
+            e = tokenizer.eos_token_id
+        eos = set(e if isinstance(e, (list, tuple)) else ([e] if e is not None else []))
+    all_rounds, mismatches, generated = [], [], 0
+    samples = []
+    for i, p in enumerate(prompts):
+        ids = _prompt_ids(tokenizer, p, chat_template)
+        if max_prompt_tokens:
+            ids = ids[-max_prompt_tokens:]
+        spec, rounds = speculative_generate(target_model, draft_model, ids, k=k, max_new_tokens=max_new_tokens,
+                                            eos_ids=eos, device=device)
+        all_rounds.append(rounds)
+        generated += len(spec)
+        if check_lossless:
+            ref = greedy_generate(target_model, ids, max_new_tokens, eos, device)
+            if ref != spec:
+                first = next((j for j, (a, b) in enumerate(zip(ref, spec)) if a != b), min(len(ref), len(spec)))
+                mismatches.append({"prompt": i, "first_mismatch": first})
+        if i < 3:
+            samples.append({"prompt_tokens": len(ids), "generated": spec[:32],
+                            "mean_accept": (sum(rounds) / len(rounds) + 1) if rounds else None})
+    res = _summarise(all_rounds, k)
+    res.update({"k": k, "lossless": (not mismatches) if check_lossless else None, "mismatches": mismatches,
+                "num_prompts": len(all_rounds), "tokens_generated": generated, "max_new_tokens": max_new_tokens,
+                "samples": samples})
+    return res

@@ -1,0 +1,387 @@
+"""Online EAGLE3 training: the frozen target computes aux hidden states and logits in the same
+process, the draft is trained with unrolled TTT steps (see ``loss.py``).
+
+Runs single-process or under ``torchrun`` (DDP when ``torch.distributed`` is initialised: gloo
+on CPU, NCCL on GPU, one ``DistributedSampler`` shard per rank). Only rank 0 logs, calls
+``metrics_cb`` and writes files. Training state (draft weights, optimizer, scheduler, step,
+position in the epoch, RNG) is checkpointed atomically under ``out_dir/training_state/`` every
+``save_every`` steps and at the end; a rerun with ``resume=True`` continues from the latest.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from .data import TokenizedDataset, collate, load_tokenized
+from .eagle3 import LlamaForCausalLMEagle3, build_draft, load_vocab_mapping_file, save_draft_checkpoint
+from .loss import TTTLossModule
+
+STATE_DIR = "training_state"
+
+
+@dataclass
+class TrainConfig:
+    ttt_length: int = 7
+    lr: float = 1e-4
+    warmup_ratio: float = 0.015
+    min_lr_ratio: float = 0.0
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    batch_size: int = 1  # rows per rank per optimizer step
+    max_length: int = 2048
+    grad_clip: float = 0.5  # SpecForge --max-grad-norm
+    weight_decay: float = 0.0  # SpecForge: 0
+    betas: tuple[float, float] = (0.9, 0.95)
+    step_weight: float = 0.8  # TTT step i weighs step_weight**i
+    seed: int = 0
+    dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or float32/bfloat16
+    save_every: int = 0  # steps; 0: only at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    fix_mask_alignment: bool = True  # False reproduces SpecForge's unshifted mask (#885)
+    aux_layer_ids: list[int] | None = None
+    attn_implementation: str = "sdpa"
+    device: str = "auto"
+    compile: bool = False
+    draft_init_seed: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainConfig":
+        d = dict(d or {})
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown train config keys: {unknown} (known: {sorted(known)})")
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); (0, 1, 0) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    return 0, 1, 0
+
+
+def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+            "float16": torch.float16, "fp16": torch.float16}[cfg.dtype]
+
+
+@torch.no_grad()
+def target_features(target: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    aux_layers: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(aux hidden [B,T,3H] = outputs of decoder layers `aux_layers`, logits [B,T,V])."""
+    L = target.config.num_hidden_layers
+    for i in aux_layers:
+        if not 0 <= i <= L - 2:
+            raise ValueError(f"aux layer id {i} outside 0..{L - 2} for a {L}-layer target")
+    out = target(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+    hs = out.hidden_states  # hs[0] embeddings, hs[i+1] output of layer i
+    aux = torch.cat([hs[i + 1] for i in aux_layers], dim=-1)
+    return aux, out.logits
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        prog = min(1.0, (step - warmup_steps) / span)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
+
+    return f
+
+
+class Eagle3Trainer:
+    """Optimizer/scheduler/step logic shared by :func:`train_draft` and the GPU benchmark."""
+
+    def __init__(self, cfg: TrainConfig, target: torch.nn.Module, draft: LlamaForCausalLMEagle3,
+                 device: torch.device, total_steps: int):
+        self.cfg, self.target, self.draft, self.device = cfg, target, draft, device
+        self.rank, self.world, _ = dist_info()
+        self.aux_layers = list(draft.config.aux_layer_ids)
+        self.amp_dtype = resolve_dtype(cfg, device)
+        self.module = TTTLossModule(draft, ttt_length=cfg.ttt_length, fix_alignment=cfg.fix_mask_alignment,
+                                    step_weight=cfg.step_weight)
+        call: torch.nn.Module = self.module
+        if self.world > 1:
+            call = torch.nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        self.call = torch.compile(call) if cfg.compile else call
+        params = [p for p in draft.parameters() if p.requires_grad]
+        kw = {"fused": True} if device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kw)
+        warm = int(round(cfg.warmup_ratio * total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(total_steps, warm, cfg.min_lr_ratio))
+        self.step_num = 0
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.amp_dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.amp_dtype)
+        return nullcontext()
+
+    def train_step(self, batch: dict) -> dict:
+        """One optimizer step; returns device tensors (no host sync)."""
+        ids = batch["input_ids"].to(self.device, non_blocking=True)
+        mask = batch["loss_mask"].to(self.device, non_blocking=True)
+        attn = batch.get("attention_mask")
+        attn = attn.to(self.device, non_blocking=True) if attn is not None and not bool(attn.all()) else None
+        aux, logits = target_features(self.target, ids, attn, self.aux_layers)
+        self.draft.train()
+        with self.autocast():
+            loss, out = self.call(ids, aux, logits, mask)
+        del aux, logits
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip) if self.cfg.grad_clip else None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step_num += 1
+        return {"loss": loss.detach(), "losses": out["losses"], "acc": out["acc"], "counts": out["counts"],
+                "grad_norm": gnorm, "tokens": (batch["attention_mask"].sum() if "attention_mask" in batch else ids.numel())}
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        draft_sd = {k: v.detach().cpu() for k, v in self.draft.state_dict().items() if "embed" not in k}
+        rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"step": self.step_num, "draft": draft_sd, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng}
+
+    def load_state_dict(self, st: dict) -> None:
+        missing, unexpected = self.draft.load_state_dict(st["draft"], strict=False)
+        missing = [m for m in missing if "embed" not in m]
+        if missing or unexpected:
+            raise ValueError(f"training state does not match the draft (missing={missing}, unexpected={unexpected})")
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.step_num = int(st["step"])
+        rng = st.get("rng") or {}
+        if "python" in rng:
+            random.setstate(rng["python"])
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            try:
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            except Exception:  # different GPU count: not fatal (no randomness in the step)
+                pass
+
+
+def _state_dir(out_dir: Path) -> Path:
+    return out_dir / STATE_DIR
+
+
+def latest_state(out_dir: str | Path) -> Path | None:
+    p = _state_dir(Path(out_dir)) / "latest.json"
+    if not p.exists():
+        return None
+    name = json.loads(p.read_text())["file"]
+    f = _state_dir(Path(out_dir)) / name
+    return f if f.exists() else None
+
+
+def _save_state(out_dir: Path, trainer: Eagle3Trainer, extra: dict, keep: int) -> Path:
+    from ..fileio import atomic_write
+
+    d = _state_dir(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    name = f"step_{trainer.step_num:08d}.pt"
+    with atomic_write(d / name, "wb") as f:
+        torch.save({**trainer.state_dict(), **extra}, f)
+    with atomic_write(d / "latest.json") as f:
+        json.dump({"file": name, "step": trainer.step_num}, f)
+    olds = sorted(d.glob("step_*.pt"))
+    for old in olds[: max(0, len(olds) - max(1, keep))]:
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return d / name
+
+
+def _reduce(values: list[float], device: torch.device, world: int) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def train_draft(
+    cfg: TrainConfig,
+    *,
+    target_path: str | Path,
+    dataset_path: str | Path,
+    vocab_mapping_path: str | Path | None,
+    out_dir: str | Path,
+    log: Callable[[str], Any] = print,
+    metrics_cb: Callable[[int, dict], Any] | None = None,
+    resume: bool = True,
+    manifest: dict | None = None,
+    target_model: torch.nn.Module | None = None,
+) -> dict:
+    """Train an EAGLE3 draft online against the target and export it to ``out_dir``.
+
+    ``out_dir`` receives config.json + model.safetensors (SGLang-loadable), manifest.json,
+    metrics.json and ``training_state/`` (resumable state, metrics.jsonl). Returns the final
+    metrics: step, loss, acc (per TTT step), first_loss, tokens_per_s, lr, elapsed_s, ...
+    """
+    from transformers import AutoModelForCausalLM
+
+    rank, world, local_rank = dist_info()
+    out = Path(out_dir)
+    device = resolve_device(cfg, local_rank)
+    dtype = resolve_dtype(cfg, device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    def say(msg: str) -> None:
+        if rank == 0:
+            log(msg)
+
+    if target_model is None:
+        target_model = AutoModelForCausalLM.from_pretrained(
+            str(target_path), dtype=dtype, attn_implementation=cfg.attn_implementation)
+    target = target_model.to(device).eval()
+    target.requires_grad_(False)
+
+    if vocab_mapping_path is not None:
+        d2t, t2d = load_vocab_mapping_file(vocab_mapping_path)
+        if t2d.numel() != target.config.vocab_size:
+            raise ValueError(f"{vocab_mapping_path}: t2d has {t2d.numel()} entries but the target vocab is {target.config.vocab_size}")
+    else:
+        d2t = t2d = None
+    draft = build_draft(target, d2t=d2t, t2d=t2d, aux_layers=cfg.aux_layer_ids,
+                        seed=cfg.draft_init_seed if cfg.draft_init_seed is not None else cfg.seed).to(device)
+
+    rows = load_tokenized(dataset_path, cfg.max_length, vocab_size=target.config.vocab_size)
+    say(f"dataset {dataset_path}: {len(rows)} rows, {rows.num_tokens} tokens "
+        f"(skipped {rows.skipped_no_supervision} without supervised tokens, truncated {rows.truncated})")
+    ds = TokenizedDataset(rows)
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    pad_id = target.config.pad_token_id if target.config.pad_token_id is not None else 0
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler,
+                                         collate_fn=lambda b: collate(b, pad_id=pad_id, multiple_of=8 if device.type == "cuda" else 1))
+    steps_per_epoch = len(loader)
+    total = cfg.max_steps if cfg.max_steps else cfg.epochs * steps_per_epoch
+    n_epochs = math.ceil(total / steps_per_epoch)
+
+    trainer = Eagle3Trainer(cfg, target, draft, device, total)
+    start_epoch, skip_batches = 0, 0
+    history: list[dict] = []
+    first_loss = None
+    if resume and (st_path := latest_state(out)) is not None:
+        st = torch.load(st_path, map_location="cpu", weights_only=False)
+        if st.get("total_steps") not in (None, total):
+            raise ValueError(f"{st_path}: saved for {st.get('total_steps')} total steps, this run has {total}; "
+                             "use a fresh out_dir or resume=False")
+        trainer.load_state_dict(st)
+        start_epoch, skip_batches = int(st["epoch"]), int(st["batch_in_epoch"])
+        history = list(st.get("history", []))
+        first_loss = st.get("first_loss")
+        say(f"resumed from {st_path} at step {trainer.step_num}/{total}")
+    say(f"training draft: {sum(p.numel() for p in draft.parameters() if p.requires_grad):,} trainable params, "
+        f"aux layers {draft.config.aux_layer_ids}, ttt {cfg.ttt_length}, {total} steps, world {world}, device {device}, {dtype}")
+
+    t_start = time.perf_counter()
+    win = {"t": time.perf_counter(), "n": 0, "loss": 0.0, "tokens": 0.0,
+           "acc": [0.0] * cfg.ttt_length, "cnt": [0.0] * cfg.ttt_length, "losses": [0.0] * cfg.ttt_length}
+    last: dict = history[-1] if history else {}
+    epoch = start_epoch
+    done = trainer.step_num >= total
+    while not done and epoch < n_epochs:
+        sampler.set_epoch(epoch)
+        for b_idx, batch in enumerate(loader):
+            if b_idx < skip_batches:
+                continue
+            res = trainer.train_step(batch)
+            step = trainer.step_num
+            # host sync once per step: small vectors only
+            loss_v = float(res["loss"])
+            if first_loss is None:
+                first_loss = loss_v
+            cnts = res["counts"].tolist()
+            accs, ls = res["acc"].tolist(), res["losses"].tolist()
+            win["n"] += 1
+            win["loss"] += loss_v
+            win["tokens"] += float(res["tokens"])
+            for i in range(len(cnts)):
+                win["acc"][i] += accs[i] * cnts[i]
+                win["cnt"][i] += cnts[i]
+                win["losses"][i] += ls[i]
+            is_last = step >= total or b_idx == steps_per_epoch - 1 and epoch == n_epochs - 1
+            if (cfg.log_every and step % cfg.log_every == 0) or is_last or (cfg.save_every and step % cfg.save_every == 0):
+                k = cfg.ttt_length
+                red = _reduce([win["loss"], win["n"], win["tokens"], *win["acc"], *win["cnt"], *win["losses"]], device, world)
+                dt = time.perf_counter() - win["t"]
+                n = max(1.0, red[1])
+                last = {
+                    "step": step, "epoch": epoch, "loss": red[0] / n,
+                    "acc": [red[3 + i] / max(1.0, red[3 + k + i]) for i in range(k)],
+                    "step_losses": [red[3 + 2 * k + i] / n for i in range(k)],
+                    "tokens_per_s": red[2] / max(dt, 1e-9), "lr": trainer.scheduler.get_last_lr()[0],
+                    "grad_norm": float(res["grad_norm"]) if res["grad_norm"] is not None else None,
+                }
+                history.append(last)
+                win = {"t": time.perf_counter(), "n": 0, "loss": 0.0, "tokens": 0.0,
+                       "acc": [0.0] * k, "cnt": [0.0] * k, "losses": [0.0] * k}
+                say(f"step {step}/{total} loss {last['loss']:.4f} acc " + " ".join(f"{a:.2f}" for a in last["acc"])
+                    + f" lr {last['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
+                if rank == 0:
+                    from ..fileio import atomic_write
+
+                    _state_dir(out).mkdir(parents=True, exist_ok=True)
+                    with open(_state_dir(out) / "metrics.jsonl", "a", encoding="utf-8") as f:
+                        f.write(json.dumps(last) + "\n")
+            if (cfg.save_every and step % cfg.save_every == 0) or is_last:
+                next_epoch, next_b = (epoch, b_idx + 1) if b_idx + 1 < steps_per_epoch else (epoch + 1, 0)
+                if rank == 0:
+                    _save_state(out, trainer, {"epoch": next_epoch, "batch_in_epoch": next_b, "total_steps": total,
+                                               "history": history, "first_loss": first_loss, "config": asdict(cfg)},
+                                cfg.keep_checkpoints)
+                if world > 1:
+                    dist.barrier()
+            if rank == 0 and metrics_cb is not None and history and history[-1]["step"] == step:
+                metrics_cb(step, dict(history[-1]))
+            if step >= total:
+                done = True
+                break
+        skip_batches = 0
+        epoch += 1
+
+    final = {**last, "first_loss": first_loss, "total_steps": total, "elapsed_s": time.perf_counter() - t_start,
+             "num_rows": len(rows), "num_tokens": rows.num_tokens, "world_size": world,
+             "skipped_rows": rows.skipped_no_supervision, "truncated_rows": rows.truncated,
+             "aux_layer_ids": list(draft.config.aux_layer_ids), "draft_vocab_size": draft.config.draft_vocab_size}
+    if rank == 0:
+        from ..fileio import atomic_write
+
+        save_draft_checkpoint(draft, out, target.config,
+                              extra_manifest={**(manifest or {}), "train_config": asdict(cfg), "metrics": final})
+        with atomic_write(out / "metrics.json") as f:
+            json.dump({"final": final, "history": history}, f, indent=2, default=str)
+        say(f"saved draft to {out}")
+    if world > 1:
+        dist.barrier()
+    return final
