@@ -1,0 +1,93 @@
+"""`specforge-assets tokenize` and `specforge-assets vocab-mapping` (same code as the assets)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tokenize",
+        help="conversations JSONL → pre-tokenized JSONL {id, input_ids, loss_mask} (SpecForge-exact)",
+        description="Render with the tokenizer's chat template and compute SpecForge's assistant loss mask "
+        "(identical to specforge.data.preprocess_conversations), faster.",
+    )
+    p.add_argument("--input", required=True, help="JSONL with {id, conversations} (or {id, text} with --is-preformatted)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder (or hub id when the hub is reachable)")
+    p.add_argument("--chat-template", required=True, help="registry template name, e.g. qwen, llama3, deepseek-v3")
+    p.add_argument("--max-length", type=int, default=2048)
+    p.add_argument("--is-preformatted", action="store_true", help="rows carry rendered 'text' used verbatim")
+    p.add_argument("--train-only-last-turn", action="store_true")
+    p.add_argument("--output", required=True, help="output JSONL, one {id, input_ids, loss_mask} per row")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--templates-config", help="YAML with extra templates (same form as configs/tokenize.yaml)")
+    p.add_argument("--no-system-prompt", action="store_true", help="corrected: don't inject the template's default system prompt")
+    p.add_argument("--shift-mask-885", action="store_true", help="corrected: shift the mask left by one (SpecForge#885)")
+    p.add_argument("--incremental-mask", action="store_true", help="corrected: template-agnostic spans from incremental rendering")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=run_tokenize)
+
+    v = sub.add_parser(
+        "vocab-mapping",
+        help="pre-tokenized JSONL → SpecForge d2t/t2d vocab mapping (.pt)",
+        description="Top-N loss-bearing target tokens → {'d2t': LongTensor, 't2d': BoolTensor} (torch.save).",
+    )
+    v.add_argument("--input", required=True, help="JSONL with input_ids and loss_mask per row (tokenize's output)")
+    v.add_argument("--target-vocab-size", type=int, required=True)
+    v.add_argument("--draft-vocab-size", type=int, default=32000)
+    v.add_argument("--output", required=True, help="output .pt file")
+    v.set_defaults(func=run_vocab_mapping)
+
+
+def run_tokenize(args) -> int:
+    from ..paths import load_yaml
+    from .core import TokenizeOptions
+    from .dataset import tokenize_jsonl
+    from .templates import UnknownTemplateError, get_template
+
+    extra = {}
+    if args.templates_config:
+        extra = (load_yaml(Path(args.templates_config)) or {}).get("templates") or {}
+    try:
+        template = get_template(args.chat_template, extra)
+    except UnknownTemplateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    opts = TokenizeOptions(
+        max_length=args.max_length, is_preformatted=args.is_preformatted,
+        train_only_last_turn=args.train_only_last_turn, inject_system_prompt=not args.no_system_prompt,
+        shift_mask_885=args.shift_mask_885, incremental_mask=args.incremental_mask,
+    )
+    out = Path(args.output)
+    with tempfile.TemporaryDirectory(prefix=".tokenize.", dir=out.parent if out.parent.exists() else None) as td:
+        stage = Path(td) / "out"
+        stats = tokenize_jsonl(args.input, args.tokenizer, template, stage, opts, workers=args.workers,
+                               trust_remote_code=args.trust_remote_code, write_parquet=False, export_jsonl="train.jsonl")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (stage / "train.jsonl").replace(out)
+        errors = [json.loads(l) for l in open(stage / "errors.jsonl", encoding="utf-8")]
+    for e in errors[:10]:
+        print(f"skipped line {e['line']} (id {e['id']!r}): {e['reason']}", file=sys.stderr)
+    summary = {k: stats[k] for k in ("rows_in", "rows", "rows_failed", "tokens", "supervised_tokens",
+                                       "zero_supervised_rows", "truncated_rows", "fallback_render_rows", "seconds")}
+    print(json.dumps(summary))
+    if stats["fallback_render_rows"]:
+        print("warning: the tokenizer has no usable chat template; SpecForge's fallback rendering was used",
+              file=sys.stderr)
+    return 0
+
+
+def run_vocab_mapping(args) -> int:
+    from .vocab import build_mapping, iter_jsonl_batches, save_mapping
+
+    res = build_mapping(iter_jsonl_batches(args.input), args.target_vocab_size, args.draft_vocab_size)
+    save_mapping(res, args.output)
+    info = {k: v for k, v in res.items() if k not in ("d2t", "t2d")}
+    if res["clamped"]:
+        print(f"note: draft vocab size {res['requested_draft_vocab_size']} > target vocab "
+              f"{res['target_vocab_size']}; clamped", file=sys.stderr)
+    print(json.dumps(info))
+    return 0

@@ -1,0 +1,330 @@
+"""Tokenize a conversation JSONL into Parquet shards + SpecForge's pre-tokenized JSONL.
+
+Streaming: rows are read, tokenized and written in bounded batches (memory does not grow with
+the input), optionally over several worker processes (order kept). Usable without Dagster:
+
+    from specforge_assets.tokenize.dataset import tokenize_jsonl
+    stats = tokenize_jsonl("mix/train.jsonl", "path/to/tokenizer", "qwen", "out/", max_length=2048)
+"""
+from __future__ import annotations
+
+import array
+import concurrent.futures as cf
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..fileio import atomic_write, sha256_file, sha256_json
+from .core import Preprocessor, TokenizeError, TokenizeOptions
+from .templates import ChatTemplate
+
+# Bump when the tokenization code changes its output for the same inputs (part of the cache key).
+ALGORITHM_VERSION = "1"
+TOKENIZER_FILE_PATTERNS = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",
+    "tokenizer.model", "*.tiktoken", "spiece.model", "sentencepiece.bpe.model",
+)
+SHARD_ROWS_DEFAULT = 50_000
+BATCH_ROWS = 256
+
+
+def tokenizer_files(tokenizer_dir: Path | str) -> list[Path]:
+    d = Path(tokenizer_dir)
+    if not d.is_dir():
+        return []
+    files: set[Path] = set()
+    for pat in TOKENIZER_FILE_PATTERNS:
+        files.update(p for p in d.glob(pat) if p.is_file())
+    return sorted(files)
+
+
+def load_tokenizer(path_or_id: Path | str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"cannot load a tokenizer from {path_or_id!r}: {e}. Pass a local folder with tokenizer files "
+            "(the model hub may be unreachable)."
+        ) from e
+
+
+def cache_key(
+    data_sha256: str,
+    tokenizer_path: Path | str,
+    chat_template_text: str | None,
+    template: ChatTemplate,
+    options: TokenizeOptions,
+) -> dict:
+    """The content-addressed key (and its parts): same parts → same output, never recomputed."""
+    tfiles = tokenizer_files(tokenizer_path)
+    parts = {
+        "algorithm_version": ALGORITHM_VERSION,
+        "data_sha256": data_sha256,
+        "tokenizer_files": {p.name: sha256_file(p) for p in tfiles} or {"id": str(tokenizer_path)},
+        "chat_template_sha256": hashlib.sha256((chat_template_text or "").encode()).hexdigest(),
+        "template": template.fields(),
+        "options": options.as_dict(),
+    }
+    return {"key": sha256_json(parts)[:32], "parts": parts}
+
+
+# ---------------------------------------------------------------------------- worker side
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(tokenizer_path: str, template: ChatTemplate, options: TokenizeOptions, trust: bool):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tok = load_tokenizer(tokenizer_path, trust)
+    _WORKER["pre"] = Preprocessor(tok, template, options)
+
+
+def _process_chunk(rows: list[tuple[int, dict]], pre: Preprocessor | None = None) -> list[tuple]:
+    pre = pre or _WORKER["pre"]
+    res = pre.process_rows([r for _, r in rows])
+    out = []
+    for (lineno, row), r in zip(rows, res):
+        rid = row.get("id")
+        if isinstance(r, Exception):
+            out.append((lineno, rid, row.get("source"), None, None, 0, str(r), None))
+        else:
+            out.append((lineno, rid, row.get("source"), r.input_ids, r.loss_mask, r.full_length,
+                        r.warnings, r.fallback_render))
+    return out
+
+
+def _read_rows(path: Path) -> Iterator[tuple[int, dict | Exception]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield lineno, ValueError(f"invalid JSON: {e.msg}")
+                continue
+            if not isinstance(row, dict):
+                yield lineno, ValueError("row is not a JSON object")
+                continue
+            yield lineno, row
+
+
+def _chunks(path: Path, size: int, bad: list) -> Iterator[list[tuple[int, dict]]]:
+    chunk = []
+    for lineno, row in _read_rows(path):
+        if isinstance(row, Exception):
+            bad.append((lineno, None, None, str(row)))
+            continue
+        chunk.append((lineno, row))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _ordered_map(fn, chunks: Iterable, workers: int, init_args) -> Iterator:
+    """Map over chunks in order with at most 2×workers chunks in flight (bounded memory)."""
+    if workers <= 1:
+        _worker_init(*init_args)
+        for c in chunks:
+            yield fn(c)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=init_args) as ex:
+        pending: list[cf.Future] = []
+        it = iter(chunks)
+        done = False
+        while True:
+            while not done and len(pending) < 2 * workers:
+                try:
+                    pending.append(ex.submit(fn, next(it)))
+                except StopIteration:
+                    done = True
+            if not pending:
+                break
+            yield pending.pop(0).result()
+
+
+class _Stats:
+    def __init__(self):
+        self.rows = 0
+        self.tokens = 0
+        self.supervised = 0
+        self.zero_supervised = 0
+        self.truncated = 0
+        self.fallback_rows = 0
+        self.warn_rows = 0
+        self.warning_examples: list[str] = []
+        self.lengths = array.array("i")
+
+
+def _id_for(rid: Any, lineno: int) -> str:
+    return str(rid) if rid is not None else f"line-{lineno}"
+
+
+def tokenize_jsonl(
+    input_path: Path | str,
+    tokenizer_path: Path | str,
+    template: ChatTemplate,
+    output_dir: Path | str,
+    options: TokenizeOptions | None = None,
+    workers: int = 1,
+    shard_rows: int = SHARD_ROWS_DEFAULT,
+    trust_remote_code: bool = False,
+    write_parquet: bool = True,
+    export_jsonl: str | None = "train.jsonl",
+    preprocessor: Preprocessor | None = None,
+) -> dict:
+    """Tokenize `input_path` into `output_dir` (written atomically as a whole). Returns stats."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    options = options or TokenizeOptions()
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    if not input_path.exists():
+        raise FileNotFoundError(f"input not found: {input_path}")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    t0 = time.time()
+    st = _Stats()
+    bad: list = []  # (lineno, id, source, reason)
+    schema = pa.schema([
+        ("id", pa.string()), ("source", pa.string()),
+        ("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
+        ("length", pa.int32()), ("supervised_tokens", pa.int32()),
+        ("full_length", pa.int32()), ("truncated", pa.bool_()),
+    ])
+    shard_idx = 0
+    writer = None
+    in_shard = 0
+    shards: list[str] = []
+    buf: dict[str, list] = {k: [] for k in schema.names}
+    jf = open(tmp / export_jsonl, "w", encoding="utf-8") if export_jsonl else None
+
+    def flush():
+        nonlocal writer
+        if not buf["id"]:
+            return
+        table = pa.table({k: buf[k] for k in schema.names}, schema=schema)
+        writer.write_table(table, row_group_size=8192)
+        for k in buf:
+            buf[k].clear()
+
+    try:
+        init_args = (str(tokenizer_path), template, options, trust_remote_code)
+        if preprocessor is not None:
+            results = (_process_chunk(c, preprocessor) for c in _chunks(input_path, BATCH_ROWS, bad))
+        else:
+            results = _ordered_map(_process_chunk, _chunks(input_path, BATCH_ROWS, bad), workers, init_args)
+        for chunk in results:
+            for lineno, rid, source, ids, mask, full_len, info, fb in chunk:
+                if ids is None:
+                    bad.append((lineno, rid, source, info))
+                    continue
+                sid = _id_for(rid, lineno)
+                n = len(ids)
+                sup = sum(mask)
+                st.rows += 1
+                st.tokens += n
+                st.supervised += sup
+                st.zero_supervised += sup == 0
+                st.truncated += full_len > n
+                st.fallback_rows += bool(fb)
+                if info:
+                    st.warn_rows += 1
+                    if len(st.warning_examples) < 5:
+                        st.warning_examples.append(f"{sid}: {info[0]}")
+                st.lengths.append(n)
+                if write_parquet:
+                    if writer is None or in_shard >= shard_rows:
+                        flush()
+                        if writer is not None:
+                            writer.close()
+                        name = f"part-{shard_idx:05d}.parquet"
+                        writer = pq.ParquetWriter(tmp / name, schema, compression="zstd")
+                        shards.append(name)
+                        shard_idx += 1
+                        in_shard = 0
+                    buf["id"].append(sid)
+                    buf["source"].append(source if isinstance(source, str) else None)
+                    buf["input_ids"].append(ids)
+                    buf["loss_mask"].append(mask)
+                    buf["length"].append(n)
+                    buf["supervised_tokens"].append(sup)
+                    buf["full_length"].append(full_len)
+                    buf["truncated"].append(full_len > n)
+                    in_shard += 1
+                    if len(buf["id"]) >= 4096:
+                        flush()
+                if jf is not None:
+                    jf.write('{"id": ' + json.dumps(sid) + ', "input_ids": [' + ", ".join(map(str, ids))
+                             + '], "loss_mask": [' + ", ".join(map(str, mask)) + "]}\n")
+        if writer is not None:
+            flush()
+            writer.close()
+            writer = None
+        if jf is not None:
+            jf.flush()
+            os.fsync(jf.fileno())
+            jf.close()
+            jf = None
+        bad.sort(key=lambda b: b[0])
+        with atomic_write(tmp / "errors.jsonl") as f:
+            for lineno, rid, source, reason in bad:
+                f.write(json.dumps({"line": lineno, "id": rid, "source": source, "reason": reason}) + "\n")
+        stats = {
+            "rows_in": st.rows + len(bad),
+            "rows": st.rows,
+            "rows_failed": len(bad),
+            "tokens": st.tokens,
+            "supervised_tokens": st.supervised,
+            "supervised_fraction": (st.supervised / st.tokens) if st.tokens else 0.0,
+            "zero_supervised_rows": st.zero_supervised,
+            "truncated_rows": st.truncated,
+            "fallback_render_rows": st.fallback_rows,
+            "rows_with_warnings": st.warn_rows,
+            "warning_examples": st.warning_examples,
+            "max_length": options.max_length,
+            "max_row_length": max(st.lengths) if st.lengths else 0,
+            "shards": shards,
+            "seconds": round(time.time() - t0, 3),
+            "workers": workers,
+        }
+        with atomic_write(tmp / "stats.json") as f:
+            json.dump(stats, f, indent=2)
+        with atomic_write(tmp / "lengths.bin", "wb") as f:
+            st.lengths.tofile(f)
+        if output_dir.exists():
+            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
+            os.replace(output_dir, old)
+            os.replace(tmp, output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output_dir)
+        return stats
+    finally:
+        if writer is not None:
+            writer.close()
+        if jf is not None:
+            jf.close()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_lengths(output_dir: Path | str) -> array.array:
+    a = array.array("i")
+    p = Path(output_dir) / "lengths.bin"
+    if p.exists():
+        with open(p, "rb") as f:
+            a.frombytes(f.read())
+    return a

@@ -1,0 +1,168 @@
+"""Draft vocabulary mapping (`d2t` / `t2d`) from loss-bearing token frequencies.
+
+File format = SpecForge's: `torch.save({"d2t": LongTensor[draft], "t2d": BoolTensor[target]})`,
+target id = draft id + d2t[draft id].
+
+Selection (deterministic, documented):
+  1. count every token id at a position with loss_mask == 1, over all rows;
+  2. rank ids by count, descending; ties by first appearance in the dataset (row order, and
+     ascending id within a row) — the order SpecForge's `Counter.most_common` gives when it is
+     fed the same rows in the same order;
+  3. if fewer distinct supervised ids than the draft vocabulary exist, fill up with zero-count
+     ids in ascending id order;
+  4. sort the chosen ids ascending: draft id i ↔ i-th smallest chosen target id.
+`draft_vocab_size` larger than the target vocabulary is clamped to it (reported).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+NO_ROW = np.iinfo(np.int64).max
+
+
+class TokenCounter:
+    """Accumulates counts and first-appearance rows over batches of (input_ids, loss_mask)."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = int(vocab_size)
+        self.counts = np.zeros(self.vocab_size, dtype=np.int64)
+        self.first = np.full(self.vocab_size, NO_ROW, dtype=np.int64)
+        self.rows = 0
+        self.total = 0
+
+    def add_flat(self, flat_ids: np.ndarray, flat_mask: np.ndarray, row_lengths: np.ndarray) -> None:
+        """A batch given as flattened arrays plus per-row lengths (Arrow list layout)."""
+        nrows = len(row_lengths)
+        if nrows == 0:
+            return
+        sel = flat_mask.astype(bool, copy=False)
+        ids = flat_ids[sel].astype(np.int64, copy=False)
+        if ids.size:
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self.vocab_size:
+                bad = hi if hi >= self.vocab_size else lo
+                raise ValueError(
+                    f"token id {bad} is outside the target vocabulary (size {self.vocab_size}); "
+                    "wrong --target-vocab-size or a different tokenizer?"
+                )
+            self.counts += np.bincount(ids, minlength=self.vocab_size)
+            rows = np.repeat(np.arange(self.rows, self.rows + nrows, dtype=np.int64), row_lengths)[sel]
+            # first occurrence of each id in this batch (rows are increasing, so the first flat
+            # index is in the earliest row)
+            uniq, idx = np.unique(ids, return_index=True)
+            r = rows[idx]
+            cur = self.first[uniq]
+            self.first[uniq] = np.minimum(cur, r)
+            self.total += int(ids.size)
+        self.rows += nrows
+
+    def add_rows(self, rows: Iterable[tuple[list[int], list[int]]]) -> None:
+        ids, masks, lens = [], [], []
+        for a, m in rows:
+            ids.extend(a)
+            masks.extend(m)
+            lens.append(len(a))
+        self.add_flat(np.asarray(ids, dtype=np.int64), np.asarray(masks, dtype=np.int8), np.asarray(lens, dtype=np.int64))
+
+
+def select(counter: TokenCounter, draft_vocab_size: int) -> dict:
+    V = counter.vocab_size
+    requested = int(draft_vocab_size)
+    D = min(requested, V)
+    seen = np.nonzero(counter.counts > 0)[0]
+    # order: count desc, first row asc, id asc
+    order = np.lexsort((seen, counter.first[seen], -counter.counts[seen]))
+    chosen = seen[order][:D]
+    filled = 0
+    if len(chosen) < D:
+        rest = np.setdiff1d(np.arange(V, dtype=np.int64), chosen, assume_unique=False)
+        need = D - len(chosen)
+        chosen = np.concatenate([chosen, rest[:need]])
+        filled = need
+    used = np.sort(chosen.astype(np.int64))
+    d2t = used - np.arange(D, dtype=np.int64)
+    t2d = np.zeros(V, dtype=bool)
+    t2d[used] = True
+    covered = int(counter.counts[used].sum())
+    return {
+        "d2t": d2t,
+        "t2d": t2d,
+        "draft_vocab_size": D,
+        "requested_draft_vocab_size": requested,
+        "clamped": D < requested,
+        "target_vocab_size": V,
+        "distinct_supervised_tokens": int(len(seen)),
+        "filled_zero_count_ids": int(filled),
+        "supervised_tokens": counter.total,
+        "rows": counter.rows,
+        "coverage": (covered / counter.total) if counter.total else 0.0,
+    }
+
+
+def save_mapping(result: dict, path: Path | str) -> Path:
+    import torch
+
+    from ..fileio import atomic_write
+
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        torch.save({"d2t": torch.from_numpy(result["d2t"]).long(), "t2d": torch.from_numpy(result["t2d"]).bool()}, f)
+    return path
+
+
+def load_mapping(path: Path | str) -> dict:
+    import torch
+
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def iter_parquet_batches(paths: Iterable[Path]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    import pyarrow.parquet as pq
+
+    for p in paths:
+        pf = pq.ParquetFile(p)
+        for batch in pf.iter_batches(batch_size=65536, columns=["input_ids", "loss_mask"]):
+            ids_col = batch.column(0)
+            mask_col = batch.column(1)
+            offs = np.asarray(ids_col.offsets)
+            lens = np.diff(offs)
+            flat_ids = np.asarray(ids_col.values)[offs[0]:offs[-1]]
+            moffs = np.asarray(mask_col.offsets)
+            flat_mask = np.asarray(mask_col.values)[moffs[0]:moffs[-1]]
+            yield flat_ids, flat_mask, lens
+
+
+def iter_jsonl_batches(path: Path | str, batch_rows: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    ids, masks, lens = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                a, m = row["input_ids"], row["loss_mask"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{lineno}: expected a JSON object with input_ids and loss_mask ({e})") from e
+            if a and isinstance(a[0], list):  # [1, L] tensors-as-lists
+                a, m = a[0], m[0]
+            if len(a) != len(m):
+                raise ValueError(f"{path}:{lineno}: input_ids and loss_mask lengths differ ({len(a)} vs {len(m)})")
+            ids.extend(a)
+            masks.extend(m)
+            lens.append(len(a))
+            if len(lens) >= batch_rows:
+                yield np.asarray(ids, dtype=np.int64), np.asarray(masks, dtype=np.int8), np.asarray(lens)
+                ids, masks, lens = [], [], []
+    if lens:
+        yield np.asarray(ids, dtype=np.int64), np.asarray(masks, dtype=np.int8), np.asarray(lens)
+
+
+def build_mapping(batches: Iterable, target_vocab_size: int, draft_vocab_size: int = 32000) -> dict:
+    c = TokenCounter(target_vocab_size)
+    for flat_ids, flat_mask, lens in batches:
+        c.add_flat(flat_ids, flat_mask, lens)
+    return select(c, draft_vocab_size)
