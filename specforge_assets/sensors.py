@@ -1,3 +1,406 @@
-"""Sensors and jobs (filled by the platform issue)."""
-sensors: list = []
-jobs: list = []
+"""Sensors and jobs: the platform reacts to files, config, new data versions and failures.
+
+- `incoming_files_sensor`: a file (or folder) dropped into the incoming folder becomes a source
+  partition and is materialized (sources + regenerated); a changed file re-materializes; a
+  deleted file is recorded, its partition and data are kept.
+- `register_sources_sensor`: keeps the dynamic partitions in step with `configs/sources.yaml`,
+  so a fresh `dagster dev` lists every configured source without running anything.
+- `retrain_on_new_dataset`: trains and evaluates the draft when `tokenized/dataset` has a new
+  data version whose blocking checks passed; the run is tagged with that version.
+- `record_run_failures`: appends every failed run, with its errors, to `<root>/ops/failures.jsonl`.
+
+Intervals, default statuses and log locations: `configs/automation.yaml` (see `automation.py`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from . import automation
+from .fileio import sha256_file
+from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, source_partitions
+from .resources import SpecforgeStore
+
+SOURCES = dg.AssetKey(["sources", "conversations"])
+REGENERATED = dg.AssetKey(["regenerated", "conversations"])
+TOKENIZED = dg.AssetKey(["tokenized", "dataset"])
+VOCAB = dg.AssetKey(["tokenized", "vocab_mapping"])
+DRAFT = dg.AssetKey(["models", "draft_model"])
+EVALUATION = dg.AssetKey(["models", "draft_evaluation"])
+
+TRIGGER_TAG = "specforge/trigger"
+DATA_VERSION_TAG = "dagster/data_version"
+INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
+
+_SETTINGS = automation.automation_settings()
+
+
+def _prefixes(*keys: dg.AssetKey) -> dg.AssetSelection:
+    # Key-prefix selections resolve even while a layer is not built yet (the job then selects
+    # fewer assets) instead of failing the whole code location.
+    return dg.AssetSelection.key_prefixes(*[k.path for k in keys])
+
+
+incoming_sources_job = dg.define_asset_job(
+    "incoming_sources_job",
+    selection=_prefixes(SOURCES, REGENERATED),
+    partitions_def=source_partitions,
+    description="One source partition through the sources and regenerated layers (file-drop sensor).",
+    tags={TRIGGER_TAG: "incoming-file"},
+)
+
+retrain_draft_job = dg.define_asset_job(
+    "retrain_draft_job",
+    selection=_prefixes(DRAFT, EVALUATION),
+    description="Train the draft model on the current tokenized dataset and evaluate it.",
+    tags={TRIGGER_TAG: "retrain"},
+)
+
+
+def _ops_path(setting: str | None, root: Path, default_name: str) -> Path:
+    path = Path(setting).expanduser() if setting else root / "ops" / default_name
+    return path if path.is_absolute() else root / path
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    """One line per event; a single short `write` on an O_APPEND file, so concurrent writers
+    (sensor threads, run processes) never interleave inside a line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# incoming files → source partitions
+
+
+def list_incoming(store: SpecforgeStore) -> dict[str, Path]:
+    """`{partition key: path}` of the files/folders in the incoming folder, from the sources
+    layer (which also resolves these keys as custom sources when they are materialized)."""
+    from .sources import incoming
+
+    return {k: Path(p) for k, p in incoming.list_incoming(config=store.config("sources"), root=store.root()).items()}
+
+
+def _fingerprint(path: Path, previous: dict | None) -> dict:
+    """size + mtime for every file; the content hash only when those changed (hashing a large
+    file on every tick would make the tick slow)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stats = [p.stat() for p in files]
+    size = sum(s.st_size for s in stats)
+    mtime_ns = max((s.st_mtime_ns for s in stats), default=0)
+    if previous and previous.get("size") == size and previous.get("mtime_ns") == mtime_ns and previous.get("sha256"):
+        sha = previous["sha256"]
+    elif path.is_dir():
+        from .fileio import sha256_files
+
+        sha = sha256_files(files)
+    else:
+        sha = sha256_file(path)
+    return {"path": str(path), "size": size, "mtime_ns": mtime_ns, "sha256": sha}
+
+
+def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) -> dg.SensorResult | dg.SkipReason:
+    settings = _SETTINGS["sensors"]["incoming_files"]
+    root = store.root()
+    log_path = _ops_path(_SETTINGS["ops"]["incoming_log"], root, "incoming.jsonl")
+    state = json.loads(context.cursor) if context.cursor else {}
+    seen: dict[str, dict] = state.get("files", {})
+    files = list_incoming(store)
+    existing = set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
+    configured = set(configured_source_keys(store.config("sources")))
+
+    now_ns = time.time_ns()
+    new_state: dict[str, dict] = {}
+    new_partitions: list[str] = []
+    run_requests: list[dg.RunRequest] = []
+    waiting: list[str] = []
+    for key, path in sorted(files.items()):
+        if key in configured:
+            # sources.yaml wins: never let a dropped file shadow a configured source.
+            context.log.warning(f"incoming {path.name}: key {key!r} is a configured source; file ignored (rename it)")
+            continue
+        try:
+            fp = _fingerprint(path, seen.get(key))
+        except FileNotFoundError:  # removed between listing and hashing: next tick sees it gone
+            if key in seen:
+                new_state[key] = seen[key]
+            continue
+        if (now_ns - fp["mtime_ns"]) / 1e9 < settings["settle_seconds"]:
+            # still being copied: look again next tick (keep the old state, if any)
+            waiting.append(key)
+            if key in seen:
+                new_state[key] = seen[key]
+            continue
+        new_state[key] = fp
+        old = seen.get(key)
+        if old and old.get("sha256") == fp["sha256"] and key in existing:
+            continue
+        event = "new" if not old else ("changed" if old.get("sha256") != fp["sha256"] else "re-registered")
+        if key not in existing:
+            new_partitions.append(key)
+        run_requests.append(
+            dg.RunRequest(
+                # content hash + mtime: a changed file always runs again, even when it changes
+                # back to earlier content; an unchanged file is never run twice for one state.
+                run_key=f"incoming:{key}:{fp['sha256'][:16]}:{fp['mtime_ns']}",
+                partition_key=key,
+                tags={
+                    "specforge/incoming_file": path.name,
+                    "specforge/incoming_sha256": fp["sha256"][:16],
+                    "specforge/incoming_event": event,
+                },
+            )
+        )
+        context.log.info(f"incoming {path.name}: {event} file → partition {key!r} (sha256 {fp['sha256'][:12]})")
+        _append_jsonl(log_path, {"time": _now_iso(), "event": event, "partition": key, **fp})
+
+    deleted = sorted(set(seen) - set(files))
+    for key in deleted:
+        # Deleting the file never deletes data: the partition and its materializations stay.
+        # Re-materializing that partition fails with the sources layer's missing-file error
+        # until the file comes back (or the partition is deleted on purpose in the UI).
+        context.log.warning(
+            f"incoming file for partition {key!r} ({seen[key].get('path')}) was deleted; "
+            "partition and data are kept (delete the partition in the UI to drop it)"
+        )
+        _append_jsonl(
+            log_path,
+            {"time": _now_iso(), "event": "deleted", "partition": key, "data_kept": True, **seen[key]},
+        )
+
+    cursor = json.dumps({"files": new_state}, sort_keys=True)
+    if not run_requests and not new_partitions:
+        msg = f"{len(new_state)} incoming file(s), none new or changed"
+        if waiting:
+            msg += f"; waiting for {waiting} to settle"
+        if deleted:
+            msg += f"; deleted (data kept): {deleted}"
+        return dg.SensorResult(skip_reason=dg.SkipReason(msg), cursor=cursor)
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[source_partitions.build_add_request(new_partitions)] if new_partitions else [],
+        cursor=cursor,
+    )
+
+
+@dg.sensor(
+    name="incoming_files_sensor",
+    job=incoming_sources_job,
+    minimum_interval_seconds=_SETTINGS["sensors"]["incoming_files"]["minimum_interval_seconds"],
+    default_status=_SETTINGS["sensors"]["incoming_files"]["default_status"],
+    description=(
+        "Watches the incoming folder (sources.yaml `incoming.dir`): a new or changed .jsonl/.json/.parquet "
+        "file becomes a source partition and is materialized; deleted files are logged, data kept."
+    ),
+)
+def incoming_files_sensor(context: dg.SensorEvaluationContext, store: SpecforgeStore):
+    return incoming_tick(context, store)
+
+
+# --------------------------------------------------------------------------------------------
+# configured sources → partitions
+
+
+@dg.sensor(
+    name="register_sources_sensor",
+    minimum_interval_seconds=_SETTINGS["sensors"]["register_sources"]["minimum_interval_seconds"],
+    default_status=_SETTINGS["sensors"]["register_sources"]["default_status"],
+    description="Adds a partition for every source in configs/sources.yaml that the instance does not list yet.",
+)
+def register_sources_sensor(context: dg.SensorEvaluationContext, store: SpecforgeStore):
+    keys = configured_source_keys(store.config("sources"))
+    existing = set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
+    missing = [k for k in keys if k not in existing]
+    if not missing:
+        return dg.SkipReason(f"all {len(keys)} configured sources are partitions")
+    context.log.info(f"registering source partitions: {missing}")
+    return dg.SensorResult(dynamic_partitions_requests=[source_partitions.build_add_request(missing)])
+
+
+# --------------------------------------------------------------------------------------------
+# new tokenized data version (+ passed blocking checks) → retrain
+
+
+def _latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey):
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0] if records else None
+
+
+def _blocking_checks_verdict(context, instance, key: dg.AssetKey, record) -> tuple[str, str]:
+    """('passed'|'failed'|'pending', detail) for the blocking checks of `key` evaluated against
+    the materialization `record` (a check evaluated against an older one does not count)."""
+    graph = context.repository_def.asset_graph
+    if not graph.has(key):
+        return "passed", "asset not in this code location"
+    blocking = sorted(
+        (ck for ck in graph.get_check_keys_for_assets({key}) if graph.get_check_spec(ck).blocking),
+        key=lambda ck: ck.name,
+    )
+    pending = []
+    for ck in blocking:
+        rec = instance.get_latest_asset_check_evaluation_record(ck)
+        evaluation = rec.evaluation if rec else None
+        if rec is None:
+            pending.append(ck.name)  # never evaluated: unverified data never trains
+            continue
+        if evaluation is None:  # planned only: the run skipped it or crashed before it
+            run = instance.get_run_by_id(rec.run_id)
+            if run is None or run.is_finished:
+                return "failed", f"blocking check {ck.name} did not execute in run {rec.run_id[:8]}"
+            pending.append(ck.name)
+            continue
+        target = evaluation.target_materialization_data
+        if target is not None and target.storage_id != record.storage_id:
+            pending.append(ck.name)  # its latest result is about another materialization
+            continue
+        if not evaluation.passed:
+            return "failed", f"blocking check {ck.name} failed on {key.to_user_string()}"
+    if pending:
+        return "pending", f"no result yet for blocking check(s) {pending} on this materialization"
+    return "passed", f"{len(blocking)} blocking check(s) passed"
+
+
+def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    instance = context.instance
+    graph = context.repository_def.asset_graph
+    if not graph.has(DRAFT):
+        return dg.SkipReason("models/draft_model is not defined in this code location yet")
+    rec = _latest_materialization(instance, TOKENIZED)
+    if rec is None:
+        return dg.SkipReason("tokenized/dataset has never been materialized")
+    version = rec.asset_materialization.tags.get(DATA_VERSION_TAG) if rec.asset_materialization else None
+    if not version:
+        return dg.SkipReason("latest tokenized/dataset materialization carries no data version")
+    draft = _latest_materialization(instance, DRAFT)
+    trained_on = (draft.asset_materialization.tags or {}).get(INPUT_DATA_VERSION_TAG + TOKENIZED.to_user_string()) if draft else None
+    if trained_on == version:
+        return dg.SkipReason(f"draft model already trained on tokenized/dataset version {version[:12]}")
+    run = instance.get_run_by_id(rec.run_id)
+    if run is not None and not run.is_finished:
+        return dg.SkipReason(f"waiting for run {rec.run_id[:8]} that produced tokenized/dataset {version[:12]} to finish")
+    verdict, detail = _blocking_checks_verdict(context, instance, TOKENIZED, rec)
+    if verdict != "passed":
+        if verdict == "failed":
+            context.log.warning(f"not retraining on tokenized/dataset {version[:12]}: {detail}")
+        return dg.SkipReason(f"tokenized/dataset {version[:12]}: {detail}")
+    if graph.has(VOCAB):
+        vocab = _latest_materialization(instance, VOCAB)
+        if vocab is None or vocab.storage_id < rec.storage_id:
+            return dg.SkipReason(f"waiting for tokenized/vocab_mapping to be rebuilt from dataset {version[:12]}")
+        v_verdict, v_detail = _blocking_checks_verdict(context, instance, VOCAB, vocab)
+        if v_verdict != "passed":
+            return dg.SkipReason(f"tokenized/vocab_mapping: {v_detail}")
+    context.log.info(f"retraining: tokenized/dataset {version[:12]} (run {rec.run_id[:8]}), {detail}")
+    return dg.RunRequest(
+        run_key=f"retrain:{version}",
+        tags={
+            TRIGGER_TAG: "new-tokenized-data-version",
+            "specforge/trigger_asset": TOKENIZED.to_user_string(),
+            "specforge/trigger_data_version": version,
+            "specforge/trigger_run_id": rec.run_id,
+            "specforge/trigger_storage_id": str(rec.storage_id),
+            "specforge/previous_data_version": trained_on or "none",
+        },
+    )
+
+
+@dg.sensor(
+    name="retrain_on_new_dataset",
+    job=retrain_draft_job,
+    minimum_interval_seconds=_SETTINGS["sensors"]["retrain"]["minimum_interval_seconds"],
+    default_status=_SETTINGS["sensors"]["retrain"]["default_status"],
+    description=(
+        "Trains + evaluates the draft when tokenized/dataset has a new data version whose blocking checks "
+        "passed (a failed check never triggers training). Runs are tagged with the triggering version and run."
+    ),
+)
+def retrain_on_new_dataset(context: dg.SensorEvaluationContext):
+    return retrain_tick(context)
+
+
+# --------------------------------------------------------------------------------------------
+# failures → ops/failures.jsonl
+
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"\b(sk|hf|ghp|gho|xox[bp])[-_][A-Za-z0-9_-]{10,}"),
+    re.compile(r"(?i)((?:api[_-]?key|token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{4,}"),
+]
+
+
+def redact(text: str, env: dict | None = None) -> str:
+    """Remove secrets from an error text before it is written anywhere: values of environment
+    variables whose names look secret, bearer tokens, `api_key=...` pairs, common key prefixes."""
+    env = os.environ if env is None else env
+    for name, value in env.items():
+        if value and len(value) >= 6 and _SECRET_ENV.search(name):
+            text = text.replace(value, f"<redacted:{name}>")
+    for pat in _SECRET_PATTERNS:
+        text = pat.sub(lambda m: (m.group(1) if m.lastindex and not m.group(1).isalnum() else "") + "<redacted>", text)
+    return text
+
+
+def failure_record(context: dg.RunFailureSensorContext, limit: int = 4000) -> dict:
+    run = context.dagster_run
+    steps = []
+    for ev in context.get_step_failure_events():
+        err = ev.step_failure_data.error if ev.step_failure_data else None
+        # Dagster wraps the user's exception: record the user's own class and message first.
+        while err is not None and err.cls_name == "DagsterExecutionStepExecutionError" and err.cause is not None:
+            err = err.cause
+        steps.append(
+            {
+                "step": ev.step_key,
+                "error_class": err.cls_name if err else None,
+                "error": redact((err.to_string() if err else ev.message or ""))[:limit],
+            }
+        )
+    tags = run.tags or {}
+    return {
+        "time": _now_iso(),
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "partition": tags.get("dagster/partition"),
+        "backfill": tags.get("dagster/backfill"),
+        "trigger": tags.get(TRIGGER_TAG) or tags.get("dagster/sensor_name") or tags.get("dagster/schedule_name"),
+        "assets": sorted(k.to_user_string() for k in (run.asset_selection or [])),
+        "message": redact(context.failure_event.message or "")[:limit],
+        "steps": steps,
+    }
+
+
+@dg.run_failure_sensor(
+    name="record_run_failures",
+    minimum_interval_seconds=_SETTINGS["sensors"]["run_failures"]["minimum_interval_seconds"],
+    default_status=_SETTINGS["sensors"]["run_failures"]["default_status"],
+    monitor_all_code_locations=False,
+    description="Appends each failed run (job, partition, assets, error per step; secrets redacted) to <root>/ops/failures.jsonl.",
+)
+def record_run_failures(context: dg.RunFailureSensorContext, store: SpecforgeStore):
+    path = _ops_path(_SETTINGS["ops"]["failure_log"], store.root(), "failures.jsonl")
+    record = failure_record(context)
+    _append_jsonl(path, record)
+    context.log.info(f"run {record['run_id'][:8]} ({record['job']}) failed: recorded in {path}")
+
+
+sensors: list = [
+    incoming_files_sensor,
+    register_sources_sensor,
+    retrain_on_new_dataset,
+    record_run_failures,
+    automation.automation_sensor(),
+]
+jobs: list = [incoming_sources_job, retrain_draft_job]

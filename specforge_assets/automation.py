@@ -1,0 +1,140 @@
+"""Declarative automation: which layers update by themselves, and when.
+
+The policy, layer by layer (asset keys are the project's contracts):
+
+- `regenerated/conversations` follows its source partition (`eager`): a source partition that
+  changes is regenerated (or passed through) on its own, partition by partition.
+- `mix/training_mix` is rebuilt **once** after its inputs settle: some regenerated partition
+  updated since the mix last ran, and nothing upstream of it is still moving — no regenerated
+  or source partition missing, in progress, part of an unfinished backfill, or about to be
+  requested on this tick. A backfill of all source partitions therefore produces one mix run
+  after its last partition, not one per partition (`eager()` alone would not wait for the
+  source layer two hops up, and would start the mix in the same tick as a regenerated run).
+- `tokenized/dataset` and `tokenized/vocab_mapping` follow the mix (`eager`); on the tick the
+  mix is requested they are requested with it, so mix → tokenize → vocab is one run.
+- `models/draft_model` and `models/draft_evaluation` have no condition: the retraining sensor
+  (`sensors.retrain_on_new_dataset`) starts them when the tokenized dataset has a *new data
+  version* whose blocking checks passed, and tags the run with that version.
+
+All conditions are evaluated by one sensor, `specforge_automation` (on by default; interval in
+`configs/automation.yaml`), which tags its runs `specforge/trigger=automation`.
+"""
+from __future__ import annotations
+
+import copy
+
+import dagster as dg
+
+from .paths import load_config
+
+# Defaults for configs/automation.yaml; the file overrides any of them.
+DEFAULT_SETTINGS: dict = {
+    "sensors": {
+        "incoming_files": {"minimum_interval_seconds": 30, "settle_seconds": 5, "dir": None, "default_status": "running"},
+        "register_sources": {"minimum_interval_seconds": 60, "default_status": "running"},
+        "retrain": {"minimum_interval_seconds": 30, "default_status": "running"},
+        "run_failures": {"minimum_interval_seconds": 30, "default_status": "running"},
+    },
+    "automation": {"minimum_interval_seconds": 30, "default_status": "running"},
+    "ops": {"failure_log": None, "incoming_log": None},
+}
+
+
+def _merge(base: dict, override: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (override or {}).items():
+        if k not in base:
+            raise ValueError(f"configs/automation.yaml: unknown key '{where}{k}' (known: {sorted(base)})")
+        out[k] = _merge(base[k], v, f"{where}{k}.") if isinstance(base[k], dict) else v
+    return out
+
+
+def _status(value) -> dg.DefaultSensorStatus:
+    if isinstance(value, dg.DefaultSensorStatus):
+        return value
+    v = str(value).lower()
+    if v not in {"running", "stopped"}:
+        raise ValueError(f"configs/automation.yaml: default_status must be running or stopped, got {value!r}")
+    return dg.DefaultSensorStatus.RUNNING if v == "running" else dg.DefaultSensorStatus.STOPPED
+
+
+def automation_settings(config: dict | None = None) -> dict:
+    """configs/automation.yaml merged over the defaults, validated (unknown keys are errors,
+    intervals positive ints, statuses turned into `DefaultSensorStatus`)."""
+    cfg = _merge(DEFAULT_SETTINGS, load_config("automation") if config is None else config, "")
+    for section in [*cfg["sensors"].values(), cfg["automation"]]:
+        n = section["minimum_interval_seconds"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"configs/automation.yaml: minimum_interval_seconds must be an int >= 1, got {n!r}")
+        section["default_status"] = _status(section["default_status"])
+    return cfg
+
+REGENERATED = dg.AssetKey(["regenerated", "conversations"])
+MIX = dg.AssetKey(["mix", "training_mix"])
+TOKENIZED = dg.AssetKey(["tokenized", "dataset"])
+VOCAB = dg.AssetKey(["tokenized", "vocab_mapping"])
+
+AC = dg.AutomationCondition
+
+
+def _missing_or_in_progress() -> dg.AutomationCondition:
+    """A partition that does not exist yet, or is part of a run or unfinished backfill."""
+    return (AC.missing() | AC.in_progress()).with_label("missing_or_in_progress")
+
+
+def _behind_its_deps() -> dg.AutomationCondition:
+    """A partition whose own input updated after it did: it is about to be recomputed (its own
+    eager condition) or failed to be. `will_be_requested()` cannot express this across a
+    partitioned → unpartitioned boundary (it only sees requests executable in one run)."""
+    return (
+        AC.any_deps_match(AC.newly_updated())
+        .since(AC.newly_updated())
+        .with_label("input_updated_since_last_materialized")
+    )
+
+
+def settled_after_upstream_update() -> dg.AutomationCondition:
+    """For a layer that reads *all* partitions of the layer above: run once when some dep
+    updated (since this asset was last requested/updated) and the two layers above are quiet:
+    no partition missing or in progress, none waiting to catch up with its own input."""
+    updated = AC.any_deps_match(AC.newly_updated() & ~AC.executed_with_root_target()).with_label(
+        "any_deps_updated"
+    )
+    upstream_moving = AC.any_deps_match(
+        _missing_or_in_progress() | _behind_its_deps() | AC.any_deps_match(_missing_or_in_progress())
+    ).with_label("upstream_not_settled")
+    return (updated.since_last_handled() & ~upstream_moving & ~AC.in_progress()).with_label(
+        "once_after_upstream_settles"
+    )
+
+
+CONDITIONS: dict[dg.AssetKey, dg.AutomationCondition] = {
+    REGENERATED: AC.eager(),
+    MIX: settled_after_upstream_update(),
+    TOKENIZED: AC.eager(),
+    VOCAB: AC.eager(),
+}
+
+
+def with_automation(spec: dg.AssetSpec) -> dg.AssetSpec:
+    """`Definitions.map_asset_specs` callback: attach this module's condition to an asset
+    unless its author set one already."""
+    condition = CONDITIONS.get(spec.key)
+    if condition is None or spec.automation_condition is not None:
+        return spec
+    return spec.replace_attributes(automation_condition=condition)
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    cfg = automation_settings()["automation"]
+    return dg.AutomationConditionSensorDefinition(
+        "specforge_automation",
+        target=dg.AssetSelection.all(),
+        default_status=cfg["default_status"],
+        minimum_interval_seconds=cfg["minimum_interval_seconds"],
+        run_tags={"specforge/trigger": "automation"},
+        description=(
+            "Evaluates the layers' automation conditions: regenerated follows sources per partition; "
+            "mix/tokenize run once after all source partitions settle."
+        ),
+    )

@@ -1,0 +1,106 @@
+"""Declarative automation on the toy graph: regenerated follows sources per partition, the mix
+runs once after its inputs settle, tokenize rides with the mix, training is never requested
+by automation (the retrain sensor does that)."""
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+from toy_graph import ASSETS, CHECKS
+
+from specforge_assets.partitions import SOURCES_PARTITION_NAME
+
+SRC = dg.AssetKey(["sources", "conversations"])
+REGEN = dg.AssetKey(["regenerated", "conversations"])
+MIX = dg.AssetKey(["mix", "training_mix"])
+TOK = dg.AssetKey(["tokenized", "dataset"])
+VOCAB = dg.AssetKey(["tokenized", "vocab_mapping"])
+TARGET = dg.AssetKey(["models", "target_model"])
+DRAFT = dg.AssetKey(["models", "draft_model"])
+
+
+class Ticker:
+    """Evaluates the automation conditions tick after tick, keeping the cursor."""
+
+    def __init__(self, defs, instance):
+        self.defs, self.instance, self.cursor = defs, instance, None
+
+    def tick(self) -> dict[dg.AssetKey, set]:
+        res = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = res.cursor
+        return {r.key: set(res.get_requested_partitions(r.key)) for r in res.results if res.get_num_requested(r.key)}
+
+
+def _materialize(defs, instance, keys, partition=None):
+    r = dg.materialize(ASSETS + CHECKS, selection=list(keys), partition_key=partition, instance=instance,
+                       resources=defs.resources, raise_on_error=False)
+    return r
+
+
+def _mix_materializations(instance) -> int:
+    return len(instance.fetch_materializations(MIX, limit=100).records)
+
+
+def test_mix_waits_for_all_partitions_then_runs_once_with_tokenize(toy, dagster_instance):
+    defs, root, _ = toy
+    inst = dagster_instance
+    inst.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["alpha", "beta"])
+    _materialize(defs, inst, [TARGET])
+    t = Ticker(defs, inst)
+    assert t.tick() == {}
+
+    # one partition through sources + regenerated (what the file-drop job does): beta still missing
+    assert _materialize(defs, inst, [SRC, REGEN], "alpha").success
+    assert t.tick() == {}
+    assert _materialize(defs, inst, [SRC, REGEN], "beta").success
+    requested = t.tick()
+    # mix, tokenized and vocab are requested together (one run), training never by automation
+    assert requested == {MIX: {None}, TOK: {None}, VOCAB: {None}}
+    assert _materialize(defs, inst, [MIX, TOK, VOCAB]).success
+    assert t.tick() == {}
+    assert _mix_materializations(inst) == 1
+
+
+def test_source_only_update_regenerates_then_mixes_once(toy, dagster_instance):
+    """Updating only sources/conversations (a UI backfill of the source asset) → regenerated
+    follows per partition; the mix waits until those regenerated runs are done, then runs once.
+    Plain `eager()` would start the mix in the same tick as the regenerated partition."""
+    defs, root, config_dir = toy
+    inst = dagster_instance
+    inst.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["alpha", "beta"])
+    _materialize(defs, inst, [TARGET])
+    for k in ["alpha", "beta"]:
+        _materialize(defs, inst, [SRC, REGEN], k)
+    t = Ticker(defs, inst)
+    t.tick()
+    _materialize(defs, inst, [MIX, TOK, VOCAB])
+    assert t.tick() == {}
+    before = _mix_materializations(inst)
+
+    # both source partitions change (e.g. a backfill of the source asset only)
+    (root / "incoming").mkdir(exist_ok=True)
+    for k in ["alpha", "beta"]:
+        (root / "incoming" / f"{k}.jsonl").write_text(json.dumps({"id": k, "text": "new " + k}) + "\n")
+    assert _materialize(defs, inst, [SRC], "alpha").success
+    first = t.tick()
+    assert first == {REGEN: {"alpha"}}  # no mix yet: regenerated alpha is about to run, beta's source is moving
+    assert _materialize(defs, inst, [SRC], "beta").success
+    assert _materialize(defs, inst, [REGEN], "alpha").success
+    assert t.tick() == {REGEN: {"beta"}}
+    assert _materialize(defs, inst, [REGEN], "beta").success
+    assert t.tick() == {MIX: {None}, TOK: {None}, VOCAB: {None}}
+    assert _materialize(defs, inst, [MIX, TOK, VOCAB]).success
+    assert t.tick() == {}
+    assert _mix_materializations(inst) == before + 1
+
+
+def test_automation_sensor_is_ours_and_training_has_no_condition():
+    from specforge_assets.definitions import defs
+
+    sensor = defs.get_sensor_def("specforge_automation")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.run_tags == {"specforge/trigger": "automation"}
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        if key.path[0] == "models" and key.path[-1] in {"draft_model", "draft_evaluation"}:
+            assert graph.get(key).automation_condition is None
