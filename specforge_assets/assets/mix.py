@@ -1,4 +1,115 @@
-"""Layer: mix (placeholder until its issue lands)."""
-assets: list = []
-asset_checks: list = []
+"""Layer: mix — `mix/training_mix` (one asset over all source partitions) + its checks."""
+
+import json
+
+import dagster as dg
+
+from ..checks import mix as mix_checks
+from ..fileio import read_manifest, write_manifest
+from ..mix.mix import bar_chart_png, build_mix, discover_sources, mix_config
+from ..partitions import SOURCES_PARTITION_NAME
+from ..resources import SpecforgeStore
+from ..tokenize.report import png_markdown
+
+MIX_KEY = dg.AssetKey(["mix", "training_mix"])
+CODE_VERSION = "mix-v1"
+
+
+def _table_md(report: dict) -> str:
+    lines = ["| source | from | rows in | after dedup | train | test | train chars | quarantined |",
+             "|---|---|---|---|---|---|---|---|"]
+    for k in report["sources"]:
+        s = report["per_source"][k]
+        q = ", ".join(f"{r}: {n}" for r, n in s["quarantined"].items()) or "0"
+        lines.append(f"| {k} | {s['origin']} | {s['rows_in']} | {s['rows_after_dedup']} | {s['train_rows']} | "
+                     f"{s['test_rows']} | {s['train_chars']} | {q} |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    key=MIX_KEY,
+    group_name="mix",
+    deps=[dg.AssetDep(dg.AssetKey(["regenerated", "conversations"]), partition_mapping=dg.AllPartitionMapping())],
+    kinds={"python", "jsonl"},
+    code_version=CODE_VERSION,
+    description=None,
+)
+def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
+    """The training mix: every source partition's regenerated (else original) conversations,
+    filtered by configs/mix.yaml (sources, weights/caps), deduplicated by normalized content
+    hash (optionally prefix near-dups), shuffled and split with a seed. Writes
+    <root>/mix/train.jsonl and test.jsonl (SpecForge rows + "source") and quarantine.jsonl
+    (dropped rows with reasons)."""
+    root = store.root()
+    cfg = mix_config(store.config("mix"))
+    on_disk = discover_sources(root)
+    try:
+        in_instance = context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)
+    except Exception:  # noqa: BLE001 - the partitions def may not exist in a bare instance
+        in_instance = []
+    keys = [k for k in on_disk if not in_instance or k in in_instance] or on_disk
+    if in_instance:
+        absent = [k for k in in_instance if k not in on_disk]
+        if absent:
+            context.log.warning(f"source partitions without data on disk (skipped): {absent}")
+    if not keys:
+        raise dg.Failure(f"no source data under {root}/sources or {root}/regenerated: materialize sources/conversations first")
+    report = build_mix(root, cfg, keys)
+    out = store.layer_dir("mix")
+    chart = bar_chart_png(report, out / "mix.png")
+    write_manifest(out, asset="mix/training_mix", report=report)
+    preview = []
+    with open(out / "train.jsonl", encoding="utf-8") as f:
+        for _, line in zip(range(3), f):
+            preview.append(json.loads(line))
+    version = report["train_sha256"][:16] + report["test_sha256"][:16]
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "dagster/row_count": report["train_rows"],
+            "test_rows": report["test_rows"],
+            "rows_in": report["rows_in"],
+            "quarantined_rows": report["quarantined_rows"],
+            "duplicates_removed": report["duplicates_removed"],
+            "duplicates_by_source_pair": dg.MetadataValue.json(report["duplicates_by_pair"]),
+            "realized_mix": dg.MetadataValue.md(_table_md(report)),
+            "shares": dg.MetadataValue.json(report["shares"]),
+            "mix_chart": dg.MetadataValue.md(png_markdown(chart, "rows and characters per source")),
+            "train_path": dg.MetadataValue.path(str(out / "train.jsonl")),
+            "test_path": dg.MetadataValue.path(str(out / "test.jsonl")),
+            "quarantine_path": dg.MetadataValue.path(str(out / "quarantine.jsonl")),
+            "preview": dg.MetadataValue.json(preview),
+            "config": dg.MetadataValue.json(cfg),
+        },
+    )
+
+
+def _report(store: SpecforgeStore) -> dict:
+    man = read_manifest(store.layer_dir("mix")) or {}
+    if "report" not in man:
+        raise dg.Failure("mix/manifest.json missing: materialize mix/training_mix first")
+    return man["report"]
+
+
+@dg.asset_check(asset=MIX_KEY, description="Realized source shares match configs/mix.yaml weights within tolerance.")
+def mix_weights_honoured(store: SpecforgeStore) -> dg.AssetCheckResult:
+    rep = _report(store)
+    ok, desc, md = mix_checks.weights_honoured(store.layer_dir("mix"), rep, float(rep["config"]["weight_tolerance"]))
+    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+
+
+@dg.asset_check(asset=MIX_KEY, description="No two rows of train+test share normalized content or id.")
+def mix_no_duplicate_content(store: SpecforgeStore) -> dg.AssetCheckResult:
+    ok, desc, md = mix_checks.no_duplicate_content(store.layer_dir("mix"))
+    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+
+
+@dg.asset_check(asset=MIX_KEY, description="Input rows = train + test + quarantined.")
+def mix_counts_reconcile(store: SpecforgeStore) -> dg.AssetCheckResult:
+    ok, desc, md = mix_checks.counts_reconcile(store.root(), store.layer_dir("mix"), _report(store))
+    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+
+
+assets: list = [training_mix]
+asset_checks: list = [mix_weights_honoured, mix_no_duplicate_content, mix_counts_reconcile]
 resources: dict = {}

@@ -1,4 +1,175 @@
-"""Layer: tokenize (placeholder until its issue lands)."""
-assets: list = []
-asset_checks: list = []
+"""Layer: tokenized — `tokenized/dataset` and `tokenized/vocab_mapping` + their checks."""
+
+import json
+
+import dagster as dg
+
+from ..checks import tokenize as tok_checks
+from ..fileio import read_manifest
+from ..resources import SpecforgeStore
+from ..tokenize.build import build_tokenized, build_vocab_mapping, target_vocab_size, tokenize_config
+from ..tokenize.dataset import read_lengths
+from ..tokenize.report import example_html, example_markdown, length_histogram_png, png_markdown
+
+DATASET_KEY = dg.AssetKey(["tokenized", "dataset"])
+VOCAB_KEY = dg.AssetKey(["tokenized", "vocab_mapping"])
+TARGET_KEY = dg.AssetKey(["models", "target_model"])
+MIX_KEY = dg.AssetKey(["mix", "training_mix"])
+
+
+def _example(res: dict, root) -> tuple[str, str | None]:
+    from ..tokenize.core import Preprocessor
+
+    mix_train = root / "mix" / "train.jsonl"
+    with open(mix_train, encoding="utf-8") as f:
+        line = next((l for l in f if l.strip()), None)
+    if line is None:
+        return "(empty mix)", None
+    row = json.loads(line)
+    try:
+        t = Preprocessor(res["tokenizer"], res["template"], res["options"]).process(row)
+    except ValueError as e:
+        return f"example row could not be tokenized: {e}", None
+    path = example_html(res["tokenizer"], str(row.get("id")), t.input_ids, t.loss_mask, res["dir"] / "example.html")
+    return example_markdown(res["tokenizer"], str(row.get("id")), t.input_ids, t.loss_mask), str(path)
+
+
+@dg.asset(
+    key=DATASET_KEY,
+    group_name="tokenized",
+    deps=[MIX_KEY, TARGET_KEY],
+    kinds={"python", "parquet"},
+    code_version="tokenize-v1",
+)
+def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
+    """The mix rendered with the target tokenizer's chat template and tokenized with SpecForge's
+    assistant-only loss mask (identical to preprocess_conversations by default; corrected options
+    in configs/tokenize.yaml). Parquet shards (id, input_ids, loss_mask, length, ...) + train.jsonl
+    in SpecForge's pre-tokenized form, under <root>/tokenized/dataset/. Content-addressed: the
+    cache key (mix content, tokenizer files, chat template, template fields, max_length, options)
+    is the DataVersion and identical inputs are never recomputed."""
+    root = store.root()
+    res = build_tokenized(root, store.config("tokenize"), store.config("target"))
+    st = res["stats"]
+    out = res["dir"]
+    hist = length_histogram_png(read_lengths(out), st["max_length"], out / "lengths.png")
+    example_md, example_path = _example(res, root)
+    if res["warnings"]:
+        for w in res["warnings"]:
+            context.log.warning(w)
+    context.log.info(f"cache {'hit' if res['cache_hit'] else 'miss'}: {res['key']}")
+    md = {
+        "dagster/row_count": st["rows"],
+        "tokens": st["tokens"],
+        "supervised_tokens": st["supervised_tokens"],
+        "supervised_fraction": float(st["supervised_fraction"]),
+        "zero_supervised_rows": st["zero_supervised_rows"],
+        "truncated_rows": st["truncated_rows"],
+        "rows_failed": st["rows_failed"],
+        "fallback_render_rows": st["fallback_render_rows"],
+        "rows_with_warnings": st["rows_with_warnings"],
+        "warning_examples": dg.MetadataValue.json(st["warning_examples"]),
+        "warnings": dg.MetadataValue.json(res["warnings"]),
+        "chat_template": res["template"].name,
+        "max_length": st["max_length"],
+        "parity_mode": res["options"].parity,
+        "options": dg.MetadataValue.json(res["options"].as_dict()),
+        "cache_key": res["key"],
+        "cache_hit": res["cache_hit"],
+        "length_histogram": dg.MetadataValue.md(png_markdown(hist, "tokens per row")),
+        "example": dg.MetadataValue.md(example_md),
+        "path": dg.MetadataValue.path(str(out)),
+        "train_jsonl": dg.MetadataValue.path(str(out / "train.jsonl")),
+        "shards": dg.MetadataValue.json(st["shards"]),
+    }
+    if example_path:
+        md["example_html"] = dg.MetadataValue.path(example_path)
+    return dg.MaterializeResult(data_version=dg.DataVersion(res["key"]), metadata=md)
+
+
+def _ds_manifest(store: SpecforgeStore) -> dict:
+    man = read_manifest(store.layer_dir("tokenized", "dataset"))
+    if not man:
+        raise dg.Failure("tokenized/dataset/manifest.json missing: materialize tokenized/dataset first")
+    return man
+
+
+@dg.asset_check(asset=DATASET_KEY, description="Rows with zero supervised tokens stay under the configured rate; "
+                "all-zero masks fail naming the template.")
+def tokenized_zero_supervised_rows(store: SpecforgeStore) -> dg.AssetCheckResult:
+    cfg = tokenize_config(store.config("tokenize"))
+    man = _ds_manifest(store)
+    ok, desc, md = tok_checks.zero_supervised(store.layer_dir("tokenized", "dataset"),
+                                              float(cfg["checks"]["max_zero_supervised_rate"]), man.get("template", "?"))
+    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+
+
+@dg.asset_check(asset=DATASET_KEY, description="Share of supervised tokens within configured bounds.")
+def tokenized_supervised_fraction(store: SpecforgeStore) -> dg.AssetCheckResult:
+    lo, hi = tokenize_config(store.config("tokenize"))["checks"]["supervised_fraction"]
+    ok, desc, md = tok_checks.supervised_fraction(store.layer_dir("tokenized", "dataset"), float(lo), float(hi))
+    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+
+
+@dg.asset_check(asset=DATASET_KEY, description="Row ids unique, and every mix row is present (or quarantined).")
+def tokenized_ids_complete(store: SpecforgeStore) -> dg.AssetCheckResult:
+    ok, desc, md, sev = tok_checks.ids_unique_and_complete(store.layer_dir("tokenized", "dataset"),
+                                                           store.layer_dir("mix") / "train.jsonl")
+    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)},
+                               severity=dg.AssetCheckSeverity.WARN if sev == "WARN" else dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset_check(asset=DATASET_KEY, description="Every row's length <= max_length and ids/mask lengths agree.")
+def tokenized_lengths(store: SpecforgeStore) -> dg.AssetCheckResult:
+    man = _ds_manifest(store)
+    ok, desc, md = tok_checks.lengths_within(store.layer_dir("tokenized", "dataset"), int(man["stats"]["max_length"]))
+    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+
+
+@dg.asset(
+    key=VOCAB_KEY,
+    group_name="tokenized",
+    deps=[DATASET_KEY, TARGET_KEY],
+    kinds={"python", "pytorch"},
+    code_version="vocab-v1",
+)
+def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
+    """Draft vocabulary: the `draft_vocab_size` target tokens most frequent at supervised
+    positions (ties: first appearance in dataset order, then ascending id; fill-up with zero-count
+    ids ascending), saved as SpecForge's {"d2t": LongTensor, "t2d": BoolTensor} torch file at
+    <root>/tokenized/vocab_mapping/vocab_mapping.pt. Clamped to the target vocabulary size."""
+    res = build_vocab_mapping(store.root(), store.config("tokenize"), store.config("target"))
+    if res["clamped"]:
+        context.log.warning(f"draft vocab size {res['requested_draft_vocab_size']} > target vocabulary "
+                            f"{res['target_vocab_size']}: clamped to {res['draft_vocab_size']}")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(res["version"]),
+        metadata={
+            "draft_vocab_size": res["draft_vocab_size"],
+            "requested_draft_vocab_size": res["requested_draft_vocab_size"],
+            "clamped_to_target_vocab": res["clamped"],
+            "target_vocab_size": res["target_vocab_size"],
+            "coverage": float(res["coverage"]),
+            "distinct_supervised_tokens": res["distinct_supervised_tokens"],
+            "filled_zero_count_ids": res["filled_zero_count_ids"],
+            "supervised_tokens": res["supervised_tokens"],
+            "dagster/row_count": res["rows"],
+            "tie_break": "count desc → first appearance (row order, ascending id within a row) → zero-count fill ascending",
+            "path": dg.MetadataValue.path(str(res["path"])),
+        },
+    )
+
+
+@dg.asset_check(asset=VOCAB_KEY, description="d2t/t2d have the right sizes and dtypes and agree with each other.")
+def vocab_mapping_consistent(store: SpecforgeStore) -> dg.AssetCheckResult:
+    d = store.layer_dir("tokenized", "vocab_mapping")
+    man = read_manifest(d) or {}
+    ok, desc, md = tok_checks.vocab_mapping_valid(d / "vocab_mapping.pt", int(man.get("draft_vocab_size", -1)),
+                                                  int(man.get("target_vocab_size", -1)))
+    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+
+
+assets: list = [tokenized_dataset, vocab_mapping]
+asset_checks: list = [tokenized_zero_supervised_rows, tokenized_supervised_fraction, tokenized_ids_complete,
+                      tokenized_lengths, vocab_mapping_consistent]
 resources: dict = {}

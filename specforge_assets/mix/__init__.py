@@ -1,1 +1,1 @@
-"""mix (no Dagster import in domain packages)."""
+"""Training mix: source selection, weights/caps, dedup, seeded shuffle and eval split."""

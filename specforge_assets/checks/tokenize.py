@@ -1,0 +1,120 @@
+"""DuckDB checks over the tokenized shards (in-memory database, no Dagster import).
+
+Each function returns (passed, description, metadata dict)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+
+def _con() -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(":memory:")
+
+
+def _shards(ds: Path) -> str:
+    return str(Path(ds) / "part-*.parquet")
+
+
+def _has_shards(ds: Path) -> bool:
+    return any(Path(ds).glob("part-*.parquet"))
+
+
+def zero_supervised(ds: Path, max_rate: float, template: str) -> tuple[bool, str, dict]:
+    if not _has_shards(ds):
+        return False, "no shards: the tokenized dataset is empty", {"rows": 0}
+    rows, zero = _con().execute(
+        f"SELECT count(*), count(*) FILTER (WHERE supervised_tokens = 0) FROM read_parquet('{_shards(ds)}')"
+    ).fetchone()
+    rate = zero / rows if rows else 1.0
+    md = {"rows": rows, "zero_supervised_rows": zero, "rate": rate, "max_rate": max_rate, "template": template}
+    if rows and zero == rows:
+        return False, (f"every row has an all-zero loss mask: the assistant markers of chat template {template!r} "
+                       "never match the rendered text (wrong template for this tokenizer?)"), md
+    ok = rate <= max_rate
+    return ok, f"{zero} of {rows} rows have no supervised token ({rate:.2%}, allowed {max_rate:.2%})", md
+
+
+def supervised_fraction(ds: Path, lo: float, hi: float) -> tuple[bool, str, dict]:
+    if not _has_shards(ds):
+        return False, "no shards", {}
+    tok, sup = _con().execute(
+        f"SELECT sum(length), sum(supervised_tokens) FROM read_parquet('{_shards(ds)}')").fetchone()
+    frac = (sup or 0) / tok if tok else 0.0
+    ok = lo <= frac <= hi
+    return ok, f"supervised fraction {frac:.3f} (bounds {lo}–{hi})", {"tokens": tok, "supervised_tokens": sup, "fraction": frac}
+
+
+def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict, str]:
+    """Returns (passed, description, metadata, severity 'ERROR'|'WARN')."""
+    con = _con()
+    if not _has_shards(ds):
+        return False, "no shards", {}, "ERROR"
+    con.execute(f"CREATE TABLE t AS SELECT id FROM read_parquet('{_shards(ds)}')")
+    n, nd = con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchone()
+    con.execute("CREATE TABLE m (id VARCHAR)")
+    ids = []
+    with open(mix_train, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    ids.append((str(json.loads(line).get("id")),))
+                except (json.JSONDecodeError, AttributeError):
+                    ids.append((None,))
+            if len(ids) >= 50000:
+                con.executemany("INSERT INTO m VALUES (?)", ids)
+                ids = []
+    if ids:
+        con.executemany("INSERT INTO m VALUES (?)", ids)
+    errs_path = Path(ds) / "errors.jsonl"
+    con.execute("CREATE TABLE e (id VARCHAR)")
+    if errs_path.exists() and errs_path.stat().st_size:
+        err_ids = [(str(json.loads(l).get("id")),) for l in open(errs_path, encoding="utf-8") if l.strip()]
+        if err_ids:
+            con.executemany("INSERT INTO e VALUES (?)", err_ids)
+    missing = con.execute("SELECT id FROM m WHERE id NOT IN (SELECT id FROM t) ORDER BY id").fetchall()
+    unaccounted = con.execute(
+        "SELECT id FROM m WHERE id NOT IN (SELECT id FROM t) AND id NOT IN (SELECT id FROM e) ORDER BY id LIMIT 20").fetchall()
+    extra = con.execute("SELECT count(*) FROM t WHERE id NOT IN (SELECT id FROM m)").fetchone()[0]
+    md = {"rows": n, "distinct_ids": nd, "mix_rows": con.execute("SELECT count(*) FROM m").fetchone()[0],
+          "missing_from_shards": len(missing), "quarantined": con.execute("SELECT count(*) FROM e").fetchone()[0],
+          "not_in_mix": extra, "examples_missing": [m[0] for m in missing[:10]]}
+    if n != nd:
+        return False, f"{n - nd} duplicate ids in the shards", md, "ERROR"
+    if unaccounted or extra:
+        return False, f"{len(unaccounted)} mix ids neither tokenized nor quarantined; {extra} ids not from the mix", md, "ERROR"
+    if missing:
+        return False, f"{len(missing)} mix rows could not be tokenized (see errors.jsonl)", md, "WARN"
+    return True, f"{n} ids, unique, all {md['mix_rows']} mix rows present", md, "ERROR"
+
+
+def lengths_within(ds: Path, max_length: int) -> tuple[bool, str, dict]:
+    if not _has_shards(ds):
+        return False, "no shards", {}
+    mx, bad = _con().execute(
+        f"SELECT max(length), count(*) FILTER (WHERE length > {int(max_length)} OR len(input_ids) != length "
+        f"OR len(loss_mask) != length) FROM read_parquet('{_shards(ds)}')").fetchone()
+    ok = bad == 0
+    return ok, f"longest row {mx} tokens (max_length {max_length}); {bad} rows too long or inconsistent", {
+        "max_row_length": mx, "bad_rows": bad, "max_length": max_length}
+
+
+def vocab_mapping_valid(path: Path, draft: int, target: int) -> tuple[bool, str, dict]:
+    import torch
+
+    m = torch.load(str(path), map_location="cpu", weights_only=True)
+    d2t, t2d = m["d2t"], m["t2d"]
+    used = d2t + torch.arange(len(d2t))
+    problems = []
+    if d2t.dtype != torch.int64 or t2d.dtype != torch.bool:
+        problems.append(f"dtypes {d2t.dtype}/{t2d.dtype}, expected int64/bool")
+    if len(d2t) != draft:
+        problems.append(f"d2t has {len(d2t)} entries, expected {draft}")
+    if len(t2d) != target:
+        problems.append(f"t2d has {len(t2d)} entries, expected {target}")
+    if int(t2d.sum()) != len(d2t):
+        problems.append("t2d marks a different number of ids than d2t maps")
+    elif not bool((used[1:] > used[:-1]).all()) or not bool(t2d[used].all()):
+        problems.append("d2t does not map to the ids t2d marks, in ascending order")
+    return not problems, "; ".join(problems) or "d2t/t2d consistent", {"draft": len(d2t), "target": len(t2d)}

@@ -1,0 +1,340 @@
+"""Build the training mix from per-source conversation files (no Dagster import).
+
+Reads `<root>/regenerated/<key>/train.jsonl` (falling back to `<root>/sources/<key>/train.jsonl`
+when a source has no regenerated output), then, in this order:
+  1. validate rows (SpecForge form: `conversations` list or pre-formatted `text`);
+  2. exact dedup by a hash of the normalized content (NFC, whitespace collapsed, roles kept);
+     optional near-dup: hash of the first N normalized characters (like Model-Optimizer's prefix
+     dedup). The first occurrence wins (sources in config order, rows in file order);
+  3. per-source caps and weights (no upsampling), sampled with the seed;
+  4. seeded shuffle; seeded held-out eval split → `test.jsonl`, rest → `train.jsonl`.
+Every dropped row goes to `quarantine.jsonl` with its reason, so
+`rows_in == train + test + quarantined`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..fileio import atomic_write, iter_jsonl, sha256_file
+from ..paths import check_key
+
+DEFAULTS: dict[str, Any] = {
+    "sources": None,          # null → every source with data; or a list of keys
+    "weights": {},            # {key: relative weight}; sources not listed get weight 1
+    "caps": {},               # {key: max rows}
+    "total_rows": None,       # with weights: target size of the mix (no upsampling)
+    "dedup": {"exact": True, "near_dup_prefix_chars": 0},
+    "seed": 42,
+    "eval": {"fraction": 0.05, "min_rows": 32, "max_rows": 1000},
+    "weight_tolerance": 0.02,
+}
+
+_WS = re.compile(r"\s+")
+
+
+def mix_config(cfg: dict | None) -> dict:
+    out = json.loads(json.dumps(DEFAULTS))
+    for k, v in (cfg or {}).items():
+        if k not in DEFAULTS:
+            raise ValueError(f"configs/mix.yaml: unknown key {k!r}; known: {sorted(DEFAULTS)}")
+        if isinstance(DEFAULTS[k], dict) and k in ("dedup", "eval") and isinstance(v, dict):
+            out[k].update(v)
+        elif v is not None or k in ("sources", "total_rows"):
+            out[k] = v if v is not None else DEFAULTS[k]
+    for k, w in (out["weights"] or {}).items():
+        if not isinstance(w, (int, float)) or w < 0:
+            raise ValueError(f"configs/mix.yaml: weight of {k!r} must be a number >= 0, got {w!r}")
+    for k, c in (out["caps"] or {}).items():
+        if not isinstance(c, int) or c < 0:
+            raise ValueError(f"configs/mix.yaml: cap of {k!r} must be an integer >= 0, got {c!r}")
+    f = out["eval"].get("fraction", 0)
+    if not (0 <= f < 1):
+        raise ValueError("configs/mix.yaml: eval.fraction must be in [0, 1)")
+    return out
+
+
+def normalize_text(s: str) -> str:
+    return _WS.sub(" ", unicodedata.normalize("NFC", s)).strip()
+
+
+def row_text(row: dict) -> str:
+    """Normalized content of a row (roles + contents, or the pre-formatted text)."""
+    if isinstance(row.get("text"), str) and "conversations" not in row:
+        return normalize_text(row["text"])
+    parts = []
+    for m in row.get("conversations") or []:
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role", m.get("from", ""))
+        content = m.get("content", m.get("value", ""))
+        if not isinstance(content, str):
+            content = json.dumps(content, sort_keys=True, ensure_ascii=False)
+        parts.append(f"{role}\x1f{normalize_text(content)}")
+    return "\x1e".join(parts)
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def row_chars(row: dict) -> int:
+    if isinstance(row.get("text"), str) and "conversations" not in row:
+        return len(row["text"])
+    n = 0
+    for m in row.get("conversations") or []:
+        if isinstance(m, dict):
+            c = m.get("content", m.get("value", ""))
+            n += len(c) if isinstance(c, str) else len(json.dumps(c))
+    return n
+
+
+def validate_row(row: Any) -> str | None:
+    if not isinstance(row, dict):
+        return "row is not a JSON object"
+    if "conversations" in row:
+        conv = row["conversations"]
+        if not isinstance(conv, list) or not conv:
+            return "field 'conversations' must be a non-empty list"
+        for i, m in enumerate(conv):
+            if not isinstance(m, dict):
+                return f"conversations[{i}] is not an object"
+            if not any(k in m for k in ("role", "from")):
+                return f"conversations[{i}] has no 'role'"
+        return None
+    if isinstance(row.get("text"), str):
+        return None
+    return "row has neither 'conversations' nor a string 'text'"
+
+
+def source_file(root: Path, key: str) -> tuple[Path | None, str]:
+    """The file a source contributes: regenerated output if present, else the source's."""
+    check_key(key)
+    regen = root / "regenerated" / key / "train.jsonl"
+    if regen.exists():
+        return regen, "regenerated"
+    src = root / "sources" / key / "train.jsonl"
+    if src.exists():
+        return src, "sources"
+    return None, "missing"
+
+
+def discover_sources(root: Path) -> list[str]:
+    keys = set()
+    for layer in ("regenerated", "sources"):
+        d = root / layer
+        if d.is_dir():
+            keys.update(p.name for p in d.iterdir() if (p / "train.jsonl").exists())
+    return sorted(keys)
+
+
+def _eval_count(n: int, cfg: dict) -> int:
+    if n <= 1:
+        return 0
+    f = float(cfg.get("fraction") or 0)
+    if f <= 0:
+        return 0
+    k = max(int(round(n * f)), int(cfg.get("min_rows") or 0))
+    if cfg.get("max_rows") is not None:
+        k = min(k, int(cfg["max_rows"]))
+    return min(k, n // 2)
+
+
+def _targets(avail: dict[str, int], cfg: dict) -> dict[str, int]:
+    caps = cfg["caps"] or {}
+    capped = {k: min(n, caps[k]) if k in caps else n for k, n in avail.items()}
+    weights = cfg["weights"] or {}
+    if not weights:
+        return capped
+    w = {k: float(weights.get(k, 1.0)) for k in capped}
+    tot_w = sum(w.values())
+    if tot_w <= 0:
+        raise ValueError("configs/mix.yaml: all weights are zero")
+    share = {k: w[k] / tot_w for k in capped}
+    if cfg.get("total_rows"):
+        T = int(cfg["total_rows"])
+    else:  # the largest mix that honours the shares without upsampling
+        T = min((capped[k] / share[k]) for k in capped if share[k] > 0)
+    return {k: min(capped[k], int(round(share[k] * T))) for k in capped}
+
+
+def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | None = None) -> dict:
+    """Write `<root>/mix/{train,test,quarantine}.jsonl`; return the realized-mix report."""
+    root = Path(root)
+    cfg = mix_config(config)
+    available = keys if keys is not None else discover_sources(root)
+    wanted = cfg["sources"]
+    if wanted in (None, "all"):
+        selected = list(available)
+    else:
+        if isinstance(wanted, dict):
+            wanted = list(wanted)
+        missing = [k for k in wanted if k not in available]
+        if missing:
+            raise ValueError(f"configs/mix.yaml sources {missing} have no data (materialized: {available})")
+        selected = list(wanted)
+    for k in list(cfg["weights"]) + list(cfg["caps"]):
+        if k not in selected:
+            raise ValueError(f"configs/mix.yaml names source {k!r} in weights/caps but it is not in the mix ({selected})")
+
+    out_dir = root / "mix"
+    quarantine: list[dict] = []
+    seen_exact: dict[str, tuple[str, str]] = {}
+    seen_near: dict[str, tuple[str, str]] = {}
+    dup_pairs: Counter = Counter()
+    per_source_rows: dict[str, list[dict]] = {}
+    inputs: dict[str, dict] = {}
+    rows_in = Counter()
+    near_n = int(cfg["dedup"].get("near_dup_prefix_chars") or 0)
+    exact = bool(cfg["dedup"].get("exact", True))
+    used_ids: set[str] = set()
+    renamed = 0
+    for key in selected:
+        path, origin = source_file(root, key)
+        if path is None:
+            raise FileNotFoundError(f"source {key!r}: neither regenerated/{key}/train.jsonl nor sources/{key}/train.jsonl exists under {root}")
+        inputs[key] = {"path": str(path), "origin": origin, "sha256": sha256_file(path)}
+        kept = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                rows_in[key] += 1
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    quarantine.append({"source": key, "line": lineno, "id": None, "reason": f"invalid JSON: {e.msg}"})
+                    continue
+                err = validate_row(row)
+                if err:
+                    quarantine.append({"source": key, "line": lineno, "id": row.get("id") if isinstance(row, dict) else None,
+                                       "reason": f"invalid row: {err}"})
+                    continue
+                rid = row.get("id")
+                rid = str(rid) if rid is not None else f"{key}-{lineno}"
+                text = row_text(row)
+                if exact:
+                    h = content_hash(text)
+                    if h in seen_exact:
+                        k0, id0 = seen_exact[h]
+                        dup_pairs[(k0, key)] += 1
+                        quarantine.append({"source": key, "line": lineno, "id": rid,
+                                           "reason": f"duplicate: same content as {id0!r} from {k0!r}"})
+                        continue
+                if near_n > 0:
+                    hp = content_hash(text[:near_n])
+                    if hp in seen_near:
+                        k0, id0 = seen_near[hp]
+                        dup_pairs[(k0, key)] += 1
+                        quarantine.append({"source": key, "line": lineno, "id": rid,
+                                           "reason": f"near-duplicate: first {near_n} chars equal {id0!r} from {k0!r}"})
+                        continue
+                if rid in used_ids:
+                    rid = f"{key}-{rid}"
+                    n = 2
+                    while rid in used_ids:
+                        rid = f"{key}-{row.get('id')}-{n}"
+                        n += 1
+                    renamed += 1
+                used_ids.add(rid)
+                if exact:
+                    seen_exact[h] = (key, rid)
+                if near_n > 0:
+                    seen_near[hp] = (key, rid)
+                out = {**row, "id": rid, "source": key}
+                kept.append(out)
+        per_source_rows[key] = kept
+
+    rng = random.Random(int(cfg["seed"]))
+    avail = {k: len(v) for k, v in per_source_rows.items()}
+    targets = _targets(avail, cfg)
+    mixed: list[dict] = []
+    for key in selected:
+        rows = per_source_rows[key]
+        t = targets[key]
+        if t < len(rows):
+            idx = sorted(rng.sample(range(len(rows)), t))
+            keep = set(idx)
+            reason = "over cap" if key in (cfg["caps"] or {}) and not cfg["weights"] else "not sampled (weight)"
+            for i, r in enumerate(rows):
+                if i not in keep:
+                    quarantine.append({"source": key, "line": None, "id": r["id"], "reason": reason})
+            rows = [rows[i] for i in idx]
+        mixed.extend(rows)
+    rng.shuffle(mixed)
+    k = _eval_count(len(mixed), cfg["eval"])
+    test, train = mixed[:k], mixed[k:]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.jsonl", train), ("test.jsonl", test), ("quarantine.jsonl", quarantine)):
+        with atomic_write(out_dir / name) as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False))
+                f.write("\n")
+
+    per_source = {}
+    for key in selected:
+        tr = [r for r in train if r["source"] == key]
+        te = [r for r in test if r["source"] == key]
+        q = Counter(x["reason"].split(":")[0] for x in quarantine if x["source"] == key)
+        per_source[key] = {
+            "rows_in": rows_in[key], "rows_after_dedup": avail[key], "target_rows": targets[key],
+            "train_rows": len(tr), "test_rows": len(te), "train_chars": sum(row_chars(r) for r in tr),
+            "quarantined": dict(q), "origin": inputs[key]["origin"],
+        }
+    total_train = len(train) + len(test)
+    weights = cfg["weights"] or {}
+    shares = {}
+    if weights:
+        tot_w = sum(float(weights.get(k, 1.0)) for k in selected) or 1.0
+        for k in selected:
+            shares[k] = {"target": float(weights.get(k, 1.0)) / tot_w,
+                         "realized": (per_source[k]["train_rows"] + per_source[k]["test_rows"]) / total_train if total_train else 0.0}
+    report = {
+        "sources": selected,
+        "inputs": inputs,
+        "rows_in": sum(rows_in.values()),
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "quarantined_rows": len(quarantine),
+        "per_source": per_source,
+        "duplicates_by_pair": {f"{a} -> {b}": n for (a, b), n in sorted(dup_pairs.items())},
+        "duplicates_removed": sum(dup_pairs.values()),
+        "ids_renamed": renamed,
+        "shares": shares,
+        "config": cfg,
+        "train_sha256": sha256_file(out_dir / "train.jsonl"),
+        "test_sha256": sha256_file(out_dir / "test.jsonl"),
+    }
+    assert report["rows_in"] == report["train_rows"] + report["test_rows"] + report["quarantined_rows"], "mix counts do not reconcile"
+    return report
+
+
+def bar_chart_png(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = report["sources"]
+    rows = [report["per_source"][k]["train_rows"] + report["per_source"][k]["test_rows"] for k in keys]
+    chars = [report["per_source"][k]["train_chars"] for k in keys]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].bar(keys, rows, color="#4C72B0")
+    axes[0].set_title("rows per source (train+test)")
+    axes[1].bar(keys, chars, color="#DD8452")
+    axes[1].set_title("characters per source (train)")
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=80)
+    plt.close(fig)
+    return path

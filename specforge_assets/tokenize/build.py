@@ -1,0 +1,166 @@
+"""Data-root level builds behind the assets (no Dagster import).
+
+`build_tokenized(root)`: <root>/mix/train.jsonl → <root>/tokenized/dataset/, through a
+content-addressed cache <root>/tokenized/cache/<key>/ (the key is the DataVersion).
+`build_vocab_mapping(root)`: shards → <root>/tokenized/vocab_mapping/vocab_mapping.pt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..fileio import read_manifest, sha256_file, sha256_json, write_manifest
+from ..paths import load_config
+from ..target import target_config, target_model_path
+from .core import Preprocessor, TokenizeOptions
+from .dataset import cache_key, load_tokenizer, read_lengths, tokenize_jsonl
+from .templates import get_template
+
+TOKENIZE_DEFAULTS: dict[str, Any] = {
+    "chat_template": None, "max_length": 2048, "is_preformatted": False, "train_only_last_turn": False,
+    "corrected": {"no_system_prompt": False, "shift_mask_885": False, "incremental_mask": False},
+    "workers": 1, "shard_rows": 50000, "templates": {},
+    "checks": {"max_zero_supervised_rate": 0.01, "supervised_fraction": [0.02, 0.99]},
+    "vocab_mapping": {"draft_vocab_size": 32000},
+}
+
+
+def tokenize_config(cfg: dict | None = None, config_dir: Path | None = None) -> dict:
+    raw = load_config("tokenize", config_dir) if cfg is None else cfg
+    out = json.loads(json.dumps(TOKENIZE_DEFAULTS))
+    for k, v in (raw or {}).items():
+        if k not in out:
+            raise ValueError(f"configs/tokenize.yaml: unknown key {k!r}; known: {sorted(out)}")
+        if isinstance(out[k], dict) and isinstance(v, dict) and k != "templates":
+            unknown = set(v) - set(out[k])
+            if unknown:
+                raise ValueError(f"configs/tokenize.yaml: unknown key(s) {sorted(unknown)} under {k!r}")
+            out[k].update(v)
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def options_from(cfg: dict) -> TokenizeOptions:
+    c = cfg["corrected"]
+    return TokenizeOptions(
+        max_length=int(cfg["max_length"]), is_preformatted=bool(cfg["is_preformatted"]),
+        train_only_last_turn=bool(cfg["train_only_last_turn"]),
+        inject_system_prompt=not c.get("no_system_prompt", False),
+        shift_mask_885=bool(c.get("shift_mask_885", False)), incremental_mask=bool(c.get("incremental_mask", False)),
+    )
+
+
+def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
+    """Tokenizer, template and options of this run (clear errors for bad configuration)."""
+    name = cfg["chat_template"] or tcfg.get("chat_template")
+    if not name:
+        raise ValueError("no chat template: set chat_template in configs/tokenize.yaml or configs/target.yaml")
+    template = get_template(name, cfg.get("templates") or {})
+    tok_path = target_model_path(root, tcfg)
+    if isinstance(tok_path, Path) and not tok_path.exists():
+        raise FileNotFoundError(f"target model/tokenizer folder {tok_path} does not exist (materialize models/target_model first)")
+    tokenizer = load_tokenizer(tok_path, bool(tcfg.get("trust_remote_code", False)))
+    return {"template": template, "tokenizer_path": tok_path, "tokenizer": tokenizer, "options": options_from(cfg)}
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Publish `src` as `dst` (hard links where possible), replacing `dst` atomically."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        for p in src.iterdir():
+            if p.is_file():
+                try:
+                    os.link(p, tmp / p.name)
+                except OSError:
+                    shutil.copy2(p, tmp / p.name)
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None = None,
+                    config_dir: Path | None = None) -> dict:
+    root = Path(root)
+    cfg = tokenize_config(cfg, config_dir)
+    tcfg = target_config(load_config("target", config_dir) if tcfg is None else tcfg)
+    mix_train = root / "mix" / "train.jsonl"
+    if not mix_train.exists():
+        raise FileNotFoundError(f"{mix_train} not found (materialize mix/training_mix first)")
+    r = resolve(root, cfg, tcfg)
+    tok = r["tokenizer"]
+    key = cache_key(sha256_file(mix_train), r["tokenizer_path"], getattr(tok, "chat_template", None),
+                    r["template"], r["options"])
+    cache_dir = root / "tokenized" / "cache" / key["key"]
+    hit = (cache_dir / "stats.json").exists()
+    if not hit:
+        pre = Preprocessor(tok, r["template"], r["options"]) if int(cfg["workers"]) <= 1 else None
+        tokenize_jsonl(mix_train, r["tokenizer_path"], r["template"], cache_dir, r["options"],
+                       workers=int(cfg["workers"]), shard_rows=int(cfg["shard_rows"]),
+                       trust_remote_code=bool(tcfg.get("trust_remote_code")), preprocessor=pre)
+        (cache_dir / "cache_key.json").write_text(json.dumps(key, indent=2, default=str))
+    stats = json.loads((cache_dir / "stats.json").read_text())
+    out = root / "tokenized" / "dataset"
+    _link_tree(cache_dir, out)
+    warnings = []
+    if not getattr(tok, "chat_template", None):
+        warnings.append("tokenizer has no chat template: SpecForge's fallback rendering was used "
+                        f"(template {r['template'].name!r} headers)")
+    write_manifest(out, asset="tokenized/dataset", cache_key=key["key"], cache_parts=key["parts"],
+                   cache_hit=hit, template=r["template"].name, tokenizer=str(r["tokenizer_path"]),
+                   stats=stats, warnings=warnings)
+    return {"key": key["key"], "parts": key["parts"], "cache_hit": hit, "stats": stats, "dir": out,
+            "template": r["template"], "tokenizer": tok, "options": r["options"], "warnings": warnings,
+            "cache_dir": cache_dir}
+
+
+def target_vocab_size(tok_path, tokenizer) -> int:
+    if isinstance(tok_path, Path) and (tok_path / "config.json").exists():
+        try:
+            v = json.loads((tok_path / "config.json").read_text()).get("vocab_size")
+            if isinstance(v, int) and v > 0:
+                return max(v, len(tokenizer))
+        except json.JSONDecodeError:
+            pass
+    return len(tokenizer)
+
+
+def build_vocab_mapping(root: Path | str, cfg: dict | None = None, tcfg: dict | None = None,
+                        config_dir: Path | None = None) -> dict:
+    from .vocab import build_mapping, iter_parquet_batches, save_mapping
+
+    root = Path(root)
+    cfg = tokenize_config(cfg, config_dir)
+    tcfg = target_config(load_config("target", config_dir) if tcfg is None else tcfg)
+    ds = root / "tokenized" / "dataset"
+    man = read_manifest(ds)
+    if man is None:
+        raise FileNotFoundError(f"{ds} has no manifest (materialize tokenized/dataset first)")
+    shards = sorted(ds.glob("part-*.parquet"))
+    tok_path = target_model_path(root, tcfg)
+    tokenizer = load_tokenizer(tok_path, bool(tcfg.get("trust_remote_code", False)))
+    V = target_vocab_size(tok_path, tokenizer)
+    D = int(cfg["vocab_mapping"]["draft_vocab_size"])
+    res = build_mapping(iter_parquet_batches(shards), V, D)
+    out = root / "tokenized" / "vocab_mapping"
+    out.mkdir(parents=True, exist_ok=True)
+    path = save_mapping(res, out / "vocab_mapping.pt")
+    info = {k: v for k, v in res.items() if k not in ("d2t", "t2d")}
+    version = sha256_json({"dataset": man.get("cache_key"), "V": V, "D": D, "algo": "top-n-v1"})[:32]
+    write_manifest(out, asset="tokenized/vocab_mapping", dataset_cache_key=man.get("cache_key"),
+                   data_version=version, file="vocab_mapping.pt", file_sha256=sha256_file(path), **info,
+                   tie_break="count desc, then first appearance (row order, ascending id in a row); "
+                             "fill-up with zero-count ids in ascending order")
+    return {**info, "path": path, "version": version, "d2t": res["d2t"], "t2d": res["t2d"]}

@@ -1,0 +1,74 @@
+"""Human-readable artefacts for the tokenized dataset: length histogram, masked example."""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Sequence
+
+from ..fileio import atomic_write
+
+
+def length_histogram_png(lengths: Sequence[int], max_length: int, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    if len(lengths):
+        ax.hist(list(lengths), bins=min(50, max(5, len(set(lengths)))), color="#4C72B0")
+    ax.axvline(max_length, color="#C44E52", linestyle="--", label=f"max_length={max_length}")
+    ax.set_xlabel("tokens per row")
+    ax.set_ylabel("rows")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=80)
+    plt.close(fig)
+    return path
+
+
+def png_markdown(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"![{alt}](data:image/png;base64,{data})"
+
+
+def _pieces(tokenizer, ids: Sequence[int], mask: Sequence[int]) -> list[tuple[str, int]]:
+    """Consecutive runs of equal mask value, decoded as one string each."""
+    runs: list[tuple[str, int]] = []
+    start = 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or mask[i] != mask[start]:
+            runs.append((tokenizer.decode(list(ids[start:i]), skip_special_tokens=False), mask[start]))
+            start = i
+    return runs
+
+
+def example_markdown(tokenizer, row_id: str, ids, mask, limit_chars: int = 3000) -> str:
+    runs = _pieces(tokenizer, ids, mask)
+    out, n = [], 0
+    for text, m in runs:
+        piece = f"⟦{text}⟧" if m else text
+        out.append(piece)
+        n += len(piece)
+        if n > limit_chars:
+            out.append(" …")
+            break
+    body = "".join(out).replace("```", "`\u200b``")
+    return (f"Row `{row_id}`: {sum(mask)} of {len(ids)} tokens supervised; supervised spans are between ⟦ and ⟧.\n\n"
+            f"```text\n{body}\n```")
+
+
+def example_html(tokenizer, row_id: str, ids, mask, path: Path) -> Path:
+    runs = _pieces(tokenizer, ids, mask)
+    parts = []
+    for text, m in runs:
+        t = html.escape(text)
+        parts.append(f'<mark style="background:#c6f6c6">{t}</mark>' if m else f'<span style="color:#666">{t}</span>')
+    doc = (f"<!doctype html><meta charset=utf-8><title>{html.escape(row_id)}</title>"
+           f"<p>Row <code>{html.escape(row_id)}</code>: {sum(mask)} of {len(ids)} tokens supervised "
+           f"(highlighted).</p><pre style='white-space:pre-wrap'>{''.join(parts)}</pre>")
+    with atomic_write(path) as f:
+        f.write(doc)
+    return path
