@@ -1,4 +1,184 @@
-"""Layer: regenerate (placeholder until its issue lands)."""
-assets: list = []
+"""Layer: regenerated/conversations — every assistant turn rewritten by the target model.
+
+A thin wrapper: `specforge_assets.regenerate.partition.regenerate_partition` does the work (the
+CLI `specforge-assets regenerate` runs the same runner); this module maps partition key, run
+config, the server resource, metadata and checks onto it.
+"""
+
+from typing import Optional
+
+import dagster as dg
+
+from ..checks import regenerate as regen_checks
+from ..partitions import source_partitions
+from ..regenerate import config as regen_config
+from ..regenerate.partition import regenerate_partition
+from ..resources import SpecforgeStore
+
+KEY = dg.AssetKey(["regenerated", "conversations"])
+SOURCES_KEY = dg.AssetKey(["sources", "conversations"])
+TARGET_KEY = dg.AssetKey(["models", "target_model"])
+CODE_VERSION = "regenerate-v1"
+
+
+class RegenerationServers(dg.ConfigurableResource):
+    """Where regeneration requests go (deployment-level; overrides configs/regenerate.yaml).
+
+    Empty `addresses` → what the config says (by default: launch a local server for the target
+    model dir). The API key, if any, is read from the env var named by `api_key_env`, never from
+    config, and never logged or written to metadata.
+    """
+
+    addresses: list[str] = []
+    model: str = ""
+    api_key_env: str = "SPECFORGE_REGEN_API_KEY"
+
+
+class RegenerateConfig(dg.Config):
+    """Per-run overrides (Launchpad). Unset fields keep configs/regenerate.yaml's values."""
+
+    enabled: Optional[bool] = None
+    model: Optional[str] = None
+    server_addresses: list[str] = []
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    seed: Optional[int] = None
+    reasoning: Optional[str] = None
+    num_samples: Optional[int] = None
+    concurrency: Optional[int] = None
+    restart: bool = False
+
+
+def _deps() -> list:
+    deps: list = [dg.AssetDep(SOURCES_KEY, partition_mapping=dg.IdentityPartitionMapping())]
+    try:
+        if regen_config.any_source_launches_demo_target():
+            from ..target import is_demo_target
+
+            if is_demo_target():
+                deps.append(dg.AssetDep(TARGET_KEY))
+    except (ValueError, OSError):  # a broken config must not break code loading; the run reports it
+        pass
+    return deps
+
+
+CHECKS = [
+    dg.AssetCheckSpec("rows_reconcile", asset=KEY, blocking=True,
+                      description="success + error + skipped (+ passthrough) = input rows, every input id "
+                                  "exactly once across train/errors/skipped (DuckDB)"),
+    dg.AssetCheckSpec("truncation_rate", asset=KEY,
+                      description="share of regenerated turns with finish_reason == length under the threshold"),
+    dg.AssetCheckSpec("no_empty_answers", asset=KEY, description="no regenerated assistant answer is empty"),
+    dg.AssetCheckSpec("no_think_markers", asset=KEY,
+                      description="no <think>/</think> left in answers unless reasoning mode is `save`"),
+]
+
+
+@dg.asset(
+    key=KEY,
+    partitions_def=source_partitions,
+    deps=_deps(),
+    group_name="regenerated",
+    kinds={"python", "duckdb"},
+    code_version=CODE_VERSION,
+    check_specs=CHECKS,
+    description=__doc__,
+)
+def regenerated_conversations(context: dg.AssetExecutionContext, config: RegenerateConfig, store: SpecforgeStore,
+                              regen_servers: RegenerationServers):
+    """Regenerate (or pass through) one source partition with the target model.
+
+    Reads sources/<key>/train.jsonl (+ test.jsonl); writes regenerated/<key>/train.jsonl,
+    errors.jsonl, skipped.jsonl (+ test.jsonl) and manifest.json. Exactly-once: a crashed run
+    resumes from its journal on the next materialization; changed settings with a partial run are
+    refused unless `restart: true`.
+    """
+    key = context.partition_key
+    overrides = config.model_dump()
+    restart = overrides.pop("restart")
+    if regen_servers.addresses and not overrides.get("server_addresses"):
+        overrides["server_addresses"] = list(regen_servers.addresses)
+    if regen_servers.model and not overrides.get("model"):
+        overrides["model"] = regen_servers.model
+    overrides["api_key_env"] = regen_servers.api_key_env
+    cfg = regen_config.source_config(key, store.config("regenerate"), overrides)
+    cfg["restart"] = bool(restart or cfg.get("restart"))
+    root = store.root()
+    from ..target import target_model_path
+
+    summary = regenerate_partition(key, cfg, root=root, log=context.log.info,
+                                   target_path=lambda: target_model_path(root, store.config("target")))
+    out_dir = store.layer_dir("regenerated", key)
+    train = out_dir / "train.jsonl"
+    counts = summary["counts"]
+    meta = {
+        "dagster/row_count": counts["success"] + counts["passthrough"],
+        "regenerated": summary["regenerated"],
+        "input_rows": summary["input_rows"],
+        "success": counts["success"], "error": counts["error"], "skipped": counts["skipped"],
+        "passthrough": counts["passthrough"],
+        "path": dg.MetadataValue.path(str(train)),
+        "test_split": str(summary.get("test_split")),
+        "preview": dg.MetadataValue.md(_preview(train)),
+    }
+    if summary["regenerated"]:
+        meta.update({
+            "model": str(summary.get("settings", {}).get("model")),
+            "server_models": dg.MetadataValue.json(summary.get("server_models", {})),
+            "settings": dg.MetadataValue.json(summary.get("settings", {})),
+            "rows_per_s": summary.get("rows_per_s") or 0.0,
+            "completion_tokens_per_s": summary.get("completion_tokens_per_s") or 0.0,
+            "elapsed_s": summary.get("elapsed_s") or 0.0,
+            "resumed_rows": summary.get("resumed_rows", 0),
+            "servers": dg.MetadataValue.json(summary.get("servers", {})),
+            "retries": summary.get("retries", 0),
+            "error_breakdown": dg.MetadataValue.json(summary.get("breakdown", {})),
+            "request_error_kinds": dg.MetadataValue.json(summary.get("request_error_kinds", {})),
+            "finish_reasons": dg.MetadataValue.json(summary.get("finish_reasons", {})),
+            "usage": dg.MetadataValue.json(summary.get("usage", {})),
+            "launched_server": dg.MetadataValue.json(summary.get("launched_server") or {}),
+        })
+    yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(summary["content_sha256"][:32]))
+
+    src_train = store.layer_dir("sources", key) / "train.jsonl"
+    ok, m = regen_checks.reconcile(src_train, out_dir)
+    yield dg.AssetCheckResult(check_name="rows_reconcile", passed=ok, metadata=m)
+    ok, q = regen_checks.quality(out_dir, float(cfg["truncation_threshold"]), cfg["reasoning"])
+    warn = dg.AssetCheckSeverity.WARN
+    yield dg.AssetCheckResult(check_name="truncation_rate", severity=warn,
+                              passed=q["truncation_rate"] <= q["truncation_threshold"],
+                              metadata={k: q[k] for k in ("regenerated_turns", "truncated_turns", "truncation_rate",
+                                                          "truncation_threshold")})
+    yield dg.AssetCheckResult(check_name="no_empty_answers", severity=warn, passed=q["empty_answers"] == 0,
+                              metadata={"empty_answers": q["empty_answers"]})
+    yield dg.AssetCheckResult(check_name="no_think_markers", severity=warn,
+                              passed=cfg["reasoning"] == "save" or q["answers_with_think_markers"] == 0,
+                              metadata={"answers_with_think_markers": q["answers_with_think_markers"],
+                                        "reasoning": cfg["reasoning"]})
+
+
+def _preview(path, n: int = 3, width: int = 300) -> str:
+    import json
+
+    lines = ["| id | status | last assistant answer |", "|---|---|---|"]
+    try:
+        with open(path, encoding="utf-8") as f:
+            for _, line in zip(range(n), f):
+                row = json.loads(line)
+                conv = row.get("conversations") or []
+                ans = next((m.get("content", "") for m in reversed(conv) if m.get("role") == "assistant"),
+                           row.get("text", ""))
+                ans = str(ans)[:width].replace("|", "\\|").replace("\n", " ")
+                lines.append(f"| {row.get('id')} | {row.get('status', 'unchanged')} | {ans} |")
+    except (OSError, ValueError):
+        pass
+    return "\n".join(lines)
+
+
+assets = [regenerated_conversations]
 asset_checks: list = []
-resources: dict = {}
+resources = {"regen_servers": RegenerationServers()}

@@ -81,7 +81,8 @@ class Journal:
         """
         state = self.read_state()
         done: dict[int, tuple[int, str]] = {}
-        if resume and not restart and state is not None:
+        partial = state is not None and state.get("state") == "running" and self.path.exists()
+        if resume and not restart and partial:
             if state.get("fingerprint") != fingerprint:
                 changed = _diff_keys(state.get("fingerprint") or {}, fingerprint)
                 raise ConfigChanged(
