@@ -88,9 +88,9 @@ def _now_iso() -> str:
 def list_incoming(store: SpecforgeStore) -> dict[str, Path]:
     """`{partition key: path}` of the files/folders in the incoming folder, from the sources
     layer (which also resolves these keys as custom sources when they are materialized)."""
-    from .sources import incoming
+    from .sources.config import list_incoming as _list
 
-    return {k: Path(p) for k, p in incoming.list_incoming(config=store.config("sources"), root=store.root()).items()}
+    return {k: Path(p) for k, p in _list(config=store.config("sources"), root=store.root()).items()}
 
 
 def _fingerprint(path: Path, previous: dict | None) -> dict:

@@ -10,7 +10,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from toy_graph import build_toy_defs, toy_list_incoming  # noqa: E402
+from toy_graph import build_toy_defs  # noqa: E402
 
 from specforge_assets import sensors  # noqa: E402
 
@@ -35,6 +35,5 @@ def toy(tmp_path, data_root, monkeypatch):
     settings = copy.deepcopy(sensors._SETTINGS)
     settings["sensors"]["incoming_files"]["settle_seconds"] = 0
     monkeypatch.setattr(sensors, "_SETTINGS", settings)
-    monkeypatch.setattr(sensors, "list_incoming", lambda store: toy_list_incoming(root=store.root()))
     (data_root / "incoming").mkdir()
     return build_toy_defs(data_root, config_dir), data_root, config_dir

@@ -127,9 +127,3 @@ def build_toy_defs(root: Path, config_dir: Path) -> dg.Definitions:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return defs.map_asset_specs(func=automation.with_automation)
-
-
-def toy_list_incoming(config: dict | None = None, root: Path | None = None) -> dict[str, Path]:
-    """Stand-in for the sources layer's `list_incoming`: `<root>/incoming/<key>.jsonl`."""
-    folder = Path(root) / "incoming"
-    return {p.stem: p for p in sorted(folder.glob("*.jsonl")) if not p.name.startswith(".")} if folder.is_dir() else {}
