@@ -1,0 +1,148 @@
+"""The mix, tokenized dataset and vocab mapping assets on a real Dagster instance, with a real
+(small, trained here) ChatML tokenizer as the target, checks included."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from tok_helpers import build_chatml_tokenizer, corpus
+
+from specforge_assets.assets import mix as mix_assets
+from specforge_assets.assets import tokenize as tok_assets
+from specforge_assets.partitions import sync_source_partitions
+from specforge_assets.resources import SpecforgeStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_sources(root: Path, rows: list[dict]) -> None:
+    a, b = rows[:120], rows[100:200]  # 20 rows shared → cross-source duplicates
+    for key, part in (("alpha", a), ("beta", b)):
+        d = root / "sources" / key
+        d.mkdir(parents=True)
+        with open(d / "train.jsonl", "w") as f:
+            for r in part:
+                f.write(json.dumps(r) + "\n")
+    # beta also has a regenerated output, which the mix must prefer
+    d = root / "regenerated" / "beta"
+    d.mkdir(parents=True)
+    shutil.copy(root / "sources" / "beta" / "train.jsonl", d / "train.jsonl")
+
+
+def _configs(tmp: Path, tokenize: dict | None = None, mix: dict | None = None, target: dict | None = None) -> Path:
+    cfg = tmp / "configs"
+    cfg.mkdir(exist_ok=True)
+    (cfg / "mix.yaml").write_text(yaml.safe_dump(mix or {"eval": {"fraction": 0.1, "min_rows": 24}}))
+    (cfg / "tokenize.yaml").write_text(yaml.safe_dump(tokenize or {"max_length": 2048}))
+    (cfg / "target.yaml").write_text(yaml.safe_dump(target or {"path": None, "chat_template": "qwen"}))
+    return cfg
+
+
+@pytest.fixture
+def env(tmp_path, data_root, monkeypatch):
+    rows = corpus()[:200]
+    _write_sources(data_root, rows)
+    texts = [m["content"] for r in rows for m in r["conversations"]]
+    build_chatml_tokenizer(data_root / "models" / "target_model", texts)
+    cfg = _configs(tmp_path)
+    monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(cfg))
+    return data_root, cfg
+
+
+def _materialize(instance, selection=None, raise_on_error=True):
+    all_assets = mix_assets.assets + tok_assets.assets
+    checks = mix_assets.asset_checks + tok_assets.asset_checks
+    return dg.materialize(all_assets + checks, instance=instance, resources={"store": SpecforgeStore()},
+                          selection=selection, raise_on_error=raise_on_error)
+
+
+def _checks(result) -> dict[str, bool]:
+    return {ev.event_specific_data.check_name: ev.event_specific_data.passed
+            for ev in result.all_events if ev.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def _mat(result, key):
+    return [m for m in result.asset_materializations_for_node(key)][0]
+
+
+def test_assets_end_to_end(env, dagster_instance):
+    root, cfg = env
+    sync_source_partitions(dagster_instance, ["alpha", "beta"])
+    res = _materialize(dagster_instance)
+    assert res.success
+    checks = _checks(res)
+    assert checks and all(checks.values()), checks
+
+    mix_md = res.asset_materializations_for_node("mix__training_mix")[0].metadata
+    assert mix_md["duplicates_removed"].value == 20
+    assert mix_md["test_rows"].value >= 24
+    assert "data:image/png;base64," in mix_md["mix_chart"].value
+    train = [json.loads(l) for l in open(root / "mix" / "train.jsonl")]
+    assert {r["source"] for r in train} == {"alpha", "beta"} and all("conversations" in r for r in train)
+    q = [json.loads(l) for l in open(root / "mix" / "quarantine.jsonl")]
+    assert len(q) == 20 and all(x["reason"].startswith("duplicate") for x in q)
+    assert json.loads((root / "mix" / "manifest.json").read_text())["report"]["inputs"]["beta"]["origin"] == "regenerated"
+
+    md = res.asset_materializations_for_node("tokenized__dataset")[0].metadata
+    assert md["dagster/row_count"].value == len(train)
+    assert md["zero_supervised_rows"].value == 0
+    assert md["cache_hit"].value is False
+    assert 0 < md["supervised_fraction"].value < 1
+    assert "⟦" in md["example"].value and "data:image/png" in md["length_histogram"].value
+    ds = root / "tokenized" / "dataset"
+    assert list(ds.glob("part-*.parquet")) and (ds / "train.jsonl").exists()
+    first = json.loads(open(ds / "train.jsonl").readline())
+    assert set(first) == {"id", "input_ids", "loss_mask"} and len(first["input_ids"]) == len(first["loss_mask"])
+
+    vmd = res.asset_materializations_for_node("tokenized__vocab_mapping")[0].metadata
+    import torch
+
+    m = torch.load(root / "tokenized" / "vocab_mapping" / "vocab_mapping.pt", weights_only=True)
+    assert vmd["clamped_to_target_vocab"].value is True  # demo-size vocab < 32000
+    assert len(m["d2t"]) == vmd["draft_vocab_size"].value == len(m["t2d"])
+    assert 0.99 <= vmd["coverage"].value <= 1.0
+
+    # same inputs → cache hit and the same DataVersion
+    v1 = dagster_instance.get_latest_materialization_event(dg.AssetKey(["tokenized", "dataset"])).asset_materialization.tags
+    res2 = _materialize(dagster_instance, selection=[dg.AssetKey(["tokenized", "dataset"])])
+    md2 = res2.asset_materializations_for_node("tokenized__dataset")[0].metadata
+    assert md2["cache_hit"].value is True and md2["cache_key"].value == md["cache_key"].value
+    v2 = dagster_instance.get_latest_materialization_event(dg.AssetKey(["tokenized", "dataset"])).asset_materialization.tags
+    assert v1["dagster/data_version"] == v2["dagster/data_version"] == md["cache_key"].value
+
+    # a changed option → cache miss, new key
+    (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 512}))
+    res3 = _materialize(dagster_instance, selection=[dg.AssetKey(["tokenized", "dataset"])])
+    md3 = res3.asset_materializations_for_node("tokenized__dataset")[0].metadata
+    assert md3["cache_hit"].value is False and md3["cache_key"].value != md["cache_key"].value
+    assert md3["truncated_rows"].value > 0
+
+
+def test_markers_never_match_fails_check_naming_template(env, dagster_instance):
+    root, cfg = env
+    (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 2048, "chat_template": "llama3"}))
+    sync_source_partitions(dagster_instance, ["alpha", "beta"])
+    res = _materialize(dagster_instance, selection=[dg.AssetKey(["mix", "training_mix"]),
+                                                    dg.AssetKey(["tokenized", "dataset"])], raise_on_error=False)
+    evals = [e for e in res.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    zero = [e.event_specific_data for e in evals if e.event_specific_data.check_name == "tokenized_zero_supervised_rows"][0]
+    assert zero.passed is False
+    assert "llama3" in zero.description and "never match" in zero.description
+
+
+def test_no_chat_template_uses_fallback_with_warning(env, dagster_instance):
+    root, cfg = env
+    tdir = root / "models" / "target_model"
+    shutil.rmtree(tdir)
+    rows = corpus()[:50]
+    build_chatml_tokenizer(tdir, [m["content"] for r in rows for m in r["conversations"]], chat_template=None)
+    sync_source_partitions(dagster_instance, ["alpha", "beta"])
+    res = _materialize(dagster_instance, selection=[dg.AssetKey(["mix", "training_mix"]),
+                                                    dg.AssetKey(["tokenized", "dataset"])])
+    md = res.asset_materializations_for_node("tokenized__dataset")[0].metadata
+    assert md["fallback_render_rows"].value == md["dagster/row_count"].value
+    assert any("fallback" in w for w in md["warnings"].value)
