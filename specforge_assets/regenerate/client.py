@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from .fasthttp import FastHTTPClient, FastHTTPError, RequestTimeout
 from .rows import RequestFailed
 from .settings import RegenSettings
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
-TRANSIENT_EXC = (httpx.TransportError,)  # connect/read/write errors + all timeouts + protocol errors
+# connect/read/write errors, all timeouts, protocol errors, dropped connections
+TRANSIENT_EXC = (httpx.TransportError, FastHTTPError)
+TIMEOUT_EXC = (httpx.TimeoutException, RequestTimeout)
 
 
 class NoServerAvailable(RuntimeError):
@@ -51,7 +54,7 @@ def _short_error(e: BaseException) -> str:
 @dataclass
 class Server:
     address: str  # base URL without /v1
-    clients: list[httpx.AsyncClient]
+    clients: list  # httpx.AsyncClient or FastHTTPClient (same post/get/aclose surface)
     capacity: int
     inflight: int = 0
     up: bool = True
@@ -64,7 +67,7 @@ class Server:
     _rr: int = 0
     _probe: asyncio.Task | None = field(default=None, repr=False)
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self):
         self._rr = (self._rr + 1) % len(self.clients)
         return self.clients[self._rr]
 
@@ -94,10 +97,19 @@ class ServerPool:
             if base in seen:
                 continue
             seen.add(base)
-            limits = httpx.Limits(max_connections=math.ceil(settings.concurrency / n_clients) + 1,
-                                  max_keepalive_connections=math.ceil(settings.concurrency / n_clients) + 1)
-            clients = [httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, limits=limits,
-                                         trust_env=False) for _ in range(n_clients)]
+            per = math.ceil(settings.concurrency / n_clients) + 1
+            use_fast = settings.transport == "fast" or (settings.transport == "auto" and base.startswith("http://"))
+            if use_fast:
+                hostport = base.split("://", 1)[1].split("/", 1)[0]
+                host, _, port = hostport.rpartition(":")
+                if not host:
+                    host, port = hostport, "80"
+                clients = [FastHTTPClient(host.strip("[]"), int(port), per, settings.connect_timeout_s,
+                                          settings.request_timeout_s, headers=headers) for _ in range(n_clients)]
+            else:
+                limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
+                clients = [httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, limits=limits,
+                                             trust_env=False) for _ in range(n_clients)]
             self.servers.append(Server(base, clients, settings.concurrency))
         self._cond = asyncio.Condition()
         self._closed = False
@@ -248,7 +260,7 @@ class ServerPool:
                 await self._release(s)
                 self._mark_failure(s)
                 last = _short_error(e)
-                kind = "timeout" if isinstance(e, httpx.TimeoutException) else "connection"
+                kind = "timeout" if isinstance(e, TIMEOUT_EXC) else "connection"
                 self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
                 avoid = s.address
                 continue

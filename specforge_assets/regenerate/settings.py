@@ -49,6 +49,9 @@ class RegenSettings:
     probe_interval_s: float = 2.0
     all_down_timeout_s: float = 120.0
     connections_per_client: int = 16
+    # "auto": the built-in keep-alive client (fasthttp) for http:// servers, httpx for https://;
+    # "httpx" forces httpx everywhere (proxies, TLS options).
+    transport: str = "auto"
     progress_interval_s: float = 5.0
     journal_batch: int = 64
     journal_flush_s: float = 0.25
@@ -60,6 +63,8 @@ class RegenSettings:
             raise ValueError(f"reasoning must be one of {REASONING_MODES}, got {self.reasoning!r}")
         if self.dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {DIALECTS}, got {self.dialect!r}")
+        if self.transport not in ("auto", "fast", "httpx"):
+            raise ValueError(f"transport must be auto, fast or httpx, got {self.transport!r}")
         if self.beyond_limit not in BEYOND_LIMIT:
             raise ValueError(f"beyond_limit must be one of {BEYOND_LIMIT}, got {self.beyond_limit!r}")
         if int(self.max_tokens) <= 0:
