@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -56,6 +58,9 @@ class Journal:
         self.flush_s = flush_s
         self._f = None
         self._pending: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: OSError | None = None
         self._last_flush = time.monotonic()
 
     # -- state -----------------------------------------------------------------------------
@@ -130,31 +135,60 @@ class Journal:
                 yield i, status, rec["row"]
 
     # -- append ----------------------------------------------------------------------------
+    # Batches are written and fsync'ed by one background thread so the event loop never blocks
+    # on the disk; a write error is raised on the next append/flush/close (the run then stops
+    # and everything fsync'ed before is kept). A row is durable once its batch is fsync'ed.
     def append(self, index: int, row_id, status: str, row: dict) -> None:
         self._pending.append(json.dumps({"i": index, "id": row_id, "s": status, "row": row}) + "\n")
         if len(self._pending) >= self.batch or time.monotonic() - self._last_flush >= self.flush_s:
-            self.flush()
+            self.flush(wait=False)
 
-    def flush(self) -> None:
-        if not self._pending or self._f is None:
-            return
-        data = "".join(self._pending)
-        try:
-            self._f.write(data)
-            self._f.flush()
-            os.fsync(self._f.fileno())
-        except OSError as e:
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            e = self._error
             raise JournalWriteError(
                 f"cannot append to regeneration journal {self.path}: {e} "
                 "(rows written before this point are safe; free space / fix permissions and resume)") from e
-        self._pending.clear()
-        self._last_flush = time.monotonic()
+
+    def _writer(self) -> None:
+        while True:
+            data = self._queue.get()
+            try:
+                if data is None:
+                    return
+                if self._error is None:
+                    self._f.write(data)
+                    self._f.flush()
+                    os.fsync(self._f.fileno())
+            except OSError as e:
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def flush(self, wait: bool = True) -> None:
+        self._raise_if_failed()
+        if self._f is None:
+            return
+        if self._pending:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._writer, name="regen-journal", daemon=True)
+                self._thread.start()
+            self._queue.put("".join(self._pending))
+            self._pending = []
+            self._last_flush = time.monotonic()
+        if wait and self._thread is not None:
+            self._queue.join()
+            self._raise_if_failed()
 
     def close(self) -> None:
         if self._f is not None:
             try:
-                self.flush()
+                self.flush(wait=True)
             finally:
+                if self._thread is not None:
+                    self._queue.put(None)
+                    self._thread.join()
+                    self._thread = None
                 self._f.close()
                 self._f = None
 

@@ -33,14 +33,16 @@ def assert_exactly_once(rows, outputs):
     assert Counter(ids) == Counter(want)
 
 
-def test_500s_hangs_drops_are_retried_and_every_row_is_accounted(tmp_path, stub_server):
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
+def test_500s_hangs_drops_are_retried_and_every_row_is_accounted(tmp_path, stub_server, transport):
     rows = make_rows(120)
     inp = write_rows(tmp_path / "in.jsonl", rows)
     flaky = stub_server(fail_every=4)
     hangs = stub_server(hang_every=7)
     drops = stub_server(drop_every=5)
     out = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
-    stats = run_regeneration(inp, out, settings(request_timeout_s=1.0), [flaky.address, hangs.address, drops.address],
+    stats = run_regeneration(inp, out, settings(request_timeout_s=1.0, transport=transport),
+                             [flaky.address, hangs.address, drops.address],
                              log=lambda m: None)
     assert stats["counts"] == {"success": 120, "error": 0, "skipped": 0, "passthrough": 0}
     assert stats["retries"] > 0
