@@ -1,4 +1,157 @@
-"""Layer: sources (placeholder until its issue lands)."""
-assets: list = []
-asset_checks: list = []
-resources: dict = {}
+"""Layer: sources — `sources/conversations`, one partition per source, with DuckDB quality gates.
+
+A thin wrapper: the work is `specforge_assets.sources.normalize.build_source` (plain Python)
+and `specforge_assets.checks.sources.run_source_checks` (in-memory DuckDB over the partition's
+files). The checks are declared on the asset (`check_specs`, partitioned like it), so every
+partition materialization runs them and the UI shows them per partition.
+"""
+
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+
+from ..checks.sources import CHECKS, run_source_checks
+from ..partitions import source_partitions
+from ..resources import SpecforgeStore
+from ..sources.config import resolve_source
+from ..sources.normalize import CODE_VERSION, build_source
+
+ASSET_KEY = dg.AssetKey(["sources", "conversations"])
+PREVIEW_CHARS = 80
+
+
+class SourcesSettings(dg.ConfigurableResource):
+    """Knobs of the sources layer that depend on where it runs (not on the data).
+
+    hub_offline: never contact the HF hub (hub sources then fail fast with a hint to use a local
+    path); also on when HF_HUB_OFFLINE=1. hf_cache_dir: the `datasets` cache ("" → a hidden
+    folder in the data root). max_duplicate_rate: the non-blocking duplicate-conversation check
+    warns above it.
+    """
+
+    hub_offline: bool = False
+    hf_cache_dir: str = ""
+    max_duplicate_rate: float = 0.0
+
+
+class SourceRunConfig(dg.Config):
+    force: bool = False  # rebuild even when the input content, spec and code are unchanged
+
+
+CHECK_SPECS = [
+    dg.AssetCheckSpec(name, asset=ASSET_KEY, blocking=blocking, description=desc, partitions_def=source_partitions)
+    for name, (blocking, desc) in CHECKS.items()
+]
+
+
+def _md_cell(value: str) -> str:
+    value = " ".join(str(value).split())
+    if len(value) > PREVIEW_CHARS:
+        value = value[: PREVIEW_CHARS - 1] + "…"
+    return value.replace("|", "\\|")
+
+
+def _preview_md(rows: list[dict]) -> str:
+    lines = ["| id | turns | first user message | first assistant message |", "|---|---|---|---|"]
+    for r in rows:
+        conv = r.get("conversations")
+        if conv is None:
+            lines.append(f"| {_md_cell(r['id'])} | text | {_md_cell(r.get('text', ''))} | |")
+            continue
+        user = next((m["content"] for m in conv if m["role"] == "user"), "")
+        assistant = next((m["content"] for m in conv if m["role"] == "assistant"), "")
+        lines.append(f"| {_md_cell(r['id'])} | {len(conv)} | {_md_cell(user)} | {_md_cell(assistant)} |")
+    return "\n".join(lines)
+
+
+def _histogram_md(hist: dict) -> str:
+    lines = ["| messages per row | rows |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in hist.items()]
+    return "\n".join(lines)
+
+
+def _metadata(result, spec) -> dict:
+    m = result.manifest
+    stats = m.get("stats") or {}
+    chars = stats.get("chars") or {}
+    out_dir: Path = result.out_dir
+    rows = m["rows_train"] + m["rows_test"]
+    md = {
+        "dagster/row_count": rows,
+        "rows_in": m["rows_in"],
+        "rows_train": m["rows_train"],
+        "rows_test": m["rows_test"],
+        "quarantined": m["quarantined"],
+        "quarantine_rate": round(m["quarantined"] / m["rows_in"], 6) if m["rows_in"] else 0.0,
+        "skipped_messages": m.get("skipped_messages", 0),
+        "turns_histogram": dg.MetadataValue.md(_histogram_md(stats.get("turns_histogram") or {})),
+        "chars_per_row_min": chars.get("min", 0),
+        "chars_per_row_mean": float(chars.get("mean", 0)),
+        "chars_per_row_p50": chars.get("p50", 0),
+        "chars_per_row_p95": chars.get("p95", 0),
+        "chars_per_row_max": chars.get("max", 0),
+        "path": dg.MetadataValue.path(str(out_dir / "train.jsonl")),
+        "quarantine_path": dg.MetadataValue.path(str(out_dir / "quarantine.jsonl")),
+        "preview": dg.MetadataValue.md(_preview_md(m.get("preview") or [])),
+        "format": m.get("format", "conversations"),
+        "source": dg.MetadataValue.json({k: v for k, v in spec.identity().items() if v is not None}),
+        "inputs": dg.MetadataValue.json(m.get("inputs") or []),
+        "cache": "hit (input unchanged, outputs reused)" if result.cached else "miss (rebuilt)",
+        "cache_key": m["cache_key"],
+        "data_version": m["data_version"],
+    }
+    if stats.get("quarantine_reasons"):
+        md["quarantine_reasons"] = dg.MetadataValue.json(stats["quarantine_reasons"])
+    if m["rows_test"]:
+        md["test_path"] = dg.MetadataValue.path(str(out_dir / "test.jsonl"))
+    return md
+
+
+@dg.asset(
+    key=ASSET_KEY,
+    group_name="sources",
+    partitions_def=source_partitions,
+    kinds={"python", "duckdb", "json"},
+    code_version=CODE_VERSION,
+    check_specs=CHECK_SPECS,
+)
+def conversations(context: dg.AssetExecutionContext, config: SourceRunConfig, store: SpecforgeStore, sources_settings: SourcesSettings):
+    """Conversations of one source in SpecForge's format, validated, with a quarantine file.
+
+    Reads the source declared in `configs/sources.yaml` (a SpecForge preset from the hub or a
+    local path, a custom JSON/JSONL/Parquet file or hub dataset, or a file dropped into the
+    incoming folder), converts it exactly like SpecForge's `prepare_data.py`, quarantines every
+    row SpecForge's validator would reject (with file, row, field and reason) and writes
+    `<data_root>/sources/<source>/{train,test,quarantine}.jsonl` + `manifest.json` atomically.
+    Unchanged input (content hash + spec + code version) is not recomputed and keeps its data
+    version. DuckDB checks gate the output: schema, empty content, role order, unique ids,
+    quarantine rate, row reconciliation (blocking) and duplicate conversations (warning).
+    """
+    key = context.partition_key
+    root = store.root()
+    cfg = store.config("sources")
+    spec = resolve_source(key, cfg, root)
+    cache_dir = sources_settings.hf_cache_dir or str(root / ".hf-datasets-cache")
+    result = build_source(
+        spec, root, config=cfg, offline=sources_settings.hub_offline or None, cache_dir=cache_dir,
+        force=config.force, log=context.log.info,
+    )
+    outcomes = run_source_checks(
+        result.out_dir, quarantine_threshold=spec.quarantine_threshold, max_duplicate_rate=sources_settings.max_duplicate_rate
+    )
+    yield dg.MaterializeResult(metadata=_metadata(result, spec), data_version=dg.DataVersion(result.data_version))
+    for o in outcomes:
+        yield dg.AssetCheckResult(
+            asset_key=ASSET_KEY,
+            check_name=o.name,
+            passed=o.passed,
+            severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
+            description=o.description,
+            metadata={k: (dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v) for k, v in o.metadata.items()},
+        )
+
+
+assets: list = [conversations]
+asset_checks: list = []  # the checks are in-asset (check_specs above): they run with every partition
+resources: dict = {"sources_settings": SourcesSettings()}

@@ -87,6 +87,7 @@ def discover_files(data_path: Path, parts: Sequence, what: str) -> list[tuple[ob
         raise SourceError(f"{what}: data path {data_path} does not exist")
     if data_path.is_file():
         _check_suffix(data_path, what)
+        _check_not_empty([data_path], what)
         return [(parts[0] if len(parts) == 1 else None, [data_path])]
     out = []
     multi = len(parts) > 1
@@ -107,8 +108,15 @@ def discover_files(data_path: Path, parts: Sequence, what: str) -> list[tuple[ob
             )
         if not files:
             raise SourceError(f"{what}: no .parquet/.jsonl/.json files in {sub if sub.is_dir() else data_path}")
+        _check_not_empty(files, what)
         out.append((part, files))
     return out
+
+
+def _check_not_empty(files: Sequence[Path], what: str) -> None:
+    for f in files:
+        if f.stat().st_size == 0:
+            raise SourceError(f"{what}: {f} is empty (0 bytes)")
 
 
 def _check_suffix(p: Path, what: str) -> None:

@@ -67,10 +67,12 @@ def _custom_files(spec: SourceSpec, root: Path | None) -> list[Path]:
     if path.is_file():
         if path.suffix.lower() not in loaders.SUFFIXES:
             raise SourceError(f"{what}: {path} is not a .parquet, .jsonl or .json file")
+        loaders._check_not_empty([path], what)
         return [path]
     files = loaders._data_files(path, spec.split)
     if not files:
         raise SourceError(f"{what}: no .parquet/.jsonl/.json files in {path}")
+    loaders._check_not_empty(files, what)
     return files
 
 
@@ -92,8 +94,6 @@ def _custom_batches(spec: SourceSpec, root, offline, cache_dir, info: InputInfo)
         files = _custom_files(spec, root)
         info.files.extend(files)
         for f in files:
-            if f.stat().st_size == 0:
-                raise SourceError(f"source {spec.key!r}: {f} is empty")
             for b in loaders.read_strict(f, remaining):
                 yield b
                 if remaining is not None:
@@ -245,9 +245,6 @@ def build_source(
     local = plan_local_files(spec, root, config)
     info = InputInfo()
     if local is not None:
-        for f in local:
-            if f.stat().st_size == 0:
-                raise SourceError(f"source {spec.key!r}: {f} is empty")
         cache_key = _cache_key(spec, sha256_files(local))
         if not force and (m := _cached(out_dir, cache_key)) is not None:
             log(f"source {spec.key!r}: input unchanged (cache key {cache_key[:12]}), reusing {out_dir}")

@@ -150,6 +150,8 @@ def prepare_preset(
         preset, data_path=data_path, sample_size=sample_size, subset=opc_subset, offline=offline, cache_dir=cache_dir
     )
     lines, skipped = convert_strict(preset, batches)
+    if not lines:
+        raise SourceError(f"preset {dataset!r}: the input has no rows; nothing written")
     if skipped:
         log(f"Skipped {skipped} unsupported messages while processing {dataset}.")
     result = {"skipped": False, "skipped_messages": skipped}
