@@ -69,10 +69,11 @@ def incoming_dir(config: dict | None = None, root: Path | None = None) -> Path:
 
 
 def list_incoming(config: dict | None = None, root: Path | None = None) -> dict[str, Path]:
-    """`{key: path}` for every `<incoming>/<key>.parquet|.jsonl|.json` whose stem is a valid key.
+    """`{key: path}` for every `<incoming>/<key>.parquet|.jsonl|.json` whose stem is a valid key,
+    and every folder `<incoming>/<key>/` holding such files (shards of one source).
 
-    Invalid names (spaces, leading dot, temp files) are ignored; when several files share a stem
-    the first of .parquet, .jsonl, .json wins (`resolve_source` uses the same rule).
+    Invalid names (spaces, leading dot, temp files) are ignored; when several entries share a
+    key the first of .parquet, .jsonl, .json, folder wins (`resolve_source` uses the same rule).
     """
     d = incoming_dir(config, root)
     if not d.is_dir():
@@ -87,6 +88,12 @@ def list_incoming(config: dict | None = None, root: Path | None = None) -> dict[
             except paths.UnsafeKeyError:
                 continue
             found.setdefault(key, p)
+    for p in sorted(d.iterdir()):  # a folder of shards <incoming>/<key>/*.parquet|*.jsonl|*.json
+        if p.is_dir() and any(is_data_file(f) for f in p.iterdir() if f.is_file()):
+            try:
+                found.setdefault(paths.check_key(p.name), p)
+            except paths.UnsafeKeyError:
+                continue
     return dict(sorted(found.items()))
 
 

@@ -101,8 +101,13 @@ def test_incoming_folder(tmp_path, data_root):
     write_jsonl(inc / "both.json", [{"text": "json"}])
     write_jsonl(inc / "both.jsonl", [{"text": "jsonl"}])
     cfg = {"sources": {}}
+    write_jsonl(inc / "shards" / "part-0.jsonl", [{"id": "s0", "conversations": CONV}])
+    write_jsonl(inc / "shards" / "part-1.jsonl", [{"id": "s1", "conversations": CONV}])
+    (inc / "empty-dir").mkdir()
     found = list_incoming(cfg, data_root)
-    assert found == {"both": inc / "both.jsonl", "dropped": inc / "dropped.jsonl"}
+    assert found == {"both": inc / "both.jsonl", "dropped": inc / "dropped.jsonl", "shards": inc / "shards"}
+    res = build_source(resolve_source("shards", cfg, data_root), data_root, config=cfg)
+    assert [r["id"] for r in _read(res.out_dir / "train.jsonl")] == ["s0", "s1"]
     spec = resolve_source("dropped", cfg, data_root)
     assert spec.origin == "incoming" and spec.format == "auto"
     res = build_source(spec, data_root, config=cfg)
