@@ -133,6 +133,9 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
         default_status=cfg["default_status"],
         minimum_interval_seconds=cfg["minimum_interval_seconds"],
         run_tags={"specforge/trigger": "automation"},
+        # plain runs, not backfills: a backfill waits for the 30 s backfill daemon tick; the run
+        # queue (dagster.yaml) still bounds how many run at once
+        emit_backfills=False,
         description=(
             "Evaluates the layers' automation conditions: regenerated follows sources per partition; "
             "mix/tokenize run once after all source partitions settle."

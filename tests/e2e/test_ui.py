@@ -1,0 +1,243 @@
+"""The platform in a real browser: lineage, a partition from its asset page, a file dropped into
+the incoming folder, a backfill of every source partition followed by one mix/tokenize run, and
+the retraining run that follows. The tests share one `dagster dev` and run in file order; each
+asserts the final state over GraphQL, then once more in the UI.
+
+Run: pytest -m browser tests/e2e  (skips without /usr/bin/chromium). SPECFORGE_E2E_SCREENSHOTS=1
+also refreshes docs/img/*.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS_IMG = REPO / "docs" / "img"
+SOURCES_KEY = ["sources", "conversations"]
+REGEN_KEY = ["regenerated", "conversations"]
+MIX_KEY = ["mix", "training_mix"]
+TOK_KEY = ["tokenized", "dataset"]
+DRAFT_KEY = ["models", "draft_model"]
+EVAL_KEY = ["models", "draft_evaluation"]
+TARGET_KEY = ["models", "target_model"]
+CONFIGURED = ["sample-custom", "sample-sharegpt", "sample-ultrachat"]
+DROPPED = "dropped-chat"
+RUN_TIMEOUT = 240
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+STATE: dict = {}  # shared between the ordered tests (backfill start, ids)
+
+
+def _doc_screenshot(page, name: str) -> None:
+    if os.environ.get("SPECFORGE_E2E_SCREENSHOTS"):
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_IMG / name))
+
+
+def _graphql_response(op: str):
+    return lambda r: "/graphql" in r.url and r.request.method == "POST" and op in (r.request.post_data or "")
+
+
+def _wait_run(dagster, run_id: str, timeout: float = RUN_TIMEOUT) -> dict:
+    def done():
+        q = "query($id: ID!) { runOrError(runId: $id) { ... on Run { runId status tags { key value } } } }"
+        run = dagster.gql(q, id=run_id)["runOrError"]
+        return run if run.get("status") in TERMINAL else None
+
+    run = dagster.wait(done, timeout, f"run {run_id} to finish")
+    assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}\n{dagster.log_tail()}"
+    return run
+
+
+def _tags(run: dict) -> dict:
+    return {t["key"]: t["value"] for t in run["tags"]}
+
+
+def _asset_edges(dagster) -> set[tuple[str, str]]:
+    q = "{ assetNodes { assetKey { path } dependencyKeys { path } isExecutable } }"
+    nodes = dagster.gql(q)["assetNodes"]
+    return {("/".join(d["path"]), "/".join(n["assetKey"]["path"])) for n in nodes for d in n["dependencyKeys"]}
+
+
+def _ui_graph(page) -> tuple[dict, list]:
+    """Asset nodes as {group/name: box} and edges as (start, end) points, read from the SVG."""
+    return page.evaluate(
+        """() => {
+          const boxes = Array.from(document.querySelectorAll('svg foreignObject')).map(n => ({
+            text: (n.textContent || '').trim(), x: +n.getAttribute('x'), y: +n.getAttribute('y'),
+            w: +n.getAttribute('width'), h: +n.getAttribute('height')}));
+          const edges = Array.from(document.querySelectorAll('svg path[marker-end^="url(#arrow"]')).map(p => {
+            const nums = (p.getAttribute('d') || '').match(/-?[0-9.]+/g).map(Number);
+            return [nums[0], nums[1], nums[nums.length - 2], nums[nums.length - 1]];
+          });
+          return [boxes, edges];
+        }"""
+    )
+
+
+def _edges_from_svg(boxes: list, raw_edges: list, groups: set[str]) -> set[tuple[str, str]]:
+    group_boxes = [b for b in boxes if b["text"] in groups and b["w"] > 320]
+    nodes = {}
+    for b in boxes:
+        if b in group_boxes or not b["text"]:
+            continue
+        name = re.split(r"\s", b["text"])[0]
+        for g in group_boxes:
+            if g["x"] <= b["x"] and b["x"] + b["w"] <= g["x"] + g["w"] and g["y"] <= b["y"] <= g["y"] + g["h"]:
+                nodes[f"{g['text']}/{name}"] = b
+    edges = set()
+    for sx, sy, ex, ey in raw_edges:
+        src = [k for k, b in nodes.items() if abs(b["x"] + b["w"] - sx) < 2 and b["y"] <= sy <= b["y"] + b["h"]]
+        dst = [k for k, b in nodes.items() if 0 <= b["x"] - ex < 14 and b["y"] <= ey <= b["y"] + b["h"]]
+        if len(src) == 1 and len(dst) == 1:
+            edges.add((src[0], dst[0]))
+    return edges
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_asset_graph_shows_every_layer_and_edge(page, dagster):
+    expected = _asset_edges(dagster)
+    groups = {"sources", "regenerated", "mix", "tokenized", "models"}
+    assert {a.split("/")[0] for e in expected for a in e} >= groups
+    page.goto("/asset-groups")
+    page.get_by_text("Global asset lineage").first.wait_for()
+    for g in sorted(groups):
+        page.get_by_role("button", name=re.compile(rf"asset_group {g}")).first.wait_for()
+    page.locator("svg foreignObject").first.wait_for(state="attached")
+    page.keyboard.press("Alt+e")  # expand all groups (the graph opens with groups collapsed)
+
+    def ui_edges():
+        boxes, raw = _ui_graph(page)
+        got = _edges_from_svg(boxes, raw, groups)
+        return got if got == expected else None
+
+    try:
+        dagster.wait(ui_edges, 30, "the lineage graph to show every edge", interval=1)
+    except AssertionError:
+        boxes, raw = _ui_graph(page)
+        missing = expected - _edges_from_svg(boxes, raw, groups)
+        raise AssertionError(f"edges missing in the UI graph: {sorted(missing)}") from None
+    _doc_screenshot(page, "asset-graph.png")
+
+
+def test_b_materialize_target_and_one_source_partition(page, dagster):
+    # the configured sources are partitions already (register_sources_sensor), nothing was run
+    dagster.wait(lambda: set(CONFIGURED) <= set(dagster.partitions()), 90, "configured partitions")
+
+    # unpartitioned asset: one click
+    page.goto("/assets/" + "/".join(TARGET_KEY))
+    with page.expect_response(_graphql_response("LaunchPipelineExecution")) as resp:
+        page.get_by_role("button", name=re.compile(r"(^|\s)Materialize$")).click()
+    target_run = resp.value.json()["data"]["launchPipelineExecution"]["run"]["id"]
+
+    # one partition from the partitioned asset's dialog
+    page.goto("/assets/" + "/".join(SOURCES_KEY))
+    page.get_by_role("button", name=re.compile(r"Materialize…$")).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_text("Select a partition or create one").click()
+    page.get_by_role("menuitem", name=re.compile(r"^sample-ultrachat")).click()
+    page.keyboard.press("Escape")  # close the menu, not the dialog
+    dialog.get_by_text("1 partition").first.wait_for()
+    launch = dialog.get_by_role("button", name="Launch 1 run")
+    with page.expect_response(_graphql_response("LaunchPipelineExecution")) as resp:
+        launch.click()
+    run_id = resp.value.json()["data"]["launchPipelineExecution"]["run"]["id"]
+    run = _wait_run(dagster, run_id)
+    assert _tags(run)["dagster/partition"] == "sample-ultrachat"
+    assert "sample-ultrachat" in dagster.materialized_partitions(SOURCES_KEY)
+    _wait_run(dagster, target_run, timeout=400)
+
+    page.goto(f"/runs/{run_id}")
+    page.get_by_text("Success").first.wait_for()
+
+
+def test_d_dropped_file_becomes_a_partition(page, dagster):
+    rows = [
+        {"id": f"drop-{i}", "conversations": [
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}
+        for i in range(12)
+    ]
+    incoming = dagster.data_root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    tmp = incoming / f".{DROPPED}.jsonl.part"  # hidden while being written; the rename is atomic
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.rename(incoming / f"{DROPPED}.jsonl")
+
+    dagster.wait(lambda: DROPPED in dagster.partitions(), 120, "the sensor to add the partition")
+    runs = dagster.wait(
+        lambda: dagster.runs({"dagster/sensor_name": "incoming_files_sensor", "dagster/partition": DROPPED}),
+        120, "the sensor's run")
+    run = _wait_run(dagster, runs[0]["runId"])
+    assert _tags(run)["specforge/incoming_file"] == f"{DROPPED}.jsonl"
+    assert DROPPED in dagster.materialized_partitions(SOURCES_KEY)
+    assert DROPPED in dagster.materialized_partitions(REGEN_KEY)
+
+    page.goto("/assets/" + "/".join(SOURCES_KEY) + "?view=partitions")
+    page.get_by_text(DROPPED).first.wait_for()
+    page.goto(f"/runs/{run['runId']}")
+    page.get_by_text("incoming_files_sensor").first.wait_for()
+
+
+def test_c_backfill_all_source_partitions_then_one_mix(page, dagster):
+    page.goto("/assets/" + "/".join(SOURCES_KEY))
+    page.get_by_role("button", name=re.compile(r"Materialize…$")).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_role("button", name="All", exact=True).click()
+    n = len(dagster.partitions())
+    dialog.get_by_text(f"{n} partitions").first.wait_for()
+    launch = dialog.get_by_role("button", name="Launch backfill")
+    launch.wait_for()
+    STATE["backfill_started"] = time.time()
+    with page.expect_response(_graphql_response("LaunchPartitionBackfill")) as resp:
+        launch.click()
+    backfill_id = resp.value.json()["data"]["launchPartitionBackfill"]["backfillId"]
+    STATE["backfill_id"] = backfill_id
+
+    q = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+    status = dagster.wait(
+        lambda: (s := dagster.gql(q, id=backfill_id)["partitionBackfillOrError"]["status"]) != "REQUESTED" and s,
+        300, f"backfill {backfill_id}")
+    assert status == "COMPLETED_SUCCESS", status
+    runs = dagster.runs({"dagster/backfill": backfill_id})
+    assert sorted(_tags(r)["dagster/partition"] for r in runs if "dagster/partition" in _tags(r)) == sorted(dagster.partitions())
+    assert all(r["status"] == "SUCCESS" for r in runs)
+    page.goto(f"/runs/b/{backfill_id}")
+    page.get_by_text("Succeeded").first.wait_for()
+    _doc_screenshot(page, "backfill.png")
+
+    # regenerated follows each partition, then the mix (+ tokenize) runs once
+    dagster.wait(lambda: dagster.materializations(MIX_KEY), 300, "the mix after the backfill")
+    mixes = dagster.materializations(MIX_KEY)
+    assert len(mixes) == 1, f"mix materialized {len(mixes)} times"
+    mix_run = _wait_run(dagster, mixes[0]["runId"])
+    assert _tags(mix_run).get("specforge/trigger") == "automation"
+    assert sorted(dagster.materialized_partitions(REGEN_KEY)) == sorted(dagster.partitions())
+    assert dagster.materializations(TOK_KEY), "tokenized/dataset ran with the mix"
+
+
+def test_e_retraining_follows_the_new_tokenized_dataset(page, dagster):
+    runs = dagster.wait(lambda: dagster.runs({"dagster/sensor_name": "retrain_on_new_dataset"}), 240,
+                        "the retraining run")
+    run = _wait_run(dagster, runs[-1]["runId"], timeout=400)
+    tags = _tags(run)
+    tok = dagster.materializations(TOK_KEY)[0]
+    tok_version = {t["key"]: t["value"] for t in tok["tags"]}["dagster/data_version"]
+    assert tags["specforge/trigger_data_version"] == tok_version
+    assert tags["specforge/trigger_run_id"] == tok["runId"]
+    assert dagster.materializations(DRAFT_KEY) and dagster.materializations(EVAL_KEY)
+    assert len(runs) == 1, "one retraining run per tokenized data version"
+
+    page.goto(f"/runs/{run['runId']}")
+    page.get_by_text("retrain_on_new_dataset").first.wait_for()
+    page.get_by_role("button", name=re.compile(r"View tags and config")).click()
+    page.get_by_role("dialog").get_by_text(re.compile(re.escape(tok_version[:12]))).first.wait_for()
