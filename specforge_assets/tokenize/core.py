@@ -185,7 +185,10 @@ class Preprocessor:
             if not isinstance(text, str):
                 raise TokenizeError(f"pre-formatted row needs a string 'text' field, got {type(text).__name__}")
             return text, None, None, warnings, False
-        conv = loader_clean(row.get("conversations"), warnings)
+        try:
+            conv = loader_clean(row.get("conversations"), warnings)
+        except ValueError as e:
+            raise TokenizeError(str(e)) from e
         if not conv:
             raise TokenizeError("empty conversation (SpecForge skips such rows)")
         if self.harmony:

@@ -1,0 +1,87 @@
+"""Mix: weights/caps, dedup (exact + near), seeded split, quarantine reconciliation, checks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from specforge_assets.checks import mix as checks
+from specforge_assets.mix.mix import build_mix, mix_config
+
+
+def conv(i: int, text: str | None = None) -> dict:
+    return {"id": f"c{i}", "conversations": [{"role": "user", "content": text or f"question number {i}"},
+                                             {"role": "assistant", "content": f"answer {i}"}]}
+
+
+def write(root: Path, layer: str, key: str, rows: list, extra_lines: list[str] = ()) -> None:
+    d = root / layer / key
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "train.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+        for l in extra_lines:
+            f.write(l + "\n")
+
+
+def read(p: Path) -> list[dict]:
+    return [json.loads(l) for l in open(p)]
+
+
+def test_weights_dedup_split_quarantine(tmp_path):
+    root = tmp_path
+    a = [conv(i) for i in range(300)]
+    b = [conv(1000 + i) for i in range(200)] + [conv(5, "  question   number 5 ")]  # whitespace-normalized dup of a's c5
+    write(root, "sources", "a", a, ["{not json", json.dumps({"id": "x", "conversations": []})])
+    write(root, "sources", "b", b)
+    write(root, "regenerated", "b", b)  # preferred over sources/b
+    rep = build_mix(root, {"weights": {"a": 3, "b": 1}, "seed": 7, "eval": {"fraction": 0.1, "min_rows": 30}})
+    assert rep["inputs"]["b"]["origin"] == "regenerated"
+    assert rep["duplicates_by_pair"] == {"a -> b": 1}
+    # a has 300 rows, b 200 → largest 3:1 mix is 300 a + 100 b
+    assert rep["per_source"]["a"]["target_rows"] == 300 and rep["per_source"]["b"]["target_rows"] == 100
+    train, test, q = (read(root / "mix" / n) for n in ("train.jsonl", "test.jsonl", "quarantine.jsonl"))
+    assert len(test) == 40 and len(train) == 360
+    assert rep["rows_in"] == len(train) + len(test) + len(q) == 503
+    reasons = {x["reason"].split(":")[0] for x in q}
+    assert reasons == {"invalid JSON", "invalid row", "duplicate", "not sampled (weight)"}
+    assert all(r["source"] in ("a", "b") and "conversations" in r for r in train + test)
+    ok, desc, _ = checks.weights_honoured(root / "mix", rep, 0.02)
+    assert ok, desc
+    assert checks.no_duplicate_content(root / "mix")[0]
+    assert checks.counts_reconcile(root, root / "mix", rep)[0]
+    # seeded: same config → byte-identical output
+    before = (root / "mix" / "train.jsonl").read_bytes()
+    build_mix(root, {"weights": {"a": 3, "b": 1}, "seed": 7, "eval": {"fraction": 0.1, "min_rows": 30}})
+    assert (root / "mix" / "train.jsonl").read_bytes() == before
+
+
+def test_caps_near_dup_and_source_selection(tmp_path):
+    write(tmp_path, "sources", "a", [conv(i, f"shared prefix that is long enough {i}") for i in range(50)])
+    write(tmp_path, "sources", "b", [conv(100 + i) for i in range(50)])
+    rep = build_mix(tmp_path, {"sources": ["a"], "dedup": {"near_dup_prefix_chars": 30}, "eval": {"fraction": 0}})
+    assert rep["sources"] == ["a"] and rep["train_rows"] == 1 and rep["duplicates_removed"] == 49
+    rep = build_mix(tmp_path, {"caps": {"b": 10}, "eval": {"fraction": 0}})
+    assert rep["per_source"]["b"]["train_rows"] == 10 and rep["per_source"]["a"]["train_rows"] == 50
+    assert checks.weights_honoured(tmp_path / "mix", rep, 0.02)[0]
+    with pytest.raises(ValueError, match="have no data"):
+        build_mix(tmp_path, {"sources": ["zzz"]})
+    with pytest.raises(ValueError, match="unknown key"):
+        mix_config({"weight": {}})
+
+
+def test_checks_fail_on_crafted_bad_mix(tmp_path):
+    write(tmp_path, "sources", "a", [conv(i) for i in range(40)])
+    write(tmp_path, "sources", "b", [conv(100 + i) for i in range(40)])
+    rep = build_mix(tmp_path, {"weights": {"a": 1, "b": 1}, "eval": {"fraction": 0}})
+    mix = tmp_path / "mix"
+    rows = read(mix / "train.jsonl")
+    # tamper: duplicate a row, and skew the shares by dropping b rows
+    skewed = [r for r in rows if r["source"] == "a"] + [r for r in rows if r["source"] == "b"][:5]
+    with open(mix / "train.jsonl", "w") as f:
+        for r in skewed + skewed[:1]:
+            f.write(json.dumps(r) + "\n")
+    assert not checks.no_duplicate_content(mix)[0]
+    assert not checks.weights_honoured(mix, rep, 0.02)[0]
+    assert not checks.counts_reconcile(tmp_path, mix, rep)[0]
