@@ -126,7 +126,9 @@ class Preprocessor:
             self.backend = copy.deepcopy(backend)
             self.backend.no_truncation()
             self.backend.no_padding()
-            has_norm = self.backend.normalizer is not None
+            norm = self.backend.normalizer
+            # an empty normalizer Sequence is a no-op (normalised added tokens match the raw text)
+            has_norm = norm is not None and str(norm).replace(" ", "") != "Sequence(normalizers=[])"
             self.anchor_ids = frozenset(
                 i for i, t in self.backend.get_added_tokens_decoder().items()
                 if not (t.lstrip or t.rstrip or t.single_word or (t.normalized and has_norm))
