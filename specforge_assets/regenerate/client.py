@@ -112,6 +112,7 @@ class ServerPool:
                                              trust_env=False) for _ in range(n_clients)]
             self.servers.append(Server(base, clients, settings.concurrency))
         self._cond = asyncio.Condition()
+        self._waiting = 0
         self._closed = False
         self.retries = 0
         self.error_kinds: dict[str, int] = {}
@@ -213,7 +214,18 @@ class ServerPool:
         return best
 
     async def _acquire(self, prefer: str | None, avoid: str | None) -> Server:
+        s = self._pick(prefer, avoid)  # fast path: one event loop thread, no await in between
+        if s is not None:
+            s.inflight += 1
+            return s
         deadline = None
+        self._waiting += 1
+        try:
+            return await self._acquire_slow(prefer, avoid, deadline)
+        finally:
+            self._waiting -= 1
+
+    async def _acquire_slow(self, prefer: str | None, avoid: str | None, deadline: float | None) -> Server:
         async with self._cond:
             while True:
                 s = self._pick(prefer, avoid)
@@ -237,9 +249,10 @@ class ServerPool:
                     await self._cond.wait()
 
     async def _release(self, s: Server) -> None:
-        async with self._cond:
-            s.inflight -= 1
-            self._cond.notify(1)
+        s.inflight -= 1
+        if self._waiting:  # only pay for the lock when someone waits for a slot
+            async with self._cond:
+                self._cond.notify(1)
 
     async def chat(self, body: dict, prefer: str | None = None) -> tuple[dict, str]:
         """POST /v1/chat/completions with retries + failover. Returns (response json, server label)."""

@@ -145,6 +145,11 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False
 
 
+def _expire(fut: asyncio.Future, msg: str) -> None:
+    if not fut.done():
+        fut.set_exception(RequestTimeout(msg))
+
+
 class FastHTTPClient:
     def __init__(self, host: str, port: int, max_connections: int, connect_timeout: float, timeout: float,
                  headers: dict | None = None):
@@ -190,18 +195,20 @@ class FastHTTPClient:
     async def _send(self, conn: _Conn, method: str, path: str, body: bytes, timeout: float | None) -> Response:
         head = (f"{method} {path} HTTP/1.1\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\n").encode() + self._head_tail + b"\r\n"
-        conn.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = conn.waiter = loop.create_future()
+        limit = timeout if timeout is not None else self.timeout
+        # a bare timer on the future (cheaper than asyncio.wait_for, which wraps it per request)
+        timer = loop.call_later(limit, _expire, waiter, f"no complete response from {self.host}:{self.port} "
+                                                        f"within {limit:.1f}s")
         conn.transport.write(head + body if body else head)
         try:
-            resp = await asyncio.wait_for(conn.waiter, timeout if timeout is not None else self.timeout)
-        except asyncio.TimeoutError as e:
-            conn.transport.abort()
-            raise RequestTimeout(f"no complete response from {self.host}:{self.port} within "
-                                 f"{timeout if timeout is not None else self.timeout:.1f}s") from e
+            resp = await waiter
         except BaseException:
             conn.transport.abort()
             raise
         finally:
+            timer.cancel()
             conn.waiter = None
         if conn.keep_alive and not conn.closed:
             self._idle.append(conn)
