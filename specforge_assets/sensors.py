@@ -239,37 +239,42 @@ def _latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey):
 
 
 def _blocking_checks_verdict(context, instance, key: dg.AssetKey, record) -> tuple[str, str]:
-    """('passed'|'failed'|'pending', detail) for the blocking checks of `key` evaluated against
-    the materialization `record` (a check evaluated against an older one does not count)."""
+    """('passed'|'failed'|'pending', detail) for the checks of `key` against the materialization
+    `record`: every blocking check must have passed on it (a result about an older
+    materialization does not count), and no check may have failed on it with ERROR severity
+    (a failed non-blocking ERROR check stops training too; WARN failures do not)."""
     graph = context.repository_def.asset_graph
     if not graph.has(key):
         return "passed", "asset not in this code location"
-    blocking = sorted(
-        (ck for ck in graph.get_check_keys_for_assets({key}) if graph.get_check_spec(ck).blocking),
-        key=lambda ck: ck.name,
-    )
+    checks = sorted(graph.get_check_keys_for_assets({key}), key=lambda ck: ck.name)
+    blocking = [ck for ck in checks if graph.get_check_spec(ck).blocking]
     pending = []
-    for ck in blocking:
+    for ck in checks:
+        is_blocking = ck in blocking
         rec = instance.get_latest_asset_check_evaluation_record(ck)
         evaluation = rec.evaluation if rec else None
         if rec is None:
-            pending.append(ck.name)  # never evaluated: unverified data never trains
+            if is_blocking:
+                pending.append(ck.name)  # never evaluated: unverified data never trains
             continue
         if evaluation is None:  # planned only: the run skipped it or crashed before it
             run = instance.get_run_by_id(rec.run_id)
-            if run is None or run.is_finished:
+            if is_blocking and (run is None or run.is_finished):
                 return "failed", f"blocking check {ck.name} did not execute in run {rec.run_id[:8]}"
-            pending.append(ck.name)
+            if is_blocking:
+                pending.append(ck.name)
             continue
         target = evaluation.target_materialization_data
         if target is not None and target.storage_id != record.storage_id:
-            pending.append(ck.name)  # its latest result is about another materialization
+            if is_blocking:
+                pending.append(ck.name)  # its latest result is about another materialization
             continue
-        if not evaluation.passed:
-            return "failed", f"blocking check {ck.name} failed on {key.to_user_string()}"
+        if not evaluation.passed and (is_blocking or evaluation.severity == dg.AssetCheckSeverity.ERROR):
+            kind = "blocking check" if is_blocking else "check"
+            return "failed", f"{kind} {ck.name} failed on {key.to_user_string()}"
     if pending:
         return "pending", f"no result yet for blocking check(s) {pending} on this materialization"
-    return "passed", f"{len(blocking)} blocking check(s) passed"
+    return "passed", f"{len(blocking)} blocking check(s) passed, no ERROR check failed"
 
 
 def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:

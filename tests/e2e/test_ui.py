@@ -82,16 +82,26 @@ def _ui_graph(page) -> tuple[dict, list]:
     )
 
 
-def _edges_from_svg(boxes: list, raw_edges: list, groups: set[str]) -> set[tuple[str, str]]:
+def _shown_as(display: str, name: str) -> bool:
+    """The graph shortens long names with an ellipsis (`target_hid…_states`)."""
+    if display == name:
+        return True
+    head, sep, tail = display.partition("…")
+    return bool(sep) and name.startswith(head) and name.endswith(tail)
+
+
+def _edges_from_svg(boxes: list, raw_edges: list, groups: set[str], keys: set[str]) -> set[tuple[str, str]]:
     group_boxes = [b for b in boxes if b["text"] in groups and b["w"] > 320]
     nodes = {}
     for b in boxes:
         if b in group_boxes or not b["text"]:
             continue
-        name = re.split(r"\s", b["text"])[0]
+        shown = re.split(r"\s", b["text"])[0]
         for g in group_boxes:
             if g["x"] <= b["x"] and b["x"] + b["w"] <= g["x"] + g["w"] and g["y"] <= b["y"] <= g["y"] + g["h"]:
-                nodes[f"{g['text']}/{name}"] = b
+                match = [k for k in keys if k.startswith(g["text"] + "/") and _shown_as(shown, k.split("/", 1)[1])]
+                if len(match) == 1:
+                    nodes[match[0]] = b
     edges = set()
     for sx, sy, ex, ey in raw_edges:
         src = [k for k, b in nodes.items() if abs(b["x"] + b["w"] - sx) < 2 and b["y"] <= sy <= b["y"] + b["h"]]
@@ -106,6 +116,7 @@ def _edges_from_svg(boxes: list, raw_edges: list, groups: set[str]) -> set[tuple
 
 def test_a_asset_graph_shows_every_layer_and_edge(page, dagster):
     expected = _asset_edges(dagster)
+    keys = {k for e in expected for k in e}
     groups = {"sources", "regenerated", "mix", "tokenized", "models"}
     assert {a.split("/")[0] for e in expected for a in e} >= groups
     page.goto("/asset-groups")
@@ -117,14 +128,14 @@ def test_a_asset_graph_shows_every_layer_and_edge(page, dagster):
 
     def ui_edges():
         boxes, raw = _ui_graph(page)
-        got = _edges_from_svg(boxes, raw, groups)
+        got = _edges_from_svg(boxes, raw, groups, keys)
         return got if got == expected else None
 
     try:
         dagster.wait(ui_edges, 30, "the lineage graph to show every edge", interval=1)
     except AssertionError:
         boxes, raw = _ui_graph(page)
-        missing = expected - _edges_from_svg(boxes, raw, groups)
+        missing = expected - _edges_from_svg(boxes, raw, groups, keys)
         raise AssertionError(f"edges missing in the UI graph: {sorted(missing)}") from None
     _doc_screenshot(page, "asset-graph.png")
 

@@ -6,7 +6,9 @@ import json
 
 import dagster as dg
 from dagster._core.instance.types import CachingDynamicPartitionsLoader
-from toy_graph import ASSETS, CHECKS
+from toy_graph import ASSETS, CHECKS, build_toy_defs
+
+from specforge_assets.resources import SpecforgeStore
 
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
 
@@ -114,6 +116,30 @@ def test_waits_for_vocab_mapping_of_the_new_dataset(toy, dagster_instance):
     data = _tick(defs, inst)
     assert not data.run_requests and "vocab_mapping" in data.skip_message
     assert _mat(defs, inst, [VOCAB]).success
+    assert len(_tick(defs, inst).run_requests) == 1
+
+
+def test_failed_non_blocking_error_check_does_not_retrain(toy, dagster_instance):
+    """A non-blocking check that fails with ERROR severity stops training too (WARN does not)."""
+    defs, root, config_dir = toy
+
+    @dg.asset_check(asset=TOK, name="soft_gate")
+    def soft_gate(store: SpecforgeStore) -> dg.AssetCheckResult:
+        severity = dg.AssetCheckSeverity.WARN if (store.root() / "WARN_ONLY").exists() else dg.AssetCheckSeverity.ERROR
+        return dg.AssetCheckResult(passed=not (store.root() / "FAIL_SOFT").exists(), severity=severity)
+
+    defs = build_toy_defs(root, config_dir, extra_checks=[soft_gate])
+    inst = dagster_instance
+    _build_upstream(defs, inst)
+    (root / "FAIL_SOFT").write_text("")
+    r = dg.materialize(ASSETS + CHECKS + [soft_gate], selection=[MIX, TOK, VOCAB], instance=inst,
+                       resources=defs.resources, raise_on_error=False)
+    assert r.success  # non-blocking: the run goes on
+    data = _tick(defs, inst)
+    assert not data.run_requests and "check soft_gate failed" in data.skip_message
+    (root / "WARN_ONLY").write_text("")
+    r = dg.materialize(ASSETS + CHECKS + [soft_gate], selection=[TOK, VOCAB], instance=inst,
+                       resources=defs.resources, raise_on_error=False)
     assert len(_tick(defs, inst).run_requests) == 1
 
 

@@ -116,10 +116,10 @@ ASSETS = [source_conversations, regenerated_conversations, training_mix, target_
 CHECKS = [tokenized_rows_ok]
 
 
-def build_toy_defs(root: Path, config_dir: Path) -> dg.Definitions:
+def build_toy_defs(root: Path, config_dir: Path, extra_checks: list | None = None) -> dg.Definitions:
     defs = dg.Definitions(
         assets=ASSETS,
-        asset_checks=CHECKS,
+        asset_checks=CHECKS + list(extra_checks or []),
         sensors=list(sensors.sensors),
         jobs=list(sensors.jobs),
         resources={"store": SpecforgeStore(data_root=str(root), config_dir=str(config_dir))},
