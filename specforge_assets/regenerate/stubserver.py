@@ -4,7 +4,7 @@ Raw asyncio HTTP/1.1 (keep-alive), no framework, so its own capacity is far abov
 client needs to be measured against. Answers are deterministic: "echo <n>: <last user text>".
 Content markers steer replies: OVERFLOW -> 400 context overflow, TRUNCATE -> finish_reason
 "length", THINK -> a leftover <think> marker, EMPTY -> empty content.
-Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
+--api-key K requires `Authorization: Bearer K`. Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
 --drop-every N (closes the connection without a response), --die-after N (the process exits).
 
     python -m specforge_assets.regenerate.stubserver --port 0 [--latency-ms 50] [--fail-every 3]
@@ -77,21 +77,28 @@ class _Proto(asyncio.Protocol):
                 return
             head = self.buf[:head_end].decode("latin-1")
             length = 0
+            auth = ""
             for line in head.split("\r\n")[1:]:
                 k, _, v = line.partition(":")
-                if k.strip().lower() == "content-length":
+                k = k.strip().lower()
+                if k == "content-length":
                     length = int(v.strip())
+                elif k == "authorization":
+                    auth = v.strip()
             if len(self.buf) < head_end + 4 + length:
                 return
             body = self.buf[head_end + 4: head_end + 4 + length]
             self.buf = self.buf[head_end + 4 + length:]
             method, path, _ = head.split("\r\n", 1)[0].split(" ", 2)
-            self.queue.put_nowait((method, path, body))
+            self.queue.put_nowait((method, path, body, auth))
 
     async def _serve(self):
         a = self.state.args
         while True:
-            method, path, body = await self.queue.get()
+            method, path, body, auth = await self.queue.get()
+            if a.api_key and auth != f"Bearer {a.api_key}":
+                self.transport.write(_response(401, b'{"error":"missing or wrong API key"}', "Unauthorized"))
+                continue
             if path in ("/health", "/v1/models") and method == "GET":
                 out = json.dumps({"status": "ok", "data": [{"id": a.model}]}).encode()
                 self.transport.write(_response(200, out))
@@ -142,6 +149,7 @@ def main(argv=None) -> None:
     p.add_argument("--hang-every", type=int, default=0)
     p.add_argument("--drop-every", type=int, default=0)
     p.add_argument("--die-after", type=int, default=0)
+    p.add_argument("--api-key", default="", help="require `Authorization: Bearer KEY` (401 otherwise)")
     args = p.parse_args(argv)
     try:
         import uvloop

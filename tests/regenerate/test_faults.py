@@ -304,3 +304,22 @@ def test_cli_sigkill_then_resume_is_exactly_once(tmp_path, stub_server):
     before = outp.read_bytes()
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "nothing to do" in r.stderr and outp.read_bytes() == before
+
+
+def test_api_key_comes_from_env_only_and_is_never_written(tmp_path, stub_server):
+    secret = "sk-test-SECRET-1234567890"
+    s = stub_server(api_key=secret)
+    rows = make_rows(6)
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    outp = tmp_path / "out" / "o.jsonl"
+    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
+           "--server-address", s.address, "--input-file-path", str(inp), "--output-file-path", str(outp)]
+    env = {k: v for k, v in os.environ.items() if k != "SPECFORGE_REGEN_API_KEY"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and "HTTP 401" in r.stderr  # no key -> the start probe is refused, clear error
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**env, "SPECFORGE_REGEN_API_KEY": secret})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["success"] == 6
+    assert secret not in r.stdout + r.stderr
+    for p in (tmp_path / "out").iterdir():
+        assert secret not in p.read_text()
