@@ -110,3 +110,30 @@ def write_vocab_mapping(path: str | Path, rows: list[dict], draft_vocab_size: in
     p.parent.mkdir(parents=True, exist_ok=True)
     torch.save(build_vocab_mapping(rows, draft_vocab_size, vocab_size), p)
     return p
+
+
+def cached_toy_target(pretrain_steps: int = 100, seed: int = 0, cache_dir: str | Path | None = None) -> Path:
+    """Build the toy target once per machine (deterministic, keyed by its parameters) and return
+    its directory; tests in several modules share it. Written to a temp dir, then renamed."""
+    import os
+    import shutil
+    import tempfile
+
+    base = Path(cache_dir or os.environ.get("SPECFORGE_TOY_CACHE") or Path(tempfile.gettempdir()) / "specforge-toy-cache")
+    import transformers
+
+    final = base / f"target-v1-s{pretrain_steps}-seed{seed}-tf{transformers.__version__}-torch{torch.__version__}"
+    if (final / "config.json").exists():
+        return final
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=base))
+    try:
+        build_toy_target(tmp, pretrain_steps=pretrain_steps, seed=seed)
+        try:
+            tmp.rename(final)
+        except OSError:  # another process won the race
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
