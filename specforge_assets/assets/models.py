@@ -1,4 +1,478 @@
-"""Layer: models (placeholder until its issue lands)."""
-assets: list = []
+"""Layer: models — the target, the trained EAGLE3 draft, its acceptance evaluation, and
+(optional) offline target hidden states.
+
+Thin wrappers: the work happens in `specforge_assets.train.*` (no Dagster there). Training runs
+in a separate `torchrun` process launched through Dagster Pipes (resource "pipes"), so swapping
+the Pipes client moves it to a GPU box or a cluster without touching the asset.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from ..fileio import read_manifest, sha256_file, sha256_json, write_manifest
+from ..resources import SpecforgeStore
+
+GROUP = "models"
+TARGET_KEY = dg.AssetKey(["models", "target_model"])
+DRAFT_KEY = dg.AssetKey(["models", "draft_model"])
+EVAL_KEY = dg.AssetKey(["models", "draft_evaluation"])
+HIDDEN_KEY = dg.AssetKey(["models", "target_hidden_states"])
+MIX_KEY = dg.AssetKey(["mix", "training_mix"])
+DATASET_KEY = dg.AssetKey(["tokenized", "dataset"])
+VOCAB_KEY = dg.AssetKey(["tokenized", "vocab_mapping"])
+
+TARGET_CODE_VERSION = "target-v1"
+DRAFT_CODE_VERSION = "draft-v1"
+EVAL_CODE_VERSION = "eval-v1"
+HIDDEN_CODE_VERSION = "hidden-v1"
+
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+class DraftTrainer(dg.ConfigurableResource):
+    """Training launch settings. Empty/zero fields mean "as in configs/train.yaml"
+    (`launch.nproc_per_node`, `launch.device`, `launch.mode`, `training.max_steps`)."""
+
+    nproc_per_node: int = 0
+    device: str = ""
+    mode: str = ""
+    max_steps: int = 0
+
+    def settings(self, store: SpecforgeStore) -> dict:
+        from ..train.entry import train_settings
+
+        s = train_settings(store.config("train"))
+        if self.nproc_per_node:
+            s["launch"]["nproc_per_node"] = self.nproc_per_node
+        if self.device:
+            s["launch"]["device"] = self.device
+        if self.mode:
+            s["launch"]["mode"] = self.mode
+        if self.max_steps:
+            s["training"]["max_steps"] = self.max_steps
+        return train_settings(s)
+
+
+def _latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    ev = instance.get_latest_materialization_event(key)
+    if ev is None or ev.asset_materialization is None:
+        return None
+    return (ev.asset_materialization.tags or {}).get(DATA_VERSION_TAG)
+
+
+def _upstream_version(context, key: dg.AssetKey, folder: Path) -> str | None:
+    """The upstream's data version: the instance's record, else its manifest's."""
+    v = _latest_data_version(context.instance, key)
+    if v:
+        return v
+    m = read_manifest(folder) if folder.is_dir() else None
+    return (m or {}).get("data_version")
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}: materialize it first")
+    return path
+
+
+# -- models/target_model ------------------------------------------------------------------------
+
+
+def _external_model_version(path: Path) -> tuple[str, dict]:
+    """Content version of a local HF model folder: small files hashed whole; weight files by
+    name, size and their first MiB (safetensors headers hold every tensor's name/dtype/shape)."""
+    entries = {}
+    for p in sorted(path.rglob("*")):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        rel = str(p.relative_to(path))
+        size = p.stat().st_size
+        if size <= 64 << 20:
+            entries[rel] = sha256_file(p)
+        else:
+            import hashlib
+
+            with open(p, "rb") as f:
+                entries[rel] = f"{size}:{hashlib.sha256(f.read(1 << 20)).hexdigest()}"
+    return sha256_json(entries)[:24], {"files": len(entries)}
+
+
+@dg.asset(
+    key=TARGET_KEY,
+    group_name=GROUP,
+    kinds={"pytorch", "huggingface"},
+    code_version=TARGET_CODE_VERSION,
+    check_specs=[dg.AssetCheckSpec("loads_with_chat_template", asset=TARGET_KEY, blocking=True,
+                                   description="tokenizer loads and its chat template renders a conversation")],
+)
+def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
+    """The target model the draft is trained for (configs/target.yaml).
+
+    `path: null` (default): the demo target — a byte-level BPE tokenizer with a ChatML template
+    and a small Qwen2 (4 layers, ~1M parameters) pretrained briefly on the configured sources'
+    sample rows, built into `<data root>/models/target_model`; rebuilt only when the corpus, the
+    build parameters (configs/train.yaml `demo_target:`) or the builder change.
+    Otherwise: the configured local folder or hub id, recorded with a content version."""
+    from ..target import target_config
+
+    tcfg = target_config(store.config("target"))
+    if tcfg.get("path"):
+        return _external_target(context, tcfg)
+    from ..train.demo_target import BUILDER_VERSION, build_demo_target, build_params, corpus_fingerprint, load_demo_corpus
+    from ..train.entry import train_settings
+
+    settings = train_settings(store.config("train"))
+    demo_cfg = dict(settings["demo_target"])
+    source_keys = demo_cfg.pop("sources", None)
+    params = build_params(**demo_cfg)
+    out = store.layer_dir("models", "target_model")
+    rows, info = load_demo_corpus(source_keys, sources_config=store.config("sources"), log=context.log.info)
+    fingerprint = corpus_fingerprint(rows, params)
+    version = fingerprint[:24]
+    manifest = read_manifest(out) if out.is_dir() else None
+    cached = bool(manifest and manifest.get("fingerprint") == fingerprint and (out / "model.safetensors").exists()
+                  and (out / "tokenizer.json").exists())
+    if cached:
+        context.log.info(f"demo target unchanged (fingerprint {version}): reusing {out}")
+    else:
+        context.log.info(f"building the demo target from {len(rows)} rows of {sorted(info['sources'])} into {out}")
+        build_demo_target(out, rows, log=context.log.info, **params,
+                          extra_manifest={"data_version": version, "corpus_sources": info})
+    manifest = read_manifest(out) or {}
+    check = _target_check(out, trust_remote_code=False)
+    cfg = json.loads((out / "config.json").read_text())
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "kind": "demo_target",
+            "cached": cached,
+            "architecture": (cfg.get("architectures") or ["?"])[0],
+            "num_parameters": manifest.get("num_parameters"),
+            "num_hidden_layers": cfg.get("num_hidden_layers"),
+            "hidden_size": cfg.get("hidden_size"),
+            "vocab_size": cfg.get("vocab_size"),
+            "corpus_rows": len(rows),
+            "corpus_chars": manifest.get("num_chars"),
+            "corpus_sources": dg.MetadataValue.json(info),
+            "pretrain_loss_first": manifest.get("pretrain_loss_first"),
+            "pretrain_loss_last": manifest.get("pretrain_loss_last"),
+            "build_params": dg.MetadataValue.json(manifest.get("params") or params),
+            "builder_version": BUILDER_VERSION,
+            "chat_template_preview": dg.MetadataValue.md(f"```\n{check.metadata['rendered'].value}\n```")
+            if "rendered" in check.metadata else "",
+        },
+        check_results=[check],
+    )
+
+
+def _target_check(path: Path | str, trust_remote_code: bool) -> dg.AssetCheckResult:
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        if not getattr(tok, "chat_template", None):
+            return dg.AssetCheckResult(passed=False, check_name="loads_with_chat_template",
+                                       metadata={"error": f"{path}: the tokenizer has no chat_template"})
+        msgs = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi."}]
+        rendered = tok.apply_chat_template(msgs, tokenize=False)
+        return dg.AssetCheckResult(passed=True, check_name="loads_with_chat_template",
+                                   metadata={"rendered": dg.MetadataValue.text(rendered), "vocab_size": len(tok)})
+    except Exception as e:  # noqa: BLE001 - the check reports any failure to load
+        return dg.AssetCheckResult(passed=False, check_name="loads_with_chat_template",
+                                   metadata={"error": f"{type(e).__name__}: {str(e)[:500]}"})
+
+
+def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
+    from ..target import target_model_path
+
+    resolved = target_model_path(config=tcfg)
+    trust = bool(tcfg.get("trust_remote_code"))
+    md: dict = {"kind": "external", "trust_remote_code": trust, "chat_template": tcfg.get("chat_template")}
+    if isinstance(resolved, Path):
+        if not (resolved / "config.json").exists():
+            raise FileNotFoundError(f"configs/target.yaml path: {resolved} has no config.json (not an HF model folder)")
+        version, info = _external_model_version(resolved)
+        cfg = json.loads((resolved / "config.json").read_text())
+        md.update(path=dg.MetadataValue.path(str(resolved)), files=info["files"],
+                  architecture=(cfg.get("architectures") or ["?"])[0], num_hidden_layers=cfg.get("num_hidden_layers"),
+                  hidden_size=cfg.get("hidden_size"), vocab_size=cfg.get("vocab_size"))
+        check = _target_check(resolved, trust)
+    else:
+        # a hub id: no network here; the id (and revision if configured) is the version
+        version = sha256_json({"hub_id": resolved, "revision": tcfg.get("revision")})[:24]
+        md.update(hub_id=str(resolved), revision=str(tcfg.get("revision")))
+        check = _target_check(resolved, trust)
+    context.log.info(f"target model: {resolved} (version {version})")
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
+
+
+# -- models/draft_model -------------------------------------------------------------------------
+
+
+@dg.asset(
+    key=DRAFT_KEY,
+    group_name=GROUP,
+    deps=[DATASET_KEY, VOCAB_KEY, TARGET_KEY],
+    pool="gpu",
+    kinds={"pytorch"},
+    code_version=DRAFT_CODE_VERSION,
+    check_specs=[dg.AssetCheckSpec("sglang_checkpoint_format", asset=DRAFT_KEY, blocking=True,
+                                   description="config.json + model.safetensors hold exactly the tensors SGLang's EAGLE3 loader expects")],
+)
+def draft_model(
+    context: dg.AssetExecutionContext,
+    store: SpecforgeStore,
+    pipes: dg.PipesSubprocessClient,
+    trainer: DraftTrainer,
+) -> dg.MaterializeResult:
+    """EAGLE3 draft (`LlamaForCausalLMEagle3`) trained against the target.
+
+    Launches `torchrun --nproc_per_node N -m specforge_assets.train.entry` through Dagster
+    Pipes (gloo on CPU, NCCL on GPU; only rank 0 reports). Logs stream into this run; loss, TTT
+    accuracies and tokens/s land in metadata. A crashed or cancelled run resumes from its last
+    checkpoint when relaunched with the same inputs. Output: `<data root>/models/draft_model/`
+    (SGLang-loadable config.json + model.safetensors, manifest.json with the upstream data
+    versions); the previous version is kept in `models/draft_model_previous/`."""
+    from ..target import target_model_path
+    from ..train.entry import prepare_launch, prune_work_dirs
+
+    root = store.root()
+    settings = trainer.settings(store)
+    target = target_model_path(root, store.config("target"))
+    dataset = _require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
+    vocab = _require(store.layer_dir("tokenized", "vocab_mapping"), "tokenized/vocab_mapping")
+    if isinstance(target, Path):
+        _require(target / "config.json", "models/target_model")
+    upstream = {
+        "mix/training_mix": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
+        "tokenized/dataset": _upstream_version(context, DATASET_KEY, dataset),
+        "tokenized/vocab_mapping": _upstream_version(context, VOCAB_KEY, vocab),
+        "models/target_model": _upstream_version(context, TARGET_KEY, Path(target) if isinstance(target, Path) else Path("/nonexistent")),
+    }
+    hidden = None
+    if settings["launch"]["mode"] == "offline":
+        hidden = _require(store.layer_dir("models", "target_hidden_states"), "models/target_hidden_states")
+        upstream["models/target_hidden_states"] = _upstream_version(context, HIDDEN_KEY, hidden)
+    spec, spec_path, cmd = prepare_launch(
+        root=root, settings=settings, target_path=target, dataset_path=dataset, vocab_mapping_path=vocab,
+        upstream_data_versions=upstream, hidden_states_path=hidden,
+    )
+    context.log.info(f"launching: {' '.join(cmd)}")
+    t0 = time.time()
+    completed = pipes.run(
+        context=context,
+        command=cmd,
+        extras={"spec_path": str(spec_path), "fingerprint": spec["fingerprint"], "mode": spec["mode"],
+                "nproc_per_node": spec["nproc_per_node"]},
+    )
+    mr = completed.get_materialize_result()
+    prune_work_dirs(spec)
+    out = Path(spec["out_dir"])
+    check = _draft_format_check(out)
+    md = dict(mr.metadata or {})
+    md["launch_command"] = dg.MetadataValue.text(" ".join(cmd))
+    md["wall_seconds"] = round(time.time() - t0, 2)
+    return dg.MaterializeResult(metadata=md, data_version=mr.data_version, check_results=[check])
+
+
+def _draft_format_check(out: Path) -> dg.AssetCheckResult:
+    from safetensors import safe_open
+
+    from ..train.eagle3 import CHECKPOINT_TENSOR_NAMES
+
+    problems = []
+    cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    if cfg.get("architectures") != ["LlamaForCausalLMEagle3"]:
+        problems.append(f"architectures={cfg.get('architectures')}")
+    for key in ("draft_vocab_size", "vocab_size", "hidden_size"):
+        if key not in cfg:
+            problems.append(f"config.json lacks {key}")
+    names: list[str] = []
+    shapes = {}
+    if (out / "model.safetensors").exists():
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            names = sorted(f.keys())
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in names}
+    else:
+        problems.append("model.safetensors missing")
+    expected = set(CHECKPOINT_TENSOR_NAMES)
+    optional = {n for n in names if n.startswith("fc_norm.")}
+    if set(names) - optional != expected:
+        problems.append(f"tensors: missing {sorted(expected - set(names))}, unexpected {sorted(set(names) - expected - optional)}")
+    if any("embed" in n for n in names):
+        problems.append("embedding weights present (SGLang reuses the target's)")
+    if shapes.get("d2t") and cfg.get("draft_vocab_size") and shapes["d2t"] != [cfg["draft_vocab_size"]]:
+        problems.append(f"d2t shape {shapes['d2t']} != [draft_vocab_size={cfg['draft_vocab_size']}]")
+    if shapes.get("t2d") and cfg.get("vocab_size") and shapes["t2d"] != [cfg["vocab_size"]]:
+        problems.append(f"t2d shape {shapes['t2d']} != [vocab_size={cfg['vocab_size']}]")
+    return dg.AssetCheckResult(
+        check_name="sglang_checkpoint_format", passed=not problems,
+        metadata={"problems": dg.MetadataValue.json(problems), "tensors": dg.MetadataValue.json(shapes)},
+    )
+
+
+# -- models/draft_evaluation --------------------------------------------------------------------
+
+
+@dg.asset(
+    key=EVAL_KEY,
+    group_name=GROUP,
+    deps=[DRAFT_KEY, TARGET_KEY, MIX_KEY, VOCAB_KEY],
+    kinds={"pytorch"},
+    code_version=EVAL_CODE_VERSION,
+    check_specs=[
+        dg.AssetCheckSpec("lossless", asset=EVAL_KEY, blocking=True,
+                          description="speculative output == the target's plain greedy output, token for token"),
+        dg.AssetCheckSpec("trained_beats_untrained", asset=EVAL_KEY, blocking=False,
+                          description="the trained draft's acceptance length is above an untrained draft's"),
+    ],
+)
+def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer) -> dg.MaterializeResult:
+    """Acceptance length of the draft on the mix's held-out split (`mix/test.jsonl`), by greedy
+    chain speculative decoding (draft proposes k tokens, target verifies; acceptance length =
+    tokens per target forward including the bonus token), with per-position acceptance, against
+    an untrained draft and the previous draft version. Writes
+    `<data root>/models/draft_evaluation/report.json` and a plot."""
+    from ..target import target_config, target_model_path
+    from ..train.eval_report import evaluate_drafts
+
+    root = store.root()
+    settings = trainer.settings(store)
+    ev = settings["evaluation"]
+    out = store.layer_dir("models", "draft_evaluation")
+    draft_dir = _require(store.layer_dir("models", "draft_model"), "models/draft_model")
+    previous_dir = root / "models" / "draft_model_previous"
+    test = _require(store.layer_dir("mix") / "test.jsonl", "mix/training_mix test split (mix/test.jsonl)")
+    tcfg = target_config(store.config("target"))
+    report = evaluate_drafts(
+        target_path=target_model_path(root, tcfg),
+        draft_dir=draft_dir,
+        previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
+        vocab_mapping_path=store.layer_dir("tokenized", "vocab_mapping"),
+        test_jsonl=test,
+        out_dir=out,
+        k=int(ev["k"]),
+        max_new_tokens=int(ev["max_new_tokens"]),
+        num_prompts=int(ev["num_prompts"]),
+        max_prompt_tokens=int(ev["max_prompt_tokens"]),
+        untrained_seed=int(ev["untrained_seed"]),
+        trust_remote_code=bool(tcfg.get("trust_remote_code")),
+        log=context.log.info,
+    )
+    upstream = {
+        "models/draft_model": _upstream_version(context, DRAFT_KEY, draft_dir),
+        "mix/training_mix": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
+    }
+    report_path = out / "report.json"
+    write_manifest(out, layer="models", asset="draft_evaluation", upstream_data_versions=upstream,
+                   report_sha256=sha256_file(report_path), **{k: report[k] for k in ("acceptance_length", "untrained_acceptance_length", "k", "lossless", "num_prompts")})
+    version = sha256_json({k: v for k, v in report.items() if k not in ("seconds", "created_at")})[:24]
+    per_pos = report["per_position_acceptance"]
+    untrained_pos = report.get("untrained_per_position_acceptance") or []
+    table = "| position | trained | untrained |" + (" previous |" if report.get("previous") else "") + "\n|---|---|---|" + ("---|" if report.get("previous") else "") + "\n"
+    prev_pos = (report.get("previous") or {}).get("per_position_acceptance") or []
+    for i, a in enumerate(per_pos):
+        row = f"| {i + 1} | {a:.3f} | {untrained_pos[i] if i < len(untrained_pos) else float('nan'):.3f} |"
+        if report.get("previous"):
+            row += f" {prev_pos[i] if i < len(prev_pos) else float('nan'):.3f} |"
+        table += row + "\n"
+    md = {
+        "report_path": dg.MetadataValue.path(str(report_path)),
+        "acceptance_length": report["acceptance_length"],
+        "untrained_acceptance_length": report["untrained_acceptance_length"],
+        "improvement": round(report["acceptance_length"] - report["untrained_acceptance_length"], 4),
+        "k": report["k"],
+        "lossless": report["lossless"],
+        "num_prompts": report["num_prompts"],
+        "generated_tokens": report.get("generated_tokens"),
+        "per_position_acceptance": dg.MetadataValue.md(table),
+        "checkpoint_path": dg.MetadataValue.path(report["checkpoint_path"]),
+        "upstream_data_versions": dg.MetadataValue.json(upstream),
+    }
+    if report.get("previous"):
+        md["previous_acceptance_length"] = report["previous"]["acceptance_length"]
+    plot = out / "per_position_acceptance.png"
+    if plot.exists():
+        import base64
+
+        b64 = base64.b64encode(plot.read_bytes()).decode()
+        md["plot"] = dg.MetadataValue.md(f"![per-position acceptance](data:image/png;base64,{b64})")
+        md["plot_path"] = dg.MetadataValue.path(str(plot))
+    checks = [
+        dg.AssetCheckResult(check_name="lossless", passed=bool(report["lossless"]),
+                            metadata={"mismatched_prompts": dg.MetadataValue.json(report.get("mismatches", [])[:10])}),
+        dg.AssetCheckResult(
+            check_name="trained_beats_untrained",
+            passed=report["acceptance_length"] > report["untrained_acceptance_length"],
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"trained": report["acceptance_length"], "untrained": report["untrained_acceptance_length"],
+                      "per_position": dg.MetadataValue.md(table)},
+        ),
+    ]
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=checks)
+
+
+# -- models/target_hidden_states (offline mode) -------------------------------------------------
+
+
+@dg.asset(
+    key=HIDDEN_KEY,
+    group_name=GROUP,
+    deps=[DATASET_KEY, TARGET_KEY],
+    kinds={"pytorch", "safetensors"},
+    code_version=HIDDEN_CODE_VERSION,
+)
+def target_hidden_states(context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer) -> dg.MaterializeResult:
+    """Offline mode: the target's aux-layer and final hidden states for every tokenized row
+    (sharded safetensors, no padding stored, rows in dataset order with their ids, truncated to
+    `training.max_length`) + manifest.json. The size estimate is logged (and shown in metadata)
+    before anything is written. Train from it with `launch.mode: offline` in configs/train.yaml."""
+    from ..target import target_config, target_model_path
+    from ..train.hidden_states import write_hidden_states
+
+    settings = trainer.settings(store)
+    hs = settings["hidden_states"]
+    tcfg = target_config(store.config("target"))
+    target = target_model_path(store.root(), tcfg)
+    dataset = _require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
+    out = store.layer_dir("models", "target_hidden_states")
+    upstream = {
+        "tokenized/dataset": _upstream_version(context, DATASET_KEY, dataset),
+        "models/target_model": _upstream_version(context, TARGET_KEY, Path(target) if isinstance(target, Path) else Path("/nonexistent")),
+    }
+    info = write_hidden_states(
+        target, dataset, out, rows_per_shard=int(hs["rows_per_shard"]), dtype=str(hs["dtype"]),
+        max_rows=hs.get("max_rows"), max_length=int(settings["training"].get("max_length", 2048)),
+        aux_layer_ids=settings["training"].get("aux_layer_ids"), trust_remote_code=bool(tcfg.get("trust_remote_code")),
+        log=context.log.info, extra_manifest={"upstream_data_versions": upstream},
+    )
+    shards_md = "| shard | rows | tokens | bytes |\n|---|---|---|---|\n" + "".join(
+        f"| {s['file']} | {s['rows']} | {s['tokens']} | {s['bytes']} |\n" for s in info["shards"][:50])
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(info["content_version"]),
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "dagster/row_count": info["rows"],
+            "tokens": info["tokens"],
+            "total_bytes": info["total_bytes"],
+            "estimated_bytes": info["estimate"]["estimated_bytes"],
+            "estimated_size": info["estimate"]["estimated_human"],
+            "aux_layer_ids": dg.MetadataValue.json(info["aux_layer_ids"]),
+            "dtype": info["dtype"],
+            "num_shards": len(info["shards"]),
+            "shards": dg.MetadataValue.md(shards_md),
+            "upstream_data_versions": dg.MetadataValue.json(upstream),
+        },
+    )
+
+
+assets: list = [target_model, draft_model, draft_evaluation, target_hidden_states]
 asset_checks: list = []
-resources: dict = {}
+resources: dict = {
+    "pipes": dg.PipesSubprocessClient(forward_termination=True, forward_stdio=True, termination_timeout_seconds=60),
+    "trainer": DraftTrainer(),
+}

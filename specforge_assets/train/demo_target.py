@@ -332,3 +332,52 @@ def _pretrain(model, tokenizer, docs: list[str], params: dict, log) -> list[floa
         if step % log_every == 0 or step == steps - 1:
             log(f"[demo-target] pretrain step {step + 1}/{steps} loss {losses[-1]:.3f} ({time.time() - t0:.0f}s)")
     return losses
+
+
+def load_demo_corpus(
+    source_keys: list[str] | None = None,
+    *,
+    sources_config: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict], dict]:
+    """The corpus the demo target is built from: the configured sources' rows, converted by the
+    sources layer's own code (same converters, same ids), train split only.
+
+    Read straight from each source's input (the shipped sample), converted into a throw-away
+    folder, so the target depends on no asset (regeneration needs the target: no cycle).
+    Sources that cannot be read offline (hub-only) are skipped with a message.
+    Returns (rows, info) with per-source row counts and input hashes.
+    """
+    from ..paths import load_config
+    from ..sources.config import resolve_source
+    from ..sources.errors import SourceError
+    from ..sources.normalize import build_source
+
+    cfg = load_config("sources") if sources_config is None else sources_config
+    keys = list(source_keys) if source_keys else list((cfg.get("sources") or {}).keys())
+    rows: list[dict] = []
+    info: dict[str, Any] = {"sources": {}, "skipped": {}}
+    with tempfile.TemporaryDirectory(prefix="specforge-demo-corpus-") as tmp:
+        for key in keys:
+            try:
+                spec = resolve_source(key, cfg, Path(tmp))
+                res = build_source(spec, Path(tmp), config=cfg, offline=True)
+            except (SourceError, FileNotFoundError, ValueError) as e:
+                info["skipped"][key] = str(e)[:300]
+                log(f"[demo-target] source {key!r} skipped: {str(e)[:200]}")
+                continue
+            train = Path(res.out_dir) / "train.jsonl"
+            n = 0
+            if train.exists():
+                with open(train, encoding="utf-8") as f:
+                    for line in f:
+                        if line.strip():
+                            rows.append(json.loads(line))
+                            n += 1
+            info["sources"][key] = {"rows": n, "data_version": (res.manifest or {}).get("data_version")}
+    if not rows:
+        raise ValueError(
+            f"demo target: no rows from the configured sources {keys} (skipped: {info['skipped']}); "
+            "configure a local source in configs/sources.yaml or set configs/target.yaml path"
+        )
+    return rows, info

@@ -1,0 +1,461 @@
+"""The training process: `torchrun ... -m specforge_assets.train.entry --spec launch.json`.
+
+Launched by the `models/draft_model` asset through Dagster Pipes (or by `specforge-assets train`
+without Dagster). Imports `dagster_pipes` only (never `dagster`), so the same entry runs wherever
+the Pipes client puts it (a local subprocess, a k8s pod, a Slurm allocation).
+
+* Every rank reads the launch spec (a JSON file written by the launcher; all ranks need it, and
+  only rank 0 talks to Dagster).
+* Global rank 0 opens Pipes (when launched by Dagster); the other ranks never touch it (the
+  bootstrap env vars reach every torchrun worker; N writers would interleave open/close
+  messages) and log to stdout, which the Pipes client forwards into the run.
+* `torch.distributed` is initialised when torchrun started several processes: gloo on CPU,
+  NCCL on GPU (one device per local rank).
+* `train_draft` trains into a work folder keyed by the run's fingerprint (config + upstream data
+  versions), so a crashed/killed run resumes from its last checkpoint when relaunched with the
+  same inputs, and never from a checkpoint of other inputs.
+* Rank 0 then publishes the final checkpoint atomically into the asset's folder (the previous
+  version moves to `<out_dir>_previous` for the evaluation's comparison), writes manifest.json,
+  and reports the materialization (metadata + data version = hash of the checkpoint tensors).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+# Test hook: a rank exits hard (no cleanup) once it reaches this optimizer step, to exercise
+# crash-resume. Never set in normal use.
+KILL_AT_STEP_ENV = "SPECFORGE_TEST_KILL_AT_STEP"
+
+SPEC_VERSION = 1
+
+
+def global_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class StdoutPipes:
+    """What a rank that does not talk to Dagster uses: logs to stdout, reports nothing."""
+
+    def __init__(self, rank: int, extras: dict | None = None):
+        self.rank = rank
+        self._extras = extras or {}
+        self.reported: list[dict] = []
+        self.log = self
+
+    def _emit(self, level: str, msg: str) -> None:
+        print(f"[rank {self.rank}] {level}: {msg}", flush=True)
+
+    def info(self, msg: str) -> None:
+        self._emit("INFO", msg)
+
+    def warning(self, msg: str) -> None:
+        self._emit("WARNING", msg)
+
+    def error(self, msg: str) -> None:
+        self._emit("ERROR", msg)
+
+    def get_extra(self, key: str) -> Any:
+        return self._extras.get(key)
+
+    def report_asset_materialization(self, metadata=None, data_version=None, asset_key=None) -> None:
+        self.reported.append({"metadata": metadata, "data_version": data_version})
+        if self.rank == 0:
+            print(json.dumps({"materialization": {"data_version": data_version, "metadata": _plain(metadata)}},
+                             default=str), flush=True)
+
+    def report_asset_check(self, *a, **kw) -> None:
+        pass
+
+
+def _plain(metadata: dict | None) -> dict:
+    out = {}
+    for k, v in (metadata or {}).items():
+        out[k] = v.get("raw_value") if isinstance(v, dict) and "raw_value" in v else v
+    return out
+
+
+@contextlib.contextmanager
+def pipes_for_rank(rank: int):
+    """Pipes on global rank 0 when launched by Dagster; a stdout stand-in otherwise."""
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    if rank == 0 and os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR):
+        with open_dagster_pipes() as pipes:
+            yield pipes
+    else:
+        yield StdoutPipes(rank)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device in ("", "auto", None):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but no CUDA device is visible")
+    return device
+
+
+def make_train_config(values: dict, **overrides: Any):
+    """`TrainConfig` from a dict (configs/train.yaml `training:`); unknown keys are an error."""
+    from .loop import TrainConfig
+
+    return TrainConfig.from_dict({**(values or {}), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def checkpoint_version(ckpt_dir: Path) -> str:
+    """Data version of a draft checkpoint: hash of its config and tensors."""
+    from ..fileio import sha256_files
+
+    return sha256_files([ckpt_dir / "config.json", ckpt_dir / "model.safetensors"])[:24]
+
+
+def publish_checkpoint(src: Path, out_dir: Path, previous_dir: Path | None, keep: tuple[str, ...]) -> None:
+    """Copy the SGLang-loadable files of `src` into `out_dir` atomically (build a temp sibling,
+    rename); the old `out_dir` becomes `previous_dir` (when given and different)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.publish-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in keep:
+        if (src / name).exists():
+            shutil.copy2(src / name, tmp / name)
+    old_version = None
+    if (out_dir / "model.safetensors").exists() and (out_dir / "config.json").exists():
+        old_version = checkpoint_version(out_dir)
+    if out_dir.exists():
+        if previous_dir is not None and old_version and old_version != checkpoint_version(tmp):
+            shutil.rmtree(previous_dir, ignore_errors=True)
+            os.replace(out_dir, previous_dir)
+        else:
+            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+    os.replace(tmp, out_dir)
+
+
+def _setup_distributed(device: str, log) -> Any:
+    import torch
+    import torch.distributed as dist
+
+    if world_size() > 1 and not dist.is_initialized():
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local_rank())
+            dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank()))
+        else:
+            dist.init_process_group("gloo")
+        log(f"torch.distributed initialised: backend={dist.get_backend()} world_size={dist.get_world_size()}")
+    return dist
+
+
+def _metric_md(history: list[dict], max_rows: int = 20) -> str:
+    """Loss / TTT accuracy / throughput curve as a markdown table (thinned to max_rows)."""
+    if not history:
+        return "(no metrics)"
+    step = max(1, len(history) // max_rows)
+    rows = history[::step]
+    if rows[-1] is not history[-1]:
+        rows.append(history[-1])
+    k = len(history[-1].get("acc") or [])
+    head = "| step | loss | " + " | ".join(f"acc{i}" for i in range(k)) + " | lr | tokens/s |\n"
+    head += "|" + "---|" * (k + 4) + "\n"
+    body = ""
+    for r in rows:
+        accs = " | ".join(f"{a:.3f}" for a in (r.get("acc") or [])[:k])
+        body += f"| {r.get('step')} | {r.get('loss', float('nan')):.4f} | {accs} | {r.get('lr', 0):.2e} | {r.get('tokens_per_s', 0):.0f} |\n"
+    return head + body
+
+
+def run(spec: dict) -> dict:
+    import torch
+
+    rank = global_rank()
+    with pipes_for_rank(rank) as pipes:
+        def log(msg: str) -> None:
+            if rank == 0:
+                pipes.log.info(str(msg))
+            else:
+                print(f"[rank {rank}] {msg}", flush=True)
+
+        try:
+            return _run(spec, pipes, log, rank)
+        except BaseException as e:
+            if rank == 0 and not isinstance(e, SystemExit):
+                with contextlib.suppress(Exception):
+                    pipes.log.error(f"training failed: {type(e).__name__}: {e}")
+            raise
+        finally:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                with contextlib.suppress(Exception):
+                    dist.destroy_process_group()
+    del torch
+
+
+def _run(spec: dict, pipes, log, rank: int) -> dict:
+    import torch
+
+    from .loop import train_draft
+
+    device = resolve_device(spec.get("device", "auto"))
+    threads = int(spec.get("threads_per_proc") or 0)
+    if device == "cpu":
+        if threads <= 0:
+            threads = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))))
+        torch.set_num_threads(threads)
+    dist = _setup_distributed(device, log)
+
+    work_dir = Path(spec["work_dir"])
+    out_dir = Path(spec["out_dir"])
+    cfg = make_train_config(spec.get("train", {}), device=f"cuda:{local_rank()}" if device.startswith("cuda") else device)
+    log(f"EAGLE3 draft training: device={device} world_size={world_size()} threads/proc={torch.get_num_threads()} "
+        f"mode={spec.get('mode', 'online')} work_dir={work_dir}")
+
+    history: list[dict] = []
+    kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "0") or 0)
+
+    def metrics_cb(step: int, m: dict) -> None:
+        history.append(dict(m))
+        if kill_at and step >= kill_at:
+            print(f"[rank {rank}] {KILL_AT_STEP_ENV}={kill_at}: exiting hard at step {step}", flush=True)
+            os._exit(17)
+
+    from .loop import latest_state
+
+    state = latest_state(work_dir) if spec.get("resume", True) else None
+    resumed_from = 0
+    if state is not None:
+        resumed_from = int(json.loads((state.parent / "latest.json").read_text()).get("step", 0))
+        log(f"found training state {state} (step {resumed_from}): resuming")
+
+    extra_kwargs = {}
+    if spec.get("mode") == "offline":
+        from .hidden_states import offline_training_kwargs
+
+        extra_kwargs = offline_training_kwargs(spec["hidden_states_path"], spec["target_path"])
+    t0 = time.time()
+    result = train_draft(
+        cfg,
+        target_path=spec["target_path"],
+        dataset_path=spec["dataset_path"],
+        vocab_mapping_path=spec["vocab_mapping_path"],
+        out_dir=str(work_dir),
+        log=log,
+        metrics_cb=metrics_cb,
+        resume=bool(spec.get("resume", True)),
+        manifest={"fingerprint": spec.get("fingerprint"), "upstream_data_versions": spec.get("upstream_data_versions", {})},
+        **extra_kwargs,
+    )
+    seconds = time.time() - t0
+    result = dict(result or {})
+    result["resumed_from_step"] = resumed_from
+    if dist.is_initialized():
+        dist.barrier()
+    if rank != 0:
+        return result
+
+    ckpt = work_dir
+    if not (ckpt / "model.safetensors").exists():
+        raise FileNotFoundError(f"train_draft returned no checkpoint: {ckpt}/model.safetensors is missing")
+    previous = Path(spec["previous_dir"]) if spec.get("previous_dir") else None
+    publish_checkpoint(ckpt, out_dir, previous, keep=("config.json", "model.safetensors", "metrics.json"))
+    version = checkpoint_version(out_dir)
+
+    from ..fileio import write_manifest
+
+    summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool, list)) and k != "history"}
+    write_manifest(
+        out_dir,
+        artifact="eagle3_draft",
+        data_version=version,
+        fingerprint=spec.get("fingerprint"),
+        upstream_data_versions=spec.get("upstream_data_versions", {}),
+        training_config=spec.get("train", {}),
+        launch={k: spec.get(k) for k in ("mode", "device", "nproc_per_node")} | {"device_resolved": device, "world_size": world_size()},
+        target_path=str(spec["target_path"]),
+        dataset_path=str(spec["dataset_path"]),
+        vocab_mapping_path=str(spec["vocab_mapping_path"]),
+        result=summary,
+        training_seconds=round(seconds, 2),
+    )
+    metadata = _materialization_metadata(spec, result, history, out_dir, version, seconds, device)
+    pipes.report_asset_materialization(metadata=metadata, data_version=version)
+    log(f"draft checkpoint published at {out_dir} (data version {version}) after {seconds:.0f}s")
+    return result
+
+
+def _num(v) -> Any:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _materialization_metadata(spec, result, history, out_dir: Path, version: str, seconds: float, device: str) -> dict:
+    acc = [round(float(a), 4) for a in (result.get("acc") or [])]
+    md: dict[str, Any] = {
+        "path": {"raw_value": str(out_dir), "type": "path"},
+        "checkpoint_data_version": version,
+        "training_seconds": round(seconds, 2),
+        "device": device,
+        "world_size": world_size(),
+        "mode": spec.get("mode", "online"),
+        "steps": int(result.get("step", 0) or 0),
+        "ttt_length": len(acc),
+        "resumed_from_step": int(result.get("resumed_from_step", 0) or 0),
+        "per_step_ttt_acc": {"raw_value": acc, "type": "json"},
+        "aux_layer_ids": {"raw_value": result.get("aux_layer_ids"), "type": "json"},
+        "upstream_data_versions": {"raw_value": spec.get("upstream_data_versions", {}), "type": "json"},
+        "training_config": {"raw_value": spec.get("train", {}), "type": "json"},
+    }
+    for k in ("loss", "first_loss", "tokens_per_s", "num_rows", "num_tokens", "draft_vocab_size", "elapsed_s"):
+        v = _num(result.get(k))
+        if v is not None:
+            md["final_loss" if k == "loss" else k] = round(v, 5) if isinstance(result.get(k), float) else int(v)
+    for i, a in enumerate(acc):
+        md[f"ttt_acc_{i}"] = a
+    md["metrics"] = {"raw_value": _metric_md(history), "type": "md"}
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m specforge_assets.train.entry", description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", required=True, help="launch spec JSON written by the launcher")
+    args = ap.parse_args(argv)
+    spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
+    if spec.get("spec_version") != SPEC_VERSION:
+        raise SystemExit(f"{args.spec}: spec_version {spec.get('spec_version')!r} != {SPEC_VERSION}")
+    run(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# -- launcher side (used by the models/draft_model asset and `specforge-assets train`) -----------
+
+TRAIN_CODE_VERSION = "draft-train-v1"
+
+SETTINGS_DEFAULTS: dict[str, dict] = {
+    "launch": {"nproc_per_node": 1, "device": "auto", "threads_per_proc": 0, "mode": "online", "termination_timeout_s": 60},
+    "training": {},
+    "evaluation": {"k": 4, "max_new_tokens": 48, "num_prompts": 24, "max_prompt_tokens": 384, "untrained_seed": 0,
+                   "evaluate_previous": True},
+    "hidden_states": {"rows_per_shard": 256, "max_rows": None, "dtype": "float32"},
+    "demo_target": {},
+}
+
+
+def train_settings(config: dict | None = None) -> dict:
+    """configs/train.yaml merged over the defaults, section by section; unknown sections are an error."""
+    from ..paths import load_config
+
+    cfg = load_config("train") if config is None else dict(config)
+    unknown = sorted(set(cfg) - set(SETTINGS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"configs/train.yaml: unknown section(s) {unknown}; known: {sorted(SETTINGS_DEFAULTS)}")
+    out = {}
+    for section, defaults in SETTINGS_DEFAULTS.items():
+        val = cfg.get(section) or {}
+        if not isinstance(val, dict):
+            raise ValueError(f"configs/train.yaml: section {section!r} must be a mapping")
+        out[section] = {**defaults, **val}
+    if out["launch"]["mode"] not in ("online", "offline"):
+        raise ValueError(f"configs/train.yaml launch.mode: {out['launch']['mode']!r} is not online|offline")
+    n = out["launch"]["nproc_per_node"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"configs/train.yaml launch.nproc_per_node: want a positive integer, got {n!r}")
+    return out
+
+
+def torchrun_command(spec_path: Path | str, nproc_per_node: int) -> list[str]:
+    """`python -m torch.distributed.run` (= torchrun, from this interpreter's environment)."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc_per_node)}",
+        "-m", "specforge_assets.train.entry", "--spec", str(spec_path),
+    ]
+
+
+def prepare_launch(
+    *,
+    root: Path,
+    settings: dict,
+    target_path: Path | str,
+    dataset_path: Path | str,
+    vocab_mapping_path: Path | str,
+    upstream_data_versions: dict,
+    hidden_states_path: Path | str | None = None,
+    resume: bool = True,
+) -> tuple[dict, Path, list[str]]:
+    """Write the launch spec into the run's work folder; return (spec, spec path, command).
+
+    The work folder is keyed by a fingerprint of everything the result depends on (training
+    config, launch mode/device/world size, upstream data versions, code version), so a relaunch
+    with the same inputs resumes, and other inputs start fresh."""
+    from ..fileio import atomic_write, sha256_json
+
+    launch = settings["launch"]
+    make_train_config(settings["training"])  # validate early, in the launcher
+    mode = launch["mode"]
+    if mode == "offline" and not hidden_states_path:
+        raise ValueError("launch.mode is offline but no hidden states path was given (materialize models/target_hidden_states)")
+    fp = sha256_json({
+        "code": TRAIN_CODE_VERSION, "train": settings["training"], "mode": mode, "device": launch["device"],
+        "nproc_per_node": launch["nproc_per_node"], "upstream": upstream_data_versions, "target": str(target_path),
+    })
+    models_dir = Path(root) / "models"
+    work_root = models_dir / "draft_model_work"
+    work_dir = work_root / fp[:16]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "spec_version": SPEC_VERSION,
+        "fingerprint": fp,
+        "train": settings["training"],
+        "mode": mode,
+        "device": launch["device"],
+        "threads_per_proc": launch["threads_per_proc"],
+        "nproc_per_node": launch["nproc_per_node"],
+        "target_path": str(target_path),
+        "dataset_path": str(dataset_path),
+        "vocab_mapping_path": str(vocab_mapping_path),
+        "hidden_states_path": str(hidden_states_path) if hidden_states_path else None,
+        "work_dir": str(work_dir),
+        "out_dir": str(models_dir / "draft_model"),
+        "previous_dir": str(models_dir / "draft_model_previous"),
+        "upstream_data_versions": upstream_data_versions,
+        "resume": resume,
+    }
+    spec_path = work_dir / "launch.json"
+    with atomic_write(spec_path) as f:
+        json.dump(spec, f, indent=2, default=str)
+    return spec, spec_path, torchrun_command(spec_path, launch["nproc_per_node"])
+
+
+def prune_work_dirs(spec: dict) -> list[Path]:
+    """After a successful run: drop the work folders of other fingerprints (stale states)."""
+    keep = Path(spec["work_dir"])
+    removed = []
+    for d in keep.parent.iterdir():
+        if d.is_dir() and d != keep:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
