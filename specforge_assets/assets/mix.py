@@ -41,7 +41,17 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     <root>/mix/train.jsonl and test.jsonl (SpecForge rows + "source") and quarantine.jsonl
     (dropped rows with reasons)."""
     root = store.root()
-    cfg = mix_config(store.config("mix"))
+    raw = dict(store.config("mix"))
+    if not raw.get("weights"):  # per-source `weight:` in configs/sources.yaml, unless mix.yaml sets weights
+        src = (store.config("sources").get("sources") or {})
+        present = set(discover_sources(root))
+        if isinstance(raw.get("sources"), (list, dict)):
+            present &= set(raw["sources"])
+        w = {k: v["weight"] for k, v in src.items()
+             if isinstance(v, dict) and v.get("weight") is not None and k in present}
+        if w:
+            raw["weights"] = w
+    cfg = mix_config(raw)
     on_disk = discover_sources(root)
     try:
         in_instance = context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)

@@ -187,6 +187,11 @@ class Preprocessor:
             if not isinstance(text, str):
                 raise TokenizeError(f"pre-formatted row needs a string 'text' field, got {type(text).__name__}")
             return text, None, None, warnings, False
+        if "conversations" not in row and isinstance(row.get("text"), str):
+            # a pre-formatted row inside a conversation dataset (e.g. a pre-formatted source in
+            # the mix): its text is used verbatim, as with --is-preformatted
+            warnings.append("pre-formatted row ('text' without 'conversations'): text used verbatim")
+            return row["text"], None, None, warnings, False
         try:
             conv = loader_clean(row.get("conversations"), warnings)
         except ValueError as e:
