@@ -90,7 +90,8 @@ def gen_checked_partition(out_dir: Path, n: int, seed: int = 3) -> None:
 # ----------------------------------------------------------------------------- normalize
 
 def baseline_map(preset_name: str, path: Path, out: Path, cache_dir: str) -> int:
-    """The straightforward way: load with datasets, per-row `map` with the same converter, to_json."""
+    """The straightforward way: load with datasets, per-row `map` with the same converter, then
+    write each row with json.dumps (what SpecForge's script does after loading)."""
     import datasets
 
     from specforge_assets.sources.converters import build_converter
@@ -106,7 +107,9 @@ def baseline_map(preset_name: str, path: Path, out: Path, cache_dir: str) -> int
         return out_row
 
     mapped = ds.map(row_fn, with_indices=True, remove_columns=ds.column_names, load_from_cache_file=False)
-    mapped.to_json(str(out), lines=True, force_ascii=False)
+    with open(out, "w", encoding="utf-8") as f:
+        for row in mapped:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return len(mapped)
 
 

@@ -139,26 +139,33 @@ def validate_row(row: dict) -> None:
     conv = row.get("conversations")
     if not isinstance(conv, list) or not conv:
         raise RowError("conversations is empty", "conversations")
+    validate_messages([m.get("role") for m in conv], [m.get("content") for m in conv])
+
+
+def validate_messages(roles: list, contents: list) -> None:
+    """The conversation rules of `validate_row` over parallel role / content lists."""
+    if not roles:
+        raise RowError("conversations is empty", "conversations")
     expected = "user"
     seen_user = False
-    for i, m in enumerate(conv):
-        where = f"conversations[{i}]"
-        role, content = m.get("role"), m.get("content")
-        if not isinstance(content, str):
-            raise RowError(f"content must be a string, got {type(content).__name__ if content is not None else 'null'}", f"{where}.content")
+    for i, (role, content) in enumerate(zip(roles, contents)):
+        if type(content) is not str:
+            raise RowError(f"content must be a string, got {type(content).__name__ if content is not None else 'null'}", f"conversations[{i}].content")
         if not content.strip():
-            raise RowError("empty content", f"{where}.content")
+            raise RowError("empty content", f"conversations[{i}].content")
+        if role == expected:
+            seen_user = True
+            expected = "assistant" if role == "user" else "user"
+            continue
+        where = f"conversations[{i}].role"
         if role == "system":
-            if seen_user or (i > 0 and conv[i - 1].get("role") != "system"):
-                raise RowError("system message after the conversation started", f"{where}.role")
+            if seen_user:
+                raise RowError("system message after the conversation started", where)
             continue
         if role not in ("user", "assistant"):
-            raise RowError(f"unsupported role {role!r} (only system, user, assistant)", f"{where}.role")
-        if role != expected:
-            if not seen_user and role == "assistant":
-                raise RowError("conversation starts with an assistant message", f"{where}.role")
-            raise RowError(f"invalid role order at position {i}: expected {expected}, got {role}", f"{where}.role")
-        seen_user = True
-        expected = "assistant" if role == "user" else "user"
+            raise RowError(f"unsupported role {role!r} (only system, user, assistant)", where)
+        if not seen_user and role == "assistant":
+            raise RowError("conversation starts with an assistant message", where)
+        raise RowError(f"invalid role order at position {i}: expected {expected}, got {role}", where)
     if not seen_user:
         raise RowError("no user message", "conversations")

@@ -4,8 +4,8 @@ Everything is streamed in batches with provenance (file, row) so that a bad row 
 reported or quarantined precisely:
 - Parquet: pyarrow batches (the same rows `datasets.Dataset.from_parquet` gives, without the
   Arrow cache copy).
-- JSON/JSONL for presets: `datasets.load_dataset("json", data_files=...)`, exactly SpecForge's
-  `--data-path` loader.
+- JSON Lines for presets: pyarrow's JSON reader (the rows SpecForge's `--data-path` loader,
+  the HF `json` builder, yields, without its cache copy); a JSON array: Python objects.
 - JSON/JSONL for custom sources: a strict line reader; a malformed line, invalid UTF-8 or a
   non-object becomes a `BadRow` (quarantined with file and line), never a silent drop.
 - Hub ids (or a local folder laid out like a hub repo): `datasets.load_dataset(id, config,
@@ -38,12 +38,26 @@ class BadRow:
     field: str | None = None
 
 
-@dataclass
 class RawBatch:
-    file: str  # file path, or hf://<id>/<config>/<split>
-    rows: list  # dict | BadRow
-    rownums: Sequence[int]  # 0-based row within `file` (JSONL: line number - 1)
-    part: str | None = None
+    """Rows of one file with their positions; Arrow-backed batches build dicts only on demand."""
+
+    __slots__ = ("file", "rownums", "part", "arrow", "_rows")
+
+    def __init__(self, file: str, rows: list | None, rownums: Sequence[int], part: str | None = None, arrow=None):
+        self.file = file  # file path, or hf://<id>/<config>/<split>
+        self._rows = rows  # dict | BadRow
+        self.rownums = rownums  # 0-based row within `file` (JSONL: line number - 1)
+        self.part = part
+        self.arrow = arrow  # pyarrow.RecordBatch when read from Parquet / datasets
+
+    @property
+    def rows(self) -> list:
+        if self._rows is None:
+            self._rows = self.arrow.to_pylist()
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.rownums)
 
 
 # ----------------------------------------------------------------------------- paths
@@ -135,11 +149,10 @@ def read_parquet(path: Path, limit: int | None = None, batch_rows: int = BATCH_R
         raise SourceError(f"{path}: not a readable Parquet file ({e})") from e
     start = 0
     for batch in pf.iter_batches(batch_size=batch_rows):
-        rows = batch.to_pylist()
-        if limit is not None and start + len(rows) > limit:
-            rows = rows[: limit - start]
-        yield RawBatch(str(path), rows, range(start, start + len(rows)))
-        start += len(rows)
+        if limit is not None and start + batch.num_rows > limit:
+            batch = batch.slice(0, limit - start)
+        yield RawBatch(str(path), None, range(start, start + batch.num_rows), arrow=batch)
+        start += batch.num_rows
         if limit is not None and start >= limit:
             return
 
@@ -226,34 +239,62 @@ def _datasets_rows(ds, label: str, limit: int | None, part: str | None) -> Itera
     table = ds.data.table if hasattr(ds.data, "table") else ds.data
     if getattr(ds, "_indices", None) is not None:
         table = ds.with_format("arrow")[:]
+    return _table_batches(table, label, limit, part)
+
+
+def _table_batches(table, label: str, limit: int | None, part: str | None) -> Iterator[RawBatch]:
     start = 0
     for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-        rows = batch.to_pylist()
-        if limit is not None and start + len(rows) > limit:
-            rows = rows[: limit - start]
-        yield RawBatch(label, rows, range(start, start + len(rows)), part)
-        start += len(rows)
+        if limit is not None and start + batch.num_rows > limit:
+            batch = batch.slice(0, limit - start)
+        yield RawBatch(label, None, range(start, start + batch.num_rows), part, arrow=batch)
+        start += batch.num_rows
         if limit is not None and start >= limit:
             return
 
 
-def read_with_datasets_json(path: Path, limit: int | None = None, cache_dir: str | None = None) -> Iterator[RawBatch]:
-    """SpecForge's `--data-path` loader: the HF `json` builder, split `train`."""
-    import datasets
+def read_jsonl_arrow(path: Path, limit: int | None = None) -> Iterator[RawBatch]:
+    """JSON Lines through pyarrow's C++ reader (typed Arrow batches, the fast path); a file it
+    cannot type (mixed types, a malformed line) is read line by line instead, where a bad line
+    becomes a `BadRow` with its line number."""
+    import pyarrow as pa
+    import pyarrow.json as paj
 
-    if path.stat().st_size == 0:
-        return iter(())
     try:
-        ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
-    except Exception as e:  # noqa: BLE001 - datasets wraps parser errors in several types
-        raise SourceError(f"{path}: cannot be read as JSON/JSON Lines ({type(e).__name__}: {_short(e)})") from e
-    return _datasets_rows(ds, str(path), limit, None)
+        table = paj.read_json(path, read_options=paj.ReadOptions(block_size=8 << 20))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        yield from read_jsonl_strict(path, limit)
+        return
+    yield from _table_batches(table, str(path), limit, None)
 
 
 def read_preset_file(path: Path, limit: int | None = None, cache_dir: str | None = None) -> Iterator[RawBatch]:
-    if path.suffix.lower() == ".parquet":
+    """A preset's local file. The rows are those SpecForge's `--data-path` loader (the HF `json`
+    builder) yields, read without the `datasets` cache copy: Parquet and JSON Lines as Arrow,
+    a JSON array as Python objects. (One difference: a key missing from some messages but
+    present in others is a row error here, where `datasets` would fill in null.)"""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
         return read_parquet(path, limit)
-    return read_with_datasets_json(path, limit, cache_dir)
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    if suffix == ".json" and head.startswith(b"["):
+        return read_json_strict(path, limit)
+    return read_jsonl_arrow(path, limit)
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No per-load progress bars in logs (restored afterwards: other layers may want theirs)."""
+    from datasets.utils import logging as dlog
+
+    was = dlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            dlog.enable_progress_bar()
 
 
 def _short(e: BaseException, n: int = 300) -> str:
@@ -319,7 +360,7 @@ def load_hub(
     local = Path(hub_id).expanduser()
     is_local = local.is_dir()
     try:
-        with _offline_mode(off and not is_local):
+        with _offline_mode(off and not is_local), _quiet_datasets():
             return datasets.load_dataset(str(local) if is_local else hub_id, config, split=split, cache_dir=cache_dir)
     except Exception as e:  # noqa: BLE001 - network, offline, missing config... all end here
         mode = "offline mode is on (HF_HUB_OFFLINE / hub.offline)" if off else "the hub is unreachable or the dataset is missing"

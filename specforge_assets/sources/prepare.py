@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..fileio import atomic_write
-from . import loaders
+from . import fast, loaders
 from .converters import build_converter
 from .errors import RowError, RowFailure, SourceError
 from .presets import Preset, get_preset
@@ -77,7 +77,7 @@ def iter_preset_batches(
                     b.part = getattr(part, "name", None)
                     yield b
                     if remaining is not None:
-                        remaining -= len(b.rows)
+                        remaining -= len(b)
                         if remaining <= 0:
                             return
         return
@@ -89,7 +89,7 @@ def iter_preset_batches(
         for b in batches:
             yield b
             if remaining is not None:
-                remaining -= len(b.rows)
+                remaining -= len(b)
                 if remaining <= 0:
                     return
 
@@ -101,6 +101,16 @@ def convert_strict(preset: Preset, batches: Iterator[loaders.RawBatch]) -> tuple
     skipped = 0
     index = 0
     for b in batches:
+        fast_items = fast.convert_arrow(preset.converter, preset.options, b.arrow, index) if b.arrow is not None else None
+        if fast_items is not None:
+            items, s = fast_items
+            for item, rownum in zip(items, b.rownums):
+                if isinstance(item, RowError):
+                    raise RowFailure(f"preset {preset.name!r}: " + item.located(b.file, rownum))
+                lines.append(fast.line_from_messages(item[0], item[3]))
+            skipped += s
+            index += len(b)
+            continue
         for raw, rownum in zip(b.rows, b.rownums):
             if isinstance(raw, loaders.BadRow):
                 raise RowFailure(RowError(raw.reason).located(b.file, rownum))

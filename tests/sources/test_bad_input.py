@@ -153,7 +153,8 @@ def test_cli_bad_inputs(tmp_path, capsys):
     garbage = tmp_path / "g.jsonl"
     garbage.write_text('{"id": "a", "conversations": [\n')
     assert cli_main(["prepare", "--dataset", "sharegpt", "--data-path", str(garbage), "--output-path", str(tmp_path / "o")]) == 1
-    assert "g.jsonl: cannot be read as JSON" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "g.jsonl row 0" in err and "malformed JSON" in err
     assert not (tmp_path / "o" / "sharegpt_train.jsonl").exists()
 
 

@@ -122,13 +122,17 @@ def test_data_path_layouts(tmp_path):
         assert (out / "gsm8k_train.jsonl").read_bytes() == expected, name
 
 
-def test_jsonl_data_path_uses_the_json_builder(tmp_path):
-    """SpecForge's `--data-path` loader: HF `json` builder; the same rows as the Parquet file."""
+@pytest.mark.parametrize("as_array", [False, True])
+def test_json_data_paths_give_the_same_rows(tmp_path, as_array):
+    """JSON Lines (pyarrow) and a JSON array (ShareGPT's own format) give SpecForge's output."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(PRESET_FIXTURES / "sharegpt" / "raw.parquet").to_pylist()
-    src = tmp_path / "sharegpt.jsonl"
-    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    src = tmp_path / ("sharegpt.json" if as_array else "sharegpt.jsonl")
+    if as_array:
+        src.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    else:
+        src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "out"
     assert cli_main(["prepare", "--dataset", "sharegpt", "--data-path", str(src), "--output-path", str(out)]) == 0
     assert (out / "sharegpt_train.jsonl").read_bytes() == (PRESET_FIXTURES / "sharegpt" / "expected_train.jsonl").read_bytes()
@@ -160,3 +164,27 @@ def test_opc_subset_only_for_opc(tmp_path, capsys):
     data_path = preset_data_path("gsm8k", tmp_path)
     assert cli_main(["prepare", "--dataset", "gsm8k", "--data-path", str(data_path), "--output-path", str(tmp_path / "o"), "--opc-subset", "all"]) == 1
     assert "--opc-subset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["ultrachat", "sharegpt", "perfectblend", "magpie-qwen2.5-pro-1m-v0.1"])
+def test_columnar_fast_path_equals_row_converters(preset, tmp_path, data_root, monkeypatch):
+    """Same train, test and quarantine bytes with and without the Arrow fast path."""
+    from specforge_assets.sources import fast
+    from specforge_assets.sources.config import resolve_source
+    from specforge_assets.sources.normalize import build_source
+    from specforge_assets.sources.prepare import prepare_preset
+
+    data_path = preset_data_path(preset, tmp_path)
+    cfg = {"sources": {"s": {"preset": preset, "data_path": str(data_path), "quarantine_threshold": 1.0, "split_eval": True}}}
+    outputs = []
+    for label in ("fast", "rows"):
+        if label == "rows":
+            monkeypatch.setattr(fast, "convert_arrow", lambda *a, **k: None)
+        root = tmp_path / f"root-{label}"
+        res = build_source(resolve_source("s", cfg, root), root, config=cfg)
+        prepare_preset(preset, tmp_path / f"cli-{label}", data_path=data_path, log=lambda s: None)
+        outputs.append(
+            [(res.out_dir / n).read_bytes() for n in ("train.jsonl", "test.jsonl", "quarantine.jsonl")]
+            + [(tmp_path / f"cli-{label}" / f"{preset}_train.jsonl").read_bytes(), res.manifest["skipped_messages"]]
+        )
+    assert outputs[0] == outputs[1]
