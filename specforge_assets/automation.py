@@ -25,6 +25,7 @@ import copy
 
 import dagster as dg
 
+from .fileio import sha256_json
 from .paths import load_config
 
 # Defaults for configs/automation.yaml; the file overrides any of them.
@@ -116,13 +117,64 @@ CONDITIONS: dict[dg.AssetKey, dg.AutomationCondition] = {
 }
 
 
-def with_automation(spec: dg.AssetSpec) -> dg.AssetSpec:
+# Config that changes what an asset computes: (config file, keys to include or None for all,
+# keys to leave out). Its hash joins the code_version of the asset *and of every asset below
+# it*, so editing it (then "Reload definitions" in the UI) marks exactly that part of the graph
+# stale ("code version changed") and nothing upstream or beside it. (Dagster does not propagate
+# staleness through assets whose data versions are user-provided content hashes, as ours are,
+# so the downstream assets carry the fingerprint themselves.)
+CONFIG_INPUTS: dict[dg.AssetKey, tuple[tuple[str, tuple | None, tuple], ...]] = {
+    # tokenizer/template/length/mask options; not worker counts, shard sizes, check bounds or
+    # the vocab-mapping section (those do not change the tokens)
+    TOKENIZED: (
+        ("tokenize", None, ("workers", "shard_rows", "checks", "vocab_mapping")),
+        ("target", ("chat_template", "trust_remote_code"), ()),
+    ),
+    VOCAB: (("tokenize", ("vocab_mapping",), ()),),
+}
+
+
+def _own_config(key: dg.AssetKey) -> dict:
+    picked = {}
+    for name, include, exclude in CONFIG_INPUTS.get(key, ()):
+        cfg = load_config(name)
+        keys = include if include is not None else sorted(k for k in cfg if k not in exclude)
+        picked[name] = {k: cfg.get(k) for k in keys}
+    return picked
+
+
+def config_fingerprints(graph) -> dict[dg.AssetKey, str]:
+    """{asset: short hash of the config it and its ancestors read}, for assets that read any."""
+    out: dict[dg.AssetKey, str] = {}
+    for key in graph.toposorted_asset_keys:
+        own = _own_config(key)
+        inherited = sorted(out[p] for p in graph.get(key).parent_keys if p in out)
+        if own or inherited:
+            out[key] = sha256_json({"own": own, "upstream": inherited})[:10]
+    return out
+
+
+def with_automation(spec: dg.AssetSpec, fingerprints: dict | None = None) -> dg.AssetSpec:
     """`Definitions.map_asset_specs` callback: attach this module's condition to an asset
-    unless its author set one already."""
+    (unless its author set one) and fold its config fingerprint into its code_version."""
+    updates: dict = {}
     condition = CONDITIONS.get(spec.key)
-    if condition is None or spec.automation_condition is not None:
-        return spec
-    return spec.replace_attributes(automation_condition=condition)
+    if condition is not None and spec.automation_condition is None:
+        updates["automation_condition"] = condition
+    fingerprint = (fingerprints or {}).get(spec.key)
+    if fingerprint and spec.code_version:
+        updates["code_version"] = f"{spec.code_version}+cfg.{fingerprint}"
+    return spec.replace_attributes(**updates) if updates else spec
+
+
+def apply(defs: dg.Definitions) -> dg.Definitions:
+    """Conditions + config-aware code versions on the assembled Definitions."""
+    import warnings
+
+    fingerprints = config_fingerprints(defs.resolve_asset_graph())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # map_asset_specs is "preview" in 1.13
+        return defs.map_asset_specs(func=lambda spec: with_automation(spec, fingerprints))
 
 
 def automation_sensor() -> dg.AutomationConditionSensorDefinition:

@@ -1,8 +1,6 @@
 """The one place where Definitions are assembled."""
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 
 from . import automation
@@ -24,11 +22,9 @@ def build_definitions() -> dg.Definitions:
         jobs=list(_sensors.jobs),
         resources=resources,
     )
-    # Declarative automation (automation.py) is attached here so that the layer modules stay
-    # free of cross-layer policy.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)  # map_asset_specs is "preview" in 1.13
-        return defs.map_asset_specs(func=automation.with_automation)
+    # Declarative automation and config-aware code versions (automation.py) are attached here
+    # so that the layer modules stay free of cross-layer policy.
+    return automation.apply(defs)
 
 
 defs = build_definitions()

@@ -9,7 +9,6 @@ fails while `<root>/FAIL_CHECK` exists.
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -124,6 +123,4 @@ def build_toy_defs(root: Path, config_dir: Path, extra_checks: list | None = Non
         jobs=list(sensors.jobs),
         resources={"store": SpecforgeStore(data_root=str(root), config_dir=str(config_dir))},
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return defs.map_asset_specs(func=automation.with_automation)
+    return automation.apply(defs)
