@@ -202,7 +202,7 @@ def httpx_scaling(n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="capacity,httpx,client,bound")
+    ap.add_argument("--only", default="capacity,httpx,client,bound,workers")
     args = ap.parse_args()
     only = set(args.only.split(","))
     n1 = 3000 if args.quick else 8000
@@ -257,6 +257,20 @@ def main() -> None:
             finally:
                 stop(procs)
             res["server_bound_50ms_4_servers"] = bound
+        if "workers" in only:
+            wk = {}
+            procs, addrs = start_stubs(4, latency_ms=50)
+            try:
+                inp = make_input(d / "w512.jsonl", 30000, 1)
+                for workers in (1, 2, 4):
+                    r = ours(addrs, inp, 128, workers=workers)
+                    r["achieved_fraction"] = round(r["rows_per_s"] / 10240, 3)
+                    r["achieved_fraction_dispatch"] = round(r["dispatch_rows_per_s"] / 10240, 3)
+                    wk[f"workers_{workers}"] = r
+                    print("512 in flight, workers", workers, r, flush=True)
+            finally:
+                stop(procs)
+            res["server_bound_50ms_512_in_flight_by_workers"] = wk
     res["loadavg_at_end"] = os.getloadavg()
     print(json.dumps(res, indent=1))
     out = REPO / "bench" / "results"

@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
     g.add_argument("--connect-timeout", type=float, default=5.0)
     g.add_argument("--max-attempts", type=int, default=6, help="attempts per request (transient errors only)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="client worker processes doing the requests (for many servers / >1k requests/s)")
     g = p.add_argument_group("data")
     g.add_argument("--input-file-path", required=True)
     g.add_argument("--output-file-path", required=True)
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from .journal import ConfigChanged, JournalWriteError
     from .runner import OutputPaths, OutputWriteError, run_regeneration
     from .settings import RegenSettings
+    from .workers import WorkerFailed
 
     try:
         extra = json.loads(args.extra_body) if args.extra_body else {}
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             reasoning=args.reasoning, extra_body=extra, dialect=args.dialect, num_samples=args.num_samples,
             beyond_limit=args.beyond_limit, concurrency=args.concurrency,
             request_timeout_s=args.request_timeout, connect_timeout_s=args.connect_timeout,
-            max_attempts=args.max_attempts, progress_interval_s=args.progress_interval)
+            max_attempts=args.max_attempts, progress_interval_s=args.progress_interval, workers=args.workers)
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = run_regeneration(args.input_file_path, outputs, settings, args.server_address,
                                  api_key=os.environ.get(API_KEY_ENV) or None, resume=args.resume, log=log)
-    except (NoServerAvailable, ConfigChanged, JournalWriteError, OutputWriteError, FileNotFoundError) as e:
+    except (NoServerAvailable, ConfigChanged, JournalWriteError, OutputWriteError, WorkerFailed,
+            FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     c = stats.get("counts", {})

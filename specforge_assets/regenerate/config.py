@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout_s": 5.0,
     "request_timeout_s": 600.0,
     "max_attempts": 6,
+    "workers": 1,
     "test_split": "passthrough",  # passthrough | regenerate
     "truncation_threshold": 0.5,  # check: max fraction of turns cut at max_tokens
     "restart": False,
@@ -35,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
 
 SETTINGS_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "reasoning",
                  "extra_body", "num_samples", "beyond_limit", "concurrency", "connect_timeout_s",
-                 "request_timeout_s", "max_attempts")
+                 "request_timeout_s", "max_attempts", "workers")
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:

@@ -132,8 +132,11 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     prog = _Progress(total, len(done))
     t0 = time.monotonic()
     pool = None
+    wpool = None
+    worker_stats = None
     pending: set[asyncio.Task] = set()
     fatal: list[BaseException] = []
+    outstanding = [0]  # rows handed to worker processes and not back yet
     try:
         need_server = len(done) < total
         if need_server:
@@ -169,6 +172,24 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
             while True:
                 await asyncio.sleep(st.progress_interval_s)
                 log(prog.line())
+
+        def from_worker(i: int, out: dict) -> None:
+            outstanding[0] -= 1
+            sem.release()
+            finish(i, out.get("id"), out["status"], out)
+
+        def worker_fatal(e: BaseException) -> None:
+            if not fatal:
+                fatal.append(e)
+            sem.release()  # unblock the producer so it can see the failure
+
+        if need_server and st.workers > 1:
+            from .workers import WorkerPool
+
+            # the main pool did the start probe; the workers bring their own connections
+            live = [s.address for s in pool.servers if s.up] + [s.address for s in pool.servers if not s.up]
+            wpool = WorkerPool(st.workers, live, st, api_key, from_worker, worker_fatal, log)
+            await wpool.start()
 
         ticker = asyncio.get_running_loop().create_task(progress())
         valid_seen = 0
@@ -206,13 +227,21 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
                     if fatal:
                         sem.release()
                         break
+                    if wpool is not None:
+                        outstanding[0] += 1
+                        wpool.submit(i, row)
+                        continue
                     t = asyncio.get_running_loop().create_task(one(i, row))
                     pending.add(t)
                     t.add_done_callback(pending.discard)
             while pending and not fatal:
                 await asyncio.wait(set(pending), timeout=0.5)
+            while outstanding[0] > 0 and not fatal:
+                await asyncio.sleep(0.02)
         finally:
             ticker.cancel()
+            if wpool is not None:
+                worker_stats = await wpool.close()
             if fatal:
                 for t in list(pending):
                     t.cancel()
@@ -228,7 +257,11 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
             pass
         raise
     finally:
-        if pool is not None:
+        if worker_stats is not None:
+            server_stats, retries, error_kinds = (worker_stats["servers"], worker_stats["retries"],
+                                                  worker_stats["error_kinds"])
+            await pool.close()
+        elif pool is not None:
             server_stats, retries, error_kinds = pool.stats(), pool.retries, dict(pool.error_kinds)
             await pool.close()
         else:

@@ -52,6 +52,9 @@ class RegenSettings:
     # "auto": the built-in keep-alive client (fasthttp) for http:// servers, httpx for https://;
     # "httpx" forces httpx everywhere (proxies, TLS options).
     transport: str = "auto"
+    # client worker processes doing the requests (1 = in this process); the main process keeps the
+    # journal and the outputs either way
+    workers: int = 1
     progress_interval_s: float = 5.0
     journal_batch: int = 64
     journal_flush_s: float = 0.25
@@ -83,6 +86,8 @@ class RegenSettings:
             raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
         if int(self.concurrency) < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if int(self.workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if int(self.max_attempts) < 1:
             raise ValueError("max_attempts must be >= 1")
         if not isinstance(self.extra_body, dict):

@@ -16,6 +16,7 @@ from specforge_assets.regenerate.client import NoServerAvailable
 from specforge_assets.regenerate.journal import ConfigChanged, JournalWriteError, journal_paths
 from specforge_assets.regenerate.runner import OutputPaths, OutputWriteError, run_regeneration
 from specforge_assets.regenerate.settings import RegenSettings
+from specforge_assets.regenerate.workers import WorkerFailed
 
 from .conftest import dead_address, ids_across, make_rows, read_jsonl, write_rows
 
@@ -33,15 +34,15 @@ def assert_exactly_once(rows, outputs):
     assert Counter(ids) == Counter(want)
 
 
-@pytest.mark.parametrize("transport", ["fast", "httpx"])
-def test_500s_hangs_drops_are_retried_and_every_row_is_accounted(tmp_path, stub_server, transport):
+@pytest.mark.parametrize("transport,workers", [("fast", 1), ("httpx", 1), ("fast", 2)])
+def test_500s_hangs_drops_are_retried_and_every_row_is_accounted(tmp_path, stub_server, transport, workers):
     rows = make_rows(120)
     inp = write_rows(tmp_path / "in.jsonl", rows)
     flaky = stub_server(fail_every=4)
     hangs = stub_server(hang_every=7)
     drops = stub_server(drop_every=5)
     out = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
-    stats = run_regeneration(inp, out, settings(request_timeout_s=1.0, transport=transport),
+    stats = run_regeneration(inp, out, settings(request_timeout_s=1.0, transport=transport, workers=workers),
                              [flaky.address, hangs.address, drops.address],
                              log=lambda m: None)
     assert stats["counts"] == {"success": 120, "error": 0, "skipped": 0, "passthrough": 0}
@@ -103,13 +104,14 @@ def test_no_server_answers_is_a_clear_error(tmp_path):
                          [dead_address(), dead_address()], log=lambda m: None)
 
 
-def test_all_servers_die_aborts_with_journal_intact_then_resume_completes(tmp_path, stub_server):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_all_servers_die_aborts_with_journal_intact_then_resume_completes(tmp_path, stub_server, workers):
     rows = make_rows(100, turns=(1,))
     inp = write_rows(tmp_path / "in.jsonl", rows)
     dying = stub_server(die_after=30)
     out = OutputPaths.specforge(tmp_path / "o.jsonl")
-    with pytest.raises(NoServerAvailable, match="out of rotation"):
-        run_regeneration(inp, out, settings(concurrency=2), [dying.address], log=lambda m: None)
+    with pytest.raises((NoServerAvailable, WorkerFailed), match="out of rotation"):
+        run_regeneration(inp, out, settings(concurrency=2, workers=workers), [dying.address], log=lambda m: None)
     journal, _ = journal_paths(out.success)
     done = [json.loads(l)["i"] for l in open(journal)]
     assert 25 <= len(done) <= 30 and not out.success.exists()
