@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout_s": 600.0,
     "max_attempts": 6,
     "workers": 1,
+    "transport": "auto",  # auto (built-in client for http://, httpx for https://) | httpx
     "test_split": "passthrough",  # passthrough | regenerate
     "truncation_threshold": 0.5,  # check: max fraction of turns cut at max_tokens
     "restart": False,
@@ -36,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
 
 SETTINGS_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "reasoning",
                  "extra_body", "num_samples", "beyond_limit", "concurrency", "connect_timeout_s",
-                 "request_timeout_s", "max_attempts", "workers")
+                 "request_timeout_s", "max_attempts", "workers", "transport")
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:
