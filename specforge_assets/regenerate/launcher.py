@@ -25,6 +25,17 @@ class ServerLaunchError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the process that launched it dies (even by SIGKILL),
+    so a killed run never leaves an orphaned server behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -96,7 +107,8 @@ class LocalServer:
         env["HF_HUB_OFFLINE"] = env.get("HF_HUB_OFFLINE", "1")
         self.log(f"starting {self.backend} server for {self.model_path} on {self.address}")
         self.proc = subprocess.Popen(self.command(), stdout=self._logfile, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=2.0, trust_env=False) as c:
             while time.monotonic() < deadline:
