@@ -179,6 +179,7 @@ def build_demo_target(
     lr: float | None = None,
     log: Callable[[str], None] = print,
     extra_manifest: dict | None = None,
+    **more: Any,
 ) -> Path:
     """Build the demo target into `out_dir` (replaced atomically) and return it.
 
@@ -192,7 +193,7 @@ def build_demo_target(
     params = build_params(
         pretrain_steps=pretrain_steps, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
         vocab_size=vocab_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
-        intermediate_size=intermediate_size, batch_size=batch_size, block_size=block_size, lr=lr,
+        intermediate_size=intermediate_size, batch_size=batch_size, block_size=block_size, lr=lr, **more,
     )
     docs = [d for d in (row_to_text(t) for t in texts) if d]
     if not docs:
