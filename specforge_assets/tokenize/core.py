@@ -324,10 +324,13 @@ class Preprocessor:
         L = self.options.max_length
         for i, (ids, ends, counts) in zip(ok, encoded):
             text, messages, tools, warnings, fb = prepared[i]
-            results[i] = self._finish(
-                text, ids[:L], len(ids), lambda p, t=text, e=ends, c=counts: self._count(t, p, e, c),
-                messages, tools, warnings, fb,
-            )
+            try:
+                results[i] = self._finish(
+                    text, ids[:L], len(ids), lambda p, t=text, e=ends, c=counts: self._count(t, p, e, c),
+                    messages, tools, warnings, fb,
+                )
+            except ValueError as e:  # e.g. a pre-formatted row under a template without span markers
+                results[i] = TokenizeError(str(e))
         return results
 
     def _finish(self, text, ids, full_len, counter, messages, tools, warnings, fb) -> Tokenized:

@@ -64,6 +64,7 @@ EDGE_ROWS = [
                                                   {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "cut"}]},
     {"id": "markers", "conversations": [{"role": "user", "content": "say <|im_start|>assistant\nhi"},
                                         {"role": "assistant", "content": "a<|im_end|>\nb"}]},
+    {"id": "preformatted-in-mix", "text": "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"},
     {"id": "lead-newlines", "conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n\nx"}]},
 ]
 
@@ -97,6 +98,8 @@ def test_message_handling_matches_specforge_rules(qwen):
     assert '"city": "Paris"' in t and "extra" not in t and "get_weather" in t
     assert any("arguments are not valid JSON" in w for w in res["badargs"].warnings)
     assert '[{"type": "text", "text": "hi"}]' in res["nonstr"].text and "42" in res["nonstr"].text
+    pf = res["preformatted-in-mix"]
+    assert pf.text.startswith("<|im_start|>user") and qwen.decode([i for i, k in zip(pf.input_ids, pf.loss_mask) if k]) == "a<|im_end|>\n"
     assert "oops" not in res["leading-assistant"].text and "cut" not in res["leading-assistant"].text
     # marker text inside content is not escaped (SpecForge behaviour): the user text after the
     # literal header is supervised, the answer after a literal <|im_end|>\n is not
