@@ -35,6 +35,13 @@ def source_conversations(context: dg.AssetExecutionContext, store: SpecforgeStor
         cfg = (store.config("sources").get("sources") or {}).get(key)
         if cfg is None:
             raise FileNotFoundError(f"source {key!r}: neither configured nor in the incoming folder")
+        data_path = str(cfg.get("data_path") or "")
+        if data_path and not data_path.startswith("sample:"):
+            if not (store.root() / data_path).exists():
+                raise FileNotFoundError(f"source {key!r}: {store.root() / data_path} does not exist")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store.root() / data_path, out)
+            return dg.MaterializeResult(data_version=dg.DataVersion(sha256_file(out)[:16]))
         write_jsonl(out, cfg.get("rows") or [{"id": f"{key}-0", "text": key}])
     return dg.MaterializeResult(data_version=dg.DataVersion(sha256_file(out)[:16]))
 
