@@ -52,7 +52,7 @@ class TrainConfig:
     aux_layer_ids: list[int] | None = None
     attn_implementation: str = "sdpa"
     device: str = "auto"
-    compile: bool = False
+    compile: bool | str = "auto"  # torch.compile the draft+loss; auto: on CUDA only (1.36x on H200)
     draft_init_seed: int | None = None
 
     @classmethod
@@ -129,7 +129,8 @@ class Eagle3Trainer:
         if self.world > 1:
             call = torch.nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-        self.call = torch.compile(call) if cfg.compile else call
+        use_compile = (device.type == "cuda") if cfg.compile == "auto" else bool(cfg.compile)
+        self.call = torch.compile(call) if use_compile else call
         params = [p for p in draft.parameters() if p.requires_grad]
         kw = {"fused": True} if device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kw)
@@ -221,13 +222,6 @@ def _save_state(out_dir: Path, trainer: Eagle3Trainer, extra: dict, keep: int) -
     return d / name
 
 
-def _reduce(values: list[float], device: torch.device, world: int) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def train_draft(
     cfg: TrainConfig,
     *,
@@ -282,7 +276,7 @@ def train_draft(
     sampler = torch.utils.data.DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     pad_id = target.config.pad_token_id if target.config.pad_token_id is not None else 0
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler,
-                                         collate_fn=lambda b: collate(b, pad_id=pad_id, multiple_of=8 if device.type == "cuda" else 1))
+                                         collate_fn=lambda b: collate(b, pad_id=pad_id, multiple_of=64 if device.type == "cuda" else 1))
     steps_per_epoch = len(loader)
     total = cfg.max_steps if cfg.max_steps else cfg.epochs * steps_per_epoch
     n_epochs = math.ceil(total / steps_per_epoch)
@@ -305,8 +299,7 @@ def train_draft(
         f"aux layers {draft.config.aux_layer_ids}, ttt {cfg.ttt_length}, {total} steps, world {world}, device {device}, {dtype}")
 
     t_start = time.perf_counter()
-    win = {"t": time.perf_counter(), "n": 0, "loss": 0.0, "tokens": 0.0,
-           "acc": [0.0] * cfg.ttt_length, "cnt": [0.0] * cfg.ttt_length, "losses": [0.0] * cfg.ttt_length}
+    win = {"t": time.perf_counter(), "vec": None}
     last: dict = history[-1] if history else {}
     epoch = start_epoch
     done = trainer.step_num >= total
@@ -317,23 +310,25 @@ def train_draft(
                 continue
             res = trainer.train_step(batch)
             step = trainer.step_num
-            # host sync once per step: small vectors only
-            loss_v = float(res["loss"])
+            # accumulate on the device; the host syncs only on log/save steps (and the first step)
             if first_loss is None:
-                first_loss = loss_v
-            cnts = res["counts"].tolist()
-            accs, ls = res["acc"].tolist(), res["losses"].tolist()
-            win["n"] += 1
-            win["loss"] += loss_v
-            win["tokens"] += float(res["tokens"])
-            for i in range(len(cnts)):
-                win["acc"][i] += accs[i] * cnts[i]
-                win["cnt"][i] += cnts[i]
-                win["losses"][i] += ls[i]
+                first_loss = float(res["loss"])
+            k = cfg.ttt_length
+            vec = torch.zeros(3 + 3 * k, dtype=torch.float64, device=device)
+            n_s = res["counts"].numel()
+            vec[0] = res["loss"].double()
+            vec[1] = 1.0
+            vec[2] = float(res["tokens"])
+            vec[3 : 3 + n_s] = (res["acc"] * res["counts"]).double()
+            vec[3 + k : 3 + k + n_s] = res["counts"].double()
+            vec[3 + 2 * k : 3 + 2 * k + n_s] = res["losses"].double()
+            win["vec"] = vec if win["vec"] is None else win["vec"] + vec
             is_last = step >= total or b_idx == steps_per_epoch - 1 and epoch == n_epochs - 1
             if (cfg.log_every and step % cfg.log_every == 0) or is_last or (cfg.save_every and step % cfg.save_every == 0):
-                k = cfg.ttt_length
-                red = _reduce([win["loss"], win["n"], win["tokens"], *win["acc"], *win["cnt"], *win["losses"]], device, world)
+                red_t = win["vec"]
+                if world > 1:
+                    dist.all_reduce(red_t)
+                red = red_t.tolist()
                 dt = time.perf_counter() - win["t"]
                 n = max(1.0, red[1])
                 last = {
@@ -344,13 +339,10 @@ def train_draft(
                     "grad_norm": float(res["grad_norm"]) if res["grad_norm"] is not None else None,
                 }
                 history.append(last)
-                win = {"t": time.perf_counter(), "n": 0, "loss": 0.0, "tokens": 0.0,
-                       "acc": [0.0] * k, "cnt": [0.0] * k, "losses": [0.0] * k}
+                win = {"t": time.perf_counter(), "vec": None}
                 say(f"step {step}/{total} loss {last['loss']:.4f} acc " + " ".join(f"{a:.2f}" for a in last["acc"])
                     + f" lr {last['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
                 if rank == 0:
-                    from ..fileio import atomic_write
-
                     _state_dir(out).mkdir(parents=True, exist_ok=True)
                     with open(_state_dir(out) / "metrics.jsonl", "a", encoding="utf-8") as f:
                         f.write(json.dumps(last) + "\n")
