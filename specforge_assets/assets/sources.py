@@ -14,7 +14,7 @@ import dagster as dg
 from ..checks.sources import CHECKS, run_source_checks
 from ..partitions import source_partitions
 from ..resources import SpecforgeStore
-from ..sources.config import resolve_source
+from ..sources.config import hub_offline, resolve_source
 from ..sources.normalize import CODE_VERSION, build_source
 
 ASSET_KEY = dg.AssetKey(["sources", "conversations"])
@@ -138,7 +138,7 @@ def conversations(context: dg.AssetExecutionContext, config: SourceRunConfig, st
     spec = resolve_source(key, cfg, root)
     cache_dir = sources_settings.hf_cache_dir or str(root / ".hf-datasets-cache")
     result = build_source(
-        spec, root, config=cfg, offline=sources_settings.hub_offline or None, cache_dir=cache_dir,
+        spec, root, config=cfg, offline=sources_settings.hub_offline or hub_offline(cfg) or None, cache_dir=cache_dir,
         force=config.force, log=context.log.info,
     )
     outcomes = run_source_checks(

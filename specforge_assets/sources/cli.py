@@ -33,9 +33,11 @@ def register(sub) -> None:
 
 
 def run_prepare(args) -> int:
+    from .config import hub_offline
     from .errors import SourceError
     from .prepare import prepare_preset
 
+    config = paths.load_config("sources") or None
     try:
         prepare_preset(
             args.dataset,
@@ -44,8 +46,8 @@ def run_prepare(args) -> int:
             sample_size=args.sample_size,
             split_eval=args.split_eval,
             opc_subset=args.opc_subset,
-            offline=args.offline or None,
-            config=paths.load_config("sources") or None,
+            offline=args.offline or (config is not None and hub_offline(config)) or None,
+            config=config,
         )
     except (SourceError, ValueError, paths.UnsafeKeyError) as e:
         print(f"error: {e}", file=sys.stderr)

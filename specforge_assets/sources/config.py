@@ -58,6 +58,11 @@ def _config(config: dict | None) -> dict:
     return paths.load_config("sources") if config is None else config
 
 
+def hub_offline(config: dict | None = None) -> bool:
+    """`hub: {offline: true}` in sources.yaml (HF_HUB_OFFLINE=1 works too, see loaders)."""
+    return bool((_config(config).get("hub") or {}).get("offline"))
+
+
 def incoming_dir(config: dict | None = None, root: Path | None = None) -> Path:
     cfg = _config(config)
     d = (cfg.get("incoming") or {}).get("dir")
