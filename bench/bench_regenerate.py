@@ -202,7 +202,7 @@ def httpx_scaling(n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="capacity,httpx,client,bound,workers")
+    ap.add_argument("--only", default="capacity,httpx,client,bound,loop,workers")
     args = ap.parse_args()
     only = set(args.only.split(","))
     n1 = 3000 if args.quick else 8000
@@ -257,6 +257,26 @@ def main() -> None:
             finally:
                 stop(procs)
             res["server_bound_50ms_4_servers"] = bound
+        if "loop" in only:
+            lp = {}
+            procs, addrs = start_stubs(4)
+            try:
+                for name in ("uvloop", "asyncio"):
+                    saved = sys.modules.get("uvloop")
+                    if name == "asyncio":
+                        sys.modules["uvloop"] = None  # the runner falls back to asyncio.run
+                    try:
+                        lp[name] = ours(addrs, single, 32)
+                    finally:
+                        if name == "asyncio":
+                            if saved is None:
+                                del sys.modules["uvloop"]
+                            else:
+                                sys.modules["uvloop"] = saved
+                    print("event loop", name, lp[name], flush=True)
+            finally:
+                stop(procs)
+            res["event_loop_4srv_single_turn_128_in_flight"] = lp
         if "workers" in only:
             wk = {}
             procs, addrs = start_stubs(4, latency_ms=50)

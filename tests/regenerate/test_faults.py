@@ -325,3 +325,27 @@ def test_api_key_comes_from_env_only_and_is_never_written(tmp_path, stub_server)
     assert secret not in r.stdout + r.stderr
     for p in (tmp_path / "out").iterdir():
         assert secret not in p.read_text()
+
+
+def test_a_dead_server_is_probed_back_into_rotation(tmp_path, stub_server):
+    rows = make_rows(300, turns=(1,))
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    healthy = stub_server(latency_ms=30)
+    late = dead_address()
+    out = OutputPaths.specforge(tmp_path / "o.jsonl")
+    import threading
+
+    def start_late():
+        time.sleep(1.0)
+        stub_server(port=late.split(":")[1], latency_ms=30)
+
+    t = threading.Thread(target=start_late)
+    t.start()
+    try:
+        stats = run_regeneration(inp, out, settings(concurrency=4), [healthy.address, late], log=lambda m: None)
+    finally:
+        t.join()
+    assert stats["counts"]["success"] == 300
+    back = stats["servers"][late]
+    assert back["up"] and back["ok"] > 0  # it answered the background probe and took work
+    assert_exactly_once(rows, out)
