@@ -34,28 +34,36 @@ def run_demo(args) -> int:
     keys = args.sources or configured_source_keys()
     sync_source_partitions(instance, keys)
     graph = defs.resolve_asset_graph()
-    partitioned = [k for k in graph.materializable_asset_keys if graph.get(k).partitions_def == source_partitions]
-    unpartitioned = [k for k in graph.toposorted_asset_keys if k in graph.materializable_asset_keys and graph.get(k).partitions_def is None]
-    job = defs.resolve_implicit_global_asset_job_def()
+    materializable = [k for k in graph.toposorted_asset_keys if k in graph.materializable_asset_keys]
+    partitioned = [k for k in materializable if graph.get(k).partitions_def == source_partitions]
+    # Unpartitioned assets with no partitioned ancestor (e.g. the demo target model, which the
+    # regeneration of a source serves) run first; the rest (mix and below) after all partitions.
+    downstream: set = set()
+    for k in materializable:  # toposorted, so parents are classified first
+        if any(p in partitioned or p in downstream for p in graph.get(k).parent_keys):
+            downstream.add(k)
+    unpartitioned = [k for k in materializable if graph.get(k).partitions_def is None]
+    before = [k for k in unpartitioned if k not in downstream]
+    after = [k for k in unpartitioned if k in downstream]
+    everything = list(defs.assets) + list(defs.asset_checks or [])
     failed = []
-    if partitioned:
-        for key in keys:
-            print(f"[demo] source partition {key}: {', '.join(k.to_user_string() for k in partitioned)}", flush=True)
-            r = dg.materialize(
-                list(defs.assets) + list(defs.asset_checks or []), selection=partitioned, partition_key=key,
-                instance=instance, resources=defs.resources, raise_on_error=False, tags={"specforge/trigger": "demo"},
-            )
-            if not r.success:
-                failed.append(key)
-    if unpartitioned and not failed:
-        print(f"[demo] {', '.join(k.to_user_string() for k in unpartitioned)}", flush=True)
+
+    def run(selection, label, partition_key=None):
+        print(f"[demo] {label}: {', '.join(k.to_user_string() for k in selection)}", flush=True)
         r = dg.materialize(
-            list(defs.assets) + list(defs.asset_checks or []), selection=unpartitioned,
-            instance=instance, resources=defs.resources, raise_on_error=False, tags={"specforge/trigger": "demo"},
+            everything, selection=selection, partition_key=partition_key, instance=instance,
+            resources=defs.resources, raise_on_error=False, tags={"specforge/trigger": "demo"},
         )
         if not r.success:
-            failed.append("unpartitioned layers")
-    del job
+            failed.append(label)
+
+    if before:
+        run(before, "inputs")
+    if partitioned and not failed:
+        for key in keys:
+            run(partitioned, f"source partition {key}", partition_key=key)
+    if after and not failed:
+        run(after, "training mix and below")
     print(f"[demo] finished in {time.time() - t0:.0f}s; data under {data_root()}", flush=True)
     report = data_root() / "models" / "draft_evaluation" / "report.json"
     if report.exists():
