@@ -29,6 +29,9 @@ SOURCES = {
     "sample-ultrachat": {"preset": "ultrachat", "data_path": "sample:ultrachat", "sample_size": 40},
     "sample-sharegpt": {"preset": "sharegpt", "data_path": "sample:sharegpt/sharegpt_sample.json", "sample_size": 40},
     "sample-custom": {"format": "auto", "data_path": "sample:custom/conversations.jsonl", "quarantine_threshold": 0.5},
+    # its file does not exist until the backfill test writes it: the partition fails first,
+    # then "Re-execute from failure" runs it (and only it) again
+    "sample-late": {"format": "auto", "data_path": "late/conversations.jsonl"},
 }
 OVERRIDES = {
     "regenerate": {"sources": {}},

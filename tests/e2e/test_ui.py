@@ -27,12 +27,11 @@ TOK_KEY = ["tokenized", "dataset"]
 DRAFT_KEY = ["models", "draft_model"]
 EVAL_KEY = ["models", "draft_evaluation"]
 TARGET_KEY = ["models", "target_model"]
-CONFIGURED = ["sample-custom", "sample-sharegpt", "sample-ultrachat"]
+CONFIGURED = ["sample-custom", "sample-late", "sample-sharegpt", "sample-ultrachat"]
+LATE = "sample-late"  # configured with a file that appears only after the first backfill
 DROPPED = "dropped-chat"
 RUN_TIMEOUT = 240
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
-
-STATE: dict = {}  # shared between the ordered tests (backfill start, ids)
 
 
 def _doc_screenshot(page, name: str) -> None:
@@ -171,13 +170,28 @@ def test_b_materialize_target_and_one_source_partition(page, dagster):
     page.get_by_text("Success").first.wait_for()
 
 
-def test_d_dropped_file_becomes_a_partition(page, dagster):
-    rows = [
-        {"id": f"drop-{i}", "conversations": [
-            {"role": "user", "content": f"What is {i} plus {i}?"},
+def _rows(prefix: str, n: int = 12) -> list[dict]:
+    return [
+        {"id": f"{prefix}-{i}", "conversations": [
+            {"role": "user", "content": f"{prefix}: what is {i} plus {i}?"},
             {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}
-        for i in range(12)
+        for i in range(n)
     ]
+
+
+def _wait_backfill(dagster, backfill_id: str) -> str:
+    q = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+    return dagster.wait(
+        lambda: (s := dagster.gql(q, id=backfill_id)["partitionBackfillOrError"]["status"]) not in {"REQUESTED"} and s,
+        300, f"backfill {backfill_id}")
+
+
+def _partition_statuses(runs: list[dict]) -> dict[str, str]:
+    return {_tags(r)["dagster/partition"]: r["status"] for r in runs if "dagster/partition" in _tags(r)}
+
+
+def test_d_dropped_file_becomes_a_partition(page, dagster):
+    rows = _rows("drop")
     incoming = dagster.data_root / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     tmp = incoming / f".{DROPPED}.jsonl.part"  # hidden while being written; the rename is atomic
@@ -204,27 +218,45 @@ def test_c_backfill_all_source_partitions_then_one_mix(page, dagster):
     page.get_by_role("button", name=re.compile(r"Materialize…$")).click()
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
     dialog.get_by_role("button", name="All", exact=True).click()
-    n = len(dagster.partitions())
-    dialog.get_by_text(f"{n} partitions").first.wait_for()
+    all_partitions = dagster.partitions()
+    dialog.get_by_text(f"{len(all_partitions)} partitions").first.wait_for()
     launch = dialog.get_by_role("button", name="Launch backfill")
-    launch.wait_for()
-    STATE["backfill_started"] = time.time()
     with page.expect_response(_graphql_response("LaunchPartitionBackfill")) as resp:
         launch.click()
     backfill_id = resp.value.json()["data"]["launchPartitionBackfill"]["backfillId"]
-    STATE["backfill_id"] = backfill_id
 
-    q = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
-    status = dagster.wait(
-        lambda: (s := dagster.gql(q, id=backfill_id)["partitionBackfillOrError"]["status"]) != "REQUESTED" and s,
-        300, f"backfill {backfill_id}")
-    assert status == "COMPLETED_SUCCESS", status
-    runs = dagster.runs({"dagster/backfill": backfill_id})
-    assert sorted(_tags(r)["dagster/partition"] for r in runs if "dagster/partition" in _tags(r)) == sorted(dagster.partitions())
-    assert all(r["status"] == "SUCCESS" for r in runs)
+    # every partition ran (in parallel up to the dagster/backfill limit); sample-late failed
+    assert _wait_backfill(dagster, backfill_id) == "COMPLETED_FAILED"
+    statuses = _partition_statuses(dagster.runs({"dagster/backfill": backfill_id}))
+    assert sorted(statuses) == all_partitions
+    assert {k for k, v in statuses.items() if v != "SUCCESS"} == {LATE}, statuses
     page.goto(f"/runs/b/{backfill_id}")
-    page.get_by_text("Succeeded").first.wait_for()
+    page.get_by_text("Failed").first.wait_for()
+    page.get_by_text("sources / conversations").first.wait_for()
     _doc_screenshot(page, "backfill.png")
+
+    # the failure is on record, readable
+    failures = dagster.data_root / "ops" / "failures.jsonl"
+    records = dagster.wait(
+        lambda: [r for r in map(json.loads, failures.read_text().splitlines()) if r["partition"] == LATE]
+        if failures.exists() else None, 60, "the failure record")
+    assert "late" in json.dumps(records[0]["steps"]), records[0]
+    # a source that never materialized holds the mix back
+    assert not dagster.materializations(MIX_KEY)
+
+    # fix the input, re-execute the failed partition from the backfill's menu: only it runs
+    late = dagster.data_root / "late" / "conversations.jsonl"
+    late.parent.mkdir(parents=True, exist_ok=True)
+    late.write_text("".join(json.dumps(r) + "\n" for r in _rows("late")))
+    page.get_by_role("button", name="expand_more").last.click()
+    with page.expect_response(_graphql_response("reexecutePartitionBackfill")) as resp:
+        page.get_by_role("menuitem", name=re.compile(r"Re-execute from failure")).click()
+    retry_id = resp.value.json()["data"]["reexecutePartitionBackfill"]["backfillId"]
+    assert _wait_backfill(dagster, retry_id) == "COMPLETED_SUCCESS"
+    assert _partition_statuses(dagster.runs({"dagster/backfill": retry_id})) == {LATE: "SUCCESS"}
+    assert dagster.materialized_partitions(SOURCES_KEY) == all_partitions
+    page.goto(f"/runs/b/{retry_id}")
+    page.get_by_text("Succeeded").first.wait_for()
 
     # regenerated follows each partition, then the mix (+ tokenize) runs once
     dagster.wait(lambda: dagster.materializations(MIX_KEY), 300, "the mix after the backfill")
@@ -232,7 +264,7 @@ def test_c_backfill_all_source_partitions_then_one_mix(page, dagster):
     assert len(mixes) == 1, f"mix materialized {len(mixes)} times"
     mix_run = _wait_run(dagster, mixes[0]["runId"])
     assert _tags(mix_run).get("specforge/trigger") == "automation"
-    assert sorted(dagster.materialized_partitions(REGEN_KEY)) == sorted(dagster.partitions())
+    assert sorted(dagster.materialized_partitions(REGEN_KEY)) == all_partitions
     assert dagster.materializations(TOK_KEY), "tokenized/dataset ran with the mix"
 
 
