@@ -5,7 +5,8 @@ when a source has no regenerated output), then, in this order:
   1. validate rows (SpecForge form: `conversations` list or pre-formatted `text`);
   2. exact dedup by a hash of the normalized content (NFC, whitespace collapsed, roles kept);
      optional near-dup: hash of the first N normalized characters (like Model-Optimizer's prefix
-     dedup). The first occurrence wins (sources in config order, rows in file order);
+     dedup). The first occurrence wins (sources in configs/mix.yaml `sources` order, alphabetical when
+     `sources: null`; rows in file order);
   3. per-source caps and weights (no upsampling), sampled with the seed;
   4. seeded shuffle; seeded held-out eval split → `test.jsonl`, rest → `train.jsonl`.
 Every dropped row goes to `quarantine.jsonl` with its reason, so
