@@ -121,6 +121,8 @@ class Preprocessor:
             self.render_kwargs["enable_thinking"] = False
         self.has_template = _has_chat_template(tokenizer)
         backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+        if getattr(tokenizer, "split_special_tokens", False):
+            backend = None  # the wrapper changes special-token handling; use the straightforward path
         self.backend = None
         if backend is not None:
             self.backend = copy.deepcopy(backend)
