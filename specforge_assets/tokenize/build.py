@@ -23,7 +23,7 @@ from .templates import get_template
 TOKENIZE_DEFAULTS: dict[str, Any] = {
     "chat_template": None, "max_length": 2048, "is_preformatted": False, "train_only_last_turn": False,
     "corrected": {"no_system_prompt": False, "shift_mask_885": False, "incremental_mask": False},
-    "workers": 1, "shard_rows": 50000, "templates": {},
+    "workers": 1, "shard_rows": 50000, "verify_every": 1000, "templates": {},
     "checks": {"max_zero_supervised_rate": 0.01, "supervised_fraction": [0.02, 0.99]},
     "vocab_mapping": {"draft_vocab_size": 32000},
 }
@@ -106,9 +106,11 @@ def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None
     cache_dir = root / "tokenized" / "cache" / key["key"]
     hit = (cache_dir / "stats.json").exists()
     if not hit:
-        pre = Preprocessor(tok, r["template"], r["options"]) if int(cfg["workers"]) <= 1 else None
+        pre = (Preprocessor(tok, r["template"], r["options"], verify_every=int(cfg["verify_every"] or 0))
+               if int(cfg["workers"]) <= 1 else None)
         tokenize_jsonl(mix_train, r["tokenizer_path"], r["template"], cache_dir, r["options"],
                        workers=int(cfg["workers"]), shard_rows=int(cfg["shard_rows"]),
+                       verify_every=int(cfg["verify_every"] or 0),
                        trust_remote_code=bool(tcfg.get("trust_remote_code")), preprocessor=pre)
         (cache_dir / "cache_key.json").write_text(json.dumps(key, indent=2, default=str))
     stats = json.loads((cache_dir / "stats.json").read_text())

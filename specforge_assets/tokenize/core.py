@@ -100,7 +100,13 @@ def _has_chat_template(tokenizer) -> bool:
 class Preprocessor:
     """Tokenize rows with one tokenizer, template and option set."""
 
-    def __init__(self, tokenizer, template: ChatTemplate, options: TokenizeOptions | None = None):
+    def __init__(self, tokenizer, template: ChatTemplate, options: TokenizeOptions | None = None,
+                 verify_every: int = 0):
+        """`verify_every=N`: every N-th row is also computed with the straightforward algorithm
+        (prefix re-encoding); on a difference that row gets the straightforward result and a
+        warning (a run-time guard of the fast path's exactness, ~1/N of its cost)."""
+        self.verify_every = int(verify_every or 0)
+        self._rows_seen = 0
         self.tokenizer = tokenizer
         self.template = template
         self.options = options or TokenizeOptions()
@@ -333,7 +339,22 @@ class Preprocessor:
                 )
             except ValueError as e:  # e.g. a pre-formatted row under a template without span markers
                 results[i] = TokenizeError(str(e))
+                continue
+            self._rows_seen += 1
+            if self.verify_every and self._rows_seen % self.verify_every == 0:
+                results[i] = self._verify(results[i], prepared[i])
         return results
+
+    def _verify(self, fast: "Tokenized", prepared) -> "Tokenized":
+        from .reference import slow_ids_and_counter
+
+        text, messages, tools, warnings, fb = prepared
+        ids, counter = slow_ids_and_counter(self.tokenizer, text, self.options.max_length)
+        slow = self._finish(text, ids, fast.full_length, counter, messages, tools, list(warnings), fb)
+        if (slow.input_ids, slow.loss_mask) != (fast.input_ids, fast.loss_mask):
+            slow.warnings.append("fast path differed from the straightforward SpecForge algorithm; used the latter")
+            return slow
+        return fast
 
     def _finish(self, text, ids, full_len, counter, messages, tools, warnings, fb) -> Tokenized:
         n = len(ids)

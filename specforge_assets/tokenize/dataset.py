@@ -80,10 +80,11 @@ def cache_key(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(tokenizer_path: str, template: ChatTemplate, options: TokenizeOptions, trust: bool):
+def _worker_init(tokenizer_path: str, template: ChatTemplate, options: TokenizeOptions, trust: bool,
+                 verify_every: int = 0):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tok = load_tokenizer(tokenizer_path, trust)
-    _WORKER["pre"] = Preprocessor(tok, template, options)
+    _WORKER["pre"] = Preprocessor(tok, template, options, verify_every=verify_every)
 
 
 def _process_chunk(rows: list[tuple[int, dict]], pre: Preprocessor | None = None) -> list[tuple]:
@@ -184,6 +185,7 @@ def tokenize_jsonl(
     write_parquet: bool = True,
     export_jsonl: str | None = "train.jsonl",
     preprocessor: Preprocessor | None = None,
+    verify_every: int = 0,
 ) -> dict:
     """Tokenize `input_path` into `output_dir` (written atomically as a whole). Returns stats."""
     import pyarrow as pa
@@ -221,7 +223,7 @@ def tokenize_jsonl(
             buf[k].clear()
 
     try:
-        init_args = (str(tokenizer_path), template, options, trust_remote_code)
+        init_args = (str(tokenizer_path), template, options, trust_remote_code, verify_every)
         if preprocessor is not None:
             results = (_process_chunk(c, preprocessor) for c in _chunks(input_path, BATCH_ROWS, bad))
         else:

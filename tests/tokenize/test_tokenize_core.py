@@ -144,3 +144,14 @@ def test_harmony_template(qwen):
     assert r.text.startswith("<|start|>system<|message|>You are ChatGPT") and sum(r.loss_mask) > 0
     with pytest.raises(TokenizeError, match="harmony"):
         pre.process({"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+
+
+def test_verify_every_catches_a_wrong_fast_path(qwen, monkeypatch):
+    rows = corpus()[:4]
+    good = Preprocessor(qwen, get_template("qwen")).process_rows(rows)
+    pre = Preprocessor(qwen, get_template("qwen"), verify_every=2)
+    monkeypatch.setattr(pre, "_count", lambda text, p, e, c: 0)  # a broken fast path: masks nothing
+    res = pre.process_rows(rows)
+    assert sum(res[0].loss_mask) == 0  # not verified
+    assert (res[1].input_ids, res[1].loss_mask) == (good[1].input_ids, good[1].loss_mask)
+    assert any("straightforward" in w for w in res[1].warnings)
