@@ -52,7 +52,7 @@ class TrainConfig:
     aux_layer_ids: list[int] | None = None
     attn_implementation: str = "sdpa"
     device: str = "auto"
-    compile: bool | str = "auto"  # torch.compile the draft+loss; auto: on CUDA only (1.36x on H200)
+    compile: bool | str = "auto"  # torch.compile draft+loss; auto: CUDA only (1.4x), eager fallback on NaN
     draft_init_seed: int | None = None
 
     @classmethod
@@ -130,7 +130,10 @@ class Eagle3Trainer:
             call = torch.nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         use_compile = (device.type == "cuda") if cfg.compile == "auto" else bool(cfg.compile)
+        self.eager_call = call
         self.call = torch.compile(call) if use_compile else call
+        self.compile_disabled: str | None = None
+        self.skipped_steps = 0
         params = [p for p in draft.parameters() if p.requires_grad]
         kw = {"fused": True} if device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kw)
@@ -143,21 +146,42 @@ class Eagle3Trainer:
             return torch.autocast("cuda", dtype=self.amp_dtype)
         return nullcontext()
 
+    def _forward_backward(self, call, ids, aux, logits, mask):
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss, out = call(ids, aux, logits, mask)
+        loss.backward()
+        # the norm is always computed (max_norm=inf when clipping is off) for the finiteness guard
+        gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip or float("inf"))
+        return loss, out, gnorm
+
     def train_step(self, batch: dict) -> dict:
-        """One optimizer step; returns device tensors (no host sync)."""
+        """One optimizer step (device tensors out).
+
+        Non-finite guard: if the gradient norm is not finite, a compiled step is redone eagerly
+        and compilation is switched off for the rest of the run (torch.compile produced NaN
+        gradients on right-padded bf16 batches on H100, torch 2.11); if the eager gradient is
+        still not finite the update is skipped and counted in ``skipped_steps``. DDP gradients
+        are all-reduced before the norm, so every rank takes the same branch.
+        """
         ids = batch["input_ids"].to(self.device, non_blocking=True)
         mask = batch["loss_mask"].to(self.device, non_blocking=True)
         attn = batch.get("attention_mask")
         attn = attn.to(self.device, non_blocking=True) if attn is not None and not bool(attn.all()) else None
         aux, logits = target_features(self.target, ids, attn, self.aux_layers)
         self.draft.train()
-        with self.autocast():
-            loss, out = self.call(ids, aux, logits, mask)
+        loss, out, gnorm = self._forward_backward(self.call, ids, aux, logits, mask)
+        if not bool(torch.isfinite(gnorm)):
+            if self.call is not self.eager_call:
+                self.compile_disabled = f"non-finite gradient from the compiled step at step {self.step_num + 1}"
+                self.call = self.eager_call
+                loss, out, gnorm = self._forward_backward(self.call, ids, aux, logits, mask)
         del aux, logits
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip) if self.cfg.grad_clip else None
-        self.optimizer.step()
+        if bool(torch.isfinite(gnorm)):
+            self.optimizer.step()
+        else:
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step_num += 1
         return {"loss": loss.detach(), "losses": out["losses"], "acc": out["acc"], "counts": out["counts"],
@@ -300,6 +324,7 @@ def train_draft(
 
     t_start = time.perf_counter()
     win = {"t": time.perf_counter(), "vec": None}
+    compile_note_logged = False
     last: dict = history[-1] if history else {}
     epoch = start_epoch
     done = trainer.step_num >= total
@@ -337,7 +362,11 @@ def train_draft(
                     "step_losses": [red[3 + 2 * k + i] / n for i in range(k)],
                     "tokens_per_s": red[2] / max(dt, 1e-9), "lr": trainer.scheduler.get_last_lr()[0],
                     "grad_norm": float(res["grad_norm"]) if res["grad_norm"] is not None else None,
+                    "skipped_steps": trainer.skipped_steps,
                 }
+                if trainer.compile_disabled and not compile_note_logged:
+                    say(f"torch.compile switched off: {trainer.compile_disabled}; continuing eagerly")
+                    compile_note_logged = True
                 history.append(last)
                 win = {"t": time.perf_counter(), "vec": None}
                 say(f"step {step}/{total} loss {last['loss']:.4f} acc " + " ".join(f"{a:.2f}" for a in last["acc"])
@@ -365,7 +394,8 @@ def train_draft(
     final = {**last, "first_loss": first_loss, "total_steps": total, "elapsed_s": time.perf_counter() - t_start,
              "num_rows": len(rows), "num_tokens": rows.num_tokens, "world_size": world,
              "skipped_rows": rows.skipped_no_supervision, "truncated_rows": rows.truncated,
-             "aux_layer_ids": list(draft.config.aux_layer_ids), "draft_vocab_size": draft.config.draft_vocab_size}
+             "aux_layer_ids": list(draft.config.aux_layer_ids), "draft_vocab_size": draft.config.draft_vocab_size,
+             "skipped_steps": trainer.skipped_steps, "compile_disabled": trainer.compile_disabled}
     if rank == 0:
         from ..fileio import atomic_write
 

@@ -155,3 +155,40 @@ def test_ddp_torchrun_gloo(toy, tmp_path):
         assert json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) == {"world": 2, "step": 4}
     assert (tmp_path / "out" / "model.safetensors").exists()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["final"]["world_size"] == 2
+
+
+def test_non_finite_step_falls_back_then_skips(toy):
+    """A compiled step that yields NaN gradients is redone eagerly (compile switched off); a step
+    whose eager gradient is also non-finite is skipped without touching the weights."""
+    from transformers import AutoModelForCausalLM
+
+    from specforge_assets.train.data import collate
+    from specforge_assets.train.eagle3 import build_draft
+    from specforge_assets.train.loop import Eagle3Trainer
+
+    target = AutoModelForCausalLM.from_pretrained(str(toy / "target")).eval()
+    draft = build_draft(target, seed=0)
+    tr = Eagle3Trainer(TrainConfig(ttt_length=2, lr=1e-3, compile=False), target, draft, torch.device("cpu"), 10)
+    rows = toy_rows(4, seed=3)
+    batch = collate([{"input_ids": torch.tensor(r["input_ids"]), "loss_mask": torch.tensor(r["loss_mask"])} for r in rows])
+
+    def poisoned(call):
+        def f(*a):
+            loss, out = call(*a)
+            return loss * float("nan"), out
+        return f
+
+    tr.call = poisoned(tr.eager_call)  # stands in for a compiled step gone wrong
+    before = draft.fc.weight.detach().clone()
+    res = tr.train_step(batch)
+    assert tr.compile_disabled and tr.call is tr.eager_call
+    assert torch.isfinite(res["grad_norm"]) and tr.skipped_steps == 0
+    assert all(torch.isfinite(p).all() for p in draft.parameters())
+    assert not torch.equal(before, draft.fc.weight)
+
+    good = tr.eager_call
+    tr.eager_call = tr.call = poisoned(good)
+    before = draft.fc.weight.detach().clone()
+    tr.train_step(batch)
+    assert tr.skipped_steps == 1 and tr.step_num == 2
+    assert torch.equal(before, draft.fc.weight)
