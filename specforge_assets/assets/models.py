@@ -425,6 +425,8 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
     deps=[DATASET_KEY, TARGET_KEY],
     kinds={"pytorch", "safetensors"},
     code_version=HIDDEN_CODE_VERSION,
+    # only needed for `launch.mode: offline`; the demo (online) leaves it out
+    tags={"specforge/optional": "offline-mode"},
 )
 def target_hidden_states(context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer) -> dg.MaterializeResult:
     """Offline mode: the target's aux-layer and final hidden states for every tokenized row

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "num_kv_heads": 2,
     "intermediate_size": 352,
     "max_position_embeddings": 2048,
-    "pretrain_steps": 300,
+    "pretrain_steps": 200,
     "batch_size": 16,
     "block_size": 128,
     "lr": 3e-3,
