@@ -136,7 +136,6 @@ def test_a_asset_graph_shows_every_layer_and_edge(page, dagster):
         boxes, raw = _ui_graph(page)
         missing = expected - _edges_from_svg(boxes, raw, groups, keys)
         raise AssertionError(f"edges missing in the UI graph: {sorted(missing)}") from None
-    _doc_screenshot(page, "asset-graph.png")
 
 
 def test_b_materialize_target_and_one_source_partition(page, dagster):
@@ -257,6 +256,9 @@ def test_c_backfill_all_source_partitions_then_one_mix(page, dagster):
     assert dagster.materialized_partitions(SOURCES_KEY) == all_partitions
     page.goto(f"/runs/b/{retry_id}")
     page.get_by_text("Succeeded").first.wait_for()
+    page.goto("/assets/" + "/".join(SOURCES_KEY) + "?view=partitions")
+    page.get_by_text(f"Materialized ({len(all_partitions)})").first.wait_for()
+    _doc_screenshot(page, "partitions.png")
 
     # regenerated follows each partition, then the mix (+ tokenize) runs once
     dagster.wait(lambda: dagster.materializations(MIX_KEY), 300, "the mix after the backfill")
@@ -284,3 +286,13 @@ def test_e_retraining_follows_the_new_tokenized_dataset(page, dagster):
     page.get_by_text("retrain_on_new_dataset").first.wait_for()
     page.get_by_role("button", name=re.compile(r"View tags and config")).click()
     page.get_by_role("dialog").get_by_text(re.compile(re.escape(tok_version[:12]))).first.wait_for()
+    _doc_screenshot(page, "retrain-run.png")
+
+    # the whole graph, materialized, for the README
+    page.goto("/asset-groups")
+    page.get_by_text("Global asset lineage").first.wait_for()
+    page.locator("svg foreignObject").first.wait_for(state="attached")
+    page.keyboard.press("Alt+e")
+    page.get_by_text("draft_evaluation").first.wait_for(state="attached")
+    time.sleep(2)  # layout settles (web worker); only for the picture
+    _doc_screenshot(page, "asset-graph.png")
