@@ -216,3 +216,22 @@ def test_offline_features_equal_online(env):
     m = batch["attention_mask"].bool()
     assert torch.allclose(a1[m], a2[m], atol=1e-4)
     assert torch.allclose(l1[m], l2[m], atol=1e-3)
+
+
+def test_evaluation_compares_with_previous_draft(env):
+    """After a retrain the old checkpoint is kept as draft_model_previous and evaluated on the
+    same prompts; the report it replaces is kept as previous_report.json."""
+    root = env["root"]
+    prev = root / "models" / "draft_model_previous"
+    assert (prev / "model.safetensors").exists()  # earlier tests published more than one version
+    r = dg.materialize([M.draft_evaluation], instance=env["instance"], resources=_resources(env))
+    assert r.success
+    out = root / "models" / "draft_evaluation"
+    report = json.loads((out / "report.json").read_text())
+    assert report["previous"]["checkpoint_path"] == str(prev)
+    assert 1.0 <= report["previous"]["acceptance_length"] <= 3.0
+    assert len(report["previous"]["per_position_acceptance"]) == report["k"]
+    assert report["previous"]["checkpoint_version"] != report["checkpoint_version"]
+    assert json.loads((out / "previous_report.json").read_text())["checkpoint_version"] != report["checkpoint_version"]
+    (mat,) = _mats(r, M.EVAL_KEY)
+    assert "previous_acceptance_length" in mat.metadata
