@@ -8,6 +8,7 @@ from ..checks import mix as mix_checks
 from ..fileio import read_manifest, write_manifest
 from ..mix.mix import bar_chart_png, build_mix, discover_sources, mix_config
 from ..partitions import SOURCES_PARTITION_NAME
+from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 from ..tokenize.report import png_markdown
 
@@ -67,7 +68,8 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     report = build_mix(root, cfg, keys)
     out = store.layer_dir("mix")
     chart = bar_chart_png(report, out / "mix.png")
-    write_manifest(out, asset="mix/training_mix", report=report)
+    inputs = upstream_versions(context)
+    write_manifest(out, asset="mix/training_mix", report=report, inputs=inputs)
     preview = []
     with open(out / "train.jsonl", encoding="utf-8") as f:
         for _, line in zip(range(3), f):
@@ -90,6 +92,7 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             "quarantine_path": dg.MetadataValue.path(str(out / "quarantine.jsonl")),
             "preview": dg.MetadataValue.json(preview),
             "config": dg.MetadataValue.json(cfg),
+            **lineage_metadata(inputs),
         },
     )
 
@@ -108,13 +111,13 @@ def mix_weights_honoured(store: SpecforgeStore) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
 
 
-@dg.asset_check(asset=MIX_KEY, description="No two rows of train+test share normalized content or id.")
+@dg.asset_check(asset=MIX_KEY, blocking=True, description="No two rows of train+test share normalized content or id.")
 def mix_no_duplicate_content(store: SpecforgeStore) -> dg.AssetCheckResult:
     ok, desc, md = mix_checks.no_duplicate_content(store.layer_dir("mix"))
     return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
 
 
-@dg.asset_check(asset=MIX_KEY, description="Input rows = train + test + quarantined.")
+@dg.asset_check(asset=MIX_KEY, blocking=True, description="Input rows = train + test + quarantined.")
 def mix_counts_reconcile(store: SpecforgeStore) -> dg.AssetCheckResult:
     ok, desc, md = mix_checks.counts_reconcile(store.root(), store.layer_dir("mix"), _report(store))
     return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})

@@ -13,6 +13,7 @@ from ..checks import regenerate as regen_checks
 from ..partitions import source_partitions
 from ..regenerate import config as regen_config
 from ..regenerate.partition import regenerate_partition
+from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 
 KEY = dg.AssetKey(["regenerated", "conversations"])
@@ -124,6 +125,7 @@ def regenerated_conversations(context: dg.AssetExecutionContext, config: Regener
         "path": dg.MetadataValue.path(str(train)),
         "test_split": str(summary.get("test_split")),
         "preview": dg.MetadataValue.md(_preview(train)),
+        **lineage_metadata(upstream_versions(context)),
     }
     if summary["regenerated"]:
         meta.update({

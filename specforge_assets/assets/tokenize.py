@@ -6,6 +6,7 @@ import dagster as dg
 
 from ..checks import tokenize as tok_checks
 from ..fileio import read_manifest
+from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 from ..tokenize.build import build_tokenized, build_vocab_mapping, target_vocab_size, tokenize_config
 from ..tokenize.dataset import read_lengths
@@ -81,6 +82,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
         "path": dg.MetadataValue.path(str(out)),
         "train_jsonl": dg.MetadataValue.path(str(out / "train.jsonl")),
         "shards": dg.MetadataValue.json(st["shards"]),
+        **lineage_metadata(upstream_versions(context)),
     }
     if example_path:
         md["example_html"] = dg.MetadataValue.path(example_path)
@@ -94,7 +96,7 @@ def _ds_manifest(store: SpecforgeStore) -> dict:
     return man
 
 
-@dg.asset_check(asset=DATASET_KEY, description="Rows with zero supervised tokens stay under the configured rate; "
+@dg.asset_check(asset=DATASET_KEY, blocking=True, description="Rows with zero supervised tokens stay under the configured rate; "
                 "all-zero masks fail naming the template.")
 def tokenized_zero_supervised_rows(store: SpecforgeStore) -> dg.AssetCheckResult:
     cfg = tokenize_config(store.config("tokenize"))
@@ -111,7 +113,7 @@ def tokenized_supervised_fraction(store: SpecforgeStore) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
 
 
-@dg.asset_check(asset=DATASET_KEY, description="Row ids unique, and every mix row is present (or quarantined).")
+@dg.asset_check(asset=DATASET_KEY, blocking=True, description="Row ids unique, and every mix row is present (or quarantined).")
 def tokenized_ids_complete(store: SpecforgeStore) -> dg.AssetCheckResult:
     ok, desc, md, sev = tok_checks.ids_unique_and_complete(store.layer_dir("tokenized", "dataset"),
                                                            store.layer_dir("mix") / "train.jsonl")
@@ -119,7 +121,7 @@ def tokenized_ids_complete(store: SpecforgeStore) -> dg.AssetCheckResult:
                                severity=dg.AssetCheckSeverity.WARN if sev == "WARN" else dg.AssetCheckSeverity.ERROR)
 
 
-@dg.asset_check(asset=DATASET_KEY, description="Every row's length <= max_length and ids/mask lengths agree.")
+@dg.asset_check(asset=DATASET_KEY, blocking=True, description="Every row's length <= max_length and ids/mask lengths agree.")
 def tokenized_lengths(store: SpecforgeStore) -> dg.AssetCheckResult:
     man = _ds_manifest(store)
     ok, desc, md = tok_checks.lengths_within(store.layer_dir("tokenized", "dataset"), int(man["stats"]["max_length"]))
@@ -156,11 +158,12 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> d
             "dagster/row_count": res["rows"],
             "tie_break": "count desc → first appearance (row order, ascending id within a row) → zero-count fill ascending",
             "path": dg.MetadataValue.path(str(res["path"])),
+            **lineage_metadata(upstream_versions(context)),
         },
     )
 
 
-@dg.asset_check(asset=VOCAB_KEY, description="d2t/t2d have the right sizes and dtypes and agree with each other.")
+@dg.asset_check(asset=VOCAB_KEY, blocking=True, description="d2t/t2d have the right sizes and dtypes and agree with each other.")
 def vocab_mapping_consistent(store: SpecforgeStore) -> dg.AssetCheckResult:
     d = store.layer_dir("tokenized", "vocab_mapping")
     man = read_manifest(d) or {}

@@ -116,7 +116,9 @@ def test_assets_end_to_end(env, dagster_instance):
 
     # a changed option → cache miss, new key
     (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 512}))
-    res3 = _materialize(dagster_instance, selection=[dg.AssetKey(["tokenized", "dataset"])])
+    # (truncation to 512 leaves some rows with no supervised token: the blocking check may fail
+    # the run; the recomputation itself is what is asserted here)
+    res3 = _materialize(dagster_instance, selection=[dg.AssetKey(["tokenized", "dataset"])], raise_on_error=False)
     md3 = res3.asset_materializations_for_node("tokenized__dataset")[0].metadata
     assert md3["cache_hit"].value is False and md3["cache_key"].value != md["cache_key"].value
     assert md3["truncated_rows"].value > 0
@@ -141,8 +143,10 @@ def test_no_chat_template_uses_fallback_with_warning(env, dagster_instance):
     rows = corpus()[:50]
     build_chatml_tokenizer(tdir, [m["content"] for r in rows for m in r["conversations"]], chat_template=None)
     sync_source_partitions(dagster_instance, ["alpha", "beta"])
+    # Fallback rendering has no assistant markers to find: the blocking zero-supervised check
+    # fails the run, but the materialization (with its warning) is still recorded.
     res = _materialize(dagster_instance, selection=[dg.AssetKey(["mix", "training_mix"]),
-                                                    dg.AssetKey(["tokenized", "dataset"])])
+                                                    dg.AssetKey(["tokenized", "dataset"])], raise_on_error=False)
     md = res.asset_materializations_for_node("tokenized__dataset")[0].metadata
     assert md["fallback_render_rows"].value == md["dagster/row_count"].value
     assert any("fallback" in w for w in md["warnings"].value)
