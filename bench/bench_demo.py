@@ -140,6 +140,16 @@ def write_section(results: dict) -> None:
             f"(per position, TTT-{t['ttt_length']}: " + ", ".join(f"{a:.2f}" for a in t["ttt_k_per_position"]) + ").",
         ]
     lines += ["", f"Command: `{r['command']}` ({r['date']}).", ""]
+    smoke = REPO / "bench" / "results" / "models_gpu_smoke.json"
+    if smoke.exists():
+        g = json.loads(smoke.read_text())
+        lines += [
+            f"GPU launch path (`{g['command']}`, {g['date']}): {g['machine']}; `torchrun --nproc_per_node "
+            f"{g['world_size']}` → backend {g['backend']}, {g['devices']}, {g['steps']} steps, exit code {g['rc']}, "
+            "rank 1 logging to stdout, rank 0 publishing the checkpoint. (Smoke test of the launch path with a toy "
+            "target; training throughput/MFU on H100 is in the train section.)",
+            "",
+        ]
     section = "\n".join(lines)
     path = REPO / "bench" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n\nEach layer owns its `## <layer>` section.\n"

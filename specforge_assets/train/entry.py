@@ -94,9 +94,10 @@ def _plain(metadata: dict | None) -> dict:
 @contextlib.contextmanager
 def pipes_for_rank(rank: int):
     """Pipes on global rank 0 when launched by Dagster; a stdout stand-in otherwise."""
-    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+    # dagster_pipes is imported only when Dagster launched us: a bare torchrun needs nothing of it
+    if rank == 0 and os.environ.get("DAGSTER_PIPES_CONTEXT"):
+        from dagster_pipes import open_dagster_pipes
 
-    if rank == 0 and os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR):
         with open_dagster_pipes() as pipes:
             yield pipes
     else:
