@@ -153,17 +153,21 @@ def run_hidden_states(args) -> int:
     from .hidden_states import estimate_size, write_hidden_states
 
     root = _root()
-    hs = train_settings()["hidden_states"]
+    settings = train_settings()
+    hs = settings["hidden_states"]
+    # rows are stored truncated exactly as training will read them
+    max_length = int(settings["training"].get("max_length", 2048))
+    aux = settings["training"].get("aux_layer_ids")
     target = _target(args.target)
     dataset = Path(args.dataset) if args.dataset else root / "tokenized" / "dataset"
     out = Path(args.output) if args.output else root / "models" / "target_hidden_states"
     max_rows = args.max_rows if args.max_rows is not None else hs.get("max_rows")
-    est = estimate_size(target, dataset, dtype=hs["dtype"], max_rows=max_rows)
+    est = estimate_size(target, dataset, dtype=hs["dtype"], max_rows=max_rows, max_length=max_length)
     print(json.dumps({"estimate": est}))
     if not args.yes:
         print("re-run with --yes to write", file=sys.stderr)
         return 0
     info = write_hidden_states(target, dataset, out, rows_per_shard=int(hs["rows_per_shard"]), dtype=hs["dtype"],
-                               max_rows=max_rows)
+                               max_rows=max_rows, max_length=max_length, aux_layer_ids=aux)
     print(json.dumps({k: v for k, v in info.items() if k != "shards"}))
     return 0

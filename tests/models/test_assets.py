@@ -235,3 +235,29 @@ def test_evaluation_compares_with_previous_draft(env):
     assert json.loads((out / "previous_report.json").read_text())["checkpoint_version"] != report["checkpoint_version"]
     (mat,) = _mats(r, M.EVAL_KEY)
     assert "previous_acceptance_length" in mat.metadata
+
+
+def test_cli_evaluate_and_hidden_states_estimate(env, monkeypatch, capsys, tmp_path):
+    """`specforge-assets evaluate` / `hidden-states` / `build-demo-target` run the same code."""
+    from specforge_assets.cli import main
+
+    root = env["root"]
+    if not (root / "models" / "draft_model" / "model.safetensors").exists():  # run alone (-k)
+        assert dg.materialize([M.draft_model], instance=env["instance"], resources=_resources(env)).success
+    monkeypatch.setenv("SPECFORGE_DATA_ROOT", str(root))
+    monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(env["cfg_dir"]))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--output", str(out), "--num-prompts", "2", "--max-new-tokens", "4"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    rep = json.loads(line)
+    assert rep["num_prompts"] == 2 and rep["lossless"] is True
+    assert json.loads((out / "report.json").read_text())["k"] == TINY_TRAIN["evaluation"]["k"]
+
+    assert main(["hidden-states"]) == 0  # estimate only, writes nothing without --yes
+    est = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["estimate"]
+    assert est["rows"] > 0 and est["estimated_bytes"] == est["tokens"] * est["bytes_per_token"]
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in conversations(12)))
+    assert main(["build-demo-target", "--input", str(rows), "--pretrain-steps", "0", "--output", str(tmp_path / "t")]) == 0
+    assert (tmp_path / "t" / "model.safetensors").exists()
