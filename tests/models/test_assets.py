@@ -261,3 +261,35 @@ def test_cli_evaluate_and_hidden_states_estimate(env, monkeypatch, capsys, tmp_p
     rows.write_text("".join(json.dumps(r) + "\n" for r in conversations(12)))
     assert main(["build-demo-target", "--input", str(rows), "--pretrain-steps", "0", "--output", str(tmp_path / "t")]) == 0
     assert (tmp_path / "t" / "model.safetensors").exists()
+
+
+def test_external_target_recorded_with_content_version(env, tmp_path):
+    """configs/target.yaml path → the folder is recorded (not rebuilt), versioned by content."""
+    import shutil
+
+    ext = tmp_path / "my-model"
+    shutil.copytree(env["root"] / "models" / "target_model", ext)
+    cfg_dir = tmp_path / "cfg"
+    shutil.copytree(env["cfg_dir"], cfg_dir)
+    (cfg_dir / "target.yaml").write_text(yaml.safe_dump({"path": str(ext), "chat_template": "qwen"}))
+    store = SpecforgeStore(data_root=str(tmp_path / "data"), config_dir=str(cfg_dir))
+    r = dg.materialize([M.target_model], instance=env["instance"], resources={"store": store})
+    (mat,) = _mats(r, M.TARGET_KEY)
+    assert mat.metadata["kind"].value == "external" and mat.metadata["trust_remote_code"].value is False
+    assert r.get_asset_check_evaluations()[0].passed
+    v1 = mat.tags["dagster/data_version"]
+    (ext / "generation_config.json").write_text('{"do_sample": false}')
+    r2 = dg.materialize([M.target_model], instance=env["instance"], resources={"store": store})
+    assert _mats(r2, M.TARGET_KEY)[0].tags["dagster/data_version"] != v1
+    assert not (tmp_path / "data" / "models" / "target_model").exists()  # nothing built
+
+
+def test_bad_train_config_is_a_clear_error():
+    from specforge_assets.train.entry import make_train_config, train_settings
+
+    with pytest.raises(ValueError, match="unknown train config keys: \\['learning_rate'\\]"):
+        make_train_config({"learning_rate": 1e-4})
+    with pytest.raises(ValueError, match="launch.nproc_per_node"):
+        train_settings({"launch": {"nproc_per_node": 0}})
+    with pytest.raises(ValueError, match="unknown section"):
+        train_settings({"trainig": {}})
