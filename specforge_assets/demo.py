@@ -34,7 +34,11 @@ def run_demo(args) -> int:
     keys = args.sources or configured_source_keys()
     sync_source_partitions(instance, keys)
     graph = defs.resolve_asset_graph()
-    materializable = [k for k in graph.toposorted_asset_keys if k in graph.materializable_asset_keys]
+    # Assets tagged `specforge/optional` (the offline-mode hidden states) are not part of the demo.
+    materializable = [
+        k for k in graph.toposorted_asset_keys
+        if k in graph.materializable_asset_keys and "specforge/optional" not in (graph.get(k).tags or {})
+    ]
     partitioned = [k for k in materializable if graph.get(k).partitions_def == source_partitions]
     # Unpartitioned assets with no partitioned ancestor (e.g. the demo target model, which the
     # regeneration of a source serves) run first; the rest (mix and below) after all partitions.
