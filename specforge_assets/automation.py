@@ -70,11 +70,10 @@ def automation_settings(config: dict | None = None) -> dict:
         section["default_status"] = _status(section["default_status"])
     return cfg
 
-REGENERATED = dg.AssetKey(["regenerated", "conversations"])
-MIX = dg.AssetKey(["mix", "training_mix"])
-TOKENIZED = dg.AssetKey(["tokenized", "dataset"])
-VOCAB = dg.AssetKey(["tokenized", "vocab_mapping"])
-
+from .keys import REGENERATED
+from .keys import MIX
+from .keys import TOKENIZED
+from .keys import VOCAB
 AC = dg.AutomationCondition
 
 

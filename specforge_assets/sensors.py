@@ -27,13 +27,12 @@ from .fileio import sha256_file
 from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, source_partitions
 from .resources import SpecforgeStore
 
-SOURCES = dg.AssetKey(["sources", "conversations"])
-REGENERATED = dg.AssetKey(["regenerated", "conversations"])
-TOKENIZED = dg.AssetKey(["tokenized", "dataset"])
-VOCAB = dg.AssetKey(["tokenized", "vocab_mapping"])
-DRAFT = dg.AssetKey(["models", "draft_model"])
-EVALUATION = dg.AssetKey(["models", "draft_evaluation"])
-
+from .keys import SOURCES
+from .keys import REGENERATED
+from .keys import TOKENIZED
+from .keys import VOCAB
+from .keys import DRAFT
+from .keys import EVALUATION
 TRIGGER_TAG = "specforge/trigger"
 DATA_VERSION_TAG = "dagster/data_version"
 INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"

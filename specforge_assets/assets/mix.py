@@ -12,7 +12,7 @@ from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 from ..tokenize.report import png_markdown
 
-MIX_KEY = dg.AssetKey(["mix", "training_mix"])
+from ..keys import MIX as MIX_KEY
 CODE_VERSION = "mix-v1"
 
 

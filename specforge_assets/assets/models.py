@@ -16,14 +16,13 @@ from ..fileio import read_manifest, sha256_file, sha256_json, write_manifest
 from ..resources import SpecforgeStore
 
 GROUP = "models"
-TARGET_KEY = dg.AssetKey(["models", "target_model"])
-DRAFT_KEY = dg.AssetKey(["models", "draft_model"])
-EVAL_KEY = dg.AssetKey(["models", "draft_evaluation"])
-HIDDEN_KEY = dg.AssetKey(["models", "target_hidden_states"])
-MIX_KEY = dg.AssetKey(["mix", "training_mix"])
-DATASET_KEY = dg.AssetKey(["tokenized", "dataset"])
-VOCAB_KEY = dg.AssetKey(["tokenized", "vocab_mapping"])
-
+from ..keys import TARGET as TARGET_KEY
+from ..keys import DRAFT as DRAFT_KEY
+from ..keys import EVALUATION as EVAL_KEY
+from ..keys import HIDDEN_STATES as HIDDEN_KEY
+from ..keys import MIX as MIX_KEY
+from ..keys import TOKENIZED as DATASET_KEY
+from ..keys import VOCAB as VOCAB_KEY
 TARGET_CODE_VERSION = "target-v1"
 DRAFT_CODE_VERSION = "draft-v1"
 EVAL_CODE_VERSION = "eval-v1"
@@ -42,18 +41,10 @@ class DraftTrainer(dg.ConfigurableResource):
     max_steps: int = 0
 
     def settings(self, store: SpecforgeStore) -> dict:
-        from ..train.entry import train_settings
+        from ..train.entry import override_settings, train_settings
 
-        s = train_settings(store.config("train"))
-        if self.nproc_per_node:
-            s["launch"]["nproc_per_node"] = self.nproc_per_node
-        if self.device:
-            s["launch"]["device"] = self.device
-        if self.mode:
-            s["launch"]["mode"] = self.mode
-        if self.max_steps:
-            s["training"]["max_steps"] = self.max_steps
-        return train_settings(s)
+        return override_settings(train_settings(store.config("train")), nproc_per_node=self.nproc_per_node,
+                                 device=self.device, mode=self.mode, max_steps=self.max_steps)
 
 
 def _latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:

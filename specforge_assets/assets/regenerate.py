@@ -16,9 +16,9 @@ from ..regenerate.partition import regenerate_partition
 from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 
-KEY = dg.AssetKey(["regenerated", "conversations"])
-SOURCES_KEY = dg.AssetKey(["sources", "conversations"])
-TARGET_KEY = dg.AssetKey(["models", "target_model"])
+from ..keys import REGENERATED as KEY
+from ..keys import SOURCES as SOURCES_KEY
+from ..keys import TARGET as TARGET_KEY
 CODE_VERSION = "regenerate-v1"
 
 

@@ -17,7 +17,7 @@ from ..resources import SpecforgeStore
 from ..sources.config import hub_offline, resolve_source
 from ..sources.normalize import CODE_VERSION, build_source
 
-ASSET_KEY = dg.AssetKey(["sources", "conversations"])
+from ..keys import SOURCES as ASSET_KEY
 PREVIEW_CHARS = 80
 
 

@@ -12,12 +12,10 @@ from ..tokenize.build import build_tokenized, build_vocab_mapping, target_vocab_
 from ..tokenize.dataset import read_lengths
 from ..tokenize.report import example_html, example_markdown, length_histogram_png, png_markdown
 
-DATASET_KEY = dg.AssetKey(["tokenized", "dataset"])
-VOCAB_KEY = dg.AssetKey(["tokenized", "vocab_mapping"])
-TARGET_KEY = dg.AssetKey(["models", "target_model"])
-MIX_KEY = dg.AssetKey(["mix", "training_mix"])
-
-
+from ..keys import TOKENIZED as DATASET_KEY
+from ..keys import VOCAB as VOCAB_KEY
+from ..keys import TARGET as TARGET_KEY
+from ..keys import MIX as MIX_KEY
 def _example(res: dict, root) -> tuple[str, str | None]:
     from ..tokenize.core import Preprocessor
 

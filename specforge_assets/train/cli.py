@@ -75,21 +75,11 @@ def _target(arg: str | None):
 
 
 def run_train(args) -> int:
-    from .entry import prepare_launch, train_settings
+    from .entry import override_settings, prepare_launch, train_settings
 
     root = _root()
-    settings = train_settings()
-    if args.nproc_per_node:
-        settings["launch"]["nproc_per_node"] = args.nproc_per_node
-    if args.device:
-        settings["launch"]["device"] = args.device
-    if args.mode:
-        settings["launch"]["mode"] = args.mode
-    if args.max_steps:
-        settings["training"]["max_steps"] = args.max_steps
-    if args.ttt_length:
-        settings["training"]["ttt_length"] = args.ttt_length
-    settings = train_settings(settings)
+    settings = override_settings(train_settings(), nproc_per_node=args.nproc_per_node, device=args.device,
+                                 mode=args.mode, max_steps=args.max_steps, ttt_length=args.ttt_length)
     hidden = None
     if settings["launch"]["mode"] == "offline":
         hidden = Path(args.hidden_states) if args.hidden_states else root / "models" / "target_hidden_states"

@@ -388,6 +388,20 @@ def train_settings(config: dict | None = None) -> dict:
     return out
 
 
+_OVERRIDE_FIELDS = {"nproc_per_node": "launch", "device": "launch", "mode": "launch",
+                    "max_steps": "training", "ttt_length": "training"}
+
+
+def override_settings(settings: dict, **overrides) -> dict:
+    """Per-run overrides (CLI flags, the `trainer` resource) over train settings; falsy values
+    mean "as configured". Validated again like configs/train.yaml."""
+    out = {section: dict(values) for section, values in settings.items()}
+    for name, value in overrides.items():
+        if value:
+            out[_OVERRIDE_FIELDS[name]][name] = value
+    return train_settings(out)
+
+
 def torchrun_command(spec_path: Path | str, nproc_per_node: int) -> list[str]:
     """`python -m torch.distributed.run` (= torchrun, from this interpreter's environment)."""
     return [

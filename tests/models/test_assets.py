@@ -293,3 +293,17 @@ def test_bad_train_config_is_a_clear_error():
         train_settings({"launch": {"nproc_per_node": 0}})
     with pytest.raises(ValueError, match="unknown section"):
         train_settings({"trainig": {}})
+
+
+def test_override_settings_apply_and_validate():
+    from specforge_assets.train.entry import override_settings, train_settings
+
+    base = train_settings({})
+    before = json.loads(json.dumps(base))
+    s = override_settings(base, nproc_per_node=2, device="", mode="offline", max_steps=7, ttt_length=0)
+    assert s["launch"]["nproc_per_node"] == 2 and s["launch"]["mode"] == "offline"
+    assert s["training"]["max_steps"] == 7
+    assert s["launch"]["device"] == base["launch"]["device"]  # falsy → as configured
+    assert base == before  # the input is not mutated
+    with pytest.raises(ValueError, match="online|offline"):
+        override_settings(base, mode="sideways")

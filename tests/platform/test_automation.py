@@ -10,15 +10,13 @@ from toy_graph import ASSETS, CHECKS
 
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
 
-SRC = dg.AssetKey(["sources", "conversations"])
-REGEN = dg.AssetKey(["regenerated", "conversations"])
-MIX = dg.AssetKey(["mix", "training_mix"])
-TOK = dg.AssetKey(["tokenized", "dataset"])
-VOCAB = dg.AssetKey(["tokenized", "vocab_mapping"])
-TARGET = dg.AssetKey(["models", "target_model"])
-DRAFT = dg.AssetKey(["models", "draft_model"])
-
-
+from specforge_assets.keys import SOURCES as SRC
+from specforge_assets.keys import REGENERATED as REGEN
+from specforge_assets.keys import MIX
+from specforge_assets.keys import TOKENIZED as TOK
+from specforge_assets.keys import VOCAB
+from specforge_assets.keys import TARGET
+from specforge_assets.keys import DRAFT
 class Ticker:
     """Evaluates the automation conditions tick after tick, keeping the cursor."""
 

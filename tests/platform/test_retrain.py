@@ -12,16 +12,14 @@ from specforge_assets.resources import SpecforgeStore
 
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
 
-SRC = dg.AssetKey(["sources", "conversations"])
-REGEN = dg.AssetKey(["regenerated", "conversations"])
-MIX = dg.AssetKey(["mix", "training_mix"])
-TOK = dg.AssetKey(["tokenized", "dataset"])
-VOCAB = dg.AssetKey(["tokenized", "vocab_mapping"])
-TARGET = dg.AssetKey(["models", "target_model"])
-DRAFT = dg.AssetKey(["models", "draft_model"])
-EVAL = dg.AssetKey(["models", "draft_evaluation"])
-
-
+from specforge_assets.keys import SOURCES as SRC
+from specforge_assets.keys import REGENERATED as REGEN
+from specforge_assets.keys import MIX
+from specforge_assets.keys import TOKENIZED as TOK
+from specforge_assets.keys import VOCAB
+from specforge_assets.keys import TARGET
+from specforge_assets.keys import DRAFT
+from specforge_assets.keys import EVALUATION as EVAL
 def _tick(defs, instance):
     ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
     ctx.__dict__["caching_dynamic_partitions_loader"] = CachingDynamicPartitionsLoader(instance)

@@ -8,10 +8,8 @@ from toy_graph import ASSETS, build_toy_defs
 
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
 
-TOK = dg.AssetKey(["tokenized", "dataset"])
-VOCAB = dg.AssetKey(["tokenized", "vocab_mapping"])
-
-
+from specforge_assets.keys import TOKENIZED as TOK
+from specforge_assets.keys import VOCAB
 def _statuses(defs, instance) -> dict[str, str]:
     resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
     out = {}
