@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from importlib import metadata as importlib_metadata
@@ -129,3 +130,17 @@ def read_manifest(directory: Path | str) -> dict | None:
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def replace_dir(tmp: Path | str, dst: Path | str) -> None:
+    """Publish a fully written folder `tmp` as `dst`: the old `dst` is renamed aside first and
+    removed only after the new one is in place, so readers see the old or the new, never a mix
+    (a crash in between leaves a `.<name>.old-<pid>` folder next to a complete one)."""
+    tmp, dst = Path(tmp), Path(dst)
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)

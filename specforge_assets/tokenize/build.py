@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..fileio import read_manifest, sha256_file, sha256_json, write_manifest
+from ..fileio import read_manifest, replace_dir, sha256_file, sha256_json, write_manifest
 from ..paths import load_config
 from ..target import target_config, target_model_path
 from .core import Preprocessor, TokenizeOptions
@@ -79,13 +79,7 @@ def _link_tree(src: Path, dst: Path) -> None:
                     os.link(p, tmp / p.name)
                 except OSError:
                     shutil.copy2(p, tmp / p.name)
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
+        replace_dir(tmp, dst)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

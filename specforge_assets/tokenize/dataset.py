@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..fileio import atomic_write, sha256_file, sha256_json
+from ..fileio import atomic_write, replace_dir, sha256_file, sha256_json
 from .core import Preprocessor, TokenizeError, TokenizeOptions
 from .templates import ChatTemplate
 
@@ -306,13 +306,7 @@ def tokenize_jsonl(
             json.dump(stats, f, indent=2)
         with atomic_write(tmp / "lengths.bin", "wb") as f:
             st.lengths.tofile(f)
-        if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-            os.replace(output_dir, old)
-            os.replace(tmp, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output_dir)
+        replace_dir(tmp, output_dir)
         return stats
     finally:
         if writer is not None:

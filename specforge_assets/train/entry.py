@@ -131,6 +131,8 @@ def checkpoint_version(ckpt_dir: Path) -> str:
 def publish_checkpoint(src: Path, out_dir: Path, previous_dir: Path | None, keep: tuple[str, ...]) -> None:
     """Copy the SGLang-loadable files of `src` into `out_dir` atomically (build a temp sibling,
     rename); the old `out_dir` becomes `previous_dir` (when given and different)."""
+    from ..fileio import replace_dir
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.publish-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -145,11 +147,9 @@ def publish_checkpoint(src: Path, out_dir: Path, previous_dir: Path | None, keep
         if previous_dir is not None and old_version and old_version != checkpoint_version(tmp):
             shutil.rmtree(previous_dir, ignore_errors=True)
             os.replace(out_dir, previous_dir)
-        else:
-            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-    os.replace(tmp, out_dir)
+            os.replace(tmp, out_dir)
+            return
+    replace_dir(tmp, out_dir)
 
 
 def _setup_distributed(device: str, log) -> Any:

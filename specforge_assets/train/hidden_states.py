@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..fileio import sha256_file, write_manifest
+from ..fileio import replace_dir, sha256_file, write_manifest
 
 FORMAT = "specforge-assets/hidden-states-v1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -154,11 +154,7 @@ def write_hidden_states(
         }
         write_manifest(tmp, **info)
         os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
