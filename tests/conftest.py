@@ -35,3 +35,10 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"optional fixture {p} is absent (../shared not beside this checkout)")
     return p
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run last: they are the slowest, and Playwright's sync API keeps an event
+    loop running in the main thread while its browser is open (asyncio.run() elsewhere would
+    fail)."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

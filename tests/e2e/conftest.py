@@ -165,7 +165,7 @@ def _wait_loaded(d: Dagster, timeout: float) -> None:
     d.wait(loaded, timeout, "the code location to load")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dagster():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium); browser tests need it")
@@ -233,7 +233,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(dagster):
     from playwright.sync_api import sync_playwright
 
