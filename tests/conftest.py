@@ -42,3 +42,14 @@ def pytest_collection_modifyitems(config, items):
     loop running in the main thread while its browser is open (asyncio.run() elsewhere would
     fail)."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture
+def shared():
+    """`shared(*parts)`: a path under ../shared, or skip with the reason (see shared_path)."""
+    return shared_path
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES

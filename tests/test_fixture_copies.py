@@ -7,11 +7,9 @@ import hashlib
 
 import pytest
 
-from conftest import FIXTURES, shared_path
-
 COPIES = [
-    ("data/presets", FIXTURES / "sources" / "presets"),
-    ("data/parity", FIXTURES / "tokenize" / "parity"),
+    ("data/presets", ("sources", "presets")),
+    ("data/parity", ("tokenize", "parity")),
 ]
 
 
@@ -20,8 +18,9 @@ def _digest(path) -> str:
 
 
 @pytest.mark.parametrize("shared_rel, copy_dir", COPIES, ids=[c[0] for c in COPIES])
-def test_fixture_copies_match_shared_originals(shared_rel, copy_dir):
-    original = shared_path(*shared_rel.split("/"))
+def test_fixture_copies_match_shared_originals(shared_rel, copy_dir, shared, fixtures_dir):
+    original = shared(*shared_rel.split("/"))
+    copy_dir = fixtures_dir.joinpath(*copy_dir)
     files = sorted(p for p in original.rglob("*") if p.is_file())
     assert files, f"{original} is empty"
     for src in files:
