@@ -5,15 +5,20 @@ All servers are the project's stub (specforge_assets.regenerate.stubserver) in s
 
     .venv/bin/python bench/bench_regenerate.py            # everything (a few minutes)
     .venv/bin/python bench/bench_regenerate.py --quick    # smaller row counts
+    .venv/bin/python bench/bench_regenerate.py --only bound --transports httpx,fast \
+        --workers 1,2,4,8 --out bench/results/regenerate_bound_HOST.json   # the server-bound grid
 
 Sections:
 1. stub capacity: a minimal raw-socket keep-alive load generator against one stub (what one
    server process can answer on this machine; the ceiling for the client numbers).
-2. client overhead: rows/s at concurrency 128 (per server, as SpecForge counts it... no: total
-   in flight 128 = 128 x 1 server or 32 x 4 servers), single- and three-turn rows, with client
-   CPU seconds per request; plus the SpecForge-style baseline in the same run.
-3. server-bound: 50 ms stub latency, in flight 64..512; achieved vs ideal (in flight / latency).
-4. connections per httpx.AsyncClient: why the pool shards its connections.
+2. client overhead: rows/s with 128 requests in flight in total (128 x 1 server or 32 x 4
+   servers), single- and three-turn rows, with client CPU seconds per request, for the default
+   transport (sharded httpx) and `transport: fast`; plus the SpecForge-style baseline in the same
+   run.
+3. server-bound: 50 ms stub latency, in flight 64..512 (x transports x worker processes);
+   achieved vs ideal (in flight / latency). Each point runs about `--seconds` of ideal work.
+4. httpx: one AsyncClient as its pool grows vs the same connections sharded over small
+   transports (what the client does): why the pool shards its connections.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import asyncio
 import json
 import os
 import resource
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -123,6 +129,7 @@ def ours(addrs: list[str], inp: Path, concurrency: int, **kw) -> dict:
     requests = sum(v["requests"] for v in stats["servers"].values())
     return {"rows": n, "requests": requests, "wall_s": round(wall, 2), "rows_per_s": round(n / wall, 1),
             "dispatch_rows_per_s": stats["rows_per_s"],  # excludes input hashing + final ordered write
+            "steady_rows_per_s": stats.get("steady_rows_per_s"),  # pipeline full: first result .. last row out
             "requests_per_s": round(requests / wall, 1), "client_cpu_ms_per_request": round(1000 * cpu / requests, 3)}
 
 
@@ -189,12 +196,42 @@ async def _httpx_one_client(addr: str, conns: int, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
+async def _httpx_shards(addr: str, conns: int, per_shard: int, n: int) -> tuple[float, float]:
+    from specforge_assets.regenerate.client import HttpxShard
+
+    body = json.dumps({"model": "stub-model", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    shards = [HttpxShard(f"http://{addr}", {"content-type": "application/json"}, per_shard, 5.0, 60.0, verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+              for _ in range(max(1, conns // per_shard))]
+    rr = 0
+
+    async def worker(k):
+        nonlocal rr
+        for _ in range(k):
+            rr = (rr + 1) % len(shards)
+            r = await shards[rr].post("/v1/chat/completions", content=body)
+            assert r.status_code == 200
+
+    c0, t0 = cpu_s(), time.perf_counter()
+    await asyncio.gather(*(worker(n // conns) for _ in range(conns)))
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    for s in shards:
+        await s.aclose()
+    done = (n // conns) * conns
+    return done / wall, 1000 * cpu / done
+
+
 def httpx_scaling(n: int) -> dict:
     import uvloop
 
     procs, addrs = start_stubs(1)
     try:
-        return {c: round(uvloop.run(_httpx_one_client(addrs[0], c, n))) for c in (8, 32, 128)}
+        out = {f"one_asyncclient_{c}_connections": round(uvloop.run(_httpx_one_client(addrs[0], c, n)))
+               for c in (8, 32, 128)}
+        for per in (2, 4, 16):
+            rate, cpu = uvloop.run(_httpx_shards(addrs[0], 128, per, n))
+            out[f"shards_of_{per}_128_connections"] = round(rate)
+            out[f"shards_of_{per}_128_connections_client_cpu_ms"] = round(cpu, 3)
+        return out
     finally:
         stop(procs)
 
@@ -202,7 +239,12 @@ def httpx_scaling(n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="capacity,httpx,client,bound,loop,workers")
+    ap.add_argument("--only", default="capacity,httpx,client,bound,loop")
+    ap.add_argument("--transports", default="httpx,fast", help="server-bound grid: transports")
+    ap.add_argument("--workers", default="1", help="server-bound grid: client worker processes, e.g. 1,2,4")
+    ap.add_argument("--inflight", default="64,128,256,512", help="server-bound grid: requests in flight")
+    ap.add_argument("--seconds", type=float, default=6.0, help="server-bound: ideal seconds of work per point")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "regenerate.json"))
     args = ap.parse_args()
     only = set(args.only.split(","))
     n1 = 3000 if args.quick else 8000
@@ -215,8 +257,8 @@ def main() -> None:
             res["stub_capacity_req_per_s_by_connections"] = stub_capacity(3.0)
             print("stub capacity", res["stub_capacity_req_per_s_by_connections"], flush=True)
         if "httpx" in only:
-            res["one_httpx_asyncclient_req_per_s_by_connections"] = httpx_scaling(2000)
-            print("httpx one client", res["one_httpx_asyncclient_req_per_s_by_connections"], flush=True)
+            res["httpx_req_per_s"] = httpx_scaling(4000)
+            print("httpx", res["httpx_req_per_s"], flush=True)
         if "client" in only:
             client = {}
             for n_servers in (1, 4):
@@ -227,9 +269,9 @@ def main() -> None:
                         r = ours(addrs, inp, conc)
                         client[f"ours_{n_servers}srv_{name}"] = r
                         print(f"ours {n_servers} servers {name}", r, flush=True)
-                    r = ours(addrs, single, conc, transport="httpx")
-                    client[f"ours_httpx_transport_{n_servers}srv_single_turn"] = r
-                    print(f"ours (httpx transport) {n_servers} servers", r, flush=True)
+                    r = ours(addrs, single, conc, transport="fast")
+                    client[f"ours_fast_transport_{n_servers}srv_single_turn"] = r
+                    print(f"ours (transport: fast) {n_servers} servers", r, flush=True)
                     r = specforge_style(addrs, single, conc, 300 if args.quick else 600)
                     client[f"specforge_style_{n_servers}srv_single_turn"] = r
                     print(f"specforge-style {n_servers} servers", r, flush=True)
@@ -244,16 +286,24 @@ def main() -> None:
             bound = {}
             procs, addrs = start_stubs(4, latency_ms=50)
             try:
-                for inflight in (64, 128, 256, 512):
-                    n = int(min(20000, max(3000, 3 * inflight / 0.050)))
-                    inp = make_input(d / f"b{inflight}.jsonl", n, 1)
-                    r = ours(addrs, inp, inflight // 4)
-                    ideal = inflight / 0.050
-                    r["ideal_rows_per_s"] = ideal
-                    r["achieved_fraction"] = round(r["rows_per_s"] / ideal, 3)
-                    r["achieved_fraction_dispatch"] = round(r["dispatch_rows_per_s"] / ideal, 3)
-                    bound[f"in_flight_{inflight}"] = r
-                    print("server-bound", inflight, r, flush=True)
+                for transport in args.transports.split(","):
+                    for workers in [int(w) for w in args.workers.split(",")]:
+                        for inflight in [int(x) for x in args.inflight.split(",")]:
+                            ideal = inflight / 0.050
+                            n = int(max(2000, args.seconds * ideal))
+                            inp = d / f"b{n}.jsonl"
+                            if not inp.exists():
+                                make_input(inp, n, 1)
+                            r = ours(addrs, inp, inflight // 4, transport=transport, workers=workers)
+                            r.update(transport=transport, workers=workers, in_flight=inflight, ideal_rows_per_s=ideal,
+                                     achieved_fraction=round(r["rows_per_s"] / ideal, 3),
+                                     achieved_fraction_dispatch=round(r["dispatch_rows_per_s"] / ideal, 3),
+                                     achieved_fraction_steady=round((r["steady_rows_per_s"] or 0) / ideal, 3))
+                            bound[f"{transport}_workers{workers}_in_flight_{inflight}"] = r
+                            print("server-bound", transport, "workers", workers, "in flight", inflight,
+                                  "fraction", r["achieved_fraction"], "dispatch", r["achieved_fraction_dispatch"],
+                                  "steady", r["achieved_fraction_steady"],
+                                  "cpu ms/req", r["client_cpu_ms_per_request"], flush=True)
             finally:
                 stop(procs)
             res["server_bound_50ms_4_servers"] = bound
@@ -277,25 +327,11 @@ def main() -> None:
             finally:
                 stop(procs)
             res["event_loop_4srv_single_turn_128_in_flight"] = lp
-        if "workers" in only:
-            wk = {}
-            procs, addrs = start_stubs(4, latency_ms=50)
-            try:
-                inp = make_input(d / "w512.jsonl", 30000, 1)
-                for workers in (1, 2, 4):
-                    r = ours(addrs, inp, 128, workers=workers)
-                    r["achieved_fraction"] = round(r["rows_per_s"] / 10240, 3)
-                    r["achieved_fraction_dispatch"] = round(r["dispatch_rows_per_s"] / 10240, 3)
-                    wk[f"workers_{workers}"] = r
-                    print("512 in flight, workers", workers, r, flush=True)
-            finally:
-                stop(procs)
-            res["server_bound_50ms_512_in_flight_by_workers"] = wk
     res["loadavg_at_end"] = os.getloadavg()
     print(json.dumps(res, indent=1))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "regenerate.json").write_text(json.dumps(res, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

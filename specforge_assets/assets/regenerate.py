@@ -51,6 +51,8 @@ class RegenerateConfig(dg.Config):
     reasoning: Optional[str] = None
     num_samples: Optional[int] = None
     concurrency: Optional[int] = None
+    workers: Optional[int] = None
+    transport: Optional[str] = None
     restart: bool = False
 
 

@@ -37,7 +37,10 @@ def register(subparsers) -> None:
     g.add_argument("--connect-timeout", type=float, default=5.0)
     g.add_argument("--max-attempts", type=int, default=6, help="attempts per request (transient errors only)")
     g.add_argument("--workers", type=int, default=1,
-                   help="client worker processes doing the requests (for many servers / >1k requests/s)")
+                   help="client worker processes doing the requests (for many fast servers, > ~2k requests/s)")
+    g.add_argument("--transport", choices=["httpx", "fast"], default="httpx",
+                   help="httpx (default; http and https) or the built-in keep-alive client (plain http, "
+                        "less client CPU per request)")
     g = p.add_argument_group("data")
     g.add_argument("--input-file-path", required=True)
     g.add_argument("--output-file-path", required=True)
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
             reasoning=args.reasoning, extra_body=extra, dialect=args.dialect, num_samples=args.num_samples,
             beyond_limit=args.beyond_limit, concurrency=args.concurrency,
             request_timeout_s=args.request_timeout, connect_timeout_s=args.connect_timeout,
-            max_attempts=args.max_attempts, progress_interval_s=args.progress_interval, workers=args.workers)
+            max_attempts=args.max_attempts, progress_interval_s=args.progress_interval, workers=args.workers,
+            transport=args.transport)
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

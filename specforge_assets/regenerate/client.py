@@ -1,7 +1,12 @@
 """Async OpenAI-compatible chat client over a pool of servers.
 
-- httpx.AsyncClient per server, *sharded*: one client's connection pool gets slower as it grows
-  (bench/RESULTS.md), so each server gets ceil(concurrency / connections_per_client) clients.
+- httpx, *sharded*: one httpx connection pool gets slower as it grows (bench/RESULTS.md), so each
+  server gets ceil(concurrency / connections_per_client) pools of a few connections each. Requests
+  go straight to httpx's `AsyncHTTPTransport` (`HttpxShard`): the `AsyncClient` layer on top of it
+  (URL merging, cookies, auth, event hooks) doubles the client CPU per request and does nothing
+  an inference server needs.
+- `transport: fast` swaps in the built-in keep-alive client (`fasthttp.py`, plain http only):
+  ~10x less client CPU per request, for very large fleets on small client machines.
 - least-loaded dispatch with a per-server in-flight cap (= concurrency), affinity to the server
   that answered the previous turn of the same row when it is not busier than the others.
 - transient-only retries (connect errors, timeouts, dropped connections, 408/409/425/429/5xx) with
@@ -16,11 +21,14 @@ import asyncio
 import json
 import math
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 
+import httpcore
 import httpx
 
+from .netbackend import AsyncioBackend
 from .fasthttp import FastHTTPClient, FastHTTPError, RequestTimeout
 from .rows import RequestFailed
 from .settings import RegenSettings
@@ -51,10 +59,75 @@ def _short_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}"[:500]
 
 
+_PLAIN: ssl.SSLContext | None = None
+
+
+def _plain_http_context() -> ssl.SSLContext:
+    global _PLAIN
+    if _PLAIN is None:
+        _PLAIN = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return _PLAIN
+
+
+class HttpxShard:
+    """One small httpx connection pool for one server; `post`/`get`/`aclose` like FastHTTPClient.
+
+    Uses httpx's transport directly with prebuilt header lists; responses are httpx.Response
+    objects (`status_code`, `text`, `json()`). Timeouts: connect, and per read/write/pool wait.
+    """
+
+    __slots__ = ("transport", "base", "headers", "timeout", "_urls")
+
+    def __init__(self, base: str, headers: dict, connections: int, connect_timeout: float, timeout: float,
+                 verify=True, lean: bool = True):
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.transport = httpx.AsyncHTTPTransport(limits=limits, verify=verify, retries=0, trust_env=False)
+        if lean and isinstance(verify, ssl.SSLContext) and isinstance(getattr(self.transport, "_pool", None),
+                                                                       httpcore.AsyncConnectionPool):
+            # same pool httpx builds, on the lean asyncio network backend (netbackend.py)
+            self.transport._pool = httpcore.AsyncConnectionPool(
+                ssl_context=verify, max_connections=connections, max_keepalive_connections=connections,
+                keepalive_expiry=limits.keepalive_expiry, http1=True, http2=False, retries=0,
+                network_backend=AsyncioBackend())
+        self.base = base
+        self.headers = list(headers.items())
+        self.timeout = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
+        self._urls: dict[str, httpx.URL] = {}
+
+    def _url(self, path: str) -> httpx.URL:
+        u = self._urls.get(path)
+        if u is None:
+            u = self._urls[path] = httpx.URL(self.base + path)
+        return u
+
+    async def _send(self, method: str, path: str, content: bytes | None, timeout: float | None) -> httpx.Response:
+        req = httpx.Request(method, self._url(path), headers=self.headers, content=content)
+        tmo = self.timeout if timeout is None else {"connect": min(self.timeout["connect"], timeout),
+                                                     "read": timeout, "write": timeout, "pool": timeout}
+        req.extensions["timeout"] = tmo
+        resp = await self.transport.handle_async_request(req)
+        try:
+            await resp.aread()
+        finally:
+            await resp.aclose()
+        return resp
+
+    async def post(self, path: str, content: bytes | str = b"", timeout: float | None = None) -> httpx.Response:
+        if isinstance(content, str):
+            content = content.encode()
+        return await self._send("POST", path, content, timeout)
+
+    async def get(self, path: str, timeout: float | None = None) -> httpx.Response:
+        return await self._send("GET", path, None, timeout)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
 @dataclass
 class Server:
     address: str  # base URL without /v1
-    clients: list  # httpx.AsyncClient or FastHTTPClient (same post/get/aclose surface)
+    clients: list  # HttpxShard or FastHTTPClient (same post/get/aclose surface)
     capacity: int
     inflight: int = 0
     up: bool = True
@@ -88,17 +161,20 @@ class ServerPool:
             headers["authorization"] = f"Bearer {api_key}"
         per_client = max(1, int(settings.connections_per_client))
         n_clients = max(1, math.ceil(settings.concurrency / per_client))
-        timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s,
-                                pool=settings.request_timeout_s)
         self.servers: list[Server] = []
         seen = set()
+        # One TLS context for every shard: building one loads the CA bundle (~25 ms each). Plain
+        # http never uses it, so it gets a bare context without certificates.
+        tls = None
         for a in addresses:
             base = normalize_address(a)
             if base in seen:
                 continue
             seen.add(base)
             per = math.ceil(settings.concurrency / n_clients) + 1
-            use_fast = settings.transport == "fast" or (settings.transport == "auto" and base.startswith("http://"))
+            use_fast = settings.transport == "fast"
+            if use_fast and not base.startswith("http://"):
+                raise ValueError(f"transport 'fast' speaks plain http only; {base} needs transport 'httpx'")
             if use_fast:
                 hostport = base.split("://", 1)[1].split("/", 1)[0]
                 host, _, port = hostport.rpartition(":")
@@ -107,9 +183,13 @@ class ServerPool:
                 clients = [FastHTTPClient(host.strip("[]"), int(port), per, settings.connect_timeout_s,
                                           settings.request_timeout_s, headers=headers) for _ in range(n_clients)]
             else:
-                limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
-                clients = [httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, limits=limits,
-                                             trust_env=False) for _ in range(n_clients)]
+                if base.startswith("https://"):
+                    tls = tls or httpx.create_ssl_context()
+                    verify = tls
+                else:
+                    verify = _plain_http_context()
+                clients = [HttpxShard(base, headers, per, settings.connect_timeout_s, settings.request_timeout_s,
+                                      verify=verify) for _ in range(n_clients)]
             self.servers.append(Server(base, clients, settings.concurrency))
         self._cond = asyncio.Condition()
         self._waiting = 0

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout_s": 600.0,
     "max_attempts": 6,
     "workers": 1,
-    "transport": "auto",  # auto (built-in client for http://, httpx for https://) | httpx
+    "transport": "httpx",  # httpx (sharded, http and https) | fast (built-in client, plain http only)
     "test_split": "passthrough",  # passthrough | regenerate
     "truncation_threshold": 0.5,  # check: max fraction of turns cut at max_tokens
     "restart": False,

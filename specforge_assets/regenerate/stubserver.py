@@ -4,7 +4,7 @@ Raw asyncio HTTP/1.1 (keep-alive), no framework, so its own capacity is far abov
 client needs to be measured against. Answers are deterministic: "echo <n>: <last user text>".
 Content markers steer replies: OVERFLOW -> 400 context overflow, TRUNCATE -> finish_reason
 "length", THINK -> a leftover <think> marker, EMPTY -> empty content.
---api-key K requires `Authorization: Bearer K`. Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
+--api-key K requires `Authorization: Bearer K`; --tls-cert/--tls-key serve https. Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
 --drop-every N (closes the connection without a response), --die-after N (the process exits).
 
     python -m specforge_assets.regenerate.stubserver --port 0 [--latency-ms 50] [--fail-every 3]
@@ -132,7 +132,13 @@ class _Proto(asyncio.Protocol):
 async def serve(args) -> None:
     loop = asyncio.get_running_loop()
     state = _State(args)
-    server = await loop.create_server(lambda: _Proto(state), args.host, args.port, backlog=4096)
+    tls = None
+    if args.tls_cert:
+        import ssl
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key or None)
+    server = await loop.create_server(lambda: _Proto(state), args.host, args.port, backlog=4096, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     print(f"PORT {port}", flush=True)
     async with server:
@@ -150,6 +156,8 @@ def main(argv=None) -> None:
     p.add_argument("--drop-every", type=int, default=0)
     p.add_argument("--die-after", type=int, default=0)
     p.add_argument("--api-key", default="", help="require `Authorization: Bearer KEY` (401 otherwise)")
+    p.add_argument("--tls-cert", default="", help="serve https with this PEM certificate (chain)")
+    p.add_argument("--tls-key", default="", help="its private key (PEM), if not in --tls-cert")
     args = p.parse_args(argv)
     try:
         import uvloop
