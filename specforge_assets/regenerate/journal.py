@@ -23,6 +23,44 @@ class ConfigChanged(RuntimeError):
     pass
 
 
+def record(index: int, row_id, status: str, row: dict) -> str:
+    """One journal line: json.dumps({"i", "s", "id", "row"}) in that key order, so that the index
+    and status can be read without parsing the row, and the row's JSON copied out as it is."""
+    return f'{{"i": {int(index)}, "s": "{status}", "id": {json.dumps(row_id)}, "row": {json.dumps(row)}}}\n'
+
+
+def _head(raw: bytes) -> tuple[int, str] | None:
+    """(index, status) of a record line, or None when it is not in `record`'s layout."""
+    if not raw.startswith(b'{"i": ') or not raw.endswith(b"}\n"):
+        return None
+    j = raw.find(b', "s": "', 6)
+    if j < 0:
+        return None
+    try:
+        i = int(raw[6:j])
+    except ValueError:
+        return None
+    k = raw.find(b'"', j + 8)
+    return None if k < 0 else (i, raw[j + 8:k].decode())
+
+
+_DECODER = json.JSONDecoder()
+
+
+def row_json(raw: bytes) -> str:
+    """The row of a record line as JSON text, byte for byte what json.dumps(row) gave."""
+    line = raw.decode("utf-8")
+    p = line.find('"id": ')
+    if p > 0 and line.startswith('{"i": ') and line.endswith("}\n"):
+        try:
+            _, end = _DECODER.raw_decode(line, p + 6)
+        except ValueError:
+            end = -1
+        if end > 0 and line.startswith(', "row": ', end):
+            return line[end + 9:-2]
+    return json.dumps(json.loads(line)["row"])  # another key layout: parse and re-serialize
+
+
 class JournalWriteError(RuntimeError):
     pass
 
@@ -114,32 +152,34 @@ class Journal:
             for raw in f:
                 if not raw.endswith(b"\n"):
                     break  # torn tail: the process died mid-write
-                try:
-                    rec = json.loads(raw)
-                except ValueError:
-                    break
-                done[int(rec["i"])] = (offset, rec["s"])
+                head = _head(raw)
+                if head is None:
+                    try:
+                        rec = json.loads(raw)
+                        head = (int(rec["i"]), rec["s"])
+                    except (ValueError, KeyError, TypeError):
+                        break
+                done[head[0]] = (offset, head[1])
                 offset += len(raw)
         if offset != self.path.stat().st_size:
             with open(self.path, "r+b") as f:
                 f.truncate(offset)
         return done
 
-    def iter_rows(self, done: dict[int, tuple[int, str]], order) -> "Iterator[tuple[int, str, dict]]":
-        """Yield (index, status, row) for `order` (input indices), reading records by offset."""
+    def iter_records(self, done: dict[int, tuple[int, str]], order) -> "Iterator[tuple[int, str, bytes]]":
+        """Yield (index, status, record line) for `order` (input indices), reading records by offset."""
         with open(self.path, "rb") as f:
             for i in order:
                 off, status = done[i]
                 f.seek(off)
-                rec = json.loads(f.readline())
-                yield i, status, rec["row"]
+                yield i, status, f.readline()
 
     # -- append ----------------------------------------------------------------------------
     # Batches are written and fsync'ed by one background thread so the event loop never blocks
     # on the disk; a write error is raised on the next append/flush/close (the run then stops
     # and everything fsync'ed before is kept). A row is durable once its batch is fsync'ed.
     def append(self, index: int, row_id, status: str, row: dict) -> None:
-        self._pending.append(json.dumps({"i": index, "id": row_id, "s": status, "row": row}) + "\n")
+        self._pending.append(record(index, row_id, status, row))
         if len(self._pending) >= self.batch or time.monotonic() - self._last_flush >= self.flush_s:
             self.flush(wait=False)
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..fileio import atomic_write, sha256_file
 from .client import NoServerAvailable, ServerPool
-from .journal import Journal, JournalWriteError
+from .journal import Journal, JournalWriteError, row_json
 from .rows import passthrough_row, regenerate_row, skipped_row, validate_conversation
 from .settings import RegenSettings
 
@@ -141,6 +141,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     if done:
         log(f"regenerate: resuming, {len(done)}/{total} rows already done")
     prog = _Progress(total, len(done))
+    tally = Tally()
     t0 = time.monotonic()
     pool = None
     wpool = None
@@ -169,6 +170,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
                     fatal.append(e)
                 return
             prog.add(status, row)
+            tally.add(status, row)
 
         async def one(i: int, row: dict) -> None:
             try:
@@ -285,7 +287,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
             server_stats, retries, error_kinds = {}, 0, {}
 
     elapsed = time.monotonic() - t0
-    stats = finalize(journal, total, outputs)
+    stats = finalize(journal, total, outputs, tally, done)
     stats.update({
         "elapsed_s": round(elapsed, 3),
         "rows_this_run": prog.done_now,
@@ -303,47 +305,59 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     return stats
 
 
-def finalize(journal: Journal, total: int, outputs: OutputPaths) -> dict:
-    """Write the three outputs in input order from the journal (atomically). Returns counts etc."""
+class Tally:
+    """Counts and provenance totals over finished rows (the final metadata)."""
+
+    def __init__(self) -> None:
+        self.counts = {"success": 0, "error": 0, "skipped": 0, "passthrough": 0}
+        self.errors: dict[str, int] = {}
+        self.finish: dict[str, int] = {}
+        self.tokens = {"prompt_tokens": 0, "completion_tokens": 0}
+        self.models: dict[str, int] = {}
+
+    def add(self, status: str, row: dict) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        prov = row.get("regeneration") if isinstance(row, dict) else None
+        if status == "error":
+            kind = (prov or {}).get("error_kind") or "other"
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+        elif status == "skipped":
+            key = "skipped: " + str(row.get("error", "")).split(":")[0][:80]
+            self.errors[key] = self.errors.get(key, 0) + 1
+        if isinstance(prov, dict) and "turns" in prov:
+            for t in prov["turns"]:
+                fr = str(t.get("finish_reason"))
+                self.finish[fr] = self.finish.get(fr, 0) + 1
+            for k in self.tokens:
+                self.tokens[k] += int(prov["usage"].get(k) or 0)
+            if prov.get("model"):
+                self.models[prov["model"]] = self.models.get(prov["model"], 0) + 1
+
+
+def finalize(journal: Journal, total: int, outputs: OutputPaths, tally: Tally, resumed) -> dict:
+    """Write the three outputs in input order from the journal (atomically). Returns counts etc.
+
+    Rows are copied as the JSON text the journal holds (not parsed and re-serialized); `tally`
+    already covers the rows finished in this run, rows from an earlier run (`resumed`) are added.
+    """
     done = journal.load()
     missing = [i for i in range(total) if i not in done]
     if missing:
         raise RuntimeError(f"journal {journal.path} lacks {len(missing)} rows (first: {missing[:5]}); resume the run")
-    counts = {"success": 0, "error": 0, "skipped": 0, "passthrough": 0}
-    errors: dict[str, int] = {}
-    finish: dict[str, int] = {}
-    tokens = {"prompt_tokens": 0, "completion_tokens": 0}
-    models: dict[str, int] = {}
     try:
         with atomic_write(outputs.success) as fs, atomic_write(outputs.error) as fe, \
                 atomic_write(outputs.skipped) as fk:
-            for _, status, row in journal.iter_rows(done, range(total)):
-                counts[status] = counts.get(status, 0) + 1
+            for i, status, raw in journal.iter_records(done, range(total)):
+                if i in resumed:
+                    tally.add(status, json.loads(raw)["row"])
                 target = fs if status in ("success", "passthrough") else fe if status == "error" else fk
-                target.write(json.dumps(row))
+                target.write(row_json(raw))
                 target.write("\n")
-                prov = row.get("regeneration") if isinstance(row, dict) else None
-                if status == "error":
-                    kind = (prov or {}).get("error_kind") or "other"
-                    errors[kind] = errors.get(kind, 0) + 1
-                if status == "skipped":
-                    reason = str(row.get("error", ""))
-                    key = reason.split(":")[0][:80]
-                    errors_key = f"skipped: {key}"
-                    errors[errors_key] = errors.get(errors_key, 0) + 1
-                if isinstance(prov, dict) and "turns" in prov:
-                    for t in prov["turns"]:
-                        fr = str(t.get("finish_reason"))
-                        finish[fr] = finish.get(fr, 0) + 1
-                    for k in tokens:
-                        tokens[k] += int(prov["usage"].get(k) or 0)
-                    if prov.get("model"):
-                        models[prov["model"]] = models.get(prov["model"], 0) + 1
     except OSError as e:
         raise OutputWriteError(
             f"cannot write regeneration output next to {outputs.success}: {e} "
             f"(the journal {journal.path} is intact; fix the problem and resume)") from e
-    return {"counts": counts, "input_rows": total, "breakdown": errors, "finish_reasons": finish,
-            "usage": tokens, "server_models": models,
+    return {"counts": dict(tally.counts), "input_rows": total, "breakdown": tally.errors,
+            "finish_reasons": tally.finish, "usage": tally.tokens, "server_models": tally.models,
             "outputs": {"success": str(outputs.success), "error": str(outputs.error),
                         "skipped": str(outputs.skipped)}}

@@ -4,6 +4,7 @@ Raw asyncio HTTP/1.1 (keep-alive), no framework, so its own capacity is far abov
 client needs to be measured against. Answers are deterministic: "echo <n>: <last user text>".
 Content markers steer replies: OVERFLOW -> 400 context overflow, TRUNCATE -> finish_reason
 "length", THINK -> a leftover <think> marker, EMPTY -> empty content.
+GET /stats reports the chat requests seen and the most answered at once (with --latency-ms).
 --api-key K requires `Authorization: Bearer K`; --tls-cert/--tls-key serve https. Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
 --drop-every N (closes the connection without a response), --die-after N (the process exits).
 
@@ -23,6 +24,8 @@ class _State:
     def __init__(self, args):
         self.args = args
         self.n = 0
+        self.inflight = 0  # chat requests being answered now
+        self.max_inflight = 0
 
 
 def _response(status: int, body: bytes, reason: str = "OK") -> bytes:
@@ -99,6 +102,10 @@ class _Proto(asyncio.Protocol):
             if a.api_key and auth != f"Bearer {a.api_key}":
                 self.transport.write(_response(401, b'{"error":"missing or wrong API key"}', "Unauthorized"))
                 continue
+            if path == "/stats" and method == "GET":
+                out = json.dumps({"chat_requests": self.state.n, "max_inflight": self.state.max_inflight}).encode()
+                self.transport.write(_response(200, out))
+                continue
             if path in ("/health", "/v1/models") and method == "GET":
                 out = json.dumps({"status": "ok", "data": [{"id": a.model}]}).encode()
                 self.transport.write(_response(200, out))
@@ -111,7 +118,13 @@ class _Proto(asyncio.Protocol):
             if a.die_after and n > a.die_after:
                 os._exit(3)
             if a.latency_ms:
-                await asyncio.sleep(a.latency_ms / 1000.0)
+                st = self.state
+                st.inflight += 1
+                st.max_inflight = max(st.max_inflight, st.inflight)
+                try:
+                    await asyncio.sleep(a.latency_ms / 1000.0)
+                finally:
+                    st.inflight -= 1
             if a.drop_every and n % a.drop_every == 0:
                 self.transport.abort()
                 return

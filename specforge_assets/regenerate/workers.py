@@ -81,15 +81,21 @@ class WorkerPool:
         import dataclasses
 
         st = dataclasses.asdict(self.settings)
-        st["concurrency"] = max(1, -(-self.settings.concurrency // self.n))
         st["progress_interval_s"] = 1e9
+        # split the per-server concurrency exactly: the workers together never have more requests
+        # in flight on a server than `concurrency` (no more workers than request slots)
+        conc = self.settings.concurrency
+        self.n = min(self.n, conc)
+        shares = [conc // self.n + (1 if w < conc % self.n else 0) for w in range(self.n)]
+        self.shares = shares
         env = dict(os.environ)
         if self.api_key:
             env["_SPECFORGE_REGEN_WORKER_KEY"] = self.api_key
         ready = []
         for w in range(self.n):
             parent, child = socket.socketpair()
-            spec = json.dumps({"addresses": self.addresses, "settings": st, "fd": child.fileno()})
+            spec = json.dumps({"addresses": self.addresses, "settings": {**st, "concurrency": shares[w]},
+                               "fd": child.fileno()})
             proc = subprocess.Popen([sys.executable, "-m", "specforge_assets.regenerate.workers", spec],
                                     pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL)
             child.close()
@@ -131,7 +137,7 @@ class WorkerPool:
                 self.on_fatal(err)
 
     def submit(self, i: int, row: dict) -> None:
-        w = min(range(self.n), key=self.inflight.__getitem__)
+        w = min(range(self.n), key=lambda k: self.inflight[k] / self.shares[k])
         self.inflight[w] += 1
         self.outboxes[w].add((i, row))
 

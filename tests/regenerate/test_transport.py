@@ -93,3 +93,19 @@ def test_shard_post_get_timeouts_and_keepalive(stub_server, lean):
             await b.aclose()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("transport,workers", [("httpx", 1), ("fast", 1), ("httpx", 3)])
+def test_concurrency_is_per_server_and_never_exceeded(tmp_path, stub_server, transport, workers):
+    """`concurrency` is the most requests one server has in flight, also split over worker processes."""
+    servers = [stub_server(latency_ms=40) for _ in range(2)]
+    out = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
+    rows = make_rows(120, turns=(1,))
+    stats = run_regeneration(write_rows(tmp_path / "in.jsonl", rows), out,
+                             RegenSettings(model="stub-model", max_tokens=16, concurrency=5, transport=transport,
+                                           workers=workers, **FAST), [s.address for s in servers],
+                             log=lambda m: None)
+    assert stats["counts"]["success"] == 120
+    seen = [httpx.get(f"http://{s.address}/stats").json() for s in servers]
+    assert sum(s["chat_requests"] for s in seen) == 120 + 2  # + one start probe each
+    assert all(s["max_inflight"] == 5 for s in seen), seen
