@@ -13,8 +13,8 @@ Sections:
    server process can answer on this machine; the ceiling for the client numbers).
 2. client overhead: rows/s with 128 requests in flight in total (128 x 1 server or 32 x 4
    servers), single- and three-turn rows, with client CPU seconds per request, for the default
-   transport (sharded httpx) and `transport: fast`; plus the SpecForge-style baseline in the same
-   run.
+   transport (`auto`: the built-in client for http://) and `transport: httpx` (sharded); plus the
+   SpecForge-style baseline in the same run.
 3. server-bound: 50 ms stub latency, in flight 64..512 (x transports x worker processes);
    achieved vs ideal (in flight / latency). Each point runs about `--seconds` of ideal work.
 4. httpx: one AsyncClient as its pool grows vs the same connections sharded over small
@@ -31,7 +31,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -240,7 +239,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="capacity,httpx,client,bound,loop")
-    ap.add_argument("--transports", default="httpx,fast", help="server-bound grid: transports")
+    ap.add_argument("--transports", default="auto,httpx", help="server-bound grid: transports")
     ap.add_argument("--workers", default="1", help="server-bound grid: client worker processes, e.g. 1,2,4")
     ap.add_argument("--inflight", default="64,128,256,512", help="server-bound grid: requests in flight")
     ap.add_argument("--seconds", type=float, default=6.0, help="server-bound: ideal seconds of work per point")
@@ -269,9 +268,10 @@ def main() -> None:
                         r = ours(addrs, inp, conc)
                         client[f"ours_{n_servers}srv_{name}"] = r
                         print(f"ours {n_servers} servers {name}", r, flush=True)
-                    r = ours(addrs, single, conc, transport="fast")
-                    client[f"ours_fast_transport_{n_servers}srv_single_turn"] = r
-                    print(f"ours (transport: fast) {n_servers} servers", r, flush=True)
+                    for name, inp in (("single_turn", single), ("three_turn", three)):
+                        r = ours(addrs, inp, conc, transport="httpx")
+                        client[f"ours_httpx_{n_servers}srv_{name}"] = r
+                        print(f"ours (transport: httpx) {n_servers} servers {name}", r, flush=True)
                     r = specforge_style(addrs, single, conc, 300 if args.quick else 600)
                     client[f"specforge_style_{n_servers}srv_single_turn"] = r
                     print(f"specforge-style {n_servers} servers", r, flush=True)
@@ -281,6 +281,8 @@ def main() -> None:
                 a = client[f"ours_{n_servers}srv_single_turn"]["rows_per_s"]
                 b = client[f"specforge_style_{n_servers}srv_single_turn"]["rows_per_s"]
                 client[f"speedup_{n_servers}srv"] = round(a / b, 1)
+                client[f"speedup_httpx_{n_servers}srv"] = round(
+                    client[f"ours_httpx_{n_servers}srv_single_turn"]["rows_per_s"] / b, 1)
             res["client_overhead_128_in_flight"] = client
         if "bound" in only:
             bound = {}

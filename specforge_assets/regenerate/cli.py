@@ -38,9 +38,9 @@ def register(subparsers) -> None:
     g.add_argument("--max-attempts", type=int, default=6, help="attempts per request (transient errors only)")
     g.add_argument("--workers", type=int, default=1,
                    help="client worker processes doing the requests (for many fast servers, > ~2k requests/s)")
-    g.add_argument("--transport", choices=["httpx", "fast"], default="httpx",
-                   help="httpx (default; http and https) or the built-in keep-alive client (plain http, "
-                        "less client CPU per request)")
+    g.add_argument("--transport", choices=["auto", "httpx", "fast"], default="auto",
+                   help="auto: the built-in keep-alive client for http:// servers (least client CPU), "
+                        "httpx for https://; or force httpx / fast")
     g = p.add_argument_group("data")
     g.add_argument("--input-file-path", required=True)
     g.add_argument("--output-file-path", required=True)
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         stats = run_regeneration(args.input_file_path, outputs, settings, args.server_address,
                                  api_key=os.environ.get(API_KEY_ENV) or None, resume=args.resume, log=log)
     except (NoServerAvailable, ConfigChanged, JournalWriteError, OutputWriteError, WorkerFailed,
-            FileNotFoundError) as e:
+            FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     c = stats.get("counts", {})

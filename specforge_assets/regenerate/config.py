@@ -29,7 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout_s": 600.0,
     "max_attempts": 6,
     "workers": 1,
-    "transport": "httpx",  # httpx (sharded, http and https) | fast (built-in client, plain http only)
+    "connections_per_client": 2,  # httpx connections per pool shard (small pools stay fast)
+    "transport": "auto",  # auto (built-in client for http://, httpx for https://) | httpx | fast
     "test_split": "passthrough",  # passthrough | regenerate
     "truncation_threshold": 0.5,  # check: max fraction of turns cut at max_tokens
     "restart": False,
@@ -37,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
 
 SETTINGS_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "reasoning",
                  "extra_body", "num_samples", "beyond_limit", "concurrency", "connect_timeout_s",
-                 "request_timeout_s", "max_attempts", "workers", "transport")
+                 "request_timeout_s", "max_attempts", "workers", "transport", "connections_per_client")
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:

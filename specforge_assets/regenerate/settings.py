@@ -49,9 +49,10 @@ class RegenSettings:
     probe_interval_s: float = 2.0
     all_down_timeout_s: float = 120.0
     connections_per_client: int = 2
-    # "httpx": sharded httpx transports (http and https); "fast": the built-in keep-alive client
-    # (fasthttp.py, plain http only, ~10x less client CPU per request)
-    transport: str = "httpx"
+    # "auto": the built-in keep-alive client (fasthttp.py) for http:// servers, httpx for https://;
+    # "httpx": sharded httpx pools everywhere; "fast": the built-in client (plain http only).
+    # The built-in client costs ~1/5 of httpx's CPU per request (bench/RESULTS.md).
+    transport: str = "auto"
     # client worker processes doing the requests (1 = in this process); the main process keeps the
     # journal and the outputs either way
     workers: int = 1
@@ -66,8 +67,8 @@ class RegenSettings:
             raise ValueError(f"reasoning must be one of {REASONING_MODES}, got {self.reasoning!r}")
         if self.dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {DIALECTS}, got {self.dialect!r}")
-        if self.transport not in ("httpx", "fast"):
-            raise ValueError(f"transport must be httpx or fast, got {self.transport!r}")
+        if self.transport not in ("auto", "httpx", "fast"):
+            raise ValueError(f"transport must be auto, httpx or fast, got {self.transport!r}")
         if self.beyond_limit not in BEYOND_LIMIT:
             raise ValueError(f"beyond_limit must be one of {BEYOND_LIMIT}, got {self.beyond_limit!r}")
         if int(self.max_tokens) <= 0:
@@ -86,6 +87,8 @@ class RegenSettings:
             raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
         if int(self.concurrency) < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if int(self.connections_per_client) < 1:
+            raise ValueError(f"connections_per_client must be >= 1, got {self.connections_per_client}")
         if int(self.workers) < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if int(self.max_attempts) < 1:

@@ -34,7 +34,7 @@ def assert_exactly_once(rows, outputs):
     assert Counter(ids) == Counter(want)
 
 
-@pytest.mark.parametrize("transport,workers", [("httpx", 1), ("fast", 1), ("httpx", 2)])
+@pytest.mark.parametrize("transport,workers", [("httpx", 1), ("fast", 1), ("httpx", 2), ("auto", 2)])
 def test_500s_hangs_drops_are_retried_and_every_row_is_accounted(tmp_path, stub_server, transport, workers):
     rows = make_rows(120)
     inp = write_rows(tmp_path / "in.jsonl", rows)

@@ -109,3 +109,11 @@ def test_concurrency_is_per_server_and_never_exceeded(tmp_path, stub_server, tra
     seen = [httpx.get(f"http://{s.address}/stats").json() for s in servers]
     assert sum(s["chat_requests"] for s in seen) == 120 + 2  # + one start probe each
     assert all(s["max_inflight"] == 5 for s in seen), seen
+
+
+def test_fast_transport_refuses_https_with_a_clear_error(tmp_path):
+    out = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
+    with pytest.raises(ValueError, match="plain http only.*https://127.0.0.1:1"):
+        run_regeneration(write_rows(tmp_path / "in.jsonl", make_rows(2)), out,
+                         RegenSettings(model="m", transport="fast", **FAST), ["https://127.0.0.1:1"],
+                         log=lambda m: None)
