@@ -279,6 +279,9 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
         if worker_stats is not None:
             server_stats, retries, error_kinds = (worker_stats["servers"], worker_stats["retries"],
                                                   worker_stats["error_kinds"])
+            for s in pool.servers:  # the start probe (a chat request) ran here and saw the model
+                if s.model and s.label in server_stats and not server_stats[s.label].get("model"):
+                    server_stats[s.label]["model"] = s.model
             await pool.close()
         elif pool is not None:
             server_stats, retries, error_kinds = pool.stats(), pool.retries, dict(pool.error_kinds)
@@ -298,6 +301,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
         "servers": server_stats,
         "retries": retries,
         "request_error_kinds": error_kinds,
+        "client": {"transport": st.transport, "workers": st.workers, "concurrency_per_server": st.concurrency},
     })
     journal.write_state(fingerprint=fingerprint, state="complete", stats=stats)
     journal.discard()

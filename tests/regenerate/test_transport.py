@@ -109,6 +109,8 @@ def test_concurrency_is_per_server_and_never_exceeded(tmp_path, stub_server, tra
     seen = [httpx.get(f"http://{s.address}/stats").json() for s in servers]
     assert sum(s["chat_requests"] for s in seen) == 120 + 2  # + one start probe each
     assert all(s["max_inflight"] == 5 for s in seen), seen
+    assert {v["model"] for v in stats["servers"].values()} == {"stub-model"}  # also with workers
+    assert stats["client"] == {"transport": transport, "workers": workers, "concurrency_per_server": 5}
 
 
 def test_fast_transport_refuses_https_with_a_clear_error(tmp_path):
