@@ -31,6 +31,26 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
+def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path):
+    """Outputs are shared between users like SpecForge's: 0666 & ~umask, not mkstemp's 0600."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    os.umask(old)
+    with atomic_write(tmp_path / "a.jsonl") as f:
+        f.write("x\n")
+    with open(tmp_path / "b.jsonl", "w") as f:
+        f.write("x\n")
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.jsonl").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "b.jsonl").st_mode) == 0o666 & ~old
+    from specforge_assets.fileio import make_staging_dir
+
+    staged = make_staging_dir(tmp_path, ".out.")  # folders built aside, then renamed into place
+    (tmp_path / "plain").mkdir()
+    assert stat.S_IMODE(os.stat(staged).st_mode) == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+
+
 def test_yaml_is_parsed_safely(tmp_path):
     bad = tmp_path / "x.yaml"
     bad.write_text("a: !!python/object/apply:os.system ['echo hi']\n")

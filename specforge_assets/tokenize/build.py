@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..fileio import read_manifest, replace_dir, sha256_file, sha256_json, write_manifest
+from ..fileio import make_staging_dir, read_manifest, replace_dir, sha256_file, sha256_json, write_manifest
 from ..paths import load_config
 from ..target import target_config, target_model_path
 from .core import Preprocessor, TokenizeOptions
@@ -71,7 +70,7 @@ def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
 def _link_tree(src: Path, dst: Path) -> None:
     """Publish `src` as `dst` (hard links where possible), replacing `dst` atomically."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    tmp = make_staging_dir(dst.parent, f".{dst.name}.")
     try:
         for p in src.iterdir():
             if p.is_file():

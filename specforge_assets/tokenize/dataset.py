@@ -14,12 +14,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..fileio import atomic_write, replace_dir, sha256_file, sha256_json
+from ..fileio import atomic_write, make_staging_dir, replace_dir, sha256_file, sha256_json
 from .core import Preprocessor, TokenizeError, TokenizeOptions
 from .templates import ChatTemplate
 
@@ -196,7 +195,7 @@ def tokenize_jsonl(
     if not input_path.exists():
         raise FileNotFoundError(f"input not found: {input_path}")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    tmp = make_staging_dir(output_dir.parent, f".{output_dir.name}.")
     t0 = time.time()
     st = _Stats()
     bad: list = []  # (lineno, id, source, reason)

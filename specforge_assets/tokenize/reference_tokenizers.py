@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from importlib import metadata, resources
 from pathlib import Path
+
+from ..fileio import make_staging_dir
 
 BUILDS = ("qwen2.5", "qwen3", "llama3", "deepseek-v3")
 
@@ -170,7 +171,7 @@ def build_tokenizer(name: str, root: Path | None = None) -> Path:
     if (out / "tokenizer.json").exists() and (out / ".complete").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
+    tmp = make_staging_dir(out.parent, f".{name}.")
     try:
         {"qwen2.5": lambda p: _build_qwen(p, False), "qwen3": lambda p: _build_qwen(p, True),
          "llama3": _build_llama3, "deepseek-v3": _build_deepseek}[name](tmp)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..fileio import replace_dir, sha256_json, write_manifest
+from ..fileio import make_staging_dir, replace_dir, sha256_json, write_manifest
 
 BUILDER_VERSION = "demo-target-v1"
 
@@ -243,7 +243,7 @@ def build_demo_target(
     )
     model.generation_config = gen
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = make_staging_dir(out_dir.parent, f".{out_dir.name}.")
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +30,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..fileio import replace_dir, sha256_file, write_manifest
+from ..fileio import make_staging_dir, replace_dir, sha256_file, write_manifest
 
 FORMAT = "specforge-assets/hidden-states-v1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -112,7 +111,7 @@ def write_hidden_states(
     rows = load_tokenized(dataset, max_length)
     n = est["rows"]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = make_staging_dir(out_dir.parent, f".{out_dir.name}.")
     shards: list[dict] = []
     total_bytes = 0
     try:

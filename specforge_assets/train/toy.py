@@ -119,6 +119,8 @@ def cached_toy_target(pretrain_steps: int = 100, seed: int = 0, cache_dir: str |
     import shutil
     import tempfile
 
+    from ..fileio import make_staging_dir
+
     base = Path(cache_dir or os.environ.get("SPECFORGE_TOY_CACHE") or Path(tempfile.gettempdir()) / "specforge-toy-cache")
     import transformers
 
@@ -126,7 +128,7 @@ def cached_toy_target(pretrain_steps: int = 100, seed: int = 0, cache_dir: str |
     if (final / "config.json").exists():
         return final
     base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=base))
+    tmp = make_staging_dir(base, ".build-")
     try:
         build_toy_target(tmp, pretrain_steps=pretrain_steps, seed=seed)
         try:
