@@ -75,6 +75,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
         "options": dg.MetadataValue.json(res["options"].as_dict()),
         "cache_key": res["key"],
         "cache_hit": res["cache_hit"],
+        "cache_pruned": dg.MetadataValue.json(res["cache_pruned"]),
         "length_histogram": dg.MetadataValue.md(png_markdown(hist, "tokens per row")),
         "example": dg.MetadataValue.md(example_md),
         "path": dg.MetadataValue.path(str(out)),

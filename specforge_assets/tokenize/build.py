@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,34 @@ TOKENIZE_DEFAULTS: dict[str, Any] = {
     "workers": 1, "shard_rows": 50000, "verify_every": 1000, "templates": {},
     "checks": {"max_zero_supervised_rate": 0.01, "supervised_fraction": [0.02, 0.99]},
     "vocab_mapping": {"draft_vocab_size": 32000},
+    "cache_keep": 3,
 }
+
+STALE_STAGING_S = 24 * 3600  # a staging folder this old is a crashed build, not one in progress
+
+
+def prune_cache(cache_root: Path, keep: int, current: str) -> list[str]:
+    """Drop all but the `keep` most recently used complete cache entries (the current one always
+    stays) and staging folders left by crashed builds. Published copies are hard links, so they
+    keep their data. `keep` <= 0 keeps everything. Returns the pruned keys."""
+    if keep <= 0 or not cache_root.is_dir():
+        return []
+    entries, pruned = [], []
+    now = time.time()
+    for d in cache_root.iterdir():
+        if not d.is_dir():
+            continue
+        if d.name.startswith("."):
+            if now - d.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(d, ignore_errors=True)
+            continue
+        if (d / "stats.json").exists() and d.name != current:
+            entries.append((d.stat().st_mtime, d))
+    entries.sort(reverse=True)
+    for _, d in entries[max(0, keep - 1):]:
+        shutil.rmtree(d, ignore_errors=True)
+        pruned.append(d.name)
+    return sorted(pruned)
 
 
 def tokenize_config(cfg: dict | None = None, config_dir: Path | None = None) -> dict:
@@ -107,16 +135,19 @@ def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None
                        trust_remote_code=bool(tcfg.get("trust_remote_code")), preprocessor=pre)
         (cache_dir / "cache_key.json").write_text(json.dumps(key, indent=2, default=str))
     stats = json.loads((cache_dir / "stats.json").read_text())
+    os.utime(cache_dir)  # last used: what pruning keeps
     out = root / "tokenized" / "dataset"
     _link_tree(cache_dir, out)
+    pruned = prune_cache(cache_dir.parent, int(cfg["cache_keep"] or 0), key["key"])
     warnings = []
     if not getattr(tok, "chat_template", None):
         warnings.append("tokenizer has no chat template: SpecForge's fallback rendering was used "
                         f"(template {r['template'].name!r} headers)")
     write_manifest(out, asset="tokenized/dataset", cache_key=key["key"], cache_parts=key["parts"],
                    cache_hit=hit, template=r["template"].name, tokenizer=str(r["tokenizer_path"]),
-                   stats=stats, warnings=warnings)
+                   stats=stats, warnings=warnings, cache_pruned=pruned)
     return {"key": key["key"], "parts": key["parts"], "cache_hit": hit, "stats": stats, "dir": out,
+            "cache_pruned": pruned,
             "template": r["template"], "tokenizer": tok, "options": r["options"], "warnings": warnings,
             "cache_dir": cache_dir}
 

@@ -123,6 +123,34 @@ def test_assets_end_to_end(env, dagster_instance):
     assert md3["cache_hit"].value is False and md3["cache_key"].value != md["cache_key"].value
     assert md3["truncated_rows"].value > 0
 
+    # cache_keep: 1 -> older cache entries are pruned; the published dataset stays whole
+    (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 1024, "cache_keep": 1}))
+    res4 = _materialize(dagster_instance, selection=[dg.AssetKey(["tokenized", "dataset"])], raise_on_error=False)
+    md4 = res4.asset_materializations_for_node("tokenized__dataset")[0].metadata
+    assert sorted(md4["cache_pruned"].value) == sorted([md["cache_key"].value, md3["cache_key"].value])
+    assert [p.name for p in (root / "tokenized" / "cache").iterdir()] == [md4["cache_key"].value]
+    assert len((ds / "train.jsonl").read_text().splitlines()) == len(train)
+
+
+def test_cache_pruning_keeps_the_most_recently_used(tmp_path):
+    import os
+    import time
+
+    from specforge_assets.tokenize.build import STALE_STAGING_S, prune_cache
+
+    now = time.time()
+    for i, name in enumerate(["a", "b", "c", "d"]):  # d used last, a first
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "stats.json").write_text("{}")
+        os.utime(tmp_path / name, (now - 100 + i, now - 100 + i))
+    (tmp_path / "incomplete").mkdir()  # no stats.json: a build in progress elsewhere, never touched
+    (tmp_path / ".old-staging").mkdir()
+    os.utime(tmp_path / ".old-staging", (now - STALE_STAGING_S - 5,) * 2)
+    (tmp_path / ".fresh-staging").mkdir()
+    assert prune_cache(tmp_path, 0, "a") == []  # 0 keeps everything
+    assert prune_cache(tmp_path, 2, "a") == ["b", "c"]  # the current one (a) + the latest other (d)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".fresh-staging", "a", "d", "incomplete"]
+
 
 def test_markers_never_match_fails_check_naming_template(env, dagster_instance):
     root, cfg = env
