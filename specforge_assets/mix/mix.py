@@ -14,16 +14,18 @@ Every dropped row goes to `quarantine.jsonl` with its reason, so
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import random
 import re
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write, iter_jsonl, sha256_file
+from ..fileio import atomic_write, sha256_file
 from ..paths import check_key
 
 DEFAULTS: dict[str, Any] = {
@@ -189,28 +191,38 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
     seen_exact: dict[str, tuple[str, str]] = {}
     seen_near: dict[str, tuple[str, str]] = {}
     dup_pairs: Counter = Counter()
-    per_source_rows: dict[str, list[dict]] = {}
+    # Kept rows are held as references (byte offset in the source file, new id, chars), not as
+    # parsed rows: a mix of millions of conversations would otherwise sit in memory whole.
+    # The rows are read again, in output order, when the files are written.
+    per_source_rows: dict[str, list[tuple[str, int, str, int]]] = {}
     inputs: dict[str, dict] = {}
     rows_in = Counter()
     near_n = int(cfg["dedup"].get("near_dup_prefix_chars") or 0)
     exact = bool(cfg["dedup"].get("exact", True))
     used_ids: set[str] = set()
     renamed = 0
+    stamps: dict[str, tuple[int, int]] = {}
     for key in selected:
         path, origin = source_file(root, key)
         if path is None:
             raise FileNotFoundError(f"source {key!r}: neither regenerated/{key}/train.jsonl nor sources/{key}/train.jsonl exists under {root}")
+        st = os.stat(path)
+        stamps[key] = (st.st_size, st.st_mtime_ns)
         inputs[key] = {"path": str(path), "origin": origin, "sha256": sha256_file(path)}
         kept = []
-        with open(path, encoding="utf-8") as f:
+        offset = 0
+        with open(path, "rb") as f:
             for lineno, line in enumerate(f, 1):
+                at = offset
+                offset += len(line)
                 if not line.strip():
                     continue
                 rows_in[key] += 1
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    quarantine.append({"source": key, "line": lineno, "id": None, "reason": f"invalid JSON: {e.msg}"})
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    msg = e.msg if isinstance(e, json.JSONDecodeError) else f"not UTF-8 ({e.reason})"
+                    quarantine.append({"source": key, "line": lineno, "id": None, "reason": f"invalid JSON: {msg}"})
                     continue
                 err = validate_row(row)
                 if err:
@@ -248,8 +260,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
                     seen_exact[h] = (key, rid)
                 if near_n > 0:
                     seen_near[hp] = (key, rid)
-                out = {**row, "id": rid, "source": key}
-                kept.append(out)
+                kept.append((key, at, rid, row_chars(row)))
         per_source_rows[key] = kept
 
     rng = random.Random(int(cfg["seed"]))
@@ -265,7 +276,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
             reason = "over cap" if key in (cfg["caps"] or {}) and not cfg["weights"] else "not sampled (weight)"
             for i, r in enumerate(rows):
                 if i not in keep:
-                    quarantine.append({"source": key, "line": None, "id": r["id"], "reason": reason})
+                    quarantine.append({"source": key, "line": None, "id": r[2], "reason": reason})
             rows = [rows[i] for i in idx]
         mixed.extend(rows)
     rng.shuffle(mixed)
@@ -273,20 +284,35 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
     test, train = mixed[:k], mixed[k:]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train.jsonl", train), ("test.jsonl", test), ("quarantine.jsonl", quarantine)):
-        with atomic_write(out_dir / name) as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False))
-                f.write("\n")
+    with contextlib.ExitStack() as stack:
+        src = {k: stack.enter_context(open(inputs[k]["path"], "rb")) for k in selected}
+
+        def materialized(refs):
+            for key, at, rid, _ in refs:
+                f = src[key]
+                f.seek(at)
+                yield {**json.loads(f.readline()), "id": rid, "source": key}
+
+        for name, rows in (("train.jsonl", materialized(train)), ("test.jsonl", materialized(test)),
+                           ("quarantine.jsonl", quarantine)):
+            with atomic_write(out_dir / name) as f:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False))
+                    f.write("\n")
+                for k in selected:  # rows were re-read by offset: the inputs must not have changed
+                    st = os.stat(inputs[k]["path"])
+                    if (st.st_size, st.st_mtime_ns) != stamps[k]:
+                        raise RuntimeError(f"mix input {inputs[k]['path']} changed while the mix was being "
+                                           "built (an upstream run wrote it); materialize the mix again")
 
     per_source = {}
     for key in selected:
-        tr = [r for r in train if r["source"] == key]
-        te = [r for r in test if r["source"] == key]
+        tr = [r for r in train if r[0] == key]
+        te = [r for r in test if r[0] == key]
         q = Counter(x["reason"].split(":")[0] for x in quarantine if x["source"] == key)
         per_source[key] = {
             "rows_in": rows_in[key], "rows_after_dedup": avail[key], "target_rows": targets[key],
-            "train_rows": len(tr), "test_rows": len(te), "train_chars": sum(row_chars(r) for r in tr),
+            "train_rows": len(tr), "test_rows": len(te), "train_chars": sum(r[3] for r in tr),
             "quarantined": dict(q), "origin": inputs[key]["origin"],
         }
     total_train = len(train) + len(test)
