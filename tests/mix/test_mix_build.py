@@ -85,3 +85,26 @@ def test_checks_fail_on_crafted_bad_mix(tmp_path):
     assert not checks.no_duplicate_content(mix)[0]
     assert not checks.weights_honoured(mix, rep, 0.02)[0]
     assert not checks.counts_reconcile(tmp_path, mix, rep)[0]
+
+
+def test_input_changed_while_mixing_is_refused_and_old_outputs_stay(tmp_path, monkeypatch):
+    """Kept rows are re-read by byte offset when written: an input rewritten mid-mix must not
+    leak misaligned rows into the outputs."""
+    import specforge_assets.mix.mix as mixmod
+
+    write(tmp_path, "sources", "a", [conv(i) for i in range(50)])
+    build_mix(tmp_path, {})
+    before = (tmp_path / "mix" / "train.jsonl").read_bytes()
+    real = mixmod.sha256_file
+
+    def hash_then_rewrite(path):
+        digest = real(path)
+        if "sources" in str(path):  # an upstream run rewrites the source after it was stamped
+            write(tmp_path, "sources", "a", [conv(i, f"other {i}") for i in range(60)])
+        return digest
+
+    monkeypatch.setattr(mixmod, "sha256_file", hash_then_rewrite)
+    with pytest.raises(RuntimeError, match="changed while the mix was being built"):
+        build_mix(tmp_path, {})
+    assert (tmp_path / "mix" / "train.jsonl").read_bytes() == before
+    assert not [p for p in (tmp_path / "mix").iterdir() if p.name.endswith(".tmp")]
