@@ -13,8 +13,10 @@ equal to the target's greedy choices is accepted, plus the target's own next tok
 * ``lossless`` = the speculative output equals plain greedy decoding by the target, token for
   token, for every prompt (a mismatch means an alignment bug).
 
-Correctness over speed: every target forward re-reads the whole sequence (no KV cache), which
-is fine for the small demo target on CPU.
+The target keeps a KV cache (`use_cache=True`, the default). Prefill once, then each round
+feeds only the last accepted token plus the k proposals, and the cache is cropped back to the
+accepted length. `use_cache=False` re-reads the whole sequence every forward; it is the simplest
+reference, and the fallback for models whose cache cannot be cropped.
 """
 from __future__ import annotations
 
@@ -46,25 +48,52 @@ def _prompt_ids(tokenizer, prompt: Any, chat_template: str | None) -> list[int]:
     return list(ids)
 
 
+def _new_cache():
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def _cache_kwarg(model) -> str:
+    """`cache` in newer transformers (where `past_key_values` is deprecated), else `past_key_values`."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @torch.no_grad()
-def _target_forward(target, ids: list[int], aux_layers: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+def _target_forward(target, ids: list[int], aux_layers: list[int] | None, device,
+                    cache=None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Forward `ids` (the whole sequence, or with `cache` only the tokens after it).
+    Returns the aux features and the greedy next-token choice at each fed position."""
     x = torch.tensor([ids], device=device)
-    out = target(input_ids=x, output_hidden_states=True, use_cache=False)
-    hs = out.hidden_states
-    aux = torch.cat([hs[i + 1] for i in aux_layers], dim=-1)
+    want_hidden = aux_layers is not None
+    if cache is None:
+        out = target(input_ids=x, output_hidden_states=want_hidden, use_cache=False)
+    else:
+        out = target(input_ids=x, output_hidden_states=want_hidden, use_cache=True, **{_cache_kwarg(target): cache})
+    aux = torch.cat([out.hidden_states[i + 1] for i in aux_layers], dim=-1) if want_hidden else None
     return aux, out.logits[0].argmax(-1)
 
 
 @torch.no_grad()
-def greedy_generate(target, ids: list[int], max_new_tokens: int, eos_ids: set[int], device) -> list[int]:
-    """Plain greedy decoding by the target (same full re-forward as the speculative loop)."""
+def greedy_generate(target, ids: list[int], max_new_tokens: int, eos_ids: set[int], device,
+                    use_cache: bool = True) -> list[int]:
+    """Plain greedy decoding by the target."""
     seq = list(ids)
     new: list[int] = []
+    cache = _new_cache() if use_cache else None
+    feed = seq
     for _ in range(max_new_tokens):
-        logits = target(input_ids=torch.tensor([seq], device=device), use_cache=False).logits
-        t = int(logits[0, -1].argmax())
+        _, greedy = _target_forward(target, feed if use_cache else seq, None, device, cache)
+        t = int(greedy[-1])
         seq.append(t)
         new.append(t)
+        feed = [t]
         if t in eos_ids:
             break
     return new
@@ -72,34 +101,45 @@ def greedy_generate(target, ids: list[int], max_new_tokens: int, eos_ids: set[in
 
 @torch.no_grad()
 def speculative_generate(target, draft: LlamaForCausalLMEagle3, ids: list[int], *, k: int, max_new_tokens: int,
-                         eos_ids: set[int], device) -> tuple[list[int], list[int]]:
+                         eos_ids: set[int], device, use_cache: bool = True) -> tuple[list[int], list[int]]:
     """(new tokens, accepted-draft-count per verify round)."""
     aux_layers = list(draft.config.aux_layer_ids)
     seq = list(ids)
-    aux, greedy = _target_forward(target, seq, aux_layers, device)  # prefill
+    cache = _new_cache() if use_cache else None
+    aux, greedy = _target_forward(target, seq, aux_layers, device, cache)  # prefill
     first = int(greedy[-1])
     seq.append(first)
     new = [first]
     rounds: list[int] = []
-    # invariant: aux holds the target's features for positions 0..len(seq)-2
+    # invariant: aux (and the cache) hold the target's features for positions 0..len(seq)-2
     while len(new) < max_new_tokens and new[-1] not in eos_ids:
         n = len(seq) - 1
         next_ids = torch.tensor([seq[1 : n + 1]], device=device)
         proposal = draft.propose(aux[:, :n].to(next(draft.parameters()).dtype), next_ids, k)
-        cand = seq + proposal
-        aux_full, greedy = _target_forward(target, cand, aux_layers, device)
-        # target's choice after seq[-1] is greedy[n]; after proposal[j] it is greedy[n+1+j]
+        if cache is not None:  # feed seq[-1] + proposal after the cached n positions
+            aux_new, g = _target_forward(target, [seq[-1]] + proposal, aux_layers, device, cache)
+            base = 0
+        else:
+            aux_full, g = _target_forward(target, seq + proposal, aux_layers, device)
+            base = n
+        # target's choice after seq[-1] is g[base]; after proposal[j] it is g[base+1+j]
         acc = 0
-        while acc < k and proposal[acc] == int(greedy[n + acc]):
+        while acc < k and proposal[acc] == int(g[base + acc]):
             acc += 1
-        accepted = proposal[:acc] + [int(greedy[n + acc])]
+        accepted = proposal[:acc] + [int(g[base + acc])]
         rounds.append(acc)
         for t in accepted:
             seq.append(t)
             new.append(t)
             if t in eos_ids or len(new) >= max_new_tokens:
                 break
-        aux = aux_full[:, : len(seq) - 1]
+        if cache is not None:  # keep positions n..n+acc (seq[-1] and the accepted proposals)
+            aux = torch.cat([aux, aux_new[:, : acc + 1]], dim=1)
+            extra = cache.get_seq_length() - (n + acc + 1)
+            if extra > 0:
+                cache.crop(-extra)  # a negative count removes that many (old and new transformers alike)
+        else:
+            aux = aux_full[:, : len(seq) - 1]
     return new[:max_new_tokens], rounds
 
 
@@ -131,6 +171,7 @@ def evaluate_acceptance(
     stop_at_eos: bool = True,
     check_lossless: bool = True,
     max_prompt_tokens: int | None = None,
+    use_cache: bool = True,
 ) -> dict:
     """Acceptance of `draft_model` (None: an untrained, randomly initialised draft) on `prompts`
     (conversations — the trailing assistant turn is dropped — or token-id lists)."""
@@ -150,17 +191,26 @@ def evaluate_acceptance(
             e = tokenizer.eos_token_id
         eos = set(e if isinstance(e, (list, tuple)) else ([e] if e is not None else []))
     all_rounds, mismatches, generated = [], [], 0
+    cache_fallback = None
     samples = []
     for i, p in enumerate(prompts):
         ids = _prompt_ids(tokenizer, p, chat_template)
         if max_prompt_tokens:
             ids = ids[-max_prompt_tokens:]
-        spec, rounds = speculative_generate(target_model, draft_model, ids, k=k, max_new_tokens=max_new_tokens,
-                                            eos_ids=eos, device=device)
+        try:
+            spec, rounds = speculative_generate(target_model, draft_model, ids, k=k, max_new_tokens=max_new_tokens,
+                                                eos_ids=eos, device=device, use_cache=use_cache)
+        except (AttributeError, NotImplementedError, TypeError, ValueError, RuntimeError) as e:
+            if not use_cache:
+                raise
+            # a model whose KV cache cannot be fed incrementally or cropped: full re-forwards
+            use_cache, cache_fallback = False, f"{type(e).__name__}: {e}"[:300]
+            spec, rounds = speculative_generate(target_model, draft_model, ids, k=k, max_new_tokens=max_new_tokens,
+                                                eos_ids=eos, device=device, use_cache=False)
         all_rounds.append(rounds)
         generated += len(spec)
         if check_lossless:
-            ref = greedy_generate(target_model, ids, max_new_tokens, eos, device)
+            ref = greedy_generate(target_model, ids, max_new_tokens, eos, device, use_cache=use_cache)
             if ref != spec:
                 first = next((j for j, (a, b) in enumerate(zip(ref, spec)) if a != b), min(len(ref), len(spec)))
                 mismatches.append({"prompt": i, "first_mismatch": first})
@@ -170,5 +220,5 @@ def evaluate_acceptance(
     res = _summarise(all_rounds, k)
     res.update({"k": k, "lossless": (not mismatches) if check_lossless else None, "mismatches": mismatches,
                 "num_prompts": len(all_rounds), "tokens_generated": generated, "max_new_tokens": max_new_tokens,
-                "samples": samples})
+                "samples": samples, "kv_cache": use_cache, "kv_cache_fallback": cache_fallback})
     return res

@@ -50,14 +50,32 @@ def test_lossless_check_detects_a_wrong_decoder(trained, monkeypatch):
     target, _, mapping = trained
     real = ev._target_forward
 
-    def lying_forward(tgt, ids, aux_layers, device):
-        aux, greedy = real(tgt, ids, aux_layers, device)
+    def lying_forward(tgt, ids, aux_layers, device, cache=None):
+        aux, greedy = real(tgt, ids, aux_layers, device, cache)
+        if aux_layers is None:  # plain greedy decoding stays honest
+            return aux, greedy
         return aux, torch.roll(greedy, 1)  # off-by-one verification
 
     monkeypatch.setattr(ev, "_target_forward", lying_forward)
     prompts = [r["input_ids"][:7] for r in toy_rows(2, seed=7)]
     res = evaluate_acceptance(target, None, None, prompts, k=2, max_new_tokens=8, vocab_mapping=mapping)
     assert res["lossless"] is False and res["mismatches"]
+
+
+def test_kv_cache_gives_the_same_tokens_and_rounds_as_full_reforwards(trained):
+    """The cached loop (prefill, then last token + k proposals per round, cache cropped to the
+    accepted length) must decode exactly what re-reading the whole sequence decodes."""
+    from specforge_assets.train.evaluate import greedy_generate, speculative_generate
+
+    target, draft, _ = trained
+    for r in toy_rows(4, seed=99):
+        ids = r["input_ids"][:9]
+        a = speculative_generate(target, draft, ids, k=3, max_new_tokens=20, eos_ids=set(), device="cpu")
+        b = speculative_generate(target, draft, ids, k=3, max_new_tokens=20, eos_ids=set(), device="cpu",
+                                 use_cache=False)
+        assert a == b
+        assert greedy_generate(target, ids, 20, set(), "cpu") == greedy_generate(target, ids, 20, set(), "cpu",
+                                                                                 use_cache=False) == a[0]
 
 
 def test_conversation_prompts_use_chat_template():
