@@ -33,7 +33,7 @@ DEFAULT_SETTINGS: dict = {
     "sensors": {
         "incoming_files": {"minimum_interval_seconds": 30, "settle_seconds": 5, "dir": None, "default_status": "running"},
         "register_sources": {"minimum_interval_seconds": 60, "default_status": "running"},
-        "retrain": {"minimum_interval_seconds": 30, "default_status": "running"},
+        "retrain": {"minimum_interval_seconds": 30, "default_status": "running", "max_retries": 1},
         "run_failures": {"minimum_interval_seconds": 30, "default_status": "running"},
     },
     "automation": {"minimum_interval_seconds": 30, "default_status": "running"},

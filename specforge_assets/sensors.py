@@ -316,8 +316,16 @@ def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Skip
             "specforge/trigger_run_id": rec.run_id,
             "specforge/trigger_storage_id": str(rec.storage_id),
             "specforge/previous_data_version": trained_on or "none",
+            **_retry_tags(int(_SETTINGS["sensors"]["retrain"].get("max_retries") or 0)),
         },
     )
+
+
+def _retry_tags(n: int) -> dict:
+    """Dagster run retries (the daemon re-launches a failed run from the failed step; needs
+    `run_retries.enabled` in dagster.yaml): a GPU job lost to an OOM or a preempted node is
+    retried instead of leaving the draft stale until the next data change."""
+    return {"dagster/max_retries": str(n), "dagster/retry_strategy": "FROM_FAILURE"} if n > 0 else {}
 
 
 @dg.sensor(

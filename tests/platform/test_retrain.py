@@ -63,6 +63,7 @@ def test_retrain_on_new_version_then_idle(toy, dagster_instance):
     assert req.tags["specforge/trigger_run_id"] == run_id
     assert req.tags["specforge/trigger_asset"] == "tokenized/dataset"
     assert req.tags["specforge/previous_data_version"] == "none"
+    assert req.tags["dagster/max_retries"] == "1" and req.tags["dagster/retry_strategy"] == "FROM_FAILURE"
 
     result = _retrain(defs, inst, req)
     assert result.success
@@ -150,3 +151,18 @@ def test_check_not_run_on_this_materialization_does_not_retrain(toy, dagster_ins
     assert r.success
     data = _tick(defs, inst)
     assert not data.run_requests and "no result yet" in data.skip_message
+
+
+def test_shipped_instance_config_enables_run_retries_only_on_request(tmp_path):
+    """dagster_home/dagster.yaml: the daemon retries runs that carry dagster/max_retries (the
+    retraining sensor's), and no others."""
+    import shutil
+    from pathlib import Path
+
+    from dagster import DagsterInstance
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copyfile(repo / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with DagsterInstance.from_config(str(tmp_path)) as inst:
+        assert inst.run_retries_enabled is True
+        assert inst.run_retries_max_retries == 0
