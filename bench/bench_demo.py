@@ -109,7 +109,7 @@ def write_section(results: dict) -> None:
         "`make demo` runs) in a fresh data root and a fresh Dagster instance — sources → regenerate →",
         "mix → tokenize → vocab mapping → demo target → EAGLE3 draft (torchrun via Pipes) → evaluation.",
         f"Machine: {r['machine']}; load average before/after: {r['load_before']} → {r['load_after']}",
-        "(the box is shared with other helpers' runs, so wall times are an upper bound).",
+        "(wall times on a shared, busy box are an upper bound).",
         "",
         f"**Whole graph: {r['demo_seconds']:.0f} s** (budget ≤ 300 s on 2 cores), exit code {r['demo_rc']}.",
         "",
