@@ -40,6 +40,21 @@ def make_staging_dir(parent: Path | str, prefix: str) -> Path:
 
 
 @contextlib.contextmanager
+def staged_dir(dst: Path | str):
+    """Build a folder aside and publish it as `dst` (`replace_dir`) when the block succeeds; on
+    any error the half-built folder is removed and `dst` is left as it was."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_staging_dir(dst.parent, f".{dst.name}.")
+    try:
+        yield tmp
+        replace_dir(tmp, dst)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_write(path: Path | str, mode: str = "w", encoding: str | None = "utf-8"):
     """Write to a temp file in the same folder, fsync, then rename over `path`.
 

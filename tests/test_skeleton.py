@@ -56,3 +56,18 @@ def test_yaml_is_parsed_safely(tmp_path):
     bad.write_text("a: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ValueError, match="invalid YAML"):
         paths.load_yaml(bad)
+
+
+def test_staged_dir_publishes_on_success_and_leaves_dst_on_error(tmp_path):
+    from specforge_assets.fileio import staged_dir
+
+    dst = tmp_path / "out"
+    with staged_dir(dst) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (dst / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with staged_dir(dst) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert (dst / "a.txt").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

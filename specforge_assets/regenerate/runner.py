@@ -290,12 +290,13 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
             server_stats, retries, error_kinds = {}, 0, {}
 
     elapsed = time.monotonic() - t0
+    steady = prog.steady_rate()
     stats = finalize(journal, total, outputs, tally, done)
     stats.update({
         "elapsed_s": round(elapsed, 3),
         "rows_this_run": prog.done_now,
         "rows_per_s": round(prog.done_now / elapsed, 2) if elapsed > 0 else None,
-        "steady_rows_per_s": round(prog.steady_rate(), 2) if prog.steady_rate() else None,
+        "steady_rows_per_s": round(steady, 2) if steady else None,
         "completion_tokens_per_s": round(prog.tokens / elapsed, 1) if elapsed > 0 else None,
         "resumed_rows": len(done),
         "servers": server_stats,

@@ -86,15 +86,14 @@ class WorkerPool:
         # in flight on a server than `concurrency` (no more workers than request slots)
         conc = self.settings.concurrency
         self.n = min(self.n, conc)
-        shares = [conc // self.n + (1 if w < conc % self.n else 0) for w in range(self.n)]
-        self.shares = shares
+        self.shares = [conc // self.n + (1 if w < conc % self.n else 0) for w in range(self.n)]
         env = dict(os.environ)
         if self.api_key:
             env["_SPECFORGE_REGEN_WORKER_KEY"] = self.api_key
         ready = []
         for w in range(self.n):
             parent, child = socket.socketpair()
-            spec = json.dumps({"addresses": self.addresses, "settings": {**st, "concurrency": shares[w]},
+            spec = json.dumps({"addresses": self.addresses, "settings": {**st, "concurrency": self.shares[w]},
                                "fd": child.fileno()})
             proc = subprocess.Popen([sys.executable, "-m", "specforge_assets.regenerate.workers", spec],
                                     pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL)

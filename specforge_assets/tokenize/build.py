@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..fileio import make_staging_dir, read_manifest, replace_dir, sha256_file, sha256_json, write_manifest
+from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_manifest
 from ..paths import load_config
 from ..target import target_config, target_model_path
 from .core import Preprocessor, TokenizeOptions
@@ -97,19 +97,13 @@ def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
 
 def _link_tree(src: Path, dst: Path) -> None:
     """Publish `src` as `dst` (hard links where possible), replacing `dst` atomically."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_staging_dir(dst.parent, f".{dst.name}.")
-    try:
+    with staged_dir(dst) as tmp:
         for p in src.iterdir():
             if p.is_file():
                 try:
                     os.link(p, tmp / p.name)
                 except OSError:
                     shutil.copy2(p, tmp / p.name)
-        replace_dir(tmp, dst)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None = None,

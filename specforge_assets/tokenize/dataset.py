@@ -13,12 +13,11 @@ import concurrent.futures as cf
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..fileio import atomic_write, make_staging_dir, replace_dir, sha256_file, sha256_json
+from ..fileio import atomic_write, sha256_file, sha256_json, staged_dir
 from .core import Preprocessor, TokenizeError, TokenizeOptions
 from .templates import ChatTemplate
 
@@ -194,126 +193,122 @@ def tokenize_jsonl(
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.exists():
         raise FileNotFoundError(f"input not found: {input_path}")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_staging_dir(output_dir.parent, f".{output_dir.name}.")
-    t0 = time.time()
-    st = _Stats()
-    bad: list = []  # (lineno, id, source, reason)
-    schema = pa.schema([
-        ("id", pa.string()), ("source", pa.string()),
-        ("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
-        ("length", pa.int32()), ("supervised_tokens", pa.int32()),
-        ("full_length", pa.int32()), ("truncated", pa.bool_()),
-    ])
-    shard_idx = 0
-    writer = None
-    in_shard = 0
-    shards: list[str] = []
-    buf: dict[str, list] = {k: [] for k in schema.names}
-    jf = open(tmp / export_jsonl, "w", encoding="utf-8") if export_jsonl else None
+    with staged_dir(output_dir) as tmp:
+        t0 = time.time()
+        st = _Stats()
+        bad: list = []  # (lineno, id, source, reason)
+        schema = pa.schema([
+            ("id", pa.string()), ("source", pa.string()),
+            ("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
+            ("length", pa.int32()), ("supervised_tokens", pa.int32()),
+            ("full_length", pa.int32()), ("truncated", pa.bool_()),
+        ])
+        shard_idx = 0
+        writer = None
+        in_shard = 0
+        shards: list[str] = []
+        buf: dict[str, list] = {k: [] for k in schema.names}
+        jf = open(tmp / export_jsonl, "w", encoding="utf-8") if export_jsonl else None
 
-    def flush():
-        nonlocal writer
-        if not buf["id"]:
-            return
-        table = pa.table({k: buf[k] for k in schema.names}, schema=schema)
-        writer.write_table(table, row_group_size=8192)
-        for k in buf:
-            buf[k].clear()
+        def flush():
+            nonlocal writer
+            if not buf["id"]:
+                return
+            table = pa.table({k: buf[k] for k in schema.names}, schema=schema)
+            writer.write_table(table, row_group_size=8192)
+            for k in buf:
+                buf[k].clear()
 
-    try:
-        init_args = (str(tokenizer_path), template, options, trust_remote_code, verify_every)
-        if preprocessor is not None:
-            results = (_process_chunk(c, preprocessor) for c in _chunks(input_path, BATCH_ROWS, bad))
-        else:
-            results = _ordered_map(_process_chunk, _chunks(input_path, BATCH_ROWS, bad), workers, init_args)
-        for chunk in results:
-            for lineno, rid, source, ids, mask, full_len, info, fb in chunk:
-                if ids is None:
-                    bad.append((lineno, rid, source, info))
-                    continue
-                sid = _id_for(rid, lineno)
-                n = len(ids)
-                sup = sum(mask)
-                st.rows += 1
-                st.tokens += n
-                st.supervised += sup
-                st.zero_supervised += sup == 0
-                st.truncated += full_len > n
-                st.fallback_rows += bool(fb)
-                if info:
-                    st.warn_rows += 1
-                    if len(st.warning_examples) < 5:
-                        st.warning_examples.append(f"{sid}: {info[0]}")
-                st.lengths.append(n)
-                if write_parquet:
-                    if writer is None or in_shard >= shard_rows:
-                        flush()
-                        if writer is not None:
-                            writer.close()
-                        name = f"part-{shard_idx:05d}.parquet"
-                        writer = pq.ParquetWriter(tmp / name, schema, compression="zstd")
-                        shards.append(name)
-                        shard_idx += 1
-                        in_shard = 0
-                    buf["id"].append(sid)
-                    buf["source"].append(source if isinstance(source, str) else None)
-                    buf["input_ids"].append(ids)
-                    buf["loss_mask"].append(mask)
-                    buf["length"].append(n)
-                    buf["supervised_tokens"].append(sup)
-                    buf["full_length"].append(full_len)
-                    buf["truncated"].append(full_len > n)
-                    in_shard += 1
-                    if len(buf["id"]) >= 4096:
-                        flush()
-                if jf is not None:
-                    jf.write('{"id": ' + json.dumps(sid) + ', "input_ids": [' + ", ".join(map(str, ids))
-                             + '], "loss_mask": [' + ", ".join(map(str, mask)) + "]}\n")
-        if writer is not None:
-            flush()
-            writer.close()
-            writer = None
-        if jf is not None:
-            jf.flush()
-            os.fsync(jf.fileno())
-            jf.close()
-            jf = None
-        bad.sort(key=lambda b: b[0])
-        with atomic_write(tmp / "errors.jsonl") as f:
-            for lineno, rid, source, reason in bad:
-                f.write(json.dumps({"line": lineno, "id": rid, "source": source, "reason": reason}) + "\n")
-        stats = {
-            "rows_in": st.rows + len(bad),
-            "rows": st.rows,
-            "rows_failed": len(bad),
-            "tokens": st.tokens,
-            "supervised_tokens": st.supervised,
-            "supervised_fraction": (st.supervised / st.tokens) if st.tokens else 0.0,
-            "zero_supervised_rows": st.zero_supervised,
-            "truncated_rows": st.truncated,
-            "fallback_render_rows": st.fallback_rows,
-            "rows_with_warnings": st.warn_rows,
-            "warning_examples": st.warning_examples,
-            "max_length": options.max_length,
-            "max_row_length": max(st.lengths) if st.lengths else 0,
-            "shards": shards,
-            "seconds": round(time.time() - t0, 3),
-            "workers": workers,
-        }
-        with atomic_write(tmp / "stats.json") as f:
-            json.dump(stats, f, indent=2)
-        with atomic_write(tmp / "lengths.bin", "wb") as f:
-            st.lengths.tofile(f)
-        replace_dir(tmp, output_dir)
-        return stats
-    finally:
-        if writer is not None:
-            writer.close()
-        if jf is not None:
-            jf.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            init_args = (str(tokenizer_path), template, options, trust_remote_code, verify_every)
+            if preprocessor is not None:
+                results = (_process_chunk(c, preprocessor) for c in _chunks(input_path, BATCH_ROWS, bad))
+            else:
+                results = _ordered_map(_process_chunk, _chunks(input_path, BATCH_ROWS, bad), workers, init_args)
+            for chunk in results:
+                for lineno, rid, source, ids, mask, full_len, info, fb in chunk:
+                    if ids is None:
+                        bad.append((lineno, rid, source, info))
+                        continue
+                    sid = _id_for(rid, lineno)
+                    n = len(ids)
+                    sup = sum(mask)
+                    st.rows += 1
+                    st.tokens += n
+                    st.supervised += sup
+                    st.zero_supervised += sup == 0
+                    st.truncated += full_len > n
+                    st.fallback_rows += bool(fb)
+                    if info:
+                        st.warn_rows += 1
+                        if len(st.warning_examples) < 5:
+                            st.warning_examples.append(f"{sid}: {info[0]}")
+                    st.lengths.append(n)
+                    if write_parquet:
+                        if writer is None or in_shard >= shard_rows:
+                            flush()
+                            if writer is not None:
+                                writer.close()
+                            name = f"part-{shard_idx:05d}.parquet"
+                            writer = pq.ParquetWriter(tmp / name, schema, compression="zstd")
+                            shards.append(name)
+                            shard_idx += 1
+                            in_shard = 0
+                        buf["id"].append(sid)
+                        buf["source"].append(source if isinstance(source, str) else None)
+                        buf["input_ids"].append(ids)
+                        buf["loss_mask"].append(mask)
+                        buf["length"].append(n)
+                        buf["supervised_tokens"].append(sup)
+                        buf["full_length"].append(full_len)
+                        buf["truncated"].append(full_len > n)
+                        in_shard += 1
+                        if len(buf["id"]) >= 4096:
+                            flush()
+                    if jf is not None:
+                        jf.write('{"id": ' + json.dumps(sid) + ', "input_ids": [' + ", ".join(map(str, ids))
+                                 + '], "loss_mask": [' + ", ".join(map(str, mask)) + "]}\n")
+            if writer is not None:
+                flush()
+                writer.close()
+                writer = None
+            if jf is not None:
+                jf.flush()
+                os.fsync(jf.fileno())
+                jf.close()
+                jf = None
+            bad.sort(key=lambda b: b[0])
+            with atomic_write(tmp / "errors.jsonl") as f:
+                for lineno, rid, source, reason in bad:
+                    f.write(json.dumps({"line": lineno, "id": rid, "source": source, "reason": reason}) + "\n")
+            stats = {
+                "rows_in": st.rows + len(bad),
+                "rows": st.rows,
+                "rows_failed": len(bad),
+                "tokens": st.tokens,
+                "supervised_tokens": st.supervised,
+                "supervised_fraction": (st.supervised / st.tokens) if st.tokens else 0.0,
+                "zero_supervised_rows": st.zero_supervised,
+                "truncated_rows": st.truncated,
+                "fallback_render_rows": st.fallback_rows,
+                "rows_with_warnings": st.warn_rows,
+                "warning_examples": st.warning_examples,
+                "max_length": options.max_length,
+                "max_row_length": max(st.lengths) if st.lengths else 0,
+                "shards": shards,
+                "seconds": round(time.time() - t0, 3),
+                "workers": workers,
+            }
+            with atomic_write(tmp / "stats.json") as f:
+                json.dump(stats, f, indent=2)
+            with atomic_write(tmp / "lengths.bin", "wb") as f:
+                st.lengths.tofile(f)
+            return stats
+        finally:
+            if writer is not None:
+                writer.close()
+            if jf is not None:
+                jf.close()
 
 
 def read_lengths(output_dir: Path | str) -> array.array:

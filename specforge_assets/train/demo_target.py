@@ -21,13 +21,12 @@ import json
 import math
 import os
 import random
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..fileio import make_staging_dir, replace_dir, sha256_json, write_manifest
+from ..fileio import sha256_json, staged_dir, write_manifest
 
 BUILDER_VERSION = "demo-target-v1"
 
@@ -243,8 +242,7 @@ def build_demo_target(
     )
     model.generation_config = gen
 
-    tmp = make_staging_dir(out_dir.parent, f".{out_dir.name}.")
-    try:
+    with staged_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         _ensure_template_in_tokenizer_config(tmp)
@@ -266,10 +264,6 @@ def build_demo_target(
         os.chmod(tmp, 0o755)
         for f in tmp.iterdir():
             os.chmod(f, 0o644)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"[demo-target] saved to {out_dir} in {time.time() - t0:.1f}s")
     return out_dir
 

@@ -20,6 +20,7 @@ reference, and the fallback for models whose cache cannot be cropped.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import torch
@@ -54,12 +55,14 @@ def _new_cache():
     return DynamicCache()
 
 
-def _cache_kwarg(model) -> str:
-    """`cache` in newer transformers (where `past_key_values` is deprecated), else `past_key_values`."""
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(model_cls: type) -> str:
+    """`cache` in newer transformers (where `past_key_values` is deprecated), else `past_key_values`.
+    Looked up once per model class, not on every forward."""
     import inspect
 
     try:
-        params = inspect.signature(model.forward).parameters
+        params = inspect.signature(model_cls.forward).parameters
     except (TypeError, ValueError):
         return "past_key_values"
     return "cache" if "cache" in params else "past_key_values"
@@ -75,7 +78,7 @@ def _target_forward(target, ids: list[int], aux_layers: list[int] | None, device
     if cache is None:
         out = target(input_ids=x, output_hidden_states=want_hidden, use_cache=False)
     else:
-        out = target(input_ids=x, output_hidden_states=want_hidden, use_cache=True, **{_cache_kwarg(target): cache})
+        out = target(input_ids=x, output_hidden_states=want_hidden, use_cache=True, **{_cache_kwarg(type(target)): cache})
     aux = torch.cat([out.hidden_states[i + 1] for i in aux_layers], dim=-1) if want_hidden else None
     return aux, out.logits[0].argmax(-1)
 

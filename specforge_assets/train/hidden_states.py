@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..fileio import make_staging_dir, replace_dir, sha256_file, write_manifest
+from ..fileio import sha256_file, staged_dir, write_manifest
 
 FORMAT = "specforge-assets/hidden-states-v1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -110,11 +109,9 @@ def write_hidden_states(
     aux = _aux_layers(model.config, aux_layer_ids)
     rows = load_tokenized(dataset, max_length)
     n = est["rows"]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_staging_dir(out_dir.parent, f".{out_dir.name}.")
     shards: list[dict] = []
     total_bytes = 0
-    try:
+    with staged_dir(out_dir) as tmp:
         for s, start in enumerate(range(0, n, max(1, rows_per_shard))):
             idx = list(range(start, min(n, start + rows_per_shard)))
             ids_l, mask_l, aux_l, hid_l, offsets = [], [], [], [], [0]
@@ -153,10 +150,6 @@ def write_hidden_states(
         }
         write_manifest(tmp, **info)
         os.chmod(tmp, 0o755)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"offline hidden states written: {n} rows, {info['tokens']} tokens, {_human(total_bytes)} in {info['seconds']:.0f}s")
     return info
 
