@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .. import paths
 from .errors import HubUnavailableError, SourceError
@@ -139,6 +139,20 @@ def _check_suffix(p: Path, what: str) -> None:
 
 
 # ----------------------------------------------------------------------------- readers
+
+def read_limited(sources: Iterable, read: Callable[[Any, int | None], Iterable[RawBatch]],
+                 limit: int | None) -> Iterator[RawBatch]:
+    """Batches of `read(source, rows_still_wanted)` over `sources` in order, stopping once `limit`
+    rows were yielded (None: everything). Readers cap their own last batch at the limit passed."""
+    remaining = limit
+    for src in sources:
+        for b in read(src, remaining):
+            yield b
+            if remaining is not None:
+                remaining -= len(b)
+                if remaining <= 0:
+                    return
+
 
 def read_parquet(path: Path, limit: int | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[RawBatch]:
     import pyarrow.parquet as pq

@@ -98,20 +98,14 @@ def plan_local_files(spec: SourceSpec, root: Path | None, config: dict | None) -
 
 
 def _custom_batches(spec: SourceSpec, root, offline, cache_dir, info: InputInfo) -> Iterator[loaders.RawBatch]:
-    remaining = spec.sample_size
     if spec.data_path:
         files = _custom_files(spec, root)
         info.files.extend(files)
-        for f in files:
-            for b in loaders.read_strict(f, remaining):
-                yield b
-                if remaining is not None:
-                    remaining -= len(b)
-                    if remaining <= 0:
-                        return
+        yield from loaders.read_limited(files, loaders.read_strict, spec.sample_size)
         return
     batches, fp = loaders.read_hub(
-        spec.hub_id, spec.config, spec.split, what=f"source {spec.key!r}", limit=remaining, offline=offline, cache_dir=cache_dir
+        spec.hub_id, spec.config, spec.split, what=f"source {spec.key!r}", limit=spec.sample_size, offline=offline,
+        cache_dir=cache_dir
     )
     info.fingerprints.append(fp)
     yield from batches

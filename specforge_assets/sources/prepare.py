@@ -66,32 +66,28 @@ def iter_preset_batches(
     what = what or f"preset {preset.name!r}"
     parts = preset.select_parts(subset)
     info = info if info is not None else InputInfo()
-    remaining = sample_size
     if data_path is not None:
         path = loaders.resolve_data_path(data_path, root)
         plan = loaders.discover_files(path, parts, what)
         info.files.extend(f for _, files in plan for f in files)
-        for part, files in plan:
-            for f in files:
-                for b in loaders.read_preset_file(f, remaining, cache_dir):
-                    b.part = getattr(part, "name", None)
-                    yield b
-                    if remaining is not None:
-                        remaining -= len(b)
-                        if remaining <= 0:
-                            return
+
+        def read_file(item, limit):
+            part, f = item
+            for b in loaders.read_preset_file(f, limit, cache_dir):
+                b.part = getattr(part, "name", None)
+                yield b
+
+        yield from loaders.read_limited([(part, f) for part, files in plan for f in files], read_file, sample_size)
         return
-    for part in parts:
+
+    def read_part(part, limit):
         batches, fp = loaders.read_hub(
-            part.hub_id, part.config, part.split, what=what, limit=remaining, offline=offline, cache_dir=cache_dir, part=part.name
+            part.hub_id, part.config, part.split, what=what, limit=limit, offline=offline, cache_dir=cache_dir, part=part.name
         )
         info.fingerprints.append(fp)
-        for b in batches:
-            yield b
-            if remaining is not None:
-                remaining -= len(b)
-                if remaining <= 0:
-                    return
+        return batches
+
+    yield from loaders.read_limited(parts, read_part, sample_size)
 
 
 def convert_strict(preset: Preset, batches: Iterator[loaders.RawBatch]) -> tuple[list[str], int]:
