@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 SAMPLE_DIR = PACKAGE_DIR / "sample"
@@ -23,7 +25,7 @@ CONFIG_DIR_ENV = "SPECFORGE_CONFIG_DIR"
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class UnsafeKeyError(ValueError):
+class UnsafeKeyError(UserError, ValueError):
     pass
 
 

@@ -1,8 +1,10 @@
 """Errors of the sources layer. Every message names the source, file, row and field it is about."""
 from __future__ import annotations
 
+from ..errors import UserError
 
-class SourceError(Exception):
+
+class SourceError(UserError):
     """A whole source cannot be prepared (unknown name, missing path, unreachable hub, ...)."""
 
 

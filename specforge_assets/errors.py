@@ -1,0 +1,66 @@
+"""The one error path for expected failures, shared by every command and asset.
+
+`UserError` is a failure the user can act on (bad input, missing file, refused setting): the CLI
+prints it as one ``error: ...`` line and exits non-zero, assets fail with the same message and no
+traceback noise. Anything else is a bug and keeps its traceback.
+
+`redact` removes credentials from every message before it is shown: URL user-info
+(``http://user:KEY@host`` → ``http://user:***@host``), ``Bearer`` tokens and ``api_key=`` style
+pairs. Errors never echo secrets.
+"""
+from __future__ import annotations
+
+import errno
+import re
+
+
+class UserError(Exception):
+    """An expected failure with a message that says what is wrong, where, and what to do."""
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@")
+_BARE_USERINFO = re.compile(r"(?<![\w/])(?P<user>[\w.-]+):(?P<pw>[^/\s@:]+)@(?=[\w.\[-])")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}")
+_KEY_PAIR = re.compile(r"(?i)\b(api[_-]?key|token|secret|password|authorization)(\s*[=:]\s*)(['\"]?)[^\s'\",&]{4,}")
+
+
+def redact(text: str) -> str:
+    """`text` with URL passwords, bearer tokens and ``key=value`` secrets replaced by ``***``."""
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _BARE_USERINFO.sub(lambda m: f"{m['user']}:***@", text)
+    text = _BEARER.sub(lambda m: f"{m[1]} ***", text)
+    return _KEY_PAIR.sub(lambda m: f"{m[1]}{m[2]}{m[3]}***", text)
+
+
+_OS_HINTS = {
+    errno.ENOENT: "check the path (command-line paths are relative to the current directory)",
+    errno.EACCES: "check the file's permissions",
+    errno.EPERM: "check the file's permissions",
+    errno.ENOSPC: "free disk space (or point the output / SPECFORGE_DATA_ROOT at a larger disk) and run again; "
+                  "finished work is kept",
+    errno.EDQUOT: "free disk quota and run again; finished work is kept",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "a parent of this path is a file, not a folder",
+    errno.EROFS: "the file system is read-only: choose another output location",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an `OSError`: what failed, on which file, and what to do."""
+    what = e.strerror or str(e)
+    where = f": {e.filename}" if e.filename else ""
+    if e.filename2:
+        where += f" -> {e.filename2}"
+    hint = _OS_HINTS.get(e.errno or -1)
+    return f"{what}{where}" + (f" ({hint})" if hint else "")
+
+
+def user_message(e: BaseException) -> str | None:
+    """The one-line message for an expected failure, or None when `e` is a bug."""
+    if isinstance(e, UserError):
+        return redact(str(e))
+    if isinstance(e, OSError) and not isinstance(e, (ConnectionError,)) and (e.errno is not None or e.filename):
+        return redact(describe_os_error(e))
+    if isinstance(e, MemoryError):
+        return "out of memory (lower batch sizes / workers, or use a machine with more memory)"
+    return None
