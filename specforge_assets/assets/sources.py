@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from ..checks.sources import CHECKS, run_source_checks
+from ._failures import expected_failures
 from ..partitions import source_partitions
 from ..resources import SpecforgeStore
 from ..sources.config import hub_offline, resolve_source
@@ -89,6 +90,9 @@ def _metadata(result, spec) -> dict:
         "quarantined": m["quarantined"],
         "quarantine_rate": round(m["quarantined"] / m["rows_in"], 6) if m["rows_in"] else 0.0,
         "skipped_messages": m.get("skipped_messages", 0),
+        # rows with user turns only: the regenerated layer fills their answers (the mix refuses them otherwise)
+        "prompt_only_rows": m.get("prompt_only_rows", 0),
+        "row_system_prepended": m.get("row_system_prepended", 0),
         "turns_histogram": dg.MetadataValue.md(_histogram_md(stats.get("turns_histogram") or {})),
         "chars_per_row_min": chars.get("min", 0),
         "chars_per_row_mean": float(chars.get("mean", 0)),
@@ -134,13 +138,14 @@ def conversations(context: dg.AssetExecutionContext, config: SourceRunConfig, st
     """
     key = context.partition_key
     root = store.root()
-    cfg = store.config("sources")
-    spec = resolve_source(key, cfg, root)
-    cache_dir = sources_settings.hf_cache_dir or str(root / ".hf-datasets-cache")
-    result = build_source(
-        spec, root, config=cfg, offline=sources_settings.hub_offline or hub_offline(cfg) or None, cache_dir=cache_dir,
-        force=config.force, log=context.log.info,
-    )
+    with expected_failures():
+        cfg = store.config("sources")
+        spec = resolve_source(key, cfg, root)
+        cache_dir = sources_settings.hf_cache_dir or str(root / ".hf-datasets-cache")
+        result = build_source(
+            spec, root, config=cfg, offline=sources_settings.hub_offline or hub_offline(cfg) or None, cache_dir=cache_dir,
+            force=config.force, log=context.log.info,
+        )
     outcomes = run_source_checks(
         result.out_dir, quarantine_threshold=spec.quarantine_threshold, max_duplicate_rate=sources_settings.max_duplicate_rate
     )

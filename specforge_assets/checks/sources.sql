@@ -50,8 +50,10 @@ SELECT
     CASE
         WHEN conv IS NOT NULL THEN (
             len(roles) > lead_sys(roles)
-            AND list_bool_and(list_transform(roles[lead_sys(roles) + 1:],
+            AND (list_bool_and(list_transform(roles[lead_sys(roles) + 1:],
                 lambda r, i: r IS NOT DISTINCT FROM CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END)) IS TRUE
+            -- or a prompt-only row (user turns only; the regenerated layer fills the answers)
+            OR list_bool_and(list_transform(roles[lead_sys(roles) + 1:], lambda r: r IS NOT DISTINCT FROM 'user')) IS TRUE)
         )
         ELSE true
     END AS order_ok,

@@ -47,8 +47,10 @@ SELECT
         WHEN conv_type = 'ARRAY' THEN (
             len(roles) = len(msg_types)
             AND len(roles) > lead_sys(roles)
-            AND list_bool_and(list_transform(roles[lead_sys(roles) + 1:],
+            AND (list_bool_and(list_transform(roles[lead_sys(roles) + 1:],
                 lambda r, i: r = CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END)) IS TRUE
+            -- or a prompt-only row (user turns only; the regenerated layer fills the answers)
+            OR list_bool_and(list_transform(roles[lead_sys(roles) + 1:], lambda r: r = 'user')) IS TRUE)
         )
         ELSE true
     END AS order_ok,

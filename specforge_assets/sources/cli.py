@@ -32,24 +32,29 @@ def register(sub) -> None:
     p.set_defaults(func=run_prepare)
 
 
+def cli_path(value: str | None) -> str | None:
+    """A path typed on the command line: relative to the current directory, like any CLI tool
+    (the data root applies only to paths written in configs/). `sample:<rel>` stays as it is."""
+    if value is None or str(value).startswith("sample:"):
+        return value
+    return str(Path(value).expanduser().absolute())
+
+
 def run_prepare(args) -> int:
     from .config import hub_offline
-    from .errors import SourceError
     from .prepare import prepare_preset
 
     config = paths.load_config("sources") or None
-    try:
-        prepare_preset(
-            args.dataset,
-            args.output_path,
-            data_path=args.data_path,
-            sample_size=args.sample_size,
-            split_eval=args.split_eval,
-            opc_subset=args.opc_subset,
-            offline=args.offline or (config is not None and hub_offline(config)) or None,
-            config=config,
-        )
-    except (SourceError, ValueError, paths.UnsafeKeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    # Expected failures (SourceError, a bad key, a missing file) reach the one CLI error path in
+    # specforge_assets.cli.main: one `error:` line, exit 1.
+    prepare_preset(
+        args.dataset,
+        args.output_path,
+        data_path=cli_path(args.data_path),
+        sample_size=args.sample_size,
+        split_eval=args.split_eval,
+        opc_subset=args.opc_subset,
+        offline=args.offline or (config is not None and hub_offline(config)) or None,
+        config=config,
+    )
     return 0

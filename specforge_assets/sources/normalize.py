@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .. import paths
+from ..preview import truncate
 from ..fileio import atomic_write, read_manifest, sha256_file, sha256_files, sha256_json, write_manifest
 from . import fast, loaders
 from .config import SourceSpec
 from .converters import build_converter
 from .errors import RowError, SourceError
-from .formats import normalize_output_row, parse_custom_row, validate_messages, validate_row
+from .formats import normalize_output_row, parse_custom_row, resolved_format, validate_messages, validate_row
 from .prepare import InputInfo, dumps, iter_preset_batches, split_indices, write_lines
 from .presets import Preset, get_preset
 
@@ -128,6 +129,8 @@ class _Collector:
         self.preview: list[dict] = []
         self.rows_in = 0
         self.skipped_messages = 0
+        self.prompt_only = 0  # rows with user turns only (answers come from regeneration)
+        self.row_system = 0  # rows whose row-level `system` became the leading system message
         self.kind: str | None = None  # "conversations" | "text": one kind per source
 
     def reject(self, file: str, row: int, reason: str, field: str | None, raw) -> None:
@@ -135,19 +138,20 @@ class _Collector:
         rec = {"source": self.key, "file": file, "row": row, "field": field, "reason": reason, "raw": raw}
         self.quarantine.append(json.dumps(rec, ensure_ascii=False, default=str))
 
-    def keep(self, row: dict, file: str, rownum: int, raw) -> None:
+    def keep(self, row: dict, file: str, rownum: int, raw) -> bool:
+        """Keep `row` (True), or quarantine it as a format mix / duplicate id (False)."""
         kind = "text" if "conversations" not in row else "conversations"
         if self.kind is None:
             self.kind = kind
         elif kind != self.kind:
             self.reject(file, rownum, f"{kind} row in a source whose rows are {self.kind} (one format per source)", None, raw)
-            return
+            return False
         rid = row["id"]
         if self.dedup:
             first = self.seen.get(rid)
             if first is not None:
                 self.reject(file, rownum, f"duplicate id {rid!r} (first seen in {first[0]} row {first[1]})", "id", raw)
-                return
+                return False
             self.seen[rid] = (file, rownum)
         conv = row.get("conversations")
         if conv is None:
@@ -156,9 +160,12 @@ class _Collector:
         else:
             self.turns[len(conv)] += 1
             self.chars.append(sum(len(m["content"]) for m in conv))
+            if all(m["role"] != "assistant" for m in conv):
+                self.prompt_only += 1
         if len(self.preview) < PREVIEW_ROWS:
-            self.preview.append(row)
+            self.preview.append(truncate(row))
         self.kept.append(dumps(row))
+        return True
 
     def keep_messages(self, rid: str, roles: list, contents: list, msgs: list, file: str, rownum: int, raw_of) -> None:
         """`keep` for the columnar path: no dict per row (bytes identical to `dumps(row)`)."""
@@ -176,7 +183,7 @@ class _Collector:
         self.turns[len(roles)] += 1
         self.chars.append(sum(map(len, contents)))
         if len(self.preview) < PREVIEW_ROWS:
-            self.preview.append({"id": rid, "conversations": [{"role": r, "content": c} for r, c in zip(roles, contents)]})
+            self.preview.append(truncate({"id": rid, "conversations": [{"role": r, "content": c} for r, c in zip(roles, contents)]}))
         self.kept.append(fast.line_from_messages(rid, msgs))
 
 
@@ -227,13 +234,15 @@ def _process(spec: SourceSpec, batches: Iterator[loaders.RawBatch], preset: Pres
                     out, skipped = convert(raw, i)
                     col.skipped_messages += skipped
                     row = normalize_output_row(out)
+                    validate_row(row)
                 else:
                     row = parse_custom_row(raw, fmt)
-                validate_row(row)
+                    validate_row(row, prompt_only=resolved_format(raw, fmt) == "prompts")
             except RowError as e:
                 col.reject(file, rn, e.reason, e.field, raw)
                 continue
-            col.keep(row, file, rn, raw)
+            if col.keep(row, file, rn, raw) and convert is None and isinstance(raw.get("system"), str) and raw["system"].strip():
+                col.row_system += 1
     return col
 
 
@@ -354,6 +363,7 @@ def build_source(
         layer="sources", source=spec.key, spec=spec.identity(), code_version=CODE_VERSION, cache_key=cache_key,
         data_version=data_version, inputs=inputs, rows_in=col.rows_in, rows_train=len(train_lines),
         rows_test=len(test_lines or []), quarantined=len(col.quarantine), skipped_messages=col.skipped_messages,
+        prompt_only_rows=col.prompt_only, row_system_prepended=col.row_system,
         files=files, stats=_stats(col), preview=col.preview,
         format="preformatted" if col.kind == "text" else "conversations",
     )

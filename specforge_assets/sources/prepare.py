@@ -109,7 +109,7 @@ def convert_strict(preset: Preset, batches: Iterator[loaders.RawBatch]) -> tuple
             continue
         for raw, rownum in zip(b.rows, b.rownums):
             if isinstance(raw, loaders.BadRow):
-                raise RowFailure(RowError(raw.reason).located(b.file, rownum))
+                raise RowFailure(f"preset {preset.name!r}: " + RowError(raw.reason, raw.field).located(b.file, rownum))
             try:
                 out, s = convert(raw, index)
             except RowError as e:
