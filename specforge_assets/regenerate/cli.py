@@ -9,6 +9,26 @@ import sys
 API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"
 
 
+def _one_line(e: BaseException) -> str:
+    from ..errors import redact
+
+    return redact(" ".join(str(e).split()) or type(e).__name__)
+
+
+def parse_extra_body(text: str | None) -> dict:
+    """--extra-body: a JSON object (``'{"top_k": 20}'``). Raises ValueError naming the flag."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"--extra-body is not valid JSON ({e}); give a JSON object, e.g. "
+                         "--extra-body '{\"top_k\": 20}'") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--extra-body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "regenerate", help="rewrite every assistant turn with the target model (SpecForge-compatible)",
@@ -50,20 +70,23 @@ def register(subparsers) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run exactly once (refused if settings or input changed)")
     g = p.add_argument_group("server")
-    g.add_argument("--server-address", nargs="+", required=True, help="HOST:PORT (or URL) of each server")
+    g.add_argument("--server-address", nargs="+", required=True,
+                   help="HOST:PORT (or URL) of each server; user:password@ in it is sent as HTTP Basic auth "
+                        "to that server and never written anywhere")
     p.add_argument("--progress-interval", type=float, default=5.0)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .client import NoServerAvailable
-    from .journal import ConfigChanged, JournalWriteError
-    from .runner import OutputPaths, OutputWriteError, run_regeneration
+    """Run the command. Expected failures (`errors.UserError`: no server, missing input, changed
+    settings, disk full, ...) and bad arguments print one ``error: ...`` line (secrets redacted)
+    and return non-zero; paths are relative to the current directory."""
+    from ..errors import UserError
+    from .runner import OutputPaths, run_regeneration
     from .settings import RegenSettings
-    from .workers import WorkerFailed
 
     try:
-        extra = json.loads(args.extra_body) if args.extra_body else {}
+        extra = parse_extra_body(args.extra_body)
         settings = RegenSettings(
             model=args.model, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
             top_k=args.top_k, min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
@@ -73,16 +96,15 @@ def run(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts, progress_interval_s=args.progress_interval, workers=args.workers,
             transport=args.transport)
     except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     outputs = OutputPaths.specforge(args.output_file_path)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
         stats = run_regeneration(args.input_file_path, outputs, settings, args.server_address,
                                  api_key=os.environ.get(API_KEY_ENV) or None, resume=args.resume, log=log)
-    except (NoServerAvailable, ConfigChanged, JournalWriteError, OutputWriteError, WorkerFailed,
-            FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, ValueError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     c = stats.get("counts", {})
     print(json.dumps({"success": c.get("success", 0), "error": c.get("error", 0), "skipped": c.get("skipped", 0),

@@ -15,23 +15,32 @@
   (other 4xx, e.g. context overflow) fail the request at once.
 - a server failing `failures_to_eject` times in a row is taken out of rotation and probed back
   in (GET /health, then /v1/models) every `probe_interval_s`.
+- every 200 answer goes through `reply.check_reply` (the one reply check, here for every transport):
+  shape faults (no choices, error object) are retried like transient errors, a 4xx error object
+  and unusable content fail the request at once.
+- credentials in an address (`http://user:KEY@host:port`, also without scheme) are sent as HTTP
+  Basic auth to that server only and never kept in the address: labels, logs, stats and row
+  provenance only ever see `host:port`.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import random
 import ssl
 import time
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 import httpcore
 import httpx
 
 from .netbackend import AsyncioBackend
 from .fasthttp import FastHTTPClient, FastHTTPError, RequestTimeout
-from .rows import RequestFailed
+from ..errors import UserError
+from .reply import BadReply, Reply, RequestFailed, check_reply
 from .settings import RegenSettings
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
@@ -40,19 +49,53 @@ TRANSIENT_EXC = (httpx.TransportError, FastHTTPError)
 TIMEOUT_EXC = (httpx.TimeoutException, RequestTimeout)
 
 
-class NoServerAvailable(RuntimeError):
-    pass
+class NoServerAvailable(RuntimeError, UserError):
+    """No server can take requests (start probe failed everywhere, or all out of rotation)."""
 
 
-def normalize_address(addr: str) -> str:
+class ServerAddressError(ValueError, UserError):
+    """A server address that cannot be used (empty, or credentials together with an API key)."""
+
+
+def split_address(addr: str) -> tuple[str, str | None]:
+    """``HOST:PORT`` or a URL -> (base URL without user-info and without ``/v1``, Authorization
+    header value or None). User-info (``http://user:KEY@host:port``, ``user:KEY@host:port``) is
+    turned into HTTP Basic auth (as curl and httpx do with such URLs). Raises ServerAddressError."""
     addr = addr.strip().rstrip("/")
     if not addr:
-        raise ValueError("empty server address")
+        raise ServerAddressError("empty server address (give HOST:PORT or a URL)")
     if "://" not in addr:
         addr = "http://" + addr
     if addr.endswith("/v1"):
         addr = addr[:-3]
-    return addr
+    scheme, rest = addr.split("://", 1)
+    netloc, slash, path = rest.partition("/")
+    auth = None
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        parts = urlsplit(f"{scheme}://{netloc}/")
+        user, pw = unquote(parts.username or ""), unquote(parts.password or "")
+        if not hostport:
+            raise ServerAddressError(f"server address {strip_credentials(addr)} has no host")
+        if user or pw:
+            auth = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+        netloc = hostport
+    return f"{scheme}://{netloc}{slash}{path}".rstrip("/"), auth
+
+
+def normalize_address(addr: str) -> str:
+    """The base URL of a server address (scheme added, ``/v1`` and any user-info removed)."""
+    return split_address(addr)[0]
+
+
+def strip_credentials(addr: str) -> str:
+    """`addr` as it may be shown or recorded: any ``user:password@`` removed (no parsing errors)."""
+    addr = str(addr)
+    scheme, sep, rest = addr.rpartition("://") if "://" in addr else ("", "", addr)
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{path}"
 
 
 def _short_error(e: BaseException) -> str:
@@ -152,14 +195,18 @@ class Server:
 
 class ServerPool:
     def __init__(self, addresses: list[str], settings: RegenSettings, api_key: str | None = None,
-                 log=None):
+                 log=None, auth: dict[str, str] | None = None):
+        """`addresses`: HOST:PORT or URLs, possibly with user-info (sent as Basic auth);
+        `auth`: base URL -> Authorization value for addresses given without their user-info
+        (how worker processes receive them, through the environment)."""
         if not addresses:
-            raise ValueError("no server addresses given (e.g. --server-address 127.0.0.1:30000)")
+            raise ServerAddressError("no server addresses given (e.g. --server-address 127.0.0.1:30000)")
         self.settings = settings
         self.log = log or (lambda msg: None)
-        headers = {"content-type": "application/json"}
+        base_headers = {"content-type": "application/json"}
         if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
+            base_headers["authorization"] = f"Bearer {api_key}"
+        self.auth: dict[str, str] = dict(auth or {})
         per_client = max(1, int(settings.connections_per_client))
         n_clients = max(1, math.ceil(settings.concurrency / per_client))
         self.servers: list[Server] = []
@@ -168,14 +215,23 @@ class ServerPool:
         # http never uses it, so it gets a bare context without certificates.
         tls = None
         for a in addresses:
-            base = normalize_address(a)
+            base, basic = split_address(a)
             if base in seen:
                 continue
             seen.add(base)
+            basic = basic or self.auth.get(base)
+            headers = dict(base_headers)
+            if basic:
+                if api_key:
+                    raise ServerAddressError(
+                        f"server address {strip_credentials(a)} carries credentials and an API key is set too "
+                        "(SPECFORGE_REGEN_API_KEY / api_key_env); give one of them")
+                self.auth[base] = basic
+                headers["authorization"] = basic
             per = math.ceil(settings.concurrency / n_clients) + 1
             use_fast = settings.transport == "fast" or (settings.transport == "auto" and base.startswith("http://"))
             if use_fast and not base.startswith("http://"):
-                raise ValueError(f"transport 'fast' speaks plain http only; {base} needs transport 'httpx'")
+                raise ServerAddressError(f"transport 'fast' speaks plain http only; {base} needs transport 'httpx'")
             if use_fast:
                 hostport = base.split("://", 1)[1].split("/", 1)[0]
                 host, _, port = hostport.rpartition(":")
@@ -224,7 +280,9 @@ class ServerPool:
                 self.log(f"server {s.label} did not answer the start probe ({err}); probing it in the background")
                 self._schedule_probe(s)
         if len(bad) == len(self.servers):
-            raise NoServerAvailable("no regeneration server answered the start probe:\n  " + "\n  ".join(bad))
+            raise NoServerAvailable("no regeneration server answered the start probe (" + "; ".join(
+                " ".join(b.split()) for b in bad) + "); check --server-address / server_addresses and that the "
+                "server is running and serves this model")
 
     async def _initial_probe(self, s: Server, probe_chat: bool) -> str | None:
         try:
@@ -335,12 +393,21 @@ class ServerPool:
             async with self._cond:
                 self._cond.notify(1)
 
-    async def chat(self, body: dict, prefer: str | None = None) -> tuple[dict, str]:
-        """POST /v1/chat/completions with retries + failover. Returns (response json, server label)."""
+    def _count(self, kind: str) -> None:
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+    async def chat(self, body: dict, prefer: str | None = None) -> tuple[Reply, str]:
+        """POST /v1/chat/completions with retries + failover. Returns (validated reply, server label).
+
+        Every 200 body goes through `reply.check_reply` (for the run's reasoning mode). Raises
+        `RequestFailed` for a permanent HTTP error or when attempts are spent, `BadReply` (a
+        RequestFailed) for a reply without usable text."""
         payload = json.dumps(body).encode()
         st = self.settings
         avoid = None
         last = "no attempt"
+        last_kind = "transient_exhausted"
+        last_bad: BadReply | None = None
         for attempt in range(st.max_attempts):
             if attempt:
                 self.retries += 1
@@ -353,7 +420,7 @@ class ServerPool:
             except TRANSIENT_EXC as e:
                 await self._release(s)
                 self._mark_failure(s)
-                last = _short_error(e)
+                last, last_kind, last_bad = _short_error(e), "transient_exhausted", None
                 kind = "timeout" if isinstance(e, TIMEOUT_EXC) else "connection"
                 self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
                 avoid = s.address
@@ -365,17 +432,27 @@ class ServerPool:
                     data = r.json()
                 except ValueError as e:
                     self._mark_failure(s)
-                    last = f"invalid JSON from {s.label}: {e}"
+                    last, last_kind, last_bad = f"invalid JSON from {s.label}: {e}", "transient_exhausted", None
                     self.error_kinds["bad_response"] = self.error_kinds.get("bad_response", 0) + 1
                     avoid = s.address
                     continue
+                s.consecutive_failures = 0  # the server answered; the reply is another matter
+                try:
+                    reply = check_reply(data, st.reasoning)
+                except BadReply as e:
+                    e.server = s.label
+                    self._count(e.kind)
+                    if not e.retry:
+                        raise
+                    last, last_kind, last_bad = f"{e} (from {s.label})", e.kind, e
+                    avoid = s.address
+                    continue
                 s.ok += 1
-                s.consecutive_failures = 0
-                return data, s.label
+                return reply, s.label
             text = r.text[:500]
             if code in TRANSIENT_STATUS or code >= 500:
                 self._mark_failure(s)
-                last = f"HTTP {code} from {s.label}: {text}"
+                last, last_kind, last_bad = f"HTTP {code} from {s.label}: {text}", "transient_exhausted", None
                 self.error_kinds[f"http_{code}"] = self.error_kinds.get(f"http_{code}", 0) + 1
                 avoid = s.address
                 continue
@@ -384,8 +461,12 @@ class ServerPool:
             self.error_kinds[f"http_{code}"] = self.error_kinds.get(f"http_{code}", 0) + 1
             raise RequestFailed(f"HTTP {code} from {s.label}: {text}", kind=f"http_{code}", server=s.label,
                                 status=code)
-        raise RequestFailed(f"gave up after {st.max_attempts} attempts; last error: {last}",
-                            kind="transient_exhausted")
+        msg = f"gave up after {st.max_attempts} attempts; last error: {last}"
+        if last_bad is not None:
+            bad = BadReply(msg, last_kind, finish_reason=last_bad.finish_reason, status=last_bad.status)
+            bad.server = last_bad.server
+            raise bad
+        raise RequestFailed(msg, kind=last_kind)
 
     def stats(self) -> dict:
         return {s.label: {"requests": s.requests, "ok": s.ok, "failures": s.failures, "ejections": s.ejections,

@@ -5,6 +5,10 @@ rows of the last unsynced batch — and those are simply redone, never duplicate
 last record per key wins and a torn last line (the kill hit mid-write) is cut off.
 A state file beside it records the run's fingerprint (settings + input hash); a journal made
 under another fingerprint is refused unless the caller asks for a restart.
+
+Error rows are never final: a run that ends with error rows keeps its journal (state
+"complete"), and the next run with the same fingerprint reuses every success / skipped /
+passthrough record and redoes only the error rows (`Journal.prepare`).
 """
 from __future__ import annotations
 
@@ -16,11 +20,15 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import UserError
 from ..fileio import atomic_write
 
+# statuses a later run redoes instead of reusing
+RETRY_STATUSES = ("error",)
 
-class ConfigChanged(RuntimeError):
-    pass
+
+class ConfigChanged(RuntimeError, UserError):
+    """A partial run exists under other settings or another input."""
 
 
 def record(index: int, row_id, status: str, row: dict) -> str:
@@ -61,8 +69,8 @@ def row_json(raw: bytes) -> str:
     return json.dumps(json.loads(line)["row"])  # another key layout: parse and re-serialize
 
 
-class JournalWriteError(RuntimeError):
-    pass
+class JournalWriteError(RuntimeError, UserError):
+    """The journal or state file cannot be written (disk full, permissions)."""
 
 
 def journal_paths(output_path: Path) -> tuple[Path, Path]:
@@ -120,12 +128,19 @@ class Journal:
 
         resume=False: start over (like SpecForge without --resume).
         resume=True: continue a journal made under the same fingerprint; refuse another one
-        unless restart=True.
+        unless restart=True. A journal kept by a complete run with error rows (same fingerprint)
+        is continued too; under another fingerprint it is simply started over.
+        Rows whose last record is an error (`RETRY_STATUSES`) are left out of the result, so
+        the caller redoes them.
         """
         state = self.read_state()
         done: dict[int, tuple[int, str]] = {}
         partial = state is not None and state.get("state") == "running" and self.path.exists()
-        if resume and not restart and partial:
+        kept = (state is not None and state.get("state") == "complete" and self.path.exists()
+                and state.get("fingerprint") == fingerprint)
+        if resume and not restart and kept:
+            done = self.load()
+        elif resume and not restart and partial:
             if state.get("fingerprint") != fingerprint:
                 changed = _diff_keys(state.get("fingerprint") or {}, fingerprint)
                 raise ConfigChanged(
@@ -135,6 +150,7 @@ class Journal:
             done = self.load()
         elif self.path.exists():
             self.path.unlink()
+        done = {i: rec for i, rec in done.items() if rec[1] not in RETRY_STATUSES}
         self.write_state(fingerprint=fingerprint, state="running")
         try:
             self._f = open(self.path, "a", encoding="utf-8")

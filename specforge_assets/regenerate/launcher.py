@@ -18,11 +18,13 @@ from pathlib import Path
 
 import httpx
 
+from ..errors import UserError
+
 BACKENDS = ("auto", "transformers", "sglang")
 
 
-class ServerLaunchError(RuntimeError):
-    pass
+class ServerLaunchError(RuntimeError, UserError):
+    """The local server could not be started or did not become healthy."""
 
 
 def _die_with_parent() -> None:

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 from ..fileio import atomic_write, sha256_files, write_manifest
 from ..paths import layer_dir
+from .client import strip_credentials
 from .launcher import LocalServer
 from .runner import OutputPaths, count_rows, run_regeneration
 from .settings import RegenSettings
@@ -88,7 +89,8 @@ def regenerate_partition(key: str, cfg: dict, *, root: Path | None = None, log: 
             summary.update({k: v for k, v in stats.items() if k != "outputs"})
             summary["settings"] = settings.content_config()
             summary["dialect"] = settings.dialect
-            summary["server_addresses"] = servers["addresses"]
+            # never the user-info of an address (credentials): the manifest and metadata are shared
+            summary["server_addresses"] = [strip_credentials(a) for a in servers["addresses"]]
             summary["launched_server"] = servers["launched"]
             if src_test.exists() and cfg["test_split"] == "regenerate":
                 test_out = OutputPaths.partition(dst, "test")

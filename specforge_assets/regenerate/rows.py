@@ -7,21 +7,23 @@ server address, sampling, per-turn finish_reason + usage).
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Protocol
 
+from .reply import (MSG_DISABLE_BAD, MSG_SAVE_EMPTY, MSG_SAVE_MARKER, THINK_MARKER, BadReply,  # noqa: F401
+                    Reply, RequestFailed)
 from .settings import RegenSettings
-
-THINK_MARKER = re.compile(r"</?think>", re.IGNORECASE)
-
-# Messages as SpecForge writes them (its users grep for these).
-MSG_DISABLE_BAD = "Non-reasoning assistant response is empty or contains a thinking marker"
-MSG_SAVE_EMPTY = "Reasoning generation requires non-empty assistant content and reasoning_content"
-MSG_SAVE_MARKER = "Reasoning response contains a residual thinking marker"
 
 
 def validate_conversation(row: Any) -> str | None:
-    """None when the row can be regenerated, else the reason it is skipped (SpecForge's rules)."""
+    """None when the row can be regenerated, else the reason it is skipped.
+
+    SpecForge's rules (scripts/conversation_validation.py): a JSON object with a non-empty
+    `conversations` list, every message with non-empty string content, system messages only
+    before the first user message, no leading assistant message, at least one user message.
+    One deliberate difference: a user message may follow a user message (prompt-only rows such
+    as MT-Bench's ``turns: [q1, q2]`` normalized to two user messages, with no answers); each
+    user message gets its own regenerated answer, so ``[u1, u2]`` becomes ``[u1, a1, u2, a2]``.
+    """
     if not isinstance(row, dict):
         return f"Row is not a JSON object (got {type(row).__name__})"
     conv = row.get("conversations")
@@ -42,8 +44,9 @@ def validate_conversation(row: Any) -> str | None:
             continue
         if not seen_user and role == "assistant":
             return "Data starts with an assistant message"
-        if role != expected:
-            return f"Invalid conversation role order at position {i}: expected {expected}, got {role}"
+        if role != expected and not (role == "user" and expected == "assistant"):
+            want = "assistant or user" if expected == "assistant" else expected
+            return f"Invalid conversation role order at position {i}: expected {want}, got {role}"
         seen_user = seen_user or role == "user"
         expected = "assistant" if role == "user" else "user"
     if not seen_user:
@@ -51,18 +54,12 @@ def validate_conversation(row: Any) -> str | None:
     return None
 
 
-class RequestFailed(Exception):
-    """A request that will not be retried (permanent error, or transient ones exhausted)."""
-
-    def __init__(self, message: str, kind: str, server: str | None = None, status: int | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.server = server
-        self.status = status
-
-
 class ChatPool(Protocol):
-    async def chat(self, body: dict, prefer: str | None = None) -> tuple[dict, str]: ...
+    """What `regenerate_row` needs: `client.ServerPool` (every transport, in-process or in a
+    worker process). `chat` returns a validated `Reply` (`reply.check_reply`) and the server
+    label, or raises `RequestFailed` (a `BadReply` for a 200 without usable text)."""
+
+    async def chat(self, body: dict, prefer: str | None = None) -> tuple[Reply, str]: ...
 
 
 def _provenance(settings: RegenSettings) -> dict:
@@ -91,14 +88,23 @@ def passthrough_row(row: dict, reason: str) -> dict:
 
 
 async def regenerate_row(row: dict, settings: RegenSettings, pool: ChatPool) -> dict:
-    """Regenerate every assistant turn of a validated row. Returns the output row (any status)."""
+    """Regenerate every assistant turn of a validated row. Returns the output row (any status).
+
+    One request per user message, carrying the system prompt, the earlier user messages and the
+    target's own earlier answers; the answer is inserted right after its user message (original
+    assistant messages are dropped). Any failed turn (`RequestFailed`, including a reply without
+    usable text) ends the row at once — the next turn is never requested — and makes it an
+    ``error`` row with the original conversation and an error naming the turn.
+    """
     prov = _provenance(settings)
     row_id = str(row.get("id", ""))
+    conv = row["conversations"]
+    n_turns = sum(1 for m in conv if isinstance(m, dict) and m.get("role") == "user")
     running: list[dict] = []  # what the server sees (visible content only)
     stored: list[dict] = []  # what we write (reasoning_content kept in save mode)
     server: str | None = None
     turn = 0
-    for msg in row["conversations"]:
+    for msg in conv:
         role = msg.get("role")
         if role == "system":
             running.append({"role": "system", "content": msg["content"]})
@@ -113,39 +119,33 @@ async def regenerate_row(row: dict, settings: RegenSettings, pool: ChatPool) -> 
         seed = settings.turn_seed(row_id, turn)
         body = settings.request_body(list(running), seed)
         try:
-            resp, server = await pool.chat(body, prefer=server)
+            reply, server = await pool.chat(body, prefer=server)
         except RequestFailed as e:
             prov["error_kind"] = e.kind
-            if e.server:
+            if e.server and e.server not in prov["servers"]:
                 prov["servers"].append(e.server)
-            return _with_status(row, "error", str(e), prov)
-        choice = (resp.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        content = message.get("content") or ""
-        reasoning = message.get("reasoning_content")
-        if reasoning is None:
-            reasoning = message.get("reasoning")
-        usage = resp.get("usage") or {}
-        prov["model"] = resp.get("model") or prov["model"]
+            if isinstance(e, BadReply):
+                prov["turns"].append({"finish_reason": e.finish_reason, "server": e.server, "seed": seed,
+                                      "error": e.kind})
+            return _with_status(row, "error", f"turn {turn + 1} of {n_turns}: {e}", prov)
+        usage = reply.usage
+        prov["model"] = reply.model or prov["model"]
         if server not in prov["servers"]:
             prov["servers"].append(server)
-        prov["turns"].append({"finish_reason": choice.get("finish_reason"), "server": server, "seed": seed,
+        prov["turns"].append({"finish_reason": reply.finish_reason, "server": server, "seed": seed,
                               "prompt_tokens": usage.get("prompt_tokens"),
                               "completion_tokens": usage.get("completion_tokens")})
         for k in ("prompt_tokens", "completion_tokens"):
-            prov["usage"][k] += int(usage.get(k) or 0)
-        if settings.reasoning == "disable":
-            if not content.strip() or THINK_MARKER.search(content):
-                return _with_status(row, "skipped", MSG_DISABLE_BAD, prov)
-        elif settings.reasoning == "save":
-            if not content.strip() or not (reasoning or "").strip():
-                return _with_status(row, "error", MSG_SAVE_EMPTY, prov)
-            if THINK_MARKER.search(content) or THINK_MARKER.search(reasoning):
-                return _with_status(row, "skipped", MSG_SAVE_MARKER, prov)
-        running.append({"role": "assistant", "content": content})
-        out_msg = {"role": "assistant", "content": content}
+            try:
+                prov["usage"][k] += int(usage.get(k) or 0)
+            except (TypeError, ValueError):
+                pass
+        if reply.skip:
+            return _with_status(row, "skipped", reply.skip, prov)
+        running.append({"role": "assistant", "content": reply.content})
+        out_msg = {"role": "assistant", "content": reply.content}
         if settings.reasoning == "save":
-            out_msg["reasoning_content"] = reasoning
+            out_msg["reasoning_content"] = reply.reasoning
         stored.append(out_msg)
         turn += 1
     out = _with_status(row, "success", None, prov)

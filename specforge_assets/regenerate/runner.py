@@ -3,26 +3,41 @@
 The same function backs the `regenerated/conversations` asset and `specforge-assets regenerate`.
 Rows stream from the input; at most concurrency x servers rows are in flight; each finished row
 goes to the journal; when every input row has a journal record the three outputs are written
-atomically in input order and the journal is removed.
+atomically in input order and the journal is removed — unless some rows ended as errors: then
+the journal is kept and the next run (CLI --resume, or the asset's next materialization) redoes
+only those rows. Input lines are read under `jsonrows.loads_row` (the one JSON row rule): a line
+that is not valid UTF-8 / JSON, nests too deep or holds a lone surrogate is a skipped row naming
+the line and field, never a crash.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..errors import UserError
 from ..fileio import atomic_write, sha256_file
+from ..jsonrows import RowDecodeError, loads_row
 from .client import NoServerAvailable, ServerPool
 from .journal import Journal, JournalWriteError, row_json
 from .rows import passthrough_row, regenerate_row, skipped_row, validate_conversation
 from .settings import RegenSettings
 
 
-class OutputWriteError(RuntimeError):
-    pass
+class OutputWriteError(RuntimeError, UserError):
+    """The outputs cannot be written (the journal is intact: fix the cause and resume)."""
+
+
+class InputNotFound(FileNotFoundError, UserError):
+    """The regeneration input file does not exist."""
+
+
+class OutputOverwritesInput(ValueError, UserError):
+    """An output path is the input file."""
 
 
 @dataclass
@@ -49,11 +64,37 @@ class OutputPaths:
         return cls(d / f"{name}.jsonl", d / f"{name}_errors.jsonl", d / f"{name}_skipped.jsonl")
 
 
-def _parse(line: str):
+_ID_HINT = re.compile(rb'^\s*\{\s*"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,30})')
+
+
+def _parse(line: bytes, lineno: int):
+    """(row, None) or (None, skip reason) for one input line (bytes, newline included).
+
+    Uses `jsonrows.loads_row`: invalid UTF-8, malformed JSON, nesting deeper than
+    `jsonrows.MAX_DEPTH` and lone surrogates give ``Invalid JSON: line N (field F): reason``.
+    The value may be any JSON type (`rows.validate_conversation` refuses non-objects)."""
     try:
-        return json.loads(line), None
-    except ValueError as e:
-        return None, f"Invalid JSON: {e}"
+        return loads_row(line), None
+    except RowDecodeError as e:
+        where = f" (field {e.field})" if e.field else ""
+        return None, f"Invalid JSON: line {lineno}{where}: {e.reason}"
+
+
+def _bad_line_row(line: bytes, reason: str) -> tuple[object, dict]:
+    """(id or None, skipped row) for a line that could not be read: the raw text under `data`,
+    and the row's `id` when the line starts with one (so accounting by id still works)."""
+    row_id = None
+    m = _ID_HINT.match(line)
+    if m:
+        try:
+            row_id = json.loads(m.group(1))
+        except ValueError:
+            row_id = None
+    text = line.decode("utf-8", "replace").rstrip("\r\n")
+    out = {"status": "skipped", "error": reason, "data": text}
+    if isinstance(row_id, (str, int)):
+        out = {"id": row_id, **out}
+    return row_id, out
 
 
 def count_rows(path: Path) -> int:
@@ -123,22 +164,29 @@ def run_regeneration(input_path: Path | str, outputs: OutputPaths, settings: Reg
 
 async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addresses: list[str],
                api_key: str | None, resume: bool, restart: bool, log) -> dict:
-    if not input_path.exists():
-        raise FileNotFoundError(f"regeneration input not found: {input_path}")
+    if not input_path.is_file():
+        what = "is a folder, not a file" if input_path.is_dir() else "not found"
+        raise InputNotFound(f"regeneration input {what}: {input_path} (resolved: {input_path.absolute()}; "
+                            "command-line paths are relative to the current directory)")
     for p in (outputs.success, outputs.error, outputs.skipped):
         if p.resolve() == input_path.resolve():
-            raise ValueError(f"output {p} would overwrite the input")
+            raise OutputOverwritesInput(f"output {p} would overwrite the input; choose another --output-file-path")
         p.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = {"settings": st.content_config(), "input_sha256": sha256_file(input_path)}
     journal = Journal(outputs.success, batch=st.journal_batch, flush_s=st.journal_flush_s)
     state = journal.read_state()
-    if (resume and not restart and state and state.get("state") == "complete"
-            and state.get("fingerprint") == fingerprint and outputs.success.exists()):
+    same_complete = (resume and not restart and state and state.get("state") == "complete"
+                     and state.get("fingerprint") == fingerprint and outputs.success.exists())
+    prev_errors = int(((state or {}).get("stats") or {}).get("counts", {}).get("error", 0) or 0)
+    if same_complete and not (prev_errors and journal.path.exists()):
         log(f"regenerate: {outputs.success} is already complete for these settings and input; nothing to do")
         return state.get("stats") or {}
     done = journal.prepare(fingerprint, resume=resume, restart=restart)
     total = count_rows(input_path)
-    if done:
+    if same_complete:
+        log(f"regenerate: retrying the {total - len(done)} error rows of the last run "
+            f"({len(done)}/{total} rows kept)")
+    elif done:
         log(f"regenerate: resuming, {len(done)}/{total} rows already done")
     prog = _Progress(total, len(done))
     tally = Tally()
@@ -206,29 +254,29 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
 
             # the main pool did the start probe; the workers bring their own connections
             live = [s.address for s in pool.servers if s.up] + [s.address for s in pool.servers if not s.up]
-            wpool = WorkerPool(st.workers, live, st, api_key, from_worker, worker_fatal, log)
+            wpool = WorkerPool(st.workers, live, st, api_key, from_worker, worker_fatal, log, auth=pool.auth)
             await wpool.start()
 
         ticker = asyncio.get_running_loop().create_task(progress())
         valid_seen = 0
         try:
-            with open(input_path, encoding="utf-8") as f:
+            with open(input_path, "rb") as f:
                 i = -1
-                for line in f:
+                for lineno, line in enumerate(f, 1):
                     if not line.strip():
                         continue
                     i += 1
                     if fatal:
                         break
-                    row, bad_json = _parse(line)
+                    row, bad_json = _parse(line, lineno)
                     reason = bad_json or validate_conversation(row)
                     if reason is None:
                         valid_seen += 1
                     if i in done:
                         continue
                     if bad_json:
-                        finish(i, None, "skipped", {"status": "skipped", "error": bad_json,
-                                                    "data": line.rstrip("\n")})
+                        bad_id, bad_row = _bad_line_row(line, bad_json)
+                        finish(i, bad_id, "skipped", bad_row)
                         continue
                     if reason is not None:
                         finish(i, row.get("id") if isinstance(row, dict) else None, "skipped",
@@ -236,7 +284,12 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
                         continue
                     if st.num_samples is not None and valid_seen > st.num_samples:
                         why = f"beyond the num_samples limit ({st.num_samples})"
-                        if st.beyond_limit == "passthrough":
+                        answered = any(isinstance(m, dict) and m.get("role") == "assistant"
+                                       for m in row["conversations"])
+                        if st.beyond_limit == "passthrough" and not answered:
+                            finish(i, row.get("id"), "skipped", skipped_row(
+                                row, f"Not submitted: {why}; a prompt-only row has no answers to pass through"))
+                        elif st.beyond_limit == "passthrough":
                             finish(i, row.get("id"), "passthrough", passthrough_row(row, why))
                         else:
                             finish(i, row.get("id"), "skipped", skipped_row(row, f"Not submitted: {why}"))
@@ -305,7 +358,12 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
         "client": {"transport": st.transport, "workers": st.workers, "concurrency_per_server": st.concurrency},
     })
     journal.write_state(fingerprint=fingerprint, state="complete", stats=stats)
-    journal.discard()
+    if stats["counts"].get("error", 0):
+        journal.close()  # kept: the next run redoes the error rows only
+        log(f"regenerate: {stats['counts']['error']} error rows in {outputs.error}; run again "
+            "(CLI: --resume) to retry only those")
+    else:
+        journal.discard()
     log(f"regenerate: done — {stats['counts']} in {elapsed:.1f}s")
     return stats
 

@@ -6,7 +6,8 @@ outputs (so exactly-once is unchanged); N worker processes (`python -m
 specforge_assets.regenerate.workers`, each with its own event loop and server pool) do the
 requests. Rows and results travel as length-prefixed pickle frames over a socketpair, batched per
 event-loop turn. A worker that dies or loses every server stops the run (journal intact; resume).
-The API key reaches workers through the environment, never the command line.
+The API key and any server credentials (user-info of an address, sent as Basic auth) reach
+workers through the environment, never the command line: workers get the addresses without them.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ import subprocess
 import sys
 from typing import Callable
 
+from ..errors import UserError
+
+_AUTH_ENV = "_SPECFORGE_REGEN_WORKER_AUTH"
+_KEY_ENV = "_SPECFORGE_REGEN_WORKER_KEY"
 _HDR = struct.Struct("!I")
 
 
@@ -55,13 +60,17 @@ class _Outbox:
             self.items = []
 
 
-class WorkerFailed(RuntimeError):
-    pass
+class WorkerFailed(RuntimeError, UserError):
+    """A worker process died or lost every server (the journal is intact: resume)."""
 
 
 class WorkerPool:
     def __init__(self, n: int, addresses: list[str], settings, api_key: str | None,
-                 on_result: Callable[[int, dict], None], on_fatal: Callable[[BaseException], None], log):
+                 on_result: Callable[[int, dict], None], on_fatal: Callable[[BaseException], None], log,
+                 auth: dict[str, str] | None = None):
+        """`addresses`: base URLs without credentials; `auth`: base URL -> Authorization value
+        (ServerPool.auth), handed to the workers through the environment."""
+        self.auth = dict(auth or {})
         self.n = n
         self.addresses = addresses
         self.settings = settings
@@ -89,7 +98,9 @@ class WorkerPool:
         self.shares = [conc // self.n + (1 if w < conc % self.n else 0) for w in range(self.n)]
         env = dict(os.environ)
         if self.api_key:
-            env["_SPECFORGE_REGEN_WORKER_KEY"] = self.api_key
+            env[_KEY_ENV] = self.api_key
+        if self.auth:
+            env[_AUTH_ENV] = json.dumps(self.auth)
         ready = []
         for w in range(self.n):
             parent, child = socket.socketpair()
@@ -184,8 +195,9 @@ async def _worker(spec: dict) -> None:
     sock = socket.socket(fileno=spec["fd"])
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     settings = RegenSettings(**spec["settings"])
-    pool = ServerPool(spec["addresses"], settings, api_key=os.environ.get("_SPECFORGE_REGEN_WORKER_KEY") or None,
-                      log=lambda m: print(f"[worker {os.getpid()}] {m}", file=sys.stderr, flush=True))
+    pool = ServerPool(spec["addresses"], settings, api_key=os.environ.get(_KEY_ENV) or None,
+                      log=lambda m: print(f"[worker {os.getpid()}] {m}", file=sys.stderr, flush=True),
+                      auth=json.loads(os.environ.get(_AUTH_ENV) or "{}"))
     out = _Outbox(writer, "results")
     tasks: set[asyncio.Task] = set()
     fatal = []
