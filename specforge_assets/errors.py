@@ -20,8 +20,8 @@ class UserError(Exception):
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@")
 _BARE_USERINFO = re.compile(r"(?<![\w/])(?P<user>[\w.-]+):(?P<pw>[^/\s@:]+)@(?=[\w.\[-])")
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}")
-_KEY_PAIR = re.compile(r"(?i)\b(api[_-]?key|token|secret|password|authorization)(\s*[=:]\s*)(['\"]?)[^\s'\",&]{4,}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_KEY_PAIR = re.compile(r"(?i)\b(api[_-]?key|token|secret|password|authorization)(\s*[=:]\s*)(['\"]?)(?!(?:bearer|basic)\b)[^\s'\",&]{4,}")
 
 
 def redact(text: str) -> str:
