@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .paths import check_key, load_config
+from .paths import check_key
 
 SOURCES_PARTITION_NAME = "sources"
 source_partitions = dg.DynamicPartitionsDefinition(name=SOURCES_PARTITION_NAME)
 
 
 def configured_source_keys(config: dict | None = None) -> list[str]:
-    """Keys of `configs/sources.yaml` `sources:` mapping, in file order."""
-    cfg = load_config("sources") if config is None else config
-    keys = list((cfg.get("sources") or {}).keys())
-    for k in keys:
-        check_key(k)
-    return keys
+    """The valid keys of `configs/sources.yaml` `sources:` mapping, in file order. A bad key
+    (`"bad key!"`, `../x`) is left out here, so it never stops the others from registering;
+    `invalid_source_keys` says which and why (the sensors log it)."""
+    from .sources.config import source_keys
+
+    return source_keys(config)[0]
+
+
+def invalid_source_keys(config: dict | None = None) -> dict[str, str]:
+    """`{bad key: reason}` of `configs/sources.yaml` `sources:` (empty when all are valid)."""
+    from .sources.config import source_keys
+
+    return source_keys(config)[1]
 
 
 def sync_source_partitions(instance: dg.DagsterInstance, keys: list[str] | None = None) -> list[str]:

@@ -24,7 +24,7 @@ import dagster as dg
 
 from . import automation
 from .fileio import sha256_file
-from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, source_partitions
+from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, invalid_source_keys, source_partitions
 from .resources import SpecforgeStore
 
 from .keys import SOURCES
@@ -84,12 +84,18 @@ def _now_iso() -> str:
 # incoming files → source partitions
 
 
-def list_incoming(store: SpecforgeStore) -> dict[str, Path]:
-    """`{partition key: path}` of the files/folders in the incoming folder, from the sources
-    layer (which also resolves these keys as custom sources when they are materialized)."""
-    from .sources.config import list_incoming as _list
+def scan_incoming(store: SpecforgeStore):
+    """The incoming folder as the sources layer sees it (`sources.config.scan_incoming`, which
+    also resolves these keys as custom sources when they are materialized): `.found` `{partition
+    key: path}`, `.skipped` `{entry: reason}` (bad names, links leaving the folder, ...)."""
+    from .sources.config import scan_incoming as _scan
 
-    return {k: Path(p) for k, p in _list(config=store.config("sources"), root=store.root()).items()}
+    return _scan(config=store.config("sources"), root=store.root())
+
+
+def list_incoming(store: SpecforgeStore) -> dict[str, Path]:
+    """`{partition key: path}` of the files/folders in the incoming folder."""
+    return {k: Path(p) for k, p in scan_incoming(store).found.items()}
 
 
 def _fingerprint(path: Path, previous: dict | None) -> dict:
@@ -116,9 +122,18 @@ def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
     log_path = _ops_path(_SETTINGS["ops"]["incoming_log"], root, "incoming.jsonl")
     state = json.loads(context.cursor) if context.cursor else {}
     seen: dict[str, dict] = state.get("files", {})
-    files = list_incoming(store)
+    scan = scan_incoming(store)
+    files = {k: Path(p) for k, p in scan.found.items()}
     existing = set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
-    configured = set(configured_source_keys(store.config("sources")))
+    configured = set(configured_source_keys(store.config("sources")))  # bad keys left out, never fatal
+
+    # Entries that are not partitions: one warning (and one ops-log line) per entry and reason,
+    # never a silent drop; links leaving the drop folder are refused and never read.
+    old_skipped: dict[str, str] = state.get("skipped", {})
+    for name, reason in sorted(scan.skipped.items()):
+        if old_skipped.get(name) != reason:
+            context.log.warning(f"incoming {name}: skipped, not a partition: {reason}")
+            _append_jsonl(log_path, {"time": _now_iso(), "event": "skipped", "entry": name, "reason": reason})
 
     now_ns = time.time_ns()
     new_state: dict[str, dict] = {}
@@ -179,9 +194,11 @@ def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
             {"time": _now_iso(), "event": "deleted", "partition": key, "data_kept": True, **seen[key]},
         )
 
-    cursor = json.dumps({"files": new_state}, sort_keys=True)
+    cursor = json.dumps({"files": new_state, "skipped": scan.skipped}, sort_keys=True)
     if not run_requests and not new_partitions:
         msg = f"{len(new_state)} incoming file(s), none new or changed"
+        if scan.skipped:
+            msg += f"; skipped (see the warnings): {sorted(scan.skipped)}"
         if waiting:
             msg += f"; waiting for {waiting} to settle"
         if deleted:
@@ -219,12 +236,19 @@ def incoming_files_sensor(context: dg.SensorEvaluationContext, store: SpecforgeS
     description="Adds a partition for every source in configs/sources.yaml that the instance does not list yet.",
 )
 def register_sources_sensor(context: dg.SensorEvaluationContext, store: SpecforgeStore):
-    keys = configured_source_keys(store.config("sources"))
+    cfg = store.config("sources")
+    keys = configured_source_keys(cfg)
+    bad = invalid_source_keys(cfg)  # reported, never registered, never stops the others
+    for reason in bad.values():
+        context.log.warning(reason)
     existing = set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
     missing = [k for k in keys if k not in existing]
     if not missing:
-        return dg.SkipReason(f"all {len(keys)} configured sources are partitions")
-    context.log.info(f"registering source partitions: {missing}")
+        msg = f"all {len(keys)} configured sources are partitions"
+        if bad:
+            msg += f"; invalid source keys ignored: {sorted(bad)}"
+        return dg.SkipReason(msg)
+    context.log.info(f"registering source partitions: {missing}" + (f" (invalid keys ignored: {sorted(bad)})" if bad else ""))
     return dg.SensorResult(dynamic_partitions_requests=[source_partitions.build_add_request(missing)])
 
 

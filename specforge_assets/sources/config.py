@@ -2,16 +2,24 @@
 
 A partition key resolves to the entry of the same name in `sources:`; a key that is not there
 resolves to a file `<incoming>/<key>.jsonl|.json|.parquet` (format auto-detected). The
-platform's file-drop sensor calls `list_incoming` and `resolve_source`.
+platform's file-drop sensor calls `scan_incoming` (partitions + why other entries are not) and
+`resolve_source`.
+
+Links: the incoming folder is a trust boundary (entries whose links leave it are refused); a
+relative `data_path` must stay inside the data root unless the source sets
+`allow_outside_links: true`; an absolute `data_path` is the user's explicit choice. The one rule
+is `loaders.check_link`. A bad key in `sources:` is reported by `source_keys`, never fatal.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import paths
 from .errors import SourceError, UnknownSourceError
 from .formats import FORMATS
+from . import loaders
 from .loaders import SUFFIXES
 from .presets import get_preset
 
@@ -20,7 +28,7 @@ INCOMING_SUFFIXES = (".parquet", ".jsonl", ".json")
 _DEFAULTS = {"split_eval": False, "sample_size": None, "quarantine_threshold": 0.1, "dedup_ids": True}
 _OWN_KEYS = {
     "preset", "format", "data_path", "hub_id", "config", "split", "opc_subset", "sample_size",
-    "split_eval", "quarantine_threshold", "dedup_ids", "description",
+    "split_eval", "quarantine_threshold", "dedup_ids", "description", "allow_outside_links",
 }
 
 
@@ -39,6 +47,7 @@ class SourceSpec:
     quarantine_threshold: float = 0.1
     dedup_ids: bool = True
     description: str | None = None
+    allow_outside_links: bool = False  # a relative data_path may be/contain links leaving the data root
     origin: str = "config"  # config | incoming
     extra: dict = field(default_factory=dict)  # keys other layers own (regenerate, weight, ...)
 
@@ -51,6 +60,8 @@ class SourceSpec:
         d = asdict(self)
         d.pop("extra")
         d.pop("description")
+        if not d["allow_outside_links"]:  # only when set, so that existing cache keys stay valid
+            d.pop("allow_outside_links")
         return d
 
 
@@ -73,33 +84,110 @@ def incoming_dir(config: dict | None = None, root: Path | None = None) -> Path:
     return (p if p.is_absolute() else base / p).resolve()
 
 
-def list_incoming(config: dict | None = None, root: Path | None = None) -> dict[str, Path]:
-    """`{key: path}` for every `<incoming>/<key>.parquet|.jsonl|.json` whose stem is a valid key,
-    and every folder `<incoming>/<key>/` holding such files (shards of one source).
+# Hidden and temporary names (a copy in progress) are skipped silently; every other entry that
+# cannot become a partition is reported with the rule it breaks (`IncomingScan.skipped`).
+_TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
 
-    Invalid names (spaces, leading dot, temp files) are ignored; when several entries share a
-    key the first of .parquet, .jsonl, .json, folder wins (`resolve_source` uses the same rule).
+
+@dataclass
+class IncomingScan:
+    """What is in the incoming folder: `found` `{key: path}` (the partitions), `skipped`
+    `{entry name: reason}` for every entry that is not one (bad name, unsupported suffix,
+    shadowed by another entry with the same key, a link leaving the folder), and `refused`
+    `{key: reason}` for entries refused for their links (so `resolve_source` can say why)."""
+
+    dir: Path
+    found: dict[str, Path] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+def key_problem(key: str) -> str | None:
+    """Which rule of `paths.check_key` a would-be partition key breaks (None: it is valid)."""
+    try:
+        paths.check_key(key)
+        return None
+    except paths.UnsafeKeyError:
+        pass
+    if not key:
+        return "the name is empty"
+    if len(key) > 128:
+        return f"the name is {len(key)} characters long (at most 128)"
+    if not key.isascii():
+        return "the name has non-ASCII characters (use letters, digits, '.', '_' or '-')"
+    if any(c.isspace() for c in key):
+        return "the name has spaces (use letters, digits, '.', '_' or '-')"
+    if not key[0].isalnum():
+        return "the name must start with a letter or digit"
+    return "the name has characters other than letters, digits, '.', '_' or '-'"
+
+
+def scan_incoming(config: dict | None = None, root: Path | None = None) -> IncomingScan:
+    """Every entry of the incoming folder, sorted into partitions and skipped entries.
+
+    A partition is `<incoming>/<key>.parquet|.jsonl|.json` (suffix in any case: `data.JSONL` is
+    key `data`) or a folder `<incoming>/<key>/` holding such files (shards of one source). The
+    drop folder is a trust boundary: an entry that is, or contains, a link leading outside the
+    incoming folder is refused (`loaders.check_tree`), never listed or read. Names that cannot be
+    a key (spaces, non-ASCII, longer than 128, ...) are skipped with that reason, never renamed
+    (a sanitized name would make a partition key that no file has, and two files could collide);
+    only hidden (leading dot) and temporary names (.tmp, .part, ~, ...) are skipped silently.
+    When several entries share a key the first of .parquet, .jsonl, .json, folder wins and the
+    others are skipped with the reason.
     """
     d = incoming_dir(config, root)
+    scan = IncomingScan(dir=d)
     if not d.is_dir():
-        return {}
-    found: dict[str, Path] = {}
-    for suffix in INCOMING_SUFFIXES:
-        for p in sorted(d.glob(f"*{suffix}")):
-            if not p.is_file() or p.suffix != suffix:
+        return scan
+    candidates: dict[str, list[tuple[int, Path]]] = {}
+    for p in sorted(d.iterdir()):
+        name = p.name
+        if name.startswith(".") or name.lower().endswith(_TEMP_SUFFIXES):
+            continue
+        suffix = p.suffix.lower()
+        key = name if not suffix or suffix not in INCOMING_SUFFIXES else p.stem
+        try:
+            loaders.check_tree(p, d, "drop-folder rule", loaders.INCOMING_HINT)
+        except loaders.OutsideLinkError as e:
+            scan.skipped[name] = str(e)
+            if key_problem(key) is None:
+                scan.refused[key] = str(e)
+            continue
+        except OSError as e:  # unreadable entry: say so, never crash the listing
+            scan.skipped[name] = f"cannot be read: {e}"
+            continue
+        if p.is_dir():
+            if not any(is_data_file(f) for f in p.iterdir() if f.is_file()):
+                scan.skipped[name] = "a folder with no .parquet/.jsonl/.json files in it"
                 continue
-            try:
-                key = paths.check_key(p.stem)
-            except paths.UnsafeKeyError:
+            rank, key = len(INCOMING_SUFFIXES), name
+        elif p.is_file():
+            if suffix not in INCOMING_SUFFIXES:
+                scan.skipped[name] = "not a .parquet, .jsonl or .json file"
                 continue
-            found.setdefault(key, p)
-    for p in sorted(d.iterdir()):  # a folder of shards <incoming>/<key>/*.parquet|*.jsonl|*.json
-        if p.is_dir() and any(is_data_file(f) for f in p.iterdir() if f.is_file()):
-            try:
-                found.setdefault(paths.check_key(p.name), p)
-            except paths.UnsafeKeyError:
-                continue
-    return dict(sorted(found.items()))
+            rank = INCOMING_SUFFIXES.index(suffix)
+        else:
+            scan.skipped[name] = "not a file or folder (a broken link?)"
+            continue
+        problem = key_problem(key)
+        if problem:
+            scan.skipped[name] = f"{problem}; rename it to become a partition"
+            continue
+        candidates.setdefault(key, []).append((rank, p))
+    for key in sorted(candidates):
+        ranked = sorted(candidates[key], key=lambda rp: (rp[0], rp[1].name))
+        scan.found[key] = ranked[0][1]
+        for _, other in ranked[1:]:
+            scan.skipped[other.name] = (
+                f"same partition key {key!r} as {ranked[0][1].name}, which wins (.parquet, .jsonl, .json, folder)"
+            )
+    return scan
+
+
+def list_incoming(config: dict | None = None, root: Path | None = None) -> dict[str, Path]:
+    """`{key: path}` of the partitions in the incoming folder (see `scan_incoming`, which also
+    says why the other entries are not partitions)."""
+    return scan_incoming(config, root).found
 
 
 def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> SourceSpec:
@@ -122,6 +210,9 @@ def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> Sou
     ss = merged.get("sample_size")
     if ss is not None and (not isinstance(ss, int) or isinstance(ss, bool) or ss <= 0):
         raise SourceError(f"sources.yaml sources.{key}: sample_size must be a positive integer, got {ss!r}")
+    allow = merged.get("allow_outside_links", False)
+    if not isinstance(allow, bool):
+        raise SourceError(f"sources.yaml sources.{key}: allow_outside_links must be true or false, got {allow!r}")
     qt = merged.get("quarantine_threshold")
     if not isinstance(qt, (int, float)) or not 0 <= qt <= 1:
         raise SourceError(f"sources.yaml sources.{key}: quarantine_threshold must be in [0, 1], got {qt!r}")
@@ -139,22 +230,66 @@ def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> Sou
         quarantine_threshold=float(qt),
         dedup_ids=bool(merged.get("dedup_ids", True)),
         description=merged.get("description"),
+        allow_outside_links=allow,
         extra={k: v for k, v in entry.items() if k not in _OWN_KEYS},
     )
 
 
+def source_keys(config: dict | None = None) -> tuple[list[str], dict[str, str]]:
+    """The keys of the `sources:` mapping, split into (valid keys in file order, `{bad key:
+    reason}`). A bad key (`"bad key!"`, `../x`) is reported, never fatal: the other sources still
+    register, resolve and materialize (partition registration and the sensors use this)."""
+    sources = _config(config).get("sources") or {}
+    if not isinstance(sources, dict):
+        return [], {"sources": f"`sources:` must be a mapping of key → entry, got {type(sources).__name__}"}
+    good: list[str] = []
+    bad: dict[str, str] = {}
+    for k in sources:
+        problem = key_problem(k) if isinstance(k, str) else f"the key is a {type(k).__name__}, not a name"
+        if problem:
+            bad[str(k)] = f"configs/sources.yaml `sources:` key {k!r} is not a valid source key: {problem}; this source is ignored"
+        else:
+            good.append(k)
+    return good, bad
+
+
+def _check_links(spec: SourceSpec, root: Path | None) -> SourceSpec:
+    """A relative `data_path` lives under the data root: it, and every file in it when it is a
+    folder, must not be a link leading outside the data root (`loaders.check_tree`), unless the
+    source sets `allow_outside_links: true` — then the path is used as if the user had written
+    it absolute. An absolute `data_path` is the user's explicit choice and `sample:` paths are
+    held inside the shipped sample folder by `loaders.resolve_data_path`."""
+    dp = spec.data_path
+    if not dp or dp.startswith(loaders.SAMPLE_PREFIX) or Path(dp).expanduser().is_absolute():
+        return spec
+    base = Path(root) if root is not None else paths.data_root()
+    if spec.allow_outside_links:
+        spec.data_path = os.path.abspath(base / dp)
+        return spec
+    if (base / dp).exists() or (base / dp).is_symlink():
+        loaders.check_tree(base / dp, base, f"source {spec.key!r}", loaders.DATA_ROOT_HINT)
+    return spec
+
+
 def resolve_source(key: str, config: dict | None = None, root: Path | None = None) -> SourceSpec:
-    """The spec of partition `key`: its `sources:` entry, else an incoming file, else an error."""
+    """The spec of partition `key`: its `sources:` entry, else an incoming file, else an error.
+
+    Links are checked here with the same rule the readers apply (`loaders.check_link`): an
+    incoming entry that is or contains a link leaving the incoming folder is refused with the
+    reason, even when its partition was registered by hand."""
     paths.check_key(key)
     cfg = _config(config)
     sources = cfg.get("sources") or {}
     if key in sources:
-        return _spec_from_entry(key, sources[key] or {}, cfg.get("defaults") or {}, cfg)
-    incoming = list_incoming(cfg, root)
-    if key in incoming:
-        spec = _spec_from_entry(key, {"format": "auto", "data_path": str(incoming[key])}, cfg.get("defaults") or {}, cfg)
+        spec = _spec_from_entry(key, sources[key] or {}, cfg.get("defaults") or {}, cfg)
+        return _check_links(spec, root)
+    scan = scan_incoming(cfg, root)
+    if key in scan.found:
+        spec = _spec_from_entry(key, {"format": "auto", "data_path": str(scan.found[key])}, cfg.get("defaults") or {}, cfg)
         spec.origin = "incoming"
         return spec
+    if key in scan.refused:
+        raise loaders.OutsideLinkError(f"source {key!r}: {scan.refused[key]}")
     known = ", ".join(list(sources)) or "(none)"
     raise UnknownSourceError(
         f"unknown source {key!r}: not in configs/sources.yaml `sources:` (known: {known}) and no "

@@ -62,24 +62,117 @@ class RawBatch:
 
 # ----------------------------------------------------------------------------- paths
 
+class OutsideLinkError(SourceError):
+    """A path under a trusted folder is (or passes through) a link whose target lies outside it."""
+
+
+INCOMING_HINT = " (the drop folder only takes real files, or links that stay inside it)"
+DATA_ROOT_HINT = (
+    " (a relative data_path must stay inside the data root; if this link is intended, set "
+    "`allow_outside_links: true` on the source in configs/sources.yaml, or write the absolute path)"
+)
+
+
+def _inside(path: Path, base: Path) -> bool:
+    return path == base or base in path.parents
+
+
+def check_link(path: str | os.PathLike, trusted_root: str | os.PathLike | None, what: str = "path", hint: str = "") -> Path:
+    """THE rule for a path under a trusted folder (the incoming drop folder, the data root, the
+    shipped sample folder): after following every link on the way, `path` must still lie inside
+    `trusted_root`. Returns the resolved path; raises `OutsideLinkError` naming the path, where
+    it leads and the rule. `trusted_root=None`: no restriction (an absolute path the user wrote).
+
+    Every place that lists or reads such paths goes through here: the file-drop sensor's listing
+    (`sources.config.scan_incoming`, via `check_tree`), `resolve_source` for configured sources,
+    and the readers (`resolve_data_path`, `_data_files`, `discover_files`)."""
+    resolved = Path(path).resolve()
+    if trusted_root is None:
+        return resolved
+    base = Path(trusted_root).resolve()
+    if not _inside(resolved, base):
+        lexical = Path(os.path.abspath(path))
+        how = "is a link (or inside a linked folder) leading to" if _inside(lexical, Path(os.path.abspath(trusted_root))) or _inside(lexical, base) else "resolves to"
+        raise OutsideLinkError(
+            f"{what}: refused {path}: it {how} {resolved}, outside {base}; links may not leave {base}{hint}"
+        )
+    return resolved
+
+
+def check_tree(path: str | os.PathLike, trusted_root: str | os.PathLike | None, what: str = "path", hint: str = "") -> Path:
+    """`check_link` for `path` and, when it is a folder, for every entry under it (files, links,
+    sub-folders, followed only once they are known to stay inside `trusted_root`)."""
+    top = check_link(path, trusted_root, what, hint)
+    if trusted_root is None or not top.is_dir():
+        return top
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back to a folder already walked
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        for name in (*dirnames, *filenames):
+            check_link(Path(dirpath) / name, trusted_root, what, hint)
+    return top
+
+
+class DataPath(type(Path())):
+    """A resolved data path that remembers the folder its links must stay inside
+    (`trusted_root`; None: an absolute path the user wrote, no restriction), so that the files
+    listed in it later (`_data_files`, `discover_files`) are held to the same rule."""
+
+    trusted_root: Path | None = None
+
+
+def _hint(trusted_root: Path | None) -> str:
+    if trusted_root is None:
+        return ""
+    if trusted_root.name == "incoming":
+        return INCOMING_HINT
+    return "" if trusted_root == paths.SAMPLE_DIR.resolve() else DATA_ROOT_HINT
+
+
+def _with_trust(p: Path, trusted_root: Path | None) -> Path:
+    out = DataPath(p)
+    out.trusted_root = trusted_root
+    return out
+
+
 def resolve_data_path(value: str | os.PathLike, root: Path | None = None) -> Path:
-    """`sample:<rel>` → inside the shipped sample folder; relative → under the data root."""
+    """`sample:<rel>` → inside the shipped sample folder; relative → under the data root.
+
+    Links: a `sample:` path must stay inside the sample folder; a relative path inside the data
+    root; a path in the drop folder `<root>/incoming` inside that folder (whatever links it or
+    its parents are); an absolute path elsewhere is the user's explicit choice. Refusals raise
+    `OutsideLinkError` (`check_link`). The result is a `DataPath` carrying that trusted folder."""
     s = str(value)
     if s.startswith(SAMPLE_PREFIX):
         rel = s[len(SAMPLE_PREFIX):].lstrip("/")
-        p = (paths.SAMPLE_DIR / rel).resolve()
-        if paths.SAMPLE_DIR.resolve() not in (p, *p.parents):
-            raise SourceError(f"data_path {s!r} escapes the sample folder")
-        return p
-    p = Path(s).expanduser()
-    if not p.is_absolute():
-        p = (root or paths.data_root()) / p
-    return p.resolve()
+        p = paths.SAMPLE_DIR / rel
+        trusted, hint = paths.SAMPLE_DIR, f" (data_path {s!r} escapes the sample folder)"
+    else:
+        base = Path(root) if root is not None else paths.data_root()
+        p = Path(s).expanduser()
+        incoming = Path(os.path.abspath(base / "incoming"))
+        if not p.is_absolute():
+            p, trusted, hint = base / p, base, DATA_ROOT_HINT
+        elif _inside(Path(os.path.abspath(p)), incoming) or _inside(Path(os.path.abspath(p)), incoming.resolve()):
+            trusted, hint = incoming, INCOMING_HINT
+        else:
+            trusted, hint = None, ""
+    resolved = check_link(p, trusted, f"data_path {s!r}", hint)
+    return _with_trust(resolved, Path(trusted).resolve() if trusted is not None else None)
 
 
 def _data_files(directory: Path, split: str | None) -> list[Path]:
+    """The data files of a folder (or of its `data/` sub-folder). When `directory` came from
+    `resolve_data_path` every file must stay inside its trusted folder (`check_link`)."""
+    trusted = getattr(directory, "trusted_root", None)
     d = directory / "data" if (directory / "data").is_dir() else directory
     files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+    for f in files:
+        check_link(f, trusted, f"data file in {directory}", _hint(trusted))
     if split and files:
         by_split = [p for p in files if p.stem == split or p.stem.startswith(split + "-")]
         if by_split:
@@ -105,15 +198,17 @@ def discover_files(data_path: Path, parts: Sequence, what: str) -> list[tuple[ob
         return [(parts[0] if len(parts) == 1 else None, [data_path])]
     out = []
     multi = len(parts) > 1
+    trusted = getattr(data_path, "trusted_root", None)
     for part in parts:
         sub = data_path / part.name
         single = [data_path / f"{part.name}{s}" for s in SUFFIXES if (data_path / f"{part.name}{s}").is_file()]
         if sub.is_dir():
-            files = _data_files(sub, part.split)
+            files = _data_files(_with_trust(check_link(sub, trusted, what, _hint(trusted)), trusted), part.split)
         elif single:
+            check_link(single[0], trusted, what, _hint(trusted))
             files = single[:1]
         elif not multi:
-            files = _data_files(data_path, part.split)
+            files = _data_files(_with_trust(data_path, trusted), part.split)
         else:
             names = ", ".join(p.name for p in parts)
             raise SourceError(
