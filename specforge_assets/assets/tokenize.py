@@ -5,6 +5,8 @@ import json
 import dagster as dg
 
 from ..checks import tokenize as tok_checks
+from ..errors import UserError
+from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
 from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
@@ -16,15 +18,26 @@ from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
 from ..keys import TARGET as TARGET_KEY
 from ..keys import MIX as MIX_KEY
+def _failure(e: UserError) -> dg.Failure:
+    """An expected failure (bad input, refused build) fails the step with one clear line."""
+    return dg.Failure(description=str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 def _example(res: dict, root) -> tuple[str, str | None]:
     from ..tokenize.core import Preprocessor
 
     mix_train = root / "mix" / "train.jsonl"
-    with open(mix_train, encoding="utf-8") as f:
-        line = next((l for l in f if l.strip()), None)
-    if line is None:
+    row = None
+    with open(mix_train, "rb") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    row = loads_object(line)
+                except RowDecodeError:
+                    continue
+                break
+    if row is None:
         return "(empty mix)", None
-    row = json.loads(line)
     try:
         t = Preprocessor(res["tokenizer"], res["template"], res["options"]).process(row)
     except ValueError as e:
@@ -48,7 +61,10 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
     cache key (mix content, tokenizer files, chat template, template fields, max_length, options)
     is the DataVersion and identical inputs are never recomputed."""
     root = store.root()
-    res = build_tokenized(root, store.config("tokenize"), store.config("target"))
+    try:
+        res = build_tokenized(root, store.config("tokenize"), store.config("target"))
+    except UserError as e:
+        raise _failure(e) from e
     st = res["stats"]
     out = res["dir"]
     hist = length_histogram_png(read_lengths(out), st["max_length"], out / "lengths.png")
@@ -57,6 +73,11 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
         for w in res["warnings"]:
             context.log.warning(w)
     context.log.info(f"cache {'hit' if res['cache_hit'] else 'miss'}: {res['key']}")
+    from ..tokenize.dataset import summary_line
+
+    cuts = summary_line(st)
+    if cuts:
+        context.log.warning(cuts)
     md = {
         "dagster/row_count": st["rows"],
         "tokens": st["tokens"],
@@ -65,6 +86,12 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
         "zero_supervised_rows": st["zero_supervised_rows"],
         "truncated_rows": st["truncated_rows"],
         "rows_failed": st["rows_failed"],
+        "rows_failed_by_reason": dg.MetadataValue.json(st.get("rows_failed_by_reason", {})),
+        "rows_no_assistant_turn": st.get("rows_no_assistant_turn", 0),
+        "rows_cut_consecutive_assistant": st.get("rows_cut_consecutive_assistant", 0),
+        "rows_cut": dg.MetadataValue.json(st.get("rows_cut", {})),
+        "messages_dropped": st.get("messages_dropped", 0),
+        "messages_dropped_by_reason": dg.MetadataValue.json(st.get("messages_dropped_by_reason", {})),
         "fallback_render_rows": st["fallback_render_rows"],
         "rows_with_warnings": st["rows_with_warnings"],
         "warning_examples": dg.MetadataValue.json(st["warning_examples"]),
@@ -139,7 +166,15 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> d
     positions (ties: first appearance in dataset order, then ascending id; fill-up with zero-count
     ids ascending), saved as SpecForge's {"d2t": LongTensor, "t2d": BoolTensor} torch file at
     <root>/tokenized/vocab_mapping/vocab_mapping.pt. Clamped to the target vocabulary size."""
-    res = build_vocab_mapping(store.root(), store.config("tokenize"), store.config("target"))
+    from ..tokenize.vocab import fill_warning
+
+    try:
+        res = build_vocab_mapping(store.root(), store.config("tokenize"), store.config("target"))
+    except UserError as e:
+        raise _failure(e) from e
+    fill = fill_warning(res)
+    if fill:
+        context.log.warning(fill)
     if res["clamped"]:
         context.log.warning(f"draft vocab size {res['requested_draft_vocab_size']} > target vocabulary "
                             f"{res['target_vocab_size']}: clamped to {res['draft_vocab_size']}")
@@ -153,6 +188,7 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> d
             "coverage": float(res["coverage"]),
             "distinct_supervised_tokens": res["distinct_supervised_tokens"],
             "filled_zero_count_ids": res["filled_zero_count_ids"],
+            "fill_warning": fill or "",
             "supervised_tokens": res["supervised_tokens"],
             "dagster/row_count": res["rows"],
             "tie_break": "count desc → first appearance (row order, ascending id within a row) → zero-count fill ascending",

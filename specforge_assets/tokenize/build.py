@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_manifest
 from ..paths import load_config
 from ..target import target_config, target_model_path
 from .core import Preprocessor, TokenizeOptions
-from .dataset import cache_key, load_tokenizer, read_lengths, tokenize_jsonl
+from .dataset import InputNotFoundError, TokenizerLoadError, cache_key, load_tokenizer, read_lengths, tokenize_jsonl
 from .templates import get_template
 
 TOKENIZE_DEFAULTS: dict[str, Any] = {
@@ -56,16 +57,20 @@ def prune_cache(cache_root: Path, keep: int, current: str) -> list[str]:
     return sorted(pruned)
 
 
+class TokenizeConfigError(ValueError, UserError):
+    """configs/tokenize.yaml (or the target's chat template) is not usable."""
+
+
 def tokenize_config(cfg: dict | None = None, config_dir: Path | None = None) -> dict:
     raw = load_config("tokenize", config_dir) if cfg is None else cfg
     out = json.loads(json.dumps(TOKENIZE_DEFAULTS))
     for k, v in (raw or {}).items():
         if k not in out:
-            raise ValueError(f"configs/tokenize.yaml: unknown key {k!r}; known: {sorted(out)}")
+            raise TokenizeConfigError(f"configs/tokenize.yaml: unknown key {k!r}; known: {sorted(out)}")
         if isinstance(out[k], dict) and isinstance(v, dict) and k != "templates":
             unknown = set(v) - set(out[k])
             if unknown:
-                raise ValueError(f"configs/tokenize.yaml: unknown key(s) {sorted(unknown)} under {k!r}")
+                raise TokenizeConfigError(f"configs/tokenize.yaml: unknown key(s) {sorted(unknown)} under {k!r}")
             out[k].update(v)
         elif v is not None:
             out[k] = v
@@ -86,13 +91,20 @@ def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
     """Tokenizer, template and options of this run (clear errors for bad configuration)."""
     name = cfg["chat_template"] or tcfg.get("chat_template")
     if not name:
-        raise ValueError("no chat template: set chat_template in configs/tokenize.yaml or configs/target.yaml")
-    template = get_template(name, cfg.get("templates") or {})
+        raise TokenizeConfigError("no chat template: set chat_template in configs/tokenize.yaml or configs/target.yaml")
+    try:
+        template = get_template(name, cfg.get("templates") or {})
+    except ValueError as e:
+        raise TokenizeConfigError(f"configs/tokenize.yaml templates: {e}") from e
+    try:
+        options = options_from(cfg)
+    except (TypeError, ValueError) as e:
+        raise TokenizeConfigError(f"configs/tokenize.yaml: {e}") from e
     tok_path = target_model_path(root, tcfg)
     if isinstance(tok_path, Path) and not tok_path.exists():
-        raise FileNotFoundError(f"target model/tokenizer folder {tok_path} does not exist (materialize models/target_model first)")
+        raise TokenizerLoadError(f"target model/tokenizer folder {tok_path} does not exist (materialize models/target_model first)")
     tokenizer = load_tokenizer(tok_path, bool(tcfg.get("trust_remote_code", False)))
-    return {"template": template, "tokenizer_path": tok_path, "tokenizer": tokenizer, "options": options_from(cfg)}
+    return {"template": template, "tokenizer_path": tok_path, "tokenizer": tokenizer, "options": options}
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -113,7 +125,7 @@ def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None
     tcfg = target_config(load_config("target", config_dir) if tcfg is None else tcfg)
     mix_train = root / "mix" / "train.jsonl"
     if not mix_train.exists():
-        raise FileNotFoundError(f"{mix_train} not found (materialize mix/training_mix first)")
+        raise InputNotFoundError(f"{mix_train} not found (materialize mix/training_mix first)")
     r = resolve(root, cfg, tcfg)
     tok = r["tokenizer"]
     key = cache_key(sha256_file(mix_train), r["tokenizer_path"], getattr(tok, "chat_template", None),
@@ -167,13 +179,13 @@ def build_vocab_mapping(root: Path | str, cfg: dict | None = None, tcfg: dict | 
     ds = root / "tokenized" / "dataset"
     man = read_manifest(ds)
     if man is None:
-        raise FileNotFoundError(f"{ds} has no manifest (materialize tokenized/dataset first)")
+        raise InputNotFoundError(f"{ds} has no manifest (materialize tokenized/dataset first)")
     shards = sorted(ds.glob("part-*.parquet"))
     tok_path = target_model_path(root, tcfg)
     tokenizer = load_tokenizer(tok_path, bool(tcfg.get("trust_remote_code", False)))
     V = target_vocab_size(tok_path, tokenizer)
     D = int(cfg["vocab_mapping"]["draft_vocab_size"])
-    res = build_mapping(iter_parquet_batches(shards), V, D)
+    res = build_mapping(iter_parquet_batches(shards), V, D, source=str(ds))
     out = root / "tokenized" / "vocab_mapping"
     out.mkdir(parents=True, exist_ok=True)
     path = save_mapping(res, out / "vocab_mapping.pt")

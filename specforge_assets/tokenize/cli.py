@@ -43,37 +43,58 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_tokenize(args) -> int:
+    from ..errors import UserError
     from ..paths import load_yaml
     from .core import TokenizeOptions
-    from .dataset import tokenize_jsonl
-    from .templates import UnknownTemplateError, get_template
+    from .dataset import InputNotFoundError, summary_line, tokenize_jsonl
+    from .templates import get_template
 
+    # every path typed here is relative to the current directory
+    inp = Path(args.input).expanduser()
+    if not inp.is_file():
+        raise InputNotFoundError(f"input not found: {inp} (command-line paths are relative to the current directory)")
+    tok = Path(args.tokenizer).expanduser()
+    tokenizer = str(tok.resolve()) if tok.exists() else args.tokenizer
     extra = {}
     if args.templates_config:
-        extra = (load_yaml(Path(args.templates_config)) or {}).get("templates") or {}
+        tc = Path(args.templates_config).expanduser()
+        if not tc.is_file():
+            raise InputNotFoundError(f"--templates-config {tc}: file not found")
+        try:
+            extra = (load_yaml(tc) or {}).get("templates") or {}
+        except ValueError as e:
+            raise UserError(f"--templates-config {tc}: {e}") from e
     try:
         template = get_template(args.chat_template, extra)
-    except UnknownTemplateError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # a bad user template entry
+        raise UserError(f"--templates-config {args.templates_config}: {e}") from e
+    if args.max_length < 1:
+        raise UserError(f"--max-length must be a positive integer, got {args.max_length}")
     opts = TokenizeOptions(
         max_length=args.max_length, is_preformatted=args.is_preformatted,
         train_only_last_turn=args.train_only_last_turn, inject_system_prompt=not args.no_system_prompt,
         shift_mask_885=args.shift_mask_885, incremental_mask=args.incremental_mask,
     )
-    out = Path(args.output)
-    with tempfile.TemporaryDirectory(prefix=".tokenize.", dir=out.parent if out.parent.exists() else None) as td:
+    out = Path(args.output).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tokenize.", dir=out.parent) as td:
         stage = Path(td) / "out"
-        stats = tokenize_jsonl(args.input, args.tokenizer, template, stage, opts, workers=args.workers,
+        stats = tokenize_jsonl(inp, tokenizer, template, stage, opts, workers=args.workers,
                                trust_remote_code=args.trust_remote_code, write_parquet=False, export_jsonl="train.jsonl")
-        out.parent.mkdir(parents=True, exist_ok=True)
         (stage / "train.jsonl").replace(out)
         errors = [json.loads(l) for l in open(stage / "errors.jsonl", encoding="utf-8")]
     for e in errors[:10]:
         print(f"skipped line {e['line']} (id {e['id']!r}): {e['reason']}", file=sys.stderr)
+    if len(errors) > 10:
+        print(f"... and {len(errors) - 10} more skipped lines", file=sys.stderr)
     summary = {k: stats[k] for k in ("rows_in", "rows", "rows_failed", "tokens", "supervised_tokens",
-                                       "zero_supervised_rows", "truncated_rows", "fallback_render_rows", "seconds")}
+                                       "zero_supervised_rows", "truncated_rows", "fallback_render_rows",
+                                       "rows_cut_consecutive_assistant", "messages_dropped", "rows_failed_by_reason",
+                                       "seconds")}
     print(json.dumps(summary))
+    line = summary_line(stats)
+    if line:
+        print(line, file=sys.stderr)
     if stats["fallback_render_rows"]:
         print("warning: the tokenizer has no usable chat template; SpecForge's fallback rendering was used",
               file=sys.stderr)
@@ -81,13 +102,22 @@ def run_tokenize(args) -> int:
 
 
 def run_vocab_mapping(args) -> int:
-    from .vocab import build_mapping, iter_jsonl_batches, save_mapping
+    from .dataset import InputNotFoundError
+    from .vocab import VocabError, build_mapping, fill_warning, iter_jsonl_batches, save_mapping
 
-    res = build_mapping(iter_jsonl_batches(args.input), args.target_vocab_size, args.draft_vocab_size)
-    save_mapping(res, args.output)
+    inp = Path(args.input).expanduser()
+    if not inp.is_file():
+        raise InputNotFoundError(f"input not found: {inp} (command-line paths are relative to the current directory)")
+    if args.target_vocab_size < 1 or args.draft_vocab_size < 1:
+        raise VocabError("--target-vocab-size and --draft-vocab-size must be positive integers")
+    res = build_mapping(iter_jsonl_batches(inp), args.target_vocab_size, args.draft_vocab_size, source=str(inp))
+    save_mapping(res, Path(args.output).expanduser())
     info = {k: v for k, v in res.items() if k not in ("d2t", "t2d")}
     if res["clamped"]:
         print(f"note: draft vocab size {res['requested_draft_vocab_size']} > target vocab "
               f"{res['target_vocab_size']}; clamped", file=sys.stderr)
+    warn = fill_warning(res)
+    if warn:
+        print(f"warning: {warn}", file=sys.stderr)
     print(json.dumps(info))
     return 0

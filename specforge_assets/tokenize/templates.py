@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..paths import load_yaml
 
 REGISTRY_FILE = Path(__file__).with_name("templates.yaml")
@@ -18,7 +19,7 @@ PARSER_TYPES = ("general", "thinking", "glm", "openai-harmony")
 PATTERN_TYPES = ("general", "longcat", "inkling", "glm")
 
 
-class UnknownTemplateError(KeyError):
+class UnknownTemplateError(KeyError, UserError):
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0])
 

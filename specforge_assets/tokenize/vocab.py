@@ -12,6 +12,10 @@ Selection (deterministic, documented):
      ids in ascending id order;
   4. sort the chosen ids ascending: draft id i ↔ i-th smallest chosen target id.
 `draft_vocab_size` larger than the target vocabulary is clamped to it (reported).
+
+A corpus with no supervised token has no frequency signal: `build_mapping` refuses it
+(`VocabError`) instead of writing target ids 0..D-1. A partial fill-up is reported
+(`filled_zero_count_ids`, `fill_warning`).
 """
 from __future__ import annotations
 
@@ -21,7 +25,25 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..errors import UserError
+from ..jsonrows import RowDecodeError, loads_object
+
 NO_ROW = np.iinfo(np.int64).max
+
+
+class VocabError(ValueError, UserError):
+    """The mapping cannot be built from this input (no supervised token, ids outside the target
+    vocabulary, a malformed row)."""
+
+
+def fill_warning(result: dict) -> str | None:
+    """The warning for a mapping partly filled with zero-count ids (None when not filled)."""
+    n = int(result.get("filled_zero_count_ids") or 0)
+    if not n:
+        return None
+    return (f"{n} of {result['draft_vocab_size']} draft vocabulary ids are zero-count fill-up (target ids never "
+            f"supervised; only {result['distinct_supervised_tokens']} distinct supervised tokens in the data): "
+            "use more data or a smaller draft vocabulary size")
 
 
 class TokenCounter:
@@ -45,7 +67,7 @@ class TokenCounter:
             lo, hi = int(ids.min()), int(ids.max())
             if lo < 0 or hi >= self.vocab_size:
                 bad = hi if hi >= self.vocab_size else lo
-                raise ValueError(
+                raise VocabError(
                     f"token id {bad} is outside the target vocabulary (size {self.vocab_size}); "
                     "wrong --target-vocab-size or a different tokenizer?"
                 )
@@ -137,20 +159,25 @@ def iter_parquet_batches(paths: Iterable[Path]) -> Iterator[tuple[np.ndarray, np
 
 
 def iter_jsonl_batches(path: Path | str, batch_rows: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Rows of a pre-tokenized JSONL (tokenize's output) under the one JSON-row rule. A malformed
+    row is an error naming file and line (a mapping from part of the data would be wrong
+    silently)."""
     ids, masks, lens = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-                a, m = row["input_ids"], row["loss_mask"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with input_ids and loss_mask ({e})") from e
+                row = loads_object(line)
+            except RowDecodeError as e:
+                raise VocabError(f"{path}:{lineno}: {e}") from None
+            a, m = row.get("input_ids"), row.get("loss_mask")
+            if not isinstance(a, list) or not isinstance(m, list):
+                raise VocabError(f"{path}:{lineno}: expected a JSON object with input_ids and loss_mask lists")
             if a and isinstance(a[0], list):  # [1, L] tensors-as-lists
-                a, m = a[0], m[0]
+                a, m = a[0], (m[0] if m and isinstance(m[0], list) else m)
             if len(a) != len(m):
-                raise ValueError(f"{path}:{lineno}: input_ids and loss_mask lengths differ ({len(a)} vs {len(m)})")
+                raise VocabError(f"{path}:{lineno}: input_ids and loss_mask lengths differ ({len(a)} vs {len(m)})")
             ids.extend(a)
             masks.extend(m)
             lens.append(len(a))
@@ -161,8 +188,21 @@ def iter_jsonl_batches(path: Path | str, batch_rows: int = 8192) -> Iterator[tup
         yield np.asarray(ids, dtype=np.int64), np.asarray(masks, dtype=np.int8), np.asarray(lens)
 
 
-def build_mapping(batches: Iterable, target_vocab_size: int, draft_vocab_size: int = 32000) -> dict:
+def build_mapping(batches: Iterable, target_vocab_size: int, draft_vocab_size: int = 32000,
+                  source: str = "the tokenized dataset") -> dict:
+    """Count and select. Refuses (`VocabError`) a corpus without one supervised token: there is no
+    frequency signal, and the fill-up would make the draft vocabulary an arbitrary id range."""
     c = TokenCounter(target_vocab_size)
     for flat_ids, flat_mask, lens in batches:
-        c.add_flat(flat_ids, flat_mask, lens)
+        try:
+            c.add_flat(np.asarray(flat_ids), np.asarray(flat_mask), np.asarray(lens))
+        except (ValueError, TypeError) as e:
+            if isinstance(e, VocabError):
+                raise
+            raise VocabError(f"{source}: input_ids / loss_mask are not integer lists ({e})") from e
+    if c.total == 0:
+        if c.rows == 0:
+            raise VocabError(f"no supervised tokens in {source} (no rows): nothing to build a draft vocabulary from")
+        raise VocabError(f"no supervised tokens in {source} ({c.rows} rows, all loss masks zero): "
+                         "check max_length / chat template")
     return select(c, draft_vocab_size)
