@@ -4,8 +4,11 @@ Raw asyncio HTTP/1.1 (keep-alive), no framework, so its own capacity is far abov
 client needs to be measured against. Answers are deterministic: "echo <n>: <last user text>".
 Content markers steer replies: OVERFLOW -> 400 context overflow, TRUNCATE -> finish_reason
 "length", THINK -> a leftover <think> marker, EMPTY -> empty content.
-GET /stats reports the chat requests seen and the most answered at once (with --latency-ms).
---api-key K requires `Authorization: Bearer K`; --tls-cert/--tls-key serve https. Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
+GET /stats reports the chat requests seen and the most answered at once (with --latency-ms);
+GET /requests lists the `messages` of every chat request, in arrival order (for tests).
+Reply-shape quirks of real servers (`QUIRKS`), chosen by a `Q_<NAME>` marker in the last user
+message, or for every request with --quirk NAME.
+--api-key K requires `Authorization: Bearer K`; --basic-auth USER:PW requires HTTP Basic auth; --tls-cert/--tls-key serve https. Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
 --drop-every N (closes the connection without a response), --die-after N (the process exits).
 
     python -m specforge_assets.regenerate.stubserver --port 0 [--latency-ms 50] [--fail-every 3]
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -26,6 +30,7 @@ class _State:
         self.n = 0
         self.inflight = 0  # chat requests being answered now
         self.max_inflight = 0
+        self.requests: list = []  # messages of every chat request
 
 
 def _response(status: int, body: bytes, reason: str = "OK") -> bytes:
@@ -33,9 +38,46 @@ def _response(status: int, body: bytes, reason: str = "OK") -> bytes:
             f"content-length: {len(body)}\r\n\r\n").encode() + body
 
 
-def _chat(req: dict, n: int, model: str) -> tuple[int, bytes]:
+def _ok(message: dict, finish: str = "stop", model: str = "stub-model") -> dict:
+    return {"id": "chatcmpl-q", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+
+
+# name -> (server it mimics, reply body). Sources: sgl-project/sglang#20786 and #4539 (reasoning
+# parser leaves content null / moves the answer to reasoning_content), vLLM >= 0.16 (`reasoning`
+# instead of `reasoning_content`), tool-call replies (content null + tool_calls), `transformers
+# serve` (content as a list of parts), OpenAI-style gateways (error objects, `choices: []` from
+# content filters).
+QUIRKS = {
+    "SGLANG_NULL_LENGTH": ("sglang", _ok({"content": None, "reasoning_content": "Let me think step by"}, "length")),
+    "SGLANG_ALL_IN_REASONING": ("sglang", _ok({"content": "", "reasoning_content": "The answer is 42."})),
+    "VLLM_REASONING_ONLY": ("vllm", _ok({"content": None, "reasoning": "Six times seven is forty-two."})),
+    "VLLM_REASONING": ("vllm", _ok({"content": "Final answer: 42.", "reasoning": "Six times seven."})),
+    "TOOL_CALL": ("vllm", _ok({"content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+        "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}, "tool_calls")),
+    "WHITESPACE": ("sglang", _ok({"content": " \n\t "})),
+    "EMPTY_STRING": ("sglang", _ok({"content": ""})),
+    "PARTS": ("transformers", _ok({"content": [{"type": "text", "text": "Part one."},
+                                               {"type": "text", "text": " Part two."}]})),
+    "IMAGE_PART": ("transformers", _ok({"content": [{"type": "text", "text": "see"},
+                                                    {"type": "image_url", "image_url": {"url": "x"}}]})),
+    "NO_CHOICES": ("gateway", {"id": "x", "object": "chat.completion", "model": "m", "choices": [], "usage": {}}),
+    "MISSING_CHOICES": ("gateway", {"id": "x", "object": "chat.completion", "model": "m"}),
+    "ERROR_OBJECT": ("vllm", {"object": "error", "message": "This model's maximum context length is 4096 tokens.",
+                              "type": "BadRequestError", "code": 400}),
+    "ERROR_NESTED": ("gateway", {"error": {"message": "upstream overloaded, try later", "type": "server_error",
+                                           "code": 503}}),
+}
+
+
+def _chat(req: dict, n: int, model: str, quirk: str = "") -> tuple[int, bytes]:
     msgs = req.get("messages") or []
     last = next((m.get("content", "") for m in reversed(msgs) if m.get("role") == "user"), "")
+    last = last if isinstance(last, str) else json.dumps(last)
+    name = quirk or next((q for q in QUIRKS if f"Q_{q}" in last), "")
+    if name:
+        return 200, json.dumps(QUIRKS[name][1]).encode()
     if "OVERFLOW" in last:
         return 400, json.dumps({"error": {"message": "This model's maximum context length is 8 tokens",
                                           "type": "BadRequestError"}}).encode()
@@ -99,12 +141,18 @@ class _Proto(asyncio.Protocol):
         a = self.state.args
         while True:
             method, path, body, auth = await self.queue.get()
+            if a.basic_auth and auth != "Basic " + base64.b64encode(a.basic_auth.encode()).decode():
+                self.transport.write(_response(401, b'{"error":"missing or wrong credentials"}', "Unauthorized"))
+                continue
             if a.api_key and auth != f"Bearer {a.api_key}":
                 self.transport.write(_response(401, b'{"error":"missing or wrong API key"}', "Unauthorized"))
                 continue
             if path == "/stats" and method == "GET":
                 out = json.dumps({"chat_requests": self.state.n, "max_inflight": self.state.max_inflight}).encode()
                 self.transport.write(_response(200, out))
+                continue
+            if path == "/requests" and method == "GET":
+                self.transport.write(_response(200, json.dumps(self.state.requests).encode()))
                 continue
             if path in ("/health", "/v1/models") and method == "GET":
                 out = json.dumps({"status": "ok", "data": [{"id": a.model}]}).encode()
@@ -138,7 +186,8 @@ class _Proto(asyncio.Protocol):
             except ValueError:
                 self.transport.write(_response(400, b'{"error":"bad json"}', "Bad Request"))
                 continue
-            code, out = _chat(req, n, a.model)
+            self.state.requests.append(req.get("messages"))
+            code, out = _chat(req, n, a.model, a.quirk)
             self.transport.write(_response(code, out, "OK" if code == 200 else "Bad Request"))
 
 
@@ -169,6 +218,8 @@ def main(argv=None) -> None:
     p.add_argument("--drop-every", type=int, default=0)
     p.add_argument("--die-after", type=int, default=0)
     p.add_argument("--api-key", default="", help="require `Authorization: Bearer KEY` (401 otherwise)")
+    p.add_argument("--basic-auth", default="", help="require HTTP Basic auth USER:PW (401 otherwise)")
+    p.add_argument("--quirk", default="", choices=[""] + list(QUIRKS), help="answer every chat request with this quirk")
     p.add_argument("--tls-cert", default="", help="serve https with this PEM certificate (chain)")
     p.add_argument("--tls-key", default="", help="its private key (PEM), if not in --tls-cert")
     args = p.parse_args(argv)
