@@ -274,15 +274,15 @@ class ServerPool:
         """Health-probe every server; keep those that answer. Raise when none does."""
         results = await asyncio.gather(*(self._initial_probe(s, probe_chat) for s in self.servers))
         bad = [f"{s.label}: {err}" for s, err in zip(self.servers, results) if err]
+        if len(bad) == len(self.servers):
+            raise NoServerAvailable("no regeneration server answered the start probe (" + "; ".join(
+                " ".join(b.split()) for b in bad) + "); check --server-address / server_addresses and that the "
+                "server is running and serves this model")
         for s, err in zip(self.servers, results):
             if err:
                 s.up = False
                 self.log(f"server {s.label} did not answer the start probe ({err}); probing it in the background")
                 self._schedule_probe(s)
-        if len(bad) == len(self.servers):
-            raise NoServerAvailable("no regeneration server answered the start probe (" + "; ".join(
-                " ".join(b.split()) for b in bad) + "); check --server-address / server_addresses and that the "
-                "server is running and serves this model")
 
     async def _initial_probe(self, s: Server, probe_chat: bool) -> str | None:
         try:

@@ -21,7 +21,7 @@ from typing import Callable
 
 from ..errors import UserError
 from ..fileio import atomic_write, sha256_file
-from ..jsonrows import RowDecodeError, loads_row
+from ..jsonrows import MAX_DEPTH, RowDecodeError, loads_row
 from .client import NoServerAvailable, ServerPool
 from .journal import Journal, JournalWriteError, row_json
 from .rows import passthrough_row, regenerate_row, skipped_row, validate_conversation
@@ -67,6 +67,48 @@ class OutputPaths:
 _ID_HINT = re.compile(rb'^\s*\{\s*"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,30})')
 
 
+def _deep_field(text: str, limit: int) -> str | None:
+    """Where a line nests deeper than `limit`: the path to the last object key above the deep part
+    (``conversations[0].meta``). A plain scan, no recursion; None when it cannot tell."""
+    stack: list[list] = []  # [container, key or index]
+    i, n = 0, len(text)
+    expect_key = False
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if expect_key and stack and stack[-1][0] == "{":
+                try:
+                    stack[-1][1] = json.loads(text[i:j + 1])
+                except ValueError:
+                    return None
+                expect_key = False
+            i = j + 1
+            continue
+        if c in "[{":
+            stack.append([c, 0 if c == "[" else None])
+            expect_key = c == "{"
+            if len(stack) > limit:
+                parts, last_key = [], 0
+                for kind, key in stack[:-1]:
+                    parts.append(f"[{key}]" if kind == "[" else f".{key}")
+                    if kind == "{":
+                        last_key = len(parts)
+                path = "".join(parts[:last_key]).lstrip(".")
+                return path or None
+        elif c in "]}":
+            if stack:
+                stack.pop()
+        elif c == ",":
+            if stack and stack[-1][0] == "[":
+                stack[-1][1] += 1
+            expect_key = bool(stack) and stack[-1][0] == "{"
+        i += 1
+    return None
+
+
 def _parse(line: bytes, lineno: int):
     """(row, None) or (None, skip reason) for one input line (bytes, newline included).
 
@@ -76,7 +118,10 @@ def _parse(line: bytes, lineno: int):
     try:
         return loads_row(line), None
     except RowDecodeError as e:
-        where = f" (field {e.field})" if e.field else ""
+        field = e.field
+        if field is None and "nested deeper" in e.reason:
+            field = _deep_field(line.decode("utf-8", "replace"), MAX_DEPTH)
+        where = f" (field {field})" if field else ""
         return None, f"Invalid JSON: line {lineno}{where}: {e.reason}"
 
 
