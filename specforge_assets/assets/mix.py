@@ -8,6 +8,7 @@ from ..checks import mix as mix_checks
 from ..fileio import read_manifest, write_manifest
 from ..mix.mix import bar_chart_png, build_mix, discover_sources, mix_config
 from ..partitions import SOURCES_PARTITION_NAME
+from ..preview import truncate
 from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 from ..tokenize.report import png_markdown
@@ -70,10 +71,10 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     chart = bar_chart_png(report, out / "mix.png")
     inputs = upstream_versions(context)
     write_manifest(out, asset="mix/training_mix", report=report, inputs=inputs)
-    preview = []
+    preview = []  # bounded whatever the rows' size (one 50 MB row must not become 50 MB of metadata)
     with open(out / "train.jsonl", encoding="utf-8") as f:
         for _, line in zip(range(3), f):
-            preview.append(json.loads(line))
+            preview.append(truncate(json.loads(line)))
     version = report["train_sha256"][:16] + report["test_sha256"][:16]
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
