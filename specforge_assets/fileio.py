@@ -94,14 +94,32 @@ def write_jsonl(path: Path | str, rows: Iterable[Any], ensure_ascii: bool = True
     return n
 
 
-def iter_jsonl(path: Path | str) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
+from .errors import UserError  # noqa: E402 - iter_jsonl's error is an expected failure
+
+
+class JsonlRowError(ValueError, UserError):
+    """A JSONL row cannot be read (file:line: field: reason). An expected failure (the CLI prints
+    it as one line)."""
+
+
+def iter_jsonl(path: Path | str, errors: list | None = None) -> Iterator[dict]:
+    """The JSON-object rows of a JSONL file, read under the one row rule (`jsonrows.loads_object`:
+    UTF-8, JSON, depth, lone surrogates). A row that breaks it raises `JsonlRowError` naming file,
+    line and field; with `errors` (a list) it is appended there as ``(line, RowDecodeError)`` and
+    skipped, so the caller can count / report it."""
+    from .jsonrows import RowDecodeError, loads_object
+
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from e
+                    row = loads_object(line)
+                except RowDecodeError as e:
+                    if errors is None:
+                        raise JsonlRowError(f"{path}:{lineno}: {e}") from None
+                    errors.append((lineno, e))
+                    continue
+                yield row
 
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:

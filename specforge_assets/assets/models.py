@@ -6,12 +6,14 @@ in a separate `torchrun` process launched through Dagster Pipes (resource "pipes
 the Pipes client moves it to a GPU box or a cluster without touching the asset.
 """
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import dagster as dg
 
+from ..errors import UserError
 from ..fileio import read_manifest, sha256_file, sha256_json, write_manifest
 from ..resources import SpecforgeStore
 
@@ -65,8 +67,18 @@ def _upstream_version(context, key: dg.AssetKey, folder: Path) -> str | None:
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found at {path}: materialize it first")
+        raise dg.Failure(description=f"{what} not found at {path}: materialize it first")
     return path
+
+
+@contextlib.contextmanager
+def _expected_failures():
+    """An expected failure (`errors.UserError`: bad input, refused build) fails the step with one
+    clear line (`dagster.Failure`); anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except UserError as e:
+        raise dg.Failure(description=(str(e).splitlines() or [type(e).__name__])[0]) from e
 
 
 # -- models/target_model ------------------------------------------------------------------------
@@ -111,7 +123,8 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
 
     tcfg = target_config(store.config("target"))
     if tcfg.get("path"):
-        return _external_target(context, tcfg)
+        with _expected_failures():
+            return _external_target(context, tcfg)
     from ..train.demo_target import BUILDER_VERSION, build_demo_target, build_params, corpus_fingerprint, load_demo_corpus
     from ..train.entry import train_settings
 
@@ -120,7 +133,8 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     source_keys = demo_cfg.pop("sources", None)
     params = build_params(**demo_cfg)
     out = store.layer_dir("models", "target_model")
-    rows, info = load_demo_corpus(source_keys, sources_config=store.config("sources"), log=context.log.info)
+    with _expected_failures():
+        rows, info = load_demo_corpus(source_keys, sources_config=store.config("sources"), log=context.log.info)
     fingerprint = corpus_fingerprint(rows, params)
     version = fingerprint[:24]
     manifest = read_manifest(out) if out.is_dir() else None
@@ -130,8 +144,9 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
         context.log.info(f"demo target unchanged (fingerprint {version}): reusing {out}")
     else:
         context.log.info(f"building the demo target from {len(rows)} rows of {sorted(info['sources'])} into {out}")
-        build_demo_target(out, rows, log=context.log.info, **params,
-                          extra_manifest={"data_version": version, "corpus_sources": info})
+        with _expected_failures():
+            build_demo_target(out, rows, log=context.log.info, **params,
+                              extra_manifest={"data_version": version, "corpus_sources": info})
     manifest = read_manifest(out) or {}
     check = _target_check(out, trust_remote_code=False)
     cfg = json.loads((out / "config.json").read_text())
@@ -248,10 +263,11 @@ def draft_model(
     if settings["launch"]["mode"] == "offline":
         hidden = _require(store.layer_dir("models", "target_hidden_states"), "models/target_hidden_states")
         upstream["models/target_hidden_states"] = _upstream_version(context, HIDDEN_KEY, hidden)
-    spec, spec_path, cmd = prepare_launch(
-        root=root, settings=settings, target_path=target, dataset_path=dataset, vocab_mapping_path=vocab,
-        upstream_data_versions=upstream, hidden_states_path=hidden,
-    )
+    with _expected_failures():
+        spec, spec_path, cmd = prepare_launch(
+            root=root, settings=settings, target_path=target, dataset_path=dataset, vocab_mapping_path=vocab,
+            upstream_data_versions=upstream, hidden_states_path=hidden,
+        )
     context.log.info(f"launching: {' '.join(cmd)}")
     t0 = time.time()
     completed = pipes.run(
@@ -339,21 +355,22 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
     previous_dir = root / "models" / "draft_model_previous"
     test = _require(store.layer_dir("mix") / "test.jsonl", "mix/training_mix test split (mix/test.jsonl)")
     tcfg = target_config(store.config("target"))
-    report = evaluate_drafts(
-        target_path=target_model_path(root, tcfg),
-        draft_dir=draft_dir,
-        previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
-        vocab_mapping_path=store.layer_dir("tokenized", "vocab_mapping"),
-        test_jsonl=test,
-        out_dir=out,
-        k=int(ev["k"]),
-        max_new_tokens=int(ev["max_new_tokens"]),
-        num_prompts=int(ev["num_prompts"]),
-        max_prompt_tokens=int(ev["max_prompt_tokens"]),
-        untrained_seed=int(ev["untrained_seed"]),
-        trust_remote_code=bool(tcfg.get("trust_remote_code")),
-        log=context.log.info,
-    )
+    with _expected_failures():
+        report = evaluate_drafts(
+            target_path=target_model_path(root, tcfg),
+            draft_dir=draft_dir,
+            previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
+            vocab_mapping_path=store.layer_dir("tokenized", "vocab_mapping"),
+            test_jsonl=test,
+            out_dir=out,
+            k=int(ev["k"]),
+            max_new_tokens=int(ev["max_new_tokens"]),
+            num_prompts=int(ev["num_prompts"]),
+            max_prompt_tokens=int(ev["max_prompt_tokens"]),
+            untrained_seed=int(ev["untrained_seed"]),
+            trust_remote_code=bool(tcfg.get("trust_remote_code")),
+            log=context.log.info,
+        )
     upstream = {
         "models/draft_model": _upstream_version(context, DRAFT_KEY, draft_dir),
         "mix/training_mix": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
@@ -437,12 +454,13 @@ def target_hidden_states(context: dg.AssetExecutionContext, store: SpecforgeStor
         "tokenized/dataset": _upstream_version(context, DATASET_KEY, dataset),
         "models/target_model": _upstream_version(context, TARGET_KEY, Path(target) if isinstance(target, Path) else Path("/nonexistent")),
     }
-    info = write_hidden_states(
-        target, dataset, out, rows_per_shard=int(hs["rows_per_shard"]), dtype=str(hs["dtype"]),
-        max_rows=hs.get("max_rows"), max_length=int(settings["training"].get("max_length", 2048)),
-        aux_layer_ids=settings["training"].get("aux_layer_ids"), trust_remote_code=bool(tcfg.get("trust_remote_code")),
-        log=context.log.info, extra_manifest={"upstream_data_versions": upstream},
-    )
+    with _expected_failures():
+        info = write_hidden_states(
+            target, dataset, out, rows_per_shard=int(hs["rows_per_shard"]), dtype=str(hs["dtype"]),
+            max_rows=hs.get("max_rows"), max_length=int(settings["training"].get("max_length", 2048)),
+            aux_layer_ids=settings["training"].get("aux_layer_ids"), trust_remote_code=bool(tcfg.get("trust_remote_code")),
+            log=context.log.info, extra_manifest={"upstream_data_versions": upstream},
+        )
     shards_md = "| shard | rows | tokens | bytes |\n|---|---|---|---|\n" + "".join(
         f"| {s['file']} | {s['rows']} | {s['tokens']} | {s['bytes']} |\n" for s in info["shards"][:50])
     return dg.MaterializeResult(

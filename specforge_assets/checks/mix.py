@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 
+from ..jsonrows import RowDecodeError, loads_object
 from ..mix.mix import content_hash, row_text
 
 
@@ -48,10 +49,13 @@ def no_duplicate_content(mix_dir: Path) -> tuple[bool, str, dict]:
     con.execute("CREATE TABLE h (id VARCHAR, source VARCHAR, h VARCHAR)")
     batch = []
     for name in ("train.jsonl", "test.jsonl"):
-        with open(Path(mix_dir) / name, encoding="utf-8") as f:
+        with open(Path(mix_dir) / name, "rb") as f:
             for line in f:
                 if line.strip():
-                    r = json.loads(line)
+                    try:
+                        r = loads_object(line)
+                    except RowDecodeError:  # counted by counts_reconcile / the mix's own reader
+                        continue
                     batch.append((str(r.get("id")), r.get("source"), content_hash(row_text(r))))
     if batch:
         con.executemany("INSERT INTO h VALUES (?, ?, ?)", batch)
@@ -66,11 +70,11 @@ def no_duplicate_content(mix_dir: Path) -> tuple[bool, str, dict]:
 def counts_reconcile(root: Path, mix_dir: Path, report: dict) -> tuple[bool, str, dict]:
     rows_in = 0
     for key, inp in report["inputs"].items():
-        with open(inp["path"], encoding="utf-8") as f:
+        with open(inp["path"], "rb") as f:  # bytes: an invalid UTF-8 row is still one row
             rows_in += sum(1 for line in f if line.strip())
     n = {}
     for name in ("train.jsonl", "test.jsonl", "quarantine.jsonl"):
-        with open(Path(mix_dir) / name, encoding="utf-8") as f:
+        with open(Path(mix_dir) / name, "rb") as f:
             n[name] = sum(1 for line in f if line.strip())
     ok = rows_in == n["train.jsonl"] + n["test.jsonl"] + n["quarantine.jsonl"]
     return ok, f"rows in {rows_in} = train {n['train.jsonl']} + test {n['test.jsonl']} + quarantined {n['quarantine.jsonl']}" + ("" if ok else " (MISMATCH)"), {"rows_in": rows_in, **n}

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import duckdb
 
+from ..jsonrows import RowDecodeError, loads_object
+
 
 def _con() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(":memory:")
@@ -55,12 +57,12 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict,
     n, nd = con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchone()
     con.execute("CREATE TABLE m (id VARCHAR)")
     ids = []
-    with open(mix_train, encoding="utf-8") as f:
+    with open(mix_train, "rb") as f:
         for line in f:
             if line.strip():
                 try:
-                    ids.append((str(json.loads(line).get("id")),))
-                except (json.JSONDecodeError, AttributeError):
+                    ids.append((str(loads_object(line).get("id")),))
+                except RowDecodeError:
                     ids.append((None,))
             if len(ids) >= 50000:
                 con.executemany("INSERT INTO m VALUES (?)", ids)

@@ -25,8 +25,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..fileio import atomic_write, sha256_file
+from ..jsonrows import RowDecodeError, loads_object
 from ..paths import check_key
+
+NO_ASSISTANT_TURN = "no assistant turn: regenerate this source first"
+_ASSISTANT_ROLES = frozenset({"assistant", "gpt", "chatgpt", "bing", "bard"})
+
+
+class MixError(ValueError, UserError):
+    """The mix cannot be built as configured (no data, nothing left after filtering)."""
 
 DEFAULTS: dict[str, Any] = {
     "sources": None,          # null → every source with data; or a list of keys
@@ -105,11 +114,17 @@ def validate_row(row: Any) -> str | None:
         conv = row["conversations"]
         if not isinstance(conv, list) or not conv:
             return "field 'conversations' must be a non-empty list"
+        assistant = False
         for i, m in enumerate(conv):
             if not isinstance(m, dict):
                 return f"conversations[{i}] is not an object"
             if not any(k in m for k in ("role", "from")):
                 return f"conversations[{i}] has no 'role'"
+            role = m.get("role", m.get("from"))
+            if isinstance(role, str) and (role in _ASSISTANT_ROLES or role.startswith("assistant")):
+                assistant = True
+        if not assistant:  # a prompt-only row (user turns only) supervises nothing
+            return NO_ASSISTANT_TURN
         return None
     if isinstance(row.get("text"), str):
         return None
@@ -180,7 +195,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
             wanted = list(wanted)
         missing = [k for k in wanted if k not in available]
         if missing:
-            raise ValueError(f"configs/mix.yaml sources {missing} have no data (materialized: {available})")
+            raise MixError(f"configs/mix.yaml sources {missing} have no data (materialized: {available})")
         selected = list(wanted)
     for k in list(cfg["weights"]) + list(cfg["caps"]):
         if k not in selected:
@@ -219,10 +234,10 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
                     continue
                 rows_in[key] += 1
                 try:
-                    row = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    msg = e.msg if isinstance(e, json.JSONDecodeError) else f"not UTF-8 ({e.reason})"
-                    quarantine.append({"source": key, "line": lineno, "id": None, "reason": f"invalid JSON: {msg}"})
+                    row = loads_object(line)
+                except RowDecodeError as e:
+                    quarantine.append({"source": key, "line": lineno, "id": None, "field": e.field,
+                                       "reason": f"invalid JSON: {e.reason}"})
                     continue
                 err = validate_row(row)
                 if err:
@@ -280,6 +295,8 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
             rows = [rows[i] for i in idx]
         mixed.extend(rows)
     rng.shuffle(mixed)
+    if not mixed:
+        raise MixError(_empty_mix_message(selected, rows_in, quarantine))
     k = _eval_count(len(mixed), cfg["eval"])
     test, train = mixed[:k], mixed[k:]
 
@@ -291,7 +308,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
             for key, at, rid, _ in refs:
                 f = src[key]
                 f.seek(at)
-                yield {**json.loads(f.readline()), "id": rid, "source": key}
+                yield {**loads_object(f.readline()), "id": rid, "source": key}
 
         for name, rows in (("train.jsonl", materialized(train)), ("test.jsonl", materialized(test)),
                            ("quarantine.jsonl", quarantine)):
@@ -314,6 +331,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
             "rows_in": rows_in[key], "rows_after_dedup": avail[key], "target_rows": targets[key],
             "train_rows": len(tr), "test_rows": len(te), "train_chars": sum(r[3] for r in tr),
             "quarantined": dict(q), "origin": inputs[key]["origin"],
+            "rows_no_assistant_turn": sum(1 for x in quarantine if x["source"] == key and NO_ASSISTANT_TURN in x["reason"]),
         }
     total_train = len(train) + len(test)
     weights = cfg["weights"] or {}
@@ -330,6 +348,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
         "train_rows": len(train),
         "test_rows": len(test),
         "quarantined_rows": len(quarantine),
+        "rows_no_assistant_turn": sum(1 for x in quarantine if NO_ASSISTANT_TURN in x["reason"]),
         "per_source": per_source,
         "duplicates_by_pair": {f"{a} -> {b}": n for (a, b), n in sorted(dup_pairs.items())},
         "duplicates_removed": sum(dup_pairs.values()),
@@ -341,6 +360,22 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
     }
     assert report["rows_in"] == report["train_rows"] + report["test_rows"] + report["quarantined_rows"], "mix counts do not reconcile"
     return report
+
+
+def _empty_mix_message(selected: list[str], rows_in: Counter, quarantine: list[dict]) -> str:
+    """Why a mix of zero rows is refused, with the counted reasons."""
+    if not selected:
+        return "the mix has no sources: no source has data (materialize sources/* first, or list them in configs/mix.yaml)"
+    total = sum(rows_in.values())
+    if total == 0:
+        return f"the mix would have 0 rows: sources {selected} hold no rows"
+    reasons = Counter(q["reason"].removeprefix("invalid row: ").split(":")[0] for q in quarantine)
+    top = ", ".join(f"{n} {r}" for r, n in reasons.most_common(4))
+    msg = f"the mix would have 0 rows: all {total} rows of sources {selected} were dropped ({top})"
+    if sum(1 for q in quarantine if NO_ASSISTANT_TURN in q["reason"]) == total:
+        msg = (f"the mix would have 0 rows: all {total} rows of sources {selected} are prompt-only (no assistant turn): "
+               "regenerate these sources first (regenerated/<key>/train.jsonl is used when present)")
+    return msg
 
 
 def bar_chart_png(report: dict, path: Path) -> Path:

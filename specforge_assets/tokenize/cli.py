@@ -54,6 +54,9 @@ def run_tokenize(args) -> int:
     if not inp.is_file():
         raise InputNotFoundError(f"input not found: {inp} (command-line paths are relative to the current directory)")
     tok = Path(args.tokenizer).expanduser()
+    if not tok.exists() and (args.tokenizer.startswith((".", "/", "~")) or args.tokenizer.count("/") >= 2):
+        raise InputNotFoundError(f"--tokenizer {args.tokenizer}: no such folder (command-line paths are relative to "
+                                 "the current directory); give a tokenizer folder or a hub id org/name")
     tokenizer = str(tok.resolve()) if tok.exists() else args.tokenizer
     extra = {}
     if args.templates_config:

@@ -67,7 +67,7 @@ def load_tokenizer(path_or_id: Path | str, trust_remote_code: bool = False):
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TokenizerLoadError(
-            f"cannot load a tokenizer from {str(path_or_id)!r}: {first[:300]}. Pass a local folder with "
+            f"cannot load a tokenizer from {str(path_or_id)!r}: {first[:300].rstrip('.')}. Pass a local folder with "
             "tokenizer files (tokenizer.json / tokenizer_config.json; the model hub may be unreachable)"
         ) from e
 

@@ -60,17 +60,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _root() -> Path:
+    """The data root: where the *defaults* live (`<root>/tokenized/dataset`, ...). Paths typed on
+    the command line never go through it (see `_path`)."""
     from ..paths import data_root
 
     return data_root()
 
 
+def _path(arg: str | None, default: Path) -> Path:
+    """A command-line path, relative to the current directory like every CLI tool's (made absolute
+    here, so a launch spec written now still points at it from any directory); else the default
+    under the data root."""
+    if arg:
+        return Path(arg).expanduser().resolve()
+    return default
+
+
+def _looks_like_path(arg: str) -> bool:
+    return arg.startswith((".", "/", "~")) or arg.count("/") >= 2
+
+
 def _target(arg: str | None):
+    """--target: a folder (relative to the current directory) or a hub id ("org/name"); default
+    configs/target.yaml."""
     from ..target import target_model_path
+    from .errors import TrainFileNotFound
 
     if arg:
         p = Path(arg).expanduser()
-        return p.resolve() if p.exists() else arg
+        if p.exists():
+            return p.resolve()
+        if _looks_like_path(arg):
+            raise TrainFileNotFound(f"--target {arg}: no such folder (command-line paths are relative to the current "
+                                    f"directory {Path.cwd()}); give a model folder or a hub id org/name")
+        return arg
     return target_model_path()
 
 
@@ -82,11 +105,11 @@ def run_train(args) -> int:
                                  mode=args.mode, max_steps=args.max_steps, ttt_length=args.ttt_length)
     hidden = None
     if settings["launch"]["mode"] == "offline":
-        hidden = Path(args.hidden_states) if args.hidden_states else root / "models" / "target_hidden_states"
+        hidden = _path(args.hidden_states, root / "models" / "target_hidden_states")
     spec, spec_path, cmd = prepare_launch(
         root=root, settings=settings, target_path=_target(args.target),
-        dataset_path=Path(args.dataset) if args.dataset else root / "tokenized" / "dataset",
-        vocab_mapping_path=Path(args.vocab_mapping) if args.vocab_mapping else root / "tokenized" / "vocab_mapping",
+        dataset_path=_path(args.dataset, root / "tokenized" / "dataset"),
+        vocab_mapping_path=_path(args.vocab_mapping, root / "tokenized" / "vocab_mapping"),
         upstream_data_versions={}, hidden_states_path=hidden, resume=not args.no_resume,
     )
     print(" ".join(cmd), flush=True)
@@ -99,17 +122,21 @@ def run_evaluate(args) -> int:
 
     root = _root()
     ev = train_settings()["evaluation"]
-    prev = Path(args.previous) if args.previous else root / "models" / "draft_model_previous"
+    prev = _path(args.previous, root / "models" / "draft_model_previous")
+    if args.previous and not prev.exists():
+        from .errors import TrainFileNotFound
+
+        raise TrainFileNotFound(f"--previous {args.previous}: no such folder")
     report = evaluate_drafts(
         target_path=_target(args.target),
-        draft_dir=Path(args.draft) if args.draft else root / "models" / "draft_model",
+        draft_dir=_path(args.draft, root / "models" / "draft_model"),
         previous_dir=prev if prev.exists() else None,
-        vocab_mapping_path=Path(args.vocab_mapping) if args.vocab_mapping else root / "tokenized" / "vocab_mapping",
-        test_jsonl=Path(args.test) if args.test else root / "mix" / "test.jsonl",
-        out_dir=Path(args.output) if args.output else root / "models" / "draft_evaluation",
-        k=args.k or int(ev["k"]),
-        max_new_tokens=args.max_new_tokens or int(ev["max_new_tokens"]),
-        num_prompts=args.num_prompts or int(ev["num_prompts"]),
+        vocab_mapping_path=_path(args.vocab_mapping, root / "tokenized" / "vocab_mapping"),
+        test_jsonl=_path(args.test, root / "mix" / "test.jsonl"),
+        out_dir=_path(args.output, root / "models" / "draft_evaluation"),
+        k=args.k if args.k is not None else int(ev["k"]),
+        max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else int(ev["max_new_tokens"]),
+        num_prompts=args.num_prompts if args.num_prompts is not None else int(ev["num_prompts"]),
         max_prompt_tokens=int(ev["max_prompt_tokens"]),
         untrained_seed=int(ev["untrained_seed"]),
     )
@@ -130,10 +157,22 @@ def run_build_demo_target(args) -> int:
     if args.seed is not None:
         params["seed"] = args.seed
     if args.input:
-        rows = [r for f in args.input for r in iter_jsonl(f)]
+        rows = []
+        for f in args.input:
+            p = _path(f, Path(f))
+            if not p.is_file():
+                from .errors import TrainFileNotFound
+
+                raise TrainFileNotFound(f"--input {f}: file not found (command-line paths are relative to the current directory)")
+            unreadable: list = []
+            rows.extend(iter_jsonl(p, errors=unreadable))
+            for lineno, e in unreadable[:10]:
+                print(f"skipped {f}:{lineno}: {e}", file=sys.stderr)
+            if unreadable:
+                print(f"build-demo-target: {len(unreadable)} unreadable rows of {f} skipped", file=sys.stderr)
     else:
         rows, _ = load_demo_corpus(keys)
-    out = Path(args.output) if args.output else _root() / "models" / "target_model"
+    out = _path(args.output, _root() / "models" / "target_model")
     build_demo_target(out, rows, **build_params(**params))
     return 0
 
@@ -149,8 +188,8 @@ def run_hidden_states(args) -> int:
     max_length = int(settings["training"].get("max_length", 2048))
     aux = settings["training"].get("aux_layer_ids")
     target = _target(args.target)
-    dataset = Path(args.dataset) if args.dataset else root / "tokenized" / "dataset"
-    out = Path(args.output) if args.output else root / "models" / "target_hidden_states"
+    dataset = _path(args.dataset, root / "tokenized" / "dataset")
+    out = _path(args.output, root / "models" / "target_hidden_states")
     max_rows = args.max_rows if args.max_rows is not None else hs.get("max_rows")
     est = estimate_size(target, dataset, dtype=hs["dtype"], max_rows=max_rows, max_length=max_length)
     print(json.dumps({"estimate": est}))

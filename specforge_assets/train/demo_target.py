@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..fileio import sha256_json, staged_dir, write_manifest
+from ..fileio import iter_jsonl, sha256_json, staged_dir, write_manifest
 
 BUILDER_VERSION = "demo-target-v1"
 
@@ -196,7 +196,9 @@ def build_demo_target(
     )
     docs = [d for d in (row_to_text(t) for t in texts) if d]
     if not docs:
-        raise ValueError("build_demo_target: no usable texts (need strings or rows with 'conversations'/'text')")
+        from .errors import TrainInputError
+
+        raise TrainInputError("build_demo_target: no usable texts (need strings or rows with 'conversations'/'text')")
     fingerprint = corpus_fingerprint(texts, params)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -357,15 +359,20 @@ def load_demo_corpus(
                 continue
             train = Path(res.out_dir) / "train.jsonl"
             n = 0
+            unreadable: list = []
             if train.exists():
-                with open(train, encoding="utf-8") as f:
-                    for line in f:
-                        if line.strip():
-                            rows.append(json.loads(line))
-                            n += 1
-            info["sources"][key] = {"rows": n, "data_version": (res.manifest or {}).get("data_version")}
+                for row in iter_jsonl(train, errors=unreadable):
+                    rows.append(row)
+                    n += 1
+            if unreadable:
+                log(f"[demo-target] source {key!r}: {len(unreadable)} unreadable rows skipped "
+                    f"(line {unreadable[0][0]}: {unreadable[0][1]})")
+            info["sources"][key] = {"rows": n, "data_version": (res.manifest or {}).get("data_version"),
+                                    "unreadable_rows": len(unreadable)}
     if not rows:
-        raise ValueError(
+        from .errors import TrainInputError
+
+        raise TrainInputError(
             f"demo target: no rows from the configured sources {keys} (skipped: {info['skipped']}); "
             "configure a local source in configs/sources.yaml or set configs/target.yaml path"
         )

@@ -502,11 +502,25 @@ def load_vocab_mapping_file(path: str | Path) -> tuple[torch.Tensor, torch.Tenso
     if p.is_dir():
         cands = [p / "vocab_mapping.pt"] if (p / "vocab_mapping.pt").exists() else sorted(p.glob("*.pt"))
         if len(cands) != 1:
-            raise FileNotFoundError(f"{p}: expected vocab_mapping.pt or exactly one *.pt file, found {[c.name for c in cands]}")
+            from .errors import TrainFileNotFound
+
+            raise TrainFileNotFound(f"{p}: expected vocab_mapping.pt or exactly one *.pt file, found {[c.name for c in cands]}")
         p = cands[0]
-    obj = torch.load(p, map_location="cpu", weights_only=True)
+    if not p.is_file():
+        from .errors import TrainFileNotFound
+
+        raise TrainFileNotFound(f"vocab mapping not found: {p} (run vocab-mapping / materialize tokenized/vocab_mapping; "
+                                "command-line paths are relative to the current directory)")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError) as e:  # pickle/zip errors: not a torch file
+        from .errors import TrainInputError
+
+        raise TrainInputError(f"{p}: not a SpecForge vocab mapping ({type(e).__name__}: {str(e)[:200]})") from e
     if not isinstance(obj, dict) or "d2t" not in obj or "t2d" not in obj:
-        raise ValueError(f"{p}: not a SpecForge vocab mapping (want a dict with 'd2t' and 't2d')")
+        from .errors import TrainInputError
+
+        raise TrainInputError(f"{p}: not a SpecForge vocab mapping (want a dict with 'd2t' and 't2d')")
     return obj["d2t"].long(), obj["t2d"].bool()
 
 

@@ -31,6 +31,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from .errors import TrainFileNotFound, TrainInputError
+
 # Test hook: a rank exits hard (no cleanup) once it reaches this optimizer step, to exercise
 # crash-resume. Never set in normal use.
 KILL_AT_STEP_ENV = "SPECFORGE_TEST_KILL_AT_STEP"
@@ -373,18 +375,18 @@ def train_settings(config: dict | None = None) -> dict:
     cfg = load_config("train") if config is None else dict(config)
     unknown = sorted(set(cfg) - set(SETTINGS_DEFAULTS))
     if unknown:
-        raise ValueError(f"configs/train.yaml: unknown section(s) {unknown}; known: {sorted(SETTINGS_DEFAULTS)}")
+        raise TrainInputError(f"configs/train.yaml: unknown section(s) {unknown}; known: {sorted(SETTINGS_DEFAULTS)}")
     out = {}
     for section, defaults in SETTINGS_DEFAULTS.items():
         val = cfg.get(section) or {}
         if not isinstance(val, dict):
-            raise ValueError(f"configs/train.yaml: section {section!r} must be a mapping")
+            raise TrainInputError(f"configs/train.yaml: section {section!r} must be a mapping")
         out[section] = {**defaults, **val}
     if out["launch"]["mode"] not in ("online", "offline"):
-        raise ValueError(f"configs/train.yaml launch.mode: {out['launch']['mode']!r} is not online|offline")
+        raise TrainInputError(f"configs/train.yaml launch.mode: {out['launch']['mode']!r} is not online|offline")
     n = out["launch"]["nproc_per_node"]
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"configs/train.yaml launch.nproc_per_node: want a positive integer, got {n!r}")
+        raise TrainInputError(f"configs/train.yaml launch.nproc_per_node: want a positive integer, got {n!r}")
     return out
 
 
@@ -428,11 +430,23 @@ def prepare_launch(
     with the same inputs resumes, and other inputs start fresh."""
     from ..fileio import atomic_write, sha256_json
 
+    from .data import check_trainable
+
     launch = settings["launch"]
-    make_train_config(settings["training"])  # validate early, in the launcher
+    try:
+        make_train_config(settings["training"])  # validate early, in the launcher
+    except (TypeError, ValueError) as e:
+        if isinstance(e, TrainInputError):
+            raise
+        raise TrainInputError(f"configs/train.yaml training: {e}") from e
     mode = launch["mode"]
     if mode == "offline" and not hidden_states_path:
-        raise ValueError("launch.mode is offline but no hidden states path was given (materialize models/target_hidden_states)")
+        raise TrainInputError("launch.mode is offline but no hidden states path was given (materialize models/target_hidden_states)")
+    # a draft trained on nothing is refused before anything is launched
+    check_trainable(dataset_path)
+    vm = Path(vocab_mapping_path)
+    if not vm.exists():
+        raise TrainFileNotFound(f"vocab mapping not found: {vm} (run vocab-mapping / materialize tokenized/vocab_mapping)")
     fp = sha256_json({
         "code": TRAIN_CODE_VERSION, "train": settings["training"], "mode": mode, "device": launch["device"],
         "nproc_per_node": launch["nproc_per_node"], "upstream": upstream_data_versions, "target": str(target_path),

@@ -40,8 +40,11 @@ def prompt_prefix(conversations: list[dict]) -> list[dict] | None:
 def heldout_prompts(test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt_tokens: int) -> tuple[list[dict], dict]:
     """(prompts [{id, source, messages, input_ids}], counts) — the first `num_prompts` usable rows."""
     prompts: list[dict] = []
-    counts = {"rows_read": 0, "skipped_text_rows": 0, "skipped_no_user_turn": 0, "skipped_too_long": 0}
-    for row in iter_jsonl(test_jsonl):
+    counts = {"rows_read": 0, "skipped_text_rows": 0, "skipped_no_user_turn": 0, "skipped_too_long": 0,
+              "skipped_unreadable": 0}
+    unreadable: list = []
+    for row in iter_jsonl(test_jsonl, errors=unreadable):
+        counts["skipped_unreadable"] = len(unreadable)
         if len(prompts) >= num_prompts:
             break
         counts["rows_read"] += 1
@@ -61,6 +64,7 @@ def heldout_prompts(test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt
             counts["skipped_too_long"] += 1
             continue
         prompts.append({"id": row.get("id"), "source": row.get("source"), "messages": msgs, "input_ids": ids})
+    counts["skipped_unreadable"] = len(unreadable)
     return prompts, counts
 
 
@@ -122,14 +126,24 @@ def evaluate_drafts(
     from .eagle3 import load_draft_checkpoint, load_vocab_mapping_file
     from .evaluate import evaluate_acceptance
 
+    from .errors import TrainFileNotFound, TrainInputError, load_target_part
+
     t0 = time.time()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(target_path), trust_remote_code=trust_remote_code)
-    target = AutoModelForCausalLM.from_pretrained(str(target_path), dtype=torch.float32,
-                                                  trust_remote_code=trust_remote_code).eval()
+    if int(num_prompts) < 1:
+        raise TrainInputError(f"num_prompts must be >= 1, got {num_prompts}: an evaluation over zero prompts measures nothing")
+    for what, p in (("held-out prompts file", test_jsonl), ("draft checkpoint folder", draft_dir),
+                    ("vocab mapping", vocab_mapping_path)):
+        if not Path(p).exists():
+            raise TrainFileNotFound(f"{what} not found: {p} (command-line paths are relative to the current directory)")
+    tokenizer = load_target_part(AutoTokenizer, target_path, "target tokenizer", trust_remote_code=trust_remote_code)
+    target = load_target_part(AutoModelForCausalLM, target_path, "target model", dtype=torch.float32,
+                              trust_remote_code=trust_remote_code).eval()
     prompts, counts = heldout_prompts(test_jsonl, tokenizer, num_prompts=num_prompts, max_prompt_tokens=max_prompt_tokens)
     if not prompts:
-        raise ValueError(f"{test_jsonl}: no usable held-out prompts ({counts})")
+        raise TrainInputError(f"no usable held-out prompts in {test_jsonl} ({counts}): an evaluation over zero prompts "
+                              "is refused (acceptance would be 0 or NaN); give a test file with conversations that "
+                              "have a user turn")
+    out_dir.mkdir(parents=True, exist_ok=True)
     log(f"evaluating on {len(prompts)} held-out prompts from {test_jsonl} ({counts}), k={k}, max_new_tokens={max_new_tokens}")
     ids = [p["input_ids"] for p in prompts]
     vm = load_vocab_mapping_file(vocab_mapping_path)

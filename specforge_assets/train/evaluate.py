@@ -177,7 +177,17 @@ def evaluate_acceptance(
     use_cache: bool = True,
 ) -> dict:
     """Acceptance of `draft_model` (None: an untrained, randomly initialised draft) on `prompts`
-    (conversations — the trailing assistant turn is dropped — or token-id lists)."""
+    (conversations — the trailing assistant turn is dropped — or token-id lists).
+
+    Zero prompts are refused (`TrainInputError`): an acceptance length over nothing is not 0 or NaN,
+    it is no measurement."""
+    from .errors import TrainInputError
+
+    prompts = list(prompts)
+    if not prompts:
+        raise TrainInputError("no prompts to evaluate on: an acceptance length needs at least one prompt")
+    if k < 1 or max_new_tokens < 1:
+        raise TrainInputError(f"evaluation needs k >= 1 and max_new_tokens >= 1 (got k={k}, max_new_tokens={max_new_tokens})")
     device = next(target_model.parameters()).device
     target_model.eval()
     if draft_model is None:

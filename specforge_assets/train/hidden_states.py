@@ -44,7 +44,9 @@ def _dtype(name: str) -> torch.dtype:
 def _target_config(target: Path | str):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(target))
+    from .errors import load_target_part
+
+    return load_target_part(AutoConfig, target, "target model config")
 
 
 def _aux_layers(cfg, aux_layer_ids: list[int] | None) -> list[int]:
@@ -210,7 +212,9 @@ class OfflineFeatureTarget(nn.Module):
         self.dir = Path(hidden_states_dir)
         m_path = self.dir / "manifest.json"
         if not m_path.exists():
-            raise FileNotFoundError(f"{m_path}: missing (materialize models/target_hidden_states first)")
+            from .errors import TrainFileNotFound
+
+            raise TrainFileNotFound(f"{m_path}: missing (materialize models/target_hidden_states first)")
         self.manifest = json.loads(m_path.read_text())
         if self.manifest.get("format") != FORMAT:
             raise ValueError(f"{m_path}: format {self.manifest.get('format')!r} != {FORMAT!r}")

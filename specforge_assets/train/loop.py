@@ -287,7 +287,11 @@ def train_draft(
     if vocab_mapping_path is not None:
         d2t, t2d = load_vocab_mapping_file(vocab_mapping_path)
         if t2d.numel() != target.config.vocab_size:
-            raise ValueError(f"{vocab_mapping_path}: t2d has {t2d.numel()} entries but the target vocab is {target.config.vocab_size}")
+            from .errors import TrainInputError
+
+            raise TrainInputError(f"{vocab_mapping_path}: t2d has {t2d.numel()} entries but the target vocab is "
+                                  f"{target.config.vocab_size}: a vocab mapping for another target (run vocab-mapping "
+                                  "with this target's --target-vocab-size)")
     else:
         d2t = t2d = None
     draft = build_draft(target, d2t=d2t, t2d=t2d, aux_layers=cfg.aux_layer_ids,
@@ -295,7 +299,8 @@ def train_draft(
 
     rows = load_tokenized(dataset_path, cfg.max_length, vocab_size=target.config.vocab_size)
     say(f"dataset {dataset_path}: {len(rows)} rows, {rows.num_tokens} tokens "
-        f"(skipped {rows.skipped_no_supervision} without supervised tokens, truncated {rows.truncated})")
+        f"(skipped {rows.skipped_no_supervision} without supervised tokens, {rows.skipped_unreadable} unreadable "
+        f"{rows.unreadable_examples[:2]}, truncated {rows.truncated})")
     ds = TokenizedDataset(rows)
     sampler = torch.utils.data.DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     pad_id = target.config.pad_token_id if target.config.pad_token_id is not None else 0
