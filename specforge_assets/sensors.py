@@ -2,9 +2,13 @@
 
 - `incoming_files_sensor`: a file (or folder) dropped into the incoming folder becomes a source
   partition and is materialized (sources + regenerated); a changed file re-materializes; a
-  deleted file is recorded, its partition and data are kept.
+  deleted file is recorded, its partition and data are kept. The drop folder is a trust boundary:
+  an entry that is (or contains) a link leading outside it is refused and never read, and every
+  entry that cannot be a partition (bad name, unsupported suffix, same key as another) gets one
+  warning naming it and the rule (`sources.config.scan_incoming`, `loaders.check_link`).
 - `register_sources_sensor`: keeps the dynamic partitions in step with `configs/sources.yaml`,
-  so a fresh `dagster dev` lists every configured source without running anything.
+  so a fresh `dagster dev` lists every configured source without running anything; a bad key
+  there is logged and left out, the other sources still register.
 - `retrain_on_new_dataset`: trains and evaluates the draft when `tokenized/dataset` has a new
   data version whose blocking checks passed; the run is tagged with that version.
 - `record_run_failures`: appends every failed run, with its errors, to `<root>/ops/failures.jsonl`.
@@ -218,7 +222,8 @@ def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
     default_status=_SETTINGS["sensors"]["incoming_files"]["default_status"],
     description=(
         "Watches the incoming folder (sources.yaml `incoming.dir`): a new or changed .jsonl/.json/.parquet "
-        "file becomes a source partition and is materialized; deleted files are logged, data kept."
+        "file becomes a source partition and is materialized; deleted files are logged, data kept. Links "
+        "leading out of the folder are refused, and names that cannot be partitions are logged with the reason."
     ),
 )
 def incoming_files_sensor(context: dg.SensorEvaluationContext, store: SpecforgeStore):
