@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .. import paths
+from .. import jsonrows, paths
 from .errors import HubUnavailableError, SourceError
 
 SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -267,17 +267,21 @@ def read_parquet(path: Path, limit: int | None = None, batch_rows: int = BATCH_R
 
 
 def _parse_line(line: bytes) -> dict | BadRow:
+    """One JSONL line under the shared row rule (`jsonrows`): a bad line is a `BadRow`."""
     try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return BadRow(f"invalid UTF-8 at byte {e.start}", raw=line.decode("utf-8", "replace"))
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        return BadRow(f"malformed JSON: {e.msg} at column {e.colno}", raw=text.rstrip("\r\n"))
-    if not isinstance(obj, dict):
-        return BadRow(f"expected a JSON object, got {type(obj).__name__}", raw=text.rstrip("\r\n"))
-    return obj
+        return jsonrows.loads_object(line)
+    except jsonrows.RowDecodeError as e:
+        return BadRow(e.reason, raw=_raw_text(line), field=e.field)
+
+
+def _raw_text(line: bytes | str, limit: int = 100_000) -> str:
+    """The raw line for the quarantine file: decoded with replacement (never a lone surrogate,
+    which could not be written), cut to `limit` characters."""
+    text = line.decode("utf-8", "replace") if isinstance(line, (bytes, bytearray)) else line
+    text = text.rstrip("\r\n")
+    if jsonrows._SURROGATE.search(text):
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + f"…[+{len(text) - limit} chars]"
 
 
 def read_jsonl_strict(path: Path, limit: int | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[RawBatch]:
@@ -300,7 +304,10 @@ def read_jsonl_strict(path: Path, limit: int | None = None, batch_rows: int = BA
 
 
 def read_json_strict(path: Path, limit: int | None = None) -> Iterator[RawBatch]:
-    """A JSON array of objects (or `{"data": [...]}`); a JSON Lines file named .json works too."""
+    """A JSON array of objects (or `{"data": [...]}`); a JSON Lines file named .json works too.
+
+    Items are parsed one at a time (`jsonrows.iter_array_items`), so one item that breaks the
+    row rule (too deep, lone surrogate) is a `BadRow` and the others are read."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -311,27 +318,41 @@ def read_json_strict(path: Path, limit: int | None = None) -> Iterator[RawBatch]
         return
     if not stripped.startswith("["):
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            yield from read_jsonl_strict(path, limit)  # JSON Lines with a .json name
-            return
-        if isinstance(obj, dict) and isinstance(obj.get("data"), list):
-            items = obj["data"]
-        elif isinstance(obj, dict):
-            items = [obj]
+            obj = jsonrows.loads_row(text)
+        except jsonrows.RowDecodeError as e:
+            if e.reason.startswith("malformed JSON"):
+                yield from read_jsonl_strict(path, limit)  # JSON Lines with a .json name
+                return
+            items = iter([(0, e, text)])  # one object that breaks the row rule
         else:
-            raise SourceError(f"{path}: expected a JSON array of objects, got {type(obj).__name__}")
+            if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+                items = ((i, v, None) for i, v in enumerate(obj["data"]))
+            elif isinstance(obj, dict):
+                items = iter([(0, obj, None)])
+            else:
+                raise SourceError(f"{path}: expected a JSON array of objects, got {type(obj).__name__}")
     else:
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    if limit is not None:
-        items = items[:limit]
-    for s in range(0, len(items), BATCH_ROWS):
-        chunk = items[s : s + BATCH_ROWS]
-        rows = [r if isinstance(r, dict) else BadRow(f"expected a JSON object, got {type(r).__name__}", raw=json.dumps(r)) for r in chunk]
-        yield RawBatch(str(path), rows, range(s, s + len(chunk)))
+        items = jsonrows.iter_array_items(text)
+    rows: list = []
+    nums: list[int] = []
+    try:
+        for i, value, bad_raw in items:
+            if limit is not None and i >= limit:
+                break
+            if isinstance(value, jsonrows.RowDecodeError):
+                rows.append(BadRow(value.reason, raw=_raw_text(bad_raw or ""), field=value.field))
+            elif not isinstance(value, dict):
+                rows.append(BadRow(f"expected a JSON object, got {type(value).__name__}", raw=_raw_text(json.dumps(value))))
+            else:
+                rows.append(value)
+            nums.append(i)
+            if len(rows) >= BATCH_ROWS:
+                yield RawBatch(str(path), rows, nums)
+                rows, nums = [], []
+    except jsonrows.RowDecodeError as e:
+        raise SourceError(f"{path}: {e.reason}") from None
+    if rows:
+        yield RawBatch(str(path), rows, nums)
 
 
 def read_strict(path: Path, limit: int | None = None) -> Iterator[RawBatch]:
