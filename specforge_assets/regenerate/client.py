@@ -72,7 +72,7 @@ def split_address(addr: str) -> tuple[str, str | None]:
     netloc, slash, path = rest.partition("/")
     auth = None
     if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
+        hostport = netloc.rpartition("@")[2]
         parts = urlsplit(f"{scheme}://{netloc}/")
         user, pw = unquote(parts.username or ""), unquote(parts.password or "")
         if not hostport:

@@ -14,7 +14,7 @@ from specforge_assets.errors import UserError
 from specforge_assets.regenerate.client import NoServerAvailable, split_address, strip_credentials
 from specforge_assets.regenerate.journal import ConfigChanged, JournalWriteError
 from specforge_assets.regenerate.launcher import ServerLaunchError
-from specforge_assets.regenerate.runner import (InputNotFound, OutputPaths, OutputWriteError, run_regeneration)
+from specforge_assets.regenerate.runner import InputNotFound, OutputPaths, OutputWriteError, run_regeneration
 from specforge_assets.regenerate.settings import RegenSettings
 from specforge_assets.regenerate.workers import WorkerFailed
 
