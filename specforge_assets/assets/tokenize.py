@@ -1,6 +1,5 @@
 """Layer: tokenized — `tokenized/dataset` and `tokenized/vocab_mapping` + their checks."""
 
-import json
 
 import dagster as dg
 

@@ -3,7 +3,6 @@
 Each function returns (passed, description, metadata dict)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import duckdb

@@ -24,7 +24,7 @@ from .core import NO_ASSISTANT_TURN, Preprocessor, TokenizeError, TokenizeOption
 from .templates import ChatTemplate
 
 # Bump when the tokenization code changes its output for the same inputs (part of the cache key).
-ALGORITHM_VERSION = "1"
+ALGORITHM_VERSION = "2"  # 2: prompt-only rows refused per row; cut/drop counts in stats.json
 TOKENIZER_FILE_PATTERNS = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",

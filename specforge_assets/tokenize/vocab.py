@@ -19,7 +19,6 @@ A corpus with no supervised token has no frequency signal: `build_mapping` refus
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
