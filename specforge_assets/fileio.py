@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -41,11 +43,13 @@ def make_staging_dir(parent: Path | str, prefix: str) -> Path:
 
 @contextlib.contextmanager
 def staged_dir(dst: Path | str):
-    """Build a folder aside and publish it as `dst` (`replace_dir`) when the block succeeds; on
-    any error the half-built folder is removed and `dst` is left as it was."""
+    """Build a folder aside and publish it as `dst` (`replace_dir`: one atomic swap) when the
+    block succeeds; on any error the half-built folder is removed and `dst` is left as it was.
+    Staging left beside `dst` by a crashed run (its process gone) is removed first."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_staging_dir(dst.parent, f".{dst.name}.")
+    clean_stale_staging(dst)
+    tmp = make_staging_dir(dst.parent, f".{dst.name}.stage-{os.getpid()}-")
     try:
         yield tmp
         replace_dir(tmp, dst)
@@ -190,15 +194,110 @@ def read_manifest(directory: Path | str) -> dict | None:
         return json.load(f)
 
 
+def _renameat2_exchange():
+    """libc's `renameat2(..., RENAME_EXCHANGE)` (Linux >= 3.15, glibc >= 2.28), or None."""
+    global _EXCHANGE
+    if _EXCHANGE is not None:
+        return _EXCHANGE or None
+    _EXCHANGE = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            _EXCHANGE = fn
+        except (OSError, AttributeError):
+            pass
+    return _EXCHANGE or None
+
+
+_EXCHANGE = None
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(a: Path | str, b: Path | str) -> bool:
+    """Swap two existing paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`).
+    Returns False where the system or file system cannot (the caller falls back)."""
+    fn = _renameat2_exchange()
+    if fn is None:
+        return False
+    import ctypes
+
+    rc = fn(_AT_FDCWD, os.fsencode(str(a)), _AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 def replace_dir(tmp: Path | str, dst: Path | str) -> None:
-    """Publish a fully written folder `tmp` as `dst`: the old `dst` is renamed aside first and
-    removed only after the new one is in place, so readers see the old or the new, never a mix
-    (a crash in between leaves a `.<name>.old-<pid>` folder next to a complete one)."""
+    """Publish a fully written folder `tmp` as `dst`, as one unit.
+
+    Where the kernel can, the two folders are exchanged in one atomic step and the old one is
+    removed afterwards: a reader (or a SIGKILL at any moment) sees the old folder or the new
+    one, whole. Elsewhere the old `dst` is renamed aside first and removed only after the new
+    one is in place (a crash in between leaves `dst` missing beside a complete
+    `.<name>.old-<pid>`, which `clean_stale_staging` puts back)."""
     tmp, dst = Path(tmp), Path(dst)
     if dst.exists():
+        if exchange_paths(tmp, dst):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old version
+            return
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
         os.replace(dst, old)
         os.replace(tmp, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dst)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_staging(dst: Path | str) -> list[str]:
+    """Remove what crashed runs left beside `dst`: staging folders (`.<name>.stage-<pid>-*`) and
+    files (`.<name>.*.tmp`) whose process is gone, and an `.<name>.old-<pid>` folder (put back
+    as `dst` when `dst` itself is missing: the crash hit between the two renames).
+    Returns the names removed or restored."""
+    dst = Path(dst)
+    parent = dst.parent
+    if not parent.is_dir():
+        return []
+    done = []
+    prefix = f".{dst.name}."
+    for p in parent.iterdir():
+        name = p.name
+        if not name.startswith(prefix):
+            continue
+        tail = name[len(prefix):]
+        pid = None
+        for tag in ("stage-", "old-"):
+            if tail.startswith(tag):
+                with contextlib.suppress(ValueError):
+                    pid = int(tail[len(tag):].split("-", 1)[0])
+        if pid is None or pid == os.getpid() or _pid_alive(pid):
+            continue
+        if tail.startswith("old-") and not dst.exists():
+            os.replace(p, dst)
+            done.append(f"restored {name}")
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        done.append(name)
+    return done

@@ -14,7 +14,6 @@ all work and report the same data version.
 from __future__ import annotations
 
 import json
-import os
 from array import array
 from collections import Counter
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Callable, Iterator
 
 from .. import paths
 from ..preview import truncate
-from ..fileio import atomic_write, read_manifest, sha256_file, sha256_files, sha256_json, write_manifest
+from ..fileio import atomic_write, read_manifest, sha256_file, sha256_files, sha256_json, staged_dir, write_manifest
 from . import fast, loaders
 from .config import SourceSpec
 from .converters import build_converter
@@ -334,7 +333,6 @@ def build_source(
     if col.rows_in == 0:
         raise SourceError(f"source {spec.key!r}: the input has no rows")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict] = {}
     if spec.split_eval:
         train_idx, test_idx = split_indices(len(col.kept)) if col.kept else ([], [])
@@ -342,32 +340,31 @@ def build_source(
         test_lines = [col.kept[i] for i in test_idx]
     else:
         train_lines, test_lines = col.kept, None
-    write_lines(out_dir / "train.jsonl", train_lines) if train_lines else _write_empty(out_dir / "train.jsonl")
-    files["train.jsonl"] = {"rows": len(train_lines)}
-    if test_lines is not None:
-        write_lines(out_dir / "test.jsonl", test_lines) if test_lines else _write_empty(out_dir / "test.jsonl")
-        files["test.jsonl"] = {"rows": len(test_lines)}
-    elif (out_dir / "test.jsonl").exists():
-        os.unlink(out_dir / "test.jsonl")  # stale split from an earlier config
-    write_lines(out_dir / "quarantine.jsonl", col.quarantine) if col.quarantine else _write_empty(out_dir / "quarantine.jsonl")
-    files["quarantine.jsonl"] = {"rows": len(col.quarantine)}
-    for name, meta in files.items():
-        p = out_dir / name
-        meta.update(bytes=p.stat().st_size, sha256=sha256_file(p))
-    data_version = sha256_json({n: files[n]["sha256"] for n in ("train.jsonl", "test.jsonl") if n in files})
-    inputs = (
-        [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in info.files]
-        if info.files else [{"hub_fingerprint": fp} for fp in info.fingerprints]
-    )
-    manifest_fields = dict(
-        layer="sources", source=spec.key, spec=spec.identity(), code_version=CODE_VERSION, cache_key=cache_key,
-        data_version=data_version, inputs=inputs, rows_in=col.rows_in, rows_train=len(train_lines),
-        rows_test=len(test_lines or []), quarantined=len(col.quarantine), skipped_messages=col.skipped_messages,
-        prompt_only_rows=col.prompt_only, row_system_prepended=col.row_system,
-        files=files, stats=_stats(col), preview=col.preview,
-        format="preformatted" if col.kind == "text" else "conversations",
-    )
-    write_manifest(out_dir, **manifest_fields)
+    # The partition folder is built aside and published as one unit (fileio.staged_dir: one
+    # atomic swap): a reader, or a SIGKILL at any moment, sees the old version or the new one
+    # whole, never a new train split beside an old test split.
+    with staged_dir(out_dir) as stage:
+        outputs = {"train.jsonl": train_lines, "test.jsonl": test_lines, "quarantine.jsonl": col.quarantine}
+        for name, lines in outputs.items():
+            if lines is None:
+                continue
+            write_lines(stage / name, lines) if lines else _write_empty(stage / name)
+            p = stage / name
+            files[name] = {"rows": len(lines), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        data_version = sha256_json({n: files[n]["sha256"] for n in ("train.jsonl", "test.jsonl") if n in files})
+        inputs = (
+            [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in info.files]
+            if info.files else [{"hub_fingerprint": fp} for fp in info.fingerprints]
+        )
+        manifest_fields = dict(
+            layer="sources", source=spec.key, spec=spec.identity(), code_version=CODE_VERSION, cache_key=cache_key,
+            data_version=data_version, inputs=inputs, rows_in=col.rows_in, rows_train=len(train_lines),
+            rows_test=len(test_lines or []), quarantined=len(col.quarantine), skipped_messages=col.skipped_messages,
+            prompt_only_rows=col.prompt_only, row_system_prepended=col.row_system,
+            files=files, stats=_stats(col), preview=col.preview,
+            format="preformatted" if col.kind == "text" else "conversations",
+        )
+        write_manifest(stage, **manifest_fields)
     log(
         f"source {spec.key!r}: {col.rows_in} rows in → {len(train_lines)} train, {len(test_lines or [])} test, "
         f"{len(col.quarantine)} quarantined → {out_dir}"
