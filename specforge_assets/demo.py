@@ -14,6 +14,31 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="materialize the whole asset graph on the shipped sample data")
     p.add_argument("--sources", nargs="*", default=None, help="source partitions (default: all configured)")
     p.set_defaults(func=run_demo)
+    r = sub.add_parser(
+        "register-sources",
+        help="add the configured sources (and files in the incoming folder) as partitions of the Dagster instance",
+        description=(
+            "Registers every source of configs/sources.yaml and every valid entry of the incoming folder as a "
+            "partition in the instance under $DAGSTER_HOME, so `dagster asset materialize --partition KEY` works "
+            "on a fresh instance (the register_sources / incoming sensors do the same when the daemon runs)."
+        ),
+    )
+    r.set_defaults(func=run_register_sources)
+
+
+def run_register_sources(args) -> int:
+    from .partitions import invalid_source_keys, sync_source_partitions
+    from .sources.config import list_incoming
+
+    instance = _instance()
+    incoming = sorted(list_incoming())
+    added = sync_source_partitions(instance) + sync_source_partitions(instance, incoming)
+    for key, reason in invalid_source_keys().items():
+        print(f"warning: configs/sources.yaml source {key!r} skipped: {reason}", file=sys.stderr)
+    known = instance.get_dynamic_partitions("sources")
+    print(f"registered {len(added)} new source partition(s): {', '.join(added) or '-'}; the instance has {len(known)}: "
+          f"{', '.join(known)}")
+    return 0
 
 
 def _instance():
@@ -31,6 +56,7 @@ def run_demo(args) -> int:
 
     t0 = time.time()
     instance = _instance()
+    (data_root() / "incoming").mkdir(parents=True, exist_ok=True)  # the drop folder users look for
     keys = args.sources or configured_source_keys()
     sync_source_partitions(instance, keys)
     graph = defs.resolve_asset_graph()
