@@ -346,7 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
     if spec.get("spec_version") != SPEC_VERSION:
         raise SystemExit(f"{args.spec}: spec_version {spec.get('spec_version')!r} != {SPEC_VERSION}")
-    run(spec)
+    try:
+        run(spec)
+    except Exception as e:  # noqa: BLE001 - an expected failure is one line; a bug keeps its traceback
+        from ..errors import user_message
+
+        msg = user_message(e)
+        if msg is None or os.environ.get("SPECFORGE_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}:
+            raise
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
