@@ -74,6 +74,9 @@ def register(subparsers) -> None:
                    help="HOST:PORT (or URL) of each server; user:password@ in it is sent as HTTP Basic auth "
                         "to that server and never written anywhere")
     p.add_argument("--progress-interval", type=float, default=5.0)
+    p.add_argument("--lock-wait", type=float, default=0.0,
+                   help="seconds to wait while another run writes the same output file (default 0: "
+                        "refuse at once with a message naming that run)")
     p.set_defaults(func=run)
 
 
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             beyond_limit=args.beyond_limit, concurrency=args.concurrency,
             request_timeout_s=args.request_timeout, connect_timeout_s=args.connect_timeout,
             max_attempts=args.max_attempts, progress_interval_s=args.progress_interval, workers=args.workers,
-            transport=args.transport)
+            transport=args.transport, lock_wait_s=args.lock_wait)
     except (ValueError, TypeError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

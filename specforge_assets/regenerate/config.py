@@ -34,11 +34,14 @@ DEFAULTS: dict[str, Any] = {
     "test_split": "passthrough",  # passthrough | regenerate
     "truncation_threshold": 0.5,  # check: max fraction of turns cut at max_tokens
     "restart": False,
+    "lock_wait_s": 0,  # a second run of a busy partition: wait this long for it, then refuse (0: refuse at once)
+    "progress_interval_s": 15.0,  # progress line (rows, rows/s, tokens/s, ETA) in the run log
 }
 
 SETTINGS_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "reasoning",
                  "extra_body", "num_samples", "beyond_limit", "concurrency", "connect_timeout_s",
-                 "request_timeout_s", "max_attempts", "workers", "transport", "connections_per_client")
+                 "request_timeout_s", "max_attempts", "workers", "transport", "connections_per_client",
+                 "lock_wait_s", "progress_interval_s")
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:

@@ -18,7 +18,9 @@ from typing import Callable, Iterator
 from ..fileio import atomic_write, sha256_files, write_manifest
 from ..paths import layer_dir
 from .client import strip_credentials
+from .cache import cached_summary, content_version, output_files, settings_fingerprint
 from .launcher import LocalServer
+from .locks import exclusive, partition_lock_path
 from .runner import OutputPaths, count_rows, run_regeneration
 from .settings import RegenSettings
 
@@ -56,19 +58,46 @@ def settings_from(cfg: dict, model: str, dialect: str) -> RegenSettings:
 
 
 def regenerate_partition(key: str, cfg: dict, *, root: Path | None = None, log: Callable[[str], None] = print,
-                         target_path: Callable[[], str | Path] | None = None) -> dict:
-    """Materialize regenerated/<key>. Returns a summary for metadata (no secrets)."""
+                         target_path: Callable[[], str | Path] | None = None, run_id: str | None = None) -> dict:
+    """Materialize regenerated/<key>. Returns a summary for metadata (no secrets).
+
+    Holds `<root>/regenerated/.locks/<key>.lock` throughout: a second run of the same partition
+    waits `cfg["lock_wait_s"]` and is then refused (`locks.RegenerationBusy`). With the same input
+    content and content settings as the last complete run, no error rows left and the outputs
+    intact, nothing is done (`summary["cache"] == "hit"`) — decided before any server is launched.
+    `summary["data_version"]` is the content version (`cache.content_version`)."""
     if target_path is None:
         from ..target import target_model_path
 
         target_path = lambda: target_model_path(root)  # noqa: E731
     src = layer_dir("sources", key, root=root)
-    dst = layer_dir("regenerated", key, root=root)
     src_train = src / "train.jsonl"
     if not src_train.exists():
         raise FileNotFoundError(f"{src_train} not found: materialize sources/conversations[{key}] first")
+    base = layer_dir("regenerated", root=root)
+    with exclusive(partition_lock_path(base.parent, key), f"regenerated/conversations[{key}]",
+                   float(cfg.get("lock_wait_s") or 0), run_id=run_id):
+        return _regenerate_locked(key, cfg, root, log, target_path)
+
+
+def _regenerate_locked(key: str, cfg: dict, root: Path | None, log: Callable[[str], None],
+                       target_path: Callable[[], str | Path]) -> dict:
+    src = layer_dir("sources", key, root=root)
+    dst = layer_dir("regenerated", key, root=root)
+    src_train, src_test = src / "train.jsonl", src / "test.jsonl"
+    input_sha = sha256_files([src_train] + ([src_test] if src_test.exists() else []))
+    fingerprint, content_settings = settings_fingerprint(cfg, target_path, dst.parent.parent)
+    cache_key = {"input_sha256": input_sha, "settings_fingerprint": fingerprint}
+    if not cfg.get("restart"):
+        hit, why = cached_summary(dst, cache_key)
+        if hit is not None:
+            log(f"regenerated/{key}: cache hit ({why}: input {input_sha[:12]}, settings {fingerprint[:12]}); "
+                "nothing to do, no server launched")
+            return {**hit, "cache": "hit", "cache_reason": why}
+        log(f"regenerated/{key}: cache miss ({why})")
+    else:
+        why = "restart requested"
     dst.mkdir(parents=True, exist_ok=True)
-    src_test = src / "test.jsonl"
     outputs = OutputPaths.partition(dst)
     summary: dict = {"source": key, "regenerated": bool(cfg["enabled"]), "input_rows": count_rows(src_train)}
 
@@ -106,11 +135,18 @@ def regenerate_partition(key: str, cfg: dict, *, root: Path | None = None, log: 
         _copy(src_test, dst / "test.jsonl")
     elif summary.get("test_split") is None and (dst / "test.jsonl").exists():
         (dst / "test.jsonl").unlink()  # a stale test split from an older input
-    files = [outputs.success, outputs.error, outputs.skipped] + ([dst / "test.jsonl"] if (dst / "test.jsonl").exists() else [])
-    summary["content_sha256"] = sha256_files(files)
+    files = output_files(dst)
+    summary["content_sha256"] = sha256_files(files)  # the files as written (provenance included): integrity
+    summary["output_files"] = [p.name for p in files]
+    readable = [dst / "train.jsonl"] + ([dst / "test.jsonl"] if (dst / "test.jsonl").exists() else [])
+    summary["data_version"] = content_version(readable)
+    summary["cache_key"] = cache_key
+    summary["content_settings"] = content_settings
     summary["paths"] = {p.name: str(p) for p in files}
     c = summary["counts"]
     summary["reconciles"] = c["success"] + c["error"] + c["skipped"] + c["passthrough"] == summary["input_rows"]
     write_manifest(dst, layer="regenerated", **{k: v for k, v in summary.items() if k != "paths"},
-                   input_sha256=sha256_files([src_train] + ([src_test] if src_test.exists() else [])))
+                   input_sha256=input_sha)
+    summary["cache"] = "miss"
+    summary["cache_reason"] = why
     return summary

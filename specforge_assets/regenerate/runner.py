@@ -24,6 +24,7 @@ from ..fileio import atomic_write, sha256_file
 from ..jsonrows import MAX_DEPTH, RowDecodeError, loads_row
 from .client import NoServerAvailable, ServerPool
 from .journal import Journal, JournalWriteError, row_json
+from .locks import exclusive, output_lock_path
 from .rows import passthrough_row, regenerate_row, skipped_row, validate_conversation
 from .settings import RegenSettings
 
@@ -142,6 +143,47 @@ def _bad_line_row(line: bytes, reason: str) -> tuple[object, dict]:
     return row_id, out
 
 
+def _plan(input_path: Path, done, st: RegenSettings):
+    """What happens to each input row not in `done`: yields (index, line, row, action, reason) with
+    action "request" (sent to a server), "bad_json" / "skip" (skipped.jsonl) or "passthrough"
+    (unchanged in the output, beyond num_samples). Indices count non-blank lines; rows already
+    in `done` are not yielded but still count toward num_samples."""
+    valid_seen = 0
+    with open(input_path, "rb") as f:
+        i = -1
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            i += 1
+            row, bad_json = _parse(line, lineno)
+            reason = bad_json or validate_conversation(row)
+            if reason is None:
+                valid_seen += 1
+            if i in done:
+                continue
+            if bad_json:
+                yield i, line, None, "bad_json", bad_json
+            elif reason is not None:
+                yield i, line, row, "skip", reason
+            elif st.num_samples is not None and valid_seen > st.num_samples:
+                why = f"beyond the num_samples limit ({st.num_samples})"
+                answered = any(isinstance(m, dict) and m.get("role") == "assistant" for m in row["conversations"])
+                if st.beyond_limit == "passthrough" and not answered:
+                    yield i, line, row, "skip", (f"Not submitted: {why}; a prompt-only row has no answers to "
+                                                 "pass through")
+                elif st.beyond_limit == "passthrough":
+                    yield i, line, row, "passthrough", why
+                else:
+                    yield i, line, row, "skip", f"Not submitted: {why}"
+            else:
+                yield i, line, row, "request", None
+
+
+def count_requests(input_path: Path, done, st: RegenSettings) -> int:
+    """How many rows of `input_path` this run sends to a server (resumed and skipped rows excluded)."""
+    return sum(1 for p in _plan(input_path, done, st) if p[3] == "request")
+
+
 def count_rows(path: Path) -> int:
     n = 0
     with open(path, "rb") as f:
@@ -159,10 +201,15 @@ def _fmt_eta(s: float) -> str:
 
 
 class _Progress:
-    def __init__(self, total: int, already: int):
+    """Progress of the rows that need a request: resumed rows and rows that end without one
+    (skipped, passed through) are reported but never counted in the rate or the ETA."""
+
+    def __init__(self, total: int, already: int, requests: int):
         self.total = total
         self.already = already
-        self.done_now = 0
+        self.requests = requests
+        self.done_now = 0  # every row finished in this run
+        self.requested_done = 0  # rows finished in this run that went to a server
         self.tokens = 0
         self.status: dict[str, int] = {}
         self.t0 = time.monotonic()
@@ -176,10 +223,12 @@ class _Progress:
             return None
         return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0])
 
-    def add(self, status: str, row: dict) -> None:
+    def add(self, status: str, row: dict, requested: bool = False) -> None:
         if self.first is None:
             self.first = (time.monotonic(), self.done_now)
         self.done_now += 1
+        if requested:
+            self.requested_done += 1
         self.status[status] = self.status.get(status, 0) + 1
         prov = row.get("regeneration") if isinstance(row, dict) else None
         if isinstance(prov, dict) and "usage" in prov:
@@ -187,24 +236,34 @@ class _Progress:
 
     def line(self) -> str:
         el = max(1e-9, time.monotonic() - self.t0)
-        done = self.already + self.done_now
-        rate = self.done_now / el
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        return (f"regenerate: {done}/{self.total} rows ({100.0 * done / max(1, self.total):.1f}%), "
-                f"{rate:.1f} rows/s, {self.tokens / el:.0f} tokens/s, errors {self.status.get('error', 0)}, "
-                f"skipped {self.status.get('skipped', 0)}, ETA {_fmt_eta(eta)}")
+        done = self.requested_done
+        rate = done / el
+        left = max(0, self.requests - done)
+        eta = 0.0 if left == 0 else (left / rate if rate > 0 else float("inf"))
+        other = self.done_now - self.requested_done
+        return (f"regenerate: {done}/{self.requests} rows needing a request "
+                f"({100.0 * done / max(1, self.requests):.1f}%), {rate:.2f} rows/s, {self.tokens / el:.0f} tokens/s, "
+                f"ETA {_fmt_eta(eta)}; errors {self.status.get('error', 0)}; "
+                f"{other} rows without a request (skipped/passthrough), {self.already} resumed, "
+                f"{self.already + self.done_now}/{self.total} rows in all")
 
 
 def run_regeneration(input_path: Path | str, outputs: OutputPaths, settings: RegenSettings,
                      addresses: list[str], *, api_key: str | None = None, resume: bool = True,
-                     restart: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Regenerate `input_path` into `outputs`. Returns stats (counts, throughput, servers, errors)."""
+                     restart: bool = False, log: Callable[[str], None] = print, run_id: str | None = None) -> dict:
+    """Regenerate `input_path` into `outputs`. Returns stats (counts, throughput, servers, errors).
+
+    Refused with `locks.RegenerationBusy` while another run writes the same outputs (after
+    waiting `settings.lock_wait_s`)."""
     try:
         import uvloop  # noqa: F401
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
-    return runner(_run(Path(input_path), outputs, settings, addresses, api_key, resume, restart, log))
+    # one run per output at a time (the asset also holds its partition's lock around this)
+    with exclusive(output_lock_path(outputs.success), f"regeneration output {outputs.success}",
+                   settings.lock_wait_s, run_id=run_id):
+        return runner(_run(Path(input_path), outputs, settings, addresses, api_key, resume, restart, log))
 
 
 async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addresses: list[str],
@@ -233,7 +292,8 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
             f"({len(done)}/{total} rows kept)")
     elif done:
         log(f"regenerate: resuming, {len(done)}/{total} rows already done")
-    prog = _Progress(total, len(done))
+    requests = count_requests(input_path, done, st)
+    prog = _Progress(total, len(done), requests)
     tally = Tally()
     t0 = time.monotonic()
     pool = None
@@ -243,10 +303,11 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     fatal: list[BaseException] = []
     outstanding = [0]  # rows handed to worker processes and not back yet
     try:
-        need_server = len(done) < total
+        need_server = requests > 0
         if need_server:
             pool = ServerPool(addresses, st, api_key=api_key, log=log)
             await pool.start()
+            log(f"regenerate: {requests} rows need a request ({total} input rows, {len(done)} already done)")
         capacity = st.concurrency * (len(pool.servers) if pool else 1)
         if need_server and st.workers > 1:
             # Worker processes get up to twice their request slots in rows: the spare rows wait
@@ -255,27 +316,27 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
             capacity *= 2
         sem = asyncio.Semaphore(capacity)
 
-        def finish(i: int, row_id, status: str, row: dict) -> None:
+        def finish(i: int, row_id, status: str, row: dict, requested: bool = False) -> None:
             try:
                 journal.append(i, row_id, status, row)
             except JournalWriteError as e:
                 if not fatal:
                     fatal.append(e)
                 return
-            prog.add(status, row)
+            prog.add(status, row, requested)
             tally.add(status, row)
 
         async def one(i: int, row: dict) -> None:
             try:
                 out = await regenerate_row(row, st, pool)
-                finish(i, row.get("id"), out["status"], out)
+                finish(i, row.get("id"), out["status"], out, requested=True)
             except NoServerAvailable as e:
                 if not fatal:
                     fatal.append(e)
             except Exception as e:  # noqa: BLE001 - a bug in one row must not lose the others
                 finish(i, row.get("id"), "error", {**row, "status": "error",
                                                     "error": f"internal error: {type(e).__name__}: {e}",
-                                                    "regeneration": None})
+                                                    "regeneration": None}, requested=True)
             finally:
                 sem.release()
 
@@ -287,7 +348,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
         def from_worker(i: int, out: dict) -> None:
             outstanding[0] -= 1
             sem.release()
-            finish(i, out.get("id"), out["status"], out)
+            finish(i, out.get("id"), out["status"], out, requested=True)
 
         def worker_fatal(e: BaseException) -> None:
             if not fatal:
@@ -303,53 +364,31 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
             await wpool.start()
 
         ticker = asyncio.get_running_loop().create_task(progress())
-        valid_seen = 0
         try:
-            with open(input_path, "rb") as f:
-                i = -1
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    i += 1
-                    if fatal:
-                        break
-                    row, bad_json = _parse(line, lineno)
-                    reason = bad_json or validate_conversation(row)
-                    if reason is None:
-                        valid_seen += 1
-                    if i in done:
-                        continue
-                    if bad_json:
-                        bad_id, bad_row = _bad_line_row(line, bad_json)
-                        finish(i, bad_id, "skipped", bad_row)
-                        continue
-                    if reason is not None:
-                        finish(i, row.get("id") if isinstance(row, dict) else None, "skipped",
-                               skipped_row(row, reason))
-                        continue
-                    if st.num_samples is not None and valid_seen > st.num_samples:
-                        why = f"beyond the num_samples limit ({st.num_samples})"
-                        answered = any(isinstance(m, dict) and m.get("role") == "assistant"
-                                       for m in row["conversations"])
-                        if st.beyond_limit == "passthrough" and not answered:
-                            finish(i, row.get("id"), "skipped", skipped_row(
-                                row, f"Not submitted: {why}; a prompt-only row has no answers to pass through"))
-                        elif st.beyond_limit == "passthrough":
-                            finish(i, row.get("id"), "passthrough", passthrough_row(row, why))
-                        else:
-                            finish(i, row.get("id"), "skipped", skipped_row(row, f"Not submitted: {why}"))
-                        continue
-                    await sem.acquire()
-                    if fatal:
-                        sem.release()
-                        break
-                    if wpool is not None:
-                        outstanding[0] += 1
-                        wpool.submit(i, row)
-                        continue
-                    t = asyncio.get_running_loop().create_task(one(i, row))
-                    pending.add(t)
-                    t.add_done_callback(pending.discard)
+            for i, line, row, action, why in _plan(input_path, done, st):
+                if fatal:
+                    break
+                if action == "bad_json":
+                    bad_id, bad_row = _bad_line_row(line, why)
+                    finish(i, bad_id, "skipped", bad_row)
+                    continue
+                if action == "skip":
+                    finish(i, row.get("id") if isinstance(row, dict) else None, "skipped", skipped_row(row, why))
+                    continue
+                if action == "passthrough":
+                    finish(i, row.get("id"), "passthrough", passthrough_row(row, why))
+                    continue
+                await sem.acquire()
+                if fatal:
+                    sem.release()
+                    break
+                if wpool is not None:
+                    outstanding[0] += 1
+                    wpool.submit(i, row)
+                    continue
+                t = asyncio.get_running_loop().create_task(one(i, row))
+                pending.add(t)
+                t.add_done_callback(pending.discard)
             prog.last = (time.monotonic(), prog.done_now)
             while pending and not fatal:
                 await asyncio.wait(set(pending), timeout=0.5)

@@ -57,6 +57,8 @@ class RegenSettings:
     # journal and the outputs either way
     workers: int = 1
     progress_interval_s: float = 5.0
+    # a second run on the same output waits this long for the first, then is refused (0: at once)
+    lock_wait_s: float = 0.0
     journal_batch: int = 64
     journal_flush_s: float = 0.25
 
