@@ -50,11 +50,26 @@ def _prefixes(*keys: dg.AssetKey) -> dg.AssetSelection:
     return dg.AssetSelection.key_prefixes(*[k.path for k in keys])
 
 
+# The job to backfill sources with: each source partition runs sources/conversations and then
+# regenerated/conversations in one run, so the backfill page shows both layers per source (a
+# backfill of sources/conversations alone leaves regeneration to separate automation runs).
+sources_and_regenerated = dg.define_asset_job(
+    "sources_and_regenerated",
+    selection=_prefixes(SOURCES, REGENERATED),
+    partitions_def=source_partitions,
+    description=(
+        "One source partition through the sources and regenerated layers in one run. Backfill this job "
+        "(Jobs → sources_and_regenerated → Materialize / Backfill) to bring sources up to date: the "
+        "backfill page then shows each source's progress through both layers. The file-drop sensor runs it too."
+    ),
+)
+
+# The same two steps under the name older runs, links and scripts use.
 incoming_sources_job = dg.define_asset_job(
     "incoming_sources_job",
     selection=_prefixes(SOURCES, REGENERATED),
     partitions_def=source_partitions,
-    description="One source partition through the sources and regenerated layers (file-drop sensor).",
+    description="Same steps as `sources_and_regenerated` (kept for existing run history and scripts).",
     tags={TRIGGER_TAG: "incoming-file"},
 )
 
@@ -175,6 +190,7 @@ def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
                 run_key=f"incoming:{key}:{fp['sha256'][:16]}:{fp['mtime_ns']}",
                 partition_key=key,
                 tags={
+                    TRIGGER_TAG: "incoming-file",
                     "specforge/incoming_file": path.name,
                     "specforge/incoming_sha256": fp["sha256"][:16],
                     "specforge/incoming_event": event,
@@ -217,7 +233,7 @@ def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
 
 @dg.sensor(
     name="incoming_files_sensor",
-    job=incoming_sources_job,
+    job=sources_and_regenerated,
     minimum_interval_seconds=_SETTINGS["sensors"]["incoming_files"]["minimum_interval_seconds"],
     default_status=_SETTINGS["sensors"]["incoming_files"]["default_status"],
     description=(
@@ -345,9 +361,24 @@ def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Skip
             "specforge/trigger_run_id": rec.run_id,
             "specforge/trigger_storage_id": str(rec.storage_id),
             "specforge/previous_data_version": trained_on or "none",
+            **_upstream_link_tags(run),
             **_retry_tags(int(_SETTINGS["sensors"]["retrain"].get("max_retries") or 0)),
         },
     )
+
+
+def _upstream_link_tags(run) -> dict:
+    """Where the run that produced the new version came from (job, trigger, backfill, sensor), so
+    a retraining run links back through the tokenize run to what started the chain."""
+    if run is None:
+        return {}
+    tags = run.tags or {}
+    out = {"specforge/trigger_job": run.job_name}
+    for src, dst in ((TRIGGER_TAG, "specforge/trigger_origin"), ("dagster/backfill", "specforge/trigger_backfill"),
+                     ("dagster/sensor_name", "specforge/trigger_sensor")):
+        if tags.get(src):
+            out[dst] = tags[src]
+    return out
 
 
 def _retry_tags(n: int) -> dict:
@@ -444,4 +475,4 @@ sensors: list = [
     record_run_failures,
     automation.automation_sensor(),
 ]
-jobs: list = [incoming_sources_job, retrain_draft_job]
+jobs: list = [sources_and_regenerated, incoming_sources_job, retrain_draft_job]
