@@ -147,7 +147,8 @@ def conversations(context: dg.AssetExecutionContext, config: SourceRunConfig, st
             force=config.force, log=context.log.info,
         )
     outcomes = run_source_checks(
-        result.out_dir, quarantine_threshold=spec.quarantine_threshold, max_duplicate_rate=sources_settings.max_duplicate_rate
+        result.out_dir, quarantine_threshold=spec.quarantine_threshold, quarantine_min_rows=spec.quarantine_min_rows,
+        max_duplicate_rate=sources_settings.max_duplicate_rate
     )
     yield dg.MaterializeResult(metadata=_metadata(result, spec), data_version=dg.DataVersion(result.data_version))
     for o in outcomes:

@@ -39,7 +39,7 @@ CHECKS: dict[str, tuple[bool, str]] = {
     "valid_role_order": (True, "system only first, then user/assistant strictly alternating from user (SpecForge's validator)"),
     "unique_ids": (True, "ids are unique across train and test"),
     "no_duplicate_conversations": (False, "share of rows whose content (conversations or text) duplicates another row is within max_duplicate_rate"),
-    "quarantine_rate": (True, "quarantined / rows_in is at most the source's quarantine_threshold"),
+    "quarantine_rate": (True, "quarantined / rows_in is at most the source's quarantine_threshold (gates from quarantine_min_rows quarantined rows on)"),
     "rows_reconcile": (True, "rows_in = train + test + quarantined, counted from the files"),
 }
 
@@ -77,6 +77,7 @@ def run_source_checks(
     out_dir: Path | str,
     *,
     quarantine_threshold: float | None = None,
+    quarantine_min_rows: int | None = None,
     max_duplicate_rate: float = 0.0,
     threads: int | None = None,
 ) -> list[CheckOutcome]:
@@ -86,6 +87,10 @@ def run_source_checks(
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
     if quarantine_threshold is None:
         quarantine_threshold = float((manifest.get("spec") or {}).get("quarantine_threshold", 0.1))
+    if quarantine_min_rows is None:
+        from ..sources.config import QUARANTINE_MIN_ROWS
+
+        quarantine_min_rows = QUARANTINE_MIN_ROWS
     data_files = [p for p in (out_dir / "train.jsonl", out_dir / "test.jsonl") if p.exists() and p.stat().st_size > 0]
 
     con = _connect(threads)
@@ -150,9 +155,9 @@ def run_source_checks(
                 f"SELECT coalesce(json_extract_string(json, '$.raw.id'), json_extract_string(json, '$.file') || ' row ' || json_extract_string(json, '$.row')) "
                 f"FROM read_ndjson_objects({_list_literal([out_dir / 'quarantine.jsonl'])}) LIMIT {SAMPLE_IDS}"
             ).fetchall()]
-        add("quarantine_rate", rows_in is not None and q_rate <= quarantine_threshold, quarantined=quarantined,
-            rows_in=rows_in if rows_in is not None else -1, quarantine_rate=round(q_rate, 6), threshold=quarantine_threshold,
-            offending_ids=q_ids)
+        add("quarantine_rate", rows_in is not None and (q_rate <= quarantine_threshold or quarantined < quarantine_min_rows),
+            quarantined=quarantined, rows_in=rows_in if rows_in is not None else -1, quarantine_rate=round(q_rate, 6),
+            threshold=quarantine_threshold, min_rows=quarantine_min_rows, offending_ids=q_ids)
 
         per_file = dict(con.execute("SELECT file, count(*) FROM src GROUP BY file").fetchall())
         train = sum(v for k, v in per_file.items() if k.endswith("train.jsonl"))

@@ -25,10 +25,12 @@ from .presets import get_preset
 
 # Preference when several files share a stem in the incoming folder.
 INCOMING_SUFFIXES = (".parquet", ".jsonl", ".json")
-_DEFAULTS = {"split_eval": False, "sample_size": None, "quarantine_threshold": 0.1, "dedup_ids": True}
+QUARANTINE_MIN_ROWS = 10
+_DEFAULTS = {"split_eval": False, "sample_size": None, "quarantine_threshold": 0.1, "quarantine_min_rows": QUARANTINE_MIN_ROWS,
+             "dedup_ids": True}
 _OWN_KEYS = {
     "preset", "format", "data_path", "hub_id", "config", "split", "opc_subset", "sample_size",
-    "split_eval", "quarantine_threshold", "dedup_ids", "description", "allow_outside_links",
+    "split_eval", "quarantine_threshold", "quarantine_min_rows", "dedup_ids", "description", "allow_outside_links",
 }
 
 
@@ -45,6 +47,9 @@ class SourceSpec:
     sample_size: int | None = None
     split_eval: bool = False
     quarantine_threshold: float = 0.1
+    # the quarantine-rate gate blocks only from this many quarantined rows on: a handful of bad
+    # rows in a small file is quarantined and reported, not a failed partition
+    quarantine_min_rows: int = QUARANTINE_MIN_ROWS
     dedup_ids: bool = True
     description: str | None = None
     allow_outside_links: bool = False  # a relative data_path may be/contain links leaving the data root
@@ -60,6 +65,7 @@ class SourceSpec:
         d = asdict(self)
         d.pop("extra")
         d.pop("description")
+        d.pop("quarantine_min_rows")  # a check setting: it does not change the output
         if not d["allow_outside_links"]:  # only when set, so that existing cache keys stay valid
             d.pop("allow_outside_links")
         return d
@@ -216,6 +222,9 @@ def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> Sou
     qt = merged.get("quarantine_threshold")
     if not isinstance(qt, (int, float)) or not 0 <= qt <= 1:
         raise SourceError(f"sources.yaml sources.{key}: quarantine_threshold must be in [0, 1], got {qt!r}")
+    qmin = merged.get("quarantine_min_rows")
+    if not isinstance(qmin, int) or isinstance(qmin, bool) or qmin < 0:
+        raise SourceError(f"sources.yaml sources.{key}: quarantine_min_rows must be an integer >= 0, got {qmin!r}")
     return SourceSpec(
         key=key,
         preset=str(preset) if preset else None,
@@ -228,6 +237,7 @@ def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> Sou
         sample_size=ss,
         split_eval=bool(merged.get("split_eval")),
         quarantine_threshold=float(qt),
+        quarantine_min_rows=qmin,
         dedup_ids=bool(merged.get("dedup_ids", True)),
         description=merged.get("description"),
         allow_outside_links=allow,

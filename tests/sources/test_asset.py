@@ -96,13 +96,33 @@ def test_blocking_check_fails_the_run_on_a_bad_source(tmp_path, data_root, dagst
     raw = tmp_path / "raw.jsonl"
     ok = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     raw.write_text("".join(json.dumps(r) + "\n" for r in [{"id": "a", "conversations": ok}, {"id": "b", "conversations": [{"role": "tool", "content": "x"}]}]))
-    (config_dir / "sources.yaml").write_text(yaml.safe_dump({"sources": {"strict": {"format": "conversations", "data_path": str(raw), "quarantine_threshold": 0.0}}}))
+    (config_dir / "sources.yaml").write_text(yaml.safe_dump({"sources": {"strict": {"format": "conversations", "data_path": str(raw), "quarantine_threshold": 0.0, "quarantine_min_rows": 0}}}))
     dagster_instance.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["strict"])
     result = _run(dagster_instance, "strict")
     assert not result.success  # the blocking check gates anything downstream in the run
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evals["quarantine_rate"].passed is False and evals["quarantine_rate"].partition == "strict"
     assert evals["schema_valid"].passed
+
+
+@pytest.mark.parametrize("bad, good, blocked", [(1, 2, False), (12, 20, True)])
+def test_a_few_bad_rows_are_quarantined_not_a_failed_partition(tmp_path, data_root, dagster_instance, config_dir, bad, good, blocked):
+    """One bad row in a 3-row file is quarantined and reported; the rate gate blocks only from
+    quarantine_min_rows (default 10) quarantined rows on."""
+    ok = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    lines = [json.dumps({"id": f"g{i}", "conversations": ok}) for i in range(good)]
+    lines += ['{"id": "lone%d", "conversations": [{"role": "user", "content": "x \\ud83d"}, {"role": "assistant", "content": "a"}]}' % i
+              for i in range(bad)]
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("\n".join(lines) + "\n")
+    (config_dir / "sources.yaml").write_text(yaml.safe_dump({"sources": {"few": {"format": "auto", "data_path": str(raw)}}}))
+    dagster_instance.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["few"])
+    result = _run(dagster_instance, "few")
+    assert result.success is not blocked
+    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evals["quarantine_rate"].passed is not blocked
+    assert evals["quarantine_rate"].metadata["quarantined"].value == bad
+    assert len((data_root / "sources" / "few" / "train.jsonl").read_text().splitlines()) == good
 
 
 def test_incoming_file_becomes_a_partition(tmp_path, data_root, dagster_instance, config_dir):

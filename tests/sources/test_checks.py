@@ -82,9 +82,11 @@ def test_duplicate_conversations_warn(tmp_path):
 
 def test_quarantine_rate_over_threshold(tmp_path):
     rows = [{"id": f"r{i}", "conversations": GOOD + [{"role": "user", "content": str(i)}]} for i in range(8)]
-    res = _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1)))
+    res = _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1), quarantine_min_rows=0))
     q = res["quarantine_rate"]
     assert not q.passed and q.metadata["quarantine_rate"] == 0.2 and q.metadata["offending_ids"] == ["q0", "q1"]
+    # under quarantine_min_rows (default 10) quarantined rows the rate is reported, not blocking
+    assert _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1)))["quarantine_rate"].passed
     assert _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2), quarantine_threshold=0.25))["quarantine_rate"].passed
 
 
