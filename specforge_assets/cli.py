@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             print(redact("".join(traceback.format_exception(e))), file=sys.stderr, end="")
         print(f"error: {msg}", file=sys.stderr)
-        return 1
+        return int(getattr(e, "exit_code", 1))
     return int(rc or 0)
 
 

@@ -17,6 +17,14 @@ import re
 class UserError(Exception):
     """An expected failure with a message that says what is wrong, where, and what to do."""
 
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """A bad command-line argument or setting (exit code 2, like argparse's own errors)."""
+
+    exit_code = 2
+
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@")
 _BARE_USERINFO = re.compile(r"(?<![\w/])(?P<user>[\w.-]+):(?P<pw>[^/\s@:]+)@(?=[\w.\[-])")

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command. Expected failures (`errors.UserError`: no server, missing input, changed
     settings, disk full, ...) and bad arguments print one ``error: ...`` line (secrets redacted)
     and return non-zero; paths are relative to the current directory."""
-    from ..errors import UserError
+    from ..errors import UsageError, UserError
     from .runner import OutputPaths, run_regeneration
     from .settings import RegenSettings
 
@@ -98,17 +98,17 @@ def run(args: argparse.Namespace) -> int:
             request_timeout_s=args.request_timeout, connect_timeout_s=args.connect_timeout,
             max_attempts=args.max_attempts, progress_interval_s=args.progress_interval, workers=args.workers,
             transport=args.transport, lock_wait_s=args.lock_wait)
-    except (ValueError, TypeError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError) as e:  # a bad flag or setting: exit 2 through the one CLI error path
+        raise UsageError(_one_line(e)) from e
     outputs = OutputPaths.specforge(args.output_file_path)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
         stats = run_regeneration(args.input_file_path, outputs, settings, args.server_address,
                                  api_key=os.environ.get(API_KEY_ENV) or None, resume=args.resume, log=log)
-    except (UserError, ValueError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 1
+    except ValueError as e:  # refused input values; UserErrors go to the one CLI error path as they are
+        if isinstance(e, UserError):
+            raise
+        raise UserError(_one_line(e)) from e
     c = stats.get("counts", {})
     print(json.dumps({"success": c.get("success", 0), "error": c.get("error", 0), "skipped": c.get("skipped", 0),
                       "passthrough": c.get("passthrough", 0), "input_rows": stats.get("input_rows"),

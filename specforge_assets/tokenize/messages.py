@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..jsonrows import RowDecodeError, loads_row
+
 GENERAL_KEYS = frozenset({"role", "content", "tool_calls"})
 THINKING_KEYS = frozenset({"role", "content", "tool_calls", "reasoning_content", "name", "tool_call_id"})
 
@@ -83,8 +85,8 @@ def sanitize_message(message: dict, keys: frozenset, warnings: list[str]) -> dic
     calls = cleaned["tool_calls"]
     if isinstance(calls, str):
         try:
-            calls = json.loads(calls)
-        except json.JSONDecodeError:
+            calls = loads_row(calls)
+        except RowDecodeError:
             warnings.append("tool_calls is not valid JSON; removed")
             cleaned.pop("tool_calls", None)
             return cleaned
@@ -100,8 +102,8 @@ def sanitize_message(message: dict, keys: frozenset, warnings: list[str]) -> dic
                 args = func.get("arguments", {})
                 if isinstance(args, str):
                     try:
-                        args = json.loads(args)
-                    except json.JSONDecodeError:
+                        args = loads_row(args)
+                    except RowDecodeError:
                         warnings.append(f"tool call {f['name']!r}: arguments are not valid JSON; replaced by {{}}")
                         args = {}
                 f["arguments"] = args
@@ -156,8 +158,8 @@ def parse_tools(tools: Any, warnings: list[str]) -> list | None:
         return None
     if isinstance(tools, str):
         try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError:
+            tools = loads_row(tools)
+        except RowDecodeError:
             warnings.append("'tools' is a string but not valid JSON; ignored")
             return None
     if not tools:
