@@ -6,14 +6,13 @@ in a separate `torchrun` process launched through Dagster Pipes (resource "pipes
 the Pipes client moves it to a GPU box or a cluster without touching the asset.
 """
 
-import contextlib
 import json
 import time
 from pathlib import Path
 
 import dagster as dg
 
-from ..errors import UserError
+from ._failures import expected_failures
 from ..fileio import read_manifest, sha256_file, sha256_json, write_manifest
 from ..resources import SpecforgeStore
 
@@ -71,16 +70,6 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _expected_failures():
-    """An expected failure (`errors.UserError`: bad input, refused build) fails the step with one
-    clear line (`dagster.Failure`); anything else is a bug and keeps its traceback."""
-    try:
-        yield
-    except UserError as e:
-        raise dg.Failure(description=(str(e).splitlines() or [type(e).__name__])[0]) from e
-
-
 # -- models/target_model ------------------------------------------------------------------------
 
 
@@ -123,7 +112,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
 
     tcfg = target_config(store.config("target"))
     if tcfg.get("path"):
-        with _expected_failures():
+        with expected_failures():
             return _external_target(context, tcfg)
     from ..train.demo_target import BUILDER_VERSION, build_demo_target, build_params, corpus_fingerprint, load_demo_corpus
     from ..train.entry import train_settings
@@ -133,7 +122,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     source_keys = demo_cfg.pop("sources", None)
     params = build_params(**demo_cfg)
     out = store.layer_dir("models", "target_model")
-    with _expected_failures():
+    with expected_failures():
         rows, info = load_demo_corpus(source_keys, sources_config=store.config("sources"), log=context.log.info)
     fingerprint = corpus_fingerprint(rows, params)
     version = fingerprint[:24]
@@ -144,7 +133,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
         context.log.info(f"demo target unchanged (fingerprint {version}): reusing {out}")
     else:
         context.log.info(f"building the demo target from {len(rows)} rows of {sorted(info['sources'])} into {out}")
-        with _expected_failures():
+        with expected_failures():
             build_demo_target(out, rows, log=context.log.info, **params,
                               extra_manifest={"data_version": version, "corpus_sources": info})
     manifest = read_manifest(out) or {}
@@ -263,7 +252,7 @@ def draft_model(
     if settings["launch"]["mode"] == "offline":
         hidden = _require(store.layer_dir("models", "target_hidden_states"), "models/target_hidden_states")
         upstream["models/target_hidden_states"] = _upstream_version(context, HIDDEN_KEY, hidden)
-    with _expected_failures():
+    with expected_failures():
         spec, spec_path, cmd = prepare_launch(
             root=root, settings=settings, target_path=target, dataset_path=dataset, vocab_mapping_path=vocab,
             upstream_data_versions=upstream, hidden_states_path=hidden,
@@ -355,7 +344,7 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
     previous_dir = root / "models" / "draft_model_previous"
     test = _require(store.layer_dir("mix") / "test.jsonl", "mix/training_mix test split (mix/test.jsonl)")
     tcfg = target_config(store.config("target"))
-    with _expected_failures():
+    with expected_failures():
         report = evaluate_drafts(
             target_path=target_model_path(root, tcfg),
             draft_dir=draft_dir,
@@ -454,7 +443,7 @@ def target_hidden_states(context: dg.AssetExecutionContext, store: SpecforgeStor
         "tokenized/dataset": _upstream_version(context, DATASET_KEY, dataset),
         "models/target_model": _upstream_version(context, TARGET_KEY, Path(target) if isinstance(target, Path) else Path("/nonexistent")),
     }
-    with _expected_failures():
+    with expected_failures():
         info = write_hidden_states(
             target, dataset, out, rows_per_shard=int(hs["rows_per_shard"]), dtype=str(hs["dtype"]),
             max_rows=hs.get("max_rows"), max_length=int(settings["training"].get("max_length", 2048)),

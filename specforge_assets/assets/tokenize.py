@@ -4,7 +4,7 @@
 import dagster as dg
 
 from ..checks import tokenize as tok_checks
-from ..errors import UserError
+from ._failures import expected_failures
 from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
 from ._lineage import lineage_metadata, upstream_versions
@@ -17,11 +17,6 @@ from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
 from ..keys import TARGET as TARGET_KEY
 from ..keys import MIX as MIX_KEY
-def _failure(e: UserError) -> dg.Failure:
-    """An expected failure (bad input, refused build) fails the step with one clear line."""
-    return dg.Failure(description=str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-
 def _example(res: dict, root) -> tuple[str, str | None]:
     from ..tokenize.core import Preprocessor
 
@@ -60,10 +55,8 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
     cache key (mix content, tokenizer files, chat template, template fields, max_length, options)
     is the DataVersion and identical inputs are never recomputed."""
     root = store.root()
-    try:
+    with expected_failures():
         res = build_tokenized(root, store.config("tokenize"), store.config("target"))
-    except UserError as e:
-        raise _failure(e) from e
     st = res["stats"]
     out = res["dir"]
     hist = length_histogram_png(read_lengths(out), st["max_length"], out / "lengths.png")
@@ -167,10 +160,8 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> d
     <root>/tokenized/vocab_mapping/vocab_mapping.pt. Clamped to the target vocabulary size."""
     from ..tokenize.vocab import fill_warning
 
-    try:
+    with expected_failures():
         res = build_vocab_mapping(store.root(), store.config("tokenize"), store.config("target"))
-    except UserError as e:
-        raise _failure(e) from e
     fill = fill_warning(res)
     if fill:
         context.log.warning(fill)
