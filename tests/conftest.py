@@ -53,3 +53,44 @@ def shared():
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+class _LogCapture:
+    """Log records of one sensor evaluation; `.warnings` lists the WARNING messages."""
+
+    def __init__(self):
+        import logging
+
+        class _Handler(logging.Handler):
+            def emit(inner, record):
+                self.records.append((record.levelname, record.getMessage()))
+
+        self.records: list[tuple[str, str]] = []
+        self.handler = _Handler()
+
+    @property
+    def warnings(self) -> list[str]:
+        return [m for lvl, m in self.records if lvl == "WARNING"]
+
+
+def evaluate_sensor_tick(defs, instance, name, cursor=None):
+    """One real evaluation of sensor `name` (its dynamic-partition requests applied to the
+    instance, as the daemon would). Returns (tick data, captured log records)."""
+    import dagster as dg
+    from dagster._core.instance.types import CachingDynamicPartitionsLoader
+
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+    ctx.__dict__["caching_dynamic_partitions_loader"] = CachingDynamicPartitionsLoader(instance)
+    cap = _LogCapture()
+    ctx.log.addHandler(cap.handler)
+    data = defs.get_sensor_def(name).evaluate_tick(ctx)
+    for req in data.dynamic_partitions_requests or []:
+        if isinstance(req, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return data, cap
+
+
+@pytest.fixture
+def sensor_tick():
+    """`sensor_tick(defs, instance, name, cursor=None)`: see `evaluate_sensor_tick`."""
+    return evaluate_sensor_tick

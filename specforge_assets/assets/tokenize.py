@@ -9,7 +9,7 @@ from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
 from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
-from ..tokenize.build import build_tokenized, build_vocab_mapping, target_vocab_size, tokenize_config
+from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config
 from ..tokenize.dataset import read_lengths
 from ..tokenize.report import example_html, example_markdown, length_histogram_png, png_markdown
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .reply import (MSG_DISABLE_BAD, MSG_SAVE_EMPTY, MSG_SAVE_MARKER, THINK_MARKER, BadReply,  # noqa: F401
-                    Reply, RequestFailed)
+from .reply import BadReply, Reply, RequestFailed
 from .settings import RegenSettings
 
 

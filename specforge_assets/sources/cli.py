@@ -1,7 +1,6 @@
 """`specforge-assets prepare`: SpecForge's `prepare_data.py` flags, on the asset's code path."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from .. import paths

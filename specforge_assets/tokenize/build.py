@@ -18,7 +18,7 @@ from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_
 from ..paths import load_config
 from ..target import target_config, target_model_path
 from .core import Preprocessor, TokenizeOptions
-from .dataset import InputNotFoundError, TokenizerLoadError, cache_key, load_tokenizer, read_lengths, tokenize_jsonl
+from .dataset import InputNotFoundError, TokenizerLoadError, cache_key, load_tokenizer, tokenize_jsonl
 from .templates import get_template
 
 TOKENIZE_DEFAULTS: dict[str, Any] = {

@@ -260,7 +260,7 @@ def _refusal(input_path: Path, st: "_Stats", bad: list, template: ChatTemplate) 
     if st.fallback_rows:
         hint += " (the tokenizer has no chat template: SpecForge's fallback rendering was used)"
     elif st.truncated == st.rows:
-        hint += f" (every row was truncated at max_length {{max_length}})"
+        hint += " (every row was truncated at max_length {max_length})"  # filled in by the caller
     else:
         hint += f" (the assistant markers of chat template {template.name!r} never match the rendered text?)"
     return f"no supervised tokens in {input_path} ({st.rows} rows, all loss masks zero): {hint}"
@@ -311,7 +311,6 @@ def tokenize_jsonl(
         jf = open(tmp / export_jsonl, "w", encoding="utf-8") if export_jsonl else None
 
         def flush():
-            nonlocal writer
             if not buf["id"]:
                 return
             table = pa.table({k: buf[k] for k in schema.names}, schema=schema)

@@ -27,7 +27,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 

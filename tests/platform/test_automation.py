@@ -16,7 +16,6 @@ from specforge_assets.keys import MIX
 from specforge_assets.keys import TOKENIZED as TOK
 from specforge_assets.keys import VOCAB
 from specforge_assets.keys import TARGET
-from specforge_assets.keys import DRAFT
 class Ticker:
     """Evaluates the automation conditions tick after tick, keeping the cursor."""
 

@@ -4,14 +4,12 @@ allowed, previews stay small. Real instance, real sensor ticks, real files and s
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import dagster as dg
 import pytest
 import yaml
 
-from dagster._core.instance.types import CachingDynamicPartitionsLoader
 
 from specforge_assets.assets import sources as sources_assets
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
@@ -23,31 +21,6 @@ from specforge_assets.sources.normalize import build_source
 MARKER = "OUTSIDE-MARKER-6789"
 TOKEN = "U0VDUkVULU1BUktFUi0xMjM0NQ=="
 OLD = 1_700_000_000_000_000_000  # an mtime long past the settle delay
-
-
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.records: list[tuple[str, str]] = []
-
-    def emit(self, record):
-        self.records.append((record.levelname, record.getMessage()))
-
-    def warnings(self) -> list[str]:
-        return [m for lvl, m in self.records if lvl == "WARNING"]
-
-
-def _tick(defs, instance, name="incoming_files_sensor", cursor=None):
-    """One real evaluation of a sensor; returns (tick data, captured log records)."""
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-    ctx.__dict__["caching_dynamic_partitions_loader"] = CachingDynamicPartitionsLoader(instance)
-    cap = _Capture()
-    ctx.log.addHandler(cap)
-    data = defs.get_sensor_def(name).evaluate_tick(ctx)
-    for req in data.dynamic_partitions_requests or []:
-        if isinstance(req, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    return data, cap
 
 
 def _jsonl(path, rows, mtime=OLD):
@@ -99,7 +72,7 @@ def _failure_text(result) -> str:
 # ----------------------------------------------------------------------------- links
 
 
-def test_links_out_of_the_drop_folder_are_refused_by_the_sensor(toy, dagster_instance, outside):
+def test_links_out_of_the_drop_folder_are_refused_by_the_sensor(toy, dagster_instance, outside, sensor_tick):
     defs, root, _ = toy
     inc = root / "incoming"
     _jsonl(inc / "real.jsonl", [_conv("r1")])
@@ -114,11 +87,11 @@ def test_links_out_of_the_drop_folder_are_refused_by_the_sensor(toy, dagster_ins
     _jsonl(inc / "deep" / "ok.jsonl", [_conv("d0")])
     (inc / "deep" / "sub").symlink_to(outside / ".docker")
 
-    data, log = _tick(defs, dagster_instance)
+    data, log = sensor_tick(defs, dagster_instance, "incoming_files_sensor")
 
     assert sorted(r.partition_key for r in data.run_requests) == ["alias", "real"]
     assert sorted(dagster_instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)) == ["alias", "real"]
-    warnings = log.warnings()
+    warnings = log.warnings
     for name in ["evil.jsonl", "creds", "mixed", "alllinks", "deep"]:
         hits = [w for w in warnings if w.startswith(f"incoming {name}:")]
         assert len(hits) == 1, (name, warnings)
@@ -128,8 +101,8 @@ def test_links_out_of_the_drop_folder_are_refused_by_the_sensor(toy, dagster_ins
     assert {o["entry"] for o in ops if o["event"] == "skipped"} == {"evil.jsonl", "creds", "mixed", "alllinks", "deep"}
 
     # the next tick does not repeat the warnings (the cursor remembers them)
-    again, log2 = _tick(defs, dagster_instance, cursor=data.cursor)
-    assert not log2.warnings()
+    again, log2 = sensor_tick(defs, dagster_instance, "incoming_files_sensor", cursor=data.cursor)
+    assert not log2.warnings
     assert "skipped (see the warnings): ['alllinks', 'creds', 'deep', 'evil.jsonl', 'mixed']" in again.skip_message
     _no_outside_content(root)
 
@@ -187,7 +160,7 @@ def test_links_that_stay_inside_the_drop_folder_are_followed(toy, dagster_instan
 # ----------------------------------------------------------------------------- names
 
 
-def test_names_that_cannot_be_keys_are_reported_not_silently_ignored(toy, dagster_instance):
+def test_names_that_cannot_be_keys_are_reported_not_silently_ignored(toy, dagster_instance, sensor_tick):
     defs, root, _ = toy
     inc = root / "incoming"
     _jsonl(inc / "my data.jsonl", [_conv("a")])
@@ -213,9 +186,9 @@ def test_names_that_cannot_be_keys_are_reported_not_silently_ignored(toy, dagste
     assert "same partition key 'dup' as dup.jsonl" in scan.skipped["dup.json"]
     assert not {".hidden.jsonl", "copying.jsonl.part", "copying2.jsonl.tmp"} & set(scan.skipped)
 
-    data, log = _tick(defs, dagster_instance)
+    data, log = sensor_tick(defs, dagster_instance, "incoming_files_sensor")
     assert sorted(r.partition_key for r in data.run_requests) == ["Upper", "dup"]
-    warnings = log.warnings()
+    warnings = log.warnings
     for name in scan.skipped:
         assert sum(w.startswith(f"incoming {name}: skipped") for w in warnings) == 1, (name, warnings)
     assert len(warnings) == len(scan.skipped) == 6

@@ -2,7 +2,7 @@
 nothing else (config hash folded into code_version; seen after a code-location reload)."""
 import dagster as dg
 import yaml
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.definitions.data_version import CachingStaleStatusResolver
 from dagster._core.loader import LoadingContextForTest
 from toy_graph import ASSETS, build_toy_defs
 

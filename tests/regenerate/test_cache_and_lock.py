@@ -12,7 +12,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import dagster as dg
 import pytest
 import yaml
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import dagster as dg
 import pytest
 import yaml
 
-from dagster._core.instance.types import CachingDynamicPartitionsLoader
 
 from specforge_assets import sensors
 from specforge_assets.partitions import (
@@ -36,28 +34,6 @@ CFG = {
         "dönner": {"format": "auto", "data_path": "x.jsonl"},
     }
 }
-
-
-class _Capture(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.warnings: list[str] = []
-
-    def emit(self, record):
-        if record.levelname == "WARNING":
-            self.warnings.append(record.getMessage())
-
-
-def _tick(defs, instance, name, cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-    ctx.__dict__["caching_dynamic_partitions_loader"] = CachingDynamicPartitionsLoader(instance)
-    cap = _Capture()
-    ctx.log.addHandler(cap)
-    data = defs.get_sensor_def(name).evaluate_tick(ctx)
-    for req in data.dynamic_partitions_requests or []:
-        if isinstance(req, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    return data, cap
 
 
 def _defs(root: Path, config_dir: Path) -> dg.Definitions:
@@ -109,25 +85,25 @@ def test_good_sources_resolve_and_build_next_to_bad_ones(bad_config):
         resolve_source("bad key!", CFG, root)
 
 
-def test_sync_and_register_sensor_register_the_good_keys(bad_config, dagster_instance):
+def test_sync_and_register_sensor_register_the_good_keys(bad_config, dagster_instance, sensor_tick):
     root, config_dir = bad_config
     defs = _defs(root, config_dir)
-    data, log = _tick(defs, dagster_instance, "register_sources_sensor")
+    data, log = sensor_tick(defs, dagster_instance, "register_sources_sensor")
     assert dagster_instance.get_dynamic_partitions(SOURCES_PARTITION_NAME) == ["good-one", "good_two"]
     assert len(log.warnings) == 3 and any("'bad key!'" in w and "spaces" in w for w in log.warnings)
-    again, _ = _tick(defs, dagster_instance, "register_sources_sensor")
+    again, _ = sensor_tick(defs, dagster_instance, "register_sources_sensor")
     assert "all 2 configured sources are partitions" in again.skip_message
     assert "invalid source keys ignored: ['../x', 'bad key!', 'dönner']" in again.skip_message
     with dg.instance_for_test() as fresh:
         assert sync_source_partitions(fresh) == ["good-one", "good_two"]
 
 
-def test_file_drop_sensor_works_with_a_bad_key_in_the_config(bad_config, dagster_instance):
+def test_file_drop_sensor_works_with_a_bad_key_in_the_config(bad_config, dagster_instance, sensor_tick):
     root, config_dir = bad_config
     f = root / "incoming" / "dropped.jsonl"
     f.write_text(json.dumps({"id": "d1", "text": "t"}) + "\n")
     os.utime(f, ns=(OLD, OLD))
-    data, _ = _tick(_defs(root, config_dir), dagster_instance, "incoming_files_sensor")
+    data, _ = sensor_tick(_defs(root, config_dir), dagster_instance, "incoming_files_sensor")
     assert [r.partition_key for r in data.run_requests] == ["dropped"]
     assert "dropped" in dagster_instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)
 

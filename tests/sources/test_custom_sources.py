@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from specforge_assets.sources import config as srcconfig
 from specforge_assets.sources.config import list_incoming, resolve_source
 from specforge_assets.sources.errors import HubUnavailableError, UnknownSourceError
 from specforge_assets.sources.formats import content_hash_id, parse_custom_row
