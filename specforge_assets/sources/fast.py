@@ -167,9 +167,13 @@ def sharegpt_items(batch, options: dict, start_index: int) -> tuple[list[Item], 
 
 
 def convert_arrow(converter: str, options: dict, batch, start_index: int) -> tuple[list[Item], int] | None:
-    """Items for every row of `batch`, or None when this converter / schema has no fast path."""
-    if converter == "ultrachat":
-        return ultrachat_items(batch, options)
-    if converter == "sharegpt":
-        return sharegpt_items(batch, options, start_index)
+    """Items for every row of `batch`, or None when this converter / schema has no fast path (or
+    the batch holds a string that is not UTF-8: the row-by-row path then quarantines that row)."""
+    try:
+        if converter == "ultrachat":
+            return ultrachat_items(batch, options)
+        if converter == "sharegpt":
+            return sharegpt_items(batch, options, start_index)
+    except UnicodeDecodeError:
+        return None
     return None

@@ -53,11 +53,38 @@ class RawBatch:
     @property
     def rows(self) -> list:
         if self._rows is None:
-            self._rows = self.arrow.to_pylist()
+            try:
+                self._rows = self.arrow.to_pylist()
+            except UnicodeDecodeError:  # a string that is not UTF-8 (Arrow does not check Parquet's)
+                self._rows = arrow_rows_one_by_one(self.arrow)
         return self._rows
 
     def __len__(self) -> int:
         return len(self.rownums)
+
+
+def arrow_rows_one_by_one(batch) -> list:
+    """`batch.to_pylist()`, except that a row holding a string that is not valid UTF-8 (Parquet
+    files and hub datasets are not checked by Arrow) becomes a `BadRow` naming the column,
+    instead of failing the whole batch."""
+    out: list = []
+    names = batch.schema.names
+    for i in range(batch.num_rows):
+        row = batch.slice(i, 1)
+        try:
+            out.append(row.to_pylist()[0])
+            continue
+        except UnicodeDecodeError as e:
+            reason = f"invalid UTF-8 at byte {e.start} of a string"
+        raw, field = {}, None
+        for name in names:
+            try:
+                raw[name] = row.column(name).to_pylist()[0]
+            except UnicodeDecodeError:
+                raw[name] = "<not valid UTF-8>"
+                field = field or name
+        out.append(BadRow(reason, raw=json.dumps(raw, ensure_ascii=False, default=str), field=field))
+    return out
 
 
 # ----------------------------------------------------------------------------- paths

@@ -221,3 +221,39 @@ def test_real_sources_as_partitions(tmp_path, data_root, shared):
     mt = _read(data_root / "sources" / "mtbench" / "train.jsonl")
     assert {r["category"] for r in mt} == {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
     assert all([m["role"] for m in r["conversations"]] == ["user", "user"] for r in mt)
+
+
+def _parquet_with_invalid_utf8(path, content_column: bool):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = pa.array([b"ok-0", b"bad \xff byte", b"ok-2"], type=pa.binary()).view(pa.string())
+    if content_column:  # sharegpt preset schema, the bad bytes (a UTF-8 encoded surrogate) inside a message
+        values = pa.array([b"q0", b"a0", b"q1 \xed\xa0\xbd", b"a1", b"q2", b"a2"], type=pa.binary()).view(pa.string())
+        senders = pa.array(["human", "gpt"] * 3)
+        msgs = pa.StructArray.from_arrays([senders, values], names=["from", "value"])
+        conv = pa.ListArray.from_arrays(pa.array([0, 2, 4, 6], type=pa.int32()), msgs)
+        t = pa.table({"id": pa.array(["a", "b", "c"]), "conversations": conv})
+    else:
+        conv = pa.array([[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]] * 3)
+        t = pa.table({"id": bad, "conversations": conv})
+    pq.write_table(t, path)
+
+
+def test_parquet_string_that_is_not_utf8_is_one_quarantined_row(tmp_path, data_root):
+    """Arrow does not validate Parquet strings: one row with invalid UTF-8 bytes (or a UTF-8
+    encoded surrogate) is quarantined naming the column; the others are written."""
+    path = tmp_path / "x.parquet"
+    _parquet_with_invalid_utf8(path, content_column=False)
+    cfg = {"sources": {"s": {"format": "auto", "data_path": str(path)}}}
+    res = build_source(resolve_source("s", cfg, data_root), data_root, config=cfg)
+    assert (res.manifest["rows_train"], res.manifest["quarantined"]) == (2, 1)
+    (q,) = _read(res.out_dir / "quarantine.jsonl")
+    assert (q["row"], q["field"]) == (1, "id") and q["reason"].startswith("invalid UTF-8 at byte 4")
+    path2 = tmp_path / "sg.parquet"
+    _parquet_with_invalid_utf8(path2, content_column=True)
+    cfg = {"sources": {"p": {"preset": "sharegpt", "data_path": str(path2)}}}
+    res = build_source(resolve_source("p", cfg, data_root), data_root, config=cfg)
+    assert (res.manifest["rows_train"], res.manifest["quarantined"]) == (2, 1)
+    (q,) = _read(res.out_dir / "quarantine.jsonl")
+    assert (q["row"], q["field"]) == (1, "conversations")
