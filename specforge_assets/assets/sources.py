@@ -93,6 +93,8 @@ def _metadata(result, spec) -> dict:
         # rows with user turns only: the regenerated layer fills their answers (the mix refuses them otherwise)
         "prompt_only_rows": m.get("prompt_only_rows", 0),
         "row_system_prepended": m.get("row_system_prepended", 0),
+        # fields of the raw rows the conversation rows do not carry (tools, tool_calls, names, ...)
+        "dropped_fields": dg.MetadataValue.json(m.get("dropped_fields") or {}),
         "turns_histogram": dg.MetadataValue.md(_histogram_md(stats.get("turns_histogram") or {})),
         "chars_per_row_min": chars.get("min", 0),
         "chars_per_row_mean": float(chars.get("mean", 0)),

@@ -32,6 +32,34 @@ from .errors import RowError
 
 FORMATS = ("conversations", "sharegpt", "preformatted", "alpaca", "prompts", "auto")
 ALPACA_OUTPUT_FIELDS = ("output", "response")
+
+# Fields a format reads; any other non-empty field is not carried into the contract row and is
+# counted (`dropped_fields`), never dropped without a word.
+_ROW_FIELDS = {
+    "conversations_or_sharegpt": {"id", "conversations", "messages", "system"},
+    "conversations": {"id", "conversations", "messages", "system"},
+    "sharegpt": {"id", "conversations", "messages", "system"},
+    "preformatted": {"id", "text"},
+    "alpaca": {"id", "instruction", "input", "output", "response", "system", "history"},
+    "prompts": {"id", "question_id", "turns", "prompt", "system", "category"},
+}
+_MESSAGE_FIELDS = {"role", "content", "from", "value"}
+
+
+def dropped_fields(row: dict, fmt: str) -> list[str]:
+    """Names of the non-empty fields of a custom row that its contract row does not carry:
+    row-level keys (``tools``, ``source``) and message keys (``conversations[].tool_calls``,
+    ``messages[].name``). Empty values (None, "", [], {}) count as absent."""
+    fmt = detect_format(row) if fmt == "auto" else fmt
+    known = _ROW_FIELDS.get(fmt, set())
+    out = [k for k, v in row.items() if k not in known and v not in (None, "", [], {})]
+    for key in ("conversations", "messages"):
+        msgs = row.get(key)
+        if fmt in ("conversations", "sharegpt", "conversations_or_sharegpt") and isinstance(msgs, list):
+            extra = {k for m in msgs if isinstance(m, dict) for k, v in m.items()
+                     if k not in _MESSAGE_FIELDS and v not in (None, "", [], {})}
+            out.extend(f"{key}[].{k}" for k in sorted(extra))
+    return out
 ROLES = ("system", "user", "assistant")
 
 # Custom ShareGPT senders (a superset of SpecForge's ROLE_MAPPING; system prompts are kept).

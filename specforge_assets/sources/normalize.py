@@ -27,7 +27,7 @@ from . import fast, loaders
 from .config import SourceSpec
 from .converters import build_converter
 from .errors import RowError, SourceError
-from .formats import normalize_output_row, parse_custom_row, resolved_format, validate_messages, validate_row
+from .formats import dropped_fields, normalize_output_row, parse_custom_row, resolved_format, validate_messages, validate_row
 from .prepare import InputInfo, dumps, iter_preset_batches, split_indices, write_lines
 from .presets import Preset, get_preset
 
@@ -130,6 +130,7 @@ class _Collector:
         self.skipped_messages = 0
         self.prompt_only = 0  # rows with user turns only (answers come from regeneration)
         self.row_system = 0  # rows whose row-level `system` became the leading system message
+        self.dropped_fields: Counter = Counter()  # {field: kept rows in which it was not carried}
         self.kind: str | None = None  # "conversations" | "text": one kind per source
 
     def reject(self, file: str, row: int, reason: str, field: str | None, raw) -> None:
@@ -240,8 +241,10 @@ def _process(spec: SourceSpec, batches: Iterator[loaders.RawBatch], preset: Pres
             except RowError as e:
                 col.reject(file, rn, e.reason, e.field, raw)
                 continue
-            if col.keep(row, file, rn, raw) and convert is None and isinstance(raw.get("system"), str) and raw["system"].strip():
-                col.row_system += 1
+            if col.keep(row, file, rn, raw) and convert is None:
+                if isinstance(raw.get("system"), str) and raw["system"].strip():
+                    col.row_system += 1
+                col.dropped_fields.update(dropped_fields(raw, fmt))
     return col
 
 
@@ -361,6 +364,7 @@ def build_source(
             data_version=data_version, inputs=inputs, rows_in=col.rows_in, rows_train=len(train_lines),
             rows_test=len(test_lines or []), quarantined=len(col.quarantine), skipped_messages=col.skipped_messages,
             prompt_only_rows=col.prompt_only, row_system_prepended=col.row_system,
+            dropped_fields=dict(col.dropped_fields.most_common()),
             files=files, stats=_stats(col), preview=col.preview,
             format="preformatted" if col.kind == "text" else "conversations",
         )
@@ -369,6 +373,9 @@ def build_source(
         f"source {spec.key!r}: {col.rows_in} rows in → {len(train_lines)} train, {len(test_lines or [])} test, "
         f"{len(col.quarantine)} quarantined → {out_dir}"
     )
+    if col.dropped_fields:
+        log(f"source {spec.key!r}: fields not carried into the conversation rows (rows): "
+            + ", ".join(f"{k} ({n})" for k, n in col.dropped_fields.most_common()))
     return BuildResult(spec.key, out_dir, False, read_manifest(out_dir))
 
 

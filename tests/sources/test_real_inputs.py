@@ -257,3 +257,15 @@ def test_parquet_string_that_is_not_utf8_is_one_quarantined_row(tmp_path, data_r
     assert (res.manifest["rows_train"], res.manifest["quarantined"]) == (2, 1)
     (q,) = _read(res.out_dir / "quarantine.jsonl")
     assert (q["row"], q["field"]) == (1, "conversations")
+
+
+def test_fields_the_contract_row_does_not_carry_are_counted(tmp_path, data_root):
+    rows = [
+        {"id": "t", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
+            {"role": "user", "content": "call f"}, {"role": "assistant", "content": "ok", "tool_calls": [{"id": "1"}]}]},
+        {"id": "n", "source": "web", "conversations": [{"from": "human", "value": "q", "name": "bob"}, {"from": "gpt", "value": "a"}]},
+        {"id": "plain", "conversations": CONV, "source": ""},
+    ]
+    result, _ = _build(tmp_path, data_root, "f.jsonl", "\n".join(map(json.dumps, rows)) + "\n")
+    assert result.manifest["rows_train"] == 3
+    assert result.manifest["dropped_fields"] == {"tools": 1, "messages[].tool_calls": 1, "source": 1, "conversations[].name": 1}
