@@ -61,3 +61,36 @@ def lineage_metadata(rows: list[dict]) -> dict[str, dg.MetadataValue]:
         "lineage/inputs": dg.MetadataValue.md("\n".join(lines)),
         "lineage/input_versions": dg.MetadataValue.json(rows),
     }
+
+
+def latest_record(instance: dg.DagsterInstance, key: dg.AssetKey):
+    """The latest materialization record of `key` (None if never materialized)."""
+    recs = instance.fetch_materializations(key, limit=1).records
+    return recs[0] if recs else None
+
+
+def record_version(record) -> str | None:
+    mat = record.asset_materialization if record is not None else None
+    return (mat.tags or {}).get("dagster/data_version") if mat is not None else None
+
+
+def record_metadata(record, name: str, default=None):
+    mat = record.asset_materialization if record is not None else None
+    if mat is None or name not in (mat.metadata or {}):
+        return default
+    return mat.metadata[name].value
+
+
+def pinned_input(instance: dg.DagsterInstance, key: dg.AssetKey, artifact: str, root) -> dict:
+    """The latest data version of an upstream and its immutable folder
+    (`<root>/versions/<artifact>/<version>`, when that layer keeps one): what a run reads."""
+    from ..versioned import version_dir
+
+    rec = latest_record(instance, key)
+    version = record_version(rec)
+    path = None
+    if version:
+        d = version_dir(root, artifact, version)
+        path = str(d) if d.is_dir() else None
+    return {"asset": key.to_user_string(), "data_version": version, "path": path,
+            "run_id": rec.run_id if rec else None}

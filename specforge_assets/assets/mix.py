@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from ..checks import mix as mix_checks
-from ..fileio import read_manifest, write_manifest
+from ..fileio import read_manifest, staged_dir, write_manifest
 from ..mix.mix import bar_chart_png, build_mix, discover_sources, mix_config
 from ..partitions import SOURCES_PARTITION_NAME
 from ..preview import truncate
@@ -13,9 +13,11 @@ from ._failures import expected_failures
 from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 from ..tokenize.report import png_markdown
+from ..versioned import prune_versions, publish_version
 
 from ..keys import MIX as MIX_KEY
 CODE_VERSION = "mix-v1"
+VERSIONS_KEEP = 10  # immutable mix versions kept under <root>/versions/mix (the current one always)
 
 
 def _table_md(report: dict) -> str:
@@ -42,7 +44,14 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     filtered by configs/mix.yaml (sources, weights/caps), deduplicated by normalized content
     hash (optionally prefix near-dups), shuffled and split with a seed. Writes
     <root>/mix/train.jsonl and test.jsonl (SpecForge rows + "source") and quarantine.jsonl
-    (dropped rows with reasons)."""
+    (dropped rows with reasons).
+
+    Published as one unit: built in a staging folder, kept as the immutable
+    `<root>/versions/mix/<data version>/` (what a draft and its evaluation read), then swapped
+    in as `<root>/mix/` in one step. The data version is the hash of what tokenize and the
+    evaluation consume (ids, sources, conversations/text, tools of the train and test rows, in
+    order), never of provenance (regeneration fields, paths, times): an unchanged mix is the
+    same version."""
     root = store.root()
     raw = dict(store.config("mix"))
     if not raw.get("weights"):  # per-source `weight:` in configs/sources.yaml, unless mix.yaml sets weights
@@ -72,16 +81,20 @@ def _build(context, store: SpecforgeStore, root, raw: dict) -> dg.MaterializeRes
             context.log.warning(f"source partitions without data on disk (skipped): {absent}")
     if not keys:
         raise dg.Failure(f"no source data under {root}/sources or {root}/regenerated: materialize sources/conversations first")
-    report = build_mix(root, cfg, keys)
     out = store.layer_dir("mix")
-    chart = bar_chart_png(report, out / "mix.png")
     inputs = upstream_versions(context)
-    write_manifest(out, asset="mix/training_mix", report=report, inputs=inputs)
+    with staged_dir(out) as tmp:
+        report = build_mix(root, cfg, keys, out_dir=tmp)
+        version = report["content_version"]
+        bar_chart_png(report, tmp / "mix.png")
+        write_manifest(tmp, asset="mix/training_mix", data_version=version, report=report, inputs=inputs)
+        vdir = publish_version(tmp, root, "mix", version)  # first the immutable version, then "current"
+    chart = out / "mix.png"
+    pruned = prune_versions(root, "mix", VERSIONS_KEEP, protect={version})
     preview = []  # bounded whatever the rows' size (one 50 MB row must not become 50 MB of metadata)
-    with open(out / "train.jsonl", encoding="utf-8") as f:
+    with open(vdir / "train.jsonl", encoding="utf-8") as f:
         for _, line in zip(range(3), f):
             preview.append(truncate(json.loads(line)))
-    version = report["train_sha256"][:16] + report["test_sha256"][:16]
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
@@ -96,6 +109,8 @@ def _build(context, store: SpecforgeStore, root, raw: dict) -> dg.MaterializeRes
             "mix_chart": dg.MetadataValue.md(png_markdown(chart, "rows and characters per source")),
             "train_path": dg.MetadataValue.path(str(out / "train.jsonl")),
             "test_path": dg.MetadataValue.path(str(out / "test.jsonl")),
+            "version_path": dg.MetadataValue.path(str(vdir)),
+            "versions_pruned": dg.MetadataValue.json(pruned),
             "quarantine_path": dg.MetadataValue.path(str(out / "quarantine.jsonl")),
             "preview": dg.MetadataValue.json(preview),
             "config": dg.MetadataValue.json(cfg),

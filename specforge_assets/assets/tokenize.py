@@ -1,13 +1,12 @@
 """Layer: tokenized — `tokenized/dataset` and `tokenized/vocab_mapping` + their checks."""
 
-
 import dagster as dg
 
 from ..checks import tokenize as tok_checks
 from ._failures import expected_failures
 from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
-from ._lineage import lineage_metadata, upstream_versions
+from ._lineage import lineage_metadata, pinned_input, upstream_versions
 from ..resources import SpecforgeStore
 from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config
 from ..tokenize.dataset import read_lengths
@@ -17,10 +16,9 @@ from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
 from ..keys import TARGET as TARGET_KEY
 from ..keys import MIX as MIX_KEY
-def _example(res: dict, root) -> tuple[str, str | None]:
+def _example(res: dict, mix_train) -> tuple[str, str | None]:
     from ..tokenize.core import Preprocessor
 
-    mix_train = root / "mix" / "train.jsonl"
     row = None
     with open(mix_train, "rb") as f:
         for line in f:
@@ -52,15 +50,22 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
     assistant-only loss mask (identical to preprocess_conversations by default; corrected options
     in configs/tokenize.yaml). Parquet shards (id, input_ids, loss_mask, length, ...) + train.jsonl
     in SpecForge's pre-tokenized form, under <root>/tokenized/dataset/. Content-addressed: the
-    cache key (mix content, tokenizer files, chat template, template fields, max_length, options)
-    is the DataVersion and identical inputs are never recomputed."""
+    cache key (mix rows' consumed content, tokenizer files, chat template, template fields,
+    max_length, options) means identical inputs are never recomputed. The DataVersion is the hash
+    of the output rows (id, input_ids, loss_mask): a re-tokenization that yields the same rows is
+    the same version (and does not retrain the draft). Reads the mix by version
+    (`<root>/versions/mix/<v>/`) and keeps its own immutable copy under
+    `<root>/versions/tokenized_dataset/<v>/`."""
     root = store.root()
+    mix_in = pinned_input(context.instance, MIX_KEY, "mix", root)
+    target_in = pinned_input(context.instance, TARGET_KEY, "target_model", root)
     with expected_failures():
-        res = build_tokenized(root, store.config("tokenize"), store.config("target"))
+        res = build_tokenized(root, store.config("tokenize"), store.config("target"), mix_dir=mix_in["path"],
+                              manifest_extra={"inputs": {"mix/training_mix": mix_in, "models/target_model": target_in}})
     st = res["stats"]
     out = res["dir"]
     hist = length_histogram_png(read_lengths(out), st["max_length"], out / "lengths.png")
-    example_md, example_path = _example(res, root)
+    example_md, example_path = _example(res, res["mix_train"])
     if res["warnings"]:
         for w in res["warnings"]:
             context.log.warning(w)
@@ -93,6 +98,9 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
         "parity_mode": res["options"].parity,
         "options": dg.MetadataValue.json(res["options"].as_dict()),
         "cache_key": res["key"],
+        "content_version": res["version"],
+        "version_path": dg.MetadataValue.path(str(res["version_dir"])),
+        "mix_version": mix_in["data_version"] or "",
         "cache_hit": res["cache_hit"],
         "cache_pruned": dg.MetadataValue.json(res["cache_pruned"]),
         "length_histogram": dg.MetadataValue.md(png_markdown(hist, "tokens per row")),
@@ -104,7 +112,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
     }
     if example_path:
         md["example_html"] = dg.MetadataValue.path(example_path)
-    return dg.MaterializeResult(data_version=dg.DataVersion(res["key"]), metadata=md)
+    return dg.MaterializeResult(data_version=dg.DataVersion(res["version"]), metadata=md)
 
 
 def _ds_manifest(store: SpecforgeStore) -> dict:
@@ -160,8 +168,11 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> d
     <root>/tokenized/vocab_mapping/vocab_mapping.pt. Clamped to the target vocabulary size."""
     from ..tokenize.vocab import fill_warning
 
+    root = store.root()
+    ds_in = pinned_input(context.instance, DATASET_KEY, "tokenized_dataset", root)
     with expected_failures():
-        res = build_vocab_mapping(store.root(), store.config("tokenize"), store.config("target"))
+        res = build_vocab_mapping(root, store.config("tokenize"), store.config("target"), dataset_dir=ds_in["path"],
+                                  manifest_extra={"inputs": {"tokenized/dataset": ds_in}})
     fill = fill_warning(res)
     if fill:
         context.log.warning(fill)
@@ -183,6 +194,8 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> d
             "dagster/row_count": res["rows"],
             "tie_break": "count desc → first appearance (row order, ascending id within a row) → zero-count fill ascending",
             "path": dg.MetadataValue.path(str(res["path"])),
+            "version_path": dg.MetadataValue.path(str(res["version_dir"])),
+            "dataset_version": res["dataset_version"],
             **lineage_metadata(upstream_versions(context)),
         },
     )

@@ -182,8 +182,55 @@ def _targets(avail: dict[str, int], cfg: dict) -> dict[str, int]:
     return {k: min(capped[k], int(round(share[k] * T))) for k in capped}
 
 
-def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | None = None) -> dict:
-    """Write `<root>/mix/{train,test,quarantine}.jsonl`; return the realized-mix report."""
+# What the layers below read from a mix row (tokenize: id, source, conversations or text, tools;
+# the evaluation: conversations of the test split). Everything else a row carries (the
+# regenerated layer's `regeneration`/`status` provenance, custom fields) is kept in the files
+# but does not move the mix's data version.
+CONSUMED_FIELDS = ("id", "source", "conversations", "text", "tools")
+
+
+def row_content(row: dict) -> dict:
+    """The part of a mix row that downstream consumes (what the data version is made of)."""
+    return {k: row[k] for k in CONSUMED_FIELDS if k in row}
+
+
+class ContentHash:
+    """Running hash of rows' consumed content, in order (split boundaries included)."""
+
+    def __init__(self):
+        self._h = hashlib.sha256()
+
+    def split(self, name: str) -> None:
+        self._h.update(f"\x00split:{name}\x00".encode())
+
+    def add(self, row: dict) -> None:
+        self._h.update(json.dumps(row_content(row), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        self._h.update(b"\n")
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def rows_content_sha256(path: Path | str) -> str:
+    """Consumed-content hash of one mix file (provenance fields ignored); unreadable lines are
+    hashed as they are, so the tokenizer's per-row errors still change the key."""
+    h = ContentHash()
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                h.add(loads_object(line))
+            except RowDecodeError:
+                h._h.update(b"\x01" + line)
+    return h.hexdigest()
+
+
+def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | None = None,
+              out_dir: Path | str | None = None) -> dict:
+    """Write `{train,test,quarantine}.jsonl` into `out_dir` (default `<root>/mix`); return the
+    realized-mix report, with `content_version`: the hash of what downstream consumes of the
+    train and test rows (ids, sources, conversations/text, tools), in order."""
     root = Path(root)
     cfg = mix_config(config)
     available = keys if keys is not None else discover_sources(root)
@@ -201,7 +248,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
         if k not in selected:
             raise ValueError(f"configs/mix.yaml names source {k!r} in weights/caps but it is not in the mix ({selected})")
 
-    out_dir = root / "mix"
+    out_dir = Path(out_dir) if out_dir is not None else root / "mix"
     quarantine: list[dict] = []
     seen_exact: dict[str, tuple[str, str]] = {}
     seen_near: dict[str, tuple[str, str]] = {}
@@ -301,6 +348,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
     test, train = mixed[:k], mixed[k:]
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    content = ContentHash()
     with contextlib.ExitStack() as stack:
         src = {k: stack.enter_context(open(inputs[k]["path"], "rb")) for k in selected}
 
@@ -312,8 +360,13 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
 
         for name, rows in (("train.jsonl", materialized(train)), ("test.jsonl", materialized(test)),
                            ("quarantine.jsonl", quarantine)):
+            versioned = name != "quarantine.jsonl"
+            if versioned:
+                content.split(name)
             with atomic_write(out_dir / name) as f:
                 for r in rows:
+                    if versioned:
+                        content.add(r)
                     f.write(json.dumps(r, ensure_ascii=False))
                     f.write("\n")
                 for k in selected:  # rows were re-read by offset: the inputs must not have changed
@@ -357,6 +410,7 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
         "config": cfg,
         "train_sha256": sha256_file(out_dir / "train.jsonl"),
         "test_sha256": sha256_file(out_dir / "test.jsonl"),
+        "content_version": content.hexdigest()[:32],
     }
     assert report["rows_in"] == report["train_rows"] + report["test_rows"] + report["quarantined_rows"], "mix counts do not reconcile"
     return report

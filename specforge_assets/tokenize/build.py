@@ -1,8 +1,14 @@
 """Data-root level builds behind the assets (no Dagster import).
 
-`build_tokenized(root)`: <root>/mix/train.jsonl → <root>/tokenized/dataset/, through a
-content-addressed cache <root>/tokenized/cache/<key>/ (the key is the DataVersion).
-`build_vocab_mapping(root)`: shards → <root>/tokenized/vocab_mapping/vocab_mapping.pt.
+`build_tokenized(root)`: <root>/mix/train.jsonl (or a given mix version folder) →
+<root>/tokenized/dataset/, through a content-addressed cache <root>/tokenized/cache/<key>/ (the
+key covers every input; identical inputs are never recomputed). The data version is the hash of
+the output rows (id, input_ids, loss_mask), so re-tokenizing an identical mix (a cache miss
+after provenance-only changes, a pruned cache) gives the same version.
+`build_vocab_mapping(root)`: shards → <root>/tokenized/vocab_mapping/vocab_mapping.pt; its data
+version is the hash of the d2t/t2d content.
+Both keep an immutable copy under <root>/versions/<artifact>/<data version>/ (`versioned`)
+and publish the current folder as one unit.
 """
 from __future__ import annotations
 
@@ -14,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_manifest
+from ..fileio import read_manifest, sha256_file, staged_dir, write_manifest
 from ..paths import load_config
 from ..target import target_config, target_model_path
+from ..versioned import publish_version
 from .core import Preprocessor, TokenizeOptions
 from .dataset import InputNotFoundError, TokenizerLoadError, cache_key, load_tokenizer, tokenize_jsonl
 from .templates import get_template
@@ -107,28 +114,28 @@ def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
     return {"template": template, "tokenizer_path": tok_path, "tokenizer": tokenizer, "options": options}
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Publish `src` as `dst` (hard links where possible), replacing `dst` atomically."""
-    with staged_dir(dst) as tmp:
-        for p in src.iterdir():
-            if p.is_file():
-                try:
-                    os.link(p, tmp / p.name)
-                except OSError:
-                    shutil.copy2(p, tmp / p.name)
+def dataset_content_version(dataset_dir: Path | str) -> str:
+    """Data version of a tokenized dataset: hash of its rows as the trainer reads them (the
+    `train.jsonl` export: id, input_ids, loss_mask per row, in order)."""
+    return sha256_file(Path(dataset_dir) / "train.jsonl")[:32]
 
 
 def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None = None,
-                    config_dir: Path | None = None) -> dict:
+                    config_dir: Path | None = None, mix_dir: Path | str | None = None,
+                    manifest_extra: dict | None = None) -> dict:
+    from ..mix.mix import rows_content_sha256
+
     root = Path(root)
     cfg = tokenize_config(cfg, config_dir)
     tcfg = target_config(load_config("target", config_dir) if tcfg is None else tcfg)
-    mix_train = root / "mix" / "train.jsonl"
+    mix_train = Path(mix_dir or root / "mix") / "train.jsonl"
     if not mix_train.exists():
         raise InputNotFoundError(f"{mix_train} not found (materialize mix/training_mix first)")
     r = resolve(root, cfg, tcfg)
     tok = r["tokenizer"]
-    key = cache_key(sha256_file(mix_train), r["tokenizer_path"], getattr(tok, "chat_template", None),
+    # the mix rows' consumed content (not their provenance fields): a mix rewritten with other
+    # regeneration provenance only is still a cache hit
+    key = cache_key(rows_content_sha256(mix_train), r["tokenizer_path"], getattr(tok, "chat_template", None),
                     r["template"], r["options"])
     cache_dir = root / "tokenized" / "cache" / key["key"]
     hit = (cache_dir / "stats.json").exists()
@@ -142,18 +149,27 @@ def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None
         (cache_dir / "cache_key.json").write_text(json.dumps(key, indent=2, default=str))
     stats = json.loads((cache_dir / "stats.json").read_text())
     os.utime(cache_dir)  # last used: what pruning keeps
+    version = dataset_content_version(cache_dir)
     out = root / "tokenized" / "dataset"
-    _link_tree(cache_dir, out)
-    pruned = prune_cache(cache_dir.parent, int(cfg["cache_keep"] or 0), key["key"])
     warnings = []
     if not getattr(tok, "chat_template", None):
         warnings.append("tokenizer has no chat template: SpecForge's fallback rendering was used "
                         f"(template {r['template'].name!r} headers)")
-    write_manifest(out, asset="tokenized/dataset", cache_key=key["key"], cache_parts=key["parts"],
-                   cache_hit=hit, template=r["template"].name, tokenizer=str(r["tokenizer_path"]),
-                   stats=stats, warnings=warnings, cache_pruned=pruned)
+    with staged_dir(out) as tmp:  # files + manifest published as one unit
+        for p in cache_dir.iterdir():
+            if p.is_file():
+                try:
+                    os.link(p, tmp / p.name)
+                except OSError:
+                    shutil.copy2(p, tmp / p.name)
+        write_manifest(tmp, asset="tokenized/dataset", data_version=version, cache_key=key["key"],
+                       cache_parts=key["parts"], cache_hit=hit, template=r["template"].name,
+                       tokenizer=str(r["tokenizer_path"]), mix_train=str(mix_train), stats=stats,
+                       warnings=warnings, **(manifest_extra or {}))
+        vdir = publish_version(tmp, root, "tokenized_dataset", version)
+    pruned = prune_cache(cache_dir.parent, int(cfg["cache_keep"] or 0), key["key"])
     return {"key": key["key"], "parts": key["parts"], "cache_hit": hit, "stats": stats, "dir": out,
-            "cache_pruned": pruned,
+            "version": version, "version_dir": vdir, "mix_train": mix_train, "cache_pruned": pruned,
             "template": r["template"], "tokenizer": tok, "options": r["options"], "warnings": warnings,
             "cache_dir": cache_dir}
 
@@ -169,14 +185,28 @@ def target_vocab_size(tok_path, tokenizer) -> int:
     return len(tokenizer)
 
 
+def mapping_content_version(d2t, t2d, target_vocab: int, draft_vocab: int) -> str:
+    """Data version of a vocab mapping: hash of the d2t/t2d content (and the two sizes)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256(f"top-n-v1:{int(target_vocab)}:{int(draft_vocab)}:".encode())
+    h.update(np.ascontiguousarray(np.asarray(d2t, dtype=np.int64)).tobytes())
+    h.update(b"|")
+    h.update(np.ascontiguousarray(np.asarray(t2d, dtype=bool)).tobytes())
+    return h.hexdigest()[:32]
+
+
 def build_vocab_mapping(root: Path | str, cfg: dict | None = None, tcfg: dict | None = None,
-                        config_dir: Path | None = None) -> dict:
+                        config_dir: Path | None = None, dataset_dir: Path | str | None = None,
+                        manifest_extra: dict | None = None) -> dict:
     from .vocab import build_mapping, iter_parquet_batches, save_mapping
 
     root = Path(root)
     cfg = tokenize_config(cfg, config_dir)
     tcfg = target_config(load_config("target", config_dir) if tcfg is None else tcfg)
-    ds = root / "tokenized" / "dataset"
+    ds = Path(dataset_dir) if dataset_dir is not None else root / "tokenized" / "dataset"
     man = read_manifest(ds)
     if man is None:
         raise InputNotFoundError(f"{ds} has no manifest (materialize tokenized/dataset first)")
@@ -187,12 +217,16 @@ def build_vocab_mapping(root: Path | str, cfg: dict | None = None, tcfg: dict | 
     D = int(cfg["vocab_mapping"]["draft_vocab_size"])
     res = build_mapping(iter_parquet_batches(shards), V, D, source=str(ds))
     out = root / "tokenized" / "vocab_mapping"
-    out.mkdir(parents=True, exist_ok=True)
-    path = save_mapping(res, out / "vocab_mapping.pt")
     info = {k: v for k, v in res.items() if k not in ("d2t", "t2d")}
-    version = sha256_json({"dataset": man.get("cache_key"), "V": V, "D": D, "algo": "top-n-v1"})[:32]
-    write_manifest(out, asset="tokenized/vocab_mapping", dataset_cache_key=man.get("cache_key"),
-                   data_version=version, file="vocab_mapping.pt", file_sha256=sha256_file(path), **info,
-                   tie_break="count desc, then first appearance (row order, ascending id in a row); "
-                             "fill-up with zero-count ids in ascending order")
-    return {**info, "path": path, "version": version, "d2t": res["d2t"], "t2d": res["t2d"]}
+    version = mapping_content_version(res["d2t"], res["t2d"], V, D)
+    dataset_version = man.get("data_version") or dataset_content_version(ds)
+    with staged_dir(out) as tmp:
+        tmp_path = save_mapping(res, tmp / "vocab_mapping.pt")
+        write_manifest(tmp, asset="tokenized/vocab_mapping", dataset_version=dataset_version,
+                       dataset_cache_key=man.get("cache_key"), dataset_path=str(ds),
+                       data_version=version, file="vocab_mapping.pt", file_sha256=sha256_file(tmp_path), **info,
+                       tie_break="count desc, then first appearance (row order, ascending id in a row); "
+                                 "fill-up with zero-count ids in ascending order", **(manifest_extra or {}))
+        vdir = publish_version(tmp, root, "vocab_mapping", version)
+    return {**info, "path": out / "vocab_mapping.pt", "version": version, "version_dir": vdir,
+            "dataset_version": dataset_version, "d2t": res["d2t"], "t2d": res["t2d"]}

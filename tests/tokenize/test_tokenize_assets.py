@@ -112,7 +112,9 @@ def test_assets_end_to_end(env, dagster_instance):
     md2 = res2.asset_materializations_for_node("tokenized__dataset")[0].metadata
     assert md2["cache_hit"].value is True and md2["cache_key"].value == md["cache_key"].value
     v2 = dagster_instance.get_latest_materialization_event(dg.AssetKey(["tokenized", "dataset"])).asset_materialization.tags
-    assert v1["dagster/data_version"] == v2["dagster/data_version"] == md["cache_key"].value
+    # the data version is the content of the rows (not the cache key), kept immutable by version
+    assert v1["dagster/data_version"] == v2["dagster/data_version"] == md["content_version"].value
+    assert (root / "versions" / "tokenized_dataset" / md["content_version"].value / "train.jsonl").exists()
 
     # a changed option → cache miss, new key
     (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 512}))
