@@ -1,7 +1,6 @@
 """Human-readable artefacts for the tokenized dataset: length histogram, masked example."""
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
 from typing import Sequence
@@ -10,28 +9,20 @@ from ..fileio import atomic_write
 
 
 def length_histogram_png(lengths: Sequence[int], max_length: int, path: Path) -> Path:
-    import matplotlib
+    """Write the tokens-per-row histogram (``charts.length_histogram_png``: x axis fitted to the
+    data) to `path`."""
+    from ..charts import length_histogram_png as _png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    if len(lengths):
-        ax.hist(list(lengths), bins=min(50, max(5, len(set(lengths)))), color="#4C72B0")
-    ax.axvline(max_length, color="#C44E52", linestyle="--", label=f"max_length={max_length}")
-    ax.set_xlabel("tokens per row")
-    ax.set_ylabel("rows")
-    ax.legend()
-    fig.tight_layout()
+    data = _png(lengths, max_length)
     with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=80)
-    plt.close(fig)
+        f.write(data)
     return path
 
 
 def png_markdown(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f"![{alt}](data:image/png;base64,{data})"
+    from ..charts import png_markdown as _md
+
+    return _md(Path(path), alt)
 
 
 def _pieces(tokenizer, ids: Sequence[int], mask: Sequence[int]) -> list[tuple[str, int]]:
