@@ -8,7 +8,6 @@ assistant header. Pre-formatted `text` rows carry no turn structure and are skip
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Callable
 
 from ..fileio import atomic_write, iter_jsonl
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: per_category, per_prompt
 
 
 def prompt_prefix(conversations: list[dict]) -> list[dict] | None:
@@ -37,8 +36,40 @@ def prompt_prefix(conversations: list[dict]) -> list[dict] | None:
     return out
 
 
+def prompt_category(row: dict) -> str:
+    """The row's `category` when it has one (a non-empty string), else its `source`, else "unknown"."""
+    for key in ("category", "source"):
+        v = row.get(key)
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return "unknown"
+
+
+def per_category(prompts: list[dict], trained: dict, untrained: dict, k: int) -> dict:
+    """{category: {n, acceptance_length, untrained_acceptance_length, per_position_acceptance}}."""
+    from .evaluate import acceptance_by_group
+
+    cats = [p.get("category") or "unknown" for p in prompts]
+    t = acceptance_by_group(trained["rounds_per_prompt"], cats, k)
+    u = acceptance_by_group(untrained["rounds_per_prompt"], cats, k)
+    return {c: {"n": t[c]["n"], "acceptance_length": round(t[c]["acceptance_length"], 4),
+                "untrained_acceptance_length": round(u[c]["acceptance_length"], 4),
+                "per_position_acceptance": [round(a, 4) for a in t[c]["per_position_acceptance"]]}
+            for c in sorted(t)}
+
+
+def per_prompt(prompts: list[dict], trained: dict, untrained: dict) -> list[dict]:
+    """One entry per evaluated prompt: id, source, category, acceptance length trained/untrained."""
+    def al(r):
+        return round(sum(a + 1 for a in r) / len(r), 4) if r else None
+
+    return [{"id": p.get("id"), "source": p.get("source"), "category": p.get("category"),
+             "acceptance_length": al(tr), "untrained_acceptance_length": al(ur), "rounds": len(tr)}
+            for p, tr, ur in zip(prompts, trained["rounds_per_prompt"], untrained["rounds_per_prompt"])]
+
+
 def heldout_prompts(test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt_tokens: int) -> tuple[list[dict], dict]:
-    """(prompts [{id, source, messages, input_ids}], counts) — the first `num_prompts` usable rows."""
+    """(prompts [{id, source, category, messages, input_ids}], counts) — the first `num_prompts` usable rows."""
     prompts: list[dict] = []
     counts = {"rows_read": 0, "skipped_text_rows": 0, "skipped_no_user_turn": 0, "skipped_too_long": 0,
               "skipped_unreadable": 0}
@@ -63,33 +94,18 @@ def heldout_prompts(test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt
         if len(ids) > max_prompt_tokens:
             counts["skipped_too_long"] += 1
             continue
-        prompts.append({"id": row.get("id"), "source": row.get("source"), "messages": msgs, "input_ids": ids})
+        prompts.append({"id": row.get("id"), "source": row.get("source"), "category": prompt_category(row),
+                        "messages": msgs, "input_ids": ids})
     counts["skipped_unreadable"] = len(unreadable)
     return prompts, counts
 
 
 def plot_per_position(path: Path, k: int, series: dict[str, list[float]], title: str) -> Path:
-    import matplotlib
+    from ..charts import acceptance_per_position_figure, figure_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=110)
-    width = 0.8 / max(1, len(series))
-    xs = list(range(1, k + 1))
-    for i, (name, vals) in enumerate(series.items()):
-        ax.bar([x + (i - (len(series) - 1) / 2) * width for x in xs], vals[:k], width=width, label=name)
-    ax.set_xticks(xs)
-    ax.set_xlabel("draft position")
-    ax.set_ylabel("acceptance rate (given earlier accepted)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    png = figure_png(acceptance_per_position_figure(series, k, title), dpi=110)
+    with atomic_write(path, "wb") as f:
+        f.write(png)
     return path
 
 
@@ -188,6 +204,8 @@ def evaluate_drafts(
         "max_new_tokens": max_new_tokens,
         "prompt_counts": counts,
         "prompt_ids": [p["id"] for p in prompts],
+        "per_category": per_category(prompts, trained, untrained, k),
+        "per_prompt": per_prompt(prompts, trained, untrained),
         "checkpoint_path": str(draft_dir),
         "checkpoint_version": cur_version,
         "target_path": str(target_path),

@@ -10,6 +10,8 @@ equal to the target's greedy choices is accepted, plus the target's own next tok
 * ``per_position_acceptance[j]`` = P(draft token j+1 accepted | tokens 1..j accepted) over rounds
   where position j+1 was reached; ``per_position_acceptance_cumulative[j]`` = P(first j+1 all
   accepted).
+* ``rounds_per_prompt[i]`` = accepted-draft-count per round for prompt i;
+  :func:`acceptance_by_group` turns it into per-category numbers.
 * ``lossless`` = the speculative output equals plain greedy decoding by the target, token for
   token, for every prompt (a mismatch means an alignment bug).
 
@@ -160,6 +162,22 @@ def _summarise(all_rounds: list[list[int]], k: int) -> dict:
             "per_position_acceptance_cumulative": cum, "num_rounds": n}
 
 
+def acceptance_by_group(rounds_per_prompt: Sequence[Sequence[int]], groups: Sequence[Any], k: int) -> dict:
+    """{group: {n, acceptance_length, per_position_acceptance}} over the prompts of each group
+    (`groups[i]` is prompt i's group), computed exactly like the overall numbers."""
+    if len(groups) != len(rounds_per_prompt):
+        raise ValueError(f"{len(groups)} group labels for {len(rounds_per_prompt)} prompts")
+    by: dict[Any, list] = {}
+    for g, r in zip(groups, rounds_per_prompt):
+        by.setdefault(g, []).append(list(r))
+    out = {}
+    for g, rs in by.items():
+        s = _summarise(rs, k)
+        out[g] = {"n": len(rs), "acceptance_length": s["acceptance_length"],
+                  "per_position_acceptance": s["per_position_acceptance"], "num_rounds": s["num_rounds"]}
+    return out
+
+
 def evaluate_acceptance(
     target_model,
     tokenizer,
@@ -233,5 +251,6 @@ def evaluate_acceptance(
     res = _summarise(all_rounds, k)
     res.update({"k": k, "lossless": (not mismatches) if check_lossless else None, "mismatches": mismatches,
                 "num_prompts": len(all_rounds), "tokens_generated": generated, "max_new_tokens": max_new_tokens,
-                "samples": samples, "kv_cache": use_cache, "kv_cache_fallback": cache_fallback})
+                "samples": samples, "kv_cache": use_cache, "kv_cache_fallback": cache_fallback,
+                "rounds_per_prompt": all_rounds})
     return res

@@ -103,6 +103,33 @@ def target_features(target: torch.nn.Module, input_ids: torch.Tensor, attention_
     return aux, out.logits
 
 
+def format_duration(seconds: float | None) -> str:
+    """`45s`, `1m23s`, `2h05m`; `?` when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def eta_seconds(elapsed_s: float, steps_done: int, steps_left: int) -> float | None:
+    """Remaining time from the mean step time of this run so far (None before the first step)."""
+    if steps_done <= 0:
+        return None
+    return max(0, steps_left) * elapsed_s / steps_done
+
+
+def progress_line(step: int, total: int, loss: float, acc: list[float], lr: float, tokens_per_s: float,
+                  elapsed_s: float, eta_s: float | None) -> str:
+    """`step 10/200 loss 1.2345 acc 0.41 0.22 lr 1.00e-04 1646 tok/s, elapsed 12s, ETA 3m48s`."""
+    return (f"step {step}/{total} loss {loss:.4f} acc " + " ".join(f"{a:.2f}" for a in acc)
+            + f" lr {lr:.2e} {tokens_per_s:.0f} tok/s, elapsed {format_duration(elapsed_s)}, "
+            + f"ETA {format_duration(eta_s)}")
+
+
 def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
     def f(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
@@ -328,6 +355,7 @@ def train_draft(
         f"aux layers {draft.config.aux_layer_ids}, ttt {cfg.ttt_length}, {total} steps, world {world}, device {device}, {dtype}")
 
     t_start = time.perf_counter()
+    start_step = trainer.step_num  # steps done before this run (resume) do not count towards the step time
     win = {"t": time.perf_counter(), "vec": None}
     compile_note_logged = False
     last: dict = history[-1] if history else {}
@@ -374,8 +402,10 @@ def train_draft(
                     compile_note_logged = True
                 history.append(last)
                 win = {"t": time.perf_counter(), "vec": None}
-                say(f"step {step}/{total} loss {last['loss']:.4f} acc " + " ".join(f"{a:.2f}" for a in last["acc"])
-                    + f" lr {last['lr']:.2e} {last['tokens_per_s']:.0f} tok/s")
+                elapsed = time.perf_counter() - t_start
+                eta = eta_seconds(elapsed, step - start_step, total - step)
+                last["elapsed_s"], last["eta_s"] = round(elapsed, 3), (round(eta, 3) if eta is not None else None)
+                say(progress_line(step, total, last["loss"], last["acc"], last["lr"], last["tokens_per_s"], elapsed, eta))
                 if rank == 0:
                     _state_dir(out).mkdir(parents=True, exist_ok=True)
                     with open(_state_dir(out) / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -396,7 +426,7 @@ def train_draft(
         skip_batches = 0
         epoch += 1
 
-    final = {**last, "first_loss": first_loss, "total_steps": total, "elapsed_s": time.perf_counter() - t_start,
+    final = {**{k: v for k, v in last.items() if k != "eta_s"}, "first_loss": first_loss, "total_steps": total, "elapsed_s": time.perf_counter() - t_start,
              "num_rows": len(rows), "num_tokens": rows.num_tokens, "world_size": world,
              "skipped_rows": rows.skipped_no_supervision, "truncated_rows": rows.truncated,
              "aux_layer_ids": list(draft.config.aux_layer_ids), "draft_vocab_size": draft.config.draft_vocab_size,
