@@ -73,11 +73,24 @@ incoming_sources_job = dg.define_asset_job(
     tags={TRIGGER_TAG: "incoming-file"},
 )
 
+# Every retraining run carries this tag; dagster_home/dagster.yaml limits runs with it to one
+# at a time (`concurrency.runs.tag_concurrency_limits`): the whole job (training *and*
+# evaluation) is exclusive, the next one waits in the queue. Job tags are on every run of the
+# job, whoever launches it (the sensor, the Launchpad, a re-execution).
+RETRAIN_CONCURRENCY_TAG = "specforge/retraining"
+RETRAIN_JOB_NAME = "retrain_draft_job"
+TRAINED_ON_TAG = "specforge/trigger_data_version"
+UNTRAINED_CHECK = "draft_matches_latest_dataset"
+
 retrain_draft_job = dg.define_asset_job(
-    "retrain_draft_job",
+    RETRAIN_JOB_NAME,
     selection=_prefixes(DRAFT, EVALUATION),
-    description="Train the draft model on the current tokenized dataset and evaluate it.",
-    tags={TRIGGER_TAG: "retrain"},
+    description=(
+        "Train the draft model on a tokenized dataset version and evaluate it (the version in the run's "
+        "specforge/trigger_data_version tag, else the latest). One run at a time (tag specforge/retraining, "
+        "limit 1 in dagster.yaml); the next waits in the queue."
+    ),
+    tags={TRIGGER_TAG: "retrain", RETRAIN_CONCURRENCY_TAG: "draft"},
 )
 
 
@@ -321,7 +334,42 @@ def _blocking_checks_verdict(context, instance, key: dg.AssetKey, record) -> tup
     return "passed", f"{len(blocking)} blocking check(s) passed, no ERROR check failed"
 
 
-def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+def trained_on_version(draft_record) -> str | None:
+    """The tokenized/dataset version a draft materialization was trained on: what the draft
+    recorded (`trained_on_dataset_version`), else Dagster's input-version tag."""
+    if draft_record is None or draft_record.asset_materialization is None:
+        return None
+    mat = draft_record.asset_materialization
+    md = mat.metadata or {}
+    if "trained_on_dataset_version" in md and md["trained_on_dataset_version"].value:
+        return str(md["trained_on_dataset_version"].value)
+    return (mat.tags or {}).get(INPUT_DATA_VERSION_TAG + TOKENIZED.to_user_string())
+
+
+def retraining_runs(instance: dg.DagsterInstance, version: str) -> list:
+    """Runs of the retraining job requested for tokenized/dataset `version`, newest first."""
+    return list(instance.get_runs(filters=dg.RunsFilter(job_name=RETRAIN_JOB_NAME, tags={TRAINED_ON_TAG: version})))
+
+
+def untrained_evaluation(version: str, trained_on: str | None, runs: list, detail: str) -> dg.AssetCheckEvaluation:
+    """A failed `draft_matches_latest_dataset` result: the latest dataset version has no draft."""
+    return dg.AssetCheckEvaluation(
+        asset_key=DRAFT,
+        check_name=UNTRAINED_CHECK,
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=detail,
+        metadata={
+            "latest_dataset_version": version,
+            "draft_trained_on": trained_on or "none",
+            "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs]),
+            "request_again": "Runs → the failed run → Re-execute (from failure: resumes from its checkpoint), or "
+                             "Jobs → retrain_draft_job → Launchpad (trains the latest version)",
+        },
+    )
+
+
+def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason | dg.SensorResult:
     instance = context.instance
     graph = context.repository_def.asset_graph
     if not graph.has(DRAFT):
@@ -333,9 +381,27 @@ def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Skip
     if not version:
         return dg.SkipReason("latest tokenized/dataset materialization carries no data version")
     draft = _latest_materialization(instance, DRAFT)
-    trained_on = (draft.asset_materialization.tags or {}).get(INPUT_DATA_VERSION_TAG + TOKENIZED.to_user_string()) if draft else None
+    trained_on = trained_on_version(draft)
     if trained_on == version:
         return dg.SkipReason(f"draft model already trained on tokenized/dataset version {version[:12]}")
+    runs = retraining_runs(instance, version)
+    if any(not r.is_finished for r in runs):
+        active = next(r for r in runs if not r.is_finished)
+        return dg.SkipReason(f"retraining run {active.run_id[:8]} for tokenized/dataset {version[:12]} is "
+                             f"{active.status.value.lower()}")
+    failed = [r for r in runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
+    if runs and len(failed) == len(runs):
+        # Cancelled or failed (after its retries): the version stays visibly untrained (a failed
+        # check on models/draft_model, reported once per run) until someone requests it again.
+        detail = (f"tokenized/dataset {version[:12]} is untrained: retraining run {failed[0].run_id[:8]} "
+                  f"{failed[0].status.value.lower()}; re-execute it or launch retrain_draft_job from the UI")
+        state = json.loads(context.cursor) if context.cursor else {}
+        if state.get("reported") == failed[0].run_id:
+            return dg.SkipReason(detail)
+        context.log.warning(detail)
+        return dg.SensorResult(skip_reason=dg.SkipReason(detail),
+                               asset_events=[untrained_evaluation(version, trained_on, runs, detail)],
+                               cursor=json.dumps({"reported": failed[0].run_id}))
     run = instance.get_run_by_id(rec.run_id)
     if run is not None and not run.is_finished:
         return dg.SkipReason(f"waiting for run {rec.run_id[:8]} that produced tokenized/dataset {version[:12]} to finish")
@@ -356,8 +422,9 @@ def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Skip
         run_key=f"retrain:{version}",
         tags={
             TRIGGER_TAG: "new-tokenized-data-version",
+            RETRAIN_CONCURRENCY_TAG: "draft",
             "specforge/trigger_asset": TOKENIZED.to_user_string(),
-            "specforge/trigger_data_version": version,
+            TRAINED_ON_TAG: version,
             "specforge/trigger_run_id": rec.run_id,
             "specforge/trigger_storage_id": str(rec.storage_id),
             "specforge/previous_data_version": trained_on or "none",

@@ -7,14 +7,17 @@ the Pipes client moves it to a GPU box or a cluster without touching the asset.
 """
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import dagster as dg
 
 from ._failures import expected_failures
-from ..fileio import read_manifest, sha256_file, sha256_json, write_manifest
+from ._lineage import latest_record, pinned_input, record_metadata, record_version
+from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_manifest
 from ..resources import SpecforgeStore
+from ..versioned import publish_version, version_dir
 
 GROUP = "models"
 from ..keys import TARGET as TARGET_KEY
@@ -139,10 +142,13 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     manifest = read_manifest(out) or {}
     check = _target_check(out, trust_remote_code=False)
     cfg = json.loads((out / "config.json").read_text())
+    # the version a draft trains against, immutable (hard links: the builder replaces the folder whole)
+    vdir = publish_version(out, store.root(), "target_model", version)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
             "path": dg.MetadataValue.path(str(out)),
+            "version_path": dg.MetadataValue.path(str(vdir)),
             "kind": "demo_target",
             "cached": cached,
             "architecture": (cfg.get("architectures") or ["?"])[0],
@@ -228,26 +234,27 @@ def draft_model(
 
     Launches `torchrun --nproc_per_node N -m specforge_assets.train.entry` through Dagster
     Pipes (gloo on CPU, NCCL on GPU; only rank 0 reports). Logs stream into this run; loss, TTT
-    accuracies and tokens/s land in metadata. A crashed or cancelled run resumes from its last
-    checkpoint when relaunched with the same inputs. Output: `<data root>/models/draft_model/`
-    (SGLang-loadable config.json + model.safetensors, manifest.json with the upstream data
-    versions); the previous version is kept in `models/draft_model_previous/`."""
-    from ..target import target_model_path
+    accuracies and tokens/s land in metadata.
+
+    Reads its inputs by version, never "whatever is current": the tokenized dataset version this
+    run was requested for (the retraining sensor's `specforge/trigger_data_version` tag, else the
+    latest), the vocab mapping built from exactly that dataset, and the mix and target that
+    dataset was made from, all from their immutable `<data root>/versions/<artifact>/<v>/`
+    folders; they are recorded in metadata (`inputs`, `trained_on_dataset_version`) and
+    manifest.json. Training happens in a work folder of its own (keyed by the inputs'
+    versions and the config: a crashed or cancelled run resumes from its last checkpoint when
+    relaunched with the same inputs). The checkpoint is kept as
+    `<data root>/versions/draft_model/<v>/`, then published as `models/draft_model/` (the
+    previous one moves to `models/draft_model_previous/`)."""
     from ..train.entry import prepare_launch, prune_work_dirs
 
     root = store.root()
     settings = trainer.settings(store)
-    target = target_model_path(root, store.config("target"))
-    dataset = _require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
-    vocab = _require(store.layer_dir("tokenized", "vocab_mapping"), "tokenized/vocab_mapping")
-    if isinstance(target, Path):
-        _require(target / "config.json", "models/target_model")
-    upstream = {
-        "mix/training_mix": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
-        "tokenized/dataset": _upstream_version(context, DATASET_KEY, dataset),
-        "tokenized/vocab_mapping": _upstream_version(context, VOCAB_KEY, vocab),
-        "models/target_model": _upstream_version(context, TARGET_KEY, Path(target) if isinstance(target, Path) else Path("/nonexistent")),
-    }
+    inputs = _training_inputs(context, store)
+    dataset, vocab = Path(inputs[DATASET_KEY.to_user_string()]["path"]), Path(inputs[VOCAB_KEY.to_user_string()]["path"])
+    target_in = inputs[TARGET_KEY.to_user_string()]
+    target = Path(target_in["path"]) if target_in.get("local") else target_in["path"]
+    upstream = {k: v["data_version"] for k, v in inputs.items()}
     hidden = None
     if settings["launch"]["mode"] == "offline":
         hidden = _require(store.layer_dir("models", "target_hidden_states"), "models/target_hidden_states")
@@ -255,8 +262,12 @@ def draft_model(
     with expected_failures():
         spec, spec_path, cmd = prepare_launch(
             root=root, settings=settings, target_path=target, dataset_path=dataset, vocab_mapping_path=vocab,
-            upstream_data_versions=upstream, hidden_states_path=hidden,
+            upstream_data_versions=upstream, hidden_states_path=hidden, run_id=context.run.run_id,
+            inputs={k: {kk: vv for kk, vv in v.items() if kk != "local"} for k, v in inputs.items()},
         )
+    context.log.info(f"training on tokenized/dataset {upstream[DATASET_KEY.to_user_string()]} "
+                     f"(vocab {upstream[VOCAB_KEY.to_user_string()]}, mix {upstream[MIX_KEY.to_user_string()]}, "
+                     f"target {upstream[TARGET_KEY.to_user_string()]}) in {spec['work_dir']}")
     context.log.info(f"launching: {' '.join(cmd)}")
     t0 = time.time()
     completed = pipes.run(
@@ -266,13 +277,121 @@ def draft_model(
                 "nproc_per_node": spec["nproc_per_node"]},
     )
     mr = completed.get_materialize_result()
-    prune_work_dirs(spec)
-    out = Path(spec["out_dir"])
+    prune_work_dirs(spec, protect=_work_dirs_in_use(context.instance, Path(spec["work_dir"]).parent))
+    version = mr.data_version.value if mr.data_version else None
+    vdir = version_dir(root, "draft_model", version) if version else None
+    out = vdir if vdir is not None and vdir.is_dir() else Path(spec["out_dir"])
     check = _draft_format_check(out)
     md = dict(mr.metadata or {})
     md["launch_command"] = dg.MetadataValue.text(" ".join(cmd))
     md["wall_seconds"] = round(time.time() - t0, 2)
+    md["trained_on_dataset_version"] = upstream[DATASET_KEY.to_user_string()] or ""
+    md["inputs"] = dg.MetadataValue.json(spec["inputs"])
+    md["work_dir"] = dg.MetadataValue.path(spec["work_dir"])
+    if vdir is not None:
+        md["version_path"] = dg.MetadataValue.path(str(vdir))
     return dg.MaterializeResult(metadata=md, data_version=mr.data_version, check_results=[check])
+
+
+TRAINED_ON_TAG = "specforge/trigger_data_version"
+
+
+def _find_record(instance: dg.DagsterInstance, key: dg.AssetKey, pred, limit: int = 200):
+    """The latest materialization of `key` that satisfies `pred(record)`, or None."""
+    for rec in instance.fetch_materializations(key, limit=limit).records:
+        if pred(rec):
+            return rec
+    return None
+
+
+def _training_inputs(context, store: SpecforgeStore) -> dict:
+    """{asset: {data_version, path, ...}}: the exact, immutable inputs of this training run.
+
+    Dataset: the version this run was requested for (retraining sensor tag), else the latest.
+    Vocab: the latest mapping built from that dataset version. Mix and target: those the dataset
+    was tokenized from (its manifest). Data prepared outside Dagster (no recorded versions) is
+    read from the current folders, with the versions their manifests give."""
+    instance, root = context.instance, store.root()
+    wanted = (context.run.tags or {}).get(TRAINED_ON_TAG) if context.run else None
+    if wanted:
+        ds_rec = _find_record(instance, DATASET_KEY, lambda r: record_version(r) == wanted)
+        if ds_rec is None:
+            raise dg.Failure(f"tokenized/dataset version {wanted} (this run's {TRAINED_ON_TAG} tag) was never "
+                             "materialized in this instance")
+    else:
+        ds_rec = latest_record(instance, DATASET_KEY)
+    out: dict = {}
+    ds_version = record_version(ds_rec)
+    ds_dir = version_dir(root, "tokenized_dataset", ds_version) if ds_version else None
+    if ds_dir is not None and ds_dir.is_dir():
+        out["tokenized/dataset"] = {"data_version": ds_version, "path": str(ds_dir), "run_id": ds_rec.run_id}
+        made_from = (read_manifest(ds_dir) or {}).get("inputs") or {}
+        v_rec = _find_record(instance, VOCAB_KEY, lambda r: record_metadata(r, "dataset_version") == ds_version)
+        v_version = record_version(v_rec)
+        v_dir = version_dir(root, "vocab_mapping", v_version) if v_version else None
+        if v_dir is None or not v_dir.is_dir():
+            raise dg.Failure(f"no tokenized/vocab_mapping built from tokenized/dataset {ds_version}: "
+                             "materialize tokenized/vocab_mapping first")
+        out["tokenized/vocab_mapping"] = {"data_version": v_version, "path": str(v_dir), "run_id": v_rec.run_id}
+    else:
+        if wanted:
+            raise dg.Failure(f"tokenized/dataset version {wanted} has no immutable copy under {root}/versions: "
+                             "materialize tokenized/dataset again")
+        dataset = _require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
+        vocab = _require(store.layer_dir("tokenized", "vocab_mapping"), "tokenized/vocab_mapping")
+        out["tokenized/dataset"] = {"data_version": _upstream_version(context, DATASET_KEY, dataset), "path": str(dataset)}
+        out["tokenized/vocab_mapping"] = {"data_version": _upstream_version(context, VOCAB_KEY, vocab), "path": str(vocab)}
+        made_from = {}
+    mix = made_from.get("mix/training_mix") or {}
+    if not mix.get("path"):
+        mix = pinned_input(instance, MIX_KEY, "mix", root)
+    if not mix.get("path"):
+        mix = {"data_version": _upstream_version(context, MIX_KEY, store.layer_dir("mix")), "path": str(store.layer_dir("mix"))}
+    out["mix/training_mix"] = {"data_version": mix.get("data_version"), "path": mix["path"]}
+    out["models/target_model"] = _pinned_target(context, store, made_from.get("models/target_model") or {})
+    return out
+
+
+def _pinned_target(context, store: SpecforgeStore, recorded: dict) -> dict:
+    """The target by version: the demo target's immutable copy, or the configured folder / hub id
+    after checking that its content still is the version recorded (a model is its content, not
+    its folder: a moved folder is fine, a changed one is refused)."""
+    from ..target import target_config, target_model_path
+
+    root = store.root()
+    version = recorded.get("data_version") or _latest_data_version(context.instance, TARGET_KEY)
+    if version:
+        d = version_dir(root, "target_model", version)
+        if d.is_dir():
+            return {"data_version": version, "path": str(d), "local": True}
+    tcfg = target_config(store.config("target"))
+    target = target_model_path(root, tcfg)
+    if isinstance(target, Path):
+        _require(target / "config.json", "models/target_model")
+        if tcfg.get("path"):
+            actual, _ = _external_model_version(target)
+            if version and actual != version:
+                raise dg.Failure(f"the target model at {target} changed since models/target_model recorded version "
+                                 f"{version} (its content is now {actual}): materialize models/target_model again")
+            version = actual
+        return {"data_version": version, "path": str(target), "local": True}
+    return {"data_version": version, "path": str(target), "local": False}
+
+
+def _work_dirs_in_use(instance: dg.DagsterInstance, work_root: Path) -> set[Path]:
+    """Work folders whose launching run is not finished (another retraining's, never pruned)."""
+    keep = set()
+    if not work_root.is_dir():
+        return keep
+    for d in work_root.iterdir():
+        try:
+            run_id = json.loads((d / "launch.json").read_text()).get("run_id")
+        except (OSError, ValueError):
+            continue
+        run = instance.get_run_by_id(run_id) if run_id else None
+        if run is not None and not run.is_finished:
+            keep.add(d)
+    return keep
 
 
 def _draft_format_check(out: Path) -> dg.AssetCheckResult:
@@ -328,46 +447,76 @@ def _draft_format_check(out: Path) -> dg.AssetCheckResult:
     ],
 )
 def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer) -> dg.MaterializeResult:
-    """Acceptance length of the draft on the mix's held-out split (`mix/test.jsonl`), by greedy
-    chain speculative decoding (draft proposes k tokens, target verifies; acceptance length =
-    tokens per target forward including the bonus token), with per-position acceptance, against
-    an untrained draft and the previous draft version. Writes
-    `<data root>/models/draft_evaluation/report.json` and a plot."""
-    from ..target import target_config, target_model_path
+    """Acceptance length of the draft on the held-out split (`test.jsonl`) of the mix version that
+    draft was trained on, by greedy chain speculative decoding (draft proposes k tokens, target
+    verifies; acceptance length = tokens per target forward including the bonus token), with
+    per-position acceptance, against an untrained draft and the previous draft version.
+
+    Everything is read by version: the draft of the latest models/draft_model materialization
+    (its immutable `versions/draft_model/<v>/`), and the mix test split, vocab mapping and
+    target that draft recorded as its inputs. The report is built in a staging folder, kept as
+    `<data root>/versions/draft_evaluation/<v>/` and published as
+    `<data root>/models/draft_evaluation/` (report.json, plot, manifest) in one step."""
+    from ..target import target_config
     from ..train.eval_report import evaluate_drafts
 
     root = store.root()
     settings = trainer.settings(store)
     ev = settings["evaluation"]
     out = store.layer_dir("models", "draft_evaluation")
-    draft_dir = _require(store.layer_dir("models", "draft_model"), "models/draft_model")
-    previous_dir = root / "models" / "draft_model_previous"
-    test = _require(store.layer_dir("mix") / "test.jsonl", "mix/training_mix test split (mix/test.jsonl)")
+    draft_rec = latest_record(context.instance, DRAFT_KEY)
+    draft_version = record_version(draft_rec)
+    draft_inputs = record_metadata(draft_rec, "inputs") or {}
+    vpath = record_metadata(draft_rec, "version_path")
+    draft_dir = Path(vpath) if vpath and Path(vpath).is_dir() else _require(store.layer_dir("models", "draft_model"), "models/draft_model")
+    if not draft_inputs:  # a draft trained before inputs were recorded: its manifest, else the current folders
+        man = read_manifest(draft_dir) or {}
+        draft_inputs = man.get("inputs") or {}
+    mix_in = draft_inputs.get("mix/training_mix") or {"path": str(store.layer_dir("mix")),
+                                                      "data_version": _upstream_version(context, MIX_KEY, store.layer_dir("mix"))}
+    vocab_in = draft_inputs.get("tokenized/vocab_mapping") or {"path": str(store.layer_dir("tokenized", "vocab_mapping")),
+                                                               "data_version": _upstream_version(context, VOCAB_KEY, store.layer_dir("tokenized", "vocab_mapping"))}
+    target_in = draft_inputs.get("models/target_model") or {}
     tcfg = target_config(store.config("target"))
-    with expected_failures():
-        report = evaluate_drafts(
-            target_path=target_model_path(root, tcfg),
-            draft_dir=draft_dir,
-            previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
-            vocab_mapping_path=store.layer_dir("tokenized", "vocab_mapping"),
-            test_jsonl=test,
-            out_dir=out,
-            k=int(ev["k"]),
-            max_new_tokens=int(ev["max_new_tokens"]),
-            num_prompts=int(ev["num_prompts"]),
-            max_prompt_tokens=int(ev["max_prompt_tokens"]),
-            untrained_seed=int(ev["untrained_seed"]),
-            trust_remote_code=bool(tcfg.get("trust_remote_code")),
-            log=context.log.info,
-        )
-    upstream = {
-        "models/draft_model": _upstream_version(context, DRAFT_KEY, draft_dir),
-        "mix/training_mix": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
-    }
+    if not target_in.get("path"):
+        target_in = {**_pinned_target(context, store, {}), **({"data_version": target_in["data_version"]} if target_in.get("data_version") else {})}
+    target_in = {k: v for k, v in target_in.items() if k != "local"}
+    target = Path(target_in["path"]) if Path(str(target_in["path"])).exists() else target_in["path"]
+    test = _require(Path(mix_in["path"]) / "test.jsonl", "mix/training_mix test split (test.jsonl)")
+    previous_dir = root / "models" / "draft_model_previous"
+    inputs = {"models/draft_model": {"data_version": draft_version, "path": str(draft_dir),
+                                     "run_id": draft_rec.run_id if draft_rec else None},
+              **{k: v for k, v in draft_inputs.items()}}
+    inputs.setdefault("mix/training_mix", mix_in)
+    inputs.setdefault("tokenized/vocab_mapping", vocab_in)
+    inputs.setdefault("models/target_model", target_in)
+    with staged_dir(out) as tmp:
+        for name in ("report.json", "previous_report.json"):  # what the report it replaces becomes
+            if (out / name).exists():
+                shutil.copy2(out / name, tmp / name)
+        with expected_failures():
+            report = evaluate_drafts(
+                target_path=target,
+                draft_dir=draft_dir,
+                previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
+                vocab_mapping_path=Path(vocab_in["path"]),
+                test_jsonl=test,
+                out_dir=tmp,
+                k=int(ev["k"]),
+                max_new_tokens=int(ev["max_new_tokens"]),
+                num_prompts=int(ev["num_prompts"]),
+                max_prompt_tokens=int(ev["max_prompt_tokens"]),
+                untrained_seed=int(ev["untrained_seed"]),
+                trust_remote_code=bool(tcfg.get("trust_remote_code")),
+                log=context.log.info,
+            )
+        upstream = {k: v.get("data_version") for k, v in inputs.items()}
+        write_manifest(tmp, layer="models", asset="draft_evaluation", upstream_data_versions=upstream, inputs=inputs,
+                       report_sha256=sha256_file(tmp / "report.json"),
+                       **{k: report[k] for k in ("acceptance_length", "untrained_acceptance_length", "k", "lossless", "num_prompts")})
+        version = sha256_json({k: v for k, v in report.items() if k not in ("seconds", "created_at")})[:24]
+        publish_version(tmp, root, "draft_evaluation", version, skip=("previous_report.json",))
     report_path = out / "report.json"
-    write_manifest(out, layer="models", asset="draft_evaluation", upstream_data_versions=upstream,
-                   report_sha256=sha256_file(report_path), **{k: report[k] for k in ("acceptance_length", "untrained_acceptance_length", "k", "lossless", "num_prompts")})
-    version = sha256_json({k: v for k, v in report.items() if k not in ("seconds", "created_at")})[:24]
     per_pos = report["per_position_acceptance"]
     untrained_pos = report.get("untrained_per_position_acceptance") or []
     table = "| position | trained | untrained |" + (" previous |" if report.get("previous") else "") + "\n|---|---|---|" + ("---|" if report.get("previous") else "") + "\n"
@@ -389,6 +538,9 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
         "per_position_acceptance": dg.MetadataValue.md(table),
         "checkpoint_path": dg.MetadataValue.path(report["checkpoint_path"]),
         "upstream_data_versions": dg.MetadataValue.json(upstream),
+        "inputs": dg.MetadataValue.json(inputs),
+        "draft_version": draft_version or "",
+        "test_split": dg.MetadataValue.path(str(test)),
     }
     if report.get("previous"):
         md["previous_acceptance_length"] = report["previous"]["acceptance_length"]
@@ -470,8 +622,36 @@ def target_hidden_states(context: dg.AssetExecutionContext, store: SpecforgeStor
     )
 
 
+# -- is the latest dataset trained? ------------------------------------------------------------
+
+
+@dg.asset_check(
+    asset=DRAFT_KEY,
+    name="draft_matches_latest_dataset",
+    description="The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
+                "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
+                "retraining run, or launch retrain_draft_job, from the UI.",
+)
+def draft_matches_latest_dataset(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    from ..sensors import retraining_runs, trained_on_version
+
+    instance = context.instance
+    latest = record_version(latest_record(instance, DATASET_KEY))
+    trained_on = trained_on_version(latest_record(instance, DRAFT_KEY))
+    runs = retraining_runs(instance, latest) if latest else []
+    md = {"latest_dataset_version": latest or "none", "draft_trained_on": trained_on or "none",
+          "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs])}
+    if latest is None or trained_on == latest:
+        return dg.AssetCheckResult(passed=True, metadata=md, description="the draft is trained on the latest dataset")
+    state = ", ".join(f"{r.run_id[:8]} {r.status.value.lower()}" for r in runs) or "none requested yet"
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=md,
+        description=f"tokenized/dataset {latest[:12]} is untrained (draft trained on {(trained_on or 'none')[:12]}; "
+                    f"retraining runs: {state})")
+
+
 assets: list = [target_model, draft_model, draft_evaluation, target_hidden_states]
-asset_checks: list = []
+asset_checks: list = [draft_matches_latest_dataset]
 resources: dict = {
     "pipes": dg.PipesSubprocessClient(forward_termination=True, forward_stdio=True, termination_timeout_seconds=60),
     "trainer": DraftTrainer(),

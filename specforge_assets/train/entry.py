@@ -278,11 +278,36 @@ def _run(spec: dict, pipes, log, rank: int) -> dict:
     if not (ckpt / "model.safetensors").exists():
         raise FileNotFoundError(f"train_draft returned no checkpoint: {ckpt}/model.safetensors is missing")
     previous = Path(spec["previous_dir"]) if spec.get("previous_dir") else None
-    publish_checkpoint(ckpt, out_dir, previous, keep=("config.json", "model.safetensors", "metrics.json"))
-    version = checkpoint_version(out_dir)
+    from ..fileio import make_staging_dir, write_manifest
 
-    from ..fileio import write_manifest
+    # The run's output is assembled in a folder of its own (inside its work folder), kept as the
+    # immutable versions/draft_model/<v>/, and only then published as the current draft.
+    files = ("config.json", "model.safetensors", "metrics.json", "manifest.json")
+    stage = make_staging_dir(work_dir, ".publish-")
+    try:
+        for name in files[:3]:
+            if (ckpt / name).exists():
+                shutil.copy2(ckpt / name, stage / name)
+        version = checkpoint_version(stage)
+        _write_draft_manifest(stage, spec, result, version, device, seconds, write_manifest)
+        version_path = None
+        if spec.get("data_root"):
+            from ..versioned import publish_version
 
+            version_path = publish_version(stage, spec["data_root"], "draft_model", version)
+        publish_checkpoint(stage, out_dir, previous, keep=files)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    metadata = _materialization_metadata(spec, result, history, out_dir, version, seconds, device)
+    if version_path is not None:
+        metadata["version_path"] = {"raw_value": str(version_path), "type": "path"}
+    pipes.report_asset_materialization(metadata=metadata, data_version=version)
+    log(f"draft checkpoint published at {out_dir} (data version {version}) after {seconds:.0f}s")
+    return result
+
+
+def _write_draft_manifest(out_dir: Path, spec: dict, result: dict, version: str, device: str, seconds: float,
+                          write_manifest) -> None:
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool, list)) and k != "history"}
     write_manifest(
         out_dir,
@@ -290,6 +315,9 @@ def _run(spec: dict, pipes, log, rank: int) -> dict:
         data_version=version,
         fingerprint=spec.get("fingerprint"),
         upstream_data_versions=spec.get("upstream_data_versions", {}),
+        inputs=spec.get("inputs", {}),
+        run_id=spec.get("run_id"),
+        work_dir=spec.get("work_dir"),
         training_config=spec.get("train", {}),
         launch={k: spec.get(k) for k in ("mode", "device", "nproc_per_node")} | {"device_resolved": device, "world_size": world_size()},
         target_path=str(spec["target_path"]),
@@ -298,10 +326,6 @@ def _run(spec: dict, pipes, log, rank: int) -> dict:
         result=summary,
         training_seconds=round(seconds, 2),
     )
-    metadata = _materialization_metadata(spec, result, history, out_dir, version, seconds, device)
-    pipes.report_asset_materialization(metadata=metadata, data_version=version)
-    log(f"draft checkpoint published at {out_dir} (data version {version}) after {seconds:.0f}s")
-    return result
 
 
 def _num(v) -> Any:
@@ -430,12 +454,16 @@ def prepare_launch(
     upstream_data_versions: dict,
     hidden_states_path: Path | str | None = None,
     resume: bool = True,
+    run_id: str | None = None,
+    inputs: dict | None = None,
 ) -> tuple[dict, Path, list[str]]:
     """Write the launch spec into the run's work folder; return (spec, spec path, command).
 
     The work folder is keyed by a fingerprint of everything the result depends on (training
     config, launch mode/device/world size, upstream data versions, code version), so a relaunch
-    with the same inputs resumes, and other inputs start fresh."""
+    with the same inputs resumes, and other inputs start fresh: two retrainings of different data
+    versions never share a folder. Paths are not part of it (a model is its content: the target
+    counts by its data version, or by its path/id only when no version is known)."""
     from ..fileio import atomic_write, sha256_json
 
     from .data import check_trainable
@@ -457,7 +485,8 @@ def prepare_launch(
         raise TrainFileNotFound(f"vocab mapping not found: {vm} (run vocab-mapping / materialize tokenized/vocab_mapping)")
     fp = sha256_json({
         "code": TRAIN_CODE_VERSION, "train": settings["training"], "mode": mode, "device": launch["device"],
-        "nproc_per_node": launch["nproc_per_node"], "upstream": upstream_data_versions, "target": str(target_path),
+        "nproc_per_node": launch["nproc_per_node"], "upstream": upstream_data_versions,
+        **({} if upstream_data_versions.get("models/target_model") else {"target": str(target_path)}),
     })
     models_dir = Path(root) / "models"
     work_root = models_dir / "draft_model_work"
@@ -479,6 +508,9 @@ def prepare_launch(
         "out_dir": str(models_dir / "draft_model"),
         "previous_dir": str(models_dir / "draft_model_previous"),
         "upstream_data_versions": upstream_data_versions,
+        "inputs": inputs or {k: {"data_version": v} for k, v in upstream_data_versions.items()},
+        "data_root": str(root),
+        "run_id": run_id,
         "resume": resume,
     }
     spec_path = work_dir / "launch.json"
@@ -487,12 +519,13 @@ def prepare_launch(
     return spec, spec_path, torchrun_command(spec_path, launch["nproc_per_node"])
 
 
-def prune_work_dirs(spec: dict) -> list[Path]:
-    """After a successful run: drop the work folders of other fingerprints (stale states)."""
+def prune_work_dirs(spec: dict, protect: set | frozenset = frozenset()) -> list[Path]:
+    """After a successful run: drop the work folders of other fingerprints (stale states), except
+    those in `protect` (the launcher passes those of runs still in progress)."""
     keep = Path(spec["work_dir"])
     removed = []
     for d in keep.parent.iterdir():
-        if d.is_dir() and d != keep:
+        if d.is_dir() and d != keep and d not in protect:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed

@@ -131,7 +131,9 @@ def test_draft_then_evaluation(env, capfd):
     assert report["k"] == 2 and len(report["per_position_acceptance"]) == 2
     assert report["lossless"] is True and report["num_prompts"] == 4
     assert 1.0 <= report["acceptance_length"] <= 3.0
-    assert report["checkpoint_path"] == str(draft)
+    # the evaluation read the draft by version (its immutable copy), not the current folder
+    assert report["checkpoint_path"] == str(root / "versions" / "draft_model" / mat.tags["dagster/data_version"])
+    assert checkpoint_version(Path(report["checkpoint_path"])) == checkpoint_version(draft)
     assert (root / "models" / "draft_evaluation" / "per_position_acceptance.png").stat().st_size > 1000
     (emat,) = _mats(r, M.EVAL_KEY)
     assert "plot" in emat.metadata and emat.metadata["lossless"].value is True
