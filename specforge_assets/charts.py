@@ -85,7 +85,7 @@ def nice_ceil(x: float) -> float:
 def _fmt(v: float) -> str:
     if isinstance(v, int) or float(v).is_integer():
         n = int(v)
-        return f"{n / 1e6:.1f}M" if abs(n) >= 1e6 else f"{n / 1e3:.1f}k" if abs(n) >= 1e4 else str(n)
+        return f"{n / 1e6:.1f}M" if abs(n) >= 1e6 else f"{n / 1e3:.0f}k" if abs(n) >= 1e4 else str(n)
     return f"{v:.2f}"
 
 

@@ -223,3 +223,10 @@ def test_inline_markdown_respects_the_ui_limit():
 def test_charts_module_does_not_import_dagster():
     src = open(charts.__file__).read()
     assert "import dagster" not in src and "from dagster" not in src
+
+
+def test_mix_chart_drop_in_writes_the_png(tmp_path):
+    from specforge_assets.mix.chart import bar_chart_png
+
+    p = bar_chart_png(_mix_report(), tmp_path / "sub" / "mix.png")
+    assert _size(p.read_bytes()) == (720, 256)
