@@ -136,3 +136,47 @@ def test_heldout_prompts_carry_source_and_category(tmp_path):
                                                                          ("r2", "chatsrc", "chatsrc")]
     assert counts["skipped_text_rows"] == 1
 
+
+
+class _ToyChatTok:
+    """Stands in for the target tokenizer: a prompt is the toy progression written in its user turn."""
+    eos_token_id = None
+
+    def apply_chat_template(self, msgs, add_generation_prompt=True, tokenize=True):
+        return [int(t) for t in msgs[-1]["content"].split()]
+
+
+def test_evaluation_report_has_per_category_and_per_prompt(run, tmp_path, monkeypatch):
+    import specforge_assets.train.errors as errors
+    from specforge_assets.train.eval_report import evaluate_drafts
+
+    real = errors.load_target_part
+    monkeypatch.setattr(errors, "load_target_part",
+                        lambda loader, target, what="", **kw: _ToyChatTok() if "tokenizer" in what else real(loader, target, what, **kw))
+    d, _, _, _ = run
+    rows = []
+    for i, r in enumerate(toy_rows(5, seed=9)):
+        row = {"id": f"t{i}", "source": "toy_a" if i < 3 else "toy_b",
+               "conversations": [{"role": "user", "content": " ".join(map(str, r["input_ids"][:7]))},
+                                 {"role": "assistant", "content": "x"}]}
+        if i == 0:
+            row["category"] = "special"
+        rows.append(row)
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = evaluate_drafts(target_path=d / "target", draft_dir=d / "out", vocab_mapping_path=d / "vm" / "vocab_mapping.pt",
+                          test_jsonl=test, out_dir=tmp_path / "eval", k=2, max_new_tokens=8, num_prompts=5,
+                          log=lambda *_: None)
+    assert set(rep["per_category"]) == {"special", "toy_a", "toy_b"}
+    assert {c: v["n"] for c, v in rep["per_category"].items()} == {"special": 1, "toy_a": 2, "toy_b": 2}
+    for v in rep["per_category"].values():
+        assert 1.0 <= v["acceptance_length"] <= 3.0 and 1.0 <= v["untrained_acceptance_length"] <= 3.0
+    assert [(p["id"], p["source"], p["category"]) for p in rep["per_prompt"]] == [
+        ("t0", "toy_a", "special"), ("t1", "toy_a", "toy_a"), ("t2", "toy_a", "toy_a"),
+        ("t3", "toy_b", "toy_b"), ("t4", "toy_b", "toy_b")]
+    n_rounds = sum(p["rounds"] for p in rep["per_prompt"])
+    assert n_rounds == rep["num_rounds"]
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["per_category"] == rep["per_category"]
+    assert (tmp_path / "eval" / "per_position_acceptance.png").read_bytes()[:4] == b"\x89PNG"
+    rows_, _ = charts.per_category_table(rep)
+    assert sum(r["n_prompts"] for r in rows_) == 5
