@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import UserError
 from .messages import GENERAL_KEYS, THINKING_KEYS, build_messages, has_assistant_turn, loader_clean, parse_tools
-from .templates import ChatTemplate
+from .templates import AUTO, AutoTemplateError, ChatTemplate, derive_template
 
 HARMONY_DEFAULT_SYSTEM = (
     "You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n"
@@ -131,12 +131,23 @@ class Preprocessor:
         self.verify_every = int(verify_every or 0)
         self._rows_seen = 0
         self.tokenizer = tokenizer
+        # `auto`: the tokenizer's own template gives the spans (incremental rendering) and no
+        # system prompt is injected; registry templates are untouched (SpecForge parity)
+        self.auto = template.name == AUTO
+        if self.auto:
+            try:
+                template = derive_template(tokenizer)
+            except AutoTemplateError as e:
+                raise TokenizeError(str(e)) from e
         self.template = template
         self.options = options or TokenizeOptions()
+        self.incremental = self.options.incremental_mask or self.auto
         self.keys = THINKING_KEYS if template.parser_type == "thinking" else GENERAL_KEYS
+        if self.auto and "reasoning_content" in str(getattr(tokenizer, "chat_template", "")):
+            self.keys = THINKING_KEYS  # the template renders reasoning: keep it in the messages
         self.harmony = template.parser_type == "openai-harmony"
         self.pattern = None
-        if not self.harmony and not self.options.incremental_mask:
+        if not self.harmony and not self.incremental:
             try:
                 self.pattern = template.assistant_regex()
             except ValueError as e:
@@ -254,8 +265,12 @@ class Preprocessor:
               fallback: bool) -> list[tuple[int, int]]:
         if self.harmony:
             pat = _HARMONY_RE
-        elif self.options.incremental_mask and messages is not None and not fallback:
-            sp = self._incremental_spans(text, messages, tools, warnings)
+        elif self.incremental and messages is not None and not fallback:
+            sp = None
+            if self.auto and not self.options.incremental_mask:
+                sp = self._auto_spans(text, messages, tools, warnings)
+            if sp is None:
+                sp = self._incremental_spans(text, messages, tools, warnings)
             return sp[-1:] if (self.options.train_only_last_turn and sp) else sp
         elif self.pattern is None:
             pat = self.template.assistant_regex()
@@ -265,6 +280,60 @@ class Preprocessor:
         if self.options.train_only_last_turn and matches:
             matches = matches[-1:]
         return matches
+
+    def _auto_spans(self, text, messages, tools, warnings):
+        """`auto` spans: each assistant message's content plus the template's end-of-turn string
+        that follows it (and whatever the template renders in between, e.g. tool calls), found by
+        rendering the conversation once more with every string content replaced by a sentinel:
+        the text around the sentinels is exactly what the template adds. Template text before
+        the content (headers, an empty think block) is not supervised. None when the sentinel
+        render cannot be aligned with the real one (the caller then renders incrementally)."""
+        nonce = "SFSPAN7f3a"
+        skel_msgs = []
+        for i, m in enumerate(messages):
+            if isinstance(m.get("content"), str):
+                m = {**m, "content": f"{nonce}{i}{nonce}"}
+            skel_msgs.append(m)
+        try:
+            skel = self._render_messages(skel_msgs, tools)
+        except Exception:  # noqa: BLE001 - fall back to incremental rendering
+            return None
+        parts = _re.split(f"{nonce}(\\d+){nonce}", skel)
+        eot = self.template.end_of_turn_token
+        eots = [e for e in dict.fromkeys([eot, eot.strip() if eot else None]) if e]
+        pos = 0
+        found: list[tuple[int, int, int]] = []  # (message index, content start, content end)
+        for k in range(0, len(parts) - 1, 2):
+            seg, idx = parts[k], int(parts[k + 1])
+            nxt = parts[k + 2]
+            if not text.startswith(seg, pos):
+                return None
+            pos += len(seg)
+            content = messages[idx]["content"]
+            for variant in dict.fromkeys([content, content.strip(), content.lstrip("\n"), content.rstrip()]):
+                if text.startswith(variant + nxt, pos):  # the template may trim the content
+                    break
+            else:
+                return None
+            found.append((idx, pos, pos + len(variant)))
+            pos += len(variant)
+        if text[pos:] != parts[-1]:
+            return None
+        spans = []
+        ends = [s for _, s, _ in found[1:]] + [len(text)]
+        for (idx, s, e), limit in zip(found, ends):
+            if messages[idx].get("role") != "assistant":
+                continue
+            end = e
+            between = text[e:limit]
+            for t in eots:
+                j = between.find(t)
+                if j >= 0:
+                    end = e + j + len(t)
+                    break
+            if end > s:
+                spans.append((s, end))
+        return spans
 
     def _incremental_spans(self, text, messages, tools, warnings):
         out = []

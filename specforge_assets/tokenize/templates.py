@@ -2,6 +2,11 @@
 
 Each entry has SpecForge's `ChatTemplate` fields. Users add or override entries in
 `configs/tokenize.yaml` under `templates:`; `get_template(name, extra)` resolves a name.
+
+`auto` is a reserved name, not a registry entry: `get_template("auto")` returns a placeholder that
+`Preprocessor` resolves against the target tokenizer (`derive_template`): the assistant spans
+come from the tokenizer's own Jinja template by incremental rendering, and no system prompt is
+injected (the template's own default, if it has one, is rendered as the model would see it).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from ..paths import load_yaml
 REGISTRY_FILE = Path(__file__).with_name("templates.yaml")
 PARSER_TYPES = ("general", "thinking", "glm", "openai-harmony")
 PATTERN_TYPES = ("general", "longcat", "inkling", "glm")
+AUTO = "auto"
 
 
 class UnknownTemplateError(KeyError, UserError):
@@ -105,15 +111,90 @@ def registry(extra: dict | None = None) -> dict[str, ChatTemplate]:
     add names or override built-in ones."""
     reg = dict(_builtin())
     for name, fields in (extra or {}).items():
+        if str(name) == AUTO:
+            raise ValueError("chat template name 'auto' is reserved (the tokenizer's own template); "
+                             "give your template another name")
         reg[str(name)] = _make(str(name), fields)
     return reg
 
 
 def get_template(name: str, extra: dict | None = None) -> ChatTemplate:
+    """The registry entry `name`, or for `auto` a placeholder resolved later against the
+    tokenizer (`derive_template`)."""
     reg = registry(extra)
+    if name == AUTO:
+        return ChatTemplate(name=AUTO)
     if name not in reg:
         raise UnknownTemplateError(
-            f"unknown chat template {name!r}; known templates: {', '.join(sorted(reg))}. "
+            f"unknown chat template {name!r}; known templates: auto, {', '.join(sorted(reg))}. "
             "Add one under `templates:` in configs/tokenize.yaml."
         )
     return reg[name]
+
+
+# ---------------------------------------------------------------------- `auto`: from the tokenizer
+_PROBE_USER_1 = "SFPROBEUSERONE"
+_PROBE_ASSISTANT_1 = "SFPROBEASSISTANTONE"
+_PROBE_USER_2 = "SFPROBEUSERTWO"
+_PROBE_SYSTEM = "SFPROBESYSTEM"
+
+
+class AutoTemplateError(ValueError, UserError):
+    """`chat_template: auto` cannot be derived from this tokenizer."""
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def derive_template_fields(tokenizer) -> dict[str, Any]:
+    """What the tokenizer's own chat template renders around the messages, found by rendering
+    probe conversations: `assistant_header` (the generation prompt), `end_of_turn_token` (what
+    follows an assistant message's content), `user_header` (what precedes a later user message's
+    content) and `default_system_prompt` (the system text the template adds when the
+    conversation has none; "" when it renders an empty system block, None when it adds none).
+    A field that cannot be found is None."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise AutoTemplateError(
+            "chat_template auto derives the assistant spans from the tokenizer's own chat template, and this "
+            "tokenizer has none; name a registry template instead (e.g. qwen, llama3, smollm2)"
+        )
+    u1 = {"role": "user", "content": _PROBE_USER_1}
+    a1 = {"role": "assistant", "content": _PROBE_ASSISTANT_1}
+    u2 = {"role": "user", "content": _PROBE_USER_2}
+    try:
+        plain = _render(tokenizer, [u1])
+        gen = _render(tokenizer, [u1], add_generation_prompt=True)
+        one = _render(tokenizer, [u1, a1])
+        two = _render(tokenizer, [u1, a1, u2])
+    except Exception as e:  # noqa: BLE001 - the template's own failure, reported in one line
+        raise AutoTemplateError(f"chat_template auto: the tokenizer's chat template failed on a plain "
+                                f"user/assistant conversation ({type(e).__name__}: {e})") from e
+    out: dict[str, Any] = {"assistant_header": None, "user_header": None, "end_of_turn_token": None,
+                           "default_system_prompt": None}
+    if gen.startswith(plain) and len(gen) > len(plain):
+        out["assistant_header"] = gen[len(plain):]
+    i = one.find(_PROBE_ASSISTANT_1)
+    if i >= 0 and one[i + len(_PROBE_ASSISTANT_1):]:
+        out["end_of_turn_token"] = one[i + len(_PROBE_ASSISTANT_1):]
+    j = two.find(_PROBE_USER_2)
+    if two.startswith(one) and j >= len(one):
+        out["user_header"] = two[len(one):j] or None
+    try:
+        with_sys = _render(tokenizer, [{"role": "system", "content": _PROBE_SYSTEM}, u1])
+    except Exception:  # noqa: BLE001 - a template without system messages: no default either
+        with_sys = None
+    if with_sys is not None and _PROBE_SYSTEM in with_sys:
+        pre, post = with_sys.split(_PROBE_SYSTEM, 1)
+        if plain.startswith(pre) and plain.endswith(post) and len(plain) >= len(pre) + len(post):
+            out["default_system_prompt"] = plain[len(pre):len(plain) - len(post)]
+    return out
+
+
+def derive_template(tokenizer) -> ChatTemplate:
+    """The `auto` template for this tokenizer: its header/end-of-turn strings (used for
+    pre-formatted rows and recorded in metadata), no injected system prompt. Spans of rendered
+    conversations come from incremental rendering (`Preprocessor`), not from these strings."""
+    f = derive_template_fields(tokenizer)
+    return ChatTemplate(name=AUTO, assistant_header=f["assistant_header"], user_header=f["user_header"],
+                        system_prompt=None, end_of_turn_token=f["end_of_turn_token"])
