@@ -258,3 +258,23 @@ def test_failed_retraining_leaves_the_version_visibly_untrained(world):
     again = _run_retraining(w, req)
     assert _latest_md(inst, DRAFT, again.run_id)["trained_on_dataset_version"] == untrained
     assert [e.passed for e in again.get_asset_check_evaluations() if e.check_name == "draft_matches_latest_dataset"] == [True]
+
+
+def test_one_retraining_at_a_time_across_the_whole_job(tmp_path):
+    """dagster_home/dagster.yaml queues runs tagged specforge/retraining beyond one; every run of
+    retrain_draft_job carries the tag (job tags: the sensor's, the Launchpad's, re-executions)."""
+    import shutil
+
+    from specforge_assets import sensors
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copyfile(repo / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as inst:
+        limits = inst.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert {"key": sensors.RETRAIN_CONCURRENCY_TAG, "limit": 1} in limits
+    assert sensors.retrain_draft_job.tags[sensors.RETRAIN_CONCURRENCY_TAG] == "draft"
+    # the job covers training and evaluation (the limit is on the whole job, not a step)
+    from specforge_assets.definitions import defs
+
+    job = defs.resolve_job_def("retrain_draft_job")
+    assert {DRAFT, EVALUATION} <= set(job.asset_layer.selected_asset_keys)
