@@ -5,7 +5,8 @@ The policy, layer by layer (asset keys are the project's contracts):
 - `regenerated/conversations` follows its source partition (`eager`): a source partition that
   changes is regenerated (or passed through) on its own, partition by partition.
 - `mix/training_mix` is rebuilt **once** after its inputs settle: some regenerated partition
-  updated since the mix last ran, and nothing upstream of it is still moving — no regenerated
+  got a new data version since the mix last ran (a re-materialization with the same version,
+  e.g. a backfill that changed nothing, does not count), and nothing upstream of it is still moving — no regenerated
   or source partition missing, in progress, part of an unfinished backfill, or about to be
   requested on this tick. A backfill of all source partitions therefore produces one mix run
   after its last partition, not one per partition (`eager()` alone would not wait for the
@@ -97,8 +98,10 @@ def settled_after_upstream_update() -> dg.AutomationCondition:
     """For a layer that reads *all* partitions of the layer above: run once when some dep
     updated (since this asset was last requested/updated) and the two layers above are quiet:
     no partition missing or in progress, none waiting to catch up with its own input."""
-    updated = AC.any_deps_match(AC.newly_updated() & ~AC.executed_with_root_target()).with_label(
-        "any_deps_updated"
+    # a new *data version* upstream, not merely a new materialization: a backfill that changes
+    # nothing (every partition a cache hit, same versions) does not rebuild the mix
+    updated = AC.any_deps_match(AC.data_version_changed() & ~AC.executed_with_root_target()).with_label(
+        "any_deps_data_version_changed"
     )
     upstream_moving = AC.any_deps_match(
         _missing_or_in_progress() | _behind_its_deps() | AC.any_deps_match(_missing_or_in_progress())

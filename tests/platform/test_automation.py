@@ -101,3 +101,31 @@ def test_automation_sensor_is_ours_and_training_has_no_condition():
     for key in graph.get_all_asset_keys():
         if key.path[0] == "models" and key.path[-1] in {"draft_model", "draft_evaluation"}:
             assert graph.get(key).automation_condition is None
+
+
+def test_unchanged_backfill_does_not_rebuild_the_mix(toy, dagster_instance):
+    """Every source partition materialized again with nothing changed (same data versions):
+    regenerated follows, the mix is not requested (nothing changed below it either)."""
+    defs, root, _ = toy
+    inst = dagster_instance
+    inst.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["alpha", "beta"])
+    _materialize(defs, inst, [TARGET])
+    t = Ticker(defs, inst)
+    t.tick()
+    for k in ["alpha", "beta"]:
+        _materialize(defs, inst, [SRC, REGEN], k)
+    assert t.tick() == {MIX: {None}, TOK: {None}, VOCAB: {None}}
+    assert _materialize(defs, inst, [MIX, TOK, VOCAB]).success
+    assert t.tick() == {}
+    before = _mix_materializations(inst)
+    for k in ["alpha", "beta"]:
+        assert _materialize(defs, inst, [SRC, REGEN], k).success
+    assert t.tick() == {}
+    assert t.tick() == {}
+    assert _mix_materializations(inst) == before
+
+    # a real change still flows through, once
+    (root / "incoming").mkdir(exist_ok=True)
+    (root / "incoming" / "alpha.jsonl").write_text(json.dumps({"id": "a", "text": "changed alpha"}) + "\n")
+    assert _materialize(defs, inst, [SRC, REGEN], "alpha").success
+    assert t.tick() == {MIX: {None}, TOK: {None}, VOCAB: {None}}
