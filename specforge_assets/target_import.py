@@ -199,6 +199,7 @@ def _validate(folder: Path, trust_remote_code: bool) -> dict:
         "vocab_size": getattr(text_cfg, "vocab_size", None),
         "dtype": str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "").replace("torch.", "") or None,
         "weights": sorted(weights),
+        "ships_code": bool(getattr(cfg, "auto_map", None)) or any(folder.glob("*.py")),  # used only with trust_remote_code
         "has_chat_template": bool(template),
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if isinstance(template, str) else None,
     }
