@@ -21,6 +21,13 @@ def build_definitions() -> dg.Definitions:
         sensors=list(_sensors.sensors),
         jobs=list(_sensors.jobs),
         resources=resources,
+        # Steps run in the run's own process, one after another. The graph is a chain (sources →
+        # regenerated → mix → tokenized → vocab → draft → evaluation; each partition is its own
+        # run), so a process per step bought no parallelism and cost 5–15 s of Python start-up
+        # per step and per asset check on 2 cores (bench/RESULTS.md, "Step overhead"). Heavy
+        # work already leaves the run process where it must: training through Pipes + torchrun,
+        # regeneration's servers and worker processes.
+        executor=dg.in_process_executor,
     )
     # Declarative automation and config-aware code versions (automation.py) are attached here
     # so that the layer modules stay free of cross-layer policy.

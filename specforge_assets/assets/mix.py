@@ -5,10 +5,11 @@ import json
 import dagster as dg
 
 from ..checks import mix as mix_checks
-from ..fileio import read_manifest, staged_dir, write_manifest
+from ..fileio import staged_dir, write_manifest
 from ..mix.mix import bar_chart_png, build_mix, discover_sources, mix_config
 from ..partitions import SOURCES_PARTITION_NAME
 from ..preview import truncate
+from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
 from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
@@ -18,6 +19,16 @@ from ..versioned import prune_versions, publish_version
 from ..keys import MIX as MIX_KEY
 CODE_VERSION = "mix-v1"
 VERSIONS_KEEP = 10  # immutable mix versions kept under <root>/versions/mix (the current one always)
+
+
+CHECKS = [
+    InAssetCheck("mix_weights_honoured", False, "Realized source shares match configs/mix.yaml weights within tolerance.",
+                 lambda mix_dir, report, **_: mix_checks.weights_honoured(mix_dir, report, float(report["config"]["weight_tolerance"]))),
+    InAssetCheck("mix_no_duplicate_content", True, "No two rows of train+test share normalized content or id.",
+                 lambda mix_dir, **_: mix_checks.no_duplicate_content(mix_dir)),
+    InAssetCheck("mix_counts_reconcile", True, "Input rows = train + test + quarantined.",
+                 lambda mix_dir, root, report, **_: mix_checks.counts_reconcile(root, mix_dir, report)),
+]
 
 
 def _table_md(report: dict) -> str:
@@ -38,8 +49,9 @@ def _table_md(report: dict) -> str:
     kinds={"python", "jsonl"},
     code_version=CODE_VERSION,
     description=None,
+    check_specs=check_specs(MIX_KEY, CHECKS),
 )
-def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
+def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore):
     """The training mix: every source partition's regenerated (else original) conversations,
     filtered by configs/mix.yaml (sources, weights/caps), deduplicated by normalized content
     hash (optionally prefix near-dups), shuffled and split with a seed. Writes
@@ -64,10 +76,12 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
         if w:
             raw["weights"] = w
     with expected_failures():
-        return _build(context, store, root, raw)
+        result, report = _build(context, store, root, raw)
+    yield result
+    yield from check_results(MIX_KEY, CHECKS, mix_dir=store.layer_dir("mix"), root=root, report=report)
 
 
-def _build(context, store: SpecforgeStore, root, raw: dict) -> dg.MaterializeResult:
+def _build(context, store: SpecforgeStore, root, raw: dict) -> tuple[dg.MaterializeResult, dict]:
     cfg = mix_config(raw)
     on_disk = discover_sources(root)
     try:
@@ -116,35 +130,9 @@ def _build(context, store: SpecforgeStore, root, raw: dict) -> dg.MaterializeRes
             "config": dg.MetadataValue.json(cfg),
             **lineage_metadata(inputs),
         },
-    )
-
-
-def _report(store: SpecforgeStore) -> dict:
-    man = read_manifest(store.layer_dir("mix")) or {}
-    if "report" not in man:
-        raise dg.Failure("mix/manifest.json missing: materialize mix/training_mix first")
-    return man["report"]
-
-
-@dg.asset_check(asset=MIX_KEY, description="Realized source shares match configs/mix.yaml weights within tolerance.")
-def mix_weights_honoured(store: SpecforgeStore) -> dg.AssetCheckResult:
-    rep = _report(store)
-    ok, desc, md = mix_checks.weights_honoured(store.layer_dir("mix"), rep, float(rep["config"]["weight_tolerance"]))
-    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
-
-
-@dg.asset_check(asset=MIX_KEY, blocking=True, description="No two rows of train+test share normalized content or id.")
-def mix_no_duplicate_content(store: SpecforgeStore) -> dg.AssetCheckResult:
-    ok, desc, md = mix_checks.no_duplicate_content(store.layer_dir("mix"))
-    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
-
-
-@dg.asset_check(asset=MIX_KEY, blocking=True, description="Input rows = train + test + quarantined.")
-def mix_counts_reconcile(store: SpecforgeStore) -> dg.AssetCheckResult:
-    ok, desc, md = mix_checks.counts_reconcile(store.root(), store.layer_dir("mix"), _report(store))
-    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+    ), report
 
 
 assets: list = [training_mix]
-asset_checks: list = [mix_weights_honoured, mix_no_duplicate_content, mix_counts_reconcile]
+asset_checks: list = []  # in-asset (check_specs above): they run in the mix's own step
 resources: dict = {}

@@ -1,8 +1,11 @@
 """Layer: tokenized — `tokenized/dataset` and `tokenized/vocab_mapping` + their checks."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from ..checks import tokenize as tok_checks
+from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
 from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
@@ -38,14 +41,40 @@ def _example(res: dict, mix_train) -> tuple[str, str | None]:
     return example_markdown(res["tokenizer"], str(row.get("id")), t.input_ids, t.loss_mask), str(path)
 
 
+def _vocab_valid(vocab_dir, **_):
+    man = read_manifest(vocab_dir) or {}
+    return tok_checks.vocab_mapping_valid(Path(vocab_dir) / "vocab_mapping.pt", int(man.get("draft_vocab_size", -1)),
+                                          int(man.get("target_vocab_size", -1)))
+
+
+DATASET_CHECKS = [
+    InAssetCheck("tokenized_zero_supervised_rows", True,
+                 "Rows with zero supervised tokens stay under the configured rate; all-zero masks fail naming the template.",
+                 lambda ds_dir, cfg, manifest, **_: tok_checks.zero_supervised(
+                     ds_dir, float(cfg["checks"]["max_zero_supervised_rate"]), manifest.get("template", "?"))),
+    InAssetCheck("tokenized_supervised_fraction", False, "Share of supervised tokens within configured bounds.",
+                 lambda ds_dir, cfg, **_: tok_checks.supervised_fraction(
+                     ds_dir, float(cfg["checks"]["supervised_fraction"][0]), float(cfg["checks"]["supervised_fraction"][1]))),
+    InAssetCheck("tokenized_ids_complete", True, "Row ids unique, and every mix row is present (or quarantined).",
+                 lambda ds_dir, mix_train, **_: tok_checks.ids_unique_and_complete(ds_dir, mix_train)),
+    InAssetCheck("tokenized_lengths", True, "Every row's length <= max_length and ids/mask lengths agree.",
+                 lambda ds_dir, manifest, **_: tok_checks.lengths_within(ds_dir, int(manifest["stats"]["max_length"]))),
+]
+VOCAB_CHECKS = [
+    InAssetCheck("vocab_mapping_consistent", True, "d2t/t2d have the right sizes and dtypes and agree with each other.",
+                 _vocab_valid),
+]
+
+
 @dg.asset(
     key=DATASET_KEY,
     group_name="tokenized",
     deps=[MIX_KEY, TARGET_KEY],
     kinds={"python", "parquet"},
     code_version="tokenize-v1",
+    check_specs=check_specs(DATASET_KEY, DATASET_CHECKS),
 )
-def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
+def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
     """The mix rendered with the target tokenizer's chat template and tokenized with SpecForge's
     assistant-only loss mask (identical to preprocess_conversations by default; corrected options
     in configs/tokenize.yaml). Parquet shards (id, input_ids, loss_mask, length, ...) + train.jsonl
@@ -112,46 +141,10 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore) 
     }
     if example_path:
         md["example_html"] = dg.MetadataValue.path(example_path)
-    return dg.MaterializeResult(data_version=dg.DataVersion(res["version"]), metadata=md)
-
-
-def _ds_manifest(store: SpecforgeStore) -> dict:
-    man = read_manifest(store.layer_dir("tokenized", "dataset"))
-    if not man:
-        raise dg.Failure("tokenized/dataset/manifest.json missing: materialize tokenized/dataset first")
-    return man
-
-
-@dg.asset_check(asset=DATASET_KEY, blocking=True, description="Rows with zero supervised tokens stay under the configured rate; "
-                "all-zero masks fail naming the template.")
-def tokenized_zero_supervised_rows(store: SpecforgeStore) -> dg.AssetCheckResult:
-    cfg = tokenize_config(store.config("tokenize"))
-    man = _ds_manifest(store)
-    ok, desc, md = tok_checks.zero_supervised(store.layer_dir("tokenized", "dataset"),
-                                              float(cfg["checks"]["max_zero_supervised_rate"]), man.get("template", "?"))
-    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
-
-
-@dg.asset_check(asset=DATASET_KEY, description="Share of supervised tokens within configured bounds.")
-def tokenized_supervised_fraction(store: SpecforgeStore) -> dg.AssetCheckResult:
-    lo, hi = tokenize_config(store.config("tokenize"))["checks"]["supervised_fraction"]
-    ok, desc, md = tok_checks.supervised_fraction(store.layer_dir("tokenized", "dataset"), float(lo), float(hi))
-    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
-
-
-@dg.asset_check(asset=DATASET_KEY, blocking=True, description="Row ids unique, and every mix row is present (or quarantined).")
-def tokenized_ids_complete(store: SpecforgeStore) -> dg.AssetCheckResult:
-    ok, desc, md, sev = tok_checks.ids_unique_and_complete(store.layer_dir("tokenized", "dataset"),
-                                                           store.layer_dir("mix") / "train.jsonl")
-    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)},
-                               severity=dg.AssetCheckSeverity.WARN if sev == "WARN" else dg.AssetCheckSeverity.ERROR)
-
-
-@dg.asset_check(asset=DATASET_KEY, blocking=True, description="Every row's length <= max_length and ids/mask lengths agree.")
-def tokenized_lengths(store: SpecforgeStore) -> dg.AssetCheckResult:
-    man = _ds_manifest(store)
-    ok, desc, md = tok_checks.lengths_within(store.layer_dir("tokenized", "dataset"), int(man["stats"]["max_length"]))
-    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+    yield dg.MaterializeResult(data_version=dg.DataVersion(res["version"]), metadata=md)
+    man = read_manifest(out) or {}
+    yield from check_results(DATASET_KEY, DATASET_CHECKS, ds_dir=out, manifest=man, mix_train=Path(mix_in["path"]) / "train.jsonl",
+                             cfg=tokenize_config(store.config("tokenize")))
 
 
 @dg.asset(
@@ -160,8 +153,9 @@ def tokenized_lengths(store: SpecforgeStore) -> dg.AssetCheckResult:
     deps=[DATASET_KEY, TARGET_KEY],
     kinds={"python", "pytorch"},
     code_version="vocab-v1",
+    check_specs=check_specs(VOCAB_KEY, VOCAB_CHECKS),
 )
-def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
+def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
     """Draft vocabulary: the `draft_vocab_size` target tokens most frequent at supervised
     positions (ties: first appearance in dataset order, then ascending id; fill-up with zero-count
     ids ascending), saved as SpecForge's {"d2t": LongTensor, "t2d": BoolTensor} torch file at
@@ -179,7 +173,7 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> d
     if res["clamped"]:
         context.log.warning(f"draft vocab size {res['requested_draft_vocab_size']} > target vocabulary "
                             f"{res['target_vocab_size']}: clamped to {res['draft_vocab_size']}")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         data_version=dg.DataVersion(res["version"]),
         metadata={
             "draft_vocab_size": res["draft_vocab_size"],
@@ -201,16 +195,9 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore) -> d
     )
 
 
-@dg.asset_check(asset=VOCAB_KEY, blocking=True, description="d2t/t2d have the right sizes and dtypes and agree with each other.")
-def vocab_mapping_consistent(store: SpecforgeStore) -> dg.AssetCheckResult:
-    d = store.layer_dir("tokenized", "vocab_mapping")
-    man = read_manifest(d) or {}
-    ok, desc, md = tok_checks.vocab_mapping_valid(d / "vocab_mapping.pt", int(man.get("draft_vocab_size", -1)),
-                                                  int(man.get("target_vocab_size", -1)))
-    return dg.AssetCheckResult(passed=ok, description=desc, metadata={"details": dg.MetadataValue.json(md)})
+    yield from check_results(VOCAB_KEY, VOCAB_CHECKS, vocab_dir=Path(res["path"]).parent)
 
 
 assets: list = [tokenized_dataset, vocab_mapping]
-asset_checks: list = [tokenized_zero_supervised_rows, tokenized_supervised_fraction, tokenized_ids_complete,
-                      tokenized_lengths, vocab_mapping_consistent]
+asset_checks: list = []  # in-asset (check_specs above): they run in their asset's own step
 resources: dict = {}
