@@ -6,11 +6,14 @@ import dagster as dg
 
 from ..checks import mix as mix_checks
 from ..fileio import staged_dir, write_manifest
-from ..mix.mix import bar_chart_png, build_mix, discover_sources, mix_config
+from .. import charts
+from ..mix.chart import bar_chart_png
+from ..mix.mix import build_mix, discover_sources, mix_config
 from ..partitions import SOURCES_PARTITION_NAME
 from ..preview import truncate
 from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
+from ._metadata import pictures, table
 from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 from ..tokenize.report import png_markdown
@@ -121,6 +124,8 @@ def _build(context, store: SpecforgeStore, root, raw: dict) -> tuple[dg.Material
             "realized_mix": dg.MetadataValue.md(_table_md(report)),
             "shares": dg.MetadataValue.json(report["shares"]),
             "mix_chart": dg.MetadataValue.md(png_markdown(chart, "rows and characters per source")),
+            "realized_mix_table": table(charts.mix_table(report)),
+            **pictures(mix_chart_inline=charts.mix_inline_md(report)),
             "train_path": dg.MetadataValue.path(str(out / "train.jsonl")),
             "test_path": dg.MetadataValue.path(str(out / "test.jsonl")),
             "version_path": dg.MetadataValue.path(str(vdir)),

@@ -14,6 +14,8 @@ from pathlib import Path
 import dagster as dg
 
 from ._failures import expected_failures
+from ._metadata import pictures, png, table
+from .. import charts
 from ._lineage import latest_record, pinned_input, record_metadata, record_version
 from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_manifest
 from ..resources import SpecforgeStore
@@ -290,6 +292,10 @@ def draft_model(
     md["work_dir"] = dg.MetadataValue.path(spec["work_dir"])
     if vdir is not None:
         md["version_path"] = dg.MetadataValue.path(str(vdir))
+    history = charts.load_metrics(out)  # the loss curve of every draft: inline, and full size one click away
+    if history:
+        md.update(pictures(loss_curve=charts.loss_curve_inline_md(history)))
+        md["loss_curve_detail"] = png(charts.loss_curve_png(history), "loss and TTT accuracy per step")
     return dg.MaterializeResult(metadata=md, data_version=mr.data_version, check_results=[check])
 
 
@@ -517,15 +523,6 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
         version = sha256_json({k: v for k, v in report.items() if k not in ("seconds", "created_at")})[:24]
         publish_version(tmp, root, "draft_evaluation", version, skip=("previous_report.json",))
     report_path = out / "report.json"
-    per_pos = report["per_position_acceptance"]
-    untrained_pos = report.get("untrained_per_position_acceptance") or []
-    table = "| position | trained | untrained |" + (" previous |" if report.get("previous") else "") + "\n|---|---|---|" + ("---|" if report.get("previous") else "") + "\n"
-    prev_pos = (report.get("previous") or {}).get("per_position_acceptance") or []
-    for i, a in enumerate(per_pos):
-        row = f"| {i + 1} | {a:.3f} | {untrained_pos[i] if i < len(untrained_pos) else float('nan'):.3f} |"
-        if report.get("previous"):
-            row += f" {prev_pos[i] if i < len(prev_pos) else float('nan'):.3f} |"
-        table += row + "\n"
     md = {
         "report_path": dg.MetadataValue.path(str(report_path)),
         "acceptance_length": report["acceptance_length"],
@@ -535,7 +532,9 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
         "lossless": report["lossless"],
         "num_prompts": report["num_prompts"],
         "generated_tokens": report.get("generated_tokens"),
-        "per_position_acceptance": dg.MetadataValue.md(table),
+        "per_position_acceptance": table(charts.per_position_table(report)),
+        "acceptance_per_category": table(charts.per_category_table(report)),
+        **pictures(acceptance_inline=charts.acceptance_inline_md(report)),
         "checkpoint_path": dg.MetadataValue.path(report["checkpoint_path"]),
         "upstream_data_versions": dg.MetadataValue.json(upstream),
         "inputs": dg.MetadataValue.json(inputs),
@@ -544,6 +543,8 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
     }
     if report.get("previous"):
         md["previous_acceptance_length"] = report["previous"]["acceptance_length"]
+    for cat, r in sorted((report.get("per_category") or {}).items())[:20]:  # plain numbers: plotted per version
+        md[f"acceptance_length/{cat}"] = float(r["acceptance_length"])
     plot = out / "per_position_acceptance.png"
     if plot.exists():
         import base64
@@ -559,7 +560,7 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
             passed=report["acceptance_length"] > report["untrained_acceptance_length"],
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"trained": report["acceptance_length"], "untrained": report["untrained_acceptance_length"],
-                      "per_position": dg.MetadataValue.md(table)},
+                      "per_position": table(charts.per_position_table(report))},
         ),
     ]
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=checks)

@@ -7,6 +7,8 @@ import dagster as dg
 from ..checks import tokenize as tok_checks
 from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
+from ._metadata import pictures
+from .. import charts
 from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
 from ._lineage import lineage_metadata, pinned_input, upstream_versions
@@ -93,7 +95,8 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
                               manifest_extra={"inputs": {"mix/training_mix": mix_in, "models/target_model": target_in}})
     st = res["stats"]
     out = res["dir"]
-    hist = length_histogram_png(read_lengths(out), st["max_length"], out / "lengths.png")
+    lengths = read_lengths(out)
+    hist = length_histogram_png(lengths, st["max_length"], out / "lengths.png")
     example_md, example_path = _example(res, res["mix_train"])
     if res["warnings"]:
         for w in res["warnings"]:
@@ -133,6 +136,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         "cache_hit": res["cache_hit"],
         "cache_pruned": dg.MetadataValue.json(res["cache_pruned"]),
         "length_histogram": dg.MetadataValue.md(png_markdown(hist, "tokens per row")),
+        **pictures(length_histogram_inline=charts.length_histogram_inline_md(lengths, st["max_length"])),
         "example": dg.MetadataValue.md(example_md),
         "path": dg.MetadataValue.path(str(out)),
         "train_jsonl": dg.MetadataValue.path(str(out / "train.jsonl")),

@@ -1,4 +1,4 @@
-"""Drop-in replacement for `mix.mix.bar_chart_png` (same signature), drawn by `specforge_assets.charts`:
+"""The mix chart file (rows and characters per source), drawn by `specforge_assets.charts`:
 every bar carries its value and a source with zero rows is a labelled hairline, not a missing bar."""
 from __future__ import annotations
 

@@ -430,27 +430,3 @@ def _empty_mix_message(selected: list[str], rows_in: Counter, quarantine: list[d
         msg = (f"the mix would have 0 rows: all {total} rows of sources {selected} are prompt-only (no assistant turn): "
                "regenerate these sources first (regenerated/<key>/train.jsonl is used when present)")
     return msg
-
-
-def bar_chart_png(report: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = report["sources"]
-    rows = [report["per_source"][k]["train_rows"] + report["per_source"][k]["test_rows"] for k in keys]
-    chars = [report["per_source"][k]["train_chars"] for k in keys]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    axes[0].bar(keys, rows, color="#4C72B0")
-    axes[0].set_title("rows per source (train+test)")
-    axes[1].bar(keys, chars, color="#DD8452")
-    axes[1].set_title("characters per source (train)")
-    for ax in axes:
-        ax.tick_params(axis="x", labelrotation=30)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=80)
-    plt.close(fig)
-    return path

@@ -1,0 +1,33 @@
+"""Dagster metadata values built from the domain's pictures and tables (`specforge_assets.charts`,
+which has no Dagster import). One place for the conventions the UI rewards (see charts.py):
+
+- an inline picture (`MetadataValue.md` under 1,000 characters: a compact SVG) shows on the
+  asset page with no click; a full PNG in markdown opens with one click ([Show Markdown]);
+- a table (`MetadataValue.table`) shows inline;
+- plain int/float values plot themselves across materializations ("Plots"), so numbers stay
+  plain numbers.
+"""
+from __future__ import annotations
+
+import dagster as dg
+
+from .. import charts
+
+
+def table(rows_and_columns: tuple[list[dict], list[tuple[str, str, str]]]) -> dg.TableMetadataValue:
+    """`(rows, [(name, type, description)])` from charts.* → a native Dagster table."""
+    rows, columns = rows_and_columns
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord(r) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in columns]),
+    )
+
+
+def pictures(**named: str | None) -> dict[str, dg.MetadataValue]:
+    """Keep the inline pictures that exist: `pictures(loss_curve=charts.loss_curve_inline_md(h))`."""
+    return {k: dg.MetadataValue.md(v) for k, v in named.items() if v}
+
+
+def png(png_bytes: bytes, alt: str) -> dg.MetadataValue:
+    """A full-size PNG (one click in the UI)."""
+    return dg.MetadataValue.md(charts.png_markdown(png_bytes, alt))
