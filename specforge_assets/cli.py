@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "specforge_assets.tokenize.cli",
     "specforge_assets.train.cli",
     "specforge_assets.demo",
+    "specforge_assets.target_cli",
 )
 
 

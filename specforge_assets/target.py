@@ -18,10 +18,22 @@ def demo_target_dir(root: Path | None = None) -> Path:
     return (root or data_root()) / "models" / "target_model"
 
 
+def needs_import(path: str | Path) -> bool:
+    """A GGUF file (or a folder holding one and no config.json) or a hub id: the
+    `models/target_model` asset imports it as a normal HF folder under the data root."""
+    from .target_import import TargetImportError, classify
+
+    try:
+        return classify(path)[0] in ("gguf", "hub")
+    except TargetImportError:
+        return False  # the asset reports what is wrong with it
+
+
 def target_model_path(root: Path | None = None, config: dict | None = None) -> Path | str:
-    """The configured model dir / HF id, or the demo target's folder under the data root."""
+    """Where the target model is read from: `<data root>/models/target_model` for the demo target
+    and for imported ones (GGUF, hub id), else the configured HF model folder itself."""
     path = target_config(config)["path"]
-    if not path:
+    if not path or needs_import(str(path)):
         return demo_target_dir(root)
     p = Path(str(path)).expanduser()
     return p.resolve() if p.exists() else str(path)

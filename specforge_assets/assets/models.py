@@ -117,7 +117,11 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
 
     tcfg = target_config(store.config("target"))
     if tcfg.get("path"):
+        from ..target import needs_import
+
         with expected_failures():
+            if needs_import(str(tcfg["path"])):
+                return _imported_target(context, store, tcfg)
             return _external_target(context, tcfg)
     from ..train.demo_target import BUILDER_VERSION, build_demo_target, build_params, corpus_fingerprint, load_demo_corpus
     from ..train.entry import train_settings
@@ -187,6 +191,46 @@ def _target_check(path: Path | str, trust_remote_code: bool) -> dg.AssetCheckRes
     except Exception as e:  # noqa: BLE001 - the check reports any failure to load
         return dg.AssetCheckResult(passed=False, check_name="loads_with_chat_template",
                                    metadata={"error": f"{type(e).__name__}: {str(e)[:500]}"})
+
+
+def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.MaterializeResult:
+    """A GGUF file or a hub id → a normal HF folder at <data root>/models/target_model
+    (target_import.import_target), re-imported only when the source changed; versioned by the
+    folder's content, kept immutable under versions/target_model/<v>/."""
+    from ..fileio import atomic_write
+    from ..target_import import classify, import_target
+
+    trust = bool(tcfg.get("trust_remote_code"))
+    kind, src = classify(str(tcfg["path"]))
+    out = store.layer_dir("models", "target_model")
+    marker = out.parent / ".target_model.source.json"
+    source = ({"kind": "gguf", "sha256": sha256_file(src), "bytes": Path(src).stat().st_size} if kind == "gguf"
+              else {"kind": "hub", "id": str(src), "revision": tcfg.get("revision")})
+    source["trust_remote_code"] = trust
+    previous = json.loads(marker.read_text()) if marker.exists() else None
+    manifest_path = out / "import_manifest.json"
+    cached = bool(previous and previous.get("source") == source and manifest_path.exists())
+    if cached:
+        manifest = json.loads(manifest_path.read_text())
+        context.log.info(f"target {tcfg['path']} unchanged: reusing {out}")
+    else:
+        context.log.info(f"importing target {tcfg['path']} ({kind}) into {out}")
+        manifest = import_target(str(src), out, trust_remote_code=trust, revision=tcfg.get("revision"))
+        with atomic_write(marker) as f:
+            json.dump({"source": source, "content_version": manifest["content_version"]}, f)
+    version = manifest["content_version"][:24]
+    vdir = publish_version(out, store.root(), "target_model", version)
+    cfg = json.loads((out / "config.json").read_text())
+    check = _target_check(out, trust)
+    md = {"kind": f"imported {kind}", "source": str(tcfg["path"]), "trust_remote_code": trust, "cached": cached,
+          "chat_template": tcfg.get("chat_template"), "path": dg.MetadataValue.path(str(out)),
+          "version_path": dg.MetadataValue.path(str(vdir)),
+          "architecture": (cfg.get("architectures") or ["?"])[0], "num_hidden_layers": cfg.get("num_hidden_layers"),
+          "hidden_size": cfg.get("hidden_size"), "vocab_size": cfg.get("vocab_size"),
+          "torch_dtype": str(cfg.get("torch_dtype") or cfg.get("dtype"))}
+    if "rendered" in check.metadata:
+        md["chat_template_preview"] = dg.MetadataValue.md(f"```\n{check.metadata['rendered'].value}\n```")
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
 
 
 def _external_target(context, tcfg: dict) -> dg.MaterializeResult:

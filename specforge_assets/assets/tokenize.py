@@ -13,6 +13,7 @@ from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
 from ._lineage import lineage_metadata, pinned_input, upstream_versions
 from ..resources import SpecforgeStore
+from ..target import target_config, target_model_path
 from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config
 from ..tokenize.dataset import read_lengths
 from ..tokenize.report import example_html, example_markdown, length_histogram_png, png_markdown
@@ -49,6 +50,26 @@ def _vocab_valid(vocab_dir, **_):
                                           int(man.get("target_vocab_size", -1)))
 
 
+def _template_agreement(ds_dir, mix_train, manifest, target_path, template_name, trust_remote_code, **_):
+    """A sample of rows re-rendered with the target tokenizer's own apply_chat_template. A mismatch
+    is an ERROR for `auto` (the template is derived from that tokenizer: they must agree) and a
+    WARN for a registry template (SpecForge's entries carry their own default system prompt,
+    e.g. `qwen`'s "You are a helpful assistant.", which a model with another default never sees
+    at inference: use `chat_template: auto` to train on the model's own rendering)."""
+    from ..tokenize.agreement import template_agreement
+    from ..tokenize.dataset import load_tokenizer
+
+    res = template_agreement(ds_dir, mix_train, load_tokenizer(target_path, trust_remote_code), sample=32,
+                             max_length=int(manifest["stats"]["max_length"]))
+    first = res.get("first_mismatch") or {}
+    if res["passed"]:
+        desc = f"{res['agreed']} of {res['checked']} sampled rows equal the target tokenizer's own rendering"
+    else:
+        desc = (f"template {template_name!r} differs from the target tokenizer's own chat template: "
+                f"{first.get('message', '')}" + ("" if template_name == "auto" else " — use chat_template: auto"))
+    return res["passed"], desc, res, ("ERROR" if template_name == "auto" else "WARN")
+
+
 DATASET_CHECKS = [
     InAssetCheck("tokenized_zero_supervised_rows", True,
                  "Rows with zero supervised tokens stay under the configured rate; all-zero masks fail naming the template.",
@@ -61,6 +82,9 @@ DATASET_CHECKS = [
                  lambda ds_dir, mix_train, **_: tok_checks.ids_unique_and_complete(ds_dir, mix_train)),
     InAssetCheck("tokenized_lengths", True, "Every row's length <= max_length and ids/mask lengths agree.",
                  lambda ds_dir, manifest, **_: tok_checks.lengths_within(ds_dir, int(manifest["stats"]["max_length"]))),
+    InAssetCheck("matches_target_chat_template", False,
+                 "A sample of rows equals the target tokenizer's own apply_chat_template rendering (first difference shown).",
+                 lambda **kw: _template_agreement(**kw)),
 ]
 VOCAB_CHECKS = [
     InAssetCheck("vocab_mapping_consistent", True, "d2t/t2d have the right sizes and dtypes and agree with each other.",
@@ -147,8 +171,10 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         md["example_html"] = dg.MetadataValue.path(example_path)
     yield dg.MaterializeResult(data_version=dg.DataVersion(res["version"]), metadata=md)
     man = read_manifest(out) or {}
+    tcfg = target_config(store.config("target"))
     yield from check_results(DATASET_KEY, DATASET_CHECKS, ds_dir=out, manifest=man, mix_train=Path(mix_in["path"]) / "train.jsonl",
-                             cfg=tokenize_config(store.config("tokenize")))
+                             cfg=tokenize_config(store.config("tokenize")), target_path=target_in.get("path") or target_model_path(root, tcfg),
+                             template_name=str(tcfg.get("chat_template")), trust_remote_code=bool(tcfg.get("trust_remote_code")))
 
 
 @dg.asset(
