@@ -159,6 +159,25 @@ def _system_message(row: dict, conv: list[dict]) -> list[dict]:
     return [{"role": "system", "content": system}, *conv]
 
 
+def apply_row_system(row: dict) -> list | None:
+    """The row's conversation with its row-level ``system`` string (LLaMA-Factory's layout) as
+    the leading system message: for readers of SpecForge rows (`tokenize`, `regenerate`) that
+    take ``conversations`` as they are. Returns the row's ``conversations`` unchanged when there
+    is no usable row-level system (or no conversation list). Raises `RowError` (field
+    ``system``) for a non-string system or a row that also starts with a system message."""
+    conv = row.get("conversations")
+    if not isinstance(conv, list) or "system" not in row:
+        return conv
+    system = row["system"]
+    if system is None or (isinstance(system, str) and not system.strip()):
+        return conv
+    if not isinstance(system, str):
+        raise RowError(f"system must be a string, got {type(system).__name__}", "system")
+    if conv and isinstance(conv[0], dict) and conv[0].get("role") == "system":
+        raise RowError("row has both a top-level 'system' and a system message; keep one", "system")
+    return [{"role": "system", "content": system}, *conv]
+
+
 def _optional_str(row: dict, key: str) -> str:
     value = row.get(key)
     if value is None:
