@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    for sp in sub.choices.values():  # `specforge-assets tokenize ... --debug` works as well as before it
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the Python traceback for expected errors too")
     return parser
 
 

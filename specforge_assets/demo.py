@@ -28,10 +28,13 @@ def register(sub) -> None:
 
 def run_register_sources(args) -> int:
     from .partitions import invalid_source_keys, sync_source_partitions
-    from .sources.config import list_incoming
+    from .sources.config import scan_incoming
 
     instance = _instance()
-    incoming = sorted(list_incoming())
+    scan = scan_incoming()
+    incoming = sorted(scan.found)
+    for name, reason in scan.skipped.items():  # every drop-folder entry that is not a partition, and why
+        print(f"warning: incoming/{name} skipped: {reason}", file=sys.stderr)
     added = sync_source_partitions(instance) + sync_source_partitions(instance, incoming)
     for key, reason in invalid_source_keys().items():
         print(f"warning: configs/sources.yaml source {key!r} skipped: {reason}", file=sys.stderr)

@@ -66,6 +66,10 @@ def atomic_write(path: Path | str, mode: str = "w", encoding: str | None = "utf-
     complete. The temp file is removed on error.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # never rename a file over a device, FIFO or folder
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+        raise OSError(errno.EINVAL, "not a regular file (a device or FIFO?); refusing to replace it", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -77,9 +81,12 @@ def atomic_write(path: Path | str, mode: str = "w", encoding: str | None = "utf-
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename and e.errno is not None:
+            # a write() that failed (ENOSPC, EDQUOT, EIO) names no file: name the one being written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
 
 

@@ -102,6 +102,8 @@ def loads_row(line: bytes | str) -> Any:
             raise RowDecodeError(f"invalid UTF-8 at byte {e.start}") from None
     else:
         text = line
+    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark (Windows editors) is not part of the row
+        text = text[1:]
     strings, deep = _needs_walk(text)
     try:
         obj = json.loads(text)
@@ -159,7 +161,7 @@ def iter_array_items(text: str) -> Iterator[tuple[int, Any, str | None]]:
     lone surrogate); `raw` is the item's text when it was refused (else None). A structural error
     of the array itself (not an array, unterminated) raises `RowDecodeError`.
     """
-    i = _WS.match(text, 0).end()
+    i = _WS.match(text, 1 if text.startswith("\ufeff") else 0).end()
     if i >= len(text) or text[i] != "[":
         raise RowDecodeError("expected a JSON array")
     i = _WS.match(text, i + 1).end()

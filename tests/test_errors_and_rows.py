@@ -88,3 +88,42 @@ def test_preview_is_bounded_whatever_the_row():
     out = json.dumps(truncate(big))
     assert len(out) < 20_000
     assert truncate("short") == "short"
+
+
+def test_bom_is_not_part_of_a_row():
+    assert jsonrows.loads_row(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+    assert [v for _, v, _ in jsonrows.iter_array_items('\ufeff[{"a": 1}]')] == [{"a": 1}]
+
+
+def test_atomic_write_refuses_a_non_regular_file_and_names_the_file(tmp_path):
+    import os
+
+    from specforge_assets.fileio import atomic_write
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError) as e:
+        with atomic_write(fifo) as f:
+            f.write("x")
+    assert e.value.filename == str(fifo) and "not a regular file" in user_message(e.value)
+    assert fifo.exists() and not fifo.is_file()  # left as it was
+
+
+def test_debug_flag_after_the_subcommand(tmp_path, capsys):
+    argv = ["vocab-mapping", "--input", str(tmp_path / "none.jsonl"), "--target-vocab-size", "10",
+            "--draft-vocab-size", "5", "--output", str(tmp_path / "m.pt")]
+    assert main(argv) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert main([*argv, "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_vocab_mapping_names_the_bad_field(tmp_path, capsys):
+    bad = tmp_path / "tok.jsonl"
+    bad.write_text('{"id": "a", "input_ids": [5, 6, 7], "loss_mask": [0, 1, 1]}\n'
+                   '{"id": "b", "input_ids": [5, 6, "x"], "loss_mask": [1, 1, 1]}\n')
+    assert main(["vocab-mapping", "--input", str(bad), "--target-vocab-size", "10", "--draft-vocab-size", "5",
+                 "--output", str(tmp_path / "m.pt")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad}:2: field input_ids[2] must be a non-negative integer token id / mask value, got 'x'"]
+    assert not (tmp_path / "m.pt").exists()

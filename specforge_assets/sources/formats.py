@@ -53,6 +53,8 @@ def dropped_fields(row: dict, fmt: str) -> list[str]:
     fmt = detect_format(row) if fmt == "auto" else fmt
     known = _ROW_FIELDS.get(fmt, set())
     out = [k for k, v in row.items() if k not in known and v not in (None, "", [], {})]
+    if fmt == "alpaca" and "output" in row and row.get("response") not in (None, ""):
+        out.append("response")  # `output` is the answer; a second one is not carried
     for key in ("conversations", "messages"):
         msgs = row.get(key)
         if fmt in ("conversations", "sharegpt", "conversations_or_sharegpt") and isinstance(msgs, list):

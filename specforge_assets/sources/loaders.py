@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -330,6 +331,9 @@ def read_jsonl_strict(path: Path, limit: int | None = None, batch_rows: int = BA
         yield RawBatch(str(path), rows, nums)
 
 
+_DATA_WRAPPER = re.compile(r'\s*\{\s*"data"\s*:\s*\[')
+
+
 def read_json_strict(path: Path, limit: int | None = None) -> Iterator[RawBatch]:
     """A JSON array of objects (or `{"data": [...]}`); a JSON Lines file named .json works too.
 
@@ -340,10 +344,14 @@ def read_json_strict(path: Path, limit: int | None = None) -> Iterator[RawBatch]
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SourceError(f"{path}: invalid UTF-8 at byte {e.start}") from e
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the data
     stripped = text.lstrip()
     if not stripped:
         return
-    if not stripped.startswith("["):
+    wrapper = _DATA_WRAPPER.match(text)
+    if wrapper:  # {"data": [...]}: the rows are the array's items, read one at a time like a bare array
+        items = jsonrows.iter_array_items(text[wrapper.end() - 1:])
+    elif not stripped.startswith("["):
         try:
             obj = jsonrows.loads_row(text)
         except jsonrows.RowDecodeError as e:
@@ -434,8 +442,8 @@ def read_preset_file(path: Path, limit: int | None = None, cache_dir: str | None
     if suffix == ".parquet":
         return read_parquet(path, limit)
     with open(path, "rb") as f:
-        head = f.read(4096).lstrip()
-    if suffix == ".json" and head.startswith(b"["):
+        head = f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    if suffix == ".json" and (head.startswith(b"[") or _DATA_WRAPPER.match(head.decode("utf-8", "replace"))):
         return read_json_strict(path, limit)
     return read_jsonl_arrow(path, limit)
 

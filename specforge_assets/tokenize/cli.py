@@ -46,7 +46,7 @@ def run_tokenize(args) -> int:
     from ..errors import UserError
     from ..paths import load_yaml
     from .core import TokenizeOptions
-    from .dataset import InputNotFoundError, summary_line, tokenize_jsonl
+    from .dataset import InputNotFoundError, NothingToTrainOnError, summary_line, tokenize_jsonl
     from .templates import get_template
 
     # every path typed here is relative to the current directory
@@ -80,16 +80,31 @@ def run_tokenize(args) -> int:
     )
     out = Path(args.output).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Beside OUT: OUT's stem + .errors.jsonl (every skipped line with its reason) and + .stats.json
+    # (every count), so nothing the summary points at is lost when the command ends.
+    errors_path = out.with_name(out.stem + ".errors.jsonl")
+    stats_path = out.with_name(out.stem + ".stats.json")
     with tempfile.TemporaryDirectory(prefix=".tokenize.", dir=out.parent) as td:
         stage = Path(td) / "out"
-        stats = tokenize_jsonl(inp, tokenizer, template, stage, opts, workers=args.workers,
-                               trust_remote_code=args.trust_remote_code, write_parquet=False, export_jsonl="train.jsonl")
+        try:
+            stats = tokenize_jsonl(inp, tokenizer, template, stage, opts, workers=args.workers,
+                                   trust_remote_code=args.trust_remote_code, write_parquet=False,
+                                   export_jsonl="train.jsonl")
+        except NothingToTrainOnError as e:  # show which lines were skipped before the one error line
+            for s in getattr(e, "skipped", [])[:10]:
+                print(f"skipped line {s['line']} (id {s['id']!r}): {s['reason']}", file=sys.stderr)
+            raise
         (stage / "train.jsonl").replace(out)
         errors = [json.loads(l) for l in open(stage / "errors.jsonl", encoding="utf-8")]
+        if errors:
+            (stage / "errors.jsonl").replace(errors_path)
+        elif errors_path.exists():
+            errors_path.unlink()  # a stale list from an earlier run of the same output
+        (stage / "stats.json").replace(stats_path)
     for e in errors[:10]:
         print(f"skipped line {e['line']} (id {e['id']!r}): {e['reason']}", file=sys.stderr)
     if len(errors) > 10:
-        print(f"... and {len(errors) - 10} more skipped lines", file=sys.stderr)
+        print(f"... and {len(errors) - 10} more skipped lines (all in {errors_path})", file=sys.stderr)
     summary = {k: stats[k] for k in ("rows_in", "rows", "rows_failed", "tokens", "supervised_tokens",
                                        "zero_supervised_rows", "truncated_rows", "fallback_render_rows",
                                        "rows_cut_consecutive_assistant", "messages_dropped", "rows_failed_by_reason",
@@ -97,7 +112,8 @@ def run_tokenize(args) -> int:
     print(json.dumps(summary))
     line = summary_line(stats)
     if line:
-        print(line, file=sys.stderr)
+        print(line.replace("see errors.jsonl / stats.json", f"see {errors_path.name if errors else 'no skipped line'} / {stats_path.name}"),
+              file=sys.stderr)
     if stats["fallback_render_rows"]:
         print("warning: the tokenizer has no usable chat template; SpecForge's fallback rendering was used",
               file=sys.stderr)

@@ -20,6 +20,8 @@ from typing import Any, Iterable, Iterator
 from ..errors import UserError
 from ..fileio import atomic_write, sha256_file, sha256_json, staged_dir
 from ..jsonrows import RowDecodeError, loads_object
+from ..sources.errors import RowError
+from ..sources.formats import apply_row_system
 from .core import NO_ASSISTANT_TURN, Preprocessor, TokenizeError, TokenizeOptions, error_kind
 from .templates import ChatTemplate
 
@@ -144,6 +146,12 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict | Exception]]:
                 continue
             try:
                 row = loads_object(line)
+                if "system" in row:  # LLaMA-Factory's row-level system prompt: the leading system message
+                    try:
+                        conv = apply_row_system(row)
+                    except RowError as e:
+                        raise RowDecodeError(e.reason, e.field) from None
+                    row = {**{k: v for k, v in row.items() if k != "system"}, "conversations": conv}
             except RowDecodeError as e:
                 e.row_id = _salvage_id(line)  # type: ignore[attr-defined]
                 yield lineno, e
@@ -380,7 +388,9 @@ def tokenize_jsonl(
             bad.sort(key=lambda b: b[0])
             refused = _refusal(input_path, st, bad, template)
             if refused:
-                raise NothingToTrainOnError(refused.replace("{max_length}", str(options.max_length)))
+                err = NothingToTrainOnError(refused.replace("{max_length}", str(options.max_length)))
+                err.skipped = [{"line": b[0], "id": b[1], "reason": b[3]} for b in bad[:10]]  # type: ignore[attr-defined]
+                raise err
             failed_by_reason: dict[str, int] = {}
             with atomic_write(tmp / "errors.jsonl") as f:
                 for lineno, rid, source, reason, kind in bad:

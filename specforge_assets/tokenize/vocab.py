@@ -129,9 +129,13 @@ def save_mapping(result: dict, path: Path | str) -> Path:
 
     from ..fileio import atomic_write
 
+    import io
+
     path = Path(path)
+    buf = io.BytesIO()  # serialized in memory first: a full disk is then a plain OSError naming the file
+    torch.save({"d2t": torch.from_numpy(result["d2t"]).long(), "t2d": torch.from_numpy(result["t2d"]).bool()}, buf)
     with atomic_write(path, "wb") as f:
-        torch.save({"d2t": torch.from_numpy(result["d2t"]).long(), "t2d": torch.from_numpy(result["t2d"]).bool()}, f)
+        f.write(buf.getbuffer())
     return path
 
 
@@ -177,6 +181,11 @@ def iter_jsonl_batches(path: Path | str, batch_rows: int = 8192) -> Iterator[tup
                 a, m = a[0], (m[0] if m and isinstance(m[0], list) else m)
             if len(a) != len(m):
                 raise VocabError(f"{path}:{lineno}: input_ids and loss_mask lengths differ ({len(a)} vs {len(m)})")
+            for name, values in (("input_ids", a), ("loss_mask", m)):
+                bad = next((i for i, x in enumerate(values) if type(x) is not int or x < 0), None)
+                if bad is not None:
+                    raise VocabError(f"{path}:{lineno}: field {name}[{bad}] must be a non-negative integer token id / "
+                                     f"mask value, got {values[bad]!r}")
             ids.extend(a)
             masks.extend(m)
             lens.append(len(a))

@@ -269,3 +269,24 @@ def test_fields_the_contract_row_does_not_carry_are_counted(tmp_path, data_root)
     result, _ = _build(tmp_path, data_root, "f.jsonl", "\n".join(map(json.dumps, rows)) + "\n")
     assert result.manifest["rows_train"] == 3
     assert result.manifest["dropped_fields"] == {"tools": 1, "messages[].tool_calls": 1, "source": 1, "conversations[].name": 1}
+
+
+def test_data_wrapper_and_bom_files_are_read_item_by_item(tmp_path, data_root):
+    good = [json.loads(GOOD.replace('"good"', f'"w{i}"')) for i in range(3)]
+    text = '{"data": [' + ", ".join([json.dumps(good[0]), json.dumps(good[1]), LONE, json.dumps(good[2])]) + "]}"
+    result, _ = _build(tmp_path, data_root, "wrap.json", text)
+    assert (result.manifest["rows_in"], result.manifest["rows_train"], result.manifest["quarantined"]) == (4, 3, 1)
+    (q,) = _read(result.out_dir / "quarantine.jsonl")
+    assert (q["row"], q["field"]) == (2, "conversations[0].content")
+    bom = "\ufeff" + json.dumps(good[:2])
+    result, _ = _build(tmp_path, data_root, "bom.json", bom)
+    assert (result.manifest["rows_train"], result.manifest["quarantined"]) == (2, 0)
+    result, _ = _build(tmp_path, data_root, "bom.jsonl", "\ufeff" + "\n".join(map(json.dumps, good)) + "\n")
+    assert (result.manifest["rows_train"], result.manifest["quarantined"]) == (3, 0)
+
+
+def test_alpaca_second_answer_field_is_counted_not_silently_dropped(tmp_path, data_root):
+    row = {"instruction": "Say hi.", "output": "hi", "response": "hello"}
+    result, _ = _build(tmp_path, data_root, "a.json", json.dumps([row]), fmt="alpaca")
+    assert result.manifest["dropped_fields"] == {"response": 1}
+    assert _read(result.out_dir / "train.jsonl")[0]["conversations"][1]["content"] == "hi"

@@ -127,9 +127,10 @@ def test_prompt_only_dataset_is_refused(tmp_path, capsys, qwen_tok):
     inp = _write(tmp_path / "in.jsonl", [json.dumps(_conv(f"p{i}", ("user", "a question"))) for i in range(3)])
     out = tmp_path / "out.jsonl"
     assert _tokenize(inp, qwen_tok, out) == 1
-    err = capsys.readouterr().err
-    assert err.strip() == (f"error: no assistant turn in any of the 3 rows of {inp}: prompt-only rows (user turns "
-                           "only) supervise nothing; regenerate this source first (specforge-assets regenerate)")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: no assistant turn in any of the 3 rows of {inp}: prompt-only rows (user turns "
+                       "only) supervise nothing; regenerate this source first (specforge-assets regenerate)")
+    assert len(err) == 4 and err[0].startswith("skipped line 1 (id 'p0'): ")  # the skipped lines come first
     assert not out.exists()
 
 
@@ -193,3 +194,36 @@ def test_command_line_paths_are_relative_to_the_cwd(tmp_path, capsys, monkeypatc
     assert main(["tokenize", "--input", "data/missing.jsonl", "--tokenizer", qwen_tok, "--chat-template", "qwen",
                  "--output", "out/x.jsonl"]) == 1
     assert "error: input not found: data/missing.jsonl" in capsys.readouterr().err
+
+
+def test_row_level_system_and_report_files_beside_the_output(tmp_path, capsys, qwen_tok):
+    """A row-level `system` (LLaMA-Factory layout) is the leading system message, as in the
+    sources layer; a row with both is skipped naming field `system`; the skipped lines and the
+    counts are kept beside OUT (OUT.errors.jsonl, OUT.stats.json) as the summary says."""
+    from transformers import AutoTokenizer
+
+    rows = [{**_conv("rs", ("user", "hi"), ("assistant", "hello")), "system": "ROW-SYSTEM-PROMPT"},
+            {**_conv("both", ("system", "A"), ("user", "hi"), ("assistant", "hello")), "system": "B"},
+            _conv("plain", ("user", "hi"), ("assistant", "hello"))]
+    inp = _write(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
+    out = tmp_path / "tok.jsonl"
+    assert _tokenize(inp, qwen_tok, out) == 0
+    got = {json.loads(l)["id"]: json.loads(l) for l in out.read_text().splitlines()}
+    assert set(got) == {"rs", "plain"}
+    text = AutoTokenizer.from_pretrained(qwen_tok).decode(got["rs"]["input_ids"])
+    assert text.startswith("<|im_start|>system\nROW-SYSTEM-PROMPT<|im_end|>") and "helpful assistant" not in text
+    err = capsys.readouterr().err
+    assert "skipped line 2 (id 'both'): system: row has both a top-level 'system' and a system message" in err
+    assert "see tok.errors.jsonl / tok.stats.json" in err
+    (e,) = [json.loads(l) for l in (tmp_path / "tok.errors.jsonl").read_text().splitlines()]
+    assert (e["line"], e["id"]) == (2, "both")
+    assert json.loads((tmp_path / "tok.stats.json").read_text())["rows_failed"] == 1
+
+
+def test_refused_run_shows_its_skipped_lines(tmp_path, capsys, qwen_tok):
+    lone = '{"id": "x", "conversations": [{"role": "user", "content": "a \\ud83d"}, {"role": "assistant", "content": "b"}]}'
+    inp = _write(tmp_path / "in.jsonl", [lone])
+    assert _tokenize(inp, qwen_tok, tmp_path / "tok.jsonl") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "skipped line 1 (id 'x'): conversations[0].content: lone surrogate \\ud83d at char 2"
+    assert err[-1].startswith("error: no row of ") and len(err) == 2
