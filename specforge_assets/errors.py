@@ -29,6 +29,10 @@ class UsageError(UserError):
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@")
 _BARE_USERINFO = re.compile(r"(?<![\w/])(?P<user>[\w.-]+):(?P<pw>[^/\s@:]+)@(?=[\w.\[-])")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+# URL query parameters whose name holds key/token/secret/password/signature/sig/auth
+# (``?api_key=X``, ``&access_token=X``, ``?key=X``, ``&X-Amz-Signature=X``): the value goes.
+_URL_QUERY_SECRET = re.compile(
+    r"(?i)(?P<name>[?&;][^=&#;?\s]*(?:key|token|secret|passw(?:or)?d|pwd|sig|auth)[^=&#;?\s]*=)[^&#;\s'\"<>]+")
 _KEY_PAIR = re.compile(r"(?i)\b(api[_-]?key|token|secret|password|authorization)(\s*[=:]\s*)(['\"]?)(?!(?:bearer|basic)\b)[^\s'\",&]{4,}")
 
 
@@ -37,6 +41,7 @@ def redact(text: str) -> str:
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     text = _BARE_USERINFO.sub(lambda m: f"{m['user']}:***@", text)
     text = _BEARER.sub(lambda m: f"{m[1]} ***", text)
+    text = _URL_QUERY_SECRET.sub(lambda m: f"{m['name']}***", text)
     return _KEY_PAIR.sub(lambda m: f"{m[1]}{m[2]}{m[3]}***", text)
 
 

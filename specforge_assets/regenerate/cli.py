@@ -19,10 +19,13 @@ def parse_extra_body(text: str | None) -> dict:
     """--extra-body: a JSON object (``'{"top_k": 20}'``). Raises ValueError naming the flag."""
     if not text:
         return {}
+    from ..jsonrows import RowDecodeError, loads_row
+
     try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise ValueError(f"--extra-body is not valid JSON ({e}); give a JSON object, e.g. "
+        value = loads_row(text)  # the one JSON rule: no lone surrogate reaches a request or the state file
+    except RowDecodeError as e:
+        what = "is not valid JSON" if e.reason.startswith("malformed") else "cannot be sent or recorded"
+        raise ValueError(f"--extra-body {what} ({e}); give a JSON object, e.g. "
                          "--extra-body '{\"top_k\": 20}'") from None
     if not isinstance(value, dict):
         raise ValueError(f"--extra-body must be a JSON object, got {type(value).__name__}")
@@ -72,7 +75,8 @@ def register(subparsers) -> None:
     g = p.add_argument_group("server")
     g.add_argument("--server-address", nargs="+", required=True,
                    help="HOST:PORT (or URL) of each server; user:password@ in it is sent as HTTP Basic auth "
-                        "to that server and never written anywhere")
+                        "to that server and never written anywhere; a query string or fragment is refused "
+                        f"(an API key goes in ${API_KEY_ENV})")
     p.add_argument("--progress-interval", type=float, default=5.0)
     p.add_argument("--lock-wait", type=float, default=0.0,
                    help="seconds to wait while another run writes the same output file (default 0: "
@@ -85,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
     settings, disk full, ...) and bad arguments print one ``error: ...`` line (secrets redacted)
     and return non-zero; paths are relative to the current directory."""
     from ..errors import UsageError, UserError
+    from .client import check_addresses
     from .runner import OutputPaths, run_regeneration
     from .settings import RegenSettings
 
     try:
+        check_addresses(args.server_address, "--server-address")
         extra = parse_extra_body(args.extra_body)
         settings = RegenSettings(
             model=args.model, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,

@@ -40,6 +40,7 @@ import httpx
 from .netbackend import AsyncioBackend
 from .fasthttp import FastHTTPClient, FastHTTPError, RequestTimeout
 from ..errors import UserError
+from .text import clean
 from .reply import BadReply, Reply, RequestFailed, check_reply
 from .settings import RegenSettings
 
@@ -57,30 +58,91 @@ class ServerAddressError(ValueError, UserError):
     """A server address that cannot be used (empty, or credentials together with an API key)."""
 
 
-def split_address(addr: str) -> tuple[str, str | None]:
+API_KEY_HINT = "pass the API key in $SPECFORGE_REGEN_API_KEY (api_key_env) instead"
+
+
+def _host_port(netloc: str, scheme: str, name: str, shown: str) -> tuple[str, int]:
+    """(host, port) of a ``host[:port]`` / ``[v6][:port]`` netloc (no user-info). The port
+    defaults to the scheme's. Raises ServerAddressError naming `name` and the bad value."""
+    default = 443 if scheme == "https" else 80
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise ServerAddressError(f"{name} {shown} is not a valid address (Invalid IPv6 URL: no closing ']')")
+        host, after = netloc[1:end], netloc[end + 1:]
+        if after and not after.startswith(":"):
+            raise ServerAddressError(f"{name} {shown} is not a valid address (text after ']' that is not :PORT)")
+        port = after[1:] if after else None
+    else:
+        host, sep, port = netloc.rpartition(":")
+        if not sep:
+            host, port = netloc, None
+    if not host:
+        raise ServerAddressError(f"{name} {shown} has no host (give HOST:PORT or a URL)")
+    if port is None or port == "":
+        if port == "":
+            raise ServerAddressError(f"{name} {shown} has an empty port (give HOST:PORT, e.g. 127.0.0.1:30000)")
+        return host, default
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ServerAddressError(f"{name} {shown} has port {clean(port)!r}, not a number in 1-65535 "
+                                 "(give HOST:PORT, e.g. 127.0.0.1:30000)")
+    return host, int(port)
+
+
+def split_address(addr: str, name: str = "server address") -> tuple[str, str | None]:
     """``HOST:PORT`` or a URL -> (base URL without user-info and without ``/v1``, Authorization
     header value or None). User-info (``http://user:KEY@host:port``, ``user:KEY@host:port``) is
-    turned into HTTP Basic auth (as curl and httpx do with such URLs). Raises ServerAddressError."""
+    turned into HTTP Basic auth (as curl and httpx do with such URLs).
+
+    Refused with ServerAddressError (its message names `name`, never a secret): an empty address,
+    a query string or fragment (``?api_key=...`` would be kept in every label, log and output
+    row; the key belongs in $SPECFORGE_REGEN_API_KEY), a port that is not a number, a host that
+    cannot be parsed."""
     addr = addr.strip().rstrip("/")
     if not addr:
-        raise ServerAddressError("empty server address (give HOST:PORT or a URL)")
+        raise ServerAddressError(f"{name} is empty (give HOST:PORT or a URL)")
     if "://" not in addr:
         addr = "http://" + addr
-    if addr.endswith("/v1"):
-        addr = addr[:-3]
     scheme, rest = addr.split("://", 1)
     netloc, slash, path = rest.partition("/")
-    auth = None
+    userinfo = None
     if "@" in netloc:
-        hostport = netloc.rpartition("@")[2]
-        parts = urlsplit(f"{scheme}://{netloc}/")
+        userinfo, _, netloc = netloc.rpartition("@")
+    after = netloc + slash + path
+    # checked before anything is shown: the value of a query string or fragment is never echoed
+    if "?" in after:
+        raise ServerAddressError(f"{name} has a query string; {API_KEY_HINT}")
+    if "#" in after:
+        raise ServerAddressError(f"{name} has a fragment ('#...'); give HOST:PORT or a URL without one")
+    if path.endswith("v1") and (path == "v1" or path.endswith("/v1")):
+        path = path[:-2].rstrip("/")
+        slash = slash if path else ""
+    shown = clean(f"{scheme}://{netloc}{slash}{path}")
+    if not netloc:
+        raise ServerAddressError(f"{name} {shown} has no host (give HOST:PORT or a URL)")
+    _host_port(netloc, scheme, name, shown)
+    try:
+        urlsplit(f"{scheme}://{netloc}/").port
+    except ValueError as e:
+        raise ServerAddressError(f"{name} {shown} is not a valid address ({clean(str(e))})") from None
+    auth = None
+    if userinfo is not None:
+        parts = urlsplit(f"{scheme}://{userinfo}@localhost/")
         user, pw = unquote(parts.username or ""), unquote(parts.password or "")
-        if not hostport:
-            raise ServerAddressError(f"server address {strip_credentials(addr)} has no host")
         if user or pw:
             auth = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
-        netloc = hostport
     return f"{scheme}://{netloc}{slash}{path}".rstrip("/"), auth
+
+
+def check_addresses(addresses: list[str], what: str = "server addresses") -> list[str]:
+    """Every address of a list through `split_address`, numbered from 1 in the message
+    (``--server-address: server address 3 has a query string; ...``). `what` names where the
+    list came from (the CLI flag or the config key). Returns the addresses unchanged."""
+    for n, a in enumerate(addresses, 1):
+        if not isinstance(a, str):
+            raise ServerAddressError(f"{what}: server address {n} is a {type(a).__name__}, not a string")
+        split_address(a, name=f"{what}: server address {n}")
+    return list(addresses)
 
 
 def normalize_address(addr: str) -> str:
@@ -100,7 +162,7 @@ def strip_credentials(addr: str) -> str:
 
 def _short_error(e: BaseException) -> str:
     msg = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {msg}"[:500]
+    return clean(f"{type(e).__name__}: {msg}"[:500])
 
 
 _PLAIN: ssl.SSLContext | None = None
@@ -211,6 +273,7 @@ class ServerPool:
         n_clients = max(1, math.ceil(settings.concurrency / per_client))
         self.servers: list[Server] = []
         seen = set()
+        check_addresses(addresses)
         # One TLS context for every shard: building one loads the CA bundle (~25 ms each). Plain
         # http never uses it, so it gets a bare context without certificates.
         tls = None
@@ -233,11 +296,9 @@ class ServerPool:
             if use_fast and not base.startswith("http://"):
                 raise ServerAddressError(f"transport 'fast' speaks plain http only; {base} needs transport 'httpx'")
             if use_fast:
-                hostport = base.split("://", 1)[1].split("/", 1)[0]
-                host, _, port = hostport.rpartition(":")
-                if not host:
-                    host, port = hostport, "80"
-                clients = [FastHTTPClient(host.strip("[]"), int(port), per, settings.connect_timeout_s,
+                scheme, _, rest = base.partition("://")
+                host, port = _host_port(rest.split("/", 1)[0], scheme, "server address", base)
+                clients = [FastHTTPClient(host, port, per, settings.connect_timeout_s,
                                           settings.request_timeout_s, headers=headers) for _ in range(n_clients)]
             else:
                 if base.startswith("https://"):
@@ -295,7 +356,8 @@ class ServerPool:
                                           timeout=max(self.settings.connect_timeout_s, 60.0))
                 if r.status_code != 200:
                     return f"HTTP {r.status_code}: {r.text[:300]}"
-                s.model = r.json().get("model")
+                model = r.json().get("model")
+                s.model = clean(model) if isinstance(model, str) else None
             else:
                 if not await self._health(s):
                     return "health check failed"

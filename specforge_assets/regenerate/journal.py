@@ -22,6 +22,7 @@ from typing import Iterator
 
 from ..errors import UserError
 from ..fileio import atomic_write
+from .text import dumps_clean
 
 # statuses a later run redoes instead of reusing
 RETRY_STATUSES = ("error",)
@@ -33,8 +34,10 @@ class ConfigChanged(RuntimeError, UserError):
 
 def record(index: int, row_id, status: str, row: dict) -> str:
     """One journal line: json.dumps({"i", "s", "id", "row"}) in that key order, so that the index
-    and status can be read without parsing the row, and the row's JSON copied out as it is."""
-    return f'{{"i": {int(index)}, "s": "{status}", "id": {json.dumps(row_id)}, "row": {json.dumps(row)}}}\n'
+    and status can be read without parsing the row, and the row's JSON copied out as it is.
+    A lone surrogate anywhere in the row becomes visible text (`text.dumps_clean`): the outputs
+    are copied from these lines, and must stay readable by every strict JSON reader."""
+    return f'{{"i": {int(index)}, "s": "{status}", "id": {dumps_clean(row_id)}, "row": {dumps_clean(row)}}}\n'
 
 
 def _head(raw: bytes) -> tuple[int, str] | None:
@@ -119,7 +122,7 @@ class Journal:
     def write_state(self, **state) -> None:
         try:
             with atomic_write(self.state_path) as f:
-                json.dump(state, f, indent=2, sort_keys=True)
+                f.write(dumps_clean(state, indent=2, sort_keys=True))
         except OSError as e:
             raise JournalWriteError(f"cannot write regeneration state file {self.state_path}: {e}") from e
 

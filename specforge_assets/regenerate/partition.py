@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from ..fileio import atomic_write, sha256_files, write_manifest
 from ..paths import layer_dir
-from .client import strip_credentials
+from .client import check_addresses, strip_credentials
 from .cache import cached_summary, content_version, output_files, settings_fingerprint
 from .launcher import LocalServer
 from .locks import exclusive, partition_lock_path
@@ -66,6 +66,10 @@ def regenerate_partition(key: str, cfg: dict, *, root: Path | None = None, log: 
     content and content settings as the last complete run, no error rows left and the outputs
     intact, nothing is done (`summary["cache"] == "hit"`) — decided before any server is launched.
     `summary["data_version"]` is the content version (`cache.content_version`)."""
+    if cfg.get("enabled") and cfg.get("server_addresses"):
+        # refused before anything runs or is written (a key in a query string would end up in
+        # the manifest, the metadata and every row's provenance)
+        check_addresses(list(cfg["server_addresses"]), "server_addresses")
     if target_path is None:
         from ..target import target_model_path
 

@@ -26,7 +26,13 @@ row becomes an ``error`` row either way once attempts are spent, and a later run
 - no choices / no message / body not an object: retried in the run (``retry=True``);
 - error object: retried, except a 4xx ``code`` (the request itself is wrong) which is final;
 - content null / empty / whitespace / not text, or (``save`` mode) no reasoning: final for this
-  run — these come from the model or the server's parser settings and repeat on a retry.
+  run — these come from the model or the server's parser settings and repeat on a retry;
+- text that is not writable as UTF-8 (a lone UTF-16 surrogate such as ``"\\ud83d"``, valid JSON
+  but refused by every strict reader of the output): content always, reasoning in ``save`` mode
+  (the only mode that writes it) — ``unwritable_text``, final for this run
+  (``lone surrogate \\ud83d at char N in content``). Other strings of the reply that end up in
+  the output (model name, finish_reason, a server's error message) are made visible text
+  (`text.clean`), never refused.
 
 Mode rules kept from SpecForge's regenerate_train_data.py: ``disable`` skips a row whose answer
 holds a ``<think>`` marker, ``save`` needs non-empty reasoning and skips residual markers
@@ -37,6 +43,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..jsonrows import RowDecodeError, check_value
+from .text import clean
 
 
 THINK_MARKER = re.compile(r"</?think>", re.IGNORECASE)
@@ -67,7 +76,8 @@ class BadReply(RequestFailed):
     """A 200 reply without usable assistant text.
 
     `kind`: ``bad_response`` | ``no_choices`` | ``no_message`` | ``error_body`` |
-    ``error_body_4xx`` | ``empty_content`` | ``non_text_content`` | ``no_reasoning``.
+    ``error_body_4xx`` | ``empty_content`` | ``non_text_content`` | ``no_reasoning`` |
+    ``unwritable_text``.
     `retry`: another attempt within this run may help. `finish_reason`: the choice's, if any.
     """
 
@@ -92,7 +102,7 @@ class Reply:
 
 
 def _short(text: Any) -> str:
-    s = str(text).replace("\n", " ").strip()
+    s = clean(str(text).replace("\n", " ").strip())
     return s if len(s) <= _SERVER_MSG_CHARS else s[:_SERVER_MSG_CHARS] + "…"
 
 
@@ -130,13 +140,32 @@ def _text_of(content: Any, what: str) -> str | None:
         for j, part in enumerate(content):
             if isinstance(part, str):
                 out.append(part)
-            elif isinstance(part, dict) and part.get("type") in _TEXT_PART_TYPES and isinstance(part.get("text"), str):
+            elif isinstance(part, dict) and part.get("type") in _TEXT_PART_TYPES:
+                if not isinstance(part.get("text"), str):
+                    has = "no 'text' field" if "text" not in part else f"'text' is {_json_type(part['text'])}"
+                    raise BadReply(f"{what} part {j} (type {clean(str(part['type']))!r}) has no string 'text' "
+                                   f"({has})", "non_text_content")
                 out.append(part["text"])
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                kind = clean(kind) if isinstance(kind, str) else kind
                 raise BadReply(f"{what} part {j} is not text (type {kind!r})", "non_text_content")
         return "".join(out)
     raise BadReply(f"{what} is a {type(content).__name__}, not text", "non_text_content")
+
+
+def _json_type(value: Any) -> str:
+    return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), f"a {type(value).__name__}")
+
+
+def _check_writable(text: str, what: str, finish: str | None) -> None:
+    """Raise BadReply(unwritable_text) when `text` holds a lone surrogate (`jsonrows.check_value`)."""
+    try:
+        check_value(text, walk_depth=False)
+    except RowDecodeError as e:
+        raise BadReply(f"{e.reason} in {what} (not writable as UTF-8); finish_reason {finish}",
+                       "unwritable_text", finish_reason=finish) from None
 
 
 def _held_instead(message: dict, content: Any, reasoning: str | None, reasoning_field: str | None) -> list[str]:
@@ -180,7 +209,7 @@ def check_reply(data: Any, reasoning: str = "none") -> Reply:
     if not isinstance(choice, dict):
         raise BadReply(f"choices[0] is a {type(choice).__name__}, not an object", "bad_response", retry=True)
     finish = choice.get("finish_reason")
-    finish = finish if isinstance(finish, str) or finish is None else str(finish)
+    finish = None if finish is None else clean(str(finish))
     message = choice.get("message")
     if not isinstance(message, dict):
         raise BadReply(f"choices[0] has no message (finish_reason {finish})", "no_message", retry=True,
@@ -200,15 +229,20 @@ def check_reply(data: Any, reasoning: str = "none") -> Reply:
         held = _held_instead(message, content, thinking, reasoning_field)
         raise BadReply(f"{prefix}no usable assistant text: {', '.join(held)}; finish_reason {finish}",
                        "empty_content", finish_reason=finish)
+    _check_writable(content, "content", finish)
     skip = None
     if reasoning == "save":
         if thinking is None or not thinking.strip():
             what = "reasoning_content missing" if thinking is None else f"{reasoning_field} empty"
             raise BadReply(f"{prefix}{what}; finish_reason {finish}", "no_reasoning", finish_reason=finish)
+        _check_writable(thinking, reasoning_field, finish)
         if THINK_MARKER.search(content) or THINK_MARKER.search(thinking):
             skip = MSG_SAVE_MARKER
-    elif reasoning == "disable" and THINK_MARKER.search(content):
-        skip = MSG_DISABLE_BAD
+    else:
+        if thinking is not None:
+            thinking = clean(thinking)  # not written in this mode: kept only as visible text
+        if reasoning == "disable" and THINK_MARKER.search(content):
+            skip = MSG_DISABLE_BAD
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    model = data.get("model") if isinstance(data.get("model"), str) else None
+    model = clean(data["model"]) if isinstance(data.get("model"), str) else None
     return Reply(content=content, reasoning=thinking, finish_reason=finish, usage=usage, model=model, skip=skip)

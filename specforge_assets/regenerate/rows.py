@@ -1,6 +1,8 @@
 """What one input row becomes: SpecForge's `regenerate_train_data.py` row semantics.
 
-validate -> walk the conversation (system kept, original assistant turns dropped, one request
+validate -> fold a row-level ``system`` string into the conversation (`with_row_system`, the
+sources layer's rule; a row with both is skipped naming the field) -> walk the conversation
+(system kept, original assistant turns dropped, one request
 per user turn carrying the *regenerated* history) -> success / error / skipped row.
 Every row gets a uniform `regeneration` provenance record (model id reported by the server,
 server address, sampling, per-turn finish_reason + usage).
@@ -9,8 +11,50 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ..sources.errors import RowError
+from ..sources.formats import _system_message
 from .reply import BadReply, Reply, RequestFailed
 from .settings import RegenSettings
+
+
+def _row_system(row: dict) -> tuple[list | None, str | None]:
+    """(conversation with the row-level ``system`` folded in, None) or (None, skip reason).
+
+    The project's rule for a row-level system prompt (LLaMA-Factory's ShareGPT layout
+    ``{"system": "...", "conversations": [...]}``), from `sources.formats`: it becomes the
+    leading system message; a row that also has a system message is refused with the field
+    named (which one wins is not ours to guess)."""
+    conv = row["conversations"]
+    try:
+        return _system_message(row, conv), None
+    except RowError as e:
+        return None, f"Row field '{e.field or 'system'}': {e.reason}"
+
+
+def with_row_system(row: dict) -> dict:
+    """`row` as it is sent and written: a row-level ``system`` string moved into the
+    conversation as its leading system message (the ``system`` key dropped, so the output row
+    is not read as having both). Rows without one are returned as they are. Call on a row that
+    `validate_conversation` accepted."""
+    if "system" not in row:
+        return row
+    conv, why = _row_system(row)
+    if why is not None:
+        raise ValueError(why)
+    if conv is row["conversations"]:
+        return row  # "" / null: LLaMA-Factory's "no system prompt"
+    out = {k: v for k, v in row.items() if k != "system"}
+    out["conversations"] = conv
+    return out
+
+
+def _sharegpt_hint(conv: list) -> str | None:
+    for i, msg in enumerate(conv):
+        if isinstance(msg, dict) and "role" not in msg and "content" not in msg and ("from" in msg or "value" in msg):
+            return (f"Message at position {i} is ShareGPT-style (from/value); regenerate takes "
+                    "{role, content} messages: convert the file first (`specforge-assets prepare`, or a "
+                    "custom source in the sources layer, whose rows regenerated/conversations reads)")
+    return None
 
 
 def validate_conversation(row: Any) -> str | None:
@@ -28,6 +72,13 @@ def validate_conversation(row: Any) -> str | None:
     conv = row.get("conversations")
     if not isinstance(conv, list) or not conv:
         return "Row must have a non-empty 'conversations' list"
+    hint = _sharegpt_hint(conv)
+    if hint is not None:
+        return hint
+    if "system" in row and all(isinstance(m, dict) for m in conv) and "role" in conv[0]:
+        conv, why = _row_system(row)
+        if why is not None:
+            return why
     expected = "user"
     seen_user = False
     for i, msg in enumerate(conv):
@@ -83,7 +134,7 @@ def skipped_row(row: Any, reason: str) -> dict:
 
 
 def passthrough_row(row: dict, reason: str) -> dict:
-    return _with_status(row, "passthrough", None, {"regenerated": False, "reason": reason})
+    return _with_status(with_row_system(row), "passthrough", None, {"regenerated": False, "reason": reason})
 
 
 async def regenerate_row(row: dict, settings: RegenSettings, pool: ChatPool) -> dict:
@@ -95,6 +146,7 @@ async def regenerate_row(row: dict, settings: RegenSettings, pool: ChatPool) -> 
     usable text) ends the row at once — the next turn is never requested — and makes it an
     ``error`` row with the original conversation and an error naming the turn.
     """
+    row = with_row_system(row)
     prov = _provenance(settings)
     row_id = str(row.get("id", ""))
     conv = row["conversations"]

@@ -27,6 +27,7 @@ from .journal import Journal, JournalWriteError, row_json
 from .locks import exclusive, output_lock_path
 from .rows import passthrough_row, regenerate_row, skipped_row, validate_conversation
 from .settings import RegenSettings
+from .text import scrub
 
 
 class OutputWriteError(RuntimeError, UserError):
@@ -441,6 +442,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
         "request_error_kinds": error_kinds,
         "client": {"transport": st.transport, "workers": st.workers, "concurrency_per_server": st.concurrency},
     })
+    stats = scrub(stats)  # server model names, finish reasons, error kinds: text a server chose
     journal.write_state(fingerprint=fingerprint, state="complete", stats=stats)
     if stats["counts"].get("error", 0):
         journal.close()  # kept: the next run redoes the error rows only

@@ -100,6 +100,12 @@ class RegenSettings:
         for k in ("model", "messages", "stream"):
             if k in self.extra_body:
                 raise ValueError(f"extra_body may not set {k!r}")
+        from ..jsonrows import RowDecodeError, check_value
+
+        try:  # sent in every request and written in the state file and every row's provenance
+            check_value({"model": self.model, "extra_body": self.extra_body}, walk_depth=False)
+        except RowDecodeError as e:
+            raise ValueError(f"setting {e.field or 'value'}: {e.reason} (not writable as UTF-8)") from None
 
     # -- content identity ------------------------------------------------------------------
     CONTENT_FIELDS = ("model", "max_tokens", "temperature", "top_p", "top_k", "min_p",

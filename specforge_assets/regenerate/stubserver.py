@@ -68,6 +68,11 @@ QUIRKS = {
                               "type": "BadRequestError", "code": 400}),
     "ERROR_NESTED": ("gateway", {"error": {"message": "upstream overloaded, try later", "type": "server_error",
                                            "code": 503}}),
+    # half of an emoji (a detokenizer that split a surrogate pair): valid JSON, not writable as UTF-8
+    "LONE_SURROGATE": ("any", _ok({"content": "bad \ud83d"})),
+    "REASONING_SURROGATE": ("sglang", _ok({"content": "fine", "reasoning_content": "hm \udc00 ok"})),
+    "SURROGATE_MODEL": ("any", _ok({"content": "fine"}, finish="stop\ud83d", model="stub\udfff")),
+    "ERROR_SURROGATE": ("gateway", {"error": {"message": "bad \ud800 request", "code": 400}}),
 }
 
 
