@@ -508,7 +508,7 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
     `<data root>/versions/draft_evaluation/<v>/` and published as
     `<data root>/models/draft_evaluation/` (report.json, plot, manifest) in one step."""
     from ..target import target_config
-    from ..train.eval_report import evaluate_drafts
+    from ..train.eval_report import eval_sets, evaluate_drafts
 
     root = store.root()
     settings = trainer.settings(store)
@@ -552,7 +552,8 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
                 vocab_mapping_path=Path(vocab_in["path"]),
                 test_jsonl=test,
                 out_dir=tmp,
-                k=int(ev["k"]),
+                k=ev["k"],
+                sets=eval_sets(ev, root),
                 max_new_tokens=int(ev["max_new_tokens"]),
                 num_prompts=int(ev["num_prompts"]),
                 max_prompt_tokens=int(ev["max_prompt_tokens"]),
@@ -589,6 +590,7 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
         md["previous_acceptance_length"] = report["previous"]["acceptance_length"]
     for cat, r in sorted((report.get("per_category") or {}).items())[:20]:  # plain numbers: plotted per version
         md[f"acceptance_length/{cat}"] = float(r["acceptance_length"])
+    md.update(_evaluation_sets_metadata(report, out))
     plot = out / "per_position_acceptance.png"
     if plot.exists():
         import base64
@@ -608,6 +610,24 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
         ),
     ]
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=checks)
+
+
+def _evaluation_sets_metadata(report: dict, out: Path) -> dict:
+    """Every evaluation set at every k: a table (set, k, category), plain floats
+    `acceptance_length/<set>/k<k>` (plotted across versions) and the per-set plot (one click)."""
+    from ..train.eval_report import sets_table
+
+    if not report.get("sets"):
+        return {}
+    md: dict = {"acceptance_by_set": table(sets_table(report))}
+    for name, by_k in report["sets"].items():
+        for k, e in by_k.items():
+            md[f"acceptance_length/{name}/k{k}"] = float(e["acceptance_length"])
+    plot = out / "acceptance_by_set.png"
+    if plot.exists():
+        md["acceptance_by_set_plot"] = png(plot.read_bytes(), "acceptance length per evaluation set and k")
+        md["acceptance_by_set_plot_path"] = dg.MetadataValue.path(str(plot))
+    return md
 
 
 # -- models/target_hidden_states (offline mode) -------------------------------------------------

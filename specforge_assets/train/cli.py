@@ -38,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--vocab-mapping", help="default <root>/tokenized/vocab_mapping")
     e.add_argument("--test", help="held-out JSONL with conversations (default <root>/mix/test.jsonl)")
     e.add_argument("--output", help="report folder (default <root>/models/draft_evaluation)")
-    e.add_argument("--k", type=int, help="draft tokens per round (default evaluation.k)")
+    e.add_argument("--k", type=int, nargs="+", help="draft tokens per round, one or several (--k 4 7); default evaluation.k")
+    e.add_argument("--set", dest="sets", action="append", metavar="NAME=PATH[:FORMAT]",
+                   help="an evaluation prompt set (repeatable; replaces evaluation.sets): FORMAT heldout | mtbench | "
+                        "questions (default: from the first row); PATH relative to the current directory")
     e.add_argument("--num-prompts", type=int)
     e.add_argument("--max-new-tokens", type=int)
     e.set_defaults(func=run_evaluate)
@@ -127,6 +130,7 @@ def run_evaluate(args) -> int:
         from .errors import TrainFileNotFound
 
         raise TrainFileNotFound(f"--previous {args.previous}: no such folder")
+    sets = _eval_sets_arg(args.sets, ev, root)
     report = evaluate_drafts(
         target_path=_target(args.target),
         draft_dir=_path(args.draft, root / "models" / "draft_model"),
@@ -134,15 +138,38 @@ def run_evaluate(args) -> int:
         vocab_mapping_path=_path(args.vocab_mapping, root / "tokenized" / "vocab_mapping"),
         test_jsonl=_path(args.test, root / "mix" / "test.jsonl"),
         out_dir=_path(args.output, root / "models" / "draft_evaluation"),
-        k=args.k if args.k is not None else int(ev["k"]),
+        k=args.k if args.k else ev["k"],
+        sets=sets,
         max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else int(ev["max_new_tokens"]),
         num_prompts=args.num_prompts if args.num_prompts is not None else int(ev["num_prompts"]),
         max_prompt_tokens=int(ev["max_prompt_tokens"]),
         untrained_seed=int(ev["untrained_seed"]),
     )
-    print(json.dumps({k: report[k] for k in ("acceptance_length", "untrained_acceptance_length",
-                                             "per_position_acceptance", "k", "lossless", "num_prompts", "checkpoint_path")}))
+    print(json.dumps({**{k: report[k] for k in ("acceptance_length", "untrained_acceptance_length",
+                                             "per_position_acceptance", "k", "lossless", "num_prompts", "checkpoint_path")},
+                     "sets": {n: {kk: e["acceptance_length"] for kk, e in by_k.items()} for n, by_k in report["sets"].items()}}))
     return 0 if report["lossless"] else 1
+
+
+def _eval_sets_arg(arg: list[str] | None, ev: dict, root: Path) -> list[dict]:
+    """--set NAME=PATH[:FORMAT] (paths relative to the current directory), else evaluation.sets
+    (paths relative to the data root)."""
+    from .errors import TrainInputError
+    from .eval_report import SET_FORMATS, eval_sets
+
+    if not arg:
+        return eval_sets(ev, root)
+    specs = []
+    for a in arg:
+        name, sep, rest = a.partition("=")
+        if not sep or not name.strip() or not rest:
+            raise TrainInputError(f"--set {a!r}: want NAME=PATH[:FORMAT] (FORMAT {' | '.join(SET_FORMATS)})")
+        path, fmt = rest, None
+        head, colon, tail = rest.rpartition(":")
+        if colon and tail in SET_FORMATS:
+            path, fmt = head, tail
+        specs.append({"name": name.strip(), "path": str(Path(path).expanduser().resolve()), "format": fmt})
+    return eval_sets({"sets": specs})
 
 
 def run_build_demo_target(args) -> int:

@@ -4,6 +4,22 @@ an untrained draft vs the previous draft version, report.json and a plot. No Dag
 Prompts: rows of `<data root>/mix/test.jsonl` with `conversations`, cut after the last user turn
 (what the target would be asked), rendered with the target tokenizer's chat template plus the
 assistant header. Pre-formatted `text` rows carry no turn structure and are skipped (counted).
+
+Evaluation sets (`evaluation.sets` in configs/train.yaml, `--set` on the command line), each
+`{name, path, format, limit}`:
+
+* `heldout`: conversations rows (default path: the mix's test split) — the default single set;
+* `mtbench`: `{question_id, category, turns: [q1, q2, ...]}` (MT-Bench `question.jsonl`). Turn 1 is
+  asked as [user q1]; turn n+1 after the TARGET's own answer to turn n: [user q1, assistant a1,
+  user q2]. Decoding is lossless (greedy, proposals verified by the target), so the trained
+  draft's speculative turn-1 output is the target's answer and is reused; every draft (trained,
+  untrained, previous) is measured on the same contexts, and a prompt's rounds are those of all
+  its turns;
+* `questions`: `{question}` (GSM8K) or `{prompt}` rows, one user turn; category = the row's
+  `category`, else the set name.
+
+`evaluation.k` may be a list (`[4, 7]`): every set is measured at every k. report.json keeps its
+top-level keys for the first set at the first k and adds `sets: {name: {k: {...}}}`.
 """
 from __future__ import annotations
 
@@ -13,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..fileio import atomic_write, iter_jsonl
+from ..fileio import atomic_write, iter_jsonl, sha256_file
 
-REPORT_VERSION = 2  # 2: per_category, per_prompt
+REPORT_VERSION = 3  # 2: per_category, per_prompt; 3: sets (several prompt sets and k values, multi-turn)
 
 
 def prompt_prefix(conversations: list[dict]) -> list[dict] | None:
@@ -45,17 +61,23 @@ def prompt_category(row: dict) -> str:
     return "unknown"
 
 
-def per_category(prompts: list[dict], trained: dict, untrained: dict, k: int) -> dict:
-    """{category: {n, acceptance_length, untrained_acceptance_length, per_position_acceptance}}."""
+def per_category(prompts: list[dict], trained: dict, untrained: dict, k: int, previous: dict | None = None) -> dict:
+    """{category: {n, acceptance_length, untrained_acceptance_length, per_position_acceptance
+    [, previous_acceptance_length]}}."""
     from .evaluate import acceptance_by_group
 
     cats = [p.get("category") or "unknown" for p in prompts]
     t = acceptance_by_group(trained["rounds_per_prompt"], cats, k)
     u = acceptance_by_group(untrained["rounds_per_prompt"], cats, k)
-    return {c: {"n": t[c]["n"], "acceptance_length": round(t[c]["acceptance_length"], 4),
-                "untrained_acceptance_length": round(u[c]["acceptance_length"], 4),
-                "per_position_acceptance": [round(a, 4) for a in t[c]["per_position_acceptance"]]}
-            for c in sorted(t)}
+    pv = acceptance_by_group(previous["rounds_per_prompt"], cats, k) if previous else None
+    out = {}
+    for c in sorted(t):
+        out[c] = {"n": t[c]["n"], "acceptance_length": round(t[c]["acceptance_length"], 4),
+                  "untrained_acceptance_length": round(u[c]["acceptance_length"], 4),
+                  "per_position_acceptance": [round(a, 4) for a in t[c]["per_position_acceptance"]]}
+        if pv is not None:
+            out[c]["previous_acceptance_length"] = round(pv[c]["acceptance_length"], 4)
+    return out
 
 
 def per_prompt(prompts: list[dict], trained: dict, untrained: dict) -> list[dict]:
@@ -63,9 +85,20 @@ def per_prompt(prompts: list[dict], trained: dict, untrained: dict) -> list[dict
     def al(r):
         return round(sum(a + 1 for a in r) / len(r), 4) if r else None
 
-    return [{"id": p.get("id"), "source": p.get("source"), "category": p.get("category"),
+    out = []
+    for i, (p, tr, ur) in enumerate(zip(prompts, trained["rounds_per_prompt"], untrained["rounds_per_prompt"])):
+        e = {"id": p.get("id"), "source": p.get("source"), "category": p.get("category"),
              "acceptance_length": al(tr), "untrained_acceptance_length": al(ur), "rounds": len(tr)}
-            for p, tr, ur in zip(prompts, trained["rounds_per_prompt"], untrained["rounds_per_prompt"])]
+        turns = (trained.get("turns_per_prompt") or {}).get(i)
+        if turns:  # multi-turn rows: one entry per turn asked (context = what the target was given)
+            ut = (untrained.get("turns_per_prompt") or {}).get(i) or []
+            e["turns"] = [{"turn": t["turn"], "prompt_tokens": t["prompt_tokens"], "generated_tokens": t["generated_tokens"],
+                           "rounds": len(t["rounds"]), "acceptance_length": al(t["rounds"]),
+                           "untrained_acceptance_length": al(ut[j]["rounds"]) if j < len(ut) else None,
+                           "context": t["context"]}
+                          for j, t in enumerate(turns)]
+        out.append(e)
+    return out
 
 
 def heldout_prompts(test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt_tokens: int) -> tuple[list[dict], dict]:
@@ -100,6 +133,257 @@ def heldout_prompts(test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt
     return prompts, counts
 
 
+SET_FORMATS = ("heldout", "mtbench", "questions")
+SET_KEYS = ("name", "path", "format", "limit")
+
+
+def _input_error(msg: str):
+    from .errors import TrainInputError
+
+    return TrainInputError(msg)
+
+
+def eval_ks(k: Any) -> list[int]:
+    """`evaluation.k` as a list of distinct positive ints, in order (`4` → [4]; `[4, 7]` → [4, 7])."""
+    vals = list(k) if isinstance(k, (list, tuple)) else [k]
+    out: list[int] = []
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise _input_error(f"evaluation.k: want a positive integer or a list of them (e.g. [4, 7]), got {k!r}")
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise _input_error("evaluation.k: an empty list measures nothing; give e.g. 4 or [4, 7]")
+    return out
+
+
+def detect_format(path: Path) -> str:
+    """The set format of a JSONL file from its first readable row: `turns` → mtbench,
+    `conversations`/`text` → heldout, `question`/`prompt` → questions."""
+    for row in iter_jsonl(path, errors=[]):
+        if isinstance(row.get("turns"), list):
+            return "mtbench"
+        if "conversations" in row or "text" in row:
+            return "heldout"
+        if isinstance(row.get("question"), str) or isinstance(row.get("prompt"), str):
+            return "questions"
+        break
+    raise _input_error(f"{path}: cannot tell the evaluation set format from its first row; name it "
+                       f"(format: {' | '.join(SET_FORMATS)})")
+
+
+def eval_sets(ev: dict, data_root: Path | str | None = None) -> list[dict]:
+    """`evaluation.sets` checked and resolved: [{name, path (Path or None = the mix's test split),
+    format, limit}]. Relative paths are relative to `data_root`; no `sets` → one `heldout` set."""
+    raw = ev.get("sets")
+    if not raw:
+        return [{"name": "heldout", "path": None, "format": "heldout", "limit": None}]
+    if not isinstance(raw, list):
+        raise _input_error(f"evaluation.sets: want a list of {{name, path, format, limit}}, got {type(raw).__name__}")
+    out, names = [], set()
+    for i, spec in enumerate(raw):
+        where = f"evaluation.sets[{i}]"
+        if not isinstance(spec, dict):
+            raise _input_error(f"{where}: want a mapping {{name, path, format, limit}}, got {spec!r}")
+        unknown = sorted(set(spec) - set(SET_KEYS))
+        if unknown:
+            raise _input_error(f"{where}: unknown key(s) {unknown}; known: {list(SET_KEYS)}")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise _input_error(f"{where}: `name` must be a non-empty string")
+        name = name.strip()
+        if name in names:
+            raise _input_error(f"{where}: duplicate set name {name!r}")
+        names.add(name)
+        fmt = spec.get("format")
+        if fmt is not None and fmt not in SET_FORMATS:
+            raise _input_error(f"{where} ({name}): format {fmt!r} is not one of {' | '.join(SET_FORMATS)}")
+        path = spec.get("path")
+        if path in (None, ""):
+            if fmt not in (None, "heldout"):
+                raise _input_error(f"{where} ({name}): format {fmt} needs a `path`")
+            path, fmt = None, "heldout"
+        else:
+            path = Path(str(path)).expanduser()
+            if not path.is_absolute() and data_root is not None:
+                path = Path(data_root) / path
+        limit = spec.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise _input_error(f"{where} ({name}): limit must be a positive integer or null, got {limit!r}")
+        out.append({"name": name, "path": path, "format": fmt, "limit": limit})
+    return out
+
+
+def _render(tokenizer, msgs: list[dict]) -> list[int]:
+    ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def set_prompts(spec: dict, path: Path, tokenizer, *, num_prompts: int, max_prompt_tokens: int) -> tuple[list[dict], dict]:
+    """(prompts, counts) of one evaluation set (the first `limit`, else `num_prompts`, usable rows).
+    mtbench prompts carry `turns` (every user turn); the first is in `messages`/`input_ids`."""
+    fmt, limit = spec["format"], int(spec.get("limit") or num_prompts)
+    if fmt == "heldout":
+        return heldout_prompts(path, tokenizer, num_prompts=limit, max_prompt_tokens=max_prompt_tokens)
+    prompts: list[dict] = []
+    counts = {"rows_read": 0, "skipped_no_question": 0, "skipped_too_long": 0, "skipped_unreadable": 0}
+    unreadable: list = []
+    for idx, row in enumerate(iter_jsonl(path, errors=unreadable)):
+        if len(prompts) >= limit:
+            break
+        counts["rows_read"] += 1
+        if fmt == "mtbench":
+            turns = row.get("turns")
+            turns = [t for t in turns if isinstance(t, str) and t.strip()] if isinstance(turns, list) else []
+            category = prompt_category(row)
+            pid = row.get("question_id", row.get("id", idx))
+        else:
+            q = row.get("question", row.get("prompt"))
+            turns = [q] if isinstance(q, str) and q.strip() else []
+            category = prompt_category({"category": row.get("category"), "source": spec["name"]})
+            pid = row.get("id", idx)
+        if not turns:
+            counts["skipped_no_question"] += 1
+            continue
+        msgs = [{"role": "user", "content": turns[0]}]
+        ids = _render(tokenizer, msgs)
+        if len(ids) > max_prompt_tokens:
+            counts["skipped_too_long"] += 1
+            continue
+        p = {"id": pid, "source": spec["name"], "category": category, "messages": msgs, "input_ids": ids}
+        if fmt == "mtbench":
+            p["turns"] = turns
+        prompts.append(p)
+    counts["skipped_unreadable"] = len(unreadable)
+    return prompts, counts
+
+
+def _merge_units(results: list[dict]) -> dict:
+    """evaluate_acceptance results over consecutive slices of the turn units → one over all units."""
+    out = {"rounds_per_prompt": [], "generated_per_prompt": [], "mismatches": [], "tokens_generated": 0, "lossless": None}
+    offset = 0
+    for r in results:
+        out["rounds_per_prompt"] += r["rounds_per_prompt"]
+        out["generated_per_prompt"] += r["generated_per_prompt"]
+        out["mismatches"] += [{**m, "prompt": m["prompt"] + offset} for m in r["mismatches"]]
+        out["tokens_generated"] += r["tokens_generated"]
+        if r["lossless"] is not None:
+            out["lossless"] = (out["lossless"] is not False) and bool(r["lossless"])
+        offset += len(r["rounds_per_prompt"])
+    return out
+
+
+def _by_prompt(res: dict, units: list[dict], prompts: list[dict], k: int) -> dict:
+    """Unit (prompt, turn) results → per-prompt ones: a prompt's rounds are those of all its turns."""
+    from .evaluate import _summarise
+
+    rpp: list[list[int]] = [[] for _ in prompts]
+    turns: dict[int, list[dict]] = {}
+    for u, rounds, gen in zip(units, res["rounds_per_prompt"], res["generated_per_prompt"]):
+        rpp[u["prompt"]].extend(rounds)
+        if "turns" in prompts[u["prompt"]]:
+            turns.setdefault(u["prompt"], []).append({"turn": u["turn"], "prompt_tokens": len(u["input_ids"]),
+                                                      "generated_tokens": len(gen), "rounds": list(rounds),
+                                                      "context": u["context"]})
+    mismatches = []
+    for m in res["mismatches"]:
+        u = units[m["prompt"]]
+        mismatches.append({**m, "prompt": u["prompt"], **({"turn": u["turn"]} if u["turn"] > 1 else {})})
+    out = _summarise(res["rounds_per_prompt"], k)
+    out.update({"rounds_per_prompt": rpp, "turns_per_prompt": turns, "lossless": res["lossless"],
+                "mismatches": mismatches, "num_prompts": len(prompts), "num_turns": len(units),
+                "tokens_generated": res["tokens_generated"]})
+    return out
+
+
+def ask_turns(target, tokenizer, draft, prompts: list[dict], *, k: int, max_new_tokens: int, max_prompt_tokens: int,
+              eos: set[int]) -> tuple[list[dict], dict, int]:
+    """Ask every turn of every prompt, speculatively with `draft` (lossless-checked), each later turn
+    after the target's own answer to the one before: [user q1, assistant a1, user q2, ...]. Since
+    decoding is lossless, the speculative output IS the target's greedy answer, so it is reused.
+    Returns (units [{prompt, turn, context, input_ids}] in ask order, the merged results over the
+    units, later turns skipped for exceeding max_prompt_tokens)."""
+    from .evaluate import evaluate_acceptance
+
+    units: list[dict] = []
+    results: list[dict] = []
+    current = [{"prompt": i, "turn": 1, "context": list(p["messages"]), "input_ids": list(p["input_ids"])}
+               for i, p in enumerate(prompts)]
+    skipped = 0
+    while current:
+        r = evaluate_acceptance(target, tokenizer, draft, [u["input_ids"] for u in current], k=k,
+                                max_new_tokens=max_new_tokens, check_lossless=True)
+        units += current
+        results.append(r)
+        nxt = []
+        for u, gen in zip(current, r["generated_per_prompt"]):
+            turns = prompts[u["prompt"]].get("turns") or []
+            if u["turn"] >= len(turns):
+                continue
+            answer = tokenizer.decode([t for t in gen if t not in eos], skip_special_tokens=True)
+            ctx = u["context"] + [{"role": "assistant", "content": answer},
+                                  {"role": "user", "content": turns[u["turn"]]}]
+            ids = _render(tokenizer, ctx)
+            if len(ids) > max_prompt_tokens:
+                skipped += 1
+                continue
+            nxt.append({"prompt": u["prompt"], "turn": u["turn"] + 1, "context": ctx, "input_ids": ids})
+        current = nxt
+    return units, _merge_units(results), skipped
+
+
+SETS_COLUMNS = [("set", "string", "evaluation set (evaluation.sets)"), ("k", "int", "draft tokens per round"),
+                ("category", "string", "row category ((all) = the whole set)"), ("n", "int", "prompts"),
+                ("acceptance_length", "float", "trained draft: tokens per target forward"),
+                ("untrained", "float", "untrained draft"), ("previous", "float", "previous draft version")]
+
+
+def sets_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
+    """(rows, columns): one row per (set, k, category), the set's overall row first as `(all)`."""
+    rows = []
+    for name, by_k in (report.get("sets") or {}).items():
+        for k, e in by_k.items():
+            rows.append({"set": name, "k": int(k), "category": "(all)", "n": int(e["num_prompts"]),
+                         "acceptance_length": e["acceptance_length"], "untrained": e["untrained_acceptance_length"],
+                         "previous": e.get("previous_acceptance_length")})
+            for cat, c in sorted(e.get("per_category", {}).items(), key=lambda kv: (-kv[1]["n"], kv[0])):
+                rows.append({"set": name, "k": int(k), "category": str(cat), "n": int(c["n"]),
+                             "acceptance_length": c["acceptance_length"], "untrained": c["untrained_acceptance_length"],
+                             "previous": c.get("previous_acceptance_length")})
+    return rows, SETS_COLUMNS
+
+
+def acceptance_by_set_png(report: dict) -> bytes:
+    """Grouped bars: acceptance length per (set, k) for the trained, untrained and previous drafts."""
+    from ..charts import BLUE, GREY, ORANGE, _fmt, _plt, figure_png
+
+    labels, series = [], {"trained": [], "untrained": [], "previous": []}
+    for name, by_k in (report.get("sets") or {}).items():
+        for k, e in by_k.items():
+            labels.append(f"{name}\nk={k}")
+            series["trained"].append(e["acceptance_length"])
+            series["untrained"].append(e["untrained_acceptance_length"])
+            series["previous"].append(e.get("previous_acceptance_length"))
+    if not any(v is not None for v in series["previous"]):
+        del series["previous"]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(labels) + 1.5), 3.4))
+    width = 0.8 / len(series)
+    for j, ((who, vals), color) in enumerate(zip(series.items(), (BLUE, GREY, ORANGE))):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(labels))]
+        bars = ax.bar(xs, [v or 0 for v in vals], width, label=who, color=color)
+        ax.bar_label(bars, labels=["" if v is None else _fmt(v) for v in vals], fontsize=7, padding=1)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylabel("acceptance length")
+    ax.set_ylim(0, max([v or 0 for vals in series.values() for v in vals] + [1.0]) * 1.2)
+    ax.set_title("acceptance length per evaluation set and k", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig, dpi=110)
+
+
 def plot_per_position(path: Path, k: int, series: dict[str, list[float]], title: str) -> Path:
     from ..charts import acceptance_per_position_figure, figure_png
 
@@ -126,7 +410,8 @@ def evaluate_drafts(
     test_jsonl: Path,
     out_dir: Path,
     previous_dir: Path | None = None,
-    k: int = 4,
+    k: int | list[int] = 4,
+    sets: list[dict] | None = None,
     max_new_tokens: int = 48,
     num_prompts: int = 24,
     max_prompt_tokens: int = 384,
@@ -134,8 +419,10 @@ def evaluate_drafts(
     trust_remote_code: bool = False,
     log: Callable[[str], Any] = print,
 ) -> dict:
-    """Evaluate trained / untrained / previous drafts on the same prompts; write
-    `out_dir/report.json` (+ `previous_report.json` = the report this one replaces) and the plot."""
+    """Evaluate trained / untrained / previous drafts on the same prompts of every evaluation set
+    (`sets`, see :func:`eval_sets`; default: the held-out split `test_jsonl`) at every k; write
+    `out_dir/report.json` (+ `previous_report.json` = the report this one replaces) and the plots.
+    The report's top-level keys are the first set at the first k; `sets` holds them all."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -145,67 +432,146 @@ def evaluate_drafts(
     from .errors import TrainFileNotFound, TrainInputError, load_target_part
 
     t0 = time.time()
+    ks = eval_ks(k)
+    sets = list(sets) if sets else eval_sets({})
     if int(num_prompts) < 1:
         raise TrainInputError(f"num_prompts must be >= 1, got {num_prompts}: an evaluation over zero prompts measures nothing")
-    for what, p in (("held-out prompts file", test_jsonl), ("draft checkpoint folder", draft_dir),
-                    ("vocab mapping", vocab_mapping_path)):
+    set_paths = {}
+    for spec in sets:
+        path = Path(spec["path"]) if spec.get("path") else Path(test_jsonl)
+        what = "held-out prompts file" if not spec.get("path") else f"evaluation set {spec['name']!r} file"
+        if not path.exists():
+            raise TrainFileNotFound(f"{what} not found: {path} (command-line paths are relative to the current "
+                                    "directory; configured ones to the data root)")
+        set_paths[spec["name"]] = path
+    for what, p in (("draft checkpoint folder", draft_dir), ("vocab mapping", vocab_mapping_path)):
         if not Path(p).exists():
             raise TrainFileNotFound(f"{what} not found: {p} (command-line paths are relative to the current directory)")
+    sets = [{**spec, "format": spec.get("format") or detect_format(set_paths[spec["name"]])} for spec in sets]
     tokenizer = load_target_part(AutoTokenizer, target_path, "target tokenizer", trust_remote_code=trust_remote_code)
     target = load_target_part(AutoModelForCausalLM, target_path, "target model", dtype=torch.float32,
                               trust_remote_code=trust_remote_code).eval()
-    prompts, counts = heldout_prompts(test_jsonl, tokenizer, num_prompts=num_prompts, max_prompt_tokens=max_prompt_tokens)
-    if not prompts:
-        raise TrainInputError(f"no usable held-out prompts in {test_jsonl} ({counts}): an evaluation over zero prompts "
-                              "is refused (acceptance would be 0 or NaN); give a test file with conversations that "
-                              "have a user turn")
+    loaded = []
+    for spec in sets:
+        path = set_paths[spec["name"]]
+        prompts, counts = set_prompts(spec, path, tokenizer, num_prompts=num_prompts, max_prompt_tokens=max_prompt_tokens)
+        if not prompts and spec["format"] == "heldout":
+            raise TrainInputError(f"no usable held-out prompts in {path} ({counts}): an evaluation over zero prompts "
+                                  "is refused (acceptance would be 0 or NaN); give a test file with conversations that "
+                                  f"have a user turn" + ("" if spec["name"] == "heldout" else f" (evaluation set {spec['name']!r})"))
+        if not prompts:
+            hint = ("give a test file with conversations that have a user turn" if spec["format"] == "heldout"
+                    else f"give a {spec['format']} file ({'{question_id, category, turns}' if spec['format'] == 'mtbench' else '{question} or {prompt}'} rows)")
+            raise TrainInputError(f"no usable prompts in evaluation set {spec['name']!r} ({path}, {counts}): an "
+                                  f"evaluation over zero prompts is refused (acceptance would be 0 or NaN); {hint}")
+        loaded.append((spec, path, prompts, counts))
     out_dir.mkdir(parents=True, exist_ok=True)
-    log(f"evaluating on {len(prompts)} held-out prompts from {test_jsonl} ({counts}), k={k}, max_new_tokens={max_new_tokens}")
-    ids = [p["input_ids"] for p in prompts]
     vm = load_vocab_mapping_file(vocab_mapping_path)
+    e = getattr(target.config, "eos_token_id", None)
+    if e is None:
+        e = getattr(tokenizer, "eos_token_id", None)
+    eos = set(e if isinstance(e, (list, tuple)) else ([e] if e is not None else []))
 
     draft = load_draft_checkpoint(draft_dir, target)
-    trained = evaluate_acceptance(target, tokenizer, draft, ids, k=k, max_new_tokens=max_new_tokens, check_lossless=True)
-    log(f"trained draft: acceptance length {trained['acceptance_length']:.3f}, per position "
-        f"{[round(a, 3) for a in trained['per_position_acceptance']]}, lossless={trained['lossless']}")
-    untrained = evaluate_acceptance(target, tokenizer, None, ids, k=k, max_new_tokens=max_new_tokens,
-                                    vocab_mapping=vm, seed=untrained_seed, check_lossless=False)
-    log(f"untrained draft: acceptance length {untrained['acceptance_length']:.3f}")
     previous = None
+    prev_draft = None
     cur_version = _checkpoint_version(draft_dir)
     if previous_dir is not None and (previous_dir / "model.safetensors").exists():
         prev_version = _checkpoint_version(previous_dir)
         if prev_version and prev_version != cur_version:
+            previous = {"checkpoint_path": str(previous_dir), "checkpoint_version": prev_version}
             try:
                 prev_draft = load_draft_checkpoint(previous_dir, target)
-                p = evaluate_acceptance(target, tokenizer, prev_draft, ids, k=k, max_new_tokens=max_new_tokens,
-                                        check_lossless=False)
-                previous = {"checkpoint_path": str(previous_dir), "checkpoint_version": prev_version,
-                            "acceptance_length": p["acceptance_length"],
-                            "per_position_acceptance": p["per_position_acceptance"]}
-                log(f"previous draft ({prev_version}): acceptance length {p['acceptance_length']:.3f}")
-            except (ValueError, RuntimeError) as e:  # e.g. a draft for another target/vocab
-                previous = {"checkpoint_path": str(previous_dir), "error": f"{type(e).__name__}: {str(e)[:300]}"}
+            except (ValueError, RuntimeError) as err:  # e.g. a draft for another target/vocab
+                previous["error"] = f"{type(err).__name__}: {str(err)[:300]}"
                 log(f"previous draft not comparable: {previous['error']}")
 
+    def measure(d, units, prompts, kk, *, seed=0, lossless=False):
+        r = evaluate_acceptance(target, tokenizer, d, [u["input_ids"] for u in units], k=kk, max_new_tokens=max_new_tokens,
+                                vocab_mapping=vm, seed=seed, check_lossless=lossless)
+        return _by_prompt(_merge_units([r]), units, prompts, kk)
+
+    report_sets: dict[str, dict] = {}
+    set_info: list[dict] = []
+    first: dict | None = None
+    for spec, path, prompts, counts in loaded:
+        log(f"evaluation set {spec['name']!r} ({spec['format']}): {len(prompts)} prompts from {path} ({counts}), "
+            f"k={ks}, max_new_tokens={max_new_tokens}")
+        units, res0, skipped = ask_turns(target, tokenizer, draft, prompts, k=ks[0], max_new_tokens=max_new_tokens,
+                                         max_prompt_tokens=max_prompt_tokens, eos=eos)
+        counts = {**counts, **({"later_turns_skipped_too_long": skipped} if "turns" in prompts[0] else {})}
+        set_info.append({"name": spec["name"], "format": spec["format"], "path": str(path), "limit": spec.get("limit"),
+                         "sha256": sha256_file(path), "num_prompts": len(prompts), "num_turns": len(units),
+                         "prompt_counts": counts})
+        by_k: dict[str, dict] = {}
+        for kk in ks:
+            trained = (_by_prompt(res0, units, prompts, kk) if kk == ks[0]
+                       else measure(draft, units, prompts, kk, lossless=True))
+            untrained = measure(None, units, prompts, kk, seed=untrained_seed)
+            prev = None
+            if prev_draft is not None:
+                try:
+                    prev = measure(prev_draft, units, prompts, kk)
+                except (ValueError, RuntimeError) as err:
+                    previous["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+                    log(f"previous draft not comparable: {previous['error']}")
+                    prev_draft = None
+            entry = {
+                "acceptance_length": round(trained["acceptance_length"], 4),
+                "untrained_acceptance_length": round(untrained["acceptance_length"], 4),
+                **({"previous_acceptance_length": round(prev["acceptance_length"], 4)} if prev else {}),
+                "per_position_acceptance": [round(a, 4) for a in trained["per_position_acceptance"]],
+                "per_position_acceptance_cumulative": [round(a, 4) for a in trained["per_position_acceptance_cumulative"]],
+                "untrained_per_position_acceptance": [round(a, 4) for a in untrained["per_position_acceptance"]],
+                **({"previous_per_position_acceptance": [round(a, 4) for a in prev["per_position_acceptance"]]} if prev else {}),
+                "per_category": per_category(prompts, trained, untrained, kk, prev),
+                "num_prompts": len(prompts),
+                "num_turns": len(units),
+                "num_rounds": trained["num_rounds"],
+                "generated_tokens": trained["tokens_generated"],
+                "lossless": bool(trained["lossless"]),
+                "mismatches": trained["mismatches"],
+                "per_prompt": per_prompt(prompts, trained, untrained),
+            }
+            by_k[str(kk)] = entry
+            log(f"  {spec['name']} k={kk}: trained {entry['acceptance_length']:.3f}, untrained "
+                f"{entry['untrained_acceptance_length']:.3f}"
+                + (f", previous {entry['previous_acceptance_length']:.3f}" if prev else "")
+                + f", lossless={entry['lossless']}")
+            if first is None:
+                first = {"entry": entry, "counts": counts, "prompts": prompts, "k": kk}
+        report_sets[spec["name"]] = by_k
+
+    f0 = first["entry"]
+    if previous is not None and "error" not in previous and "previous_acceptance_length" in f0:
+        previous.update({"acceptance_length": f0["previous_acceptance_length"],
+                         "per_position_acceptance": f0["previous_per_position_acceptance"]})
+    elif previous is not None and "error" not in previous:
+        previous = None
+    lossless = all(e["lossless"] for by_k in report_sets.values() for e in by_k.values())
+    mismatches = [{**m, **({"set": name, "k": int(kk)} if (name, int(kk)) != (sets[0]["name"], ks[0]) else {})}
+                  for name, by_k in report_sets.items() for kk, e in by_k.items() for m in e["mismatches"]]
     report = {
         "report_version": REPORT_VERSION,
-        "acceptance_length": round(trained["acceptance_length"], 4),
-        "untrained_acceptance_length": round(untrained["acceptance_length"], 4),
-        "per_position_acceptance": [round(a, 4) for a in trained["per_position_acceptance"]],
-        "per_position_acceptance_cumulative": [round(a, 4) for a in trained["per_position_acceptance_cumulative"]],
-        "untrained_per_position_acceptance": [round(a, 4) for a in untrained["per_position_acceptance"]],
-        "k": k,
-        "lossless": bool(trained["lossless"]),
-        "mismatches": trained["mismatches"],
-        "num_prompts": trained["num_prompts"],
-        "num_rounds": trained["num_rounds"],
-        "generated_tokens": trained["tokens_generated"],
+        "acceptance_length": f0["acceptance_length"],
+        "untrained_acceptance_length": f0["untrained_acceptance_length"],
+        "per_position_acceptance": f0["per_position_acceptance"],
+        "per_position_acceptance_cumulative": f0["per_position_acceptance_cumulative"],
+        "untrained_per_position_acceptance": f0["untrained_per_position_acceptance"],
+        "k": first["k"],
+        "ks": ks,
+        "lossless": lossless,
+        "mismatches": mismatches,
+        "num_prompts": f0["num_prompts"],
+        "num_rounds": f0["num_rounds"],
+        "generated_tokens": f0["generated_tokens"],
         "max_new_tokens": max_new_tokens,
-        "prompt_counts": counts,
-        "prompt_ids": [p["id"] for p in prompts],
-        "per_category": per_category(prompts, trained, untrained, k),
-        "per_prompt": per_prompt(prompts, trained, untrained),
+        "prompt_counts": first["counts"],
+        "prompt_ids": [p["id"] for p in first["prompts"]],
+        "per_category": f0["per_category"],
+        "per_prompt": f0["per_prompt"],
+        "sets": report_sets,
+        "eval_sets": set_info,
         "checkpoint_path": str(draft_dir),
         "checkpoint_version": cur_version,
         "target_path": str(target_path),
@@ -223,11 +589,14 @@ def evaluate_drafts(
                 shutil.copyfile(report_path, out_dir / "previous_report.json")
         except (OSError, json.JSONDecodeError):
             pass
+    kk = first["k"]
     series = {"trained": report["per_position_acceptance"], "untrained": report["untrained_per_position_acceptance"]}
     if previous and previous.get("per_position_acceptance"):
         series["previous"] = [round(a, 4) for a in previous["per_position_acceptance"]]
-    plot_per_position(out_dir / "per_position_acceptance.png", k, series,
-                      f"acceptance length {report['acceptance_length']:.2f} vs untrained {report['untrained_acceptance_length']:.2f} (k={k})")
+    plot_per_position(out_dir / "per_position_acceptance.png", kk, series,
+                      f"acceptance length {report['acceptance_length']:.2f} vs untrained {report['untrained_acceptance_length']:.2f} (k={kk})")
+    with atomic_write(out_dir / "acceptance_by_set.png", "wb") as f:
+        f.write(acceptance_by_set_png(report))
     with atomic_write(report_path) as f:
         json.dump(report, f, indent=2)
         f.write("\n")

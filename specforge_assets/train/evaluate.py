@@ -12,6 +12,8 @@ equal to the target's greedy choices is accepted, plus the target's own next tok
   accepted).
 * ``rounds_per_prompt[i]`` = accepted-draft-count per round for prompt i;
   :func:`acceptance_by_group` turns it into per-category numbers.
+* ``generated_per_prompt[i]`` = the speculative output for prompt i (when lossless, the target's
+  own greedy answer: multi-turn evaluation asks the next turn after it).
 * ``lossless`` = the speculative output equals plain greedy decoding by the target, token for
   token, for every prompt (a mismatch means an alignment bug).
 
@@ -222,6 +224,7 @@ def evaluate_acceptance(
             e = tokenizer.eos_token_id
         eos = set(e if isinstance(e, (list, tuple)) else ([e] if e is not None else []))
     all_rounds, mismatches, generated = [], [], 0
+    generated_per_prompt: list[list[int]] = []
     cache_fallback = None
     samples = []
     for i, p in enumerate(prompts):
@@ -239,6 +242,7 @@ def evaluate_acceptance(
             spec, rounds = speculative_generate(target_model, draft_model, ids, k=k, max_new_tokens=max_new_tokens,
                                                 eos_ids=eos, device=device, use_cache=False)
         all_rounds.append(rounds)
+        generated_per_prompt.append(list(spec))
         generated += len(spec)
         if check_lossless:
             ref = greedy_generate(target_model, ids, max_new_tokens, eos, device, use_cache=use_cache)
@@ -252,5 +256,5 @@ def evaluate_acceptance(
     res.update({"k": k, "lossless": (not mismatches) if check_lossless else None, "mismatches": mismatches,
                 "num_prompts": len(all_rounds), "tokens_generated": generated, "max_new_tokens": max_new_tokens,
                 "samples": samples, "kv_cache": use_cache, "kv_cache_fallback": cache_fallback,
-                "rounds_per_prompt": all_rounds})
+                "rounds_per_prompt": all_rounds, "generated_per_prompt": generated_per_prompt})
     return res
