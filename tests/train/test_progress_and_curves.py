@@ -46,15 +46,18 @@ def run(tmp_path_factory):
     return d, res, logs, seen
 
 
-def test_progress_lines_carry_elapsed_and_a_decreasing_eta(run):
+def test_progress_lines_carry_elapsed_and_an_eta_from_the_mean_step_time(run):
     _, res, logs, seen = run
     lines = [line for line in logs if line.startswith("step ")]
     assert [line.split()[1] for line in lines] == ["2/8", "4/8", "6/8", "8/8"]
     pat = re.compile(r"^step \d+/8 loss \d+\.\d{4} acc \d\.\d\d \d\.\d\d lr \S+ \d+ tok/s, elapsed \S+, ETA (\S+)$")
     assert all(pat.match(line) for line in lines), lines
     assert lines[-1].endswith("ETA 0s")
-    etas = [m["eta_s"] for m in seen]
-    assert etas[-1] == 0 and all(a > b for a, b in zip(etas, etas[1:])), etas
+    # the ETA is the run's mean step time x the steps left (its value, not wall-clock luck: the
+    # mean step time of a loaded 2-core box moves, so the ETA need not fall monotonically)
+    for m in seen:
+        assert m["eta_s"] == pytest.approx(m["elapsed_s"] / m["step"] * (8 - m["step"]), abs=2e-3), m
+    assert seen[-1]["eta_s"] == 0
     assert all(m["elapsed_s"] > 0 for m in seen)
     assert [m["elapsed_s"] for m in seen] == sorted(m["elapsed_s"] for m in seen)
     assert "eta_s" not in res  # the final metrics carry the whole run's elapsed_s, no ETA
