@@ -1,0 +1,378 @@
+"""The platform used the way a user uses it, in a real browser against a real `dagster dev`:
+work happens only when something changed.
+
+1. Everything materialized once (over GraphQL), then a backfill of every source partition launched
+   from the UI with nothing changed: no new data version anywhere, no mix/tokenize/draft
+   materialization and no retraining run, after the daemon has settled (every run finished and
+   two ticks of the automation and retraining sensors since).
+2. One source file changes, its partition is materialized from the UI: that partition, the mix,
+   tokenized (and maybe the vocab) get new versions, exactly one retraining run, tagged with the
+   new tokenized version.
+3. The charts as a user sees them on the asset pages (mix, tokenized, draft, evaluation):
+   screenshots in tests/_artifacts/chart-*.png (and docs/img/ with SPECFORGE_E2E_SCREENSHOTS=1).
+
+Own `dagster dev` (module fixture `dagster` overrides conftest's): two source partitions read
+from files under the temp data root, tiny demo target/training settings. The tests run in file
+order and build on each other. Run: pytest -m browser tests/e2e/test_platform_use.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conftest import (  # noqa: E402  (tests/e2e/conftest.py: the harness)
+    ARTIFACTS, CHROMIUM, LOCATION, REPO, Dagster, _deep_merge, _free_port, _stop_group, _wait_loaded,
+)
+from models.corpus import conversations  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+DOCS_IMG = REPO / "docs" / "img"
+KEYS = ["alpha", "beta"]
+SOURCES_KEY = ["sources", "conversations"]
+REGEN_KEY = ["regenerated", "conversations"]
+MIX_KEY = ["mix", "training_mix"]
+TOK_KEY = ["tokenized", "dataset"]
+VOCAB_KEY = ["tokenized", "vocab_mapping"]
+TARGET_KEY = ["models", "target_model"]
+DRAFT_KEY = ["models", "draft_model"]
+EVAL_KEY = ["models", "draft_evaluation"]
+ALL_KEYS = [SOURCES_KEY, REGEN_KEY, MIX_KEY, TOK_KEY, VOCAB_KEY, TARGET_KEY, DRAFT_KEY, EVAL_KEY]
+RETRAIN_JOB = "retrain_draft_job"
+SENSORS = ["specforge_automation", "retrain_on_new_dataset"]
+RUN_TIMEOUT = 600  # a loaded 2-core box: one process per run, the retraining runs torchrun
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+ACTIVE = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED"]
+
+OVERRIDES = {
+    "regenerate": {"sources": {}},
+    "train": {
+        # enough logged steps for a loss curve worth looking at, still seconds on a CPU
+        "training": {"max_steps": 10, "batch_size": 2, "max_length": 64, "save_every": 5, "log_every": 1},
+        "evaluation": {"num_prompts": 2, "max_new_tokens": 6, "evaluate_previous": False},
+        "demo_target": {"pretrain_steps": 4, "hidden_size": 32, "vocab_size": 512},
+    },
+    "tokenize": {"max_length": 128},
+    "mix": {"eval": {"min_rows": 4, "fraction": 0.1}},
+    "automation": {
+        "sensors": {
+            "incoming_files": {"minimum_interval_seconds": 3, "settle_seconds": 1},
+            "register_sources": {"minimum_interval_seconds": 3},
+            "retrain": {"minimum_interval_seconds": 3, "max_retries": 0},
+            "run_failures": {"minimum_interval_seconds": 3},
+        },
+        "automation": {"minimum_interval_seconds": 5},
+    },
+}
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + ".part")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.rename(path)
+
+
+def _write_configs(dest: Path, files: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (REPO / "configs").glob("*.yaml"):
+        shutil.copyfile(f, dest / f.name)
+    src = yaml.safe_load((dest / "sources.yaml").read_text()) or {}
+    src["sources"] = {k: {"format": "conversations", "data_path": str(files / f"{k}.jsonl")} for k in KEYS}
+    (dest / "sources.yaml").write_text(yaml.safe_dump(src, sort_keys=False))
+    for name, over in OVERRIDES.items():
+        path = dest / f"{name}.yaml"
+        cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
+        path.write_text(yaml.safe_dump(_deep_merge(cfg or {}, over), sort_keys=False))
+
+
+ROWS = conversations(72)
+
+
+@pytest.fixture(scope="module")
+def dagster():
+    """A `dagster dev` of its own: two file sources (alpha, beta) and tiny settings."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium); browser tests need it")
+    base = Path(tempfile.mkdtemp(prefix="sfuse-", dir="/tmp"))
+    home, data_root, config_dir, files = base / "home", base / "data", base / "configs", base / "files"
+    for d in (home, data_root, files):
+        d.mkdir()
+    _write_rows(files / "alpha.jsonl", ROWS[:40])
+    _write_rows(files / "beta.jsonl", ROWS[40:])
+    shutil.copyfile(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    _write_configs(config_dir, files)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "SPECFORGE_DATA_ROOT": str(data_root),
+        "SPECFORGE_CONFIG_DIR": str(config_dir),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TMPDIR": str(base),
+    }
+    import subprocess
+
+    log = base / "dagster-dev.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
+             "-p", str(port)],
+            cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    d = Dagster(f"http://127.0.0.1:{port}", home, data_root, config_dir, proc, log)
+    d.files = files
+    try:
+        _wait_loaded(d, timeout=300)
+        yield d
+    finally:
+        d.client.close()
+        _stop_group(proc)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, ARTIFACTS / "platform-use-dagster-dev.log")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- GraphQL helpers ------------------------------------------------------------------------------
+
+def _graphql_response(op: str):
+    return lambda r: "/graphql" in r.url and r.request.method == "POST" and op in (r.request.post_data or "")
+
+
+def _tags(obj: dict) -> dict:
+    return {t["key"]: t["value"] for t in obj["tags"]}
+
+
+def _runs(dagster, job: str | None = None, statuses: list[str] | None = None, limit: int = 200) -> list[dict]:
+    flt: dict = {}
+    if job:
+        flt["pipelineName"] = job
+    if statuses:
+        flt["statuses"] = statuses
+    q = """query($f: RunsFilter, $n: Int) { runsOrError(filter: $f, limit: $n) { __typename
+             ... on Runs { results { runId status jobName creationTime endTime tags { key value } } } } }"""
+    return dagster.gql(q, f=flt, n=limit)["runsOrError"]["results"]
+
+
+def _wait_run(dagster, run_id: str, timeout: float = RUN_TIMEOUT) -> dict:
+    q = "query($id: ID!) { runOrError(runId: $id) { ... on Run { runId status tags { key value } } } }"
+
+    def done():
+        run = dagster.gql(q, id=run_id)["runOrError"]
+        return run if run.get("status") in TERMINAL else None
+
+    run = dagster.wait(done, timeout, f"run {run_id} to finish", interval=3)
+    assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}\n{dagster.log_tail()}"
+    return run
+
+
+def _launch(dagster, job: str, tags: dict | None = None, assets: list[list[str]] | None = None) -> str:
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__", "pipelineName": job}
+    if assets:
+        selector["assetSelection"] = [{"path": p} for p in assets]
+    q = """mutation($p: ExecutionParams!) { launchPipelineExecution(executionParams: $p) { __typename
+             ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+             ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+    params = {"selector": selector, "mode": "default",
+              "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}
+    res = dagster.gql(q, p=params)["launchPipelineExecution"]
+    assert res["__typename"] == "LaunchRunSuccess", res
+    return res["run"]["runId"]
+
+
+def _materializations(dagster, path: list[str], limit: int = 200) -> list[dict]:
+    """Newest first: {partition, runId, version}."""
+    return [{"partition": m["partition"], "runId": m["runId"], "version": _tags(m).get("dagster/data_version")}
+            for m in dagster.materializations(path, limit=limit)]
+
+
+def _snapshot(dagster) -> dict:
+    """{asset[/partition]: latest data version} and {asset: number of materializations}."""
+    versions, counts = {}, {}
+    for key in ALL_KEYS:
+        mats = _materializations(dagster, key)
+        name = "/".join(key)
+        counts[name] = len(mats)
+        for m in reversed(mats):  # oldest first, so the newest wins
+            versions[name + (f"/{m['partition']}" if m["partition"] else "")] = m["version"]
+    return {"versions": versions, "counts": counts}
+
+
+def _sensor_ticks(dagster, name: str) -> list[float]:
+    q = """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { __typename
+             ... on Sensor { sensorState { ticks(limit: 10) { timestamp status } } } ... on PythonError { message } } }"""
+    res = dagster.gql(q, s={"repositoryName": "__repository__", "repositoryLocationName": LOCATION,
+                            "sensorName": name})["sensorOrError"]
+    assert res["__typename"] == "Sensor", res
+    return [t["timestamp"] for t in res["sensorState"]["ticks"]]
+
+
+def _settle(dagster, timeout: float = RUN_TIMEOUT) -> None:
+    """Wait until no run is queued or in progress and both the automation sensor and the
+    retraining sensor have ticked twice since (so whatever they would start has been started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dagster.wait(lambda: not _runs(dagster, statuses=ACTIVE), max(deadline - time.monotonic(), 1),
+                     "every run to finish", interval=3)
+        quiet_since = time.time()
+        dagster.wait(lambda: all(sum(t > quiet_since for t in _sensor_ticks(dagster, s)) >= 2 for s in SENSORS),
+                     max(deadline - time.monotonic(), 1), "two ticks of each sensor", interval=3)
+        if not _runs(dagster, statuses=ACTIVE) and not [
+                r for r in _runs(dagster, limit=20) if r["creationTime"] > quiet_since]:
+            return
+        assert time.monotonic() < deadline, "the daemon did not settle"
+
+
+def _latest_version(dagster, path: list[str]) -> str:
+    return _materializations(dagster, path, limit=1)[0]["version"]
+
+
+# -- the tests --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def materialized(dagster):
+    """Everything materialized once: the target, both source partitions (the job a backfill runs),
+    then the automation's mix/tokenize run and the retraining sensor's run."""
+    dagster.wait(lambda: set(KEYS) <= set(dagster.partitions()), 120, "the configured partitions")
+    _wait_run(dagster, _launch(dagster, "__ASSET_JOB", assets=[TARGET_KEY]))
+    for run_id in [_launch(dagster, "sources_and_regenerated", tags={"dagster/partition": k}) for k in KEYS]:
+        _wait_run(dagster, run_id)
+    retrain = dagster.wait(lambda: _runs(dagster, job=RETRAIN_JOB), RUN_TIMEOUT, "the first retraining run",
+                           interval=3)
+    _wait_run(dagster, retrain[0]["runId"])
+    _settle(dagster)
+    snap = _snapshot(dagster)
+    for key in (MIX_KEY, TOK_KEY, DRAFT_KEY, EVAL_KEY):
+        assert snap["counts"]["/".join(key)] == 1, snap["counts"]
+    assert len(_runs(dagster, job=RETRAIN_JOB)) == 1
+    return snap
+
+
+def test_1_unchanged_backfill_from_the_ui_changes_nothing(page, dagster, materialized):
+    before = _snapshot(dagster)
+    retrain_before = _runs(dagster, job=RETRAIN_JOB)
+
+    page.goto("/assets/" + "/".join(SOURCES_KEY))
+    page.get_by_role("button", name=re.compile(r"Materialize…$")).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_role("button", name="All", exact=True).click()
+    dialog.get_by_text(f"{len(KEYS)} partitions").first.wait_for()
+    launch = dialog.get_by_role("button", name="Launch backfill")
+    with page.expect_response(_graphql_response("LaunchPartitionBackfill")) as resp:
+        launch.click()
+    backfill_id = resp.value.json()["data"]["launchPartitionBackfill"]["backfillId"]
+
+    q = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+    status = dagster.wait(lambda: (s := dagster.gql(q, id=backfill_id)["partitionBackfillOrError"]["status"])
+                          not in {"REQUESTED"} and s, RUN_TIMEOUT, f"backfill {backfill_id}", interval=3)
+    assert status == "COMPLETED_SUCCESS", status
+    backfill_runs = dagster.runs({"dagster/backfill": backfill_id})
+    assert sorted(_tags(r)["dagster/partition"] for r in backfill_runs) == KEYS
+    assert all(r["status"] == "SUCCESS" for r in backfill_runs), backfill_runs
+    _settle(dagster)
+
+    after = _snapshot(dagster)
+    # the sources were materialized again (the backfill ran), with the same data versions
+    assert after["counts"]["sources/conversations"] == before["counts"]["sources/conversations"] + len(KEYS)
+    assert after["versions"] == before["versions"]
+    for key in (MIX_KEY, TOK_KEY, VOCAB_KEY, DRAFT_KEY, EVAL_KEY, TARGET_KEY):
+        name = "/".join(key)
+        assert after["counts"][name] == before["counts"][name], f"{name} materialized again"
+    assert _runs(dagster, job=RETRAIN_JOB) == retrain_before, "an unchanged backfill started a retraining"
+
+    page.goto(f"/runs/b/{backfill_id}")
+    page.get_by_text("Succeeded").first.wait_for()
+
+
+def test_2_changed_file_materializes_that_partition_mix_tokenized_and_one_retraining(page, dagster, materialized):
+    before = _snapshot(dagster)
+    retrain_before = {r["runId"] for r in _runs(dagster, job=RETRAIN_JOB)}
+    _write_rows(dagster.files / "alpha.jsonl", ROWS[:40] + [{"id": "row-new", "conversations": [
+        {"role": "user", "content": "What is new in alpha?"},
+        {"role": "assistant", "content": "A new row for alpha, so alpha has a new data version."}]}])
+
+    page.goto("/assets/" + "/".join(SOURCES_KEY))
+    page.get_by_role("button", name=re.compile(r"Materialize…$")).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_text("Select a partition or create one").click()
+    page.get_by_role("menuitem", name=re.compile(r"^alpha")).click()
+    page.keyboard.press("Escape")  # close the menu, not the dialog
+    dialog.get_by_text("1 partition").first.wait_for()
+    with page.expect_response(_graphql_response("LaunchPipelineExecution")) as resp:
+        dialog.get_by_role("button", name="Launch 1 run").click()
+    run_id = resp.value.json()["data"]["launchPipelineExecution"]["run"]["id"]
+    assert _tags(_wait_run(dagster, run_id))["dagster/partition"] == "alpha"
+
+    new = dagster.wait(lambda: [r for r in _runs(dagster, job=RETRAIN_JOB) if r["runId"] not in retrain_before],
+                       RUN_TIMEOUT, "the retraining run for the changed file", interval=3)
+    _wait_run(dagster, new[0]["runId"])
+    _settle(dagster)
+
+    after = _snapshot(dagster)
+    new = [r for r in _runs(dagster, job=RETRAIN_JOB) if r["runId"] not in retrain_before]
+    assert len(new) == 1, f"{len(new)} retraining runs for one changed file"
+    tok_version = _latest_version(dagster, TOK_KEY)
+    assert _tags(new[0])["specforge/trigger_data_version"] == tok_version
+    changed = {k for k in before["versions"] if before["versions"][k] != after["versions"].get(k)}
+    must = {"sources/conversations/alpha", "regenerated/conversations/alpha", "mix/training_mix",
+            "tokenized/dataset", "models/draft_model", "models/draft_evaluation"}
+    # (the vocab mapping changes only if the new row moves the top-N token set)
+    assert must <= changed <= must | {"tokenized/vocab_mapping"}, changed
+    for key in (MIX_KEY, TOK_KEY, DRAFT_KEY, EVAL_KEY):
+        name = "/".join(key)
+        assert after["counts"][name] == before["counts"][name] + 1, (name, before["counts"], after["counts"])
+    draft = dagster.materializations(DRAFT_KEY, limit=1)[0]
+    assert draft["runId"] == new[0]["runId"]
+
+    page.goto(f"/runs/{new[0]['runId']}")
+    page.get_by_text("retrain_on_new_dataset").first.wait_for()
+    page.get_by_text("Success").first.wait_for()
+
+
+CHARTS = {
+    # asset: metadata entries to show (the first is scrolled into view), what the picture shows
+    "mix/training_mix": ["realized_mix_table", "mix_chart_inline"],  # table + rows-per-source bars
+    "tokenized/dataset": ["length_histogram_inline"],  # tokens per row
+    "models/draft_model": ["loss_curve", "metrics"],  # loss per logged step
+    # per-category table, per-position table and bars (trained vs untrained)
+    "models/draft_evaluation": ["acceptance_per_category", "per_position_acceptance", "acceptance_inline"],
+}
+
+
+@pytest.mark.parametrize("asset", list(CHARTS))
+def test_3_chart_screenshot(browser, dagster, materialized, asset):
+    ctx = browser.new_context(viewport={"width": 1600, "height": 2000}, base_url=dagster.url)
+    ctx.set_default_timeout(60_000)
+    page = ctx.new_page()
+    try:
+        page.goto(f"/assets/{asset}")
+        entries = CHARTS[asset]
+        for name in entries:
+            page.get_by_text(name, exact=True).first.wait_for()
+        # the metadata table scrolls inside the page's own container: centre the chart in it
+        page.get_by_text(entries[0], exact=True).first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        images = page.evaluate("() => Array.from(document.images).filter(i => i.src.startsWith('data:image')).length")
+        assert images >= 1, f"no inline chart on /assets/{asset}"
+        time.sleep(1)  # only for the picture: let the layout settle after the scroll
+        name = "chart-" + asset.split("/")[1] + ".png"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+        if os.environ.get("SPECFORGE_E2E_SCREENSHOTS"):
+            DOCS_IMG.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ARTIFACTS / name, DOCS_IMG / name)
+    finally:
+        ctx.close()
