@@ -10,6 +10,9 @@ work happens only when something changed.
    new tokenized version.
 3. The charts as a user sees them on the asset pages (mix, tokenized, draft, evaluation):
    screenshots in tests/_artifacts/chart-*.png (and docs/img/ with SPECFORGE_E2E_SCREENSHOTS=1).
+4. Two back-to-back retrainings (beta changed twice, the second version made while the first
+   retraining is queued or running): one run per version, each draft trained on its run's version
+   and each evaluation (same run) on exactly that draft and the draft's inputs.
 
 Own `dagster dev` (module fixture `dagster` overrides conftest's): two source partitions read
 from files under the temp data root, tiny demo target/training settings. The tests run in file
@@ -376,3 +379,91 @@ def test_3_chart_screenshot(browser, dagster, materialized, asset):
             shutil.copyfile(ARTIFACTS / name, DOCS_IMG / name)
     finally:
         ctx.close()
+
+
+# -- back-to-back retrainings ---------------------------------------------------------
+
+def _materialize_partition_from_ui(page, partition: str) -> str:
+    """Asset page of sources/conversations → Materialize… → one partition → Launch 1 run."""
+    page.goto("/assets/" + "/".join(SOURCES_KEY))
+    page.get_by_role("button", name=re.compile(r"Materialize…$")).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_text("Select a partition or create one").click()
+    page.get_by_role("menuitem", name=re.compile(rf"^{partition}")).click()
+    page.keyboard.press("Escape")  # close the menu, not the dialog
+    dialog.get_by_text("1 partition").first.wait_for()
+    with page.expect_response(_graphql_response("LaunchPipelineExecution")) as resp:
+        dialog.get_by_role("button", name="Launch 1 run").click()
+    return resp.value.json()["data"]["launchPipelineExecution"]["run"]["id"]
+
+
+def _change_beta(n: int, files: Path) -> None:
+    extra = [{"id": f"beta-extra-{n}-{i}", "conversations": [
+        {"role": "user", "content": f"Extra question {n}.{i}?"},
+        {"role": "assistant", "content": f"Extra answer {n}.{i}, new in version {n} of beta."}]} for i in range(3)]
+    _write_rows(files / "beta.jsonl", ROWS[40:] + extra)
+
+
+def _md_materializations(dagster, path: list[str], limit: int = 50) -> list[dict]:
+    """Newest first: {runId, version, md: {label: value}} (text, json parsed, path, numbers)."""
+    q = """query($k: AssetKeyInput!, $n: Int) { assetOrError(assetKey: $k) { ... on Asset {
+             assetMaterializations(limit: $n) { runId tags { key value } metadataEntries { label
+               ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString }
+               ... on PathMetadataEntry { path } } } } } }"""
+    out = []
+    for m in dagster.gql(q, k={"path": path}, n=limit)["assetOrError"]["assetMaterializations"]:
+        md = {}
+        for e in m["metadataEntries"]:
+            if "jsonString" in e:
+                md[e["label"]] = json.loads(e["jsonString"])
+            elif "text" in e:
+                md[e["label"]] = e["text"]
+            elif "path" in e:
+                md[e["label"]] = e["path"]
+        out.append({"runId": m["runId"], "version": _tags(m).get("dagster/data_version"), "md": md})
+    return out
+
+
+def _new_retraining_runs(dagster, known: set[str]) -> list[dict]:
+    return sorted((r for r in _runs(dagster, job=RETRAIN_JOB) if r["runId"] not in known),
+                  key=lambda r: r["creationTime"])
+
+
+def test_4_two_back_to_back_retrainings_each_evaluation_matches_its_draft(page, dagster, materialized):
+    known = {r["runId"] for r in _runs(dagster, job=RETRAIN_JOB)}
+    requested: list[dict] = []
+    for n in (1, 2):
+        _change_beta(n, dagster.files)
+        _wait_run(dagster, _materialize_partition_from_ui(page, "beta"))
+        # the next version is made while this retraining is queued or running (not waited for)
+        run = dagster.wait(lambda: [r for r in _new_retraining_runs(dagster, known)
+                                    if r["runId"] not in {x["runId"] for x in requested}],
+                           RUN_TIMEOUT, f"the retraining run for beta version {n}", interval=3)[0]
+        requested.append(run)
+    for run in requested:
+        _wait_run(dagster, run["runId"])
+    _settle(dagster)
+
+    new = _new_retraining_runs(dagster, known)
+    assert [r["runId"] for r in new] == [r["runId"] for r in requested], "one retraining per version"
+    versions = [_tags(r)["specforge/trigger_data_version"] for r in new]
+    tok_versions = [m["version"] for m in _materializations(dagster, TOK_KEY)]
+    assert versions[0] != versions[1] and versions[1] == tok_versions[0] and versions[0] in tok_versions
+    drafts = {m["runId"]: m for m in _md_materializations(dagster, DRAFT_KEY)}
+    evals = {m["runId"]: m for m in _md_materializations(dagster, EVAL_KEY)}
+    for run, version in zip(new, versions):
+        draft, ev = drafts[run["runId"]], evals[run["runId"]]
+        # each draft trained on the version its run was requested for
+        assert draft["md"]["trained_on_dataset_version"] == version
+        assert draft["md"]["inputs"]["tokenized/dataset"]["data_version"] == version
+        # its evaluation (same run) used exactly the draft's inputs and that draft
+        assert ev["md"]["draft_version"] == draft["version"]
+        for k in ("mix/training_mix", "tokenized/dataset", "tokenized/vocab_mapping", "models/target_model"):
+            assert ev["md"]["inputs"][k]["data_version"] == draft["md"]["inputs"][k]["data_version"], k
+    # (the two drafts may share a data version: it is the hash of the weights, and 10 tiny steps on
+    # two datasets that differ by 3 rows can sample the same rows and produce identical weights)
+
+    page.goto(f"/runs/{new[1]['runId']}")
+    page.get_by_text("retrain_on_new_dataset").first.wait_for()
+    page.get_by_text("Success").first.wait_for()
+
