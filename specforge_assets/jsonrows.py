@@ -46,9 +46,56 @@ def _path(parent: str, key: str | int) -> str:
     return f"{parent}.{key}" if parent else str(key)
 
 
-def _top(where: str) -> str | None:
-    """The top-level field of a path (``meta`` for ``meta[0][0]...``): deep paths are unreadable."""
-    return re.split(r"[.\[]", where, maxsplit=1)[0] or None if where else None
+_TRAILING_INDEXES = re.compile(r"(\[\d+\])+$")
+_FIELD_CHARS = 100
+
+
+def _deep_field_name(where: str) -> str | None:
+    """The field that holds a too-deep value: the path down to the last object key above the deep
+    part (``conversations[0].meta`` for ``conversations[0].meta[0][0]...``), cut to 100 chars."""
+    path = _TRAILING_INDEXES.sub("", where)
+    if len(path) > _FIELD_CHARS:
+        path = path[:_FIELD_CHARS] + "…"
+    return path or None
+
+
+def locate_deep_field(text: str, limit: int = MAX_DEPTH) -> str | None:
+    """`_deep_field_name` for raw JSON text the parser could not take (it raised RecursionError):
+    a plain scan that tracks the path, no recursion. None when it cannot tell."""
+    stack: list[list] = []  # [container kind, key or index]
+    i, n = 0, len(text)
+    expect_key = False
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if expect_key and stack and stack[-1][0] == "{":
+                try:
+                    stack[-1][1] = json.loads(text[i:j + 1])
+                except ValueError:
+                    return None
+                expect_key = False
+            i = j + 1
+            continue
+        if c in "[{":
+            stack.append([c, 0 if c == "[" else None])
+            expect_key = c == "{"
+            if len(stack) > limit:
+                where = ""
+                for kind, key in stack[:-1]:
+                    where = _path(where, key) if key is not None else where
+                return _deep_field_name(where)
+        elif c in "]}":
+            if stack:
+                stack.pop()
+        elif c == ",":
+            if stack and stack[-1][0] == "[":
+                stack[-1][1] += 1
+            expect_key = bool(stack) and stack[-1][0] == "{"
+        i += 1
+    return None
 
 
 def check_value(obj: Any, *, walk_strings: bool = True, walk_depth: bool = True) -> None:
@@ -65,7 +112,7 @@ def check_value(obj: Any, *, walk_strings: bool = True, walk_depth: bool = True)
             continue
         if isinstance(value, dict):
             if walk_depth and depth >= MAX_DEPTH:
-                raise RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels", _top(where))
+                raise RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels", _deep_field_name(where))
             for k, v in value.items():
                 p = _path(where, k)
                 if walk_strings and _SURROGATE.search(k):
@@ -73,7 +120,7 @@ def check_value(obj: Any, *, walk_strings: bool = True, walk_depth: bool = True)
                 stack.append((v, p, depth + 1))
         elif isinstance(value, list):
             if walk_depth and depth >= MAX_DEPTH:
-                raise RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels", _top(where))
+                raise RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels", _deep_field_name(where))
             for i, v in enumerate(value):
                 stack.append((v, _path(where, i), depth + 1))
 
@@ -110,10 +157,37 @@ def loads_row(line: bytes | str) -> Any:
     except json.JSONDecodeError as e:
         raise RowDecodeError(f"malformed JSON: {e.msg} at column {e.colno}") from None
     except RecursionError:
-        raise RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        raise RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels", locate_deep_field(text)) from None
     if strings or deep:
         check_value(obj, walk_strings=strings, walk_depth=deep)
     return obj
+
+
+_ID_AT_START = re.compile(rb'^(?:\xef\xbb\xbf)?\s*\{\s*"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,30})')
+
+
+def salvage_id(line: bytes) -> str | int | None:
+    """The `id` of a line the row rule refused, best effort, for the skip/error record: read from
+    the start of the line (works on any depth), else from the whole line when it still parses.
+    Only a clean string (writable as UTF-8) or integer id is returned; never raises."""
+    rid = None
+    m = _ID_AT_START.match(line)
+    if m:
+        try:
+            rid = json.loads(m.group(1))
+        except ValueError:
+            rid = None
+    if rid is None:
+        try:
+            obj = json.loads(line.decode("utf-8", errors="replace"))
+        except (ValueError, RecursionError):
+            return None
+        rid = obj.get("id") if isinstance(obj, dict) else None
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return None
+    if isinstance(rid, str) and _SURROGATE.search(rid):
+        return None
+    return rid
 
 
 def loads_object(line: bytes | str) -> dict:
@@ -178,7 +252,8 @@ def iter_array_items(text: str) -> Iterator[tuple[int, Any, str | None]]:
             yield index, value, None
         except RecursionError:
             i = _skip_value(text, start)
-            yield index, RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels"), text[start:i][:2000]
+            yield index, RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels",
+                                        locate_deep_field(text[start:i])), text[start:i][:2000]
         except RowDecodeError as e:
             yield index, e, text[start:i][:2000]
         except json.JSONDecodeError as e:

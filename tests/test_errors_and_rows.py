@@ -21,7 +21,8 @@ from specforge_assets.preview import truncate
     (b'\xff{"a": 1}', "invalid UTF-8 at byte 0", None),
     (b'{"a": ', "malformed JSON: Expecting value at column 7", None),
     (b'{"m": ' + b"[" * 200 + b"]" * 200 + b"}", "JSON nested deeper than 128 levels", "m"),
-    (b'{"m": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "JSON nested deeper than 128 levels", None),
+    (b'{"m": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "JSON nested deeper than 128 levels", "m"),
+    (b'{"c": [{"meta": ' + b"[" * 300 + b"]" * 300 + b"}]}", "JSON nested deeper than 128 levels", "c[0].meta"),
 ])
 def test_row_rule_refuses_with_reason_and_field(line, reason, field):
     with pytest.raises(jsonrows.RowDecodeError) as e:
@@ -127,3 +128,10 @@ def test_vocab_mapping_names_the_bad_field(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {bad}:2: field input_ids[2] must be a non-negative integer token id / mask value, got 'x'"]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_salvage_id_of_a_refused_line():
+    assert jsonrows.salvage_id(b'{"id": "deep", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}") == "deep"
+    assert jsonrows.salvage_id(b'{"x": 1, "id": 7}') == 7  # not at the start, but the line parses
+    assert jsonrows.salvage_id(b'{"id": "\\ud83d"}') is None  # an id that could not be written
+    assert jsonrows.salvage_id(b"\xff not json") is None

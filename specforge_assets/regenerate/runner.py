@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Callable
 
 from ..errors import UserError
 from ..fileio import atomic_write, sha256_file
-from ..jsonrows import MAX_DEPTH, RowDecodeError, loads_row
+from ..jsonrows import RowDecodeError, loads_row, salvage_id
 from .client import NoServerAvailable, ServerPool
 from .journal import Journal, JournalWriteError, row_json
 from .locks import exclusive, output_lock_path
@@ -66,51 +65,6 @@ class OutputPaths:
         return cls(d / f"{name}.jsonl", d / f"{name}_errors.jsonl", d / f"{name}_skipped.jsonl")
 
 
-_ID_HINT = re.compile(rb'^\s*\{\s*"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,30})')
-
-
-def _deep_field(text: str, limit: int) -> str | None:
-    """Where a line nests deeper than `limit`: the path to the last object key above the deep part
-    (``conversations[0].meta``). A plain scan, no recursion; None when it cannot tell."""
-    stack: list[list] = []  # [container, key or index]
-    i, n = 0, len(text)
-    expect_key = False
-    while i < n:
-        c = text[i]
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            if expect_key and stack and stack[-1][0] == "{":
-                try:
-                    stack[-1][1] = json.loads(text[i:j + 1])
-                except ValueError:
-                    return None
-                expect_key = False
-            i = j + 1
-            continue
-        if c in "[{":
-            stack.append([c, 0 if c == "[" else None])
-            expect_key = c == "{"
-            if len(stack) > limit:
-                parts, last_key = [], 0
-                for kind, key in stack[:-1]:
-                    parts.append(f"[{key}]" if kind == "[" else f".{key}")
-                    if kind == "{":
-                        last_key = len(parts)
-                path = "".join(parts[:last_key]).lstrip(".")
-                return path or None
-        elif c in "]}":
-            if stack:
-                stack.pop()
-        elif c == ",":
-            if stack and stack[-1][0] == "[":
-                stack[-1][1] += 1
-            expect_key = bool(stack) and stack[-1][0] == "{"
-        i += 1
-    return None
-
-
 def _parse(line: bytes, lineno: int):
     """(row, None) or (None, skip reason) for one input line (bytes, newline included).
 
@@ -120,23 +74,14 @@ def _parse(line: bytes, lineno: int):
     try:
         return loads_row(line), None
     except RowDecodeError as e:
-        field = e.field
-        if field is None and "nested deeper" in e.reason:
-            field = _deep_field(line.decode("utf-8", "replace"), MAX_DEPTH)
-        where = f" (field {field})" if field else ""
+        where = f" (field {e.field})" if e.field else ""
         return None, f"Invalid JSON: line {lineno}{where}: {e.reason}"
 
 
 def _bad_line_row(line: bytes, reason: str) -> tuple[object, dict]:
     """(id or None, skipped row) for a line that could not be read: the raw text under `data`,
-    and the row's `id` when the line starts with one (so accounting by id still works)."""
-    row_id = None
-    m = _ID_HINT.match(line)
-    if m:
-        try:
-            row_id = json.loads(m.group(1))
-        except ValueError:
-            row_id = None
+    and the row's `id` when it can be read (`jsonrows.salvage_id`: accounting by id still works)."""
+    row_id = salvage_id(line)
     text = line.decode("utf-8", "replace").rstrip("\r\n")
     out = {"status": "skipped", "error": reason, "data": text}
     if isinstance(row_id, (str, int)):

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from ..errors import UserError
 from ..fileio import atomic_write, sha256_file, sha256_json, staged_dir
-from ..jsonrows import RowDecodeError, loads_object
+from ..jsonrows import RowDecodeError, loads_object, salvage_id
 from ..sources.errors import RowError
 from ..sources.formats import apply_row_system
 from .core import NO_ASSISTANT_TURN, Preprocessor, TokenizeError, TokenizeOptions, error_kind
@@ -119,24 +119,6 @@ def _process_chunk(rows: list[tuple[int, dict]], pre: Preprocessor | None = None
     return out
 
 
-def _salvage_id(line: bytes) -> Any:
-    """The row's `id` for the error line of a row the reading rule refused (best effort: a clean
-    string or integer id, else None). Never raises."""
-    try:
-        obj = json.loads(line.decode("utf-8", errors="replace"))
-    except (ValueError, RecursionError):
-        return None
-    rid = obj.get("id") if isinstance(obj, dict) else None
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        return None
-    if isinstance(rid, str):
-        try:
-            rid.encode("utf-8")
-        except UnicodeEncodeError:
-            return None
-    return rid
-
-
 def _read_rows(path: Path) -> Iterator[tuple[int, dict | Exception]]:
     """(line number, row or the error for that line) under the one JSON-row rule
     (`jsonrows.loads_object`: invalid UTF-8, malformed JSON, too deep, lone surrogate)."""
@@ -153,7 +135,7 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict | Exception]]:
                         raise RowDecodeError(e.reason, e.field) from None
                     row = {**{k: v for k, v in row.items() if k != "system"}, "conversations": conv}
             except RowDecodeError as e:
-                e.row_id = _salvage_id(line)  # type: ignore[attr-defined]
+                e.row_id = salvage_id(line)  # type: ignore[attr-defined]
                 yield lineno, e
                 continue
             yield lineno, row

@@ -57,7 +57,8 @@ def test_lone_surrogate_and_deep_rows_are_quarantined_not_fatal(tmp_path, data_r
     assert q[1]["file"] == str(path)
     assert q[1]["field"] == "conversations[0].content"
     assert q[1]["reason"] == "lone surrogate \\ud83d at char 13"
-    assert q[2]["reason"] == "JSON nested deeper than 128 levels"  # past the parser's own limit: no field
+    assert q[2]["reason"] == "JSON nested deeper than 128 levels"
+    assert q[2]["field"] == "conversations[0].meta"  # located by a scan, past the parser's own limit too
     assert result.manifest["quarantined"] == 2
     # the quarantine file itself is valid UTF-8 JSON (the raw line kept, the surrogate replaced)
     assert "broken emoji" in q[1]["raw"]
