@@ -559,6 +559,8 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
                 max_prompt_tokens=int(ev["max_prompt_tokens"]),
                 untrained_seed=int(ev["untrained_seed"]),
                 trust_remote_code=bool(tcfg.get("trust_remote_code")),
+                device=str(ev.get("device") or "auto"),
+                workers=ev.get("workers", 1),
                 log=context.log.info,
             )
         upstream = {k: v.get("data_version") for k, v in inputs.items()}

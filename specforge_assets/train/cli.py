@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "questions (default: from the first row); PATH relative to the current directory")
     e.add_argument("--num-prompts", type=int)
     e.add_argument("--max-new-tokens", type=int)
+    e.add_argument("--device", help="cpu | cuda | cuda:N | auto (default evaluation.device: auto = CUDA when visible)")
+    e.add_argument("--workers", type=int, help="evaluation processes, each taking a slice of every set's prompts "
+                                               "(default evaluation.workers)")
     e.set_defaults(func=run_evaluate)
 
     b = sub.add_parser("build-demo-target", help="build the small demo target (ChatML tokenizer + Qwen2) from a corpus")
@@ -144,6 +147,8 @@ def run_evaluate(args) -> int:
         num_prompts=args.num_prompts if args.num_prompts is not None else int(ev["num_prompts"]),
         max_prompt_tokens=int(ev["max_prompt_tokens"]),
         untrained_seed=int(ev["untrained_seed"]),
+        device=args.device or str(ev.get("device") or "auto"),
+        workers=args.workers if args.workers is not None else ev.get("workers", 1),
     )
     print(json.dumps({**{k: report[k] for k in ("acceptance_length", "untrained_acceptance_length",
                                              "per_position_acceptance", "k", "lossless", "num_prompts", "checkpoint_path")},

@@ -394,7 +394,7 @@ SETTINGS_DEFAULTS: dict[str, dict] = {
     "launch": {"nproc_per_node": 1, "device": "auto", "threads_per_proc": 0, "mode": "online", "termination_timeout_s": 60},
     "training": {},
     "evaluation": {"k": 4, "max_new_tokens": 48, "num_prompts": 24, "max_prompt_tokens": 384, "untrained_seed": 0,
-                   "evaluate_previous": True},
+                   "evaluate_previous": True, "device": "auto", "workers": 1},
     "hidden_states": {"rows_per_shard": 256, "max_rows": None, "dtype": "float32"},
     "demo_target": {},
 }

@@ -24,6 +24,7 @@ top-level keys for the first set at the first k and adds `sets: {name: {k: {...}
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -299,7 +300,7 @@ def _by_prompt(res: dict, units: list[dict], prompts: list[dict], k: int) -> dic
 
 
 def ask_turns(target, tokenizer, draft, prompts: list[dict], *, k: int, max_new_tokens: int, max_prompt_tokens: int,
-              eos: set[int]) -> tuple[list[dict], dict, int]:
+              eos: set[int], reference_cache: dict | None = None) -> tuple[list[dict], dict, int]:
     """Ask every turn of every prompt, speculatively with `draft` (lossless-checked), each later turn
     after the target's own answer to the one before: [user q1, assistant a1, user q2, ...]. Since
     decoding is lossless, the speculative output IS the target's greedy answer, so it is reused.
@@ -314,7 +315,7 @@ def ask_turns(target, tokenizer, draft, prompts: list[dict], *, k: int, max_new_
     skipped = 0
     while current:
         r = evaluate_acceptance(target, tokenizer, draft, [u["input_ids"] for u in current], k=k,
-                                max_new_tokens=max_new_tokens, check_lossless=True)
+                                max_new_tokens=max_new_tokens, check_lossless=True, reference_cache=reference_cache)
         units += current
         results.append(r)
         nxt = []
@@ -402,6 +403,141 @@ def _checkpoint_version(d: Path) -> str | None:
         return None
 
 
+def resolve_eval_device(device: str | None) -> str:
+    """`auto` (or empty) → "cuda" when a GPU is visible, else "cpu"; anything else as given."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+class _Measurer:
+    """Everything one evaluation process needs: the target (float32, on its device), its
+    tokenizer, the trained / previous drafts and the vocab mapping, loaded once."""
+
+    def __init__(self, *, target_path, draft_dir, previous_dir, vocab_mapping_path, device: str,
+                 trust_remote_code: bool, threads: int | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .eagle3 import load_draft_checkpoint, load_vocab_mapping_file
+        from .errors import load_target_part
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+        self.tokenizer = load_target_part(AutoTokenizer, target_path, "target tokenizer",
+                                          trust_remote_code=trust_remote_code)
+        self.target = load_target_part(AutoModelForCausalLM, target_path, "target model", dtype=torch.float32,
+                                       trust_remote_code=trust_remote_code).eval().to(self.device)
+        self.vm = load_vocab_mapping_file(vocab_mapping_path)
+        e = getattr(self.target.config, "eos_token_id", None)
+        if e is None:
+            e = getattr(self.tokenizer, "eos_token_id", None)
+        self.eos = set(e if isinstance(e, (list, tuple)) else ([e] if e is not None else []))
+        self.draft = load_draft_checkpoint(draft_dir, self.target)
+        self.previous_error: str | None = None
+        self.prev_draft = None
+        if previous_dir is not None:
+            try:
+                self.prev_draft = load_draft_checkpoint(previous_dir, self.target)
+            except (ValueError, RuntimeError) as err:  # e.g. a draft for another target/vocab
+                self.previous_error = f"{type(err).__name__}: {str(err)[:300]}"
+
+    def measure_set(self, prompts: list[dict], ks: list[int], *, max_new_tokens: int, max_prompt_tokens: int,
+                    untrained_seed: int) -> dict:
+        """Raw results of one set (or a shard of it): the turn units asked, and per k the trained,
+        untrained and previous drafts' merged `evaluate_acceptance` results over those units."""
+        from .evaluate import evaluate_acceptance
+
+        refs: dict = {}  # the target's greedy output per unit: one computation shared by every k
+        units, res0, skipped = ask_turns(self.target, self.tokenizer, self.draft, prompts, k=ks[0],
+                                         max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                                         eos=self.eos, reference_cache=refs)
+
+        def run(d, kk, *, seed=0, lossless=False):
+            return evaluate_acceptance(self.target, self.tokenizer, d, [u["input_ids"] for u in units], k=kk,
+                                       max_new_tokens=max_new_tokens, vocab_mapping=self.vm, seed=seed,
+                                       check_lossless=lossless, reference_cache=refs)
+
+        by_k = {}
+        for kk in ks:
+            trained = res0 if kk == ks[0] else _merge_units([run(self.draft, kk, lossless=True)])
+            untrained = _merge_units([run(None, kk, seed=untrained_seed)])
+            prev = None
+            if self.prev_draft is not None:
+                try:
+                    prev = _merge_units([run(self.prev_draft, kk)])
+                except (ValueError, RuntimeError) as err:
+                    self.previous_error = f"{type(err).__name__}: {str(err)[:300]}"
+                    self.prev_draft = None
+            by_k[kk] = {"trained": trained, "untrained": untrained, "previous": prev}
+        return {"units": units, "skipped": skipped, "by_k": by_k, "previous_error": self.previous_error}
+
+
+def _shard_worker(init: dict, jobs: list[tuple[int, list[dict]]], opts: dict) -> list[dict]:
+    """One evaluation process: load once, measure its shard of every set (`jobs` = [(set index,
+    prompts)]). Runs under the `spawn` start method (CUDA cannot be forked)."""
+    m = _Measurer(**init)
+    return [m.measure_set(prompts, **opts) for _, prompts in jobs]
+
+
+def _concat_shards(shards: list[tuple[int, dict]]) -> dict:
+    """Shard results of one set (each with the offset of its first prompt) → one result, units in
+    shard order with prompt indices made global; per k the merged raw results."""
+    units, by_k, skipped, err = [], {}, 0, None
+    for offset, r in shards:
+        units += [{**u, "prompt": u["prompt"] + offset} for u in r["units"]]
+        skipped += r["skipped"]
+        err = err or r["previous_error"]
+        for kk, who in r["by_k"].items():
+            slot = by_k.setdefault(kk, {"trained": [], "untrained": [], "previous": []})
+            for name, res in who.items():
+                slot[name].append(res)
+    merged = {kk: {name: (_merge_units(rs) if rs and all(x is not None for x in rs) else None)
+                   for name, rs in slot.items()} for kk, slot in by_k.items()}
+    return {"units": units, "skipped": skipped, "by_k": merged, "previous_error": err}
+
+
+def _measure_all(loaded: list, ks: list[int], *, init: dict, workers: int, opts: dict, log) -> list[dict]:
+    """Every set's raw results, in-process (`workers` = 1) or over `workers` processes, each
+    taking a contiguous slice of every set's prompts (on CUDA, worker i uses GPU i mod count)."""
+    if workers <= 1:
+        m = _Measurer(**init)
+        return [m.measure_set(prompts, ks, **opts) for _, _, prompts, _ in loaded]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    dev = init["device"]
+    gpus = torch.cuda.device_count() if dev.startswith("cuda") and ":" not in dev else 0
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    plans: list[list[tuple[int, int, list[dict]]]] = [[] for _ in range(workers)]
+    for si, (_, _, prompts, _) in enumerate(loaded):
+        n = len(prompts)
+        for w in range(workers):
+            a, b = n * w // workers, n * (w + 1) // workers
+            if b > a:
+                plans[w].append((si, a, prompts[a:b]))
+    log(f"evaluating with {workers} processes on {dev}" + (f" ({gpus} GPUs)" if gpus else ""))
+    per_set: list[list[tuple[int, dict]]] = [[] for _ in loaded]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futs = []
+        for w, plan in enumerate(plans):
+            if not plan:
+                continue
+            wi = {**init, "threads": threads, "device": f"cuda:{w % gpus}" if gpus else dev}
+            futs.append((plan, pool.submit(_shard_worker, wi, [(si, p) for si, _, p in plan], {"ks": ks, **opts})))
+        for plan, fut in futs:
+            for (si, a, _), r in zip(plan, fut.result()):
+                per_set[si].append((a, r))
+    return [_concat_shards(sorted(shards, key=lambda x: x[0])) for shards in per_set]
+
+
 def evaluate_drafts(
     *,
     target_path: Path | str,
@@ -417,17 +553,21 @@ def evaluate_drafts(
     max_prompt_tokens: int = 384,
     untrained_seed: int = 0,
     trust_remote_code: bool = False,
+    device: str = "cpu",
+    workers: int = 1,
     log: Callable[[str], Any] = print,
 ) -> dict:
     """Evaluate trained / untrained / previous drafts on the same prompts of every evaluation set
     (`sets`, see :func:`eval_sets`; default: the held-out split `test_jsonl`) at every k; write
     `out_dir/report.json` (+ `previous_report.json` = the report this one replaces) and the plots.
-    The report's top-level keys are the first set at the first k; `sets` holds them all."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    The report's top-level keys are the first set at the first k; `sets` holds them all.
 
-    from .eagle3 import load_draft_checkpoint, load_vocab_mapping_file
-    from .evaluate import evaluate_acceptance
+    `device`: "cpu", "cuda", "cuda:N" or "auto" (CUDA when visible); the target runs in float32.
+    `workers` > 1 splits every set's prompts into that many contiguous slices, each measured by
+    its own process (on CUDA, worker i on GPU i mod the visible count): batch-1 speculative
+    decoding is bound by per-forward overhead, so processes multiply throughput while the
+    numbers stay those of one process (same prompts, same greedy decoding, merged in order)."""
+    from transformers import AutoTokenizer
 
     from .errors import TrainFileNotFound, TrainInputError, load_target_part
 
@@ -448,9 +588,10 @@ def evaluate_drafts(
         if not Path(p).exists():
             raise TrainFileNotFound(f"{what} not found: {p} (command-line paths are relative to the current directory)")
     sets = [{**spec, "format": spec.get("format") or detect_format(set_paths[spec["name"]])} for spec in sets]
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise TrainInputError(f"evaluation.workers must be a positive integer, got {workers!r}")
+    device = resolve_eval_device(device)
     tokenizer = load_target_part(AutoTokenizer, target_path, "target tokenizer", trust_remote_code=trust_remote_code)
-    target = load_target_part(AutoModelForCausalLM, target_path, "target model", dtype=torch.float32,
-                              trust_remote_code=trust_remote_code).eval()
     loaded = []
     for spec in sets:
         path = set_paths[spec["name"]]
@@ -466,56 +607,44 @@ def evaluate_drafts(
                                   f"evaluation over zero prompts is refused (acceptance would be 0 or NaN); {hint}")
         loaded.append((spec, path, prompts, counts))
     out_dir.mkdir(parents=True, exist_ok=True)
-    vm = load_vocab_mapping_file(vocab_mapping_path)
-    e = getattr(target.config, "eos_token_id", None)
-    if e is None:
-        e = getattr(tokenizer, "eos_token_id", None)
-    eos = set(e if isinstance(e, (list, tuple)) else ([e] if e is not None else []))
-
-    draft = load_draft_checkpoint(draft_dir, target)
     previous = None
-    prev_draft = None
     cur_version = _checkpoint_version(draft_dir)
+    prev_dir = None
     if previous_dir is not None and (previous_dir / "model.safetensors").exists():
         prev_version = _checkpoint_version(previous_dir)
         if prev_version and prev_version != cur_version:
             previous = {"checkpoint_path": str(previous_dir), "checkpoint_version": prev_version}
-            try:
-                prev_draft = load_draft_checkpoint(previous_dir, target)
-            except (ValueError, RuntimeError) as err:  # e.g. a draft for another target/vocab
-                previous["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-                log(f"previous draft not comparable: {previous['error']}")
+            prev_dir = previous_dir
 
-    def measure(d, units, prompts, kk, *, seed=0, lossless=False):
-        r = evaluate_acceptance(target, tokenizer, d, [u["input_ids"] for u in units], k=kk, max_new_tokens=max_new_tokens,
-                                vocab_mapping=vm, seed=seed, check_lossless=lossless)
-        return _by_prompt(_merge_units([r]), units, prompts, kk)
+    for spec, path, prompts, counts in loaded:
+        log(f"evaluation set {spec['name']!r} ({spec['format']}): {len(prompts)} prompts from {path} ({counts}), "
+            f"k={ks}, max_new_tokens={max_new_tokens}")
+    init = {"target_path": target_path, "draft_dir": draft_dir, "previous_dir": prev_dir,
+            "vocab_mapping_path": vocab_mapping_path, "device": device, "trust_remote_code": trust_remote_code}
+    measured = _measure_all(loaded, ks, init=init, workers=min(workers, max(len(p) for _, _, p, _ in loaded)),
+                            opts={"max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
+                                  "untrained_seed": untrained_seed}, log=log)
+    prev_error = next((m["previous_error"] for m in measured if m["previous_error"]), None)
+    if previous is not None and prev_error:
+        previous["error"] = prev_error
+        log(f"previous draft not comparable: {prev_error}")
 
     report_sets: dict[str, dict] = {}
     set_info: list[dict] = []
     first: dict | None = None
-    for spec, path, prompts, counts in loaded:
-        log(f"evaluation set {spec['name']!r} ({spec['format']}): {len(prompts)} prompts from {path} ({counts}), "
-            f"k={ks}, max_new_tokens={max_new_tokens}")
-        units, res0, skipped = ask_turns(target, tokenizer, draft, prompts, k=ks[0], max_new_tokens=max_new_tokens,
-                                         max_prompt_tokens=max_prompt_tokens, eos=eos)
+    for (spec, path, prompts, counts), m in zip(loaded, measured):
+        units, skipped = m["units"], m["skipped"]
         counts = {**counts, **({"later_turns_skipped_too_long": skipped} if "turns" in prompts[0] else {})}
         set_info.append({"name": spec["name"], "format": spec["format"], "path": str(path), "limit": spec.get("limit"),
                          "sha256": sha256_file(path), "num_prompts": len(prompts), "num_turns": len(units),
                          "prompt_counts": counts})
         by_k: dict[str, dict] = {}
         for kk in ks:
-            trained = (_by_prompt(res0, units, prompts, kk) if kk == ks[0]
-                       else measure(draft, units, prompts, kk, lossless=True))
-            untrained = measure(None, units, prompts, kk, seed=untrained_seed)
-            prev = None
-            if prev_draft is not None:
-                try:
-                    prev = measure(prev_draft, units, prompts, kk)
-                except (ValueError, RuntimeError) as err:
-                    previous["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-                    log(f"previous draft not comparable: {previous['error']}")
-                    prev_draft = None
+            raw = m["by_k"][kk]
+            trained = _by_prompt(raw["trained"], units, prompts, kk)
+            untrained = _by_prompt(raw["untrained"], units, prompts, kk)
+            prev = (_by_prompt(raw["previous"], units, prompts, kk)
+                    if raw["previous"] is not None and not prev_error else None)
             entry = {
                 "acceptance_length": round(trained["acceptance_length"], 4),
                 "untrained_acceptance_length": round(untrained["acceptance_length"], 4),

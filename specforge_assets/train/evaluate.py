@@ -195,9 +195,14 @@ def evaluate_acceptance(
     check_lossless: bool = True,
     max_prompt_tokens: int | None = None,
     use_cache: bool = True,
+    reference_cache: dict | None = None,
 ) -> dict:
     """Acceptance of `draft_model` (None: an untrained, randomly initialised draft) on `prompts`
     (conversations — the trailing assistant turn is dropped — or token-id lists).
+
+    `reference_cache` ({tuple(prompt ids): greedy output}) lets several calls on the same prompts
+    (other k, other drafts) share the target's plain greedy decoding that the lossless check
+    compares with: it depends on the prompt and `max_new_tokens` only, so it is computed once.
 
     Zero prompts are refused (`TrainInputError`): an acceptance length over nothing is not 0 or NaN,
     it is no measurement."""
@@ -245,7 +250,12 @@ def evaluate_acceptance(
         generated_per_prompt.append(list(spec))
         generated += len(spec)
         if check_lossless:
-            ref = greedy_generate(target_model, ids, max_new_tokens, eos, device, use_cache=use_cache)
+            key = (tuple(ids), max_new_tokens, tuple(sorted(eos)))
+            ref = reference_cache.get(key) if reference_cache is not None else None
+            if ref is None:
+                ref = greedy_generate(target_model, ids, max_new_tokens, eos, device, use_cache=use_cache)
+                if reference_cache is not None:
+                    reference_cache[key] = ref
             if ref != spec:
                 first = next((j for j, (a, b) in enumerate(zip(ref, spec)) if a != b), min(len(ref), len(spec)))
                 mismatches.append({"prompt": i, "first_mismatch": first})

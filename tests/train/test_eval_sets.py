@@ -149,3 +149,49 @@ def test_set_and_k_config_errors(tmp_path):
         with pytest.raises(TrainInputError):
             eval_sets({"sets": bad}, tmp_path)
     assert eval_sets({"sets": [{"name": "abs", "path": "/data/q.jsonl", "format": "mtbench"}]}, tmp_path)[0]["path"].as_posix() == "/data/q.jsonl"
+
+
+def _word_tokenizer(target_dir):
+    """A real tokenizer folder for the toy target: token i is the word "i", and the chat template
+    concatenates the messages' contents (what `_ConcatTok` does in-process), so evaluation worker
+    processes, which load the tokenizer from the folder, see the same prompts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoConfig, PreTrainedTokenizerFast
+
+    vocab_size = AutoConfig.from_pretrained(str(target_dir)).vocab_size
+    tk = Tokenizer(models.WordLevel({str(i): i for i in range(vocab_size)}, unk_token="0"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="0")
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    fast.save_pretrained(str(target_dir))
+
+
+def test_evaluation_workers_give_the_numbers_of_one_process(run, tmp_path):
+    """`workers` = 3 splits every set's prompts over three spawned processes; the report (every set,
+    k, category, per-prompt rounds, multi-turn contexts, lossless) equals the one-process report."""
+    from specforge_assets.train.eval_report import evaluate_drafts
+
+    d = tmp_path / "run"
+    shutil.copytree(run, d)
+    _word_tokenizer(d / "target")
+    mt, qs, held, _ = _files(tmp_path)
+    sets = eval_sets({"sets": [{"name": "mt", "path": str(mt), "format": "mtbench"},
+                               {"name": "q", "path": str(qs), "format": "questions"},
+                               {"name": "heldout", "path": str(held), "format": "heldout"}]})
+    reps = {}
+    for w in (1, 3):
+        reps[w] = evaluate_drafts(target_path=d / "target", draft_dir=d / "out", vocab_mapping_path=d / "vm" / "vocab_mapping.pt",
+                                  test_jsonl=held, out_dir=tmp_path / f"eval{w}", k=[2, 3], sets=sets, max_new_tokens=6,
+                                  num_prompts=5, device="cpu", workers=w, log=lambda *_: None)
+    one, three = reps[1], reps[3]
+    assert one["lossless"] is True and one["sets"]["mt"]["2"]["num_turns"] == 4
+    assert three["sets"] == one["sets"]
+    for key in ("acceptance_length", "untrained_acceptance_length", "per_prompt", "lossless", "num_rounds"):
+        assert three[key] == one[key]
+
+
+def test_evaluation_workers_must_be_a_positive_integer(run, tmp_path, toy_tok):
+    _, _, held, _ = _files(tmp_path)
+    with pytest.raises(TrainInputError, match="evaluation.workers"):
+        _evaluate(run, tmp_path, None, 2, workers=0)
