@@ -141,6 +141,21 @@ def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> Ca
     return f
 
 
+def is_compiler_error(e: BaseException) -> bool:
+    """True for failures of torch.compile itself (Dynamo tracing, Inductor code generation or the
+    backend compiler), as opposed to errors of the computation (shapes, out of memory, NaN)."""
+    names = {"BackendCompilerFailed", "InductorError", "InternalTorchDynamoError", "LoweringException",
+             "CompilationError", "Unsupported"}
+    seen = 0
+    while e is not None and seen < 8:
+        mod = type(e).__module__ or ""
+        if type(e).__name__ in names and (mod.startswith("torch._dynamo") or mod.startswith("torch._inductor")
+                                           or mod.startswith("triton")):
+            return True
+        e, seen = (e.__cause__ or e.__context__), seen + 1
+    return False
+
+
 class Eagle3Trainer:
     """Optimizer/scheduler/step logic shared by :func:`train_draft` and the GPU benchmark."""
 
@@ -197,7 +212,18 @@ class Eagle3Trainer:
         attn = attn.to(self.device, non_blocking=True) if attn is not None and not bool(attn.all()) else None
         aux, logits = target_features(self.target, ids, attn, self.aux_layers)
         self.draft.train()
-        loss, out, gnorm = self._forward_backward(self.call, ids, aux, logits, mask)
+        try:
+            loss, out, gnorm = self._forward_backward(self.call, ids, aux, logits, mask)
+        except Exception as e:  # noqa: BLE001 - only compiler failures are caught, the rest re-raised
+            if self.call is self.eager_call or not is_compiler_error(e):
+                raise
+            # torch.compile is an optimization: a compiler crash (seen: an Inductor assertion when a
+            # new sequence length triggered a dynamic-shape recompile, torch 2.11, H200) must not end
+            # a training run. The step is redone eagerly and the run continues without compilation.
+            self.compile_disabled = (f"compiler failure at step {self.step_num + 1}: "
+                                     f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+            self.call = self.eager_call
+            loss, out, gnorm = self._forward_backward(self.call, ids, aux, logits, mask)
         if not bool(torch.isfinite(gnorm)):
             if self.call is not self.eager_call:
                 self.compile_disabled = f"non-finite gradient from the compiled step at step {self.step_num + 1}"

@@ -192,3 +192,41 @@ def test_non_finite_step_falls_back_then_skips(toy):
     tr.train_step(batch)
     assert tr.skipped_steps == 1 and tr.step_num == 2
     assert torch.equal(before, draft.fc.weight)
+
+
+def test_compiler_failure_mid_run_falls_back_to_eager(toy):
+    """A torch.compile crash at a later step (an Inductor assertion on a new sequence length was
+    seen on an H200) redoes that step eagerly and switches compilation off; the update happens.
+    Errors of the computation itself (here a shape error) are not swallowed."""
+    from torch._inductor.exc import InductorError
+    from transformers import AutoModelForCausalLM
+
+    from specforge_assets.train.data import collate
+    from specforge_assets.train.eagle3 import build_draft
+    from specforge_assets.train.loop import Eagle3Trainer, is_compiler_error
+
+    target = AutoModelForCausalLM.from_pretrained(str(toy / "target")).eval()
+    draft = build_draft(target, seed=0)
+    tr = Eagle3Trainer(TrainConfig(ttt_length=2, lr=1e-3, compile=False), target, draft, torch.device("cpu"), 10)
+    rows = toy_rows(4, seed=3)
+    batch = collate([{"input_ids": torch.tensor(r["input_ids"]), "loss_mask": torch.tensor(r["loss_mask"])} for r in rows])
+
+    def crashing(*a):  # stands in for a compiled module whose recompile fails inside Inductor
+        try:
+            raise AssertionError("get_pw_red_splits")
+        except AssertionError as inner:
+            raise InductorError(inner, None) from inner
+
+    tr.call = crashing
+    before = draft.fc.weight.detach().clone()
+    res = tr.train_step(batch)
+    assert tr.call is tr.eager_call and "compiler failure at step 1: InductorError" in tr.compile_disabled
+    assert torch.isfinite(res["grad_norm"]) and not torch.equal(before, draft.fc.weight)
+
+    def shape_bug(*a):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    tr.eager_call, tr.call = tr.eager_call, shape_bug
+    with pytest.raises(RuntimeError, match="shapes"):
+        tr.train_step(batch)
+    assert not is_compiler_error(RuntimeError("x")) and is_compiler_error(InductorError(AssertionError(), None))
