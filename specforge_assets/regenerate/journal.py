@@ -228,6 +228,7 @@ class Journal:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA temp_store=MEMORY")  # the output order table of `iter_records`
             db.executescript(_SCHEMA)
         except BaseException:
             db.close()
