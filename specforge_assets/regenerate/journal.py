@@ -14,7 +14,12 @@ Row keys (`row_keys`), one per non-blank input line, never its position:
 - rows that share an id are told apart by content: ``id:<id>|sha256:<hex>``;
 - identical rows (same key) by occurrence: ``#2``, ``#3``... (they are interchangeable).
 So rows appended to the input, or the input reordered, keep every finished row: only new and
-unfinished rows are requested, none twice. The outputs are still written in input order.
+unfinished rows are requested, none twice. The outputs are still written in input order; rows
+removed from the input are left out of them (their records stay unused until the journal goes).
+Limits of keying by id: a row edited in place under the same id keeps its finished result
+(restart to redo it); a row appended with the id of a finished row changes that row's key (it
+now shares its id), so that one row is redone once; `num_samples` counts rows by position, so
+after a reorder a finished row keeps its result even where the limit now falls elsewhere.
 
 Rows are committed in batches (`batch` rows or `flush_s` seconds, one transaction each).
 ``synchronous=NORMAL`` (see bench/RESULTS.md, "Journal"): a committed batch survives SIGKILL of the

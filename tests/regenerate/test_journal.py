@@ -172,7 +172,7 @@ def test_reordered_input_after_sigkill_requests_no_finished_row_again(tmp_path, 
     rows[7] = {"id": "r7", "conversations": [{"role": "assistant", "content": "bad"}]}  # skipped
     rows[11]["conversations"][-2]["content"] = "OVERFLOW"  # HTTP 400: an error row, retried
     inp = write_rows(tmp_path / "in.jsonl", rows)
-    s = stub_server(latency_ms=20)
+    s = stub_server(latency_ms=50)  # ~80 rows/s: the kill lands long before the 300th row
     outp = tmp_path / "out" / "regen.jsonl"
     cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
            "--server-address", s.address, "--input-file-path", str(inp), "--output-file-path", str(outp),
@@ -213,7 +213,8 @@ def test_duplicate_ids_are_each_regenerated_once_in_input_order(tmp_path, stub_s
     out = OutputPaths.specforge(tmp_path / "o.jsonl")
     logs = []
     stats = run_regeneration(inp, out, settings(), [s.address], log=logs.append)
-    assert f'regenerate: id "d" is on lines 1 and 2 of {inp}; rows that share an id are told apart by their content' in logs
+    assert (f'regenerate: id "d" is on lines 1 and 2 of {inp}; rows that share an id are told apart by their '
+            "content") in logs
     assert stats["counts"]["success"] == 4
     assert asked(s.address) == Counter({"q0": 2, "q1": 1, "q2": 1})
     assert [question(r) for r in read_jsonl(out.success)] == ["q0", "q1", "q2", "q0"]
