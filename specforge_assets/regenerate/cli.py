@@ -71,7 +71,8 @@ def register(subparsers) -> None:
     g.add_argument("--beyond-limit", choices=["skip", "passthrough"], default="skip",
                    help="rows past --num-samples: to the _skipped file (default) or unchanged into OUT")
     g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run exactly once (refused if settings or input changed)")
+                   help="continue an interrupted run exactly once, rows matched by id (appended or reordered "
+                        "input rows are fine; refused if settings changed)")
     g = p.add_argument_group("server")
     g.add_argument("--server-address", nargs="+", required=True,
                    help="HOST:PORT (or URL) of each server; user:password@ in it is sent as HTTP Basic auth "

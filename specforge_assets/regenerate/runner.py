@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..fileio import atomic_write, sha256_file
 from ..jsonrows import RowDecodeError, loads_row, salvage_id
 from .client import NoServerAvailable, ServerPool
-from .journal import Journal, JournalWriteError, row_json
+from .journal import Journal, JournalWriteError
 from .locks import exclusive, output_lock_path
 from .rows import passthrough_row, regenerate_row, skipped_row, validate_conversation
 from .settings import RegenSettings
@@ -231,7 +231,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     if same_complete and not (prev_errors and journal.path.exists()):
         log(f"regenerate: {outputs.success} is already complete for these settings and input; nothing to do")
         return state.get("stats") or {}
-    done = journal.prepare(fingerprint, resume=resume, restart=restart)
+    done = journal.prepare(fingerprint, resume=resume, restart=restart, input_path=input_path, log=log)
     total = count_rows(input_path)
     if same_complete:
         log(f"regenerate: retrying the {total - len(done)} error rows of the last run "
@@ -443,9 +443,9 @@ def finalize(journal: Journal, total: int, outputs: OutputPaths, tally: Tally, r
                 atomic_write(outputs.skipped) as fk:
             for i, status, raw in journal.iter_records(done, range(total)):
                 if i in resumed:
-                    tally.add(status, json.loads(raw)["row"])
+                    tally.add(status, json.loads(raw))
                 target = fs if status in ("success", "passthrough") else fe if status == "error" else fk
-                target.write(row_json(raw))
+                target.write(raw)
                 target.write("\n")
     except OSError as e:
         raise OutputWriteError(

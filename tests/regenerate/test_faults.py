@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from specforge_assets.regenerate.client import NoServerAvailable
-from specforge_assets.regenerate.journal import ConfigChanged, JournalWriteError, journal_paths
+from specforge_assets.regenerate.journal import ConfigChanged, JournalWriteError, finished_rows, journal_paths
 from specforge_assets.regenerate.runner import OutputPaths, OutputWriteError, run_regeneration
 from specforge_assets.regenerate.settings import RegenSettings
 from specforge_assets.regenerate.workers import WorkerFailed
@@ -116,8 +116,7 @@ def test_all_servers_die_aborts_with_journal_intact_then_resume_completes(tmp_pa
     out = OutputPaths.specforge(tmp_path / "o.jsonl")
     with pytest.raises((NoServerAvailable, WorkerFailed), match="out of rotation"):
         run_regeneration(inp, out, settings(concurrency=2, workers=workers), [dying.address], log=lambda m: None)
-    journal, _ = journal_paths(out.success)
-    done = [json.loads(l)["i"] for l in open(journal)]
+    done = finished_rows(out.success)
     assert 25 <= len(done) <= 30 and not out.success.exists()
     fresh = stub_server()
     stats = run_regeneration(inp, out, settings(concurrency=2), [fresh.address], resume=True, log=lambda m: None)
@@ -232,25 +231,23 @@ def test_config_change_with_partial_output_is_refused(tmp_path, stub_server):
 
 
 def test_disk_full_on_journal_is_a_clear_error_and_resume_completes(tmp_path, stub_server, monkeypatch):
-    from specforge_assets.regenerate import journal as jmod
+    from specforge_assets.regenerate.journal import Journal
 
     rows = make_rows(80, turns=(1,))
     inp = write_rows(tmp_path / "in.jsonl", rows)
     s = stub_server()
     out = OutputPaths.specforge(tmp_path / "o.jsonl")
-    real_fsync = os.fsync
-    calls = {"n": 0}
+    real_connect = Journal._connect
 
-    def failing_fsync(fd):
-        calls["n"] += 1
-        if calls["n"] > 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_fsync(fd)
+    def small_disk(self):  # sqlite's own "database or disk is full" once the file outgrows a few pages
+        db = real_connect(self)
+        db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0] + 3}")
+        return db
 
-    monkeypatch.setattr(jmod.os, "fsync", failing_fsync)
+    monkeypatch.setattr(Journal, "_connect", small_disk)
     with pytest.raises(JournalWriteError, match="No space left on device"):
         run_regeneration(inp, out, settings(journal_batch=8, concurrency=2), [s.address], log=lambda m: None)
-    monkeypatch.setattr(jmod.os, "fsync", real_fsync)
+    monkeypatch.setattr(Journal, "_connect", real_connect)
     stats = run_regeneration(inp, out, settings(journal_batch=8, concurrency=2), [s.address], resume=True,
                              log=lambda m: None)
     assert stats["resumed_rows"] > 0
@@ -290,15 +287,14 @@ def test_cli_sigkill_then_resume_is_exactly_once(tmp_path, stub_server):
            "--server-address", *[s.address for s in servers], "--input-file-path", str(inp),
            "--output-file-path", str(outp), "--concurrency", "4", "--max-tokens", "16", "--temperature", "0"]
     proc = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    journal, _ = journal_paths(outp)
     deadline = time.time() + 60
     while time.time() < deadline:
-        if journal.exists() and sum(1 for _ in open(journal)) >= 60:
+        if len(finished_rows(outp)) >= 60:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    n_before = sum(1 for _ in open(journal, "rb"))
+    n_before = len(finished_rows(outp))
     assert 0 < n_before < 400 and not outp.exists()
     r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -24,7 +24,7 @@ import pytest
 from specforge_assets.errors import redact
 from specforge_assets.jsonrows import loads_row
 from specforge_assets.regenerate.client import ServerAddressError, check_addresses, split_address
-from specforge_assets.regenerate.journal import journal_paths, record, row_json
+from specforge_assets.regenerate.journal import Journal, journal_paths
 from specforge_assets.regenerate.reply import BadReply, check_reply
 from specforge_assets.regenerate.rows import validate_conversation
 from specforge_assets.regenerate.runner import OutputPaths, run_regeneration
@@ -152,15 +152,21 @@ def test_save_mode_refuses_a_lone_surrogate_in_reasoning(tmp_path, stub_server):
     assert_strictly_readable(out.error)
 
 
-def test_journal_never_writes_a_lone_surrogate():
+def test_journal_never_writes_a_lone_surrogate(tmp_path):
     row = {"id": "x\ud800", "error": "internal error: \udcff", "ok": "\U0001F600", "k\udc00": 1}
-    line = record(0, "x\ud800", "error", row)
-    rec = loads_row(line)  # strict: no lone surrogate escape left
-    assert rec["row"] == {"id": "x\\ud800", "error": "internal error: \\udcff", "ok": "\U0001F600", "k\\udc00": 1}
-    assert loads_row(row_json(line.encode()))["ok"] == "\U0001F600"
     clean = {"id": "a", "ok": "\U0001F600"}
-    assert record(1, "a", "success", clean) == (
-        '{"i": 1, "s": "success", "id": "a", "row": ' + json.dumps(clean) + "}\n")  # unchanged layout
+    inp = write_rows(tmp_path / "in.jsonl", [{"id": "x"}, {"id": "a"}])
+    j = Journal(tmp_path / "o.jsonl")
+    j.prepare({"settings": {}}, resume=False, restart=False, input_path=inp)
+    j.append(0, "x\ud800", "error", row)
+    j.append(1, "a", "success", clean)
+    j.close()
+    got = [text for _, _, text in j.iter_records(j.load(), range(2))]
+    j.discard()
+    # strict: no lone surrogate escape left in what the outputs are copied from
+    assert loads_row(got[0]) == {"id": "x\\ud800", "error": "internal error: \\udcff", "ok": "\U0001F600",
+                                 "k\\udc00": 1}
+    assert got[1] == json.dumps(clean)  # an ordinary row is stored as json.dumps wrote it
 
 
 def test_settings_and_extra_body_with_a_lone_surrogate_are_refused():
