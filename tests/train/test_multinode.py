@@ -93,6 +93,51 @@ def test_only_node_0_prepares_a_run(tmp_path):
         join_command(settings["launch"] | {"node_rank": 0})
 
 
+def test_join_renumbers_node_0_first_and_shares_its_spec(tmp_path, monkeypatch):
+    """`join_nodes` against a real TCPStore (what torchrun's agent serves to its workers): torchrun
+    numbered node 0 as rank 1; after joining it is rank 0, node 1 is rank 1 and gets node 0's
+    spec; a second node claiming node_rank 1, a node whose disk lacks the run's work folder, and a
+    rendezvous without node 0 are one-line errors."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from specforge_assets.train.entry import join_nodes
+    from specforge_assets.train.errors import TrainFileNotFound
+
+    port = _free_port()
+    server = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=30))
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = {"spec_version": 1, "work_dir": str(work), "dataset_path": "/shared/data"}
+    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": "t1",
+                 "TORCHELASTIC_RESTART_COUNT": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+
+    monkeypatch.setenv("RANK", "1")  # node 0, numbered second by torchrun
+    assert join_nodes(spec, 0) == spec
+    assert os.environ["RANK"] == "0"
+
+    monkeypatch.setenv("RANK", "0")  # node 1, numbered first
+    assert join_nodes(None, 1) == spec
+    assert os.environ["RANK"] == "1"
+
+    with pytest.raises(TrainInputError, match="node_rank 1: another node") as ei:
+        join_nodes(None, 1)
+    assert "\n" not in user_message(ei.value)
+
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # a fresh round: node 0 publishes a spec this node cannot see
+    join_nodes({**spec, "work_dir": str(tmp_path / "elsewhere")}, 0)
+    with pytest.raises(TrainFileNotFound, match="not visible here") as ei:
+        join_nodes(None, 1)
+    assert "shared storage" in user_message(ei.value)
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "t2")
+    with pytest.raises(TrainInputError, match="no node with launch.node_rank 0"):
+        join_nodes(None, 1, timeout_s=1)
+    del server
+
+
 @pytest.mark.slow
 def test_two_cpu_nodes_through_the_asset_launch(tmp_path):
     """Node 1 (a CLI launcher) starts first, so torchrun's c10d rendezvous usually numbers it rank
