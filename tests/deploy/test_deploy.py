@@ -1,0 +1,233 @@
+"""The team deployment for real: `scripts/deploy.sh up` starts a throwaway PostgreSQL cluster (an
+unprivileged user, 127.0.0.1 only) and a gRPC code server, the daemon and the webserver as three
+processes (dagster_home/deploy/dagster.yaml, workspace.deploy.yaml). Runs of the demo graph's
+`sources_and_regenerated` job are launched over the webserver's GraphQL API, queued and started by
+the daemon, executed by processes of their own; their records and events are read back from
+PostgreSQL with SQL. `scripts/deploy.sh down` stops everything it started."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "deploy.sh"
+sys.path.insert(0, str(REPO / "tests"))
+
+from models.corpus import conversations  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+KEYS = ["alpha", "beta"]
+JOB = "sources_and_regenerated"
+RUN_TIMEOUT = 600
+
+
+def _pg_available() -> str | None:
+    """Why the deployment cannot start here, or None."""
+    if not (os.environ.get("PG_BIN") or glob.glob("/usr/lib/postgresql/*/bin/initdb")):
+        return "PostgreSQL server binaries absent (/usr/lib/postgresql/*/bin; apt-get install -y postgresql)"
+    try:
+        import dagster_postgres  # noqa: F401
+        import psycopg2  # noqa: F401
+    except ImportError:
+        return "dagster-postgres is not installed (pip install -e '.[deploy]')"
+    if os.getuid() == 0 and not shutil.which("setpriv"):
+        return "running as root without setpriv (util-linux): PostgreSQL must run as an unprivileged user"
+    return None
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            k, _, v = line[len("export "):].partition("=")
+            env[k] = shlex.split(v)[0] if v else ""
+    return env
+
+
+def _write_configs(dest: Path, files: Path) -> None:
+    """The repo's configs with two file sources, pass-through regeneration, and every sensor and the
+    declarative automation stopped (only the runs this test launches run)."""
+    dest.mkdir(parents=True)
+    for f in (REPO / "configs").glob("*.yaml"):
+        shutil.copyfile(f, dest / f.name)
+    src = yaml.safe_load((dest / "sources.yaml").read_text())
+    src["sources"] = {k: {"format": "conversations", "data_path": str(files / f"{k}.jsonl")} for k in KEYS}
+    (dest / "sources.yaml").write_text(yaml.safe_dump(src, sort_keys=False))
+    regen = yaml.safe_load((dest / "regenerate.yaml").read_text()) or {}
+    regen["sources"] = {}
+    (dest / "regenerate.yaml").write_text(yaml.safe_dump(regen, sort_keys=False))
+    auto = yaml.safe_load((dest / "automation.yaml").read_text()) or {}
+    for sensor in auto.get("sensors", {}).values():
+        sensor["default_status"] = "stopped"
+    auto.setdefault("automation", {})["default_status"] = "stopped"
+    (dest / "automation.yaml").write_text(yaml.safe_dump(auto, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    why = _pg_available()
+    if why:
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp("deploy")
+    files, data_root, config_dir = base / "files", base / "data", base / "configs"
+    files.mkdir()
+    data_root.mkdir()
+    rows = conversations(40)
+    for i, k in enumerate(KEYS):
+        (files / f"{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[i * 20:(i + 1) * 20]))
+    _write_configs(config_dir, files)
+    env = {**os.environ, "PYTHON": sys.executable, "SPECFORGE_DATA_ROOT": str(data_root),
+           "SPECFORGE_CONFIG_DIR": str(config_dir), "HF_HUB_OFFLINE": "1", "DAGSTER_DISABLE_TELEMETRY": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)}
+    env.pop("DAGSTER_HOME", None)
+    up = subprocess.run(["bash", str(SCRIPT), "up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    state = Path(up.stdout.strip().splitlines()[-1]) if up.stdout.strip() else None
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield {"state": state, "env": _read_env(state / "env"), "data_root": data_root}
+    finally:
+        if state is not None and (state / "env").exists():
+            subprocess.run(["bash", str(SCRIPT), "down", str(state)], env=env, timeout=300, check=False)
+
+
+def _pids(state: Path) -> dict[str, int]:
+    return {p.stem: int(p.read_text()) for p in (state / "pids").glob("*.pid")}
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _pg(env: dict):
+    import psycopg2
+
+    return psycopg2.connect(host=env["DAGSTER_PG_HOST"], port=int(env["DAGSTER_PG_PORT"]), user=env["DAGSTER_PG_USERNAME"],
+                            password=env["DAGSTER_PG_PASSWORD"], dbname=env["DAGSTER_PG_DB"])
+
+
+def _graphql(url: str, query: str, variables: dict) -> dict:
+    import httpx
+
+    r = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
+    r.raise_for_status()
+    body = r.json()
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
+
+
+ADD_PARTITION = """
+mutation($repo: RepositorySelector!, $name: String!, $key: String!) {
+  addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) {
+    __typename
+    ... on PythonError { message }
+  }
+}"""
+
+
+def test_three_processes_and_postgres_listen_locally(deployment):
+    state, env = deployment["state"], deployment["env"]
+    pids = _pids(state)
+    assert set(pids) == {"code-server", "daemon", "webserver"}
+    assert len(set(pids.values())) == 3 and all(_alive(p) for p in pids.values())
+    # no sqlite storage under DAGSTER_HOME: the instance is PostgreSQL
+    home = Path(env["DAGSTER_HOME"])
+    assert not list(home.rglob("*.db"))
+    conf = (state / "pg" / "data" / "postgresql.conf").read_text()
+    assert "listen_addresses = '127.0.0.1'" in conf
+    with _pg(env) as conn, conn.cursor() as cur:
+        cur.execute("select current_user, inet_server_addr()::text")
+        user, addr = cur.fetchone()
+        assert user == "specforge" and addr.startswith("127.0.0.1")
+        # the pools exist in the instance, one slot each
+        cur.execute("select concurrency_key, count(*) from concurrency_slots group by concurrency_key")
+        assert {"gpu": 1, "duckdb": 1}.items() <= dict(cur.fetchall()).items()
+    # the cluster runs as an unprivileged user
+    pg_pid = int((state / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+    assert Path(f"/proc/{pg_pid}").stat().st_uid != 0
+
+
+def test_runs_through_graphql_land_in_postgres_in_their_own_processes(deployment):
+    import dagster as dg
+    from dagster import DagsterEventType as E
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    state, env = deployment["state"], deployment["env"]
+    url = env["SPECFORGE_DEPLOY_URL"]
+    repo = {"repositoryLocationName": "specforge", "repositoryName": "__repository__"}
+    for k in KEYS:
+        out = _graphql(url, ADD_PARTITION, {"repo": repo, "name": "sources", "key": k})
+        assert out["addDynamicPartition"]["__typename"] in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), out
+
+    host, port = url.removeprefix("http://").split(":")
+    client = DagsterGraphQLClient(host, port_number=int(port))
+    run_ids = [client.submit_job_execution(JOB, repository_location_name="specforge", tags={"dagster/partition": k})
+               for k in KEYS]
+    deadline = time.time() + RUN_TIMEOUT
+    status = {}
+    while time.time() < deadline:
+        try:
+            status = {r: client.get_run_status(r).value for r in run_ids}
+        except DagsterGraphQLClientError:
+            status = {}
+        if status and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in status.values()):
+            break
+        time.sleep(3)
+    logs = "\n".join((state / "logs" / f"{n}.log").read_text()[-1500:] for n in ("daemon", "code-server"))
+    assert status == {r: "SUCCESS" for r in run_ids}, logs
+
+    services = set(_pids(state).values())
+    with _pg(env) as conn, conn.cursor() as cur:
+        cur.execute("select run_id, status from runs where run_id = any(%s)", (run_ids,))
+        assert dict(cur.fetchall()) == {r: "SUCCESS" for r in run_ids}
+        worker_pids = {}
+        for r in run_ids:
+            cur.execute("select dagster_event_type, event from event_logs where run_id = %s order by id", (r,))
+            events = cur.fetchall()
+            types = [t for t, _ in events]
+            # queued by the webserver, launched by the daemon, executed, materialized: all in PostgreSQL
+            for t in (E.RUN_ENQUEUED, E.RUN_STARTING, E.RUN_START, E.ASSET_MATERIALIZATION, E.RUN_SUCCESS):
+                assert t.value in types, (t, sorted(set(types)))
+            entries = [dg.deserialize_value(e, dg.EventLogEntry) for t, e in events if t == E.ENGINE_EVENT.value]
+            started = [x.dagster_event for x in entries if x.dagster_event.message.startswith("Started process for run")]
+            assert len(started) == 1, [x.dagster_event.message for x in entries]
+            worker_pids[r] = int(started[0].event_specific_data.metadata["pid"].value)
+        cur.execute("select count(*) from asset_keys where asset_key like %s", ('%"sources"%',))
+        assert cur.fetchone()[0] >= 1
+    # each run had a process of its own: not the webserver, the daemon or the code server
+    assert len(set(worker_pids.values())) == len(run_ids)
+    assert not set(worker_pids.values()) & services
+    # and its work is on the data root
+    written = [str(p.relative_to(deployment["data_root"])) for p in deployment["data_root"].rglob("*")]
+    for k in KEYS:
+        assert any(k in p for p in written), (k, written[:20])
+
+
+def test_down_stops_everything(deployment, tmp_path):
+    """Last: `down` stops the three processes and PostgreSQL and removes the state folder."""
+    state = deployment["state"]
+    pids = list(_pids(state).values())
+    pg_pid = int((state / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+    env = {**os.environ, "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(SCRIPT), "down", str(state)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(p) for p in [*pids, pg_pid]):
+        time.sleep(0.5)
+    assert not [p for p in [*pids, pg_pid] if _alive(p)]
+    assert not state.exists()
