@@ -233,6 +233,9 @@ def join_nodes(spec: dict | None, node_rank: int, timeout_s: float = JOIN_TIMEOU
     rank = (torch_rank - int(leader["rank"])) % world
     os.environ["RANK"] = str(rank)
     spec = leader["spec"]
+    if node_rank != 0 and spec.get("spec_version") != SPEC_VERSION:
+        raise TrainInputError(f"node {node_rank}: node 0 sent a launch spec of version {spec.get('spec_version')!r}, this "
+                              f"node's code reads version {SPEC_VERSION}: install the same specforge-assets on every node")
     if node_rank != 0 and not Path(spec["work_dir"]).is_dir():
         from .errors import TrainFileNotFound
 

@@ -132,6 +132,11 @@ def test_join_renumbers_node_0_first_and_shares_its_spec(tmp_path, monkeypatch):
         join_nodes(None, 1)
     assert "shared storage" in user_message(ei.value)
 
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # node 0 runs other code
+    join_nodes({**spec, "spec_version": 99}, 0)
+    with pytest.raises(TrainInputError, match="same specforge-assets on every node"):
+        join_nodes(None, 1)
+
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "t2")
     with pytest.raises(TrainInputError, match="no node with launch.node_rank 0"):
         join_nodes(None, 1, timeout_s=1)
