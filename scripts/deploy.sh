@@ -9,6 +9,7 @@
 #                                      (DAGSTER_HOME, DAGSTER_PG_*, the webserver's URL).
 #   scripts/deploy.sh down STATE_DIR   stop the three processes and PostgreSQL, delete the folder
 #                                      (KEEP_STATE=1 keeps it, with the logs).
+#   scripts/deploy.sh start-daemon STATE_DIR   start the daemon again after it died
 #
 # PostgreSQL: initdb/pg_ctl from /usr/lib/postgresql/*/bin (Debian's `postgresql` package; or
 # PG_BIN=...), run as an unprivileged user (the current one; `nobody` when started as root),
@@ -139,13 +140,20 @@ EOF
   echo "$STATE"
 }
 
+running() {  # running PID: alive and not a zombie (an unreaped dead process still answers kill -0)
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ "${stat%% *}" != Z ]]
+}
+
 stop_pid_file() {  # stop_pid_file FILE: TERM the process group, KILL it after 30 s
   local f=$1 pid t
   [[ -f "$f" ]] || return 0
   pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     kill -TERM -- "-$pid" 2>/dev/null || true
-    for t in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    for t in $(seq 1 30); do running "$pid" || break; sleep 1; done
     kill -KILL -- "-$pid" 2>/dev/null || true
   fi
   rm -f "$f"
@@ -165,8 +173,23 @@ down() {
   if [[ "${KEEP_STATE:-0}" == 1 ]]; then rm -f "$STATE/env"; else rm -rf "$STATE"; fi
 }
 
+start_daemon() {  # the daemon again, after it died or was stopped (runs, queue and backfills are in PostgreSQL)
+  STATE="${1:?usage: scripts/deploy.sh start-daemon STATE_DIR}"
+  [[ -f "$STATE/env" ]] || die "$STATE/env not found: not a folder made by scripts/deploy.sh up"
+  # shellcheck disable=SC1091
+  source "$STATE/env"
+  if [[ -f "$STATE/pids/daemon.pid" ]] && running "$(cat "$STATE/pids/daemon.pid")"; then
+    die "the daemon is running (pid $(cat "$STATE/pids/daemon.pid"))"
+  fi
+  mv -f "$STATE/logs/daemon.log" "$STATE/logs/daemon.log.$(date +%s)" 2>/dev/null || true
+  cd "$REPO"
+  start daemon "$PYTHON" -m dagster._daemon run -w "$REPO/workspace.deploy.yaml"
+  cat "$STATE/pids/daemon.pid"
+}
+
 case "${1:-}" in
   up) shift; up "$@" ;;
   down) shift; down "$@" ;;
-  *) echo "usage: scripts/deploy.sh up [STATE_DIR] | down STATE_DIR" >&2; exit 2 ;;
+  start-daemon) shift; start_daemon "$@" ;;
+  *) echo "usage: scripts/deploy.sh up [STATE_DIR] | down STATE_DIR | start-daemon STATE_DIR" >&2; exit 2 ;;
 esac

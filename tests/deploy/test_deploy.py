@@ -95,7 +95,7 @@ def deployment(tmp_path_factory):
     state = Path(up.stdout.strip().splitlines()[-1]) if up.stdout.strip() else None
     try:
         assert up.returncode == 0, up.stderr[-3000:]
-        yield {"state": state, "env": _read_env(state / "env"), "data_root": data_root}
+        yield {"state": state, "env": _read_env(state / "env"), "data_root": data_root, "proc_env": env}
     finally:
         if state is not None and (state / "env").exists():
             subprocess.run(["bash", str(SCRIPT), "down", str(state)], env=env, timeout=300, check=False)
@@ -216,6 +216,80 @@ def test_runs_through_graphql_land_in_postgres_in_their_own_processes(deployment
     written = [str(p.relative_to(deployment["data_root"])) for p in deployment["data_root"].rglob("*")]
     for k in KEYS:
         assert any(k in p for p in written), (k, written[:20])
+
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+BACKFILL_STATUS = """
+query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename ... on PartitionBackfill { status } } }"""
+
+
+def test_backfill_survives_a_killed_daemon(deployment):
+    """SIGKILL the daemon the moment a backfill of both partitions starts launching runs, start it
+    again: the backfill's runs finish from what PostgreSQL holds. A run the dead daemon left
+    half-launched (STARTING, no process) is failed by run monitoring and retried (the backfill's
+    runs ask for one retry); every partition ends with exactly one successful run, and no
+    partition's step ran twice."""
+    import signal
+
+    state, env = deployment["state"], deployment["env"]
+    url = env["SPECFORGE_DEPLOY_URL"]
+    repo = {"repositoryLocationName": "specforge", "repositoryName": "__repository__"}
+    out = _graphql(url, LAUNCH_BACKFILL, {"params": {
+        "selector": {"partitionSetName": f"{JOB}_partition_set", "repositorySelector": repo},
+        "partitionNames": KEYS, "tags": [{"key": "dagster/max_retries", "value": "1"}]}})["launchPartitionBackfill"]
+    assert out["__typename"] == "LaunchBackfillSuccess", out
+    backfill = out["backfillId"]
+
+    def backfill_runs():
+        """(run id, status, partition, steps started) of the backfill's runs and their retries."""
+        with _pg(env) as conn, conn.cursor() as cur:
+            cur.execute("select run_id from run_tags where key = 'dagster/backfill' and value = %s", (backfill,))
+            ids = [r for (r,) in cur.fetchall()]
+            cur.execute("select run_id from run_tags where key = 'dagster/root_run_id' and value = any(%s)", (ids,))
+            ids = sorted(set(ids) | {r for (r,) in cur.fetchall()})
+            cur.execute("select r.run_id, r.status, p.value, "
+                        "(select count(*) from event_logs e where e.run_id = r.run_id and e.dagster_event_type = 'STEP_START') "
+                        "from runs r join run_tags p on p.run_id = r.run_id and p.key = 'dagster/partition' "
+                        "where r.run_id = any(%s)", (ids,))
+            return cur.fetchall()
+
+    deadline = time.time() + RUN_TIMEOUT
+    while not backfill_runs() and time.time() < deadline:  # the daemon has started on it
+        time.sleep(0.5)
+    assert backfill_runs(), "the daemon never started the backfill"
+    daemon = _pids(state)["daemon"]
+    os.killpg(daemon, signal.SIGKILL)
+    while _alive(daemon):
+        time.sleep(0.2)
+    killed_at = time.time()
+    r = subprocess.run(["bash", str(SCRIPT), "start-daemon", str(state)], env=deployment["proc_env"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) != daemon
+
+    def settled(runs):
+        done = {p for _, st, p, _ in runs if st == "SUCCESS"}
+        return done == set(KEYS) and all(st in ("SUCCESS", "FAILURE", "CANCELED") for _, st, _, _ in runs)
+
+    runs = backfill_runs()
+    while time.time() < deadline and not settled(runs):
+        time.sleep(3)
+        runs = backfill_runs()
+    print(f"backfill {backfill}: runs {[(st, p, steps) for _, st, p, steps in runs]}, "
+          f"settled {time.time() - killed_at:.0f}s after the daemon was killed")
+    assert settled(runs), runs
+    for k in KEYS:
+        mine = [(st, steps) for _, st, p, steps in runs if p == k]
+        assert [st for st, _ in mine].count("SUCCESS") == 1, (k, mine)
+        # an attempt that failed never ran a step: nothing ran twice
+        assert all(steps == 0 for st, steps in mine if st != "SUCCESS"), (k, mine)
 
 
 def test_down_stops_everything(deployment, tmp_path):
