@@ -140,6 +140,13 @@ mutation($repo: RepositorySelector!, $name: String!, $key: String!) {
 }"""
 
 
+def _add_partitions(url: str) -> None:
+    repo = {"repositoryLocationName": "specforge", "repositoryName": "__repository__"}
+    for k in KEYS:
+        out = _graphql(url, ADD_PARTITION, {"repo": repo, "name": "sources", "key": k})
+        assert out["addDynamicPartition"]["__typename"] in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), out
+
+
 def test_three_processes_and_postgres_listen_locally(deployment):
     state, env = deployment["state"], deployment["env"]
     pids = _pids(state)
@@ -169,10 +176,7 @@ def test_runs_through_graphql_land_in_postgres_in_their_own_processes(deployment
 
     state, env = deployment["state"], deployment["env"]
     url = env["SPECFORGE_DEPLOY_URL"]
-    repo = {"repositoryLocationName": "specforge", "repositoryName": "__repository__"}
-    for k in KEYS:
-        out = _graphql(url, ADD_PARTITION, {"repo": repo, "name": "sources", "key": k})
-        assert out["addDynamicPartition"]["__typename"] in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), out
+    _add_partitions(url)
 
     host, port = url.removeprefix("http://").split(":")
     client = DagsterGraphQLClient(host, port_number=int(port))
@@ -290,6 +294,66 @@ def test_backfill_survives_a_killed_daemon(deployment):
         assert [st for st, _ in mine].count("SUCCESS") == 1, (k, mine)
         # an attempt that failed never ran a step: nothing ran twice
         assert all(steps == 0 for st, steps in mine if st != "SUCCESS"), (k, mine)
+
+
+def test_killed_run_worker_is_failed_and_retried_without_duplicates(deployment):
+    """SIGKILL a run's worker process in the middle of its first step: the code server that
+    started it reports the run failed, the daemon retries it from the failure (the run asked for
+    one retry), the retry succeeds, and every asset of the partition is materialized once."""
+    import signal
+
+    import dagster as dg
+    from dagster import DagsterEventType as E
+    from dagster_graphql import DagsterGraphQLClient
+
+    env = deployment["env"]
+    url = env["SPECFORGE_DEPLOY_URL"]
+    _add_partitions(url)
+    host, port = url.removeprefix("http://").split(":")
+    client = DagsterGraphQLClient(host, port_number=int(port))
+    run_id = client.submit_job_execution(JOB, repository_location_name="specforge",
+                                         tags={"dagster/partition": KEYS[0], "dagster/max_retries": "1"})
+
+    def events(run_ids, types):
+        with _pg(env) as conn, conn.cursor() as cur:
+            cur.execute("select run_id, event from event_logs where run_id = any(%s) and dagster_event_type = any(%s) "
+                        "order by id", (list(run_ids), [t.value for t in types]))
+            return [(r, dg.deserialize_value(e, dg.EventLogEntry)) for r, e in cur.fetchall()]
+
+    deadline = time.time() + RUN_TIMEOUT
+    worker = None
+    while time.time() < deadline:
+        got = events([run_id], [E.STEP_START, E.ENGINE_EVENT])
+        starts = [x for _, x in got if x.dagster_event.event_type == E.STEP_START]
+        procs = [x for _, x in got if x.dagster_event.message.startswith("Started process for run")]
+        if starts and procs:
+            worker = int(procs[0].dagster_event.event_specific_data.metadata["pid"].value)
+            break
+        time.sleep(0.3)
+    assert worker is not None, "the run never started a step"
+    os.kill(worker, signal.SIGKILL)
+    killed_at = time.time()
+
+    retry, status = None, {}
+    while time.time() < deadline:
+        with _pg(env) as conn, conn.cursor() as cur:
+            cur.execute("select run_id from run_tags where key = 'dagster/parent_run_id' and value = %s", (run_id,))
+            row = cur.fetchone()
+            retry = row[0] if row else None
+            cur.execute("select run_id, status from runs where run_id = any(%s)", ([run_id] + ([retry] if retry else []),))
+            status = dict(cur.fetchall())
+        if retry and status.get(retry) in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    print(f"killed run worker {worker}: run {status.get(run_id)}, retry {retry} {status.get(retry)} "
+          f"{time.time() - killed_at:.0f}s after the kill")
+    assert status.get(run_id) == "FAILURE" and retry is not None and status.get(retry) == "SUCCESS", status
+    mats = events([run_id, retry], [E.ASSET_MATERIALIZATION])
+    per_asset = {}
+    for _, x in mats:
+        key = x.dagster_event.asset_key.to_user_string()
+        per_asset[key] = per_asset.get(key, 0) + 1
+    assert per_asset and all(n == 1 for n in per_asset.values()), per_asset
 
 
 def test_down_stops_everything(deployment, tmp_path):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
