@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test ui clean-data bench
+.PHONY: install demo test ui clean-data bench deploy-up deploy-down
 
 install: $(VENV)/.installed
 
@@ -31,3 +31,16 @@ bench: install
 
 clean-data:
 	rm -rf data
+
+# The team deployment on this machine (README "Running as a team"): a throwaway PostgreSQL
+# cluster, then a gRPC code server, the daemon and the webserver (scripts/deploy.sh). State, logs
+# and the connection variables (`source $(DEPLOY_STATE)/env`) live in DEPLOY_STATE.
+DEPLOY_STATE ?= /tmp/specforge-deploy-$(shell id -un)
+DEPLOY_PORT ?= 3000
+
+deploy-up: install
+	@$(PY) -c "import dagster_postgres" 2>/dev/null || $(PY) -m pip install -q -e '.[deploy]'
+	PYTHON=$(abspath $(PY)) WEB_PORT=$(DEPLOY_PORT) scripts/deploy.sh up $(DEPLOY_STATE)
+
+deploy-down:
+	PYTHON=$(abspath $(PY)) scripts/deploy.sh down $(DEPLOY_STATE)

@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-steps", type=int, help="override training.max_steps")
     t.add_argument("--ttt-length", type=int, help="override training.ttt_length")
     t.add_argument("--no-resume", action="store_true", help="start fresh even if a checkpoint exists")
+    t.add_argument("--nnodes", type=int, help="nodes training together (default launch.nnodes)")
+    t.add_argument("--node-rank", type=int, help="this node's rank, 0..nnodes-1 (default launch.node_rank); node 0 "
+                   "prepares and publishes the run, the others join it")
+    t.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous, the same on every node (default launch.rdzv_endpoint)")
+    t.add_argument("--rdzv-id", help="rendezvous name, the same on every node (default launch.rdzv_id)")
     t.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -104,11 +109,18 @@ def _target(arg: str | None):
 
 
 def run_train(args) -> int:
-    from .entry import override_settings, prepare_launch, train_settings
+    from .entry import join_command, override_settings, prepare_launch, train_settings
 
     root = _root()
     settings = override_settings(train_settings(), nproc_per_node=args.nproc_per_node, device=args.device,
-                                 mode=args.mode, max_steps=args.max_steps, ttt_length=args.ttt_length)
+                                 mode=args.mode, max_steps=args.max_steps, ttt_length=args.ttt_length,
+                                 nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint,
+                                 rdzv_id=args.rdzv_id)
+    if settings["launch"]["node_rank"] > 0:
+        # another node's run: nothing to prepare here, the spec comes from node 0 at the rendezvous
+        cmd = join_command(settings["launch"])
+        print(" ".join(cmd), flush=True)
+        return subprocess.call(cmd)
     hidden = None
     if settings["launch"]["mode"] == "offline":
         hidden = _path(args.hidden_states, root / "models" / "target_hidden_states")

@@ -11,6 +11,9 @@ the Pipes client puts it (a local subprocess, a k8s pod, a Slurm allocation).
   messages) and log to stdout, which the Pipes client forwards into the run.
 * `torch.distributed` is initialised when torchrun started several processes: gloo on CPU,
   NCCL on GPU (one device per local rank).
+* Several nodes (launch.nnodes > 1, c10d rendezvous): node 0 is launched as above, the others
+  with `--node-rank K` and no spec; `join_nodes` makes node 0's first process global rank 0 and
+  hands node 0's spec to every rank (see there).
 * `train_draft` trains into a work folder keyed by the run's fingerprint (config + upstream data
   versions), so a crashed/killed run resumes from its last checkpoint when relaunched with the
   same inputs, and never from a checkpoint of other inputs.
@@ -25,6 +28,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -185,7 +189,63 @@ def _metric_md(history: list[dict], max_rows: int = 20) -> str:
     return head + body
 
 
-def run(spec: dict) -> dict:
+# -- several nodes -------------------------------------------------------------------------------
+
+JOIN_TIMEOUT_S = 300
+
+
+def join_nodes(spec: dict | None, node_rank: int, timeout_s: float = JOIN_TIMEOUT_S) -> dict:
+    """Make launch.node_rank 0 global rank 0 and give every rank node 0's spec; returns the spec.
+
+    Under a c10d rendezvous torchrun numbers the nodes in its own order (sorted host/pid), so
+    node 0 (the one Dagster launched, with the Pipes context and the spec) may come up as, say,
+    rank 3. Before torch.distributed starts, the workers meet in torchrun's own store
+    (MASTER_ADDR:MASTER_PORT): each node's first process registers its node_rank (a second node
+    with the same node_rank is refused), node 0's first process publishes its torchrun rank and
+    its spec, and every rank renumbers itself by that offset (RANK = (torchrun rank - node 0's)
+    mod world size: each node's ranks stay contiguous). Rank 0 is then node 0's first process:
+    it alone opens Pipes, saves checkpoints and publishes. The other nodes read node 0's paths,
+    so the data root must be on storage shared by every node, at the same path (checked: the
+    run's work folder that node 0 created must be visible here)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from .errors import TrainInputError
+
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    prefix = f"specforge/join/{run_id}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timedelta(seconds=timeout_s))
+    torch_rank, world = global_rank(), world_size()
+    if local_rank() == 0 and store.add(f"{prefix}/node/{node_rank}", 1) > 1:
+        raise TrainInputError(f"launch.node_rank {node_rank}: another node of rendezvous {run_id!r} already has it; "
+                              "give each node its own node_rank 0..nnodes-1")
+    key = f"{prefix}/leader"
+    if node_rank == 0 and local_rank() == 0:
+        store.set(key, json.dumps({"rank": torch_rank, "spec": spec}))
+    try:
+        store.wait([key], timedelta(seconds=timeout_s))
+    except Exception as e:  # noqa: BLE001 - torch raises a bare RuntimeError/DistStoreError on timeout
+        raise TrainInputError(f"no node with launch.node_rank 0 joined rendezvous {run_id!r} within {timeout_s:.0f}s: "
+                              "node 0 (the Dagster run, or `specforge-assets train` there) prepares the run") from e
+    leader = json.loads(store.get(key))
+    rank = (torch_rank - int(leader["rank"])) % world
+    os.environ["RANK"] = str(rank)
+    spec = leader["spec"]
+    if node_rank != 0 and spec.get("spec_version") != SPEC_VERSION:
+        raise TrainInputError(f"node {node_rank}: node 0 sent a launch spec of version {spec.get('spec_version')!r}, this "
+                              f"node's code reads version {SPEC_VERSION}: install the same specforge-assets on every node")
+    if node_rank != 0 and not Path(spec["work_dir"]).is_dir():
+        from .errors import TrainFileNotFound
+
+        raise TrainFileNotFound(f"node {node_rank}: the run's work folder {spec['work_dir']} (made by node 0) is not "
+                                "visible here: every node needs the data root at the same path, on shared storage")
+    print(f"[rank {rank}] node_rank {node_rank}: torchrun rank {torch_rank} is rank {rank} of {world}", flush=True)
+    return spec
+
+
+def run(spec: dict, node_rank: int = 0) -> dict:
     import torch
 
     rank = global_rank()
@@ -197,7 +257,7 @@ def run(spec: dict) -> dict:
                 print(f"[rank {rank}] {msg}", flush=True)
 
         try:
-            return _run(spec, pipes, log, rank)
+            return _run(spec, pipes, log, rank, node_rank)
         except BaseException as e:
             if rank == 0 and not isinstance(e, SystemExit):
                 with contextlib.suppress(Exception):
@@ -212,7 +272,7 @@ def run(spec: dict) -> dict:
     del torch
 
 
-def _run(spec: dict, pipes, log, rank: int) -> dict:
+def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
     import torch
 
     from .loop import train_draft
@@ -271,6 +331,7 @@ def _run(spec: dict, pipes, log, rank: int) -> dict:
     result["resumed_from_step"] = resumed_from
     if dist.is_initialized():
         dist.barrier()
+    log(f"trained {int(result.get('step', 0) or 0)} steps (world size {world_size()}, node_rank {node_rank})")
     if rank != 0:
         return result
 
@@ -319,7 +380,9 @@ def _write_draft_manifest(out_dir: Path, spec: dict, result: dict, version: str,
         run_id=spec.get("run_id"),
         work_dir=spec.get("work_dir"),
         training_config=spec.get("train", {}),
-        launch={k: spec.get(k) for k in ("mode", "device", "nproc_per_node")} | {"device_resolved": device, "world_size": world_size()},
+        launch={k: spec.get(k) for k in ("mode", "device", "nproc_per_node")}
+        | {"nnodes": int(spec.get("nnodes") or 1), "device_resolved": device, "world_size": world_size(),
+           "published_by": {"rank": global_rank(), "host": socket.gethostname()}},
         target_path=str(spec["target_path"]),
         dataset_path=str(spec["dataset_path"]),
         vocab_mapping_path=str(spec["vocab_mapping_path"]),
@@ -343,6 +406,7 @@ def _materialization_metadata(spec, result, history, out_dir: Path, version: str
         "training_seconds": round(seconds, 2),
         "device": device,
         "world_size": world_size(),
+        "nnodes": int(spec.get("nnodes") or 1),
         "mode": spec.get("mode", "online"),
         "steps": int(result.get("step", 0) or 0),
         "ttt_length": len(acc),
@@ -364,13 +428,21 @@ def _materialization_metadata(spec, result, history, out_dir: Path, version: str
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m specforge_assets.train.entry", description=__doc__.splitlines()[0])
-    ap.add_argument("--spec", required=True, help="launch spec JSON written by the launcher")
+    ap.add_argument("--spec", help="launch spec JSON written by the launcher (node 0; other nodes receive it)")
+    ap.add_argument("--nnodes", type=int, default=1, help="nodes in the rendezvous (launch.nnodes)")
+    ap.add_argument("--node-rank", type=int, default=0, help="this node's launch.node_rank (0 = the reporting node)")
     args = ap.parse_args(argv)
-    spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
-    if spec.get("spec_version") != SPEC_VERSION:
-        raise SystemExit(f"{args.spec}: spec_version {spec.get('spec_version')!r} != {SPEC_VERSION}")
+    if args.spec is None and args.node_rank == 0:
+        ap.error("--spec is required on node 0")
+    spec = None
+    if args.spec is not None:
+        spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
+        if spec.get("spec_version") != SPEC_VERSION:
+            raise SystemExit(f"{args.spec}: spec_version {spec.get('spec_version')!r} != {SPEC_VERSION}")
     try:
-        run(spec)
+        if args.nnodes > 1:
+            spec = join_nodes(spec, args.node_rank)
+        run(spec, node_rank=args.node_rank)
     except Exception as e:  # noqa: BLE001 - an expected failure is one line; a bug keeps its traceback
         from ..errors import user_message
 
@@ -391,7 +463,8 @@ if __name__ == "__main__":
 TRAIN_CODE_VERSION = "draft-train-v1"
 
 SETTINGS_DEFAULTS: dict[str, dict] = {
-    "launch": {"nproc_per_node": 1, "device": "auto", "threads_per_proc": 0, "mode": "online", "termination_timeout_s": 60},
+    "launch": {"nproc_per_node": 1, "device": "auto", "threads_per_proc": 0, "mode": "online", "termination_timeout_s": 60,
+               "nnodes": 1, "node_rank": 0, "rdzv_endpoint": "", "rdzv_id": "specforge-draft"},
     "training": {},
     "evaluation": {"k": 4, "max_new_tokens": 48, "num_prompts": 24, "max_prompt_tokens": 384, "untrained_seed": 0,
                    "evaluate_previous": True, "device": "auto", "workers": 1},
@@ -419,29 +492,88 @@ def train_settings(config: dict | None = None) -> dict:
     n = out["launch"]["nproc_per_node"]
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise TrainInputError(f"configs/train.yaml launch.nproc_per_node: want a positive integer, got {n!r}")
+    _validate_nodes(out["launch"])
     return out
 
 
+_RDZV_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _validate_nodes(launch: dict) -> None:
+    """launch.nnodes / node_rank / rdzv_endpoint / rdzv_id: one-line errors naming the field."""
+    where = "configs/train.yaml launch"
+    nnodes, node_rank = launch["nnodes"], launch["node_rank"]
+    if not isinstance(nnodes, int) or isinstance(nnodes, bool) or nnodes < 1:
+        raise TrainInputError(f"{where}.nnodes: want a positive integer, got {nnodes!r}")
+    if not isinstance(node_rank, int) or isinstance(node_rank, bool) or not 0 <= node_rank < nnodes:
+        raise TrainInputError(f"{where}.node_rank: want an integer in 0..{nnodes - 1} (nnodes is {nnodes}), got {node_rank!r}")
+    if nnodes == 1:
+        return
+    ep = launch["rdzv_endpoint"]
+    if not isinstance(ep, str) or not ep.strip():
+        raise TrainInputError(f"{where}.rdzv_endpoint: nnodes is {nnodes}, so every node needs the rendezvous "
+                              "address HOST:PORT (a host all nodes reach, usually node 0's)")
+    host, sep, port = ep.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [IPv6]:port
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise TrainInputError(f"{where}.rdzv_endpoint: want HOST:PORT with a port in 1..65535, got {ep!r}")
+    rid = launch["rdzv_id"]
+    if not isinstance(rid, str) or not rid or not set(rid) <= _RDZV_ID_CHARS:
+        raise TrainInputError(f"{where}.rdzv_id: want a non-empty name of letters, digits, '.', '_' or '-' "
+                              f"(the same on every node), got {rid!r}")
+
+
 _OVERRIDE_FIELDS = {"nproc_per_node": "launch", "device": "launch", "mode": "launch",
+                    "nnodes": "launch", "node_rank": "launch", "rdzv_endpoint": "launch", "rdzv_id": "launch",
                     "max_steps": "training", "ttt_length": "training"}
 
 
 def override_settings(settings: dict, **overrides) -> dict:
     """Per-run overrides (CLI flags, the `trainer` resource) over train settings; falsy values
-    mean "as configured". Validated again like configs/train.yaml."""
+    mean "as configured" (node_rank: None means as configured, 0 is a value). Validated again
+    like configs/train.yaml."""
     out = {section: dict(values) for section, values in settings.items()}
     for name, value in overrides.items():
-        if value:
+        if value or (name == "node_rank" and value is not None):
             out[_OVERRIDE_FIELDS[name]][name] = value
     return train_settings(out)
 
 
-def torchrun_command(spec_path: Path | str, nproc_per_node: int) -> list[str]:
-    """`python -m torch.distributed.run` (= torchrun, from this interpreter's environment)."""
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc_per_node)}",
-        "-m", "specforge_assets.train.entry", "--spec", str(spec_path),
-    ]
+def _torchrun_head(launch: dict) -> list[str]:
+    """`python -m torch.distributed.run` (= torchrun, from this interpreter's environment) and its
+    node options: `--standalone` on one node; on several, a c10d rendezvous at
+    launch.rdzv_endpoint under launch.rdzv_id (torchrun ignores --node_rank under c10d and numbers
+    nodes in its own order: the entry's --node-rank is what puts node 0 at global rank 0)."""
+    head = [sys.executable, "-m", "torch.distributed.run"]
+    nnodes = int(launch.get("nnodes", 1))
+    if nnodes == 1:
+        head.append("--standalone")
+    else:
+        head += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={launch['rdzv_endpoint']}",
+                 f"--rdzv_id={launch['rdzv_id']}"]
+    return head + [f"--nproc_per_node={int(launch['nproc_per_node'])}", "-m", "specforge_assets.train.entry"]
+
+
+def _node_args(launch: dict) -> list[str]:
+    nnodes = int(launch.get("nnodes", 1))
+    return [] if nnodes == 1 else ["--nnodes", str(nnodes), "--node-rank", str(int(launch.get("node_rank", 0)))]
+
+
+def torchrun_command(spec_path: Path | str, nproc_per_node: int, launch: dict | None = None) -> list[str]:
+    """The torchrun command line of node 0 (the node that prepared `spec_path`): one node by
+    default; `launch` (configs/train.yaml `launch:`) adds the multi-node rendezvous."""
+    launch = {**(launch or {}), "nproc_per_node": nproc_per_node}
+    return _torchrun_head(launch) + ["--spec", str(spec_path)] + _node_args(launch)
+
+
+def join_command(launch: dict) -> list[str]:
+    """The torchrun command line of a node with launch.node_rank > 0: it joins the rendezvous and
+    trains the run node 0 prepared (the spec comes from node 0 through torchrun's store; this
+    node needs the data root at the same path, on storage shared with node 0)."""
+    if int(launch.get("nnodes", 1)) < 2 or int(launch.get("node_rank", 0)) < 1:
+        raise TrainInputError("configs/train.yaml launch: joining a run needs nnodes > 1 and node_rank > 0 "
+                              f"(got nnodes={launch.get('nnodes')!r}, node_rank={launch.get('node_rank')!r})")
+    return _torchrun_head(launch) + _node_args(launch)
 
 
 def prepare_launch(
@@ -469,6 +601,11 @@ def prepare_launch(
     from .data import check_trainable
 
     launch = settings["launch"]
+    if int(launch.get("node_rank", 0)) != 0:
+        raise TrainInputError(f"configs/train.yaml launch.node_rank is {launch['node_rank']}: only node 0 prepares, "
+                              "reports and publishes a training run (the Dagster run, or `specforge-assets train` on "
+                              f"node 0); start node {launch['node_rank']} with `specforge-assets train --node-rank "
+                              f"{launch['node_rank']}`")
     try:
         make_train_config(settings["training"])  # validate early, in the launcher
     except (TypeError, ValueError) as e:
@@ -486,6 +623,7 @@ def prepare_launch(
     fp = sha256_json({
         "code": TRAIN_CODE_VERSION, "train": settings["training"], "mode": mode, "device": launch["device"],
         "nproc_per_node": launch["nproc_per_node"], "upstream": upstream_data_versions,
+        **({"nnodes": launch["nnodes"]} if int(launch.get("nnodes", 1)) > 1 else {}),
         **({} if upstream_data_versions.get("models/target_model") else {"target": str(target_path)}),
     })
     models_dir = Path(root) / "models"
@@ -500,6 +638,7 @@ def prepare_launch(
         "device": launch["device"],
         "threads_per_proc": launch["threads_per_proc"],
         "nproc_per_node": launch["nproc_per_node"],
+        "nnodes": int(launch.get("nnodes", 1)),
         "target_path": str(target_path),
         "dataset_path": str(dataset_path),
         "vocab_mapping_path": str(vocab_mapping_path),
@@ -516,7 +655,7 @@ def prepare_launch(
     spec_path = work_dir / "launch.json"
     with atomic_write(spec_path) as f:
         json.dump(spec, f, indent=2, default=str)
-    return spec, spec_path, torchrun_command(spec_path, launch["nproc_per_node"])
+    return spec, spec_path, torchrun_command(spec_path, launch["nproc_per_node"], launch)
 
 
 def prune_work_dirs(spec: dict, protect: set | frozenset = frozenset()) -> list[Path]:
