@@ -97,7 +97,7 @@ def part_generate(tok, device, a) -> dict:
     return res
 
 
-async def _fire(base: str, n: int, max_tokens: int, timeout: float) -> dict:
+async def _fire(base: str, n: int, max_tokens: int, timeout: float, model: str = "probe") -> dict:
     import httpx
 
     sem = asyncio.Semaphore(n)
@@ -107,7 +107,7 @@ async def _fire(base: str, n: int, max_tokens: int, timeout: float) -> dict:
         async with sem:
             try:
                 r = await c.post(f"{base}/v1/chat/completions", json={
-                    "model": "probe", "messages": [{"role": "user", "content": f"Tell me a long story number {i}."}],
+                    "model": model, "messages": [{"role": "user", "content": f"Tell me a long story number {i}."}],
                     "max_tokens": max_tokens, "temperature": 0.7})
                 r.raise_for_status()
                 done["ok"] += 1
@@ -150,7 +150,7 @@ def part_serve(tok, device, a) -> dict:
             time.sleep(1)
         res["startup_s"] = time.time() - t0
         for n in a.serve_concurrency:
-            r = asyncio.run(_fire(base, n, a.gen_tokens, a.serve_timeout))
+            r = asyncio.run(_fire(base, n, a.gen_tokens, a.serve_timeout, model=str(d)))  # served under its path
             r["tok_s"] = r["tokens"] / r["seconds"] if r.get("seconds") else None
             res[f"c{n}"] = r
     finally:
