@@ -99,7 +99,10 @@ def _external_model_version(path: Path) -> tuple[str, dict]:
 
 @dg.asset(
     key=TARGET_KEY,
-    group_name=GROUP,
+    # Its own group: the target feeds regeneration (a local server) as well as training, so inside
+    # `models` the collapsed lineage had a cycle (models → regenerated → mix → tokenized → models);
+    # apart, the groups read left to right: target → sources → regenerated → mix → tokenized → models.
+    group_name="target",
     kinds={"pytorch", "huggingface"},
     code_version=TARGET_CODE_VERSION,
     check_specs=[dg.AssetCheckSpec("loads_with_chat_template", asset=TARGET_KEY, blocking=True,

@@ -68,7 +68,7 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     return dg.MaterializeResult(data_version=_version(out), metadata={"dagster/row_count": len(rows)})
 
 
-@dg.asset(key=["models", "target_model"], group_name="models", code_version="1")
+@dg.asset(key=["models", "target_model"], group_name="target", code_version="1")
 def target_model(store: SpecforgeStore) -> dg.MaterializeResult:
     out = store.layer_dir("models", "target_model") / "config.json"
     out.parent.mkdir(parents=True, exist_ok=True)
