@@ -35,6 +35,18 @@ from ..errors import UserError
 from .messages import GENERAL_KEYS, THINKING_KEYS, build_messages, has_assistant_turn, loader_clean, parse_tools
 from .templates import AUTO, AutoTemplateError, ChatTemplate, derive_template
 
+
+def slow_ids_and_counter(tokenizer, text: str, max_length: int):
+    """For tokenizers without offsets (slow / non-HF): the ids of `text` (truncated at
+    `max_length`) and a function counting the tokens of a prefix `text[:p]` by re-encoding it.
+    The prefix re-encoding is SpecForge's own method, hence the slowness."""
+    ids = tokenizer(text, max_length=max_length, truncation=True, add_special_tokens=False)["input_ids"]
+
+    def count(p: int) -> int:
+        return len(tokenizer.encode(text[:p], add_special_tokens=False, truncation=True, max_length=max_length))
+
+    return list(ids), count
+
 HARMONY_DEFAULT_SYSTEM = (
     "You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n"
     "Current date: 2025-06-28\n\nReasoning: {level}\n\n# Valid channels: analysis, commentary, final. "
@@ -426,8 +438,6 @@ class Preprocessor:
         texts = [prepared[i][0] for i in ok]
         results: list = list(prepared)
         if self.backend is None:
-            from .reference import slow_ids_and_counter
-
             for i in ok:
                 text, messages, tools, warnings, fb = prepared[i]
                 try:
@@ -486,7 +496,6 @@ class Preprocessor:
             return out
 
     def _verify(self, fast: "Tokenized", prepared) -> "Tokenized":
-        from .reference import slow_ids_and_counter
 
         text, messages, tools, warnings, fb = prepared
         ids, counter = slow_ids_and_counter(self.tokenizer, text, self.options.max_length)

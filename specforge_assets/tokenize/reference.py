@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .core import Preprocessor, TokenizeError, Tokenized
-
-
-def slow_ids_and_counter(tokenizer, text: str, max_length: int):
-    ids = tokenizer(text, max_length=max_length, truncation=True, add_special_tokens=False)["input_ids"]
-
-    def count(p: int) -> int:
-        return len(tokenizer.encode(text[:p], add_special_tokens=False, truncation=True, max_length=max_length))
-
-    return list(ids), count
+from .core import Preprocessor, TokenizeError, Tokenized, slow_ids_and_counter
 
 
 def straightforward_rows(pre: Preprocessor, rows: Sequence[dict]) -> list[Tokenized | TokenizeError]:
