@@ -1,23 +1,19 @@
 """Async OpenAI-compatible chat client over a pool of servers.
 
-- httpx, *sharded*: one httpx connection pool gets slower as it grows (bench/RESULTS.md), so each
-  server gets ceil(concurrency / connections_per_client) pools of a few connections each. Requests
-  go straight to httpx's `AsyncHTTPTransport` (`HttpxShard`): the `AsyncClient` layer on top of it
-  (URL merging, cookies, auth, event hooks) doubles the client CPU per request and does nothing
-  an inference server needs.
-- `transport: auto` (default) uses the built-in keep-alive client (`fasthttp.py`) for plain
-  http servers, at ~1/5 of httpx's client CPU per request even after the above, and httpx for
-  https; `transport: httpx` / `fast` force one.
+- httpx through its public API only: one `httpx.AsyncClient` per server (`_client`), its
+  connection pool sized from `concurrency`; the base URL keeps its path prefix, IPv6 literals,
+  https with the system's or `SSL_CERT_FILE`'s CAs, proxies from the environment (NO_PROXY
+  respected), redirects, chunked and gzip replies are httpx's.
 - least-loaded dispatch with a per-server in-flight cap (= concurrency), affinity to the server
   that answered the previous turn of the same row when it is not busier than the others.
 - transient-only retries (connect errors, timeouts, dropped connections, 408/409/425/429/5xx) with
   exponential backoff + full jitter, each retry preferring another server; permanent errors
-  (other 4xx, e.g. context overflow) fail the request at once.
+  (other 4xx, e.g. context overflow; any other status such as 204) fail the request at once.
 - a server failing `failures_to_eject` times in a row is taken out of rotation and probed back
   in (GET /health, then /v1/models) every `probe_interval_s`.
-- every 200 answer goes through `reply.check_reply` (the one reply check, here for every transport):
-  shape faults (no choices, error object) are retried like transient errors, a 4xx error object
-  and unusable content fail the request at once.
+- every 200 answer goes through `reply.check_reply` (the one reply check): shape faults (no
+  choices, error object) are retried like transient errors, a 4xx error object and unusable
+  content fail the request at once.
 - credentials in an address (`http://user:KEY@host:port`, also without scheme) are sent as HTTP
   Basic auth to that server only and never kept in the address: labels, logs, stats and row
   provenance only ever see `host:port`.
@@ -27,27 +23,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import math
 import random
-import ssl
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-import httpcore
 import httpx
 
-from .netbackend import AsyncioBackend
-from .fasthttp import FastHTTPClient, FastHTTPError, RequestTimeout
 from ..errors import UserError
 from .text import clean
 from .reply import BadReply, Reply, RequestFailed, check_reply
 from .settings import RegenSettings
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
-# connect/read/write errors, all timeouts, protocol errors, dropped connections
-TRANSIENT_EXC = (httpx.TransportError, FastHTTPError)
-TIMEOUT_EXC = (httpx.TimeoutException, RequestTimeout)
+# connect/read/write errors, all timeouts, protocol errors, dropped connections, a body that
+# does not decode (a broken gzip stream)
+TRANSIENT_EXC = (httpx.TransportError, httpx.DecodingError)
 
 
 class NoServerAvailable(RuntimeError, UserError):
@@ -165,75 +156,24 @@ def _short_error(e: BaseException) -> str:
     return clean(f"{type(e).__name__}: {msg}"[:500])
 
 
-_PLAIN: ssl.SSLContext | None = None
-
-
-def _plain_http_context() -> ssl.SSLContext:
-    global _PLAIN
-    if _PLAIN is None:
-        _PLAIN = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return _PLAIN
-
-
-class HttpxShard:
-    """One small httpx connection pool for one server; `post`/`get`/`aclose` like FastHTTPClient.
-
-    Uses httpx's transport directly with prebuilt header lists; responses are httpx.Response
-    objects (`status_code`, `text`, `json()`). Timeouts: connect, and per read/write/pool wait.
-    """
-
-    __slots__ = ("transport", "base", "headers", "timeout", "_urls")
-
-    def __init__(self, base: str, headers: dict, connections: int, connect_timeout: float, timeout: float,
-                 verify=True, lean: bool = True):
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self.transport = httpx.AsyncHTTPTransport(limits=limits, verify=verify, retries=0, trust_env=False)
-        if lean and isinstance(verify, ssl.SSLContext) and isinstance(getattr(self.transport, "_pool", None),
-                                                                       httpcore.AsyncConnectionPool):
-            # same pool httpx builds, on the lean asyncio network backend (netbackend.py)
-            self.transport._pool = httpcore.AsyncConnectionPool(
-                ssl_context=verify, max_connections=connections, max_keepalive_connections=connections,
-                keepalive_expiry=limits.keepalive_expiry, http1=True, http2=False, retries=0,
-                network_backend=AsyncioBackend())
-        self.base = base
-        self.headers = list(headers.items())
-        self.timeout = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
-        self._urls: dict[str, httpx.URL] = {}
-
-    def _url(self, path: str) -> httpx.URL:
-        u = self._urls.get(path)
-        if u is None:
-            u = self._urls[path] = httpx.URL(self.base + path)
-        return u
-
-    async def _send(self, method: str, path: str, content: bytes | None, timeout: float | None) -> httpx.Response:
-        req = httpx.Request(method, self._url(path), headers=self.headers, content=content)
-        tmo = self.timeout if timeout is None else {"connect": min(self.timeout["connect"], timeout),
-                                                     "read": timeout, "write": timeout, "pool": timeout}
-        req.extensions["timeout"] = tmo
-        resp = await self.transport.handle_async_request(req)
-        try:
-            await resp.aread()
-        finally:
-            await resp.aclose()
-        return resp
-
-    async def post(self, path: str, content: bytes | str = b"", timeout: float | None = None) -> httpx.Response:
-        if isinstance(content, str):
-            content = content.encode()
-        return await self._send("POST", path, content, timeout)
-
-    async def get(self, path: str, timeout: float | None = None) -> httpx.Response:
-        return await self._send("GET", path, None, timeout)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
+def _client(base: str, headers: dict, settings: RegenSettings) -> httpx.AsyncClient:
+    """The one httpx client of one server: `base` keeps any path prefix (a gateway such as
+    ``https://host/gateway/model-a``), connections = concurrency + 2 (the in-flight cap is the
+    pool's, the two spare ones serve health probes), ``trust_env``: HTTP(S)_PROXY / ALL_PROXY /
+    NO_PROXY and SSL_CERT_FILE / SSL_CERT_DIR apply as in curl. Timeouts in seconds: connect,
+    and `request_timeout_s` for each read / write / wait for a free connection. No retries in
+    httpx: `ServerPool.chat` retries transient errors itself, each on the least-loaded server."""
+    conns = int(settings.concurrency) + 2
+    return httpx.AsyncClient(
+        base_url=base, headers=headers, follow_redirects=True, trust_env=True,
+        limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
+        timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s))
 
 
 @dataclass
 class Server:
     address: str  # base URL without /v1
-    clients: list  # HttpxShard or FastHTTPClient (same post/get/aclose surface)
+    client: httpx.AsyncClient
     capacity: int
     inflight: int = 0
     up: bool = True
@@ -243,12 +183,7 @@ class Server:
     ok: int = 0
     failures: int = 0
     ejections: int = 0
-    _rr: int = 0
     _probe: asyncio.Task | None = field(default=None, repr=False)
-
-    def client(self):
-        self._rr = (self._rr + 1) % len(self.clients)
-        return self.clients[self._rr]
 
     @property
     def label(self) -> str:
@@ -256,11 +191,9 @@ class Server:
 
 
 class ServerPool:
-    def __init__(self, addresses: list[str], settings: RegenSettings, api_key: str | None = None,
-                 log=None, auth: dict[str, str] | None = None):
-        """`addresses`: HOST:PORT or URLs, possibly with user-info (sent as Basic auth);
-        `auth`: base URL -> Authorization value for addresses given without their user-info
-        (how worker processes receive them, through the environment)."""
+    def __init__(self, addresses: list[str], settings: RegenSettings, api_key: str | None = None, log=None):
+        """`addresses`: HOST:PORT or URLs (a path prefix is kept), possibly with user-info (sent
+        as Basic auth to that server only). Raises ServerAddressError for an unusable address."""
         if not addresses:
             raise ServerAddressError("no server addresses given (e.g. --server-address 127.0.0.1:30000)")
         self.settings = settings
@@ -268,47 +201,22 @@ class ServerPool:
         base_headers = {"content-type": "application/json"}
         if api_key:
             base_headers["authorization"] = f"Bearer {api_key}"
-        self.auth: dict[str, str] = dict(auth or {})
-        per_client = max(1, int(settings.connections_per_client))
-        n_clients = max(1, math.ceil(settings.concurrency / per_client))
         self.servers: list[Server] = []
         seen = set()
         check_addresses(addresses)
-        # One TLS context for every shard: building one loads the CA bundle (~25 ms each). Plain
-        # http never uses it, so it gets a bare context without certificates.
-        tls = None
         for a in addresses:
             base, basic = split_address(a)
             if base in seen:
                 continue
             seen.add(base)
-            basic = basic or self.auth.get(base)
             headers = dict(base_headers)
             if basic:
                 if api_key:
                     raise ServerAddressError(
                         f"server address {strip_credentials(a)} carries credentials and an API key is set too "
                         "(SPECFORGE_REGEN_API_KEY / api_key_env); give one of them")
-                self.auth[base] = basic
                 headers["authorization"] = basic
-            per = math.ceil(settings.concurrency / n_clients) + 1
-            use_fast = settings.transport == "fast" or (settings.transport == "auto" and base.startswith("http://"))
-            if use_fast and not base.startswith("http://"):
-                raise ServerAddressError(f"transport 'fast' speaks plain http only; {base} needs transport 'httpx'")
-            if use_fast:
-                scheme, _, rest = base.partition("://")
-                host, port = _host_port(rest.split("/", 1)[0], scheme, "server address", base)
-                clients = [FastHTTPClient(host, port, per, settings.connect_timeout_s,
-                                          settings.request_timeout_s, headers=headers) for _ in range(n_clients)]
-            else:
-                if base.startswith("https://"):
-                    tls = tls or httpx.create_ssl_context()
-                    verify = tls
-                else:
-                    verify = _plain_http_context()
-                clients = [HttpxShard(base, headers, per, settings.connect_timeout_s, settings.request_timeout_s,
-                                      verify=verify) for _ in range(n_clients)]
-            self.servers.append(Server(base, clients, settings.concurrency))
+            self.servers.append(Server(base, _client(base, headers, settings), settings.concurrency))
         self._cond = asyncio.Condition()
         self._waiting = 0
         self._closed = False
@@ -322,8 +230,7 @@ class ServerPool:
             if s._probe:
                 s._probe.cancel()
         for s in self.servers:
-            for c in s.clients:
-                await c.aclose()
+            await s.client.aclose()
 
     async def __aenter__(self):
         return self
@@ -352,7 +259,7 @@ class ServerPool:
                 body = self.settings.request_body([{"role": "user", "content": "Hello, how are you?"}], None)
                 body["max_tokens"] = 1
                 body.pop("generation_config", None)
-                r = await s.client().post("/v1/chat/completions", content=json.dumps(body),
+                r = await s.client.post("/v1/chat/completions", content=json.dumps(body),
                                           timeout=max(self.settings.connect_timeout_s, 60.0))
                 if r.status_code != 200:
                     return f"HTTP {r.status_code}: {r.text[:300]}"
@@ -368,7 +275,7 @@ class ServerPool:
     async def _health(self, s: Server) -> bool:
         for path in ("/health", "/v1/models"):
             try:
-                r = await s.client().get(path, timeout=self.settings.connect_timeout_s + 5)
+                r = await s.client.get(path, timeout=self.settings.connect_timeout_s + 5)
                 if r.status_code == 200:
                     return True
                 if r.status_code not in (404, 405):
@@ -478,15 +385,19 @@ class ServerPool:
             s = await self._acquire(prefer if attempt == 0 else None, avoid)
             s.requests += 1
             try:
-                r = await s.client().post("/v1/chat/completions", content=payload)
+                r = await s.client.post("/v1/chat/completions", content=payload)
             except TRANSIENT_EXC as e:
                 await self._release(s)
                 self._mark_failure(s)
                 last, last_kind, last_bad = _short_error(e), "transient_exhausted", None
-                kind = "timeout" if isinstance(e, TIMEOUT_EXC) else "connection"
-                self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+                self._count("timeout" if isinstance(e, httpx.TimeoutException) else
+                            "bad_response" if isinstance(e, httpx.DecodingError) else "connection")
                 avoid = s.address
                 continue
+            except httpx.TooManyRedirects as e:
+                await self._release(s)
+                self._count("redirects")
+                raise RequestFailed(f"{_short_error(e)} (from {s.label})", kind="redirects", server=s.label) from None
             await self._release(s)
             code = r.status_code
             if code == 200:
