@@ -1,9 +1,13 @@
 """Async OpenAI-compatible chat client over a pool of servers.
 
-- httpx through its public API only: one `httpx.AsyncClient` per server (`_client`), its
-  connection pool sized from `concurrency`; the base URL keeps its path prefix, IPv6 literals,
-  https with the system's or `SSL_CERT_FILE`'s CAs, proxies from the environment (NO_PROXY
-  respected), redirects, chunked and gzip replies are httpx's.
+- aiohttp through its public API only: one `aiohttp.ClientSession` per server (`_Http`), its
+  connection pool sized from `concurrency`. The base URL keeps its path prefix; IPv6 literals,
+  https with the system's or `SSL_CERT_FILE` / `SSL_CERT_DIR`'s CAs, the proxy of the
+  environment (HTTP_PROXY / HTTPS_PROXY / ALL_PROXY, NO_PROXY respected), redirects, chunked and
+  gzip replies are aiohttp's. Not httpx: one httpx client with hundreds of connections spends
+  milliseconds of CPU per request in its pool (the pool scans every connection, and for each
+  idle one every connection again, on each request and each reply), so one client process could
+  not keep 2,048 requests in flight at the rate 4 GPU servers answer (bench/RESULTS.md).
 - least-loaded dispatch with a per-server in-flight cap (= concurrency), affinity to the server
   that answered the previous turn of the same row when it is not busier than the others.
 - transient-only retries (connect errors, timeouts, dropped connections, 408/409/425/429/5xx) with
@@ -24,11 +28,13 @@ import asyncio
 import base64
 import json
 import random
+import ssl
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-import httpx
+import aiohttp
 
 from ..errors import UserError
 from .text import clean
@@ -36,9 +42,10 @@ from .reply import BadReply, Reply, RequestFailed, check_reply
 from .settings import RegenSettings
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
-# connect/read/write errors, all timeouts, protocol errors, dropped connections, a body that
-# does not decode (a broken gzip stream)
-TRANSIENT_EXC = (httpx.TransportError, httpx.DecodingError)
+# connect/read/write errors (TLS refusals included), all timeouts, protocol errors, dropped
+# connections, a body that does not decode (a broken gzip stream); aiohttp.TooManyRedirects is
+# caught before these and is permanent
+TRANSIENT_EXC = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class NoServerAvailable(RuntimeError, UserError):
@@ -156,24 +163,62 @@ def _short_error(e: BaseException) -> str:
     return clean(f"{type(e).__name__}: {msg}"[:500])
 
 
-def _client(base: str, headers: dict, settings: RegenSettings) -> httpx.AsyncClient:
-    """The one httpx client of one server: `base` keeps any path prefix (a gateway such as
-    ``https://host/gateway/model-a``), connections = concurrency + 2 (the in-flight cap is the
-    pool's, the two spare ones serve health probes), ``trust_env``: HTTP(S)_PROXY / ALL_PROXY /
-    NO_PROXY and SSL_CERT_FILE / SSL_CERT_DIR apply as in curl. Timeouts in seconds: connect,
-    and `request_timeout_s` for each read / write / wait for a free connection. No retries in
-    httpx: `ServerPool.chat` retries transient errors itself, each on the least-loaded server."""
-    conns = int(settings.concurrency) + 2
-    return httpx.AsyncClient(
-        base_url=base, headers=headers, follow_redirects=True, trust_env=True,
-        limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
-        timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s))
+def env_proxy(base: str) -> str | None:
+    """The proxy URL the environment gives for requests to `base` (HTTP_PROXY / HTTPS_PROXY /
+    ALL_PROXY, either case), or None: none set, or the host is in NO_PROXY (as curl reads them)."""
+    u = urlsplit(base)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies or urllib.request.proxy_bypass_environment(u.hostname or "", proxies):
+        return None
+    return proxies.get(u.scheme) or proxies.get("all")
+
+
+class HttpReply:
+    """An HTTP answer read in full: `status` (int), `body` (bytes, decompressed)."""
+
+    __slots__ = ("status", "body")
+
+    def __init__(self, status: int, body: bytes):
+        self.status, self.body = status, body
+
+    def text(self, limit: int) -> str:
+        return self.body[:limit].decode("utf-8", "replace")
+
+
+class _Http:
+    """The one aiohttp session of one server. `base` keeps any path prefix (a gateway such as
+    ``https://host/gateway/model-a``); at most concurrency + 2 connections (the in-flight cap is
+    the pool's, the two spare ones serve health probes); the proxy from the environment (read
+    once, `env_proxy`); `tls`: the context for https (built once per pool from the system's CAs or
+    SSL_CERT_FILE / SSL_CERT_DIR). Timeouts in seconds: `connect_timeout_s` for each connection,
+    `request_timeout_s` for each read of a reply. No retries here: `ServerPool.chat` retries
+    transient errors itself, each on the least-loaded server."""
+
+    def __init__(self, base: str, headers: dict, settings: RegenSettings, tls: ssl.SSLContext | None):
+        self.base = base
+        self.session = aiohttp.ClientSession(
+            headers=headers, trust_env=False, proxy=env_proxy(base),
+            connector=aiohttp.TCPConnector(limit=int(settings.concurrency) + 2, limit_per_host=0,
+                                           ssl=tls if tls is not None else True),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s,
+                                          sock_read=settings.request_timeout_s))
+
+    async def request(self, method: str, path: str, body: bytes | None = None,
+                      timeout: float | None = None) -> HttpReply:
+        """`method` `base` + `path` (path from ``/``) with `body`; `timeout`: seconds for the whole
+        request instead of the session's. Raises aiohttp.ClientError / asyncio.TimeoutError."""
+        kw = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
+        async with self.session.request(method, self.base + path, data=body, **kw) as r:
+            return HttpReply(r.status, await r.read())
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
 @dataclass
 class Server:
     address: str  # base URL without /v1
-    client: httpx.AsyncClient
+    http: _Http
     capacity: int
     inflight: int = 0
     up: bool = True
@@ -204,6 +249,7 @@ class ServerPool:
         self.servers: list[Server] = []
         seen = set()
         check_addresses(addresses)
+        tls: ssl.SSLContext | None = None
         for a in addresses:
             base, basic = split_address(a)
             if base in seen:
@@ -216,7 +262,9 @@ class ServerPool:
                         f"server address {strip_credentials(a)} carries credentials and an API key is set too "
                         "(SPECFORGE_REGEN_API_KEY / api_key_env); give one of them")
                 headers["authorization"] = basic
-            self.servers.append(Server(base, _client(base, headers, settings), settings.concurrency))
+            if base.startswith("https://") and tls is None:
+                tls = ssl.create_default_context()  # once per pool: loading the CAs takes ~25 ms
+            self.servers.append(Server(base, _Http(base, headers, settings, tls), settings.concurrency))
         self._cond = asyncio.Condition()
         self._waiting = 0
         self._closed = False
@@ -230,7 +278,7 @@ class ServerPool:
             if s._probe:
                 s._probe.cancel()
         for s in self.servers:
-            await s.client.aclose()
+            await s.http.close()
 
     async def __aenter__(self):
         return self
@@ -259,11 +307,11 @@ class ServerPool:
                 body = self.settings.request_body([{"role": "user", "content": "Hello, how are you?"}], None)
                 body["max_tokens"] = 1
                 body.pop("generation_config", None)
-                r = await s.client.post("/v1/chat/completions", content=json.dumps(body),
+                r = await s.http.request("POST", "/v1/chat/completions", json.dumps(body).encode(),
                                           timeout=max(self.settings.connect_timeout_s, 60.0))
-                if r.status_code != 200:
-                    return f"HTTP {r.status_code}: {r.text[:300]}"
-                model = r.json().get("model")
+                if r.status != 200:
+                    return f"HTTP {r.status}: {r.text(300)}"
+                model = json.loads(r.body).get("model")
                 s.model = clean(model) if isinstance(model, str) else None
             else:
                 if not await self._health(s):
@@ -275,10 +323,10 @@ class ServerPool:
     async def _health(self, s: Server) -> bool:
         for path in ("/health", "/v1/models"):
             try:
-                r = await s.client.get(path, timeout=self.settings.connect_timeout_s + 5)
-                if r.status_code == 200:
+                r = await s.http.request("GET", path, timeout=self.settings.connect_timeout_s + 5)
+                if r.status == 200:
                     return True
-                if r.status_code not in (404, 405):
+                if r.status not in (404, 405):
                     return False
             except Exception:  # noqa: BLE001
                 return False
@@ -385,24 +433,25 @@ class ServerPool:
             s = await self._acquire(prefer if attempt == 0 else None, avoid)
             s.requests += 1
             try:
-                r = await s.client.post("/v1/chat/completions", content=payload)
+                r = await s.http.request("POST", "/v1/chat/completions", payload)
+            except aiohttp.TooManyRedirects as e:
+                await self._release(s)
+                self._count("redirects")
+                raise RequestFailed(f"{_short_error(e)} (from {s.label})", kind="redirects", server=s.label) from None
             except TRANSIENT_EXC as e:
                 await self._release(s)
                 self._mark_failure(s)
                 last, last_kind, last_bad = _short_error(e), "transient_exhausted", None
-                self._count("timeout" if isinstance(e, httpx.TimeoutException) else
-                            "bad_response" if isinstance(e, httpx.DecodingError) else "connection")
+                self._count("timeout" if isinstance(e, asyncio.TimeoutError) else
+                            "bad_response" if isinstance(e, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError))
+                            else "connection")
                 avoid = s.address
                 continue
-            except httpx.TooManyRedirects as e:
-                await self._release(s)
-                self._count("redirects")
-                raise RequestFailed(f"{_short_error(e)} (from {s.label})", kind="redirects", server=s.label) from None
             await self._release(s)
-            code = r.status_code
+            code = r.status
             if code == 200:
                 try:
-                    data = r.json()
+                    data = json.loads(r.body)
                 except ValueError as e:
                     self._mark_failure(s)
                     last, last_kind, last_bad = f"invalid JSON from {s.label}: {e}", "transient_exhausted", None
@@ -422,7 +471,7 @@ class ServerPool:
                     continue
                 s.ok += 1
                 return reply, s.label
-            text = r.text[:500]
+            text = r.text(500)
             if code in TRANSIENT_STATUS or code >= 500:
                 self._mark_failure(s)
                 last, last_kind, last_bad = f"HTTP {code} from {s.label}: {text}", "transient_exhausted", None

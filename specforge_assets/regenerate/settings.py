@@ -20,12 +20,12 @@ DIALECTS = ("openai", "transformers")
 BEYOND_LIMIT = ("skip", "passthrough")
 
 
-# Settings of the own HTTP client and its worker processes, removed with them (httpx, one client
-# per server, does the requests): still accepted, with a warning, for one release.
+# Settings of the own HTTP client and its worker processes, removed with them (one aiohttp
+# session per server does the requests): still accepted, with a warning, for one release.
 DEPRECATED = {
-    "workers": "requests run in one process (one httpx client per server)",
-    "transport": "every server goes through httpx",
-    "connections_per_client": "each server's httpx client holds up to `concurrency` connections",
+    "workers": "requests run in one process, one aiohttp session per server",
+    "transport": "every server goes through aiohttp",
+    "connections_per_client": "each server's session holds up to `concurrency` + 2 connections",
 }
 
 

@@ -1,4 +1,4 @@
-"""The transport (httpx, one client per server) against real HTTP servers started by the tests.
+"""The transport (aiohttp, one session per server) against real HTTP servers started by the tests.
 
 Each server is a small ASGI app under uvicorn in a thread of the test process (a real socket,
 a real HTTP/1.1 stack); the app records every request it received (method, path, Host header,
