@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
     g.add_argument("--connect-timeout", type=float, default=5.0)
     g.add_argument("--max-attempts", type=int, default=6, help="attempts per request (transient errors only)")
-    # removed with the own HTTP client (httpx does every request): accepted for one release, ignored
+    # removed with the own HTTP client (aiohttp does every request): accepted for one release, ignored
     g.add_argument("--workers", default=None, help=argparse.SUPPRESS)
     g.add_argument("--transport", default=None, help=argparse.SUPPRESS)
     g = p.add_argument_group("data")
