@@ -1,24 +1,23 @@
-"""Regeneration client benchmark: our async pool vs a SpecForge-style thread-pool + openai client.
+"""Regeneration client benchmark: what a real run needs, and the client's CPU.
 
 All servers are the project's stub (specforge_assets.regenerate.stubserver) in subprocesses on
-127.0.0.1, so the numbers measure the *client*. Run:
+127.0.0.1. Each client point runs `run_regeneration` (the CLI/asset code path) in a child process,
+so the client's CPU is measured alone and the same child can run another source tree (`--before`:
+the code before this change, e.g. `main`), in the same run against the same servers. Run:
 
-    .venv/bin/python bench/bench_regenerate.py            # everything (a few minutes)
-    .venv/bin/python bench/bench_regenerate.py --quick    # smaller row counts
-    .venv/bin/python bench/bench_regenerate.py --only bound --transports httpx,fast \
-        --workers 1,2,4,8 --out bench/results/regenerate_bound_HOST.json   # the server-bound grid
+    .venv/bin/python bench/bench_regenerate.py --before main           # headline + secondary
+    .venv/bin/python bench/bench_regenerate.py --only realistic --rows 60000 --before bench/_before
 
 Sections:
-1. stub capacity: a minimal raw-socket keep-alive load generator against one stub (what one
-   server process can answer on this machine; the ceiling for the client numbers).
-2. client overhead: rows/s with 128 requests in flight in total (128 x 1 server or 32 x 4
-   servers), single- and three-turn rows, with client CPU seconds per request, for the default
-   transport (`auto`: the built-in client for http://) and `transport: httpx` (sharded); plus the
-   SpecForge-style baseline in the same run.
-3. server-bound: 50 ms stub latency, in flight 64..512 (x transports x worker processes);
-   achieved vs ideal (in flight / latency). Each point runs about `--seconds` of ideal work.
-4. httpx: one AsyncClient as its pool grows vs the same connections sharded over small
-   transports (what the client does): why the pool shards its connections.
+1. realistic (the headline): 4 servers with log-normal latency (median 2 s, sigma 0.8, capped at
+   30 s, seeded), 2,048 requests in flight in total (512 per server). Ideal rate = in flight /
+   the mean latency the servers actually slept; achieved = the run's steady rate (first answer to
+   the last row handed out) and its wall rate; client CPU ms per request.
+2. capacity (secondary): a raw-socket keep-alive load generator against one zero-latency stub
+   (what one server process can answer here).
+3. client (secondary): zero-latency stubs, 128 in flight (32 x 4 servers), single-turn: the
+   client's ceiling in rows/s and its CPU per request; plus the SpecForge-style thread-pool
+   client in the same run.
 """
 from __future__ import annotations
 
@@ -27,7 +26,6 @@ import asyncio
 import json
 import os
 import resource
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,16 +36,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from specforge_assets.regenerate.runner import OutputPaths, run_regeneration  # noqa: E402
-from specforge_assets.regenerate.settings import RegenSettings  # noqa: E402
 
 
-def start_stubs(n: int, latency_ms: float = 0.0) -> tuple[list[subprocess.Popen], list[str]]:
+def start_stubs(n: int, latency_ms: float = 0.0, extra: list[str] = (), seeds: bool = False
+                ) -> tuple[list[subprocess.Popen], list[str]]:
     procs, addrs = [], []
-    for _ in range(n):
-        cmd = [sys.executable, "-m", "specforge_assets.regenerate.stubserver", "--port", "0"]
+    for k in range(n):
+        cmd = [sys.executable, "-m", "specforge_assets.regenerate.stubserver", "--port", "0", *extra]
         if latency_ms:
             cmd += ["--latency-ms", str(latency_ms)]
+        if seeds:
+            cmd += ["--seed", str(k)]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
         port = int(p.stdout.readline().split()[1])
         procs.append(p)
@@ -114,22 +113,89 @@ def stub_capacity(seconds: float) -> dict:
     return out
 
 
-# -- 2/3. our client ---------------------------------------------------------------------------
-def ours(addrs: list[str], inp: Path, concurrency: int, **kw) -> dict:
+# -- our client, in a child process ---------------------------------------------------------------
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # 2,048 sockets in one process
+from specforge_assets.regenerate.runner import OutputPaths, run_regeneration
+from specforge_assets.regenerate.settings import RegenSettings
+spec = json.loads(sys.argv[2])
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+st = RegenSettings(model="stub-model", max_tokens=64, progress_interval_s=3600, **spec["settings"])
+c0, t0 = cpu(), time.perf_counter()
+stats = run_regeneration(spec["input"], OutputPaths.specforge(spec["out"]), st, spec["addresses"],
+                         log=lambda m: None)
+print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "stats": stats}, default=str))
+"""
+
+
+def ours(src: Path, addrs: list[str], inp: Path, concurrency: int, **kw) -> dict:
+    """One `run_regeneration` of `inp` by the code under `src`, in a child process."""
     with tempfile.TemporaryDirectory() as d:
-        out = OutputPaths.specforge(Path(d) / "out.jsonl")
-        st = RegenSettings(model="stub-model", max_tokens=64, concurrency=concurrency, progress_interval_s=3600,
-                           **kw)
-        c0, t0 = cpu_s(), time.perf_counter()
-        stats = run_regeneration(inp, out, st, addrs, log=lambda m: None)
-        wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+        spec = {"input": str(inp), "out": str(Path(d) / "out.jsonl"), "addresses": addrs,
+                "settings": {"concurrency": concurrency, **kw}}
+        r = subprocess.run([sys.executable, "-c", CHILD, str(src), json.dumps(spec)], capture_output=True,
+                           text=True, cwd=d)
+    if r.returncode != 0:
+        raise RuntimeError(f"client run failed ({src}): {r.stderr[-2000:]}")
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    stats, wall, cpu = got["stats"], got["wall_s"], got["cpu_s"]
     n = stats["input_rows"]
     assert stats["counts"]["success"] == n, stats["counts"]
     requests = sum(v["requests"] for v in stats["servers"].values())
     return {"rows": n, "requests": requests, "wall_s": round(wall, 2), "rows_per_s": round(n / wall, 1),
             "dispatch_rows_per_s": stats["rows_per_s"],  # excludes input hashing + final ordered write
             "steady_rows_per_s": stats.get("steady_rows_per_s"),  # pipeline full: first result .. last row out
-            "requests_per_s": round(requests / wall, 1), "client_cpu_ms_per_request": round(1000 * cpu / requests, 3)}
+            "retries": stats.get("retries"), "request_error_kinds": stats.get("request_error_kinds"),
+            "client_cpu_ms_per_request": round(1000 * cpu / requests, 3)}
+
+
+def server_stats(addrs: list[str]) -> list[dict]:
+    import httpx
+
+    return [httpx.get(f"http://{a}/stats", timeout=30, trust_env=False).json() for a in addrs]
+
+
+def source_tree(ref: str, tmp: Path) -> Path:
+    """A directory holding `specforge_assets` as of `ref`: a directory as it is, else a git ref of
+    this repository (extracted with git archive)."""
+    if Path(ref).is_dir():
+        return Path(ref).resolve()
+    out = tmp / f"src-{ref.replace('/', '_')}"
+    out.mkdir()
+    arch = subprocess.run(["git", "-C", str(REPO), "archive", ref, "specforge_assets"], check=True,
+                          capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=arch, check=True)
+    return out
+
+
+# -- 1. realistic latency -------------------------------------------------------------------------
+def realistic(trees: dict[str, Path], d: Path, rows: int, in_flight: int, sigma: float) -> dict:
+    inp = make_input(d / f"realistic{rows}.jsonl", rows, 1)
+    res = {"servers": 4, "in_flight": in_flight, "latency": {"median_s": 2.0, "sigma": sigma, "cap_s": 30.0},
+           "rows": rows}
+    for name, src in trees.items():
+        procs, addrs = start_stubs(4, latency_ms=2000, extra=["--latency-sigma", str(sigma), "--latency-cap-ms",
+                                                               "30000"], seeds=True)
+        try:
+            r = ours(src, addrs, inp, in_flight // 4)
+            seen = server_stats(addrs)
+        finally:
+            stop(procs)
+        mean_latency = sum(s["slept_s"] for s in seen) / sum(s["chat_requests"] for s in seen)
+        ideal = in_flight / mean_latency
+        r.update(mean_server_latency_s=round(mean_latency, 3), ideal_rows_per_s=round(ideal, 1),
+                 max_in_flight_per_server=[s["max_inflight"] for s in seen],
+                 achieved_fraction_steady=round((r["steady_rows_per_s"] or 0) / ideal, 3),
+                 achieved_fraction_dispatch=round(r["dispatch_rows_per_s"] / ideal, 3),
+                 achieved_fraction_wall=round(r["rows_per_s"] / ideal, 3))
+        res[name] = r
+        print("realistic", name, json.dumps(r), flush=True)
+    return res
 
 
 # -- SpecForge-style baseline ------------------------------------------------------------------
@@ -176,159 +242,55 @@ def specforge_style(addrs: list[str], inp: Path, concurrency: int, max_rows: int
             "client_cpu_ms_per_request": round(1000 * cpu / turns, 3)}
 
 
-# -- 4. connections per AsyncClient ------------------------------------------------------------
-async def _httpx_one_client(addr: str, conns: int, n: int) -> float:
-    import httpx
-
-    body = json.dumps({"model": "stub-model", "messages": [{"role": "user", "content": "hi"}]})
-    async with httpx.AsyncClient(base_url=f"http://{addr}", limits=httpx.Limits(max_connections=conns),
-                                 trust_env=False) as c:
-        sem = asyncio.Semaphore(conns)
-
-        async def one():
-            async with sem:
-                r = await c.post("/v1/chat/completions", content=body)
-                r.raise_for_status()
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(n)))
-        return n / (time.perf_counter() - t0)
-
-
-async def _httpx_shards(addr: str, conns: int, per_shard: int, n: int) -> tuple[float, float]:
-    from specforge_assets.regenerate.client import HttpxShard
-
-    body = json.dumps({"model": "stub-model", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    shards = [HttpxShard(f"http://{addr}", {"content-type": "application/json"}, per_shard, 5.0, 60.0, verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-              for _ in range(max(1, conns // per_shard))]
-    rr = 0
-
-    async def worker(k):
-        nonlocal rr
-        for _ in range(k):
-            rr = (rr + 1) % len(shards)
-            r = await shards[rr].post("/v1/chat/completions", content=body)
-            assert r.status_code == 200
-
-    c0, t0 = cpu_s(), time.perf_counter()
-    await asyncio.gather(*(worker(n // conns) for _ in range(conns)))
-    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
-    for s in shards:
-        await s.aclose()
-    done = (n // conns) * conns
-    return done / wall, 1000 * cpu / done
-
-
-def httpx_scaling(n: int) -> dict:
-    import uvloop
-
-    procs, addrs = start_stubs(1)
-    try:
-        out = {f"one_asyncclient_{c}_connections": round(uvloop.run(_httpx_one_client(addrs[0], c, n)))
-               for c in (8, 32, 128)}
-        for per in (2, 4, 16):
-            rate, cpu = uvloop.run(_httpx_shards(addrs[0], 128, per, n))
-            out[f"shards_of_{per}_128_connections"] = round(rate)
-            out[f"shards_of_{per}_128_connections_client_cpu_ms"] = round(cpu, 3)
-        return out
-    finally:
-        stop(procs)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="capacity,httpx,client,bound,loop")
-    ap.add_argument("--transports", default="auto,httpx", help="server-bound grid: transports")
-    ap.add_argument("--workers", default="1", help="server-bound grid: client worker processes, e.g. 1,2,4")
-    ap.add_argument("--inflight", default="64,128,256,512", help="server-bound grid: requests in flight")
-    ap.add_argument("--seconds", type=float, default=6.0, help="server-bound: ideal seconds of work per point")
+    ap.add_argument("--quick", action="store_true", help="fewer rows everywhere")
+    ap.add_argument("--only", default="realistic,capacity,client")
+    ap.add_argument("--before", default="", help="also measure this source tree (a directory or a git ref, "
+                    "e.g. main) in the same run, as 'before'")
+    ap.add_argument("--also", default="", help="more trees to measure in the same run: NAME=DIR_OR_REF[,...]")
+    ap.add_argument("--rows", type=int, default=0, help="realistic: rows (default 60,000; --quick 12,000)")
+    ap.add_argument("--in-flight", type=int, default=2048)
+    ap.add_argument("--sigma", type=float, default=0.8, help="realistic: sigma of log(latency)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "regenerate.json"))
     args = ap.parse_args()
     only = set(args.only.split(","))
-    n1 = 3000 if args.quick else 8000
-    res: dict = {"cpu_count": os.cpu_count(), "loadavg_at_start": os.getloadavg()}
+    res: dict = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        single = make_input(d / "single.jsonl", n1, 1)
-        three = make_input(d / "three.jsonl", n1 // 3, 3)
+        trees = {"after": REPO}
+        for spec in [x for x in args.also.split(",") if x][::-1]:
+            name, _, ref = spec.partition("=")
+            trees = {name: source_tree(ref, d), **trees}
+        if args.before:
+            trees = {"before": source_tree(args.before, d), **trees}
+        res["trees"] = {k: str(v) for k, v in trees.items()}
+        if "realistic" in only:
+            rows = args.rows or (12000 if args.quick else 60000)
+            res["realistic_4_servers_lognormal_2s"] = realistic(trees, d, rows, args.in_flight, args.sigma)
         if "capacity" in only:
             res["stub_capacity_req_per_s_by_connections"] = stub_capacity(3.0)
             print("stub capacity", res["stub_capacity_req_per_s_by_connections"], flush=True)
-        if "httpx" in only:
-            res["httpx_req_per_s"] = httpx_scaling(4000)
-            print("httpx", res["httpx_req_per_s"], flush=True)
         if "client" in only:
+            single = make_input(d / "single.jsonl", 3000 if args.quick else 8000, 1)
             client = {}
-            for n_servers in (1, 4):
-                procs, addrs = start_stubs(n_servers)
-                try:
-                    conc = 128 // n_servers  # 128 in flight in total
-                    for name, inp in (("single_turn", single), ("three_turn", three)):
-                        r = ours(addrs, inp, conc)
-                        client[f"ours_{n_servers}srv_{name}"] = r
-                        print(f"ours {n_servers} servers {name}", r, flush=True)
-                    for name, inp in (("single_turn", single), ("three_turn", three)):
-                        r = ours(addrs, inp, conc, transport="httpx")
-                        client[f"ours_httpx_{n_servers}srv_{name}"] = r
-                        print(f"ours (transport: httpx) {n_servers} servers {name}", r, flush=True)
-                    r = specforge_style(addrs, single, conc, 300 if args.quick else 600)
-                    client[f"specforge_style_{n_servers}srv_single_turn"] = r
-                    print(f"specforge-style {n_servers} servers", r, flush=True)
-                finally:
-                    stop(procs)
-            for n_servers in (1, 4):
-                a = client[f"ours_{n_servers}srv_single_turn"]["rows_per_s"]
-                b = client[f"specforge_style_{n_servers}srv_single_turn"]["rows_per_s"]
-                client[f"speedup_{n_servers}srv"] = round(a / b, 1)
-                client[f"speedup_httpx_{n_servers}srv"] = round(
-                    client[f"ours_httpx_{n_servers}srv_single_turn"]["rows_per_s"] / b, 1)
-            res["client_overhead_128_in_flight"] = client
-        if "bound" in only:
-            bound = {}
-            procs, addrs = start_stubs(4, latency_ms=50)
-            try:
-                for transport in args.transports.split(","):
-                    for workers in [int(w) for w in args.workers.split(",")]:
-                        for inflight in [int(x) for x in args.inflight.split(",")]:
-                            ideal = inflight / 0.050
-                            n = int(max(2000, args.seconds * ideal))
-                            inp = d / f"b{n}.jsonl"
-                            if not inp.exists():
-                                make_input(inp, n, 1)
-                            r = ours(addrs, inp, inflight // 4, transport=transport, workers=workers)
-                            r.update(transport=transport, workers=workers, in_flight=inflight, ideal_rows_per_s=ideal,
-                                     achieved_fraction=round(r["rows_per_s"] / ideal, 3),
-                                     achieved_fraction_dispatch=round(r["dispatch_rows_per_s"] / ideal, 3),
-                                     achieved_fraction_steady=round((r["steady_rows_per_s"] or 0) / ideal, 3))
-                            bound[f"{transport}_workers{workers}_in_flight_{inflight}"] = r
-                            print("server-bound", transport, "workers", workers, "in flight", inflight,
-                                  "fraction", r["achieved_fraction"], "dispatch", r["achieved_fraction_dispatch"],
-                                  "steady", r["achieved_fraction_steady"],
-                                  "cpu ms/req", r["client_cpu_ms_per_request"], flush=True)
-            finally:
-                stop(procs)
-            res["server_bound_50ms_4_servers"] = bound
-        if "loop" in only:
-            lp = {}
             procs, addrs = start_stubs(4)
             try:
-                for name in ("uvloop", "asyncio"):
-                    saved = sys.modules.get("uvloop")
-                    if name == "asyncio":
-                        sys.modules["uvloop"] = None  # the runner falls back to asyncio.run
-                    try:
-                        lp[name] = ours(addrs, single, 32)
-                    finally:
-                        if name == "asyncio":
-                            if saved is None:
-                                del sys.modules["uvloop"]
-                            else:
-                                sys.modules["uvloop"] = saved
-                    print("event loop", name, lp[name], flush=True)
+                for name, src in trees.items():
+                    client[name] = ours(src, addrs, single, 32)
+                    print("zero latency, 4 servers x 32 in flight", name, client[name], flush=True)
+                try:
+                    client["specforge_style"] = specforge_style(addrs, single, 32, 300 if args.quick else 600)
+                    print("specforge-style", client["specforge_style"], flush=True)
+                except ImportError as e:  # the baseline needs the openai package
+                    print(f"specforge-style baseline skipped: {e}", flush=True)
             finally:
                 stop(procs)
-            res["event_loop_4srv_single_turn_128_in_flight"] = lp
+            for name in trees:
+                if "specforge_style" in client:
+                    client[f"speedup_{name}_vs_specforge_style"] = round(
+                        client[name]["rows_per_s"] / client["specforge_style"]["rows_per_s"], 1)
+            res["zero_latency_4_servers_128_in_flight"] = client
     res["loadavg_at_end"] = os.getloadavg()
     print(json.dumps(res, indent=1))
     out = Path(args.out)

@@ -59,11 +59,9 @@ def register(subparsers) -> None:
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
     g.add_argument("--connect-timeout", type=float, default=5.0)
     g.add_argument("--max-attempts", type=int, default=6, help="attempts per request (transient errors only)")
-    g.add_argument("--workers", type=int, default=1,
-                   help="client worker processes doing the requests (for many fast servers, > ~2k requests/s)")
-    g.add_argument("--transport", choices=["auto", "httpx", "fast"], default="auto",
-                   help="auto: the built-in keep-alive client for http:// servers (least client CPU), "
-                        "httpx for https://; or force httpx / fast")
+    # removed with the own HTTP client (aiohttp does every request): accepted for one release, ignored
+    g.add_argument("--workers", default=None, help=argparse.SUPPRESS)
+    g.add_argument("--transport", default=None, help=argparse.SUPPRESS)
     g = p.add_argument_group("data")
     g.add_argument("--input-file-path", required=True)
     g.add_argument("--output-file-path", required=True)
@@ -92,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError, UserError
     from .client import check_addresses
     from .runner import OutputPaths, run_regeneration
-    from .settings import RegenSettings
+    from .settings import RegenSettings, deprecation_message
 
+    for flag in ("workers", "transport"):
+        if getattr(args, flag) is not None:
+            print("warning: " + deprecation_message(flag, f"--{flag}"), file=sys.stderr, flush=True)
     try:
         check_addresses(args.server_address, "--server-address")
         extra = parse_extra_body(args.extra_body)
@@ -103,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
             reasoning=args.reasoning, extra_body=extra, dialect=args.dialect, num_samples=args.num_samples,
             beyond_limit=args.beyond_limit, concurrency=args.concurrency,
             request_timeout_s=args.request_timeout, connect_timeout_s=args.connect_timeout,
-            max_attempts=args.max_attempts, progress_interval_s=args.progress_interval, workers=args.workers,
-            transport=args.transport, lock_wait_s=args.lock_wait)
+            max_attempts=args.max_attempts, progress_interval_s=args.progress_interval, lock_wait_s=args.lock_wait)
     except (ValueError, TypeError) as e:  # a bad flag or setting: exit 2 through the one CLI error path
         raise UsageError(_one_line(e)) from e
     outputs = OutputPaths.specforge(args.output_file_path)

@@ -1,23 +1,23 @@
 """Async OpenAI-compatible chat client over a pool of servers.
 
-- httpx, *sharded*: one httpx connection pool gets slower as it grows (bench/RESULTS.md), so each
-  server gets ceil(concurrency / connections_per_client) pools of a few connections each. Requests
-  go straight to httpx's `AsyncHTTPTransport` (`HttpxShard`): the `AsyncClient` layer on top of it
-  (URL merging, cookies, auth, event hooks) doubles the client CPU per request and does nothing
-  an inference server needs.
-- `transport: auto` (default) uses the built-in keep-alive client (`fasthttp.py`) for plain
-  http servers, at ~1/5 of httpx's client CPU per request even after the above, and httpx for
-  https; `transport: httpx` / `fast` force one.
+- aiohttp through its public API only: one `aiohttp.ClientSession` per server (`_Http`), its
+  connection pool sized from `concurrency`. The base URL keeps its path prefix; IPv6 literals,
+  https with the system's or `SSL_CERT_FILE` / `SSL_CERT_DIR`'s CAs, the proxy of the
+  environment (HTTP_PROXY / HTTPS_PROXY / ALL_PROXY, NO_PROXY respected), redirects, chunked and
+  gzip replies are aiohttp's. Not httpx: one httpx client with hundreds of connections spends
+  milliseconds of CPU per request in its pool (the pool scans every connection, and for each
+  idle one every connection again, on each request and each reply), so one client process could
+  not keep 2,048 requests in flight at the rate 4 GPU servers answer (bench/RESULTS.md).
 - least-loaded dispatch with a per-server in-flight cap (= concurrency), affinity to the server
   that answered the previous turn of the same row when it is not busier than the others.
 - transient-only retries (connect errors, timeouts, dropped connections, 408/409/425/429/5xx) with
   exponential backoff + full jitter, each retry preferring another server; permanent errors
-  (other 4xx, e.g. context overflow) fail the request at once.
+  (other 4xx, e.g. context overflow; any other status such as 204) fail the request at once.
 - a server failing `failures_to_eject` times in a row is taken out of rotation and probed back
   in (GET /health, then /v1/models) every `probe_interval_s`.
-- every 200 answer goes through `reply.check_reply` (the one reply check, here for every transport):
-  shape faults (no choices, error object) are retried like transient errors, a 4xx error object
-  and unusable content fail the request at once.
+- every 200 answer goes through `reply.check_reply` (the one reply check): shape faults (no
+  choices, error object) are retried like transient errors, a 4xx error object and unusable
+  content fail the request at once.
 - credentials in an address (`http://user:KEY@host:port`, also without scheme) are sent as HTTP
   Basic auth to that server only and never kept in the address: labels, logs, stats and row
   provenance only ever see `host:port`.
@@ -27,27 +27,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import math
 import random
 import ssl
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-import httpcore
-import httpx
+import aiohttp
 
-from .netbackend import AsyncioBackend
-from .fasthttp import FastHTTPClient, FastHTTPError, RequestTimeout
 from ..errors import UserError
 from .text import clean
 from .reply import BadReply, Reply, RequestFailed, check_reply
 from .settings import RegenSettings
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
-# connect/read/write errors, all timeouts, protocol errors, dropped connections
-TRANSIENT_EXC = (httpx.TransportError, FastHTTPError)
-TIMEOUT_EXC = (httpx.TimeoutException, RequestTimeout)
+# connect/read/write errors (TLS refusals included), all timeouts, protocol errors, dropped
+# connections, a body that does not decode (a broken gzip stream); aiohttp.TooManyRedirects is
+# caught before these and is permanent
+TRANSIENT_EXC = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class NoServerAvailable(RuntimeError, UserError):
@@ -165,75 +163,62 @@ def _short_error(e: BaseException) -> str:
     return clean(f"{type(e).__name__}: {msg}"[:500])
 
 
-_PLAIN: ssl.SSLContext | None = None
+def env_proxy(base: str) -> str | None:
+    """The proxy URL the environment gives for requests to `base` (HTTP_PROXY / HTTPS_PROXY /
+    ALL_PROXY, either case), or None: none set, or the host is in NO_PROXY (as curl reads them)."""
+    u = urlsplit(base)
+    proxies = urllib.request.getproxies_environment()
+    if not proxies or urllib.request.proxy_bypass_environment(u.hostname or "", proxies):
+        return None
+    return proxies.get(u.scheme) or proxies.get("all")
 
 
-def _plain_http_context() -> ssl.SSLContext:
-    global _PLAIN
-    if _PLAIN is None:
-        _PLAIN = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return _PLAIN
+class HttpReply:
+    """An HTTP answer read in full: `status` (int), `body` (bytes, decompressed)."""
+
+    __slots__ = ("status", "body")
+
+    def __init__(self, status: int, body: bytes):
+        self.status, self.body = status, body
+
+    def text(self, limit: int) -> str:
+        return self.body[:limit].decode("utf-8", "replace")
 
 
-class HttpxShard:
-    """One small httpx connection pool for one server; `post`/`get`/`aclose` like FastHTTPClient.
+class _Http:
+    """The one aiohttp session of one server. `base` keeps any path prefix (a gateway such as
+    ``https://host/gateway/model-a``); at most concurrency + 2 connections (the in-flight cap is
+    the pool's, the two spare ones serve health probes); the proxy from the environment (read
+    once, `env_proxy`); `tls`: the context for https (built once per pool from the system's CAs or
+    SSL_CERT_FILE / SSL_CERT_DIR). Timeouts in seconds: `connect_timeout_s` for each connection,
+    `request_timeout_s` for each read of a reply. No retries here: `ServerPool.chat` retries
+    transient errors itself, each on the least-loaded server."""
 
-    Uses httpx's transport directly with prebuilt header lists; responses are httpx.Response
-    objects (`status_code`, `text`, `json()`). Timeouts: connect, and per read/write/pool wait.
-    """
-
-    __slots__ = ("transport", "base", "headers", "timeout", "_urls")
-
-    def __init__(self, base: str, headers: dict, connections: int, connect_timeout: float, timeout: float,
-                 verify=True, lean: bool = True):
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self.transport = httpx.AsyncHTTPTransport(limits=limits, verify=verify, retries=0, trust_env=False)
-        if lean and isinstance(verify, ssl.SSLContext) and isinstance(getattr(self.transport, "_pool", None),
-                                                                       httpcore.AsyncConnectionPool):
-            # same pool httpx builds, on the lean asyncio network backend (netbackend.py)
-            self.transport._pool = httpcore.AsyncConnectionPool(
-                ssl_context=verify, max_connections=connections, max_keepalive_connections=connections,
-                keepalive_expiry=limits.keepalive_expiry, http1=True, http2=False, retries=0,
-                network_backend=AsyncioBackend())
+    def __init__(self, base: str, headers: dict, settings: RegenSettings, tls: ssl.SSLContext | None):
         self.base = base
-        self.headers = list(headers.items())
-        self.timeout = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
-        self._urls: dict[str, httpx.URL] = {}
+        self.session = aiohttp.ClientSession(
+            headers=headers, trust_env=False, proxy=env_proxy(base),
+            connector=aiohttp.TCPConnector(limit=int(settings.concurrency) + 2, limit_per_host=0,
+                                           ssl=tls if tls is not None else True),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s,
+                                          sock_read=settings.request_timeout_s))
 
-    def _url(self, path: str) -> httpx.URL:
-        u = self._urls.get(path)
-        if u is None:
-            u = self._urls[path] = httpx.URL(self.base + path)
-        return u
+    async def request(self, method: str, path: str, body: bytes | None = None,
+                      timeout: float | None = None) -> HttpReply:
+        """`method` `base` + `path` (path from ``/``) with `body`; `timeout`: seconds for the whole
+        request instead of the session's. Raises aiohttp.ClientError / asyncio.TimeoutError."""
+        kw = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
+        async with self.session.request(method, self.base + path, data=body, **kw) as r:
+            return HttpReply(r.status, await r.read())
 
-    async def _send(self, method: str, path: str, content: bytes | None, timeout: float | None) -> httpx.Response:
-        req = httpx.Request(method, self._url(path), headers=self.headers, content=content)
-        tmo = self.timeout if timeout is None else {"connect": min(self.timeout["connect"], timeout),
-                                                     "read": timeout, "write": timeout, "pool": timeout}
-        req.extensions["timeout"] = tmo
-        resp = await self.transport.handle_async_request(req)
-        try:
-            await resp.aread()
-        finally:
-            await resp.aclose()
-        return resp
-
-    async def post(self, path: str, content: bytes | str = b"", timeout: float | None = None) -> httpx.Response:
-        if isinstance(content, str):
-            content = content.encode()
-        return await self._send("POST", path, content, timeout)
-
-    async def get(self, path: str, timeout: float | None = None) -> httpx.Response:
-        return await self._send("GET", path, None, timeout)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
+    async def close(self) -> None:
+        await self.session.close()
 
 
 @dataclass
 class Server:
     address: str  # base URL without /v1
-    clients: list  # HttpxShard or FastHTTPClient (same post/get/aclose surface)
+    http: _Http
     capacity: int
     inflight: int = 0
     up: bool = True
@@ -243,12 +228,7 @@ class Server:
     ok: int = 0
     failures: int = 0
     ejections: int = 0
-    _rr: int = 0
     _probe: asyncio.Task | None = field(default=None, repr=False)
-
-    def client(self):
-        self._rr = (self._rr + 1) % len(self.clients)
-        return self.clients[self._rr]
 
     @property
     def label(self) -> str:
@@ -256,11 +236,9 @@ class Server:
 
 
 class ServerPool:
-    def __init__(self, addresses: list[str], settings: RegenSettings, api_key: str | None = None,
-                 log=None, auth: dict[str, str] | None = None):
-        """`addresses`: HOST:PORT or URLs, possibly with user-info (sent as Basic auth);
-        `auth`: base URL -> Authorization value for addresses given without their user-info
-        (how worker processes receive them, through the environment)."""
+    def __init__(self, addresses: list[str], settings: RegenSettings, api_key: str | None = None, log=None):
+        """`addresses`: HOST:PORT or URLs (a path prefix is kept), possibly with user-info (sent
+        as Basic auth to that server only). Raises ServerAddressError for an unusable address."""
         if not addresses:
             raise ServerAddressError("no server addresses given (e.g. --server-address 127.0.0.1:30000)")
         self.settings = settings
@@ -268,47 +246,25 @@ class ServerPool:
         base_headers = {"content-type": "application/json"}
         if api_key:
             base_headers["authorization"] = f"Bearer {api_key}"
-        self.auth: dict[str, str] = dict(auth or {})
-        per_client = max(1, int(settings.connections_per_client))
-        n_clients = max(1, math.ceil(settings.concurrency / per_client))
         self.servers: list[Server] = []
         seen = set()
         check_addresses(addresses)
-        # One TLS context for every shard: building one loads the CA bundle (~25 ms each). Plain
-        # http never uses it, so it gets a bare context without certificates.
-        tls = None
+        tls: ssl.SSLContext | None = None
         for a in addresses:
             base, basic = split_address(a)
             if base in seen:
                 continue
             seen.add(base)
-            basic = basic or self.auth.get(base)
             headers = dict(base_headers)
             if basic:
                 if api_key:
                     raise ServerAddressError(
                         f"server address {strip_credentials(a)} carries credentials and an API key is set too "
                         "(SPECFORGE_REGEN_API_KEY / api_key_env); give one of them")
-                self.auth[base] = basic
                 headers["authorization"] = basic
-            per = math.ceil(settings.concurrency / n_clients) + 1
-            use_fast = settings.transport == "fast" or (settings.transport == "auto" and base.startswith("http://"))
-            if use_fast and not base.startswith("http://"):
-                raise ServerAddressError(f"transport 'fast' speaks plain http only; {base} needs transport 'httpx'")
-            if use_fast:
-                scheme, _, rest = base.partition("://")
-                host, port = _host_port(rest.split("/", 1)[0], scheme, "server address", base)
-                clients = [FastHTTPClient(host, port, per, settings.connect_timeout_s,
-                                          settings.request_timeout_s, headers=headers) for _ in range(n_clients)]
-            else:
-                if base.startswith("https://"):
-                    tls = tls or httpx.create_ssl_context()
-                    verify = tls
-                else:
-                    verify = _plain_http_context()
-                clients = [HttpxShard(base, headers, per, settings.connect_timeout_s, settings.request_timeout_s,
-                                      verify=verify) for _ in range(n_clients)]
-            self.servers.append(Server(base, clients, settings.concurrency))
+            if base.startswith("https://") and tls is None:
+                tls = ssl.create_default_context()  # once per pool: loading the CAs takes ~25 ms
+            self.servers.append(Server(base, _Http(base, headers, settings, tls), settings.concurrency))
         self._cond = asyncio.Condition()
         self._waiting = 0
         self._closed = False
@@ -322,8 +278,7 @@ class ServerPool:
             if s._probe:
                 s._probe.cancel()
         for s in self.servers:
-            for c in s.clients:
-                await c.aclose()
+            await s.http.close()
 
     async def __aenter__(self):
         return self
@@ -352,11 +307,11 @@ class ServerPool:
                 body = self.settings.request_body([{"role": "user", "content": "Hello, how are you?"}], None)
                 body["max_tokens"] = 1
                 body.pop("generation_config", None)
-                r = await s.client().post("/v1/chat/completions", content=json.dumps(body),
+                r = await s.http.request("POST", "/v1/chat/completions", json.dumps(body).encode(),
                                           timeout=max(self.settings.connect_timeout_s, 60.0))
-                if r.status_code != 200:
-                    return f"HTTP {r.status_code}: {r.text[:300]}"
-                model = r.json().get("model")
+                if r.status != 200:
+                    return f"HTTP {r.status}: {r.text(300)}"
+                model = json.loads(r.body).get("model")
                 s.model = clean(model) if isinstance(model, str) else None
             else:
                 if not await self._health(s):
@@ -368,10 +323,10 @@ class ServerPool:
     async def _health(self, s: Server) -> bool:
         for path in ("/health", "/v1/models"):
             try:
-                r = await s.client().get(path, timeout=self.settings.connect_timeout_s + 5)
-                if r.status_code == 200:
+                r = await s.http.request("GET", path, timeout=self.settings.connect_timeout_s + 5)
+                if r.status == 200:
                     return True
-                if r.status_code not in (404, 405):
+                if r.status not in (404, 405):
                     return False
             except Exception:  # noqa: BLE001
                 return False
@@ -478,20 +433,25 @@ class ServerPool:
             s = await self._acquire(prefer if attempt == 0 else None, avoid)
             s.requests += 1
             try:
-                r = await s.client().post("/v1/chat/completions", content=payload)
+                r = await s.http.request("POST", "/v1/chat/completions", payload)
+            except aiohttp.TooManyRedirects as e:
+                await self._release(s)
+                self._count("redirects")
+                raise RequestFailed(f"{_short_error(e)} (from {s.label})", kind="redirects", server=s.label) from None
             except TRANSIENT_EXC as e:
                 await self._release(s)
                 self._mark_failure(s)
                 last, last_kind, last_bad = _short_error(e), "transient_exhausted", None
-                kind = "timeout" if isinstance(e, TIMEOUT_EXC) else "connection"
-                self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+                self._count("timeout" if isinstance(e, asyncio.TimeoutError) else
+                            "bad_response" if isinstance(e, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError))
+                            else "connection")
                 avoid = s.address
                 continue
             await self._release(s)
-            code = r.status_code
+            code = r.status
             if code == 200:
                 try:
-                    data = r.json()
+                    data = json.loads(r.body)
                 except ValueError as e:
                     self._mark_failure(s)
                     last, last_kind, last_bad = f"invalid JSON from {s.label}: {e}", "transient_exhausted", None
@@ -511,7 +471,7 @@ class ServerPool:
                     continue
                 s.ok += 1
                 return reply, s.label
-            text = r.text[:500]
+            text = r.text(500)
             if code in TRANSIENT_STATUS or code >= 500:
                 self._mark_failure(s)
                 last, last_kind, last_bad = f"HTTP {code} from {s.label}: {text}", "transient_exhausted", None

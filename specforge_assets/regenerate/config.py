@@ -5,6 +5,7 @@ import copy
 from typing import Any
 
 from ..paths import load_config
+from .settings import drop_deprecated
 
 DEFAULTS: dict[str, Any] = {
     "enabled": False,
@@ -28,9 +29,6 @@ DEFAULTS: dict[str, Any] = {
     "connect_timeout_s": 5.0,
     "request_timeout_s": 600.0,
     "max_attempts": 6,
-    "workers": 1,
-    "connections_per_client": 2,  # httpx connections per pool shard (small pools stay fast)
-    "transport": "auto",  # auto (built-in client for http://, httpx for https://) | httpx | fast
     "test_split": "passthrough",  # passthrough | regenerate
     "truncation_threshold": 0.5,  # check: max fraction of turns cut at max_tokens
     "restart": False,
@@ -40,13 +38,16 @@ DEFAULTS: dict[str, Any] = {
 
 SETTINGS_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "reasoning",
                  "extra_body", "num_samples", "beyond_limit", "concurrency", "connect_timeout_s",
-                 "request_timeout_s", "max_attempts", "workers", "transport", "connections_per_client",
-                 "lock_wait_s", "progress_interval_s")
+                 "request_timeout_s", "max_attempts", "lock_wait_s", "progress_interval_s")
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:
+    """`base` updated by `over` (mappings merged one level deep, `extra_body` replaced). An unknown
+    key is refused naming `where`; a removed client setting (`settings.DEPRECATED`: workers,
+    transport, connections_per_client) is dropped with a one-line FutureWarning naming `where`."""
     out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
+    over = drop_deprecated(dict(over or {}), where)
+    for k, v in over.items():
         if k not in DEFAULTS:
             raise ValueError(f"{where}: unknown regeneration key {k!r} (known: {', '.join(sorted(DEFAULTS))})")
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "extra_body":

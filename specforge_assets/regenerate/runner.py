@@ -160,7 +160,7 @@ class _Progress:
         self.status: dict[str, int] = {}
         self.t0 = time.monotonic()
         # steady state: from the first finished row to the last row handed out, the stretch in
-        # which the pipeline was kept full (no start-up probe or worker spawn, no draining tail)
+        # which the pipeline was kept full (no start-up probe, no draining tail)
         self.first: tuple[float, int] | None = None
         self.last: tuple[float, int] | None = None
 
@@ -243,24 +243,15 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     tally = Tally()
     t0 = time.monotonic()
     pool = None
-    wpool = None
-    worker_stats = None
     pending: set[asyncio.Task] = set()
     fatal: list[BaseException] = []
-    outstanding = [0]  # rows handed to worker processes and not back yet
     try:
         need_server = requests > 0
         if need_server:
             pool = ServerPool(addresses, st, api_key=api_key, log=log)
             await pool.start()
             log(f"regenerate: {requests} rows need a request ({total} input rows, {len(done)} already done)")
-        capacity = st.concurrency * (len(pool.servers) if pool else 1)
-        if need_server and st.workers > 1:
-            # Worker processes get up to twice their request slots in rows: the spare rows wait
-            # inside the worker's pool, so a finished request is replaced at once instead of after
-            # a round trip through this process (which cost ~10% of the rate at 50 ms latency).
-            capacity *= 2
-        sem = asyncio.Semaphore(capacity)
+        sem = asyncio.Semaphore(st.concurrency * (len(pool.servers) if pool else 1))
 
         def finish(i: int, row_id, status: str, row: dict, requested: bool = False) -> None:
             try:
@@ -291,24 +282,6 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
                 await asyncio.sleep(st.progress_interval_s)
                 log(prog.line())
 
-        def from_worker(i: int, out: dict) -> None:
-            outstanding[0] -= 1
-            sem.release()
-            finish(i, out.get("id"), out["status"], out, requested=True)
-
-        def worker_fatal(e: BaseException) -> None:
-            if not fatal:
-                fatal.append(e)
-            sem.release()  # unblock the producer so it can see the failure
-
-        if need_server and st.workers > 1:
-            from .workers import WorkerPool
-
-            # the main pool did the start probe; the workers bring their own connections
-            live = [s.address for s in pool.servers if s.up] + [s.address for s in pool.servers if not s.up]
-            wpool = WorkerPool(st.workers, live, st, api_key, from_worker, worker_fatal, log, auth=pool.auth)
-            await wpool.start()
-
         ticker = asyncio.get_running_loop().create_task(progress())
         try:
             for i, line, row, action, why in _plan(input_path, done, st):
@@ -328,22 +301,14 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
                 if fatal:
                     sem.release()
                     break
-                if wpool is not None:
-                    outstanding[0] += 1
-                    wpool.submit(i, row)
-                    continue
                 t = asyncio.get_running_loop().create_task(one(i, row))
                 pending.add(t)
                 t.add_done_callback(pending.discard)
             prog.last = (time.monotonic(), prog.done_now)
             while pending and not fatal:
                 await asyncio.wait(set(pending), timeout=0.5)
-            while outstanding[0] > 0 and not fatal:
-                await asyncio.sleep(0.02)
         finally:
             ticker.cancel()
-            if wpool is not None:
-                worker_stats = await wpool.close()
             if fatal:
                 for t in list(pending):
                     t.cancel()
@@ -359,14 +324,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
             pass
         raise
     finally:
-        if worker_stats is not None:
-            server_stats, retries, error_kinds = (worker_stats["servers"], worker_stats["retries"],
-                                                  worker_stats["error_kinds"])
-            for s in pool.servers:  # the start probe (a chat request) ran here and saw the model
-                if s.model and s.label in server_stats and not server_stats[s.label].get("model"):
-                    server_stats[s.label]["model"] = s.model
-            await pool.close()
-        elif pool is not None:
+        if pool is not None:
             server_stats, retries, error_kinds = pool.stats(), pool.retries, dict(pool.error_kinds)
             await pool.close()
         else:
@@ -385,7 +343,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
         "servers": server_stats,
         "retries": retries,
         "request_error_kinds": error_kinds,
-        "client": {"transport": st.transport, "workers": st.workers, "concurrency_per_server": st.concurrency},
+        "client": {"concurrency_per_server": st.concurrency},
     })
     stats = scrub(stats)  # server model names, finish reasons, error kinds: text a server chose
     journal.write_state(fingerprint=fingerprint, state="complete", stats=stats)

@@ -20,6 +20,36 @@ DIALECTS = ("openai", "transformers")
 BEYOND_LIMIT = ("skip", "passthrough")
 
 
+# Settings of the own HTTP client and its worker processes, removed with them (one aiohttp
+# session per server does the requests): still accepted, with a warning, for one release.
+DEPRECATED = {
+    "workers": "requests run in one process, one aiohttp session per server",
+    "transport": "every server goes through aiohttp",
+    "connections_per_client": "each server's session holds up to `concurrency` + 2 connections",
+}
+
+
+def deprecation_message(key: str, where: str) -> str:
+    """The one-line warning for a removed setting `key` found in `where` (file / flag / config)."""
+    return (f"{where}: regeneration setting {key!r} is deprecated and ignored ({DEPRECATED[key]}); "
+            "remove it — it will be refused in the next release")
+
+
+def drop_deprecated(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """`cfg` without the `DEPRECATED` keys; each one present (not None) warns once
+    (`warnings.warn`, category `RegenSettingDeprecated`, a FutureWarning: shown by default)."""
+    import warnings
+
+    for k in DEPRECATED:
+        if cfg.get(k) is not None:
+            warnings.warn(deprecation_message(k, where), RegenSettingDeprecated, stacklevel=3)
+    return {k: v for k, v in cfg.items() if k not in DEPRECATED}
+
+
+class RegenSettingDeprecated(FutureWarning):
+    """A removed regeneration setting was given (FutureWarning: shown to users by default)."""
+
+
 @dataclass
 class RegenSettings:
     model: str
@@ -48,14 +78,6 @@ class RegenSettings:
     failures_to_eject: int = 3
     probe_interval_s: float = 2.0
     all_down_timeout_s: float = 120.0
-    connections_per_client: int = 2
-    # "auto": the built-in keep-alive client (fasthttp.py) for http:// servers, httpx for https://;
-    # "httpx": sharded httpx pools everywhere; "fast": the built-in client (plain http only).
-    # The built-in client costs ~1/5 of httpx's CPU per request (bench/RESULTS.md).
-    transport: str = "auto"
-    # client worker processes doing the requests (1 = in this process); the main process keeps the
-    # journal and the outputs either way
-    workers: int = 1
     progress_interval_s: float = 5.0
     # a second run on the same output waits this long for the first, then is refused (0: at once)
     lock_wait_s: float = 0.0
@@ -69,8 +91,6 @@ class RegenSettings:
             raise ValueError(f"reasoning must be one of {REASONING_MODES}, got {self.reasoning!r}")
         if self.dialect not in DIALECTS:
             raise ValueError(f"dialect must be one of {DIALECTS}, got {self.dialect!r}")
-        if self.transport not in ("auto", "httpx", "fast"):
-            raise ValueError(f"transport must be auto, httpx or fast, got {self.transport!r}")
         if self.beyond_limit not in BEYOND_LIMIT:
             raise ValueError(f"beyond_limit must be one of {BEYOND_LIMIT}, got {self.beyond_limit!r}")
         if int(self.max_tokens) <= 0:
@@ -89,10 +109,6 @@ class RegenSettings:
             raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
         if int(self.concurrency) < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if int(self.connections_per_client) < 1:
-            raise ValueError(f"connections_per_client must be >= 1, got {self.connections_per_client}")
-        if int(self.workers) < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if int(self.max_attempts) < 1:
             raise ValueError("max_attempts must be >= 1")
         if not isinstance(self.extra_body, dict):
@@ -123,6 +139,9 @@ class RegenSettings:
 
     @classmethod
     def from_mapping(cls, cfg: dict[str, Any]) -> "RegenSettings":
+        """Settings from a flat mapping; None means "the default". The settings of the removed
+        own HTTP client (`DEPRECATED`) are dropped with a DeprecationWarning (one release)."""
+        cfg = drop_deprecated(cfg, "regeneration settings")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(cfg) - names)
         if unknown:

@@ -9,7 +9,10 @@ GET /requests lists the `messages` of every chat request, in arrival order (for 
 Reply-shape quirks of real servers (`QUIRKS`), chosen by a `Q_<NAME>` marker in the last user
 message, or for every request with --quirk NAME.
 --api-key K requires `Authorization: Bearer K`; --basic-auth USER:PW requires HTTP Basic auth; --tls-cert/--tls-key serve https. Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
---drop-every N (closes the connection without a response), --die-after N (the process exits).
+--drop-every N (closes the connection without a response), --die-after N (the process exits),
+--hang-limit N (at most N hangs); GET /stats counts each injected fault ("failed", "hung",
+"dropped"). Latency: --latency-ms fixed, or log-normal with --latency-sigma (median
+--latency-ms, capped at --latency-cap-ms, seeded by --seed; "slept_s" in /stats).
 
     python -m specforge_assets.regenerate.stubserver --port 0 [--latency-ms 50] [--fail-every 3]
 prints "PORT <n>" on stdout once listening.
@@ -31,6 +34,22 @@ class _State:
         self.inflight = 0  # chat requests being answered now
         self.max_inflight = 0
         self.requests: list = []  # messages of every chat request
+        self.failed = self.hung = self.dropped = 0  # injected faults, as counted by the server
+        self.slept_s = 0.0  # total latency slept over chat requests (--latency-ms / log-normal)
+        import random
+
+        self.rng = random.Random(args.seed)
+
+    def latency_s(self) -> float:
+        """This request's latency: fixed (--latency-ms), or log-normal (median --latency-ms,
+        --latency-sigma) capped at --latency-cap-ms; seeded by --seed."""
+        a = self.args
+        if not a.latency_sigma:
+            return a.latency_ms / 1000.0
+        import math
+
+        ms = a.latency_ms * math.exp(a.latency_sigma * self.rng.gauss(0.0, 1.0))
+        return min(ms, a.latency_cap_ms or ms) / 1000.0
 
 
 def _response(status: int, body: bytes, reason: str = "OK") -> bytes:
@@ -153,7 +172,9 @@ class _Proto(asyncio.Protocol):
                 self.transport.write(_response(401, b'{"error":"missing or wrong API key"}', "Unauthorized"))
                 continue
             if path == "/stats" and method == "GET":
-                out = json.dumps({"chat_requests": self.state.n, "max_inflight": self.state.max_inflight}).encode()
+                st = self.state
+                out = json.dumps({"chat_requests": st.n, "max_inflight": st.max_inflight, "failed": st.failed,
+                                  "hung": st.hung, "dropped": st.dropped, "slept_s": st.slept_s}).encode()
                 self.transport.write(_response(200, out))
                 continue
             if path == "/requests" and method == "GET":
@@ -174,16 +195,21 @@ class _Proto(asyncio.Protocol):
                 st = self.state
                 st.inflight += 1
                 st.max_inflight = max(st.max_inflight, st.inflight)
+                delay = st.latency_s()
+                st.slept_s += delay
                 try:
-                    await asyncio.sleep(a.latency_ms / 1000.0)
+                    await asyncio.sleep(delay)
                 finally:
                     st.inflight -= 1
             if a.drop_every and n % a.drop_every == 0:
+                self.state.dropped += 1
                 self.transport.abort()
                 return
-            if a.hang_every and n % a.hang_every == 0:
+            if a.hang_every and n % a.hang_every == 0 and (not a.hang_limit or self.state.hung < a.hang_limit):
+                self.state.hung += 1
                 await asyncio.sleep(3600)
             if a.fail_every and n % a.fail_every == 0:
+                self.state.failed += 1
                 self.transport.write(_response(500, b'{"error":"injected failure"}', "Internal Server Error"))
                 continue
             try:
@@ -217,9 +243,14 @@ def main(argv=None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--model", default="stub-model")
-    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--latency-ms", type=float, default=0.0, help="latency of each chat reply (the median with "
+                   "--latency-sigma)")
+    p.add_argument("--latency-sigma", type=float, default=0.0, help="log-normal latency: sigma of log(latency)")
+    p.add_argument("--latency-cap-ms", type=float, default=0.0, help="log-normal latency: the longest (0: no cap)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the log-normal latencies")
     p.add_argument("--fail-every", type=int, default=0)
     p.add_argument("--hang-every", type=int, default=0)
+    p.add_argument("--hang-limit", type=int, default=0, help="hang at most this many requests (0: no limit)")
     p.add_argument("--drop-every", type=int, default=0)
     p.add_argument("--die-after", type=int, default=0)
     p.add_argument("--api-key", default="", help="require `Authorization: Bearer KEY` (401 otherwise)")

@@ -106,7 +106,7 @@ def test_unchanged_inputs_and_settings_are_a_cache_hit_with_no_server(project, s
     assert _requests(stub) == sent
 
     # (b) only the port changes (a dead one: it must not even be probed) → still a hit
-    regen_yaml(server_addresses=[dead_address()], concurrency=1, workers=1, request_timeout_s=5)
+    regen_yaml(server_addresses=[dead_address()], concurrency=1, request_timeout_s=5)
     assert _run_job(dagster_instance).success
     v3, meta3, _ = _latest(dagster_instance, REGENERATED)
     assert v3 == v1 and meta3["cache"] == "hit"

@@ -16,7 +16,6 @@ from specforge_assets.regenerate.journal import ConfigChanged, JournalWriteError
 from specforge_assets.regenerate.launcher import ServerLaunchError
 from specforge_assets.regenerate.runner import InputNotFound, OutputPaths, OutputWriteError, run_regeneration
 from specforge_assets.regenerate.settings import RegenSettings
-from specforge_assets.regenerate.workers import WorkerFailed
 
 from .conftest import dead_address, read_jsonl, write_rows
 
@@ -132,15 +131,15 @@ def test_address_parsing_strips_credentials():
     assert strip_credentials(f"bob:{SECRET}@h:1") == "h:1"
 
 
-@pytest.mark.parametrize("form,workers", [("bare", 1), ("url", 2)])
-def test_credentials_in_the_address_authenticate_and_never_leak(tmp_path, stub_server, form, workers):
+@pytest.mark.parametrize("form", ["bare", "url"])
+def test_credentials_in_the_address_authenticate_and_never_leak(tmp_path, stub_server, form):
     s = stub_server(basic_auth=f"bob:{SECRET}")
     inp = write_rows(tmp_path / "in.jsonl", MT_BENCH)
     outdir = tmp_path / "out"
     addr = f"bob:{SECRET}@{s.address}" if form == "bare" else f"http://bob:{SECRET}@{s.address}/v1"
     env = {k: v for k, v in os.environ.items() if k != "SPECFORGE_REGEN_API_KEY"}
     r = subprocess.run(CLI + ["--server-address", addr, "--input-file-path", str(inp), "--output-file-path",
-                              str(outdir / "o.jsonl"), "--workers", str(workers)],
+                              str(outdir / "o.jsonl")],
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["success"] == 3
@@ -183,7 +182,7 @@ def test_partition_summary_and_manifest_hold_no_credentials(tmp_path, stub_serve
 # -- 5. expected failures: one line, non-zero ----------------------------------------------------
 def test_expected_failure_classes_are_user_errors():
     for cls in (NoServerAvailable, ConfigChanged, JournalWriteError, OutputWriteError, ServerLaunchError,
-                WorkerFailed, InputNotFound):
+                InputNotFound):
         assert issubclass(cls, UserError), cls
     assert issubclass(NoServerAvailable, RuntimeError) and issubclass(InputNotFound, FileNotFoundError)
 
@@ -216,3 +215,34 @@ def test_cli_expected_failures_print_one_error_line(tmp_path, stub_server):
     r = run(["--server-address", stub_server().address, "--input-file-path", "in.jsonl"])
     assert r.returncode == 0, r.stderr
     assert len(read_jsonl(cwd / "out" / "o.jsonl")) == 3
+
+
+# -- removed client settings (own HTTP client, worker processes): accepted for one release -------
+def test_removed_client_settings_warn_once_each_and_are_ignored(tmp_path, stub_server):
+    from specforge_assets.regenerate.config import source_config
+    from specforge_assets.regenerate.settings import RegenSettingDeprecated
+
+    yaml_cfg = {"defaults": {"workers": 2, "transport": "fast", "concurrency": 3},
+                "sources": {"k": {"connections_per_client": 4}}}
+    with pytest.warns(RegenSettingDeprecated) as got:
+        cfg = source_config("k", yaml_cfg, {"workers": 8})
+    assert [str(w.message).split(" is deprecated")[0] for w in got] == [
+        "regenerate.yaml defaults: regeneration setting 'workers'",
+        "regenerate.yaml defaults: regeneration setting 'transport'",
+        "regenerate.yaml sources.k: regeneration setting 'connections_per_client'",
+        "run config: regeneration setting 'workers'"]
+    assert all(str(w.message).endswith("remove it — it will be refused in the next release") for w in got)
+    assert not {"workers", "transport", "connections_per_client"} & set(cfg) and cfg["concurrency"] == 3
+    with pytest.raises(ValueError, match="unknown regeneration key 'wrokers'"):  # a typo is still refused
+        source_config("k", {"defaults": {"wrokers": 2}})
+    # the CLI flags: one warning line each, the run goes on
+    s = stub_server()
+    inp = write_rows(tmp_path / "in.jsonl", MT_BENCH)
+    r = subprocess.run(CLI + ["--server-address", s.address, "--input-file-path", str(inp), "--output-file-path",
+                              str(tmp_path / "o.jsonl"), "--workers", "2", "--transport", "fast"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    warned = [l for l in r.stderr.splitlines() if l.startswith("warning: ")]
+    assert [l.split(" is deprecated")[0] for l in warned] == [
+        "warning: --workers: regeneration setting 'workers'", "warning: --transport: regeneration setting 'transport'"]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["success"] == 3

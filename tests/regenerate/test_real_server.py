@@ -14,8 +14,7 @@ from .conftest import FIXTURES, read_jsonl
 pytestmark = pytest.mark.server
 
 
-@pytest.mark.parametrize("transport", ["auto", "httpx"])
-def test_cli_against_real_transformers_serve(tmp_path, real_server, transport):
+def test_cli_against_real_transformers_serve(tmp_path, real_server):
     inp = tmp_path / "in.jsonl"
     rows = [json.loads(l) for l in open(FIXTURES / "gsm8k_train.jsonl")][:6]
     rows.append({"id": "multi", "conversations": [
@@ -28,7 +27,7 @@ def test_cli_against_real_transformers_serve(tmp_path, real_server, transport):
     cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", real_server.served_model_name,
            "--server-address", real_server.address, "--input-file-path", str(inp), "--output-file-path", str(out),
            "--max-tokens", "12", "--temperature", "0.8", "--top-k", "20", "--repetition-penalty", "1.2",
-           "--seed", "3", "--dialect", "transformers", "--concurrency", "4", "--transport", transport]
+           "--seed", "3", "--dialect", "transformers", "--concurrency", "4"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])

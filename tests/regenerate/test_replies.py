@@ -1,5 +1,5 @@
 """Reply shapes of real servers (SGLang, vLLM, transformers serve, OpenAI-style gateways) against
-the one reply check (`reply.check_reply`, called in `ServerPool.chat`), over every transport.
+the one reply check (`reply.check_reply`, called in `ServerPool.chat`).
 
 The stub server (a real HTTP server in a subprocess) answers with the quirk named by a
 ``Q_<NAME>`` marker in the last user message (`stubserver.QUIRKS`) and records every request's
@@ -96,12 +96,11 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("transport,workers", [("fast", 1), ("httpx", 1), ("auto", 2)])
-def test_reply_shapes_of_real_servers_become_error_rows(tmp_path, stub_server, transport, workers):
+def test_reply_shapes_of_real_servers_become_error_rows(tmp_path, stub_server):
     inp = write_rows(tmp_path / "in.jsonl", QUIRK_ROWS)
     s = stub_server()
     out = OutputPaths.specforge(tmp_path / "out.jsonl")
-    stats = run_regeneration(inp, out, settings(transport=transport, workers=workers), [s.address],
+    stats = run_regeneration(inp, out, settings(), [s.address],
                              log=lambda m: None)
     rows = all_rows(out)
     reqs = requests_seen(s.address)
