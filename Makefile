@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test ui clean-data bench deploy-up deploy-down
+.PHONY: install demo test lint ui clean-data bench deploy-up deploy-down
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/specforge-assets demo
 
-test: install
+test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff (lint rules and type-checking debt list in pyproject.toml) and mypy on the package.
+lint: install
+	$(VENV)/bin/ruff check specforge_assets tests bench
+	$(VENV)/bin/mypy
 
 ui: install
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

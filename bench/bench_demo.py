@@ -133,7 +133,7 @@ def write_section(results: dict) -> None:
     t = r.get("ttt1")
     if t:
         lines += [
-            f"| TTT 1 (same data/steps) | " + " | ".join(f"{a:.2f}" for a in t["ttt1_per_position"]) + " |",
+            "| TTT 1 (same data/steps) | " + " | ".join(f"{a:.2f}" for a in t["ttt1_per_position"]) + " |",
             "",
             f"TTT unrolling: the TTT-{t['ttt_length']} draft reaches {t['ttt_k_acceptance_length']:.2f} vs "
             f"{t['ttt1_acceptance_length']:.2f} for a draft trained without unrolling (TTT 1), same prompts "
