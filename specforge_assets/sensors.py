@@ -426,6 +426,7 @@ def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Skip
             "specforge/trigger_asset": TOKENIZED.to_user_string(),
             TRAINED_ON_TAG: version,
             "specforge/trigger_run_id": rec.run_id,
+            automation.TRIGGERED_BY_RUN_TAG: rec.run_id,  # the same link name as the automation's runs
             "specforge/trigger_storage_id": str(rec.storage_id),
             "specforge/previous_data_version": trained_on or "none",
             **_upstream_link_tags(run),
