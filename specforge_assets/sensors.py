@@ -363,8 +363,9 @@ def untrained_evaluation(version: str, trained_on: str | None, runs: list, detai
             "latest_dataset_version": version,
             "draft_trained_on": trained_on or "none",
             "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs]),
-            "request_again": "Runs → the failed run → Re-execute (from failure: resumes from its checkpoint), or "
-                             "Jobs → retrain_draft_job → Launchpad (trains the latest version)",
+            "request_again": "Runs → the cancelled/failed run → the arrow beside 'Re-execute all (*)' → From failure "
+                             "(trains exactly this version; resumes from its checkpoint when the training settings are "
+                             "unchanged), or Jobs → retrain_draft_job → Launchpad (trains the latest version)",
         },
     )
 
