@@ -367,9 +367,14 @@ def test_3_chart_screenshot(browser, dagster, materialized, asset):
             page.get_by_text(name, exact=True).first.wait_for()
         # the metadata table scrolls inside the page's own container: centre the chart in it
         page.get_by_text(entries[0], exact=True).first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        # the label renders before its markdown value: wait for the inline picture itself (a page
+        # without one times out here), then for every picture to be decoded
+        inline = "Array.from(document.images).filter(i => i.src.startsWith('data:image'))"
+        try:
+            page.wait_for_function(f"() => {inline}.length > 0")
+        except Exception as e:  # noqa: BLE001 - reported as the assertion below
+            raise AssertionError(f"no inline chart on /assets/{asset}") from e
         page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-        images = page.evaluate("() => Array.from(document.images).filter(i => i.src.startsWith('data:image')).length")
-        assert images >= 1, f"no inline chart on /assets/{asset}"
         time.sleep(1)  # only for the picture: let the layout settle after the scroll
         name = "chart-" + asset.split("/")[1] + ".png"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
