@@ -1,15 +1,18 @@
 """Step overhead: the mix + tokenized + vocab run, with its asset checks, as a user launches it
 (`dagster asset materialize` → a real run against a real instance), wall time vs the time spent
-inside the steps. Compared in the same session on the same data:
-- `now`: this checkout (checks inside their asset's step, in-process executor);
-- `baseline`: the code at --baseline-rev (default d0596a7, before that change: a process per
-  step and per separate check step), from a `git worktree` of that revision.
+inside the steps, and where the rest goes (`phases_s`: start → first event, planning, steps,
+run end, exit). Compared in the same session on the same data:
+- `now`: this checkout;
+- `baseline`: the code at --baseline-rev (default 5f4e77f; d0596a7 is the per-step-process
+  version of the first measurement), from a `git worktree` of that revision;
+each against a `fresh` instance (the run creates its storage) and an `existing` one (created
+before the timer, as on a user's machine).
 
-Setup: a data root with the demo's sources, regenerated partitions and target (made by
-`specforge-assets demo` in a temp folder, or --data DIR to reuse one), copied afresh for every
-measured run so each one recomputes (no cache hit).
+Setup: a data root with the demo's sources, regenerated partitions and target (materialized in a
+temp folder by make_data(), or --data DIR to reuse one), copied afresh for every measured run so
+each one recomputes (no cache hit).
 
-    .venv/bin/python bench/bench_steps.py [--data DIR] [--repeats 2]
+    .venv/bin/python bench/bench_steps.py [--data DIR] [--repeats 2] [--instances fresh,existing]
 
 Writes bench/results/steps.json; the `## Step overhead` section of bench/RESULTS.md is written
 from it by hand.
@@ -31,56 +34,108 @@ REPO = Path(__file__).resolve().parent.parent
 SELECTION = "mix/training_mix,tokenized/dataset,tokenized/vocab_mapping"
 
 
+SEED_CODE = """
+import dagster as dg
+from specforge_assets.definitions import defs
+from specforge_assets.keys import SOURCES, REGENERATED, TARGET
+from specforge_assets.partitions import configured_source_keys, sync_source_partitions
+instance = dg.DagsterInstance.get()
+keys = configured_source_keys()
+sync_source_partitions(instance, keys)
+everything = list(defs.assets) + list(defs.asset_checks or [])
+for selection, partitions in (([TARGET], [None]), ([SOURCES, REGENERATED], keys)):
+    for p in partitions:
+        assert dg.materialize(everything, selection=selection, partition_key=p, instance=instance,
+                              resources=defs.resources).success
+"""
+
+
 def make_data(tmp: Path) -> Path:
-    root, home = tmp / "seed-data", tmp / "seed-home"
+    """The demo's inputs only (target, sources, regenerated): what the measured run reads. The
+    demo target is built with `pretrain_steps: 0` — these steps use only its tokenizer (the same
+    for any number of steps), so its weights need not be trained."""
+    import yaml
+
+    root, home, cfg = tmp / "seed-data", tmp / "seed-home", tmp / "seed-configs"
     home.mkdir(parents=True)
-    env = {**os.environ, "SPECFORGE_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1"}
-    subprocess.run([sys.executable, "-m", "specforge_assets.cli", "demo"], cwd=REPO, env=env, check=True,
-                   capture_output=True)
+    shutil.copytree(REPO / "configs", cfg)
+    train = yaml.safe_load((cfg / "train.yaml").read_text())
+    train.setdefault("demo_target", {})["pretrain_steps"] = 0
+    (cfg / "train.yaml").write_text(yaml.safe_dump(train, sort_keys=False))
+    env = {**os.environ, "SPECFORGE_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1",
+           "PYTHONPATH": str(REPO), "SPECFORGE_CONFIG_DIR": str(cfg)}
+    subprocess.run([sys.executable, "-c", SEED_CODE], cwd=REPO, env=env, check=True, capture_output=True)
     return root
 
 
-def step_seconds(home: Path) -> tuple[float, int, str]:
-    """(seconds inside steps, number of steps, run status) of the one run in `home`."""
-    code = (
-        "import dagster as dg, json\n"
-        "i = dg.DagsterInstance.get()\n"
-        "r = i.get_runs(limit=1)[0]\n"
-        "st = i.get_run_step_stats(r.run_id)\n"
-        "print(json.dumps([sum((s.end_time or 0) - (s.start_time or 0) for s in st), len(st), r.status.value]))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DAGSTER_HOME": str(home)},
+PHASES_CODE = """
+import dagster as dg, json
+i = dg.DagsterInstance.get()
+r = i.get_runs(limit=1)[0]
+st = i.get_run_step_stats(r.run_id)
+evs = [e for e in i.all_logs(r.run_id) if e.dagster_event is not None]
+kind = lambda e: e.dagster_event.event_type_value
+step_start = [e.timestamp for e in evs if kind(e) == "STEP_START"]
+step_end = [e.timestamp for e in evs if kind(e) in ("STEP_SUCCESS", "STEP_FAILURE")]
+run_end = [e.timestamp for e in evs if kind(e) in ("PIPELINE_SUCCESS", "PIPELINE_FAILURE")]
+print(json.dumps({"in_steps": sum((s.end_time or 0) - (s.start_time or 0) for s in st), "steps": len(st),
+                  "status": r.status.value, "events": len(evs), "first_event": evs[0].timestamp,
+                  "first_step_start": min(step_start), "last_step_end": max(step_end), "run_end": run_end[-1]}))
+"""
+
+
+def run_phases(home: Path) -> dict:
+    """Step stats and phase timestamps (epoch seconds) of the one run in `home`."""
+    out = subprocess.run([sys.executable, "-c", PHASES_CODE], env={**os.environ, "DAGSTER_HOME": str(home)},
                          capture_output=True, text=True, check=True)
-    secs, n, status = json.loads(out.stdout.strip().splitlines()[-1])
-    return secs, n, status
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path) -> dict:
-    root, home = tmp / f"{label}-{i}-data", tmp / f"{label}-{i}-home"
+def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path, instance: str) -> dict:
+    """One timed `dagster asset materialize` of SELECTION on a fresh copy of the seed data.
+    instance="fresh": a new DAGSTER_HOME whose storage the run itself creates; "existing": the
+    instance's storage is created (and migrated) before the timer starts, as on a user's box."""
+    root, home = tmp / f"{label}-{instance}-{i}-data", tmp / f"{label}-{instance}-{i}-home"
     shutil.copytree(seed, root, symlinks=True,
-                    ignore=shutil.ignore_patterns("mix", "tokenized", "models"))
+                    ignore=shutil.ignore_patterns("mix", "tokenized", "models", "versions"))
     shutil.copytree(seed / "models" / "target_model", root / "models" / "target_model")
+    if (seed / "versions" / "target_model").is_dir():
+        shutil.copytree(seed / "versions" / "target_model", root / "versions" / "target_model")
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "SPECFORGE_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1",
            "PYTHONPATH": str(code)}
+    if instance == "existing":
+        subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().get_runs(limit=1)"],
+                       env=env, check=True, capture_output=True)
     t0 = time.time()
     p = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", module, "--select", SELECTION],
                        cwd=code, env=env, capture_output=True, text=True)
-    wall = time.time() - t0
+    t_end = time.time()
+    wall = t_end - t0
     if p.returncode != 0:
         raise SystemExit(f"{label}: run failed\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    work, steps, status = step_seconds(home)
-    return {"code": label, "wall_s": round(wall, 1), "in_steps_s": round(work, 1), "steps": steps,
-            "ratio": round(wall / work, 2), "status": status}
+    ph = run_phases(home)
+    work = ph["in_steps"]
+    return {"code": label, "instance": instance, "wall_s": round(wall, 1), "in_steps_s": round(work, 1),
+            "steps": ph["steps"], "events": ph["events"], "ratio": round(wall / work, 2), "status": ph["status"],
+            "phases_s": {  # where the wall time went
+                "start_to_first_event": round(ph["first_event"] - t0, 2),  # python + imports + instance + code load + run
+                "planning": round(ph["first_step_start"] - ph["first_event"], 2),  # planned events, run start, resources
+                "steps_span": round(ph["last_step_end"] - ph["first_step_start"], 2),  # steps incl. events between them
+                "run_end": round(ph["run_end"] - ph["last_step_end"], 2),
+                "exit": round(t_end - ph["run_end"], 2),  # CLI return + interpreter teardown (torch, transformers)
+            }}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=None, help="a data root made by the demo (else one is made)")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--baseline-rev", default="d0596a7")
+    ap.add_argument("--baseline-rev", default="5f4e77f", help="the code to compare with (a git revision)")
+    ap.add_argument("--instances", default="fresh,existing", help="fresh and/or existing (see measure())")
     args = ap.parse_args()
+    instances = [x for x in args.instances.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as td:
         tmp = Path(td)
         base = tmp / "baseline"
@@ -89,10 +144,11 @@ def main() -> int:
         try:
             seed = args.data or make_data(tmp)
             rows = []
-            for i in range(args.repeats):  # interleaved, so load changes hit both alike
-                rows.append(measure(seed, tmp, "now", "specforge_assets.definitions", i, REPO))
-                rows.append(measure(seed, tmp, "baseline", "specforge_assets.definitions", i, base))
-                print(json.dumps(rows[-2]), json.dumps(rows[-1]), flush=True)
+            for i in range(args.repeats):  # interleaved, so load changes hit all variants alike
+                for inst in instances:
+                    for label, code in (("now", REPO), ("baseline", base)):
+                        rows.append(measure(seed, tmp, label, "specforge_assets.definitions", i, code, inst))
+                        print(json.dumps(rows[-1]), flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, capture_output=True)
     out = {"machine": f"{platform.node()} {os.cpu_count()} CPUs", "load": os.getloadavg(), "selection": SELECTION,

@@ -363,8 +363,9 @@ def untrained_evaluation(version: str, trained_on: str | None, runs: list, detai
             "latest_dataset_version": version,
             "draft_trained_on": trained_on or "none",
             "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs]),
-            "request_again": "Runs → the failed run → Re-execute (from failure: resumes from its checkpoint), or "
-                             "Jobs → retrain_draft_job → Launchpad (trains the latest version)",
+            "request_again": "Runs → the cancelled/failed run → the arrow beside 'Re-execute all (*)' → From failure "
+                             "(trains exactly this version; resumes from its checkpoint when the training settings are "
+                             "unchanged), or Jobs → retrain_draft_job → Launchpad (trains the latest version)",
         },
     )
 
@@ -426,6 +427,7 @@ def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Skip
             "specforge/trigger_asset": TOKENIZED.to_user_string(),
             TRAINED_ON_TAG: version,
             "specforge/trigger_run_id": rec.run_id,
+            automation.TRIGGERED_BY_RUN_TAG: rec.run_id,  # the same link name as the automation's runs
             "specforge/trigger_storage_id": str(rec.storage_id),
             "specforge/previous_data_version": trained_on or "none",
             **_upstream_link_tags(run),

@@ -15,6 +15,7 @@ from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
 from ._metadata import pictures, table
 from ._lineage import lineage_metadata, upstream_versions
+from ..automation import link_run_to_trigger
 from ..resources import SpecforgeStore
 from ..tokenize.report import png_markdown
 from ..versioned import prune_versions, publish_version
@@ -100,6 +101,7 @@ def _build(context, store: SpecforgeStore, root, raw: dict) -> tuple[dg.Material
         raise dg.Failure(f"no source data under {root}/sources or {root}/regenerated: materialize sources/conversations first")
     out = store.layer_dir("mix")
     inputs = upstream_versions(context)
+    link_run_to_trigger(context, inputs)  # an automation run names the run(s) and versions that started it
     with staged_dir(out) as tmp:
         report = build_mix(root, cfg, keys, out_dir=tmp)
         version = report["content_version"]

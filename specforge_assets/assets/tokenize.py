@@ -12,6 +12,7 @@ from .. import charts
 from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
 from ._lineage import lineage_metadata, pinned_input, upstream_versions
+from ..automation import link_run_to_trigger
 from ..resources import SpecforgeStore
 from ..target import target_config, target_model_path
 from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config
@@ -112,6 +113,8 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
     (`<root>/versions/mix/<v>/`) and keeps its own immutable copy under
     `<root>/versions/tokenized_dataset/<v>/`."""
     root = store.root()
+    inputs = upstream_versions(context)
+    link_run_to_trigger(context, inputs)  # an automation run alone (no mix step before it) says why it ran
     mix_in = pinned_input(context.instance, MIX_KEY, "mix", root)
     target_in = pinned_input(context.instance, TARGET_KEY, "target_model", root)
     with expected_failures():
@@ -165,7 +168,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         "path": dg.MetadataValue.path(str(out)),
         "train_jsonl": dg.MetadataValue.path(str(out / "train.jsonl")),
         "shards": dg.MetadataValue.json(st["shards"]),
-        **lineage_metadata(upstream_versions(context)),
+        **lineage_metadata(inputs),
     }
     if example_path:
         md["example_html"] = dg.MetadataValue.path(example_path)

@@ -367,9 +367,14 @@ def test_3_chart_screenshot(browser, dagster, materialized, asset):
             page.get_by_text(name, exact=True).first.wait_for()
         # the metadata table scrolls inside the page's own container: centre the chart in it
         page.get_by_text(entries[0], exact=True).first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        # the label renders before its markdown value: wait for the inline picture itself (a page
+        # without one times out here), then for every picture to be decoded
+        inline = "Array.from(document.images).filter(i => i.src.startsWith('data:image'))"
+        try:
+            page.wait_for_function(f"() => {inline}.length > 0")
+        except Exception as e:  # noqa: BLE001 - reported as the assertion below
+            raise AssertionError(f"no inline chart on /assets/{asset}") from e
         page.wait_for_function("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-        images = page.evaluate("() => Array.from(document.images).filter(i => i.src.startsWith('data:image')).length")
-        assert images >= 1, f"no inline chart on /assets/{asset}"
         time.sleep(1)  # only for the picture: let the layout settle after the scroll
         name = "chart-" + asset.split("/")[1] + ".png"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -467,3 +472,139 @@ def test_4_two_back_to_back_retrainings_each_evaluation_matches_its_draft(page, 
     page.get_by_text("retrain_on_new_dataset").first.wait_for()
     page.get_by_text("Success").first.wait_for()
 
+
+
+# -- a cancelled retraining, visibly untrained, requested again ---------------------------------
+
+UNTRAINED_CHECK = "draft_matches_latest_dataset"
+
+
+def _set_training(dagster, **training) -> str:
+    """Override `training:` keys in the server's train.yaml (read by each run); returns the old text."""
+    path = dagster.config_dir / "train.yaml"
+    old = path.read_text()
+    path.write_text(yaml.safe_dump(_deep_merge(yaml.safe_load(old), {"training": training}), sort_keys=False))
+    return old
+
+
+def _run_messages(dagster, run_id: str) -> list[str]:
+    q = """query($id: ID!) { logsForRun(runId: $id, limit: 5000) { __typename ... on EventConnection {
+             events { __typename ... on MessageEvent { message } } } } }"""
+    res = dagster.gql(q, id=run_id)["logsForRun"]
+    return [e.get("message") or "" for e in res.get("events", [])]
+
+
+def _run_status(dagster, run_id: str) -> dict:
+    q = "query($id: ID!) { runOrError(runId: $id) { ... on Run { runId status tags { key value } } } }"
+    return dagster.gql(q, id=run_id)["runOrError"]
+
+
+def _training_processes(root: Path) -> list[str]:
+    """Command lines of live processes training from this server's data root (torchrun + ranks)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(root) in cmd and "launch.json" in cmd:
+            out.append(cmd)
+    return out
+
+
+def _check_executions(dagster, path: list[str], name: str, limit: int = 5) -> list[dict]:
+    """Newest first: {runId, status, description, md: {label: text}} of an asset check."""
+    q = """query($k: AssetKeyInput!, $c: String!, $n: Int!) { assetCheckExecutions(assetKey: $k, checkName: $c, limit: $n) {
+             runId status evaluation { success description metadataEntries { label
+               ... on TextMetadataEntry { text } } } } }"""
+    out = []
+    for e in dagster.gql(q, k={"path": path}, c=name, n=limit)["assetCheckExecutions"]:
+        ev = e["evaluation"] or {}
+        out.append({"runId": e["runId"], "status": e["status"], "description": ev.get("description") or "",
+                    "md": {m["label"]: m.get("text") for m in ev.get("metadataEntries", [])}})
+    return out
+
+
+def test_5_cancelled_retraining_is_visibly_untrained_and_requested_again_from_the_ui(page, dagster, materialized):
+    known = {r["runId"] for r in _runs(dagster, job=RETRAIN_JOB)}
+    # a training long enough to be cancelled while it runs (each run reads train.yaml when it starts)
+    original_train = _set_training(dagster, max_steps=100_000, log_every=5, save_every=50)
+    try:
+        _write_rows(dagster.files / "alpha.jsonl", ROWS[:40] + [{"id": "row-cancel", "conversations": [
+            {"role": "user", "content": "Which retraining was cancelled?"},
+            {"role": "assistant", "content": "The one for this version of alpha; it is requested again."}]}])
+        source_run = _materialize_partition_from_ui(page, "alpha")
+        _wait_run(dagster, source_run)
+        run = dagster.wait(lambda: _new_retraining_runs(dagster, known), RUN_TIMEOUT,
+                           "the retraining run for the changed alpha", interval=3)[0]
+        run_id, version = run["runId"], _tags(run)["specforge/trigger_data_version"]
+        # the automation run that rebuilt the mix names the run and partition version that triggered it
+        regen = [m for m in _materializations(dagster, REGEN_KEY, limit=20) if m["partition"] == "alpha"][0]
+        mix_run = _run_status(dagster, _materializations(dagster, MIX_KEY, limit=1)[0]["runId"])
+        assert _tags(mix_run)["specforge/triggered_by_run"] == regen["runId"], _tags(mix_run)
+        assert f"regenerated/conversations[alpha]@{regen['version'][:12]}" in _tags(mix_run)["specforge/trigger_inputs"]
+        assert _tags(run)["specforge/triggered_by_run"] == mix_run["runId"]
+        # training is under way: its progress lines (step n/100000 ... ETA) are in the run log
+        dagster.wait(lambda: any("ETA" in m and "/100000" in m for m in _run_messages(dagster, run_id)), RUN_TIMEOUT,
+                     "the retraining run to log training progress", interval=3)
+        assert _training_processes(dagster.data_root), "no training process found while the run trains"
+
+        # the user cancels it: run page → Terminate → confirm "Terminate 1 run" (not "Force termination":
+        # the run can be terminated, so the request reaches the run process and its torchrun)
+        page.goto(f"/runs/{run_id}")
+        page.get_by_role("button", name=re.compile(r"(^|\s)Terminate$")).click()
+        dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
+        with page.expect_response(_graphql_response("terminateRuns")) as resp:
+            dialog.get_by_role("button", name="Terminate 1 run", exact=True).click()
+        results = resp.value.json()["data"]["terminateRuns"]["terminateRunResults"]
+        assert [r["__typename"] for r in results] == ["TerminateRunSuccess"], results
+        dialog.get_by_role("button", name="Done").click()
+    finally:
+        (dagster.config_dir / "train.yaml").write_text(original_train)
+
+    status = dagster.wait(lambda: (s := _run_status(dagster, run_id)["status"]) in TERMINAL and s, 180,
+                          f"run {run_id} to stop")
+    assert status == "CANCELED", status
+    dagster.wait(lambda: not _training_processes(dagster.data_root), 120, "the training processes to exit")
+    page.get_by_text("Canceled").first.wait_for()
+
+    # the version is visibly untrained: the check on models/draft_model failed, naming it and the run
+    untrained = dagster.wait(lambda: [e for e in _check_executions(dagster, DRAFT_KEY, UNTRAINED_CHECK)[:1]
+                                      if e["status"] == "FAILED" and e["md"].get("latest_dataset_version") == version],
+                             120, f"{UNTRAINED_CHECK} to fail for the cancelled version", interval=3)[0]
+    assert run_id[:8] in untrained["description"] and "canceled" in untrained["description"], untrained
+    assert _materializations(dagster, DRAFT_KEY, limit=1)[0]["runId"] != run_id
+    assert _latest_version(dagster, TOK_KEY) == version
+    page.goto("/assets/" + "/".join(DRAFT_KEY) + "?view=checks")
+    page.get_by_text(UNTRAINED_CHECK).first.wait_for()
+    page.get_by_text("Failed").first.wait_for()
+    if os.environ.get("SPECFORGE_E2E_SCREENSHOTS"):
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_IMG / "untrained-check.png"))
+    # and the sensor does not start it again by itself
+    _settle(dagster)
+    assert [r["runId"] for r in _new_retraining_runs(dagster, known)] == [run_id]
+
+    # requested again the README's way: Runs → the cancelled run → Re-execute ▾ → From failure
+    page.goto(f"/runs/{run_id}")
+    page.get_by_text("Canceled").first.wait_for()
+    page.get_by_role("button", name="arrow_drop_down").click()
+    with page.expect_response(_graphql_response("LaunchPipelineReexecution")) as resp:
+        page.get_by_role("menuitem", name=re.compile(r"(^|\s)From failure$")).click()
+    again = resp.value.json()["data"]["launchPipelineReexecution"]["run"]["id"]
+    done = _wait_run(dagster, again)
+    assert _tags(done)["specforge/trigger_data_version"] == version
+    assert _tags(done)["dagster/parent_run_id"] == run_id
+    # it trained exactly the cancelled version, and the check passes again
+    draft = _md_materializations(dagster, DRAFT_KEY, limit=1)[0]
+    assert draft["runId"] == again
+    assert draft["md"]["trained_on_dataset_version"] == version
+    assert draft["md"]["inputs"]["tokenized/dataset"]["data_version"] == version
+    ev = _md_materializations(dagster, EVAL_KEY, limit=1)[0]
+    assert ev["runId"] == again and ev["md"]["draft_version"] == draft["version"]
+    dagster.wait(lambda: [e for e in _check_executions(dagster, DRAFT_KEY, UNTRAINED_CHECK)[:1]
+                          if e["status"] == "SUCCEEDED"], 120, f"{UNTRAINED_CHECK} to pass again", interval=3)
+    page.goto(f"/runs/{again}")
+    page.get_by_text("Success").first.wait_for()

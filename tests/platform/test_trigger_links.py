@@ -35,3 +35,12 @@ def test_backfill_job_carries_sources_and_regenerated_and_the_sensor_runs_it():
     assert job.partitions_def is not None
     assert {SOURCES, REGENERATED} <= set(job.asset_layer.selected_asset_keys)
     assert sensors.incoming_files_sensor.job_name == "sources_and_regenerated"
+
+
+def test_retrain_request_carries_the_common_triggered_by_run_tag(toy, dagster_instance):
+    defs, _, _ = toy
+    _build_upstream(defs, dagster_instance)
+    assert dg.materialize(ASSETS + CHECKS, selection=[MIX, TOK, VOCAB], instance=dagster_instance,
+                          resources=defs.resources).success
+    _, run_id = _latest_version(dagster_instance, TOK)
+    assert _tick(defs, dagster_instance).run_requests[0].tags["specforge/triggered_by_run"] == run_id
