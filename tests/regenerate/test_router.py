@@ -1,0 +1,376 @@
+"""Regeneration through the SGLang router (`sglang-router` from the package index) as its single server.
+
+The router is the real Rust gateway (`python -m sglang_router.launch_router`); it needs no GPU
+and no SGLang install. Behind it:
+- the project's stub server (`regenerate/stubserver.py`, 3 processes) for the fault tests: it is
+  fast, counts its requests (GET /stats) and dies on SIGKILL like a real worker. It lacks the
+  SGLang-only metadata endpoints (/model_info, /server_info); the router registers it anyway
+  (model id "unknown"), which is what a router in front of vLLM or `transformers serve` sees too.
+- small real ASGI servers (FastAPI + uvicorn, below) that *do* answer /model_info, for what the
+  router does with model names: it lists them in /v1/models but does not route by the request's
+  `model` field (single-model mode), so the run's `server_models` is where a mixed fleet shows.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from specforge_assets.regenerate.client import NoServerAvailable
+from specforge_assets.regenerate.journal import finished_rows
+from specforge_assets.regenerate.runner import OutputPaths, run_regeneration
+from specforge_assets.regenerate.settings import RegenSettings
+
+from .conftest import ids_across, make_rows, read_jsonl, write_rows
+
+pytest.importorskip("sglang_router", reason="sglang-router is not installed (pip install -e '.[test]')")
+
+pytestmark = pytest.mark.server
+
+# A real OpenAI-compatible ASGI server that also answers SGLang's /model_info and /server_info
+# (the router reads the worker's model from them). It echoes the `model` it was asked for.
+WORKER_APP = r'''
+import sys
+import uvicorn
+from fastapi import FastAPI, Request
+
+port, name = int(sys.argv[1]), sys.argv[2]
+app = FastAPI()
+seen = []
+
+@app.get("/health")
+def health():
+    return {}
+
+@app.get("/model_info")
+def model_info():
+    return {"model_path": name, "tokenizer_path": None, "is_generation": True}
+
+@app.get("/server_info")
+def server_info():
+    return {"model_path": name}
+
+@app.get("/v1/models")
+def models():
+    return {"object": "list", "data": [{"id": name, "object": "model"}]}
+
+@app.get("/asked")
+def asked():
+    return seen
+
+@app.post("/v1/chat/completions")
+async def chat(request: Request):
+    body = await request.json()
+    seen.append(body.get("model"))
+    last = body["messages"][-1]["content"]
+    return {"id": "c", "object": "chat.completion", "model": name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"{name}: {last}"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+
+print(f"PORT {port}", flush=True)
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            code, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        code, text = e.code, e.read().decode()
+    try:
+        return code, json.loads(text)
+    except ValueError:
+        return code, text
+
+
+def _wait_for(what: str, predicate, timeout: float = 60.0, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {proc.returncode}")
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+class Router:
+    def __init__(self, proc: subprocess.Popen, port: int, log):
+        self.proc, self.port, self.log = proc, port, log
+        self.address = f"127.0.0.1:{port}"
+        self.url = f"http://{self.address}"
+
+    def workers(self) -> dict[str, bool]:
+        """worker URL -> is_healthy, as the router sees them (GET /workers)."""
+        _, body = _get(self.url + "/workers")
+        return {w["url"]: w["is_healthy"] for w in body["workers"]}
+
+
+@pytest.fixture
+def sglang_router(tmp_path):
+    """Factory: sglang_router([worker URLs]) -> Router, ready with every worker healthy; stopped at
+    teardown. Health checks every second, one failure marks a worker unhealthy (defaults: 60 s, 3)."""
+    started: list[Router] = []
+
+    def start(worker_urls: list[str], *extra: str) -> Router:
+        port = _free_port()
+        log = open(tmp_path / f"router-{port}.log", "w")
+        cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
+               "--worker-urls", *worker_urls, "--policy", "round_robin", "--health-check-interval-secs", "1",
+               "--health-failure-threshold", "1", "--worker-startup-timeout-secs", "30", "--log-level", "warn",
+               *extra]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        r = Router(proc, port, log)
+        started.append(r)
+
+        def ready():
+            code, body = _get(r.url + "/readiness", timeout=2)
+            return code == 200 and body.get("healthy_workers") == len(worker_urls)
+        _wait_for(f"router on port {port} with {len(worker_urls)} workers", ready, proc=proc)
+        return r
+
+    yield start
+    for r in started:
+        if r.proc.poll() is None:
+            r.proc.terminate()
+            try:
+                r.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+                r.proc.wait(5)
+        r.log.close()
+
+
+@pytest.fixture
+def asgi_worker():
+    """Factory: asgi_worker(model_name) -> (url, Popen): WORKER_APP under uvicorn; killed at teardown."""
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str):
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-c", WORKER_APP, str(port), name], stdout=subprocess.PIPE,
+                                text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().startswith("PORT ")
+        url = f"http://127.0.0.1:{port}"
+        _wait_for(f"ASGI worker {name}", lambda: _get(url + "/health", timeout=2)[0] == 200, proc=proc)
+        return url, proc
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+
+
+def _chat_ok(router: Router) -> bool:
+    """One chat request through the router answers 200."""
+    body = json.dumps({"model": "stub-model", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+    req = urllib.request.Request(router.url + "/v1/chat/completions", data=body.encode(),
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def _stats(stub) -> dict:
+    return _get(f"http://{stub.address}/stats")[1]
+
+
+def _cli(router: Router, inp, outp, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
+            "--server-address", router.address, "--input-file-path", str(inp), "--output-file-path", str(outp),
+            "--max-tokens", "16", "--temperature", "0", "--request-timeout", "30", *extra]
+
+
+def _nonzero(counts: dict) -> dict:
+    return {k: v for k, v in counts.items() if v}
+
+
+def _assert_exactly_once(rows, outputs):
+    ids = ids_across(outputs)
+    assert Counter(ids) == Counter(r["id"] for r in rows)  # every row once, in exactly one file
+    assert len(ids) == len(set(ids))
+
+
+def test_cli_through_router_with_one_of_three_servers_sigkilled_is_exactly_once(tmp_path, stub_server,
+                                                                                 sglang_router):
+    n = 900
+    rows = make_rows(n)
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    stubs = [stub_server(latency_ms=30) for _ in range(3)]
+    router = sglang_router([f"http://{s.address}" for s in stubs])
+    victim = stubs[1]
+    outp = tmp_path / "out" / "regen.jsonl"
+
+    proc = subprocess.Popen(_cli(router, inp, outp, "--concurrency", "12", "--resume"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for("a sixth of the rows done", lambda: len(finished_rows(outp)) >= n // 6, proc=proc)
+    served_by_victim = _stats(victim)["chat_requests"]
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(5)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["input_rows"] == n
+    assert summary["success"] + summary["error"] + summary["skipped"] == n  # counts reconcile
+    outputs = OutputPaths.specforge(outp)
+    _assert_exactly_once(rows, outputs)
+    assert served_by_victim > 0  # round robin: the killed server really had a share of the run
+    assert all(_stats(s)["chat_requests"] > 0 for s in (stubs[0], stubs[2]))
+    # the router took the dead worker out (its own health check), the two others stay in
+    _wait_for("router marks the killed worker unhealthy",
+              lambda: router.workers() == {f"http://{stubs[0].address}": True,
+                                           f"http://{victim.address}": False,
+                                           f"http://{stubs[2].address}": True}, timeout=30)
+    # provenance names the router: the client never sees the workers behind it
+    success = read_jsonl(outputs.success)
+    assert {s for r in success for s in r["regeneration"]["servers"]} == {router.address}
+    # rows that failed while the worker died are error rows a --resume finishes (the router's own
+    # retries usually leave none); the rows already done are kept as they are
+    before = {r["id"]: r for r in success}
+    r = subprocess.run(_cli(router, inp, outp, "--concurrency", "12", "--resume"), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (summary["success"], summary["error"], summary["skipped"]) == (n, 0, 0)
+    _assert_exactly_once(rows, outputs)
+    after = {r["id"]: r for r in read_jsonl(outputs.success)}
+    assert all(after[k] == v for k, v in before.items())
+
+
+def test_router_health_and_model_listing_with_stub_workers(stub_server, sglang_router):
+    """What our client's probes (GET /health, then /v1/models) see through the router."""
+    stubs = [stub_server(), stub_server()]
+    router = sglang_router([f"http://{s.address}" for s in stubs])
+    assert _get(router.url + "/health")[0] == 200
+    code, models = _get(router.url + "/v1/models")
+    # the stub has no SGLang /model_info, so the router cannot name the model
+    assert code == 200 and [m["id"] for m in models["data"]] == ["unknown"]
+    for s in stubs:
+        s.kill()
+    _wait_for("router notices both workers died", lambda: set(router.workers().values()) == {False}, timeout=30)
+    # /health is the router's liveness, not its workers': it stays 200 with no worker alive.
+    # /readiness is the one that says so (503) — our client's probe cannot tell the difference.
+    assert _get(router.url + "/health")[0] == 200
+    code, body = _get(router.url + "/readiness")
+    assert code == 503 and body == {"status": "not ready", "reason": "insufficient healthy workers"}
+
+
+def test_all_workers_down_behind_router_is_refused_at_start(tmp_path, stub_server, sglang_router):
+    """The router is up but has no live worker: the start probe (a 1-token chat) gets its 503 and
+    the run is refused with one clear line, before anything is written."""
+    inp = write_rows(tmp_path / "in.jsonl", make_rows(5))
+    stubs = [stub_server(), stub_server()]
+    router = sglang_router([f"http://{s.address}" for s in stubs])
+    for s in stubs:
+        s.kill()
+    _wait_for("router notices both workers died", lambda: set(router.workers().values()) == {False}, timeout=30)
+    outp = tmp_path / "out" / "regen.jsonl"
+    r = subprocess.run(_cli(router, inp, outp), capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no regeneration server answered the start probe") and "HTTP 503" in last
+    assert "no_available_workers" in last and not outp.exists()
+
+
+@pytest.mark.slow
+def test_all_workers_die_mid_run_behind_router_then_resume_is_exactly_once(tmp_path, stub_server, sglang_router):
+    """Every worker behind the router dies mid-run: the router stays up and answers 500/503, so
+    each remaining row ends as an error row (or the run stops with the journal intact); with the
+    workers back on their ports, --resume finishes every row once."""
+    n = 200
+    rows = make_rows(n)
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    stubs = [stub_server(latency_ms=20), stub_server(latency_ms=20)]
+    ports = [s.port for s in stubs]
+    # the router's own retry backoff (default 5 retries from 50 ms) makes each 503 slow, and its
+    # circuit breaker keeps a worker refused for 60 s after failures even once it is healthy: shorten both
+    router = sglang_router([f"http://{s.address}" for s in stubs], "--retry-max-retries", "2",
+                           "--retry-initial-backoff-ms", "5", "--retry-max-backoff-ms", "20",
+                           "--cb-timeout-duration-secs", "2")
+    outp = tmp_path / "out" / "regen.jsonl"
+    outputs = OutputPaths.specforge(outp)
+    settings = RegenSettings(model="stub-model", max_tokens=16, concurrency=4, backoff_base_s=0.02,
+                             backoff_max_s=0.1, probe_interval_s=0.2, request_timeout_s=10.0,
+                             connect_timeout_s=2.0, all_down_timeout_s=5.0, max_attempts=3)
+    result: dict = {}
+
+    def first_run():
+        try:
+            result["stats"] = run_regeneration(inp, outputs, settings, [router.address], resume=True,
+                                               log=lambda m: None)
+        except NoServerAvailable as e:
+            result["stopped"] = str(e)
+
+    t = threading.Thread(target=first_run)
+    t.start()
+    try:
+        _wait_for("some rows done", lambda: len(finished_rows(outp)) >= 50, timeout=120)
+    finally:
+        for s in stubs:
+            s.kill()
+        t.join(300)
+    assert not t.is_alive()
+    if "stats" in result:
+        counts = result["stats"]["counts"]
+        assert counts["success"] + counts["error"] == n and counts["error"] > 0
+        assert set(result["stats"]["request_error_kinds"]) & {"http_500", "http_503"}
+        _assert_exactly_once(rows, outputs)
+    else:  # stopped: the journal holds what was done, nothing was published
+        assert "out of rotation" in result["stopped"] and not outp.exists()
+    done_before = len(finished_rows(outp))
+    assert 50 <= done_before <= n
+    for p in ports:  # the workers come back on their ports; the router's health check takes them back
+        stub_server(port=p, latency_ms=20)
+    _wait_for("router sees the workers again", lambda: set(router.workers().values()) == {True}, timeout=30)
+    _wait_for("router's circuit breakers close again", lambda: _chat_ok(router), timeout=30)
+    stats = run_regeneration(inp, outputs, settings, [router.address], resume=True, log=lambda m: None)
+    assert _nonzero(stats["counts"]) == {"success": n}
+    assert stats["rows_this_run"] < n  # rows finished before the outage were not asked again
+    _assert_exactly_once(rows, outputs)
+
+
+def test_router_passes_the_model_field_through_and_does_not_route_by_it(tmp_path, asgi_worker, sglang_router):
+    (url_a, _), (url_b, _) = asgi_worker("model-a"), asgi_worker("model-b")
+    router = sglang_router([url_a, url_b])
+    code, models = _get(router.url + "/v1/models")
+    assert code == 200 and sorted(m["id"] for m in models["data"]) == ["model-a", "model-b"]
+    rows = make_rows(24, turns=(1,))
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    outp = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
+    settings = RegenSettings(model="model-a", max_tokens=16, concurrency=2, request_timeout_s=30.0)
+    stats = run_regeneration(inp, outp, settings, [router.address], resume=False, log=lambda m: None)
+    assert _nonzero(stats["counts"]) == {"success": 24}
+    # the router forwards `model` unchanged (no rewrite, no check) ...
+    assert set(_get(url_a + "/asked")[1]) == set(_get(url_b + "/asked")[1]) == {"model-a"}
+    # ... and sends a model-a request to the model-b worker as well (round robin, single-model
+    # mode): the run's server_models and each row's provenance are where a mixed fleet shows.
+    assert set(stats["server_models"]) == {"model-a", "model-b"}
+    answered = Counter(r["regeneration"]["model"] for r in read_jsonl(outp.success))
+    assert set(answered) == {"model-a", "model-b"}
+    assert all(r["conversations"][-1]["content"].startswith(r["regeneration"]["model"] + ": ")
+               for r in read_jsonl(outp.success))
