@@ -37,7 +37,7 @@ pytest.importorskip("sglang_router", reason="sglang-router is not installed (pip
 pytestmark = pytest.mark.server
 
 # A real OpenAI-compatible ASGI server that also answers SGLang's /model_info and /server_info
-# (the router reads the worker's model from them). It echoes the `model` it was asked for.
+# (the router reads the worker's model from them). GET /asked lists every chat request body it got.
 WORKER_APP = r'''
 import sys
 import uvicorn
@@ -70,7 +70,7 @@ def asked():
 @app.post("/v1/chat/completions")
 async def chat(request: Request):
     body = await request.json()
-    seen.append(body.get("model"))
+    seen.append(body)
     last = body["messages"][-1]["content"]
     return {"id": "c", "object": "chat.completion", "model": name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": f"{name}: {last}"},
@@ -130,7 +130,9 @@ class Router:
 @pytest.fixture
 def sglang_router(tmp_path):
     """Factory: sglang_router([worker URLs]) -> Router, ready with every worker healthy; stopped at
-    teardown. Health checks every second, one failure marks a worker unhealthy (defaults: 60 s, 3)."""
+    teardown. Round robin, so that every worker surely gets a share (the default, cache_aware, may
+    keep these similar prompts on one worker). Health checks every second, one failure marks a
+    worker unhealthy (defaults: 60 s, 3)."""
     started: list[Router] = []
 
     def start(worker_urls: list[str], *extra: str) -> Router:
@@ -366,7 +368,8 @@ def test_router_passes_the_model_field_through_and_does_not_route_by_it(tmp_path
     stats = run_regeneration(inp, outp, settings, [router.address], resume=False, log=lambda m: None)
     assert _nonzero(stats["counts"]) == {"success": 24}
     # the router forwards `model` unchanged (no rewrite, no check) ...
-    assert set(_get(url_a + "/asked")[1]) == set(_get(url_b + "/asked")[1]) == {"model-a"}
+    assert {b["model"] for b in _get(url_a + "/asked")[1]} == {b["model"] for b in _get(url_b + "/asked")[1]} == {
+        "model-a"}
     # ... and sends a model-a request to the model-b worker as well (round robin, single-model
     # mode): the run's server_models and each row's provenance are where a mixed fleet shows.
     assert set(stats["server_models"]) == {"model-a", "model-b"}
@@ -374,3 +377,98 @@ def test_router_passes_the_model_field_through_and_does_not_route_by_it(tmp_path
     assert set(answered) == {"model-a", "model-b"}
     assert all(r["conversations"][-1]["content"].startswith(r["regeneration"]["model"] + ": ")
                for r in read_jsonl(outp.success))
+
+
+def test_regenerated_asset_with_the_router_as_its_single_server(tmp_path, monkeypatch, stub_server, sglang_router,
+                                                               dagster_instance):
+    """The real `sources_and_regenerated` job (real definitions, a temp instance), configured with
+    `server_addresses: [<router>]`: every row regenerated once, its checks pass."""
+    import yaml
+
+    from specforge_assets.definitions import defs
+    from specforge_assets.keys import REGENERATED
+
+    stubs = [stub_server() for _ in range(3)]
+    router = sglang_router([f"http://{s.address}" for s in stubs])
+    root, cfg, key = tmp_path / "data", tmp_path / "configs", "s1"
+    root.mkdir()
+    cfg.mkdir()
+    rows = make_rows(30)
+    write_rows(tmp_path / "in" / "s1.jsonl", rows)
+    (cfg / "sources.yaml").write_text(yaml.safe_dump(
+        {"sources": {key: {"format": "conversations", "data_path": str(tmp_path / "in" / "s1.jsonl")}}}))
+    (cfg / "regenerate.yaml").write_text(yaml.safe_dump({"sources": {key: {
+        "enabled": True, "model": "stub-model", "concurrency": 12, "server_addresses": [router.address]}}}))
+    monkeypatch.setenv("SPECFORGE_DATA_ROOT", str(root))
+    monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(cfg))
+    dagster_instance.add_dynamic_partitions("sources", [key])
+
+    res = defs.resolve_job_def("sources_and_regenerated").execute_in_process(
+        instance=dagster_instance, partition_key=key, raise_on_error=False)
+    assert res.success
+    checks = [e for e in res.get_asset_check_evaluations() if e.asset_key == REGENERATED]
+    assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
+    meta = dagster_instance.fetch_materializations(REGENERATED, limit=1).records[0].asset_materialization.metadata
+    assert meta["success"].value == 30
+    out = read_jsonl(root / "regenerated" / key / "train.jsonl")
+    assert sorted(r["id"] for r in out) == sorted(r["id"] for r in rows)
+    assert {s for r in out for s in r["regeneration"]["servers"]} == {router.address}
+    assert all(_stats(s)["chat_requests"] > 0 for s in stubs)  # the router spread the rows over all three
+
+
+@pytest.mark.parametrize("dialect", ["openai", "transformers"])
+def test_what_the_router_does_to_the_request_body(tmp_path, asgi_worker, sglang_router, dialect):
+    """The router (default `--backend sglang`) re-encodes each request through SGLang's typed OpenAI
+    schema instead of forwarding it: the sampling fields regeneration sends in the openai dialect
+    (top_p, top_k, min_p, a real repetition_penalty, seed, chat_template_kwargs) reach the worker as
+    sent, `max_tokens` arrives renamed `max_completion_tokens`, SGLang-only defaults are added, and
+    any field outside that schema is dropped: an `extra_body` key of another server, and the
+    `generation_config` of the transformers dialect (so its top_k/min_p/repetition_penalty would not
+    apply). Pinned here so that a router upgrade that changes it is noticed."""
+    url, _ = asgi_worker("stub-model")
+    router = sglang_router([url])
+    inp = write_rows(tmp_path / "in.jsonl", make_rows(3, turns=(1,)))
+    settings = RegenSettings(model="stub-model", max_tokens=16, temperature=0.5, top_p=0.75, top_k=20, min_p=0.25,
+                             repetition_penalty=1.5, seed=7, reasoning="disable", dialect=dialect,
+                             extra_body={"my_field": {"x": 1}}, concurrency=1, request_timeout_s=30.0)
+    outp = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
+    stats = run_regeneration(inp, outp, settings, [router.address], resume=False, log=lambda m: None)
+    assert _nonzero(stats["counts"]) == {"success": 3}
+    sent = settings.request_body([{"role": "user", "content": "question 1.0"}], 1)
+    got = next(b for b in _get(url + "/asked")[1] if b["messages"] == sent["messages"])
+    assert "my_field" in sent and "my_field" not in got  # dropped
+    assert got["max_completion_tokens"] == sent.pop("max_tokens") == 16 and "max_tokens" not in got  # renamed
+    assert isinstance(got["seed"], int)
+    kept = {k: v for k, v in sent.items() if k not in ("my_field", "seed", "generation_config")}
+    assert {k: got.get(k) for k in kept} == kept  # the rest as sent
+    if dialect == "transformers":
+        assert "generation_config" in sent and "generation_config" not in got  # dropped
+        assert not {"top_k", "min_p", "repetition_penalty"} & set(got)
+    else:
+        assert (got["top_k"], got["min_p"], got["repetition_penalty"]) == (20, 0.25, 1.5)
+    # added by the router: SGLang's defaults for its own fields
+    assert got["separate_reasoning"] is True and got["no_stop_trim"] is False and got["ignore_eos"] is False
+
+
+def test_router_in_front_of_real_transformers_serve_is_refused_at_start(tmp_path, real_server, sglang_router):
+    """A real `transformers serve` (tiny model) behind the router: the router adds SGLang-only fields
+    (`separate_reasoning`, `no_stop_trim`, ...) to every request and `transformers serve` rejects
+    unknown fields with 422, so no request can succeed. The run is refused at its start probe with
+    one line that names the cause, before anything is written."""
+    router = sglang_router([f"http://{real_server.address}"])
+    inp = write_rows(tmp_path / "in.jsonl", make_rows(3))
+    outp = tmp_path / "out" / "regen.jsonl"
+    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", real_server.served_model_name,
+           "--server-address", router.address, "--input-file-path", str(inp), "--output-file-path", str(outp),
+           "--max-tokens", "8", "--dialect", "transformers"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no regeneration server answered the start probe"), last
+    assert "HTTP 422" in last and "Unexpected fields in the request" in last and "separate_reasoning" in last
+    assert not outp.exists()
+    # the same server without the router is fine (tests/regenerate/test_real_server.py covers it fully)
+    direct = subprocess.run([*cmd[:7], real_server.address, *cmd[8:]], capture_output=True, text=True, timeout=180)
+    assert direct.returncode == 0, direct.stderr
+    summary = json.loads(direct.stdout.strip().splitlines()[-1])  # the random tiny model may answer
+    assert summary["success"] >= 1 and summary["success"] + summary["error"] == 3  # empty: an error row
