@@ -44,8 +44,17 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 port, name = int(sys.argv[1]), sys.argv[2]
+api_key = sys.argv[3] if len(sys.argv) > 3 else ""
 app = FastAPI()
 seen = []
+
+@app.middleware("http")
+async def check_key(request, call_next):  # as SGLang's --api-key: everything but /health needs it
+    from fastapi.responses import JSONResponse
+    if api_key and request.url.path != "/health" and \
+            request.headers.get("authorization") != f"Bearer {api_key}":
+        return JSONResponse({"error": "Unauthorized"}, status_code=401)
+    return await call_next(request)
 
 @app.get("/health")
 def health():
@@ -166,13 +175,14 @@ def sglang_router(tmp_path):
 
 @pytest.fixture
 def asgi_worker():
-    """Factory: asgi_worker(model_name) -> (url, Popen): WORKER_APP under uvicorn; killed at teardown."""
+    """Factory: asgi_worker(model_name, api_key="") -> (url, Popen): WORKER_APP under uvicorn; killed
+    at teardown."""
     procs: list[subprocess.Popen] = []
 
-    def start(name: str):
+    def start(name: str, api_key: str = ""):
         port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-c", WORKER_APP, str(port), name], stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WORKER_APP, str(port), name, api_key],
+                                stdout=subprocess.PIPE, text=True)
         procs.append(proc)
         assert proc.stdout.readline().startswith("PORT ")
         url = f"http://127.0.0.1:{port}"
@@ -472,3 +482,26 @@ def test_router_in_front_of_real_transformers_serve_is_refused_at_start(tmp_path
     assert direct.returncode == 0, direct.stderr
     summary = json.loads(direct.stdout.strip().splitlines()[-1])  # the random tiny model may answer
     assert summary["success"] >= 1 and summary["success"] + summary["error"] == 3  # empty: an error row
+
+
+def test_api_key_through_the_router(tmp_path, asgi_worker, sglang_router):
+    """Workers started with an API key (SGLang's --api-key: all but /health need it) behind a router
+    started with the same `--api-key`: the router then requires that key from its clients too, and
+    the key from SPECFORGE_REGEN_API_KEY gets through; without it the run is refused at once."""
+    import os
+
+    secret = "sk-router-test-0123456789"
+    urls = [asgi_worker("stub-model", secret)[0] for _ in range(2)]
+    assert _get(urls[0] + "/v1/models")[0] == 401
+    router = sglang_router(urls, "--api-key", secret)
+    inp = write_rows(tmp_path / "in.jsonl", make_rows(8))
+    outp = tmp_path / "out" / "regen.jsonl"
+    env = {**os.environ, "SPECFORGE_REGEN_API_KEY": secret}
+    r = subprocess.run(_cli(router, inp, outp), capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["success"] == 8
+    assert secret not in outp.read_text() and secret not in r.stderr
+    env.pop("SPECFORGE_REGEN_API_KEY")
+    r = subprocess.run(_cli(router, inp, tmp_path / "out2" / "regen.jsonl"), capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode != 0 and "HTTP 401" in r.stderr.strip().splitlines()[-1]
