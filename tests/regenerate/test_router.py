@@ -2,13 +2,16 @@
 
 The router is the real Rust gateway (`python -m sglang_router.launch_router`); it needs no GPU
 and no SGLang install. Behind it:
-- the project's stub server (`regenerate/stubserver.py`, 3 processes) for the fault tests: it is
-  fast, counts its requests (GET /stats) and dies on SIGKILL like a real worker. It lacks the
-  SGLang-only metadata endpoints (/model_info, /server_info); the router registers it anyway
-  (model id "unknown"), which is what a router in front of vLLM or `transformers serve` sees too.
-- small real ASGI servers (FastAPI + uvicorn, below) that *do* answer /model_info, for what the
-  router does with model names: it lists them in /v1/models but does not route by the request's
-  `model` field (single-model mode), so the run's `server_models` is where a mixed fleet shows.
+- the project's stub server (`regenerate/stubserver.py`) for the fault tests: it is fast, counts
+  its requests (GET /stats) and dies on SIGKILL like a real worker. It lacks the SGLang-only
+  metadata endpoints (/model_info, /server_info); the router registers it anyway (model id
+  "unknown"). (The router also probes each worker over HTTP/2 for gRPC; the stub logs a traceback
+  for that one connection and goes on.)
+- small real ASGI servers (FastAPI + uvicorn, `WORKER_APP` below) that *do* answer /model_info and
+  record every request body: for what the router does with model names (lists them, does not
+  route by them), with the request body (re-encodes it through SGLang's schema) and API keys.
+- one real `transformers serve` (tiny model), which cannot work behind this router (422).
+"""
 """
 from __future__ import annotations
 
