@@ -12,7 +12,6 @@ and no SGLang install. Behind it:
   route by them), with the request body (re-encodes it through SGLang's schema) and API keys.
 - one real `transformers serve` (tiny model), which cannot work behind this router (422).
 """
-"""
 from __future__ import annotations
 
 import json
