@@ -26,6 +26,7 @@ test: install lint
 # ruff (lint rules and type-checking debt list in pyproject.toml) and mypy on the package.
 lint: install
 	$(VENV)/bin/ruff check specforge_assets tests bench
+	$(VENV)/bin/ruff format --check specforge_assets tests bench
 	$(VENV)/bin/mypy
 
 ui: install

@@ -17,6 +17,7 @@ one random stream); `n` > 1 and streaming are refused with HTTP 400. Replies car
 
     python bench/batch_server.py MODEL_DIR --port 30000 [--device cuda:0] [--max-batch 512]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ class Batcher:
         self.q: queue.Queue = queue.Queue()
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
-        self.eos = sorted({int(e) for e in eos if e is not None} | ({tok.eos_token_id} if tok.eos_token_id is not None else set()))
+        self.eos = sorted(
+            {int(e) for e in eos if e is not None} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+        )
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos[0]
         self.stats = {"batches": 0, "requests": 0, "completion_tokens": 0, "busy_s": 0.0}
         threading.Thread(target=self._loop, daemon=True).start()
@@ -80,8 +83,8 @@ class Batcher:
         ids = torch.full((len(items), width), self.pad, dtype=torch.long)
         att = torch.zeros((len(items), width), dtype=torch.long)
         for i, (p, _, _) in enumerate(items):
-            ids[i, width - len(p):] = torch.tensor(p)
-            att[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = torch.tensor(p)
+            att[i, width - len(p) :] = 1
         kw = dict(do_sample=temperature > 0, max_new_tokens=max_tokens, pad_token_id=self.pad, eos_token_id=self.eos)
         if temperature > 0:
             kw.update(temperature=temperature, top_p=top_p, top_k=0)
@@ -91,8 +94,14 @@ class Batcher:
             body = toks if cut is None else toks[:cut]
             text = self.tok.decode(body, skip_special_tokens=True)
             n = len(body) + (0 if cut is None else 1)
-            fut.set_result({"content": text, "finish_reason": "length" if cut is None else "stop",
-                            "prompt_tokens": len(p), "completion_tokens": n})
+            fut.set_result(
+                {
+                    "content": text,
+                    "finish_reason": "length" if cut is None else "stop",
+                    "prompt_tokens": len(p),
+                    "completion_tokens": n,
+                }
+            )
             self.stats["completion_tokens"] += n
         self.stats["batches"] += 1
         self.stats["requests"] += len(items)
@@ -129,16 +138,35 @@ def build_app(batcher: Batcher, tok, served_name: str):
         except (ValueError, KeyError, TypeError) as e:
             return JSONResponse({"error": {"message": f"bad request: {e}"}}, status_code=400)
         r = await asyncio.wrap_future(batcher.submit(list(ids), (temperature, top_p, max_tokens)))
-        return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": served_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": r["content"]},
-                         "finish_reason": r["finish_reason"]}],
-            "usage": {"prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
-                      "total_tokens": r["prompt_tokens"] + r["completion_tokens"]}})
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": served_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": r["content"]},
+                        "finish_reason": r["finish_reason"],
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": r["prompt_tokens"],
+                    "completion_tokens": r["completion_tokens"],
+                    "total_tokens": r["prompt_tokens"] + r["completion_tokens"],
+                },
+            }
+        )
 
-    return Starlette(routes=[Route("/health", health), Route("/v1/models", models), Route("/stats", stats),
-                             Route("/v1/chat/completions", chat, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/stats", stats),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ Writes bench/results/demo.json and the `## demo` section of bench/RESULTS.md.
 
     .venv/bin/python bench/bench_demo.py [--no-ttt1] [--keep DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def loadavg() -> str:
 def run_demo(root: Path, home: Path) -> tuple[float, str, int]:
     env = {**os.environ, "SPECFORGE_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1"}
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", "specforge_assets.cli", "demo"], cwd=REPO, env=env,
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "specforge_assets.cli", "demo"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     return time.time() - t0, p.stdout + p.stderr, p.returncode
 
 
@@ -75,14 +77,24 @@ def ttt1_comparison(root: Path, report: dict) -> dict:
     out = root / "bench_ttt1_draft"
     cfg = make_train_config({**s["training"], "ttt_length": 1}, device="cpu")
     t0 = time.time()
-    res = train_draft(cfg, target_path=target, dataset_path=root / "tokenized" / "dataset",
-                      vocab_mapping_path=root / "tokenized" / "vocab_mapping", out_dir=out, log=lambda m: None,
-                      resume=False)
+    res = train_draft(
+        cfg,
+        target_path=target,
+        dataset_path=root / "tokenized" / "dataset",
+        vocab_mapping_path=root / "tokenized" / "vocab_mapping",
+        out_dir=out,
+        log=lambda m: None,
+        resume=False,
+    )
     train_s = time.time() - t0
     tok = AutoTokenizer.from_pretrained(str(target))
     tgt = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32).eval()
-    prompts, _ = heldout_prompts(root / "mix" / "test.jsonl", tok, num_prompts=int(ev["num_prompts"]),
-                                 max_prompt_tokens=int(ev["max_prompt_tokens"]))
+    prompts, _ = heldout_prompts(
+        root / "mix" / "test.jsonl",
+        tok,
+        num_prompts=int(ev["num_prompts"]),
+        max_prompt_tokens=int(ev["max_prompt_tokens"]),
+    )
     ids = [p["input_ids"] for p in prompts]
     kw = dict(k=int(ev["k"]), max_new_tokens=int(ev["max_new_tokens"]), check_lossless=False)
     r1 = evaluate_acceptance(tgt, tok, load_draft_checkpoint(out, tgt), ids, **kw)
@@ -171,9 +183,12 @@ def main() -> int:
         shutil.rmtree(base)
     root, home = base / "data", base / "dagster_home"
     home.mkdir(parents=True)
-    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                     "load_before": loadavg(), "command": "python bench/bench_demo.py",
-                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_before": loadavg(),
+        "command": "python bench/bench_demo.py",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     try:
         secs, log, rc = run_demo(root, home)
         results.update(demo_seconds=round(secs, 1), demo_rc=rc, load_after=loadavg())
@@ -190,10 +205,17 @@ def main() -> int:
         out.mkdir(exist_ok=True)
         (out / "demo.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
         write_section(results)
-        print(json.dumps({k: results[k] for k in ("demo_seconds", "demo_rc")} | {
-            "acceptance_length": results["report"]["acceptance_length"],
-            "untrained_acceptance_length": results["report"]["untrained_acceptance_length"],
-            "ttt1": results.get("ttt1")}, indent=2))
+        print(
+            json.dumps(
+                {k: results[k] for k in ("demo_seconds", "demo_rc")}
+                | {
+                    "acceptance_length": results["report"]["acceptance_length"],
+                    "untrained_acceptance_length": results["report"]["untrained_acceptance_length"],
+                    "ttt1": results.get("ttt1"),
+                },
+                indent=2,
+            )
+        )
         return 0 if rc == 0 else 1
     finally:
         if not args.keep:

@@ -6,6 +6,7 @@ Uses the demo's target (`data/models/target_model`) and trained draft (`data/mod
 so run `make demo` first. Both modes run in this process on the same prompts; the tokens and
 accepted-per-round counts must be identical. Raw numbers: bench/results/eval.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +38,29 @@ def main() -> None:
     draft = load_draft_checkpoint(data / "models" / "draft_model", target).eval()
     rows = [json.loads(l) for l in open(data / "tokenized" / "dataset" / "train.jsonl")][: args.prompts]
     prompts = [r["input_ids"][: max(8, len(r["input_ids"]) // 2)] for r in rows]
-    res: dict = {"prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "k": args.k,
-                 "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts), "threads": torch.get_num_threads()}
+    res: dict = {
+        "prompts": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+        "k": args.k,
+        "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts),
+        "threads": torch.get_num_threads(),
+    }
     outs = {}
     for use_cache in (False, True):
         t0 = time.perf_counter()
-        spec = [speculative_generate(target, draft, p, k=args.k, max_new_tokens=args.max_new_tokens, eos_ids=set(),
-                                     device="cpu", use_cache=use_cache) for p in prompts]
+        spec = [
+            speculative_generate(
+                target,
+                draft,
+                p,
+                k=args.k,
+                max_new_tokens=args.max_new_tokens,
+                eos_ids=set(),
+                device="cpu",
+                use_cache=use_cache,
+            )
+            for p in prompts
+        ]
         t1 = time.perf_counter()
         greedy = [greedy_generate(target, p, args.max_new_tokens, set(), "cpu", use_cache=use_cache) for p in prompts]
         t2 = time.perf_counter()

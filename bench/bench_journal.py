@@ -20,6 +20,7 @@ background thread), loaded from git (`--baseline-commit`); sqlite with synchrono
 FULL at batch 64 (the default `journal_batch`), and at batch 1 (a commit per row; FULL at batch 1
 runs on `--rows-fsync-each` rows only: one fsync per row).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,12 @@ FP = {"settings": {"model": "stub-model", "temperature": 0.7, "max_tokens": 512}
 
 def old_journal_module(commit: str) -> types.ModuleType:
     """The journal module as it was at `commit` (imported inside the package, for its relative imports)."""
-    src = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:specforge_assets/regenerate/journal.py"],
-                         capture_output=True, text=True, check=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{commit}:specforge_assets/regenerate/journal.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     mod = types.ModuleType("specforge_assets.regenerate._journal_baseline")
     mod.__package__ = "specforge_assets.regenerate"
     sys.modules[mod.__name__] = mod
@@ -58,23 +63,44 @@ def make_rows(n: int) -> tuple[list[dict], list[dict]]:
     """(input rows, output rows): small conversations, the output with a short provenance record."""
     inputs, outputs = [], []
     for i in range(n):
-        row = {"id": f"row-{i:07d}", "conversations": [
-            {"role": "user", "content": f"Question {i}: what is the capital of country number {i % 197}?"},
-            {"role": "assistant", "content": "old answer"}]}
+        row = {
+            "id": f"row-{i:07d}",
+            "conversations": [
+                {"role": "user", "content": f"Question {i}: what is the capital of country number {i % 197}?"},
+                {"role": "assistant", "content": "old answer"},
+            ],
+        }
         inputs.append(row)
-        outputs.append({"id": row["id"], "conversations": [
-            row["conversations"][0],
-            {"role": "assistant", "content": f"The capital of country {i % 197} is City-{i % 197}. " * 2}],
-            "status": "success", "regeneration": {
-                "model": "stub-model", "servers": ["127.0.0.1:30000"], "turns": [
-                    {"finish_reason": "stop", "server": "127.0.0.1:30000", "seed": None,
-                     "prompt_tokens": 31, "completion_tokens": 24}],
-                "usage": {"prompt_tokens": 31, "completion_tokens": 24}}})
+        outputs.append(
+            {
+                "id": row["id"],
+                "conversations": [
+                    row["conversations"][0],
+                    {"role": "assistant", "content": f"The capital of country {i % 197} is City-{i % 197}. " * 2},
+                ],
+                "status": "success",
+                "regeneration": {
+                    "model": "stub-model",
+                    "servers": ["127.0.0.1:30000"],
+                    "turns": [
+                        {
+                            "finish_reason": "stop",
+                            "server": "127.0.0.1:30000",
+                            "seed": None,
+                            "prompt_tokens": 31,
+                            "completion_tokens": 24,
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 31, "completion_tokens": 24},
+                },
+            }
+        )
     return inputs, outputs
 
 
-def run_variant(kind: str, mod, folder: Path, inp: Path, outputs: list[dict], batch: int,
-                synchronous: str | None) -> dict:
+def run_variant(
+    kind: str, mod, folder: Path, inp: Path, outputs: list[dict], batch: int, synchronous: str | None
+) -> dict:
     out = folder / "out.jsonl"
     n = len(outputs)
     kw = {"batch": batch, "flush_s": 0.25}
@@ -94,9 +120,14 @@ def run_variant(kind: str, mod, folder: Path, inp: Path, outputs: list[dict], ba
     j.close()
     write_s, write_cpu = time.perf_counter() - t0, time.process_time() - c0
     lat.sort()
-    res = {"rows": n, "write_s": round(write_s, 3), "rows_per_s": round(n / write_s),
-           "write_cpu_us_per_row": round(write_cpu / n * 1e6, 1),
-           "append_p99_ms": round(lat[int(0.99 * (n - 1))] * 1e3, 3), "append_max_ms": round(lat[-1] * 1e3, 2)}
+    res = {
+        "rows": n,
+        "write_s": round(write_s, 3),
+        "rows_per_s": round(n / write_s),
+        "write_cpu_us_per_row": round(write_cpu / n * 1e6, 1),
+        "append_p99_ms": round(lat[int(0.99 * (n - 1))] * 1e3, 3),
+        "append_max_ms": round(lat[-1] * 1e3, 2),
+    }
     # resume: what a resumed run pays before its first request, then the output read
     j = mod.Journal(out, **kw)
     c0, t0 = time.process_time(), time.perf_counter()
@@ -124,8 +155,9 @@ def run_variant(kind: str, mod, folder: Path, inp: Path, outputs: list[dict], ba
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--rows-fsync-each", type=int, default=3_000,
-                    help="rows for sqlite FULL at batch 1 (one fsync per row)")
+    ap.add_argument(
+        "--rows-fsync-each", type=int, default=3_000, help="rows for sqlite FULL at batch 1 (one fsync per row)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", default=None, help="folder for the journals (default: system temp dir)")
     ap.add_argument("--baseline-commit", default="5f4e77f")
@@ -166,22 +198,38 @@ def main() -> None:
         return statistics.median(r[key] for r in results[name])
 
     base_rate = med(variants[0][0], "rows_per_s")
-    print(f"\n{args.rows} rows x {args.repeats} repeats (medians); {platform.node()}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}, journals in {args.dir or tempfile.gettempdir()}")
-    print("| variant | rows | write rows/s (wall) | vs jsonl | CPU µs/row | append p99 ms | append max ms | "
-          "resume prepare s (CPU) | output read s (CPU) | journal MB |")
+    print(
+        f"\n{args.rows} rows x {args.repeats} repeats (medians); {platform.node()}, {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f}, journals in {args.dir or tempfile.gettempdir()}"
+    )
+    print(
+        "| variant | rows | write rows/s (wall) | vs jsonl | CPU µs/row | append p99 ms | append max ms | "
+        "resume prepare s (CPU) | output read s (CPU) | journal MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, *_rest in variants:
         n = results[name][0]["rows"]
         rate = med(name, "rows_per_s")
-        print(f"| {name} | {n} | {rate:,.0f} | {rate / base_rate:.2f}x | {med(name, 'write_cpu_us_per_row')} | "
-              f"{med(name, 'append_p99_ms')} | {med(name, 'append_max_ms')} | "
-              f"{med(name, 'resume_prepare_s')} ({med(name, 'resume_prepare_cpu_s')}) | "
-              f"{med(name, 'finalize_read_s')} ({med(name, 'finalize_read_cpu_s')}) | "
-              f"{med(name, 'journal_bytes') / 1e6:.1f} |")
+        print(
+            f"| {name} | {n} | {rate:,.0f} | {rate / base_rate:.2f}x | {med(name, 'write_cpu_us_per_row')} | "
+            f"{med(name, 'append_p99_ms')} | {med(name, 'append_max_ms')} | "
+            f"{med(name, 'resume_prepare_s')} ({med(name, 'resume_prepare_cpu_s')}) | "
+            f"{med(name, 'finalize_read_s')} ({med(name, 'finalize_read_cpu_s')}) | "
+            f"{med(name, 'journal_bytes') / 1e6:.1f} |"
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps({"rows": args.rows, "repeats": args.repeats, "node": platform.node(),
-                                              "cpus": os.cpu_count(), "results": results}, indent=1))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "rows": args.rows,
+                    "repeats": args.repeats,
+                    "node": platform.node(),
+                    "cpus": os.cpu_count(),
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ fresh subprocess for this checkout and, with `--baseline-rev`, for that git revi
 `specforge_assets` (taken with `git archive`), and reports wall time, peak RSS and whether the
 outputs are byte-identical. Raw numbers: bench/results/mix.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,16 +42,19 @@ def make_sources(root: Path, rows: int) -> int:
         d.mkdir(parents=True, exist_ok=True)
         with open(d / "train.jsonl", "w") as f:
             for i in range(rows):
-                conv = [{"role": "user", "content": f"q{s}-{i} " + "lorem ipsum dolor sit amet " * rnd.randint(5, 30)},
-                        {"role": "assistant", "content": "answer " * rnd.randint(20, 120)}]
+                conv = [
+                    {"role": "user", "content": f"q{s}-{i} " + "lorem ipsum dolor sit amet " * rnd.randint(5, 30)},
+                    {"role": "assistant", "content": "answer " * rnd.randint(20, 120)},
+                ]
                 f.write(json.dumps({"id": f"r{i}", "conversations": conv}) + "\n")
         size += (d / "train.jsonl").stat().st_size
     return size
 
 
 def run(code_root: Path, data_root: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(code_root), str(data_root)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(code_root), str(data_root)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -66,8 +70,11 @@ def main() -> None:
         if args.baseline_rev:
             base = d / "baseline"
             base.mkdir()
-            arch = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline_rev, "specforge_assets"],
-                                  capture_output=True, check=True).stdout
+            arch = subprocess.run(
+                ["git", "-C", str(REPO), "archive", args.baseline_rev, "specforge_assets"],
+                capture_output=True,
+                check=True,
+            ).stdout
             subprocess.run(["tar", "-x", "-C", str(base)], input=arch, check=True)
             res["baseline"] = {"rev": args.baseline_rev, **run(base, d / "data")}
             shutil.copytree(d / "data" / "mix", d / "baseline_mix")
@@ -77,7 +84,8 @@ def main() -> None:
         if args.baseline_rev:
             res["identical_outputs"] = all(
                 filecmp.cmp(d / "data" / "mix" / n, d / "baseline_mix" / n, shallow=False)
-                for n in ("train.jsonl", "test.jsonl", "quarantine.jsonl"))
+                for n in ("train.jsonl", "test.jsonl", "quarantine.jsonl")
+            )
             res["peak_rss_ratio"] = round(res["baseline"]["peak_rss_mib"] / res["current"]["peak_rss_mib"], 2)
             res["wall_ratio"] = round(res["baseline"]["wall_s"] / res["current"]["wall_s"], 2)
     print(json.dumps(res, indent=1))

@@ -19,6 +19,7 @@ Sections:
    client's ceiling in rows/s and its CPU per request; plus the SpecForge-style thread-pool
    client in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-
-def start_stubs(n: int, latency_ms: float = 0.0, extra: list[str] = (), seeds: bool = False
-                ) -> tuple[list[subprocess.Popen], list[str]]:
+def start_stubs(
+    n: int, latency_ms: float = 0.0, extra: list[str] = (), seeds: bool = False
+) -> tuple[list[subprocess.Popen], list[str]]:
     procs, addrs = [], []
     for k in range(n):
         cmd = [sys.executable, "-m", "specforge_assets.regenerate.stubserver", "--port", "0", *extra]
@@ -70,8 +71,10 @@ def make_input(path: Path, n: int, turns: int) -> Path:
         for i in range(n):
             conv = []
             for t in range(turns):
-                conv += [{"role": "user", "content": f"Question {i}.{t}: what is {i} plus {t}? Explain briefly."},
-                         {"role": "assistant", "content": "old answer"}]
+                conv += [
+                    {"role": "user", "content": f"Question {i}.{t}: what is {i} plus {t}? Explain briefly."},
+                    {"role": "assistant", "content": "old answer"},
+                ]
             f.write(json.dumps({"id": f"row-{i}", "conversations": conv}) + "\n")
     return path
 
@@ -79,10 +82,13 @@ def make_input(path: Path, n: int, turns: int) -> Path:
 # -- 1. stub capacity --------------------------------------------------------------------------
 async def _raw_load(addr: str, conns: int, seconds: float) -> float:
     host, port = addr.split(":")
-    body = json.dumps({"model": "stub-model", "messages": [{"role": "user", "content": "hi"}],
-                       "max_tokens": 8}).encode()
-    req = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n"
-           f"content-length: {len(body)}\r\n\r\n").encode() + body
+    body = json.dumps(
+        {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    ).encode()
+    req = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
     done = 0
     stop_at = time.monotonic() + seconds
 
@@ -136,10 +142,15 @@ print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "stat
 def ours(src: Path, addrs: list[str], inp: Path, concurrency: int, **kw) -> dict:
     """One `run_regeneration` of `inp` by the code under `src`, in a child process."""
     with tempfile.TemporaryDirectory() as d:
-        spec = {"input": str(inp), "out": str(Path(d) / "out.jsonl"), "addresses": addrs,
-                "settings": {"concurrency": concurrency, **kw}}
-        r = subprocess.run([sys.executable, "-c", CHILD, str(src), json.dumps(spec)], capture_output=True,
-                           text=True, cwd=d)
+        spec = {
+            "input": str(inp),
+            "out": str(Path(d) / "out.jsonl"),
+            "addresses": addrs,
+            "settings": {"concurrency": concurrency, **kw},
+        }
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD, str(src), json.dumps(spec)], capture_output=True, text=True, cwd=d
+        )
     if r.returncode != 0:
         raise RuntimeError(f"client run failed ({src}): {r.stderr[-2000:]}")
     got = json.loads(r.stdout.strip().splitlines()[-1])
@@ -147,11 +158,17 @@ def ours(src: Path, addrs: list[str], inp: Path, concurrency: int, **kw) -> dict
     n = stats["input_rows"]
     assert stats["counts"]["success"] == n, stats["counts"]
     requests = sum(v["requests"] for v in stats["servers"].values())
-    return {"rows": n, "requests": requests, "wall_s": round(wall, 2), "rows_per_s": round(n / wall, 1),
-            "dispatch_rows_per_s": stats["rows_per_s"],  # excludes input hashing + final ordered write
-            "steady_rows_per_s": stats.get("steady_rows_per_s"),  # pipeline full: first result .. last row out
-            "retries": stats.get("retries"), "request_error_kinds": stats.get("request_error_kinds"),
-            "client_cpu_ms_per_request": round(1000 * cpu / requests, 3)}
+    return {
+        "rows": n,
+        "requests": requests,
+        "wall_s": round(wall, 2),
+        "rows_per_s": round(n / wall, 1),
+        "dispatch_rows_per_s": stats["rows_per_s"],  # excludes input hashing + final ordered write
+        "steady_rows_per_s": stats.get("steady_rows_per_s"),  # pipeline full: first result .. last row out
+        "retries": stats.get("retries"),
+        "request_error_kinds": stats.get("request_error_kinds"),
+        "client_cpu_ms_per_request": round(1000 * cpu / requests, 3),
+    }
 
 
 def server_stats(addrs: list[str]) -> list[dict]:
@@ -167,8 +184,9 @@ def source_tree(ref: str, tmp: Path) -> Path:
         return Path(ref).resolve()
     out = tmp / f"src-{ref.replace('/', '_')}"
     out.mkdir()
-    arch = subprocess.run(["git", "-C", str(REPO), "archive", ref, "specforge_assets"], check=True,
-                          capture_output=True).stdout
+    arch = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref, "specforge_assets"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=arch, check=True)
     return out
 
@@ -176,11 +194,16 @@ def source_tree(ref: str, tmp: Path) -> Path:
 # -- 1. realistic latency -------------------------------------------------------------------------
 def realistic(trees: dict[str, Path], d: Path, rows: int, in_flight: int, sigma: float) -> dict:
     inp = make_input(d / f"realistic{rows}.jsonl", rows, 1)
-    res = {"servers": 4, "in_flight": in_flight, "latency": {"median_s": 2.0, "sigma": sigma, "cap_s": 30.0},
-           "rows": rows}
+    res = {
+        "servers": 4,
+        "in_flight": in_flight,
+        "latency": {"median_s": 2.0, "sigma": sigma, "cap_s": 30.0},
+        "rows": rows,
+    }
     for name, src in trees.items():
-        procs, addrs = start_stubs(4, latency_ms=2000, extra=["--latency-sigma", str(sigma), "--latency-cap-ms",
-                                                               "30000"], seeds=True)
+        procs, addrs = start_stubs(
+            4, latency_ms=2000, extra=["--latency-sigma", str(sigma), "--latency-cap-ms", "30000"], seeds=True
+        )
         try:
             r = ours(src, addrs, inp, in_flight // 4)
             seen = server_stats(addrs)
@@ -188,11 +211,14 @@ def realistic(trees: dict[str, Path], d: Path, rows: int, in_flight: int, sigma:
             stop(procs)
         mean_latency = sum(s["slept_s"] for s in seen) / sum(s["chat_requests"] for s in seen)
         ideal = in_flight / mean_latency
-        r.update(mean_server_latency_s=round(mean_latency, 3), ideal_rows_per_s=round(ideal, 1),
-                 max_in_flight_per_server=[s["max_inflight"] for s in seen],
-                 achieved_fraction_steady=round((r["steady_rows_per_s"] or 0) / ideal, 3),
-                 achieved_fraction_dispatch=round(r["dispatch_rows_per_s"] / ideal, 3),
-                 achieved_fraction_wall=round(r["rows_per_s"] / ideal, 3))
+        r.update(
+            mean_server_latency_s=round(mean_latency, 3),
+            ideal_rows_per_s=round(ideal, 1),
+            max_in_flight_per_server=[s["max_inflight"] for s in seen],
+            achieved_fraction_steady=round((r["steady_rows_per_s"] or 0) / ideal, 3),
+            achieved_fraction_dispatch=round(r["dispatch_rows_per_s"] / ideal, 3),
+            achieved_fraction_wall=round(r["rows_per_s"] / ideal, 3),
+        )
         res[name] = r
         print("realistic", name, json.dumps(r), flush=True)
     return res
@@ -210,8 +236,9 @@ def specforge_style(addrs: list[str], inp: Path, concurrency: int, max_rows: int
         for m in row["conversations"]:
             if m["role"] == "user":
                 msgs.append(m)
-                r = client.chat.completions.create(model="stub-model", messages=msgs, max_tokens=64,
-                                                   temperature=0.7, stream=False)
+                r = client.chat.completions.create(
+                    model="stub-model", messages=msgs, max_tokens=64, temperature=0.7, stream=False
+                )
                 msgs.append({"role": "assistant", "content": r.choices[0].message.content})
         return {**row, "conversations": msgs, "status": "success"}
 
@@ -238,16 +265,23 @@ def specforge_style(addrs: list[str], inp: Path, concurrency: int, max_rows: int
                 done += 1
     wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     turns = sum(sum(1 for m in r["conversations"] if m["role"] == "user") for r in rows)
-    return {"rows": done, "wall_s": round(wall, 2), "rows_per_s": round(done / wall, 1),
-            "client_cpu_ms_per_request": round(1000 * cpu / turns, 3)}
+    return {
+        "rows": done,
+        "wall_s": round(wall, 2),
+        "rows_per_s": round(done / wall, 1),
+        "client_cpu_ms_per_request": round(1000 * cpu / turns, 3),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer rows everywhere")
     ap.add_argument("--only", default="realistic,capacity,client")
-    ap.add_argument("--before", default="", help="also measure this source tree (a directory or a git ref, "
-                    "e.g. main) in the same run, as 'before'")
+    ap.add_argument(
+        "--before",
+        default="",
+        help="also measure this source tree (a directory or a git ref, e.g. main) in the same run, as 'before'",
+    )
     ap.add_argument("--also", default="", help="more trees to measure in the same run: NAME=DIR_OR_REF[,...]")
     ap.add_argument("--rows", type=int, default=0, help="realistic: rows (default 60,000; --quick 12,000)")
     ap.add_argument("--in-flight", type=int, default=2048)
@@ -289,7 +323,8 @@ def main() -> None:
             for name in trees:
                 if "specforge_style" in client:
                     client[f"speedup_{name}_vs_specforge_style"] = round(
-                        client[name]["rows_per_s"] / client["specforge_style"]["rows_per_s"], 1)
+                        client[name]["rows_per_s"] / client["specforge_style"]["rows_per_s"], 1
+                    )
             res["zero_latency_4_servers_128_in_flight"] = client
     res["loadavg_at_end"] = os.getloadavg()
     print(json.dumps(res, indent=1))

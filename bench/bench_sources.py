@@ -11,6 +11,7 @@
 Inputs are generated under $BENCH_DIR (default /tmp/specforge-bench), never in the repo.
     .venv/bin/python bench/bench_sources.py [--only normalize|checks] [--rows-scale 1.0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(os.environ.get("BENCH_DIR", "/tmp/specforge-bench"))
-WORDS = ("the a model token data server batch check source draft target answer question number "
-         "apple book code list value python function return sum count river city color green blue").split()
+WORDS = (
+    "the a model token data server batch check source draft target answer question number "
+    "apple book code list value python function return sum count river city color green blue"
+).split()
 
 
 def _text(rng: random.Random, lo: int, hi: int) -> str:
@@ -45,7 +48,10 @@ def gen_ultrachat(path: Path, n: int, seed: int = 1) -> None:
         for i in range(start, min(n, start + 20000)):
             msgs = []
             for _ in range(rng.randint(1, 3)):
-                msgs += [{"content": _text(rng, 5, 40), "role": "user"}, {"content": _text(rng, 10, 120), "role": "assistant"}]
+                msgs += [
+                    {"content": _text(rng, 5, 40), "role": "user"},
+                    {"content": _text(rng, 10, 120), "role": "assistant"},
+                ]
             rows.append({"prompt": msgs[0]["content"], "prompt_id": f"{i:064x}", "messages": msgs})
         t = pa.Table.from_pylist(rows)
         writer = writer or pq.ParquetWriter(path, t.schema)
@@ -71,23 +77,51 @@ def gen_checked_partition(out_dir: Path, n: int, seed: int = 3) -> None:
     rng = random.Random(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_test = n // 20
-    with open(out_dir / "train.jsonl", "w", encoding="utf-8") as tr, open(out_dir / "test.jsonl", "w", encoding="utf-8") as te:
+    with (
+        open(out_dir / "train.jsonl", "w", encoding="utf-8") as tr,
+        open(out_dir / "test.jsonl", "w", encoding="utf-8") as te,
+    ):
         for i in range(n):
             conv = [{"role": "system", "content": "You are helpful."}] if i % 25 == 0 else []
             for _ in range(rng.randint(1, 3)):
-                conv += [{"role": "user", "content": _text(rng, 5, 30)}, {"role": "assistant", "content": _text(rng, 8, 60)}]
-            (te if i < n_test else tr).write(json.dumps({"id": str(i), "conversations": conv}, ensure_ascii=False) + "\n")
+                conv += [
+                    {"role": "user", "content": _text(rng, 5, 30)},
+                    {"role": "assistant", "content": _text(rng, 8, 60)},
+                ]
+            (te if i < n_test else tr).write(
+                json.dumps({"id": str(i), "conversations": conv}, ensure_ascii=False) + "\n"
+            )
     q = 700
     with open(out_dir / "quarantine.jsonl", "w", encoding="utf-8") as f:
         for i in range(q):
-            f.write(json.dumps({"source": "bench", "file": "raw.jsonl", "row": i, "field": "conversations", "reason": "empty content", "raw": {"id": f"q{i}"}}) + "\n")
-    (out_dir / "manifest.json").write_text(json.dumps({
-        "rows_in": n + q, "rows_train": n - n_test, "rows_test": n_test, "quarantined": q,
-        "spec": {"quarantine_threshold": 0.1},
-    }))
+            f.write(
+                json.dumps(
+                    {
+                        "source": "bench",
+                        "file": "raw.jsonl",
+                        "row": i,
+                        "field": "conversations",
+                        "reason": "empty content",
+                        "raw": {"id": f"q{i}"},
+                    }
+                )
+                + "\n"
+            )
+    (out_dir / "manifest.json").write_text(
+        json.dumps(
+            {
+                "rows_in": n + q,
+                "rows_train": n - n_test,
+                "rows_test": n_test,
+                "quarantined": q,
+                "spec": {"quarantine_threshold": 0.1},
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- normalize
+
 
 def baseline_map(preset_name: str, path: Path, out: Path, cache_dir: str) -> int:
     """The straightforward way: load with datasets, per-row `map` with the same converter, then
@@ -121,12 +155,18 @@ def bench_normalize(scale: float, repeats: int = 2) -> list[dict]:
     from specforge_assets.sources.prepare import prepare_preset
 
     datasets.disable_progress_bars()
-    cases = [("ultrachat", "ultrachat_200k.parquet", int(200_000 * scale), gen_ultrachat),
-             ("sharegpt", "sharegpt_120k.json", int(120_000 * scale), gen_sharegpt)]
+    cases = [
+        ("ultrachat", "ultrachat_200k.parquet", int(200_000 * scale), gen_ultrachat),
+        ("sharegpt", "sharegpt_120k.json", int(120_000 * scale), gen_sharegpt),
+    ]
     results = []
     for preset, name, n, gen in cases:
         path = BENCH_DIR / name
-        if not path.exists() or json.loads((BENCH_DIR / f"{name}.rows").read_text() if (BENCH_DIR / f"{name}.rows").exists() else "0") != n:
+        if (
+            not path.exists()
+            or json.loads((BENCH_DIR / f"{name}.rows").read_text() if (BENCH_DIR / f"{name}.rows").exists() else "0")
+            != n
+        ):
             print(f"generating {path} ({n} rows)", flush=True)
             gen(path, n)
             (BENCH_DIR / f"{name}.rows").write_text(str(n))
@@ -145,7 +185,9 @@ def bench_normalize(scale: float, repeats: int = 2) -> list[dict]:
 
             # interleaved repeats, best of each: the machine is shared, so load drifts over a run
             for rep in range(repeats):
-                rows_b = timed("baseline", lambda: baseline_map(preset, path, tmp / "baseline.jsonl", str(tmp / f"hf-cache-{rep}")))
+                rows_b = timed(
+                    "baseline", lambda: baseline_map(preset, path, tmp / "baseline.jsonl", str(tmp / f"hf-cache-{rep}"))
+                )
                 res = timed("asset", lambda: build_source(spec, root=tmp / "root", force=True))
                 shutil.rmtree(tmp / "prepare", ignore_errors=True)
                 timed("prepare", lambda: prepare_preset(preset, tmp / "prepare", data_path=path, log=lambda s: None))
@@ -156,20 +198,38 @@ def bench_normalize(scale: float, repeats: int = 2) -> list[dict]:
             same = (tmp / "prepare" / f"{preset}_train.jsonl").read_bytes() == (tmp / "baseline.jsonl").read_bytes()
         m = res.manifest
         bw, bc = best["baseline"]
-        r = {"case": f"{preset} ({path.suffix[1:]}, {n} rows)", "rows": n, "repeats": repeats,
-             "baseline_wall_s": round(bw, 2), "baseline_cpu_s": round(bc, 2), "baseline_rows_s": round(rows_b / bw)}
+        r = {
+            "case": f"{preset} ({path.suffix[1:]}, {n} rows)",
+            "rows": n,
+            "repeats": repeats,
+            "baseline_wall_s": round(bw, 2),
+            "baseline_cpu_s": round(bc, 2),
+            "baseline_rows_s": round(rows_b / bw),
+        }
         for name in ("asset", "prepare"):
             w, c = best[name]
-            r.update({f"{name}_wall_s": round(w, 2), f"{name}_cpu_s": round(c, 2), f"{name}_rows_s": round(n / w),
-                      f"{name}_speedup_wall": round(bw / w, 2), f"{name}_speedup_cpu": round(bc / c, 2)})
-        r.update(cached_rerun_s=round(t_cached, 2), prepare_equals_baseline_bytes=same,
-                 kept=m["rows_train"] + m["rows_test"], quarantined=m["quarantined"])
+            r.update(
+                {
+                    f"{name}_wall_s": round(w, 2),
+                    f"{name}_cpu_s": round(c, 2),
+                    f"{name}_rows_s": round(n / w),
+                    f"{name}_speedup_wall": round(bw / w, 2),
+                    f"{name}_speedup_cpu": round(bc / c, 2),
+                }
+            )
+        r.update(
+            cached_rerun_s=round(t_cached, 2),
+            prepare_equals_baseline_bytes=same,
+            kept=m["rows_train"] + m["rows_test"],
+            quarantined=m["quarantined"],
+        )
         print(json.dumps(r), flush=True)
         results.append(r)
     return results
 
 
 # ----------------------------------------------------------------------------- checks
+
 
 def _checks_child(out_dir: str, threads: int) -> None:
     from specforge_assets.checks.sources import run_source_checks
@@ -181,9 +241,18 @@ def _checks_child(out_dir: str, threads: int) -> None:
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     peak_kib = r1.ru_maxrss
-    print(json.dumps({"seconds": round(dt, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(peak_kib / 1024),
-                      "load_avg_1m": round(os.getloadavg()[0], 1),
-                      "passed": {o.name: o.passed for o in res}, "rows_checked": res[0].metadata["rows_checked"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(dt, 2),
+                "cpu_seconds": round(cpu, 2),
+                "peak_rss_mib": round(peak_kib / 1024),
+                "load_avg_1m": round(os.getloadavg()[0], 1),
+                "passed": {o.name: o.passed for o in res},
+                "rows_checked": res[0].metadata["rows_checked"],
+            }
+        )
+    )
 
 
 def bench_checks(scale: float, threads: int = 2) -> dict:
@@ -194,8 +263,12 @@ def bench_checks(scale: float, threads: int = 2) -> dict:
         shutil.rmtree(out_dir, ignore_errors=True)
         gen_checked_partition(out_dir, n)
     size = sum(p.stat().st_size for p in out_dir.glob("*.jsonl"))
-    proc = subprocess.run([sys.executable, __file__, "--checks-child", str(out_dir), "--threads", str(threads)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--checks-child", str(out_dir), "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     r.update(conversations=n, input_mib=round(size / 2**20), threads=threads)
     print(json.dumps(r), flush=True)

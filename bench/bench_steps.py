@@ -17,6 +17,7 @@ each one recomputes (no cache hit).
 Writes bench/results/steps.json; the `## Step overhead` section of bench/RESULTS.md is written
 from it by hand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,14 @@ def make_data(tmp: Path) -> Path:
     train = yaml.safe_load((cfg / "train.yaml").read_text())
     train.setdefault("demo_target", {})["pretrain_steps"] = 0
     (cfg / "train.yaml").write_text(yaml.safe_dump(train, sort_keys=False))
-    env = {**os.environ, "SPECFORGE_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1",
-           "PYTHONPATH": str(REPO), "SPECFORGE_CONFIG_DIR": str(cfg)}
+    env = {
+        **os.environ,
+        "SPECFORGE_DATA_ROOT": str(root),
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(REPO),
+        "SPECFORGE_CONFIG_DIR": str(cfg),
+    }
     subprocess.run([sys.executable, "-c", SEED_CODE], cwd=REPO, env=env, check=True, capture_output=True)
     return root
 
@@ -86,8 +93,13 @@ print(json.dumps({"in_steps": sum((s.end_time or 0) - (s.start_time or 0) for s 
 
 def run_phases(home: Path) -> dict:
     """Step stats and phase timestamps (epoch seconds) of the one run in `home`."""
-    out = subprocess.run([sys.executable, "-c", PHASES_CODE], env={**os.environ, "DAGSTER_HOME": str(home)},
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PHASES_CODE],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -96,36 +108,57 @@ def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path, 
     instance="fresh": a new DAGSTER_HOME whose storage the run itself creates; "existing": the
     instance's storage is created (and migrated) before the timer starts, as on a user's box."""
     root, home = tmp / f"{label}-{instance}-{i}-data", tmp / f"{label}-{instance}-{i}-home"
-    shutil.copytree(seed, root, symlinks=True,
-                    ignore=shutil.ignore_patterns("mix", "tokenized", "models", "versions"))
+    shutil.copytree(seed, root, symlinks=True, ignore=shutil.ignore_patterns("mix", "tokenized", "models", "versions"))
     shutil.copytree(seed / "models" / "target_model", root / "models" / "target_model")
     if (seed / "versions" / "target_model").is_dir():
         shutil.copytree(seed / "versions" / "target_model", root / "versions" / "target_model")
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "SPECFORGE_DATA_ROOT": str(root), "DAGSTER_HOME": str(home), "DAGSTER_DISABLE_TELEMETRY": "1",
-           "PYTHONPATH": str(code)}
+    env = {
+        **os.environ,
+        "SPECFORGE_DATA_ROOT": str(root),
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(code),
+    }
     if instance == "existing":
-        subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().get_runs(limit=1)"],
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().get_runs(limit=1)"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", module, "--select", SELECTION],
-                       cwd=code, env=env, capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", module, "--select", SELECTION],
+        cwd=code,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     t_end = time.time()
     wall = t_end - t0
     if p.returncode != 0:
         raise SystemExit(f"{label}: run failed\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     ph = run_phases(home)
     work = ph["in_steps"]
-    return {"code": label, "instance": instance, "wall_s": round(wall, 1), "in_steps_s": round(work, 1),
-            "steps": ph["steps"], "events": ph["events"], "ratio": round(wall / work, 2), "status": ph["status"],
-            "phases_s": {  # where the wall time went
-                "start_to_first_event": round(ph["first_event"] - t0, 2),  # python + imports + instance + code load + run
-                "planning": round(ph["first_step_start"] - ph["first_event"], 2),  # planned events, run start, resources
-                "steps_span": round(ph["last_step_end"] - ph["first_step_start"], 2),  # steps incl. events between them
-                "run_end": round(ph["run_end"] - ph["last_step_end"], 2),
-                "exit": round(t_end - ph["run_end"], 2),  # CLI return + interpreter teardown (torch, transformers)
-            }}
+    return {
+        "code": label,
+        "instance": instance,
+        "wall_s": round(wall, 1),
+        "in_steps_s": round(work, 1),
+        "steps": ph["steps"],
+        "events": ph["events"],
+        "ratio": round(wall / work, 2),
+        "status": ph["status"],
+        "phases_s": {  # where the wall time went
+            "start_to_first_event": round(ph["first_event"] - t0, 2),  # python + imports + instance + code load + run
+            "planning": round(ph["first_step_start"] - ph["first_event"], 2),  # planned events, run start, resources
+            "steps_span": round(ph["last_step_end"] - ph["first_step_start"], 2),  # steps incl. events between them
+            "run_end": round(ph["run_end"] - ph["last_step_end"], 2),
+            "exit": round(t_end - ph["run_end"], 2),  # CLI return + interpreter teardown (torch, transformers)
+        },
+    }
 
 
 def main() -> int:
@@ -139,8 +172,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as td:
         tmp = Path(td)
         base = tmp / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline_rev], cwd=REPO, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(base), args.baseline_rev],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         try:
             seed = args.data or make_data(tmp)
             rows = []
@@ -151,8 +188,13 @@ def main() -> int:
                         print(json.dumps(rows[-1]), flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, capture_output=True)
-    out = {"machine": f"{platform.node()} {os.cpu_count()} CPUs", "load": os.getloadavg(), "selection": SELECTION,
-           "baseline_rev": args.baseline_rev, "runs": rows}
+    out = {
+        "machine": f"{platform.node()} {os.cpu_count()} CPUs",
+        "load": os.getloadavg(),
+        "selection": SELECTION,
+        "baseline_rev": args.baseline_rev,
+        "runs": rows,
+    }
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     (REPO / "bench" / "results" / "steps.json").write_text(json.dumps(out, indent=2) + "\n")
     return 0

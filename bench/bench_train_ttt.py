@@ -6,6 +6,7 @@ prompts; `lossless` must be true for every row.
 
   python bench/bench_train_ttt.py [--epochs 6] [--out bench/results/train_ttt_cpu.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,17 +47,40 @@ def main() -> None:
         mapping = load_vocab_mapping_file(vm)
         t = time.perf_counter()
         r = evaluate_acceptance(target, None, None, prompts, k=a.k, max_new_tokens=20, vocab_mapping=mapping)
-        rows.append({"draft": "untrained", "train_s": 0.0, **{k: r[k] for k in ("acceptance_length", "per_position_acceptance", "lossless")}})
+        rows.append(
+            {
+                "draft": "untrained",
+                "train_s": 0.0,
+                **{k: r[k] for k in ("acceptance_length", "per_position_acceptance", "lossless")},
+            }
+        )
         for ttt in (1, a.ttt):
-            cfg = TrainConfig(ttt_length=ttt, lr=3e-3, warmup_ratio=0.05, epochs=a.epochs, batch_size=8, max_length=64, log_every=0)
+            cfg = TrainConfig(
+                ttt_length=ttt, lr=3e-3, warmup_ratio=0.05, epochs=a.epochs, batch_size=8, max_length=64, log_every=0
+            )
             t = time.perf_counter()
-            m = train_draft(cfg, target_path=tdir, dataset_path=d / "ds", vocab_mapping_path=vm, out_dir=d / f"ttt{ttt}", log=lambda *_: None)
+            m = train_draft(
+                cfg,
+                target_path=tdir,
+                dataset_path=d / "ds",
+                vocab_mapping_path=vm,
+                out_dir=d / f"ttt{ttt}",
+                log=lambda *_: None,
+            )
             train_s = time.perf_counter() - t
             draft = load_draft_checkpoint(d / f"ttt{ttt}", target)
             r = evaluate_acceptance(target, None, draft, prompts, k=a.k, max_new_tokens=20)
-            rows.append({"draft": f"ttt{ttt}", "train_s": train_s, "steps": m["step"], "first_loss": m["first_loss"],
-                         "final_loss": m["loss"], "train_acc": m["acc"],
-                         **{k: r[k] for k in ("acceptance_length", "per_position_acceptance", "lossless")}})
+            rows.append(
+                {
+                    "draft": f"ttt{ttt}",
+                    "train_s": train_s,
+                    "steps": m["step"],
+                    "first_loss": m["first_loss"],
+                    "final_loss": m["loss"],
+                    "train_acc": m["acc"],
+                    **{k: r[k] for k in ("acceptance_length", "per_position_acceptance", "lossless")},
+                }
+            )
     for r in rows:
         print(json.dumps(r))
     if a.out:

@@ -15,6 +15,7 @@ Each part is time-boxed and prints one JSON line; a failing part prints its erro
 
     python bench/gpu_probe_smollm2.py --tokenizer DIR [--parts eval,generate,serve,train] [--out FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-               num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5,
-               rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+SMOLLM2 = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 OUT: list[dict] = []
 
@@ -65,8 +77,9 @@ def part_eval(tok, device, a) -> dict:
     res = {}
     for k in (4, 7):
         t0 = time.perf_counter()
-        r = evaluate_acceptance(target, tok, None, prompts, k=k, max_new_tokens=a.eval_tokens, check_lossless=False,
-                                stop_at_eos=False)
+        r = evaluate_acceptance(
+            target, tok, None, prompts, k=k, max_new_tokens=a.eval_tokens, check_lossless=False, stop_at_eos=False
+        )
         spec_s = time.perf_counter() - t0
         res[f"k{k}_round_s"] = spec_s / max(1, r["num_rounds"])
         res[f"k{k}_acceptance_length"] = r["acceptance_length"]
@@ -87,8 +100,16 @@ def part_generate(tok, device, a) -> dict:
         att = torch.ones_like(ids)
         torch.cuda.synchronize() if device.type == "cuda" else None
         t0 = time.perf_counter()
-        out = m.generate(input_ids=ids, attention_mask=att, max_new_tokens=a.gen_tokens, min_new_tokens=a.gen_tokens,
-                         do_sample=True, temperature=0.7, top_p=1.0, pad_token_id=0)
+        out = m.generate(
+            input_ids=ids,
+            attention_mask=att,
+            max_new_tokens=a.gen_tokens,
+            min_new_tokens=a.gen_tokens,
+            do_sample=True,
+            temperature=0.7,
+            top_p=1.0,
+            pad_token_id=0,
+        )
         torch.cuda.synchronize() if device.type == "cuda" else None
         dt = time.perf_counter() - t0
         n = (out.shape[1] - 100) * bs
@@ -106,9 +127,15 @@ async def _fire(base: str, n: int, max_tokens: int, timeout: float, model: str =
     async def one(c, i):
         async with sem:
             try:
-                r = await c.post(f"{base}/v1/chat/completions", json={
-                    "model": model, "messages": [{"role": "user", "content": f"Tell me a long story number {i}."}],
-                    "max_tokens": max_tokens, "temperature": 0.7})
+                r = await c.post(
+                    f"{base}/v1/chat/completions",
+                    json={
+                        "model": model,
+                        "messages": [{"role": "user", "content": f"Tell me a long story number {i}."}],
+                        "max_tokens": max_tokens,
+                        "temperature": 0.7,
+                    },
+                )
                 r.raise_for_status()
                 done["ok"] += 1
                 done["tokens"] += int(r.json().get("usage", {}).get("completion_tokens") or 0)
@@ -132,8 +159,20 @@ def part_serve(tok, device, a) -> dict:
     tok.save_pretrained(d)
     res = {}
     port = 8731
-    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(d), "--host", "127.0.0.1", "--port",
-           str(port), "--device", "cuda" if device.type == "cuda" else "cpu", "--continuous-batching"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+        str(d),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cuda" if device.type == "cuda" else "cpu",
+        "--continuous-batching",
+    ]
     log = open("/tmp/probe_serve.log", "wb")
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -164,9 +203,26 @@ def part_serve(tok, device, a) -> dict:
 def part_train(tok, device, a) -> dict:
     res = {}
     for bs in a.train_batches:
-        cmd = [sys.executable, str(Path(__file__).parent / "bench_train_gpu.py"), "--preset", "smollm2",
-               "--batch-size", str(bs), "--max-length", "512", "--ttt", "7", "--draft-vocab", "32000",
-               "--steps", "10", "--warmup", "3", "--device", "auto"] + (["--compile"] if a.compile else [])
+        cmd = [
+            sys.executable,
+            str(Path(__file__).parent / "bench_train_gpu.py"),
+            "--preset",
+            "smollm2",
+            "--batch-size",
+            str(bs),
+            "--max-length",
+            "512",
+            "--ttt",
+            "7",
+            "--draft-vocab",
+            "32000",
+            "--steps",
+            "10",
+            "--warmup",
+            "3",
+            "--device",
+            "auto",
+        ] + (["--compile"] if a.compile else [])
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.part_timeout)
         line = [x for x in p.stdout.splitlines() if x.startswith("{")]
         res[f"bs{bs}"] = json.loads(line[-1]) if line else {"error": (p.stderr or p.stdout)[-500:]}
@@ -191,12 +247,20 @@ def main() -> None:
     a = ap.parse_args()
     from transformers import AutoTokenizer
 
-    device = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) else
-                          (a.device if a.device != "auto" else "cpu"))
+    device = torch.device(
+        "cuda" if (a.device == "auto" and torch.cuda.is_available()) else (a.device if a.device != "auto" else "cpu")
+    )
     tok = AutoTokenizer.from_pretrained(a.tokenizer)
-    emit({"part": "env", "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-          "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-          "cpus": os.cpu_count()}, a.out)
+    emit(
+        {
+            "part": "env",
+            "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "cpus": os.cpu_count(),
+        },
+        a.out,
+    )
     for part in a.parts.split(","):
         t0 = time.time()
         try:

@@ -28,6 +28,7 @@ WORK/results.md (the tables for bench/RESULTS.md); `--out DIR` copies them there
         --work /tmp/exp --gpus 2                 # the experiment (one H200 x2 machine, ~15 min)
     python bench/real_target_experiment.py ... --smoke --device cpu   # the same path in miniature, on CPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,8 +92,14 @@ def build_inputs(real: Path, work: Path, per_source: int, sample: int | None) ->
         inputs[key] = out
         for i, r in enumerate(tail):
             q, a = _user_text(key, r)
-            held.append({"id": f"{key}-heldout-{i}", "source": key, "category": key,
-                         "conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+            held.append(
+                {
+                    "id": f"{key}-heldout-{i}",
+                    "source": key,
+                    "category": key,
+                    "conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                }
+            )
     (work / "inputs" / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held))
     return {k: str(v) for k, v in inputs.items()}
 
@@ -109,9 +116,16 @@ def write_configs(a, work: Path, inputs: dict, servers: list[str], served_name: 
             shutil.rmtree(d)
         shutil.copytree(REPO / "configs", d)
         _yaml(d / "sources.yaml", base)
-        regen = {"enabled": arm == "regenerated", "server_addresses": servers, "model": served_name,
-                 "max_tokens": a.max_tokens, "temperature": 0.7, "concurrency": a.concurrency,
-                 "request_timeout_s": 900, "progress_interval_s": 30}
+        regen = {
+            "enabled": arm == "regenerated",
+            "server_addresses": servers,
+            "model": served_name,
+            "max_tokens": a.max_tokens,
+            "temperature": 0.7,
+            "concurrency": a.concurrency,
+            "request_timeout_s": 900,
+            "progress_interval_s": 30,
+        }
         _yaml(d / "regenerate.yaml", {"defaults": regen, "sources": {}})
         _yaml(d / "target.yaml", {"path": str(work / "target"), "chat_template": "auto", "trust_remote_code": False})
         mix = yaml.safe_load((REPO / "configs" / "mix.yaml").read_text())
@@ -122,25 +136,55 @@ def write_configs(a, work: Path, inputs: dict, servers: list[str], served_name: 
         _yaml(d / "tokenize.yaml", tok)
         train = yaml.safe_load((REPO / "configs" / "train.yaml").read_text())
         train["launch"].update({"device": a.device, "nproc_per_node": 1, "mode": "online"})
-        train["training"] = {"ttt_length": a.ttt, "lr": a.lr, "max_steps": a.steps, "batch_size": a.batch_size,
-                             "max_length": a.max_length, "save_every": max(a.steps, 1), "seed": 0}
+        train["training"] = {
+            "ttt_length": a.ttt,
+            "lr": a.lr,
+            "max_steps": a.steps,
+            "batch_size": a.batch_size,
+            "max_length": a.max_length,
+            "save_every": max(a.steps, 1),
+            "seed": 0,
+        }
         real = Path(a.real_data).resolve()
         train["evaluation"] = {
-            "k": [4, 7], "max_new_tokens": a.eval_tokens, "num_prompts": 10_000, "max_prompt_tokens": 384,
-            "untrained_seed": 0, "evaluate_previous": True, "device": a.device, "workers": a.eval_workers,
-            "sets": [{"name": "heldout", "path": str(work / "inputs" / "heldout.jsonl"), "format": "heldout"},
-                     {"name": "mt_bench", "path": str(real / "mt_bench" / "question.jsonl"), "format": "mtbench",
-                      "limit": a.mt_bench},
-                     {"name": "gsm8k_test", "path": str(real / "gsm8k" / "test.jsonl"), "format": "questions",
-                      "limit": a.gsm8k_test}]}
+            "k": [4, 7],
+            "max_new_tokens": a.eval_tokens,
+            "num_prompts": 10_000,
+            "max_prompt_tokens": 384,
+            "untrained_seed": 0,
+            "evaluate_previous": True,
+            "device": a.device,
+            "workers": a.eval_workers,
+            "sets": [
+                {"name": "heldout", "path": str(work / "inputs" / "heldout.jsonl"), "format": "heldout"},
+                {
+                    "name": "mt_bench",
+                    "path": str(real / "mt_bench" / "question.jsonl"),
+                    "format": "mtbench",
+                    "limit": a.mt_bench,
+                },
+                {
+                    "name": "gsm8k_test",
+                    "path": str(real / "gsm8k" / "test.jsonl"),
+                    "format": "questions",
+                    "limit": a.gsm8k_test,
+                },
+            ],
+        }
         _yaml(d / "train.yaml", train)
         dirs[arm] = d
     return dirs
 
 
 def stage_env(work: Path, config_dir: Path, gpus: str | None) -> dict:
-    env = {**os.environ, "SPECFORGE_DATA_ROOT": str(work / "data"), "SPECFORGE_CONFIG_DIR": str(config_dir),
-           "DAGSTER_HOME": str(work / "dagster_home"), "DAGSTER_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "SPECFORGE_DATA_ROOT": str(work / "data"),
+        "SPECFORGE_CONFIG_DIR": str(config_dir),
+        "DAGSTER_HOME": str(work / "dagster_home"),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     return env
@@ -150,8 +194,13 @@ def start_stage(work: Path, name: str, config_dir: Path, steps: list[str], gpus:
     """A stage = one child process that materializes `steps` (see :func:`stage_main`)."""
     log = open(work / "logs" / f"{name}.log", "w")
     say(f"stage {name}: {' + '.join(steps)} (config {config_dir.name}, GPUs {gpus})")
-    return subprocess.Popen([sys.executable, __file__, "--stage", ",".join(steps)], cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT, env=stage_env(work, config_dir, gpus))
+    return subprocess.Popen(
+        [sys.executable, __file__, "--stage", ",".join(steps)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=stage_env(work, config_dir, gpus),
+    )
 
 
 def wait(p: subprocess.Popen, name: str, work: Path) -> float:
@@ -176,18 +225,32 @@ def stage_main(steps: list[str]) -> int:
     parts = configured_source_keys()
     sync_source_partitions(instance, parts)
     everything = list(defs.assets) + list(defs.asset_checks or [])
-    groups = {"sources": ([keys.SOURCES], True), "sources+regenerated": ([keys.SOURCES, keys.REGENERATED], True),
-              "regenerated": ([keys.REGENERATED], True), "target": ([keys.TARGET], False),
-              "data": ([keys.MIX, keys.TOKENIZED, keys.VOCAB], False), "draft": ([keys.DRAFT], False),
-              "evaluation": ([keys.EVALUATION], False)}
+    groups = {
+        "sources": ([keys.SOURCES], True),
+        "sources+regenerated": ([keys.SOURCES, keys.REGENERATED], True),
+        "regenerated": ([keys.REGENERATED], True),
+        "target": ([keys.TARGET], False),
+        "data": ([keys.MIX, keys.TOKENIZED, keys.VOCAB], False),
+        "draft": ([keys.DRAFT], False),
+        "evaluation": ([keys.EVALUATION], False),
+    }
     for step in steps:
         sel, partitioned = groups[step]
-        for pk in (parts if partitioned else [None]):
+        for pk in parts if partitioned else [None]:
             t0 = time.time()
-            r = dg.materialize(everything, selection=sel, partition_key=pk, instance=instance, resources=defs.resources,
-                               raise_on_error=False, tags={"specforge/trigger": "real_target_experiment"})
-            print(f"[stage] {step}{f' [{pk}]' if pk else ''}: {'ok' if r.success else 'FAILED'} in {time.time() - t0:.0f}s",
-                  flush=True)
+            r = dg.materialize(
+                everything,
+                selection=sel,
+                partition_key=pk,
+                instance=instance,
+                resources=defs.resources,
+                raise_on_error=False,
+                tags={"specforge/trigger": "real_target_experiment"},
+            )
+            print(
+                f"[stage] {step}{f' [{pk}]' if pk else ''}: {'ok' if r.success else 'FAILED'} in {time.time() - t0:.0f}s",
+                flush=True,
+            )
             if not r.success:
                 return 1
     return 0
@@ -202,10 +265,26 @@ def start_servers(a, work: Path, served_name: str) -> tuple[list[subprocess.Pope
     for dev in devices:
         for _ in range(a.servers_per_gpu):
             log = open(work / "logs" / f"server-{port}.log", "w")
-            procs.append(subprocess.Popen(
-                [sys.executable, str(REPO / "bench" / "batch_server.py"), str(work / "target"), "--port", str(port),
-                 "--device", dev, "--max-batch", str(a.concurrency), "--served-name", served_name],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(REPO / "bench" / "batch_server.py"),
+                        str(work / "target"),
+                        "--port",
+                        str(port),
+                        "--device",
+                        dev,
+                        "--max-batch",
+                        str(a.concurrency),
+                        "--served-name",
+                        served_name,
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             addrs.append(f"127.0.0.1:{port}")
             port += 1
     t0 = time.time()
@@ -228,8 +307,12 @@ def collect(a, work: Path, timings: dict, servers: list[str]) -> dict:
     rep = json.loads((data / "models" / "draft_evaluation" / "report.json").read_text())
     man_new = json.loads((data / "models" / "draft_model" / "manifest.json").read_text())
     man_old = json.loads((data / "models" / "draft_model_previous" / "manifest.json").read_text())
-    metrics = {n: json.loads((data / "models" / d / "metrics.json").read_text()) if (data / "models" / d / "metrics.json").exists() else {}
-               for n, d in (("regenerated", "draft_model"), ("original", "draft_model_previous"))}
+    metrics = {
+        n: json.loads((data / "models" / d / "metrics.json").read_text())
+        if (data / "models" / d / "metrics.json").exists()
+        else {}
+        for n, d in (("regenerated", "draft_model"), ("original", "draft_model_previous"))
+    }
     regen = {}
     for key in SOURCES:
         m = data / "regenerated" / key / "manifest.json"
@@ -238,40 +321,81 @@ def collect(a, work: Path, timings: dict, servers: list[str]) -> dict:
     table = []
     for name, by_k in rep["sets"].items():
         for k, e in by_k.items():
-            table.append({"set": name, "k": int(k), "category": "(all)", "n": e["num_prompts"], "turns": e["num_turns"],
-                          "untrained": e["untrained_acceptance_length"], "original": e.get("previous_acceptance_length"),
-                          "regenerated": e["acceptance_length"], "lossless": e["lossless"]})
+            table.append(
+                {
+                    "set": name,
+                    "k": int(k),
+                    "category": "(all)",
+                    "n": e["num_prompts"],
+                    "turns": e["num_turns"],
+                    "untrained": e["untrained_acceptance_length"],
+                    "original": e.get("previous_acceptance_length"),
+                    "regenerated": e["acceptance_length"],
+                    "lossless": e["lossless"],
+                }
+            )
             for cat, c in sorted(e["per_category"].items()):
                 if len(e["per_category"]) > 1:
-                    table.append({"set": name, "k": int(k), "category": cat, "n": c["n"],
-                                  "untrained": c["untrained_acceptance_length"], "original": c.get("previous_acceptance_length"),
-                                  "regenerated": c["acceptance_length"], "lossless": None})
-    return {"settings": {k: v for k, v in vars(a).items() if k not in ("stage",)}, "servers": servers,
-            "timings_s": timings, "table": table, "report": {k: rep[k] for k in ("lossless", "ks", "eval_sets", "seconds", "previous", "checkpoint_version")},
-            "draft_regenerated": {"manifest_inputs": man_new.get("inputs"), "metrics": metrics["regenerated"]},
-            "draft_original": {"manifest_inputs": man_old.get("inputs"), "metrics": metrics["original"]},
-            "regeneration": regen}
+                    table.append(
+                        {
+                            "set": name,
+                            "k": int(k),
+                            "category": cat,
+                            "n": c["n"],
+                            "untrained": c["untrained_acceptance_length"],
+                            "original": c.get("previous_acceptance_length"),
+                            "regenerated": c["acceptance_length"],
+                            "lossless": None,
+                        }
+                    )
+    return {
+        "settings": {k: v for k, v in vars(a).items() if k not in ("stage",)},
+        "servers": servers,
+        "timings_s": timings,
+        "table": table,
+        "report": {k: rep[k] for k in ("lossless", "ks", "eval_sets", "seconds", "previous", "checkpoint_version")},
+        "draft_regenerated": {"manifest_inputs": man_new.get("inputs"), "metrics": metrics["regenerated"]},
+        "draft_original": {"manifest_inputs": man_old.get("inputs"), "metrics": metrics["original"]},
+        "regeneration": regen,
+    }
 
 
 def markdown(res: dict) -> str:
     def f(v):
         return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
-    lines = ["Acceptance length (tokens per target forward, bonus token included):", "",
-             "| set | k | category | n | untrained | original | regenerated | lossless |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Acceptance length (tokens per target forward, bonus token included):",
+        "",
+        "| set | k | category | n | untrained | original | regenerated | lossless |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["table"]:
-        lines.append(f"| {r['set']} | {r['k']} | {r['category']} | {r['n']} | {f(r['untrained'])} | {f(r['original'])} | "
-                     f"{f(r['regenerated'])} | {f(r['lossless'])} |")
-    lines += ["", "Regeneration (regenerated/conversations, per partition):", "",
-              "| source | rows | success | error | rows/s | completion tokens/s | finish: length | data version |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['set']} | {r['k']} | {r['category']} | {r['n']} | {f(r['untrained'])} | {f(r['original'])} | "
+            f"{f(r['regenerated'])} | {f(r['lossless'])} |"
+        )
+    lines += [
+        "",
+        "Regeneration (regenerated/conversations, per partition):",
+        "",
+        "| source | rows | success | error | rows/s | completion tokens/s | finish: length | data version |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, m in res["regeneration"].items():
         c, fr = m.get("counts", {}), m.get("finish_reasons", {})
         turns = sum(fr.values()) or 1
-        lines.append(f"| {key} | {m.get('input_rows')} | {c.get('success')} | {c.get('error')} | {f(m.get('rows_per_s'))} | "
-                     f"{f(m.get('completion_tokens_per_s'))} | {fr.get('length', 0) / turns:.1%} | {str(m.get('data_version'))[:12]} |")
-    lines += ["", "Inputs of each draft (data versions the platform recorded):", "",
-              "| draft | input | data version |", "|---|---|---|"]
+        lines.append(
+            f"| {key} | {m.get('input_rows')} | {c.get('success')} | {c.get('error')} | {f(m.get('rows_per_s'))} | "
+            f"{f(m.get('completion_tokens_per_s'))} | {fr.get('length', 0) / turns:.1%} | {str(m.get('data_version'))[:12]} |"
+        )
+    lines += [
+        "",
+        "Inputs of each draft (data versions the platform recorded):",
+        "",
+        "| draft | input | data version |",
+        "|---|---|---|",
+    ]
     for who in ("original", "regenerated"):
         for name, v in sorted((res[f"draft_{who}"]["manifest_inputs"] or {}).items()):
             lines.append(f"| {who} | {name} | {str((v or {}).get('data_version'))[:16]} |")
@@ -322,8 +446,11 @@ def main() -> int:
         shutil.copytree(a.target, work / "target")
     else:
         say(f"importing {a.gguf}")
-        subprocess.run([sys.executable, "-m", "specforge_assets.cli", "import-target", a.gguf, "--output",
-                        str(work / "target")], cwd=REPO, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "specforge_assets.cli", "import-target", a.gguf, "--output", str(work / "target")],
+            cwd=REPO,
+            check=True,
+        )
     timings["import_target"] = time.time() - T0
     inputs = build_inputs(Path(a.real_data), work, a.heldout_per_source, a.sample)
     served = "SmolLM2-135M-Instruct"
@@ -347,7 +474,9 @@ def main() -> int:
     timings["regenerated_data_done"] = wait(s3, "3-regenerated-data", work)
     # draft 1 must be published first: the evaluation compares the current draft with the previous one
     timings["original_draft_done"] = wait(s1b, "1b-original-draft", work)
-    s3b = start_stage(work, "3b-regenerated-draft", cfg["regenerated"], ["draft"], gpus=(f"{gpu1},{gpu0}" if gpu1 else None))
+    s3b = start_stage(
+        work, "3b-regenerated-draft", cfg["regenerated"], ["draft"], gpus=(f"{gpu1},{gpu0}" if gpu1 else None)
+    )
     timings["regenerated_draft_done"] = wait(s3b, "3b-regenerated-draft", work)
     s4 = start_stage(work, "4-evaluation", cfg["regenerated"], ["evaluation"])
     timings["evaluation_done"] = wait(s4, "4-evaluation", work)

@@ -20,6 +20,7 @@ The policy, layer by layer (asset keys are the project's contracts):
 All conditions are evaluated by one sensor, `specforge_automation` (on by default; interval in
 `configs/automation.yaml`), which tags its runs `specforge/trigger=automation`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,7 +33,12 @@ from .paths import load_config
 # Defaults for configs/automation.yaml; the file overrides any of them.
 DEFAULT_SETTINGS: dict = {
     "sensors": {
-        "incoming_files": {"minimum_interval_seconds": 30, "settle_seconds": 5, "dir": None, "default_status": "running"},
+        "incoming_files": {
+            "minimum_interval_seconds": 30,
+            "settle_seconds": 5,
+            "dir": None,
+            "default_status": "running",
+        },
         "register_sources": {"minimum_interval_seconds": 60, "default_status": "running"},
         "retrain": {"minimum_interval_seconds": 30, "default_status": "running", "max_retries": 1},
         "run_failures": {"minimum_interval_seconds": 30, "default_status": "running"},
@@ -71,10 +77,12 @@ def automation_settings(config: dict | None = None) -> dict:
         section["default_status"] = _status(section["default_status"])
     return cfg
 
+
 from .keys import REGENERATED
 from .keys import MIX
 from .keys import TOKENIZED
 from .keys import VOCAB
+
 AC = dg.AutomationCondition
 
 
@@ -217,7 +225,9 @@ def changed_inputs(inputs: list[dict], previous: list[dict] | None) -> list[dict
     by the asset's previous materialization; None = never materialized: every input counts),
     oldest first."""
     before = {(r.get("asset"), r.get("partition")): r.get("data_version") for r in previous or []}
-    out = [r for r in inputs if r.get("data_version") and before.get((r["asset"], r.get("partition"))) != r["data_version"]]
+    out = [
+        r for r in inputs if r.get("data_version") and before.get((r["asset"], r.get("partition"))) != r["data_version"]
+    ]
     return sorted(out, key=lambda r: r.get("materialized_at") or 0)
 
 
@@ -230,8 +240,12 @@ def trigger_link_tags(instance: dg.DagsterInstance, inputs: list[dict], previous
     if not changed:
         return {}
     newest = changed[-1]
-    described = [f"{r['asset']}[{r['partition']}]@{r['data_version'][:12]}" if r.get("partition")
-                 else f"{r['asset']}@{r['data_version'][:12]}" for r in changed]
+    described = [
+        f"{r['asset']}[{r['partition']}]@{r['data_version'][:12]}"
+        if r.get("partition")
+        else f"{r['asset']}@{r['data_version'][:12]}"
+        for r in changed
+    ]
     text = ", ".join(described)
     if len(text) > _MAX_TAG_CHARS:
         text = text[: _MAX_TAG_CHARS - 12].rsplit(", ", 1)[0] + f", … ({len(described)} in all)"
@@ -241,8 +255,12 @@ def trigger_link_tags(instance: dg.DagsterInstance, inputs: list[dict], previous
         run = instance.get_run_by_id(newest["run_id"])
         if run is not None:
             tags["specforge/trigger_job"] = run.job_name
-            for src, dst in (("specforge/trigger", "specforge/trigger_origin"), ("dagster/backfill", "specforge/trigger_backfill"),
-                             ("dagster/sensor_name", "specforge/trigger_sensor"), ("dagster/partition", "specforge/trigger_partition")):
+            for src, dst in (
+                ("specforge/trigger", "specforge/trigger_origin"),
+                ("dagster/backfill", "specforge/trigger_backfill"),
+                ("dagster/sensor_name", "specforge/trigger_sensor"),
+                ("dagster/partition", "specforge/trigger_partition"),
+            ):
                 if (run.tags or {}).get(src):
                     tags[dst] = run.tags[src]
     return tags

@@ -21,6 +21,7 @@ asset page Overview "Metadata" table and Events tab):
 * Plain ``float``/``int`` metadata values plot themselves across materializations in the asset's
   "Plots" view (no code needed): emit acceptance length, final loss, ... as plain numbers.
 """
+
 from __future__ import annotations
 
 import base64
@@ -92,8 +93,14 @@ def _fmt(v: float) -> str:
 # -- compact inline SVG (zero clicks) ---------------------------------------------------------------
 
 
-def svg_bars(values: Sequence[float], labels: Sequence[str] | None = None, title: str = "",
-             w: int = 320, h: int = 90, ymax: float | None = None) -> str:
+def svg_bars(
+    values: Sequence[float],
+    labels: Sequence[str] | None = None,
+    title: str = "",
+    w: int = 320,
+    h: int = 90,
+    ymax: float | None = None,
+) -> str:
     """A tiny bar chart as SVG text. A zero value is a 1 px hairline labelled 0 (still visible)."""
     n = max(1, len(values))
     top = ymax if ymax else max([float(v) for v in values] + [0.0]) or 1.0
@@ -102,15 +109,22 @@ def svg_bars(values: Sequence[float], labels: Sequence[str] | None = None, title
     d = []
     for i, v in enumerate(values):
         bh = max(1, round((float(v) / top) * (y0 - y1))) if v is not None else 0
-        d.append(f"M{4 + i * bw + bw * .1:.0f} {y0}v-{bh}h{max(1, bw * .8):.0f}v{bh}z")
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-size='10'>",
-             f"<rect width='{w}' height='{h}' fill='#fff'/>",
-             f"<path fill='{BLUE}' d='{''.join(d)}'/>",
-             f"<text x='4' y='11'>{_esc(title)}</text>"]
+        d.append(f"M{4 + i * bw + bw * 0.1:.0f} {y0}v-{bh}h{max(1, bw * 0.8):.0f}v{bh}z")
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-size='10'>",
+        f"<rect width='{w}' height='{h}' fill='#fff'/>",
+        f"<path fill='{BLUE}' d='{''.join(d)}'/>",
+        f"<text x='4' y='11'>{_esc(title)}</text>",
+    ]
     if labels:
-        parts.append("<g text-anchor='middle'>" + "".join(
-            f"<text x='{4 + (i + .5) * bw:.0f}' y='{h - 3}'>{_esc(str(lab)[:10])} {_fmt(values[i])}</text>"
-            for i, lab in enumerate(labels)) + "</g>")
+        parts.append(
+            "<g text-anchor='middle'>"
+            + "".join(
+                f"<text x='{4 + (i + 0.5) * bw:.0f}' y='{h - 3}'>{_esc(str(lab)[:10])} {_fmt(values[i])}</text>"
+                for i, lab in enumerate(labels)
+            )
+            + "</g>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -125,18 +139,21 @@ def svg_line(ys: Sequence[float], title: str = "", w: int = 320, h: int = 90, ma
     span = (hi - lo) or 1.0
     n = max(1, len(ys) - 1)
     pts = " ".join(f"{4 + i * (w - 8) / n:.0f},{h - 4 - (y - lo) / span * (h - 22):.0f}" for i, y in enumerate(ys))
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-size='10'>"
-            f"<rect width='{w}' height='{h}' fill='#fff' stroke='#ccc'/>"
-            f"<polyline fill='none' stroke='{BLUE}' stroke-width='2' points='{pts}'/>"
-            f"<text x='4' y='11'>{_esc(title)}</text></svg>")
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-size='10'>"
+        f"<rect width='{w}' height='{h}' fill='#fff' stroke='#ccc'/>"
+        f"<polyline fill='none' stroke='{BLUE}' stroke-width='2' points='{pts}'/>"
+        f"<text x='4' y='11'>{_esc(title)}</text></svg>"
+    )
 
 
 def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;")
 
 
-def bars_inline_md(values: Sequence[float], labels: Sequence[str] | None, title: str, alt: str,
-                   ymax: float | None = None) -> str | None:
+def bars_inline_md(
+    values: Sequence[float], labels: Sequence[str] | None, title: str, alt: str, ymax: float | None = None
+) -> str | None:
     """Inline (zero-click) bar chart markdown; without labels if they do not fit; None if nothing fits."""
     md = svg_markdown(svg_bars(values, labels, title, ymax=ymax), alt)
     if md is None and labels:
@@ -188,14 +205,15 @@ def length_histogram_inline_md(lengths: Sequence[int], max_length: int, bins: in
     counts = [0] * bins
     for n in lengths:
         counts[min(bins - 1, int(n * bins / xmax))] += 1
-    return bars_inline_md(counts, None, f"tokens per row 0..{_fmt(xmax)}, max_length {max_length}",
-                          "tokens per row")
+    return bars_inline_md(counts, None, f"tokens per row 0..{_fmt(xmax)}, max_length {max_length}", "tokens per row")
 
 
 # -- mix/training_mix: rows and characters per source -----------------------------------------------
 
 
-def bar_chart_figure(labels: Sequence[str], panels: Mapping[str, Sequence[float]], colors: Sequence[str] = (BLUE, ORANGE)):
+def bar_chart_figure(
+    labels: Sequence[str], panels: Mapping[str, Sequence[float]], colors: Sequence[str] = (BLUE, ORANGE)
+):
     """One bar panel per entry of `panels` ({title: values per label}). Every bar carries its value
     as a label; a zero value is drawn as a hairline bar labelled 0, so a zero series stays visible."""
     plt = _plt()
@@ -204,8 +222,13 @@ def bar_chart_figure(labels: Sequence[str], panels: Mapping[str, Sequence[float]
         vals = [float(v or 0) for v in values]
         top = max(vals + [0.0])
         hair = (top or 1.0) * 0.006
-        bars = ax.bar(list(labels), [v if v > 0 else hair for v in vals], color=color,
-                      edgecolor=["black" if v <= 0 else color for v in vals], linewidth=0.8)
+        bars = ax.bar(
+            list(labels),
+            [v if v > 0 else hair for v in vals],
+            color=color,
+            edgecolor=["black" if v <= 0 else color for v in vals],
+            linewidth=0.8,
+        )
         ax.bar_label(bars, labels=[_fmt(v) for v in vals], fontsize=8, padding=2)
         ax.set_ylim(0, (top or 1.0) * 1.15)
         ax.set_title(title, fontsize=9)
@@ -221,8 +244,10 @@ def bar_chart_png(labels: Sequence[str], panels: Mapping[str, Sequence[float]]) 
 def _mix_panels(report: dict) -> tuple[list[str], dict[str, list[float]]]:
     keys = list(report["sources"])
     ps = report["per_source"]
-    return keys, {"rows per source (train+test)": [ps[k]["train_rows"] + ps[k]["test_rows"] for k in keys],
-                  "characters per source (train)": [ps[k]["train_chars"] for k in keys]}
+    return keys, {
+        "rows per source (train+test)": [ps[k]["train_rows"] + ps[k]["test_rows"] for k in keys],
+        "characters per source (train)": [ps[k]["train_chars"] for k in keys],
+    }
 
 
 def mix_chart_png(report: dict) -> bytes:
@@ -236,9 +261,15 @@ def mix_inline_md(report: dict) -> str | None:
     return bars_inline_md(panels["rows per source (train+test)"], keys, "rows per source", "rows per source")
 
 
-MIX_COLUMNS = [("source", "string", "source key"), ("rows", "int", "train + test rows"),
-               ("train_rows", "int", ""), ("test_rows", "int", ""), ("train_chars", "int", "characters in train rows"),
-               ("share", "float", "realized share of rows"), ("target_share", "float", "configured share (weights)")]
+MIX_COLUMNS = [
+    ("source", "string", "source key"),
+    ("rows", "int", "train + test rows"),
+    ("train_rows", "int", ""),
+    ("test_rows", "int", ""),
+    ("train_chars", "int", "characters in train rows"),
+    ("share", "float", "realized share of rows"),
+    ("target_share", "float", "configured share (weights)"),
+]
 
 
 def mix_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
@@ -248,9 +279,17 @@ def mix_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
     rows = []
     for k in report["sources"]:
         n = ps[k]["train_rows"] + ps[k]["test_rows"]
-        rows.append({"source": k, "rows": n, "train_rows": ps[k]["train_rows"], "test_rows": ps[k]["test_rows"],
-                     "train_chars": ps[k]["train_chars"], "share": round(n / total, 4),
-                     "target_share": round(shares[k]["target"], 4) if k in shares else None})
+        rows.append(
+            {
+                "source": k,
+                "rows": n,
+                "train_rows": ps[k]["train_rows"],
+                "test_rows": ps[k]["test_rows"],
+                "train_chars": ps[k]["train_chars"],
+                "share": round(n / total, 4),
+                "target_share": round(shares[k]["target"], 4) if k in shares else None,
+            }
+        )
     return rows, MIX_COLUMNS
 
 
@@ -301,8 +340,12 @@ def loss_curve_figure(metrics: Any):
     if k:
         ax2 = axes[0][1]
         for j in range(k):
-            ax2.plot(steps, [a[j] if j < len(a) else float("nan") for a in accs],
-                     marker="o" if len(hist) < 30 else None, label=f"position {j + 1}")
+            ax2.plot(
+                steps,
+                [a[j] if j < len(a) else float("nan") for a in accs],
+                marker="o" if len(hist) < 30 else None,
+                label=f"position {j + 1}",
+            )
         ax2.set_ylim(0, 1.02)
         ax2.set_xlabel("step")
         ax2.set_ylabel("TTT accuracy")
@@ -329,8 +372,10 @@ def loss_curve_inline_md(metrics: Any) -> str | None:
 
 def acceptance_series(report: dict) -> dict[str, list[float]]:
     """{trained, untrained[, previous]} per-position acceptance from an evaluation report."""
-    s = {"trained": list(report.get("per_position_acceptance") or []),
-         "untrained": list(report.get("untrained_per_position_acceptance") or [])}
+    s = {
+        "trained": list(report.get("per_position_acceptance") or []),
+        "untrained": list(report.get("untrained_per_position_acceptance") or []),
+    }
     prev = (report.get("previous") or {}).get("per_position_acceptance")
     if prev:
         s["previous"] = list(prev)
@@ -345,8 +390,12 @@ def acceptance_per_position_figure(series: Mapping[str, Sequence[float]], k: int
     xs = list(range(1, k + 1))
     for i, (name, vals) in enumerate(series.items()):
         vals = [float(v) for v in list(vals)[:k]]
-        bars = ax.bar([x + (i - (len(series) - 1) / 2) * width for x in xs[: len(vals)]],
-                      [v if v > 0 else 0.006 for v in vals], width=width, label=name)
+        bars = ax.bar(
+            [x + (i - (len(series) - 1) / 2) * width for x in xs[: len(vals)]],
+            [v if v > 0 else 0.006 for v in vals],
+            width=width,
+            label=name,
+        )
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=6, padding=1)
     ax.set_xticks(xs)
     ax.set_xlabel("draft position")
@@ -359,24 +408,31 @@ def acceptance_per_position_figure(series: Mapping[str, Sequence[float]], k: int
 
 
 def _acceptance_title(report: dict) -> str:
-    return (f"acceptance length {report['acceptance_length']:.2f} vs untrained "
-            f"{report['untrained_acceptance_length']:.2f} (k={report['k']})")
+    return (
+        f"acceptance length {report['acceptance_length']:.2f} vs untrained "
+        f"{report['untrained_acceptance_length']:.2f} (k={report['k']})"
+    )
 
 
 def acceptance_per_position_png(report: dict) -> bytes:
-    return figure_png(acceptance_per_position_figure(acceptance_series(report), int(report["k"]),
-                                                     _acceptance_title(report)), dpi=110)
+    return figure_png(
+        acceptance_per_position_figure(acceptance_series(report), int(report["k"]), _acceptance_title(report)), dpi=110
+    )
 
 
 def acceptance_inline_md(report: dict) -> str | None:
     vals = list(report.get("per_position_acceptance") or [])
-    return bars_inline_md(vals, [f"pos {i + 1}" for i in range(len(vals))], _acceptance_title(report),
-                          "acceptance per position", ymax=1.0)
+    return bars_inline_md(
+        vals, [f"pos {i + 1}" for i in range(len(vals))], _acceptance_title(report), "acceptance per position", ymax=1.0
+    )
 
 
-PER_POSITION_COLUMNS = [("position", "int", "draft position"),
-                        ("trained", "float", "P(accepted | earlier accepted), trained draft"),
-                        ("untrained", "float", "same, untrained draft"), ("previous", "float", "same, previous draft")]
+PER_POSITION_COLUMNS = [
+    ("position", "int", "draft position"),
+    ("trained", "float", "P(accepted | earlier accepted), trained draft"),
+    ("untrained", "float", "same, untrained draft"),
+    ("previous", "float", "same, previous draft"),
+]
 
 
 def per_position_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
@@ -391,11 +447,13 @@ def per_position_table(report: dict) -> tuple[list[dict], list[tuple[str, str, s
     return rows, cols
 
 
-PER_CATEGORY_COLUMNS = [("category", "string", "row `category`, else its `source`"),
-                        ("n_prompts", "int", "held-out prompts"),
-                        ("acceptance_length", "float", "trained draft, tokens per target forward"),
-                        ("untrained_acceptance_length", "float", "untrained draft"),
-                        ("improvement", "float", "trained - untrained")]
+PER_CATEGORY_COLUMNS = [
+    ("category", "string", "row `category`, else its `source`"),
+    ("n_prompts", "int", "held-out prompts"),
+    ("acceptance_length", "float", "trained draft, tokens per target forward"),
+    ("untrained_acceptance_length", "float", "untrained draft"),
+    ("improvement", "float", "trained - untrained"),
+]
 
 
 def per_category_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
@@ -405,10 +463,15 @@ def per_category_table(report: dict) -> tuple[list[dict], list[tuple[str, str, s
     rows = []
     for cat, v in sorted((report.get("per_category") or {}).items(), key=lambda kv: (-kv[1]["n"], kv[0])):
         a, u = v.get("acceptance_length"), v.get("untrained_acceptance_length")
-        rows.append({"category": str(cat), "n_prompts": int(v["n"]),
-                     "acceptance_length": None if a is None else round(float(a), 4),
-                     "untrained_acceptance_length": None if u is None else round(float(u), 4),
-                     "improvement": None if a is None or u is None else round(float(a) - float(u), 4)})
+        rows.append(
+            {
+                "category": str(cat),
+                "n_prompts": int(v["n"]),
+                "acceptance_length": None if a is None else round(float(a), 4),
+                "untrained_acceptance_length": None if u is None else round(float(u), 4),
+                "improvement": None if a is None or u is None else round(float(a) - float(u), 4),
+            }
+        )
     return rows, PER_CATEGORY_COLUMNS
 
 
@@ -417,8 +480,13 @@ def rows_markdown(rows: Iterable[dict], columns: Sequence[tuple[str, str, str]])
     names = [c[0] for c in columns]
     out = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for r in rows:
-        out.append("| " + " | ".join("" if r.get(n) is None else (f"{r[n]:.3f}" if isinstance(r[n], float) else str(r[n]))
-                                     for n in names) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                "" if r.get(n) is None else (f"{r[n]:.3f}" if isinstance(r[n], float) else str(r[n])) for n in names
+            )
+            + " |"
+        )
     return "\n".join(out)
 
 

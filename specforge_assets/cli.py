@@ -3,6 +3,7 @@
 Each domain package registers its own subcommands (`register(subparsers)` in its `cli.py`),
 so this file only dispatches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ _COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specforge-assets", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true",
-                        help="show the Python traceback for expected errors too (or set SPECFORGE_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback for expected errors too (or set SPECFORGE_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -38,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.register(sub)
     for sp in sub.choices.values():  # `specforge-assets tokenize ... --debug` works as well as before it
-        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the Python traceback for expected errors too")
+        sp.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the Python traceback for expected errors too",
+        )
     return parser
 
 

@@ -1,4 +1,5 @@
 """The one place where Definitions are assembled."""
+
 from __future__ import annotations
 
 import dagster as dg

@@ -1,5 +1,6 @@
 """`specforge-assets demo`: materialize the whole graph on the embedded default, in the
 persistent instance under $DAGSTER_HOME, so the UI shows the history afterwards."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,10 @@ def run_register_sources(args) -> int:
     for key, reason in invalid_source_keys().items():
         print(f"warning: configs/sources.yaml source {key!r} skipped: {reason}", file=sys.stderr)
     known = instance.get_dynamic_partitions("sources")
-    print(f"registered {len(added)} new source partition(s): {', '.join(added) or '-'}; the instance has {len(known)}: "
-          f"{', '.join(known)}")
+    print(
+        f"registered {len(added)} new source partition(s): {', '.join(added) or '-'}; the instance has {len(known)}: "
+        f"{', '.join(known)}"
+    )
     return 0
 
 
@@ -65,7 +68,8 @@ def run_demo(args) -> int:
     graph = defs.resolve_asset_graph()
     # Assets tagged `specforge/optional` (the offline-mode hidden states) are not part of the demo.
     materializable = [
-        k for k in graph.toposorted_asset_keys
+        k
+        for k in graph.toposorted_asset_keys
         if k in graph.materializable_asset_keys and "specforge/optional" not in (graph.get(k).tags or {})
     ]
     partitioned = [k for k in materializable if graph.get(k).partitions_def == source_partitions]
@@ -84,8 +88,13 @@ def run_demo(args) -> int:
     def run(selection, label, partition_key=None):
         print(f"[demo] {label}: {', '.join(k.to_user_string() for k in selection)}", flush=True)
         r = dg.materialize(
-            everything, selection=selection, partition_key=partition_key, instance=instance,
-            resources=defs.resources, raise_on_error=False, tags={"specforge/trigger": "demo"},
+            everything,
+            selection=selection,
+            partition_key=partition_key,
+            instance=instance,
+            resources=defs.resources,
+            raise_on_error=False,
+            tags={"specforge/trigger": "demo"},
         )
         if not r.success:
             failed.append(label)
@@ -103,7 +112,10 @@ def run_demo(args) -> int:
         rep = json.loads(report.read_text())
         print(
             "[demo] draft acceptance length {:.2f} vs untrained {:.2f} (k={}, lossless={}), checkpoint {}".format(
-                rep["acceptance_length"], rep["untrained_acceptance_length"], rep["k"], rep["lossless"],
+                rep["acceptance_length"],
+                rep["untrained_acceptance_length"],
+                rep["k"],
+                rep["lossless"],
                 rep.get("checkpoint_path"),
             )
         )

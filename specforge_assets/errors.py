@@ -8,6 +8,7 @@ traceback noise. Anything else is a bug and keeps its traceback.
 (``http://user:KEY@host`` → ``http://user:***@host``), ``Bearer`` tokens and ``api_key=`` style
 pairs. Errors never echo secrets.
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,8 +33,11 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
 # URL query parameters whose name holds key/token/secret/password/signature/sig/auth
 # (``?api_key=X``, ``&access_token=X``, ``?key=X``, ``&X-Amz-Signature=X``): the value goes.
 _URL_QUERY_SECRET = re.compile(
-    r"(?i)(?P<name>[?&;][^=&#;?\s]*(?:key|token|secret|passw(?:or)?d|pwd|sig|auth)[^=&#;?\s]*=)[^&#;\s'\"<>]+")
-_KEY_PAIR = re.compile(r"(?i)\b(api[_-]?key|token|secret|password|authorization)(\s*[=:]\s*)(['\"]?)(?!(?:bearer|basic)\b)[^\s'\",&]{4,}")
+    r"(?i)(?P<name>[?&;][^=&#;?\s]*(?:key|token|secret|passw(?:or)?d|pwd|sig|auth)[^=&#;?\s]*=)[^&#;\s'\"<>]+"
+)
+_KEY_PAIR = re.compile(
+    r"(?i)\b(api[_-]?key|token|secret|password|authorization)(\s*[=:]\s*)(['\"]?)(?!(?:bearer|basic)\b)[^\s'\",&]{4,}"
+)
 
 
 def redact(text: str) -> str:
@@ -50,7 +54,7 @@ _OS_HINTS = {
     errno.EACCES: "check the file's permissions",
     errno.EPERM: "check the file's permissions",
     errno.ENOSPC: "free disk space (or point the output / SPECFORGE_DATA_ROOT at a larger disk) and run again; "
-                  "finished work is kept",
+    "finished work is kept",
     errno.EDQUOT: "free disk quota and run again; finished work is kept",
     errno.EISDIR: "give a file, not a folder",
     errno.ENOTDIR: "a parent of this path is a file, not a folder",

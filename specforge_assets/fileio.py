@@ -1,4 +1,5 @@
 """Atomic writes, JSONL streaming, content hashes and manifests (no Dagster import)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -289,12 +290,12 @@ def clean_stale_staging(dst: Path | str) -> list[str]:
         name = p.name
         if not name.startswith(prefix):
             continue
-        tail = name[len(prefix):]
+        tail = name[len(prefix) :]
         pid = None
         for tag in ("stage-", "old-"):
             if tail.startswith(tag):
                 with contextlib.suppress(ValueError):
-                    pid = int(tail[len(tag):].split("-", 1)[0])
+                    pid = int(tail[len(tag) :].split("-", 1)[0])
         if pid is None or pid == os.getpid() or _pid_alive(pid):
             continue
         if tail.startswith("old-") and not dst.exists():

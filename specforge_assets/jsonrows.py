@@ -17,6 +17,7 @@ never ends a run. The checks cost nothing on ordinary rows: the surrogate walk r
 line holds a ``\\uD8xx``-``\\uDFxx`` escape, the depth walk only when it holds more than
 `MAX_DEPTH` brackets.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,7 @@ def locate_deep_field(text: str, limit: int = MAX_DEPTH) -> str | None:
                 j += 2 if text[j] == "\\" else 1
             if expect_key and stack and stack[-1][0] == "{":
                 try:
-                    stack[-1][1] = json.loads(text[i:j + 1])
+                    stack[-1][1] = json.loads(text[i : j + 1])
                 except ValueError:
                     return None
                 expect_key = False
@@ -252,8 +253,11 @@ def iter_array_items(text: str) -> Iterator[tuple[int, Any, str | None]]:
             yield index, value, None
         except RecursionError:
             i = _skip_value(text, start)
-            yield index, RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels",
-                                        locate_deep_field(text[start:i])), text[start:i][:2000]
+            yield (
+                index,
+                RowDecodeError(f"JSON nested deeper than {MAX_DEPTH} levels", locate_deep_field(text[start:i])),
+                text[start:i][:2000],
+            )
         except RowDecodeError as e:
             yield index, e, text[start:i][:2000]
         except json.JSONDecodeError as e:

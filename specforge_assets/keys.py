@@ -1,5 +1,6 @@
 """Asset keys, defined once: assets, checks, sensors, automation and tests import them here,
 so a renamed key changes in one place (and the graph snapshot test notices)."""
+
 import dagster as dg
 
 SOURCES = dg.AssetKey(["sources", "conversations"])

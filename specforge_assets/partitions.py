@@ -5,6 +5,7 @@ or a file dropped into the incoming folder becomes a partition without a code re
 `sync_source_partitions` registers the configured ones (the demo, the sensor and the tests
 call it).
 """
+
 from __future__ import annotations
 
 import dagster as dg

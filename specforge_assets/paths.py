@@ -2,6 +2,7 @@
 
 No Dagster import: domain packages and the CLI use this too.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ A preview is for a person glancing at the data, so every string in it is cut to
 the whole preview row is bounded no matter how large the source row was (one 50 MB row must not
 make a 50 MB manifest).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Resources shared by every layer. Layer-specific resources live beside their assets."""
+
 from __future__ import annotations
 
 from pathlib import Path

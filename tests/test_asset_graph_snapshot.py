@@ -3,6 +3,7 @@ dropped check shows up here instead of silently orphaning history in the instanc
 
 Regenerate after an intended change: UPDATE_SNAPSHOT=1 pytest tests/test_asset_graph_snapshot.py
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """specforge_assets.charts: every picture decodes, axes fit the data, zero series stay visible,
 tables hold the right rows, inline pictures fit the UI's inline-markdown limit."""
+
 from __future__ import annotations
 
 import base64
@@ -28,14 +29,19 @@ def _mix_report() -> dict:
             "code": {"train_rows": 45, "test_rows": 5, "train_chars": 300_000},
             "empty": {"train_rows": 0, "test_rows": 0, "train_chars": 0},
         },
-        "shares": {"chat": {"target": 0.5, "realized": 0.667}, "code": {"target": 0.5, "realized": 0.333},
-                   "empty": {"target": 0.0, "realized": 0.0}},
+        "shares": {
+            "chat": {"target": 0.5, "realized": 0.667},
+            "code": {"target": 0.5, "realized": 0.333},
+            "empty": {"target": 0.0, "realized": 0.0},
+        },
     }
 
 
 def _eval_report() -> dict:
     return {
-        "acceptance_length": 2.1, "untrained_acceptance_length": 1.02, "k": 3,
+        "acceptance_length": 2.1,
+        "untrained_acceptance_length": 1.02,
+        "k": 3,
         "per_position_acceptance": [0.7, 0.4, 0.0],
         "untrained_per_position_acceptance": [0.02, 0.0, 0.0],
         "previous": {"acceptance_length": 1.9, "per_position_acceptance": [0.6, 0.3, 0.1]},
@@ -108,8 +114,15 @@ def test_mix_chart_and_table():
     assert _size(charts.mix_chart_png(rep)) == (720, 256)
     rows, cols = charts.mix_table(rep)
     assert [c[0] for c in cols] == list(rows[0])
-    assert rows[0] == {"source": "chat", "rows": 100, "train_rows": 90, "test_rows": 10, "train_chars": 120000,
-                       "share": 0.6667, "target_share": 0.5}
+    assert rows[0] == {
+        "source": "chat",
+        "rows": 100,
+        "train_rows": 90,
+        "test_rows": 10,
+        "train_chars": 120000,
+        "share": 0.6667,
+        "target_share": 0.5,
+    }
     assert rows[2]["rows"] == 0 and rows[2]["share"] == 0.0
     md = charts.mix_inline_md(rep)
     assert md is not None and len(md) < charts.INLINE_MD_LIMIT
@@ -121,8 +134,16 @@ def test_mix_chart_and_table():
 
 
 def _history(n=12, k=3):
-    return [{"step": 5 * (i + 1), "loss": 3.0 / (i + 1), "acc": [min(1.0, 0.1 * i + 0.05 * j) for j in range(k)],
-             "lr": 1e-4, "tokens_per_s": 100.0} for i in range(n)]
+    return [
+        {
+            "step": 5 * (i + 1),
+            "loss": 3.0 / (i + 1),
+            "acc": [min(1.0, 0.1 * i + 0.05 * j) for j in range(k)],
+            "lr": 1e-4,
+            "tokens_per_s": 100.0,
+        }
+        for i in range(n)
+    ]
 
 
 def test_loss_curve_from_metrics_json_and_jsonl(tmp_path):
@@ -180,15 +201,35 @@ def test_per_position_table():
 
 def test_per_category_table_rows():
     rows, cols = charts.per_category_table(_eval_report())
-    assert [c[0] for c in cols] == ["category", "n_prompts", "acceptance_length", "untrained_acceptance_length",
-                                    "improvement"]
+    assert [c[0] for c in cols] == [
+        "category",
+        "n_prompts",
+        "acceptance_length",
+        "untrained_acceptance_length",
+        "improvement",
+    ]
     assert rows == [
-        {"category": "chat", "n_prompts": 5, "acceptance_length": 1.75, "untrained_acceptance_length": 1.05,
-         "improvement": 0.7},
-        {"category": "code", "n_prompts": 2, "acceptance_length": 2.5, "untrained_acceptance_length": 1.0,
-         "improvement": 1.5},
-        {"category": "math", "n_prompts": 2, "acceptance_length": 3.0, "untrained_acceptance_length": 1.0,
-         "improvement": 2.0},
+        {
+            "category": "chat",
+            "n_prompts": 5,
+            "acceptance_length": 1.75,
+            "untrained_acceptance_length": 1.05,
+            "improvement": 0.7,
+        },
+        {
+            "category": "code",
+            "n_prompts": 2,
+            "acceptance_length": 2.5,
+            "untrained_acceptance_length": 1.0,
+            "improvement": 1.5,
+        },
+        {
+            "category": "math",
+            "n_prompts": 2,
+            "acceptance_length": 3.0,
+            "untrained_acceptance_length": 1.0,
+            "improvement": 2.0,
+        },
     ]
     assert charts.per_category_table({})[0] == []
     md = charts.per_category_markdown(_eval_report())
@@ -199,12 +240,16 @@ def test_table_rows_are_dagster_table_records():
     import dagster as dg
 
     rows, cols = charts.per_category_table(_eval_report())
-    v = dg.MetadataValue.table(records=[dg.TableRecord(r) for r in rows],
-                               schema=dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in cols]))
+    v = dg.MetadataValue.table(
+        records=[dg.TableRecord(r) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in cols]),
+    )
     assert len(v.records) == 3
     rows, cols = charts.mix_table(_mix_report())
-    dg.MetadataValue.table(records=[dg.TableRecord(r) for r in rows],
-                           schema=dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in cols]))
+    dg.MetadataValue.table(
+        records=[dg.TableRecord(r) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in cols]),
+    )
 
 
 # -- inline svg ---------------------------------------------------------------------------------

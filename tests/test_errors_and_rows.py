@@ -1,4 +1,5 @@
 """The shared roots: the JSON row rule (jsonrows), the one CLI error path and secret redaction."""
+
 from __future__ import annotations
 
 import errno
@@ -14,16 +15,19 @@ from specforge_assets.errors import UserError, redact, user_message
 from specforge_assets.preview import truncate
 
 
-@pytest.mark.parametrize("line, reason, field", [
-    (b'{"a": "x \\ud83d y"}', "lone surrogate \\ud83d at char 2", "a"),
-    (b'{"c": [{"content": "\\udc00"}]}', "lone surrogate \\udc00 at char 0", "c[0].content"),
-    (b'{"k\\ud800": 1}', "lone surrogate in a key at 'k\\ud800'", None),
-    (b'\xff{"a": 1}', "invalid UTF-8 at byte 0", None),
-    (b'{"a": ', "malformed JSON: Expecting value at column 7", None),
-    (b'{"m": ' + b"[" * 200 + b"]" * 200 + b"}", "JSON nested deeper than 128 levels", "m"),
-    (b'{"m": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "JSON nested deeper than 128 levels", "m"),
-    (b'{"c": [{"meta": ' + b"[" * 300 + b"]" * 300 + b"}]}", "JSON nested deeper than 128 levels", "c[0].meta"),
-])
+@pytest.mark.parametrize(
+    "line, reason, field",
+    [
+        (b'{"a": "x \\ud83d y"}', "lone surrogate \\ud83d at char 2", "a"),
+        (b'{"c": [{"content": "\\udc00"}]}', "lone surrogate \\udc00 at char 0", "c[0].content"),
+        (b'{"k\\ud800": 1}', "lone surrogate in a key at 'k\\ud800'", None),
+        (b'\xff{"a": 1}', "invalid UTF-8 at byte 0", None),
+        (b'{"a": ', "malformed JSON: Expecting value at column 7", None),
+        (b'{"m": ' + b"[" * 200 + b"]" * 200 + b"}", "JSON nested deeper than 128 levels", "m"),
+        (b'{"m": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "JSON nested deeper than 128 levels", "m"),
+        (b'{"c": [{"meta": ' + b"[" * 300 + b"]" * 300 + b"}]}", "JSON nested deeper than 128 levels", "c[0].meta"),
+    ],
+)
 def test_row_rule_refuses_with_reason_and_field(line, reason, field):
     with pytest.raises(jsonrows.RowDecodeError) as e:
         jsonrows.loads_row(line)
@@ -33,7 +37,7 @@ def test_row_rule_refuses_with_reason_and_field(line, reason, field):
 
 
 def test_row_rule_accepts_real_rows():
-    assert jsonrows.loads_row('{"a": "emoji \\ud83d\\ude00"}') == {"a": "emoji \U0001F600"}
+    assert jsonrows.loads_row('{"a": "emoji \\ud83d\\ude00"}') == {"a": "emoji \U0001f600"}
     nested = {"m": json.loads("[" * 100 + "]" * 100)}
     assert jsonrows.loads_row(json.dumps(nested)) == nested  # 100 deep: fine
     with pytest.raises(jsonrows.RowDecodeError, match="expected a JSON object, got list"):
@@ -52,7 +56,10 @@ def test_array_items_one_bad_item_does_not_hide_the_others():
 
 
 def test_redact_removes_credentials_everywhere():
-    assert redact("connect to http://alice:s3cr3t@host:8000/v1 failed") == "connect to http://alice:***@host:8000/v1 failed"
+    assert (
+        redact("connect to http://alice:s3cr3t@host:8000/v1 failed")
+        == "connect to http://alice:***@host:8000/v1 failed"
+    )
     assert redact("server alice:s3cr3t@10.0.0.1:30000 down") == "server alice:***@10.0.0.1:30000 down"
     assert redact("Authorization: Bearer sk-abcdef123456") == "Authorization: Bearer ***"
     assert "sk-abc" not in redact("api_key=sk-abcdef123456&x=1")
@@ -63,12 +70,23 @@ def test_user_message_classifies_expected_failures():
     assert user_message(UserError("bad input in f.jsonl")) == "bad input in f.jsonl"
     full = OSError(errno.ENOSPC, "No space left on device", "/data/out.jsonl")
     assert user_message(full).startswith("No space left on device: /data/out.jsonl (free disk space")
-    assert "relative to the current directory" in user_message(FileNotFoundError(errno.ENOENT, "No such file or directory", "x.jsonl"))
+    assert "relative to the current directory" in user_message(
+        FileNotFoundError(errno.ENOENT, "No such file or directory", "x.jsonl")
+    )
     assert user_message(KeyError("bug")) is None  # a bug keeps its traceback
 
 
 def test_cli_prints_one_error_line_and_debug_shows_the_traceback(tmp_path, capsys):
-    argv = ["prepare", "--dataset", "gsm8k", "--data-path", str(tmp_path / "nope.jsonl"), "--output-path", str(tmp_path / "o"), "--offline"]
+    argv = [
+        "prepare",
+        "--dataset",
+        "gsm8k",
+        "--data-path",
+        str(tmp_path / "nope.jsonl"),
+        "--output-path",
+        str(tmp_path / "o"),
+        "--offline",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [f"error: preset 'gsm8k': data path {tmp_path / 'nope.jsonl'} does not exist"]
@@ -78,8 +96,11 @@ def test_cli_prints_one_error_line_and_debug_shows_the_traceback(tmp_path, capsy
 
 
 def test_cli_unknown_preset_is_one_line():
-    r = subprocess.run([sys.executable, "-m", "specforge_assets.cli", "prepare", "--dataset", "no-such-preset", "--offline"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "specforge_assets.cli", "prepare", "--dataset", "no-such-preset", "--offline"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
 
@@ -111,8 +132,17 @@ def test_atomic_write_refuses_a_non_regular_file_and_names_the_file(tmp_path):
 
 
 def test_debug_flag_after_the_subcommand(tmp_path, capsys):
-    argv = ["vocab-mapping", "--input", str(tmp_path / "none.jsonl"), "--target-vocab-size", "10",
-            "--draft-vocab-size", "5", "--output", str(tmp_path / "m.pt")]
+    argv = [
+        "vocab-mapping",
+        "--input",
+        str(tmp_path / "none.jsonl"),
+        "--target-vocab-size",
+        "10",
+        "--draft-vocab-size",
+        "5",
+        "--output",
+        str(tmp_path / "m.pt"),
+    ]
     assert main(argv) == 1
     assert "Traceback" not in capsys.readouterr().err
     assert main([*argv, "--debug"]) == 1
@@ -121,10 +151,26 @@ def test_debug_flag_after_the_subcommand(tmp_path, capsys):
 
 def test_vocab_mapping_names_the_bad_field(tmp_path, capsys):
     bad = tmp_path / "tok.jsonl"
-    bad.write_text('{"id": "a", "input_ids": [5, 6, 7], "loss_mask": [0, 1, 1]}\n'
-                   '{"id": "b", "input_ids": [5, 6, "x"], "loss_mask": [1, 1, 1]}\n')
-    assert main(["vocab-mapping", "--input", str(bad), "--target-vocab-size", "10", "--draft-vocab-size", "5",
-                 "--output", str(tmp_path / "m.pt")]) == 1
+    bad.write_text(
+        '{"id": "a", "input_ids": [5, 6, 7], "loss_mask": [0, 1, 1]}\n'
+        '{"id": "b", "input_ids": [5, 6, "x"], "loss_mask": [1, 1, 1]}\n'
+    )
+    assert (
+        main(
+            [
+                "vocab-mapping",
+                "--input",
+                str(bad),
+                "--target-vocab-size",
+                "10",
+                "--draft-vocab-size",
+                "5",
+                "--output",
+                str(tmp_path / "m.pt"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {bad}:2: field input_ids[2] must be a non-negative integer token id / mask value, got 'x'"]
     assert not (tmp_path / "m.pt").exists()

@@ -1,6 +1,7 @@
 """The golden files are copied into tests/fixtures so a plain clone can run the parity tests.
 Where ../shared is present (developers' checkouts, CI), the copies must still equal the
 originals: a regenerated golden file upstream then fails here instead of going unnoticed."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """No import cycles between the project's modules, lazy (function-level) imports included: a
 lazy import that closes a cycle only hides it (tokenize/core.py ↔ reference.py was one)."""
+
 from __future__ import annotations
 
 import ast
@@ -20,8 +21,11 @@ def import_graph(root: Path) -> dict[str, set[str]]:
         pkg = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
-                base = (".".join(pkg[: len(pkg) - node.level + 1] + ([node.module] if node.module else []))
-                        if node.level else (node.module or ""))
+                base = (
+                    ".".join(pkg[: len(pkg) - node.level + 1] + ([node.module] if node.module else []))
+                    if node.level
+                    else (node.module or "")
+                )
                 for a in node.names:
                     t = f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
                     if t in mods and t != m:

@@ -8,6 +8,7 @@ runs the functions after the asset has written its outputs. No separate step per
 2-core box each separate check step cost seconds of process start-up (bench/RESULTS.md, "Step
 overhead").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,5 +36,11 @@ def check_results(key: dg.AssetKey, checks: list[InAssetCheck], **inputs: Any) -
         out = c.run(**inputs)
         ok, desc, details = out[:3]
         severity = dg.AssetCheckSeverity.WARN if len(out) > 3 and out[3] == "WARN" else dg.AssetCheckSeverity.ERROR
-        yield dg.AssetCheckResult(asset_key=key, check_name=c.name, passed=bool(ok), description=desc, severity=severity,
-                                  metadata={"details": dg.MetadataValue.json(details)})
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            check_name=c.name,
+            passed=bool(ok),
+            description=desc,
+            severity=severity,
+            metadata={"details": dg.MetadataValue.json(details)},
+        )

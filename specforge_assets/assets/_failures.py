@@ -5,6 +5,7 @@ see `specforge_assets.errors.user_message`) raised by the domain code into `dags
 with that one line as its description (secrets redacted), so the run page says what is wrong
 and what to do. Anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import contextlib

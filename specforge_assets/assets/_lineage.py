@@ -11,6 +11,7 @@ reads a partitioned dep (the mix) lists every materialized partition; each row l
 run that produced it. Dagster also records `dagster/input_data_version/<key>` tags on the
 event, but only one version per dep and not readable at a glance.
 """
+
 from __future__ import annotations
 
 import dagster as dg
@@ -92,5 +93,4 @@ def pinned_input(instance: dg.DagsterInstance, key: dg.AssetKey, artifact: str, 
     if version:
         d = version_dir(root, artifact, version)
         path = str(d) if d.is_dir() else None
-    return {"asset": key.to_user_string(), "data_version": version, "path": path,
-            "run_id": rec.run_id if rec else None}
+    return {"asset": key.to_user_string(), "data_version": version, "path": path, "run_id": rec.run_id if rec else None}

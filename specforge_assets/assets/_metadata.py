@@ -7,6 +7,7 @@ which has no Dagster import). One place for the conventions the UI rewards (see 
 - plain int/float values plot themselves across materializations ("Plots"), so numbers stay
   plain numbers.
 """
+
 from __future__ import annotations
 
 import dagster as dg

@@ -21,28 +21,47 @@ from ..tokenize.report import png_markdown
 from ..versioned import prune_versions, publish_version
 
 from ..keys import MIX as MIX_KEY
+
 CODE_VERSION = "mix-v1"
 VERSIONS_KEEP = 10  # immutable mix versions kept under <root>/versions/mix (the current one always)
 
 
 CHECKS = [
-    InAssetCheck("mix_weights_honoured", False, "Realized source shares match configs/mix.yaml weights within tolerance.",
-                 lambda mix_dir, report, **_: mix_checks.weights_honoured(mix_dir, report, float(report["config"]["weight_tolerance"]))),
-    InAssetCheck("mix_no_duplicate_content", True, "No two rows of train+test share normalized content or id.",
-                 lambda mix_dir, **_: mix_checks.no_duplicate_content(mix_dir)),
-    InAssetCheck("mix_counts_reconcile", True, "Input rows = train + test + quarantined.",
-                 lambda mix_dir, root, report, **_: mix_checks.counts_reconcile(root, mix_dir, report)),
+    InAssetCheck(
+        "mix_weights_honoured",
+        False,
+        "Realized source shares match configs/mix.yaml weights within tolerance.",
+        lambda mix_dir, report, **_: mix_checks.weights_honoured(
+            mix_dir, report, float(report["config"]["weight_tolerance"])
+        ),
+    ),
+    InAssetCheck(
+        "mix_no_duplicate_content",
+        True,
+        "No two rows of train+test share normalized content or id.",
+        lambda mix_dir, **_: mix_checks.no_duplicate_content(mix_dir),
+    ),
+    InAssetCheck(
+        "mix_counts_reconcile",
+        True,
+        "Input rows = train + test + quarantined.",
+        lambda mix_dir, root, report, **_: mix_checks.counts_reconcile(root, mix_dir, report),
+    ),
 ]
 
 
 def _table_md(report: dict) -> str:
-    lines = ["| source | from | rows in | after dedup | train | test | train chars | quarantined |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| source | from | rows in | after dedup | train | test | train chars | quarantined |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for k in report["sources"]:
         s = report["per_source"][k]
         q = ", ".join(f"{r}: {n}" for r, n in s["quarantined"].items()) or "0"
-        lines.append(f"| {k} | {s['origin']} | {s['rows_in']} | {s['rows_after_dedup']} | {s['train_rows']} | "
-                     f"{s['test_rows']} | {s['train_chars']} | {q} |")
+        lines.append(
+            f"| {k} | {s['origin']} | {s['rows_in']} | {s['rows_after_dedup']} | {s['train_rows']} | "
+            f"{s['test_rows']} | {s['train_chars']} | {q} |"
+        )
     return "\n".join(lines)
 
 
@@ -71,12 +90,15 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore):
     root = store.root()
     raw = dict(store.config("mix"))
     if not raw.get("weights"):  # per-source `weight:` in configs/sources.yaml, unless mix.yaml sets weights
-        src = (store.config("sources").get("sources") or {})
+        src = store.config("sources").get("sources") or {}
         present = set(discover_sources(root))
         if isinstance(raw.get("sources"), (list, dict)):
             present &= set(raw["sources"])
-        w = {k: v["weight"] for k, v in src.items()
-             if isinstance(v, dict) and v.get("weight") is not None and k in present}
+        w = {
+            k: v["weight"]
+            for k, v in src.items()
+            if isinstance(v, dict) and v.get("weight") is not None and k in present
+        }
         if w:
             raw["weights"] = w
     with expected_failures():
@@ -98,7 +120,9 @@ def _build(context, store: SpecforgeStore, root, raw: dict) -> tuple[dg.Material
         if absent:
             context.log.warning(f"source partitions without data on disk (skipped): {absent}")
     if not keys:
-        raise dg.Failure(f"no source data under {root}/sources or {root}/regenerated: materialize sources/conversations first")
+        raise dg.Failure(
+            f"no source data under {root}/sources or {root}/regenerated: materialize sources/conversations first"
+        )
     out = store.layer_dir("mix")
     inputs = upstream_versions(context)
     link_run_to_trigger(context, inputs)  # an automation run names the run(s) and versions that started it

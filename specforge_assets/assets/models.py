@@ -29,6 +29,7 @@ from ..keys import HIDDEN_STATES as HIDDEN_KEY
 from ..keys import MIX as MIX_KEY
 from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
+
 TARGET_CODE_VERSION = "target-v1"
 DRAFT_CODE_VERSION = "draft-v1"
 EVAL_CODE_VERSION = "eval-v1"
@@ -49,8 +50,13 @@ class DraftTrainer(dg.ConfigurableResource):
     def settings(self, store: SpecforgeStore) -> dict:
         from ..train.entry import override_settings, train_settings
 
-        return override_settings(train_settings(store.config("train")), nproc_per_node=self.nproc_per_node,
-                                 device=self.device, mode=self.mode, max_steps=self.max_steps)
+        return override_settings(
+            train_settings(store.config("train")),
+            nproc_per_node=self.nproc_per_node,
+            device=self.device,
+            mode=self.mode,
+            max_steps=self.max_steps,
+        )
 
 
 def _latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
@@ -105,8 +111,14 @@ def _external_model_version(path: Path) -> tuple[str, dict]:
     group_name="target",
     kinds={"pytorch", "huggingface"},
     code_version=TARGET_CODE_VERSION,
-    check_specs=[dg.AssetCheckSpec("loads_with_chat_template", asset=TARGET_KEY, blocking=True,
-                                   description="tokenizer loads and its chat template renders a conversation")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "loads_with_chat_template",
+            asset=TARGET_KEY,
+            blocking=True,
+            description="tokenizer loads and its chat template renders a conversation",
+        )
+    ],
 )
 def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
     """The target model the draft is trained for (configs/target.yaml).
@@ -126,7 +138,13 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             if needs_import(str(tcfg["path"])):
                 return _imported_target(context, store, tcfg)
             return _external_target(context, tcfg)
-    from ..train.demo_target import BUILDER_VERSION, build_demo_target, build_params, corpus_fingerprint, load_demo_corpus
+    from ..train.demo_target import (
+        BUILDER_VERSION,
+        build_demo_target,
+        build_params,
+        corpus_fingerprint,
+        load_demo_corpus,
+    )
     from ..train.entry import train_settings
 
     settings = train_settings(store.config("train"))
@@ -139,15 +157,24 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     fingerprint = corpus_fingerprint(rows, params)
     version = fingerprint[:24]
     manifest = read_manifest(out) if out.is_dir() else None
-    cached = bool(manifest and manifest.get("fingerprint") == fingerprint and (out / "model.safetensors").exists()
-                  and (out / "tokenizer.json").exists())
+    cached = bool(
+        manifest
+        and manifest.get("fingerprint") == fingerprint
+        and (out / "model.safetensors").exists()
+        and (out / "tokenizer.json").exists()
+    )
     if cached:
         context.log.info(f"demo target unchanged (fingerprint {version}): reusing {out}")
     else:
         context.log.info(f"building the demo target from {len(rows)} rows of {sorted(info['sources'])} into {out}")
         with expected_failures():
-            build_demo_target(out, rows, log=context.log.info, **params,
-                              extra_manifest={"data_version": version, "corpus_sources": info})
+            build_demo_target(
+                out,
+                rows,
+                log=context.log.info,
+                **params,
+                extra_manifest={"data_version": version, "corpus_sources": info},
+            )
     manifest = read_manifest(out) or {}
     check = _target_check(out, trust_remote_code=False)
     cfg = json.loads((out / "config.json").read_text())
@@ -173,7 +200,8 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             "build_params": dg.MetadataValue.json(manifest.get("params") or params),
             "builder_version": BUILDER_VERSION,
             "chat_template_preview": dg.MetadataValue.md(f"```\n{check.metadata['rendered'].value}\n```")
-            if "rendered" in check.metadata else "",
+            if "rendered" in check.metadata
+            else "",
         },
         check_results=[check],
     )
@@ -185,15 +213,24 @@ def _target_check(path: Path | str, trust_remote_code: bool) -> dg.AssetCheckRes
 
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         if not getattr(tok, "chat_template", None):
-            return dg.AssetCheckResult(passed=False, check_name="loads_with_chat_template",
-                                       metadata={"error": f"{path}: the tokenizer has no chat_template"})
+            return dg.AssetCheckResult(
+                passed=False,
+                check_name="loads_with_chat_template",
+                metadata={"error": f"{path}: the tokenizer has no chat_template"},
+            )
         msgs = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi."}]
         rendered = tok.apply_chat_template(msgs, tokenize=False)
-        return dg.AssetCheckResult(passed=True, check_name="loads_with_chat_template",
-                                   metadata={"rendered": dg.MetadataValue.text(rendered), "vocab_size": len(tok)})
+        return dg.AssetCheckResult(
+            passed=True,
+            check_name="loads_with_chat_template",
+            metadata={"rendered": dg.MetadataValue.text(rendered), "vocab_size": len(tok)},
+        )
     except Exception as e:  # noqa: BLE001 - the check reports any failure to load
-        return dg.AssetCheckResult(passed=False, check_name="loads_with_chat_template",
-                                   metadata={"error": f"{type(e).__name__}: {str(e)[:500]}"})
+        return dg.AssetCheckResult(
+            passed=False,
+            check_name="loads_with_chat_template",
+            metadata={"error": f"{type(e).__name__}: {str(e)[:500]}"},
+        )
 
 
 def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.MaterializeResult:
@@ -207,8 +244,11 @@ def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.Materiali
     kind, src = classify(str(tcfg["path"]))
     out = store.layer_dir("models", "target_model")
     marker = out.parent / ".target_model.source.json"
-    source = ({"kind": "gguf", "sha256": sha256_file(src), "bytes": Path(src).stat().st_size} if kind == "gguf"
-              else {"kind": "hub", "id": str(src), "revision": tcfg.get("revision")})
+    source = (
+        {"kind": "gguf", "sha256": sha256_file(src), "bytes": Path(src).stat().st_size}
+        if kind == "gguf"
+        else {"kind": "hub", "id": str(src), "revision": tcfg.get("revision")}
+    )
     source["trust_remote_code"] = trust
     previous = json.loads(marker.read_text()) if marker.exists() else None
     manifest_path = out / "import_manifest.json"
@@ -225,12 +265,20 @@ def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.Materiali
     vdir = publish_version(out, store.root(), "target_model", version)
     cfg = json.loads((out / "config.json").read_text())
     check = _target_check(out, trust)
-    md = {"kind": f"imported {kind}", "source": str(tcfg["path"]), "trust_remote_code": trust, "cached": cached,
-          "chat_template": tcfg.get("chat_template"), "path": dg.MetadataValue.path(str(out)),
-          "version_path": dg.MetadataValue.path(str(vdir)),
-          "architecture": (cfg.get("architectures") or ["?"])[0], "num_hidden_layers": cfg.get("num_hidden_layers"),
-          "hidden_size": cfg.get("hidden_size"), "vocab_size": cfg.get("vocab_size"),
-          "torch_dtype": str(cfg.get("torch_dtype") or cfg.get("dtype"))}
+    md = {
+        "kind": f"imported {kind}",
+        "source": str(tcfg["path"]),
+        "trust_remote_code": trust,
+        "cached": cached,
+        "chat_template": tcfg.get("chat_template"),
+        "path": dg.MetadataValue.path(str(out)),
+        "version_path": dg.MetadataValue.path(str(vdir)),
+        "architecture": (cfg.get("architectures") or ["?"])[0],
+        "num_hidden_layers": cfg.get("num_hidden_layers"),
+        "hidden_size": cfg.get("hidden_size"),
+        "vocab_size": cfg.get("vocab_size"),
+        "torch_dtype": str(cfg.get("torch_dtype") or cfg.get("dtype")),
+    }
     if "rendered" in check.metadata:
         md["chat_template_preview"] = dg.MetadataValue.md(f"```\n{check.metadata['rendered'].value}\n```")
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
@@ -247,9 +295,14 @@ def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
             raise FileNotFoundError(f"configs/target.yaml path: {resolved} has no config.json (not an HF model folder)")
         version, info = _external_model_version(resolved)
         cfg = json.loads((resolved / "config.json").read_text())
-        md.update(path=dg.MetadataValue.path(str(resolved)), files=info["files"],
-                  architecture=(cfg.get("architectures") or ["?"])[0], num_hidden_layers=cfg.get("num_hidden_layers"),
-                  hidden_size=cfg.get("hidden_size"), vocab_size=cfg.get("vocab_size"))
+        md.update(
+            path=dg.MetadataValue.path(str(resolved)),
+            files=info["files"],
+            architecture=(cfg.get("architectures") or ["?"])[0],
+            num_hidden_layers=cfg.get("num_hidden_layers"),
+            hidden_size=cfg.get("hidden_size"),
+            vocab_size=cfg.get("vocab_size"),
+        )
         check = _target_check(resolved, trust)
     else:
         # a hub id: no network here; the id (and revision if configured) is the version
@@ -270,8 +323,14 @@ def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
     pool="gpu",
     kinds={"pytorch"},
     code_version=DRAFT_CODE_VERSION,
-    check_specs=[dg.AssetCheckSpec("sglang_checkpoint_format", asset=DRAFT_KEY, blocking=True,
-                                   description="config.json + model.safetensors hold exactly the tensors SGLang's EAGLE3 loader expects")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "sglang_checkpoint_format",
+            asset=DRAFT_KEY,
+            blocking=True,
+            description="config.json + model.safetensors hold exactly the tensors SGLang's EAGLE3 loader expects",
+        )
+    ],
 )
 def draft_model(
     context: dg.AssetExecutionContext,
@@ -300,7 +359,10 @@ def draft_model(
     root = store.root()
     settings = trainer.settings(store)
     inputs = _training_inputs(context, store)
-    dataset, vocab = Path(inputs[DATASET_KEY.to_user_string()]["path"]), Path(inputs[VOCAB_KEY.to_user_string()]["path"])
+    dataset, vocab = (
+        Path(inputs[DATASET_KEY.to_user_string()]["path"]),
+        Path(inputs[VOCAB_KEY.to_user_string()]["path"]),
+    )
     target_in = inputs[TARGET_KEY.to_user_string()]
     target = Path(target_in["path"]) if target_in.get("local") else target_in["path"]
     upstream = {k: v["data_version"] for k, v in inputs.items()}
@@ -310,20 +372,32 @@ def draft_model(
         upstream["models/target_hidden_states"] = _upstream_version(context, HIDDEN_KEY, hidden)
     with expected_failures():
         spec, spec_path, cmd = prepare_launch(
-            root=root, settings=settings, target_path=target, dataset_path=dataset, vocab_mapping_path=vocab,
-            upstream_data_versions=upstream, hidden_states_path=hidden, run_id=context.run.run_id,
+            root=root,
+            settings=settings,
+            target_path=target,
+            dataset_path=dataset,
+            vocab_mapping_path=vocab,
+            upstream_data_versions=upstream,
+            hidden_states_path=hidden,
+            run_id=context.run.run_id,
             inputs={k: {kk: vv for kk, vv in v.items() if kk != "local"} for k, v in inputs.items()},
         )
-    context.log.info(f"training on tokenized/dataset {upstream[DATASET_KEY.to_user_string()]} "
-                     f"(vocab {upstream[VOCAB_KEY.to_user_string()]}, mix {upstream[MIX_KEY.to_user_string()]}, "
-                     f"target {upstream[TARGET_KEY.to_user_string()]}) in {spec['work_dir']}")
+    context.log.info(
+        f"training on tokenized/dataset {upstream[DATASET_KEY.to_user_string()]} "
+        f"(vocab {upstream[VOCAB_KEY.to_user_string()]}, mix {upstream[MIX_KEY.to_user_string()]}, "
+        f"target {upstream[TARGET_KEY.to_user_string()]}) in {spec['work_dir']}"
+    )
     context.log.info(f"launching: {' '.join(cmd)}")
     t0 = time.time()
     completed = pipes.run(
         context=context,
         command=cmd,
-        extras={"spec_path": str(spec_path), "fingerprint": spec["fingerprint"], "mode": spec["mode"],
-                "nproc_per_node": spec["nproc_per_node"]},
+        extras={
+            "spec_path": str(spec_path),
+            "fingerprint": spec["fingerprint"],
+            "mode": spec["mode"],
+            "nproc_per_node": spec["nproc_per_node"],
+        },
     )
     mr = completed.get_materialize_result()
     prune_work_dirs(spec, protect=_work_dirs_in_use(context.instance, Path(spec["work_dir"]).parent))
@@ -369,8 +443,10 @@ def _training_inputs(context, store: SpecforgeStore) -> dict:
     if wanted:
         ds_rec = _find_record(instance, DATASET_KEY, lambda r: record_version(r) == wanted)
         if ds_rec is None:
-            raise dg.Failure(f"tokenized/dataset version {wanted} (this run's {TRAINED_ON_TAG} tag) was never "
-                             "materialized in this instance")
+            raise dg.Failure(
+                f"tokenized/dataset version {wanted} (this run's {TRAINED_ON_TAG} tag) was never "
+                "materialized in this instance"
+            )
     else:
         ds_rec = latest_record(instance, DATASET_KEY)
     out: dict = {}
@@ -383,23 +459,36 @@ def _training_inputs(context, store: SpecforgeStore) -> dict:
         v_version = record_version(v_rec)
         v_dir = version_dir(root, "vocab_mapping", v_version) if v_version else None
         if v_dir is None or not v_dir.is_dir():
-            raise dg.Failure(f"no tokenized/vocab_mapping built from tokenized/dataset {ds_version}: "
-                             "materialize tokenized/vocab_mapping first")
+            raise dg.Failure(
+                f"no tokenized/vocab_mapping built from tokenized/dataset {ds_version}: "
+                "materialize tokenized/vocab_mapping first"
+            )
         out["tokenized/vocab_mapping"] = {"data_version": v_version, "path": str(v_dir), "run_id": v_rec.run_id}
     else:
         if wanted:
-            raise dg.Failure(f"tokenized/dataset version {wanted} has no immutable copy under {root}/versions: "
-                             "materialize tokenized/dataset again")
+            raise dg.Failure(
+                f"tokenized/dataset version {wanted} has no immutable copy under {root}/versions: "
+                "materialize tokenized/dataset again"
+            )
         dataset = _require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
         vocab = _require(store.layer_dir("tokenized", "vocab_mapping"), "tokenized/vocab_mapping")
-        out["tokenized/dataset"] = {"data_version": _upstream_version(context, DATASET_KEY, dataset), "path": str(dataset)}
-        out["tokenized/vocab_mapping"] = {"data_version": _upstream_version(context, VOCAB_KEY, vocab), "path": str(vocab)}
+        out["tokenized/dataset"] = {
+            "data_version": _upstream_version(context, DATASET_KEY, dataset),
+            "path": str(dataset),
+        }
+        out["tokenized/vocab_mapping"] = {
+            "data_version": _upstream_version(context, VOCAB_KEY, vocab),
+            "path": str(vocab),
+        }
         made_from = {}
     mix = made_from.get("mix/training_mix") or {}
     if not mix.get("path"):
         mix = pinned_input(instance, MIX_KEY, "mix", root)
     if not mix.get("path"):
-        mix = {"data_version": _upstream_version(context, MIX_KEY, store.layer_dir("mix")), "path": str(store.layer_dir("mix"))}
+        mix = {
+            "data_version": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
+            "path": str(store.layer_dir("mix")),
+        }
     out["mix/training_mix"] = {"data_version": mix.get("data_version"), "path": mix["path"]}
     out["models/target_model"] = _pinned_target(context, store, made_from.get("models/target_model") or {})
     return out
@@ -424,8 +513,10 @@ def _pinned_target(context, store: SpecforgeStore, recorded: dict) -> dict:
         if tcfg.get("path"):
             actual, _ = _external_model_version(target)
             if version and actual != version:
-                raise dg.Failure(f"the target model at {target} changed since models/target_model recorded version "
-                                 f"{version} (its content is now {actual}): materialize models/target_model again")
+                raise dg.Failure(
+                    f"the target model at {target} changed since models/target_model recorded version "
+                    f"{version} (its content is now {actual}): materialize models/target_model again"
+                )
             version = actual
         return {"data_version": version, "path": str(target), "local": True}
     return {"data_version": version, "path": str(target), "local": False}
@@ -470,7 +561,9 @@ def _draft_format_check(out: Path) -> dg.AssetCheckResult:
     expected = set(CHECKPOINT_TENSOR_NAMES)
     optional = {n for n in names if n.startswith("fc_norm.")}
     if set(names) - optional != expected:
-        problems.append(f"tensors: missing {sorted(expected - set(names))}, unexpected {sorted(set(names) - expected - optional)}")
+        problems.append(
+            f"tensors: missing {sorted(expected - set(names))}, unexpected {sorted(set(names) - expected - optional)}"
+        )
     if any("embed" in n for n in names):
         problems.append("embedding weights present (SGLang reuses the target's)")
     if shapes.get("d2t") and cfg.get("draft_vocab_size") and shapes["d2t"] != [cfg["draft_vocab_size"]]:
@@ -478,7 +571,8 @@ def _draft_format_check(out: Path) -> dg.AssetCheckResult:
     if shapes.get("t2d") and cfg.get("vocab_size") and shapes["t2d"] != [cfg["vocab_size"]]:
         problems.append(f"t2d shape {shapes['t2d']} != [vocab_size={cfg['vocab_size']}]")
     return dg.AssetCheckResult(
-        check_name="sglang_checkpoint_format", passed=not problems,
+        check_name="sglang_checkpoint_format",
+        passed=not problems,
         metadata={"problems": dg.MetadataValue.json(problems), "tensors": dg.MetadataValue.json(shapes)},
     )
 
@@ -493,13 +587,23 @@ def _draft_format_check(out: Path) -> dg.AssetCheckResult:
     kinds={"pytorch"},
     code_version=EVAL_CODE_VERSION,
     check_specs=[
-        dg.AssetCheckSpec("lossless", asset=EVAL_KEY, blocking=True,
-                          description="speculative output == the target's plain greedy output, token for token"),
-        dg.AssetCheckSpec("trained_beats_untrained", asset=EVAL_KEY, blocking=False,
-                          description="the trained draft's acceptance length is above an untrained draft's"),
+        dg.AssetCheckSpec(
+            "lossless",
+            asset=EVAL_KEY,
+            blocking=True,
+            description="speculative output == the target's plain greedy output, token for token",
+        ),
+        dg.AssetCheckSpec(
+            "trained_beats_untrained",
+            asset=EVAL_KEY,
+            blocking=False,
+            description="the trained draft's acceptance length is above an untrained draft's",
+        ),
     ],
 )
-def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer) -> dg.MaterializeResult:
+def draft_evaluation(
+    context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer
+) -> dg.MaterializeResult:
     """Acceptance length of the draft on the held-out split (`test.jsonl`) of the mix version that
     draft was trained on, by greedy chain speculative decoding (draft proposes k tokens, target
     verifies; acceptance length = tokens per target forward including the bonus token), with
@@ -521,25 +625,41 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
     draft_version = record_version(draft_rec)
     draft_inputs = record_metadata(draft_rec, "inputs") or {}
     vpath = record_metadata(draft_rec, "version_path")
-    draft_dir = Path(vpath) if vpath and Path(vpath).is_dir() else _require(store.layer_dir("models", "draft_model"), "models/draft_model")
+    draft_dir = (
+        Path(vpath)
+        if vpath and Path(vpath).is_dir()
+        else _require(store.layer_dir("models", "draft_model"), "models/draft_model")
+    )
     if not draft_inputs:  # a draft trained before inputs were recorded: its manifest, else the current folders
         man = read_manifest(draft_dir) or {}
         draft_inputs = man.get("inputs") or {}
-    mix_in = draft_inputs.get("mix/training_mix") or {"path": str(store.layer_dir("mix")),
-                                                      "data_version": _upstream_version(context, MIX_KEY, store.layer_dir("mix"))}
-    vocab_in = draft_inputs.get("tokenized/vocab_mapping") or {"path": str(store.layer_dir("tokenized", "vocab_mapping")),
-                                                               "data_version": _upstream_version(context, VOCAB_KEY, store.layer_dir("tokenized", "vocab_mapping"))}
+    mix_in = draft_inputs.get("mix/training_mix") or {
+        "path": str(store.layer_dir("mix")),
+        "data_version": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
+    }
+    vocab_in = draft_inputs.get("tokenized/vocab_mapping") or {
+        "path": str(store.layer_dir("tokenized", "vocab_mapping")),
+        "data_version": _upstream_version(context, VOCAB_KEY, store.layer_dir("tokenized", "vocab_mapping")),
+    }
     target_in = draft_inputs.get("models/target_model") or {}
     tcfg = target_config(store.config("target"))
     if not target_in.get("path"):
-        target_in = {**_pinned_target(context, store, {}), **({"data_version": target_in["data_version"]} if target_in.get("data_version") else {})}
+        target_in = {
+            **_pinned_target(context, store, {}),
+            **({"data_version": target_in["data_version"]} if target_in.get("data_version") else {}),
+        }
     target_in = {k: v for k, v in target_in.items() if k != "local"}
     target = Path(target_in["path"]) if Path(str(target_in["path"])).exists() else target_in["path"]
     test = _require(Path(mix_in["path"]) / "test.jsonl", "mix/training_mix test split (test.jsonl)")
     previous_dir = root / "models" / "draft_model_previous"
-    inputs = {"models/draft_model": {"data_version": draft_version, "path": str(draft_dir),
-                                     "run_id": draft_rec.run_id if draft_rec else None},
-              **{k: v for k, v in draft_inputs.items()}}
+    inputs = {
+        "models/draft_model": {
+            "data_version": draft_version,
+            "path": str(draft_dir),
+            "run_id": draft_rec.run_id if draft_rec else None,
+        },
+        **{k: v for k, v in draft_inputs.items()},
+    }
     inputs.setdefault("mix/training_mix", mix_in)
     inputs.setdefault("tokenized/vocab_mapping", vocab_in)
     inputs.setdefault("models/target_model", target_in)
@@ -567,9 +687,18 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
                 log=context.log.info,
             )
         upstream = {k: v.get("data_version") for k, v in inputs.items()}
-        write_manifest(tmp, layer="models", asset="draft_evaluation", upstream_data_versions=upstream, inputs=inputs,
-                       report_sha256=sha256_file(tmp / "report.json"),
-                       **{k: report[k] for k in ("acceptance_length", "untrained_acceptance_length", "k", "lossless", "num_prompts")})
+        write_manifest(
+            tmp,
+            layer="models",
+            asset="draft_evaluation",
+            upstream_data_versions=upstream,
+            inputs=inputs,
+            report_sha256=sha256_file(tmp / "report.json"),
+            **{
+                k: report[k]
+                for k in ("acceptance_length", "untrained_acceptance_length", "k", "lossless", "num_prompts")
+            },
+        )
         version = sha256_json({k: v for k, v in report.items() if k not in ("seconds", "created_at")})[:24]
         publish_version(tmp, root, "draft_evaluation", version, skip=("previous_report.json",))
     report_path = out / "report.json"
@@ -604,14 +733,20 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
         md["plot"] = dg.MetadataValue.md(f"![per-position acceptance](data:image/png;base64,{b64})")
         md["plot_path"] = dg.MetadataValue.path(str(plot))
     checks = [
-        dg.AssetCheckResult(check_name="lossless", passed=bool(report["lossless"]),
-                            metadata={"mismatched_prompts": dg.MetadataValue.json(report.get("mismatches", [])[:10])}),
+        dg.AssetCheckResult(
+            check_name="lossless",
+            passed=bool(report["lossless"]),
+            metadata={"mismatched_prompts": dg.MetadataValue.json(report.get("mismatches", [])[:10])},
+        ),
         dg.AssetCheckResult(
             check_name="trained_beats_untrained",
             passed=report["acceptance_length"] > report["untrained_acceptance_length"],
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"trained": report["acceptance_length"], "untrained": report["untrained_acceptance_length"],
-                      "per_position": table(charts.per_position_table(report))},
+            metadata={
+                "trained": report["acceptance_length"],
+                "untrained": report["untrained_acceptance_length"],
+                "per_position": table(charts.per_position_table(report)),
+            },
         ),
     ]
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=checks)
@@ -647,7 +782,9 @@ def _evaluation_sets_metadata(report: dict, out: Path) -> dict:
     # only needed for `launch.mode: offline`; the demo (online) leaves it out
     tags={"specforge/optional": "offline-mode"},
 )
-def target_hidden_states(context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer) -> dg.MaterializeResult:
+def target_hidden_states(
+    context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer
+) -> dg.MaterializeResult:
     """Offline mode: the target's aux-layer and final hidden states for every tokenized row
     (sharded safetensors, no padding stored, rows in dataset order with their ids, truncated to
     `training.max_length`) + manifest.json. The size estimate is logged (and shown in metadata)
@@ -663,17 +800,27 @@ def target_hidden_states(context: dg.AssetExecutionContext, store: SpecforgeStor
     out = store.layer_dir("models", "target_hidden_states")
     upstream = {
         "tokenized/dataset": _upstream_version(context, DATASET_KEY, dataset),
-        "models/target_model": _upstream_version(context, TARGET_KEY, Path(target) if isinstance(target, Path) else Path("/nonexistent")),
+        "models/target_model": _upstream_version(
+            context, TARGET_KEY, Path(target) if isinstance(target, Path) else Path("/nonexistent")
+        ),
     }
     with expected_failures():
         info = write_hidden_states(
-            target, dataset, out, rows_per_shard=int(hs["rows_per_shard"]), dtype=str(hs["dtype"]),
-            max_rows=hs.get("max_rows"), max_length=int(settings["training"].get("max_length", 2048)),
-            aux_layer_ids=settings["training"].get("aux_layer_ids"), trust_remote_code=bool(tcfg.get("trust_remote_code")),
-            log=context.log.info, extra_manifest={"upstream_data_versions": upstream},
+            target,
+            dataset,
+            out,
+            rows_per_shard=int(hs["rows_per_shard"]),
+            dtype=str(hs["dtype"]),
+            max_rows=hs.get("max_rows"),
+            max_length=int(settings["training"].get("max_length", 2048)),
+            aux_layer_ids=settings["training"].get("aux_layer_ids"),
+            trust_remote_code=bool(tcfg.get("trust_remote_code")),
+            log=context.log.info,
+            extra_manifest={"upstream_data_versions": upstream},
         )
     shards_md = "| shard | rows | tokens | bytes |\n|---|---|---|---|\n" + "".join(
-        f"| {s['file']} | {s['rows']} | {s['tokens']} | {s['bytes']} |\n" for s in info["shards"][:50])
+        f"| {s['file']} | {s['rows']} | {s['tokens']} | {s['bytes']} |\n" for s in info["shards"][:50]
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(info["content_version"]),
         metadata={
@@ -699,8 +846,8 @@ def target_hidden_states(context: dg.AssetExecutionContext, store: SpecforgeStor
     asset=DRAFT_KEY,
     name="draft_matches_latest_dataset",
     description="The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
-                "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
-                "retraining run, or launch retrain_draft_job, from the UI.",
+    "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
+    "retraining run, or launch retrain_draft_job, from the UI.",
 )
 def draft_matches_latest_dataset(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     from ..sensors import retraining_runs, trained_on_version
@@ -709,15 +856,21 @@ def draft_matches_latest_dataset(context: dg.AssetCheckExecutionContext) -> dg.A
     latest = record_version(latest_record(instance, DATASET_KEY))
     trained_on = trained_on_version(latest_record(instance, DRAFT_KEY))
     runs = retraining_runs(instance, latest) if latest else []
-    md = {"latest_dataset_version": latest or "none", "draft_trained_on": trained_on or "none",
-          "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs])}
+    md = {
+        "latest_dataset_version": latest or "none",
+        "draft_trained_on": trained_on or "none",
+        "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs]),
+    }
     if latest is None or trained_on == latest:
         return dg.AssetCheckResult(passed=True, metadata=md, description="the draft is trained on the latest dataset")
     state = ", ".join(f"{r.run_id[:8]} {r.status.value.lower()}" for r in runs) or "none requested yet"
     return dg.AssetCheckResult(
-        passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=md,
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=md,
         description=f"tokenized/dataset {latest[:12]} is untrained (draft trained on {(trained_on or 'none')[:12]}; "
-                    f"retraining runs: {state})")
+        f"retraining runs: {state})",
+    )
 
 
 assets: list = [target_model, draft_model, draft_evaluation, target_hidden_states]

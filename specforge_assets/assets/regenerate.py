@@ -20,6 +20,7 @@ from ..resources import SpecforgeStore
 from ..keys import REGENERATED as KEY
 from ..keys import SOURCES as SOURCES_KEY
 from ..keys import TARGET as TARGET_KEY
+
 CODE_VERSION = "regenerate-v1"
 
 
@@ -72,14 +73,22 @@ def _deps() -> list:
 
 
 CHECKS = [
-    dg.AssetCheckSpec("rows_reconcile", asset=KEY, blocking=True,
-                      description="success + error + skipped (+ passthrough) = input rows, every input id "
-                                  "exactly once across train/errors/skipped (DuckDB)"),
-    dg.AssetCheckSpec("truncation_rate", asset=KEY,
-                      description="share of regenerated turns with finish_reason == length under the threshold"),
+    dg.AssetCheckSpec(
+        "rows_reconcile",
+        asset=KEY,
+        blocking=True,
+        description="success + error + skipped (+ passthrough) = input rows, every input id "
+        "exactly once across train/errors/skipped (DuckDB)",
+    ),
+    dg.AssetCheckSpec(
+        "truncation_rate",
+        asset=KEY,
+        description="share of regenerated turns with finish_reason == length under the threshold",
+    ),
     dg.AssetCheckSpec("no_empty_answers", asset=KEY, description="no regenerated assistant answer is empty"),
-    dg.AssetCheckSpec("no_think_markers", asset=KEY,
-                      description="no <think>/</think> left in answers unless reasoning mode is `save`"),
+    dg.AssetCheckSpec(
+        "no_think_markers", asset=KEY, description="no <think>/</think> left in answers unless reasoning mode is `save`"
+    ),
 ]
 
 
@@ -93,8 +102,12 @@ CHECKS = [
     check_specs=CHECKS,
     description=__doc__,
 )
-def regenerated_conversations(context: dg.AssetExecutionContext, config: RegenerateConfig, store: SpecforgeStore,
-                              regen_servers: RegenerationServers):
+def regenerated_conversations(
+    context: dg.AssetExecutionContext,
+    config: RegenerateConfig,
+    store: SpecforgeStore,
+    regen_servers: RegenerationServers,
+):
     """Regenerate (or pass through) one source partition with the target model.
 
     Reads sources/<key>/train.jsonl (+ test.jsonl); writes regenerated/<key>/train.jsonl,
@@ -116,8 +129,14 @@ def regenerated_conversations(context: dg.AssetExecutionContext, config: Regener
     from ..target import target_model_path
 
     with expected_failures():  # a busy partition, refused settings, no server: one line, no traceback
-        summary = regenerate_partition(key, cfg, root=root, log=context.log.info, run_id=context.run.run_id,
-                                       target_path=lambda: target_model_path(root, store.config("target")))
+        summary = regenerate_partition(
+            key,
+            cfg,
+            root=root,
+            log=context.log.info,
+            run_id=context.run.run_id,
+            target_path=lambda: target_model_path(root, store.config("target")),
+        )
     out_dir = store.layer_dir("regenerated", key)
     train = out_dir / "train.jsonl"
     counts = summary["counts"]
@@ -125,7 +144,9 @@ def regenerated_conversations(context: dg.AssetExecutionContext, config: Regener
         "dagster/row_count": counts["success"] + counts["passthrough"],
         "regenerated": summary["regenerated"],
         "input_rows": summary["input_rows"],
-        "success": counts["success"], "error": counts["error"], "skipped": counts["skipped"],
+        "success": counts["success"],
+        "error": counts["error"],
+        "skipped": counts["skipped"],
         "passthrough": counts["passthrough"],
         "path": dg.MetadataValue.path(str(train)),
         "test_split": str(summary.get("test_split")),
@@ -137,22 +158,24 @@ def regenerated_conversations(context: dg.AssetExecutionContext, config: Regener
         **lineage_metadata(upstream_versions(context)),
     }
     if summary["regenerated"]:
-        meta.update({
-            "model": str(summary.get("settings", {}).get("model")),
-            "server_models": dg.MetadataValue.json(summary.get("server_models", {})),
-            "settings": dg.MetadataValue.json(summary.get("settings", {})),
-            "rows_per_s": summary.get("rows_per_s") or 0.0,
-            "completion_tokens_per_s": summary.get("completion_tokens_per_s") or 0.0,
-            "elapsed_s": summary.get("elapsed_s") or 0.0,
-            "resumed_rows": summary.get("resumed_rows", 0),
-            "servers": dg.MetadataValue.json(summary.get("servers", {})),
-            "retries": summary.get("retries", 0),
-            "error_breakdown": dg.MetadataValue.json(summary.get("breakdown", {})),
-            "request_error_kinds": dg.MetadataValue.json(summary.get("request_error_kinds", {})),
-            "finish_reasons": dg.MetadataValue.json(summary.get("finish_reasons", {})),
-            "usage": dg.MetadataValue.json(summary.get("usage", {})),
-            "launched_server": dg.MetadataValue.json(summary.get("launched_server") or {}),
-        })
+        meta.update(
+            {
+                "model": str(summary.get("settings", {}).get("model")),
+                "server_models": dg.MetadataValue.json(summary.get("server_models", {})),
+                "settings": dg.MetadataValue.json(summary.get("settings", {})),
+                "rows_per_s": summary.get("rows_per_s") or 0.0,
+                "completion_tokens_per_s": summary.get("completion_tokens_per_s") or 0.0,
+                "elapsed_s": summary.get("elapsed_s") or 0.0,
+                "resumed_rows": summary.get("resumed_rows", 0),
+                "servers": dg.MetadataValue.json(summary.get("servers", {})),
+                "retries": summary.get("retries", 0),
+                "error_breakdown": dg.MetadataValue.json(summary.get("breakdown", {})),
+                "request_error_kinds": dg.MetadataValue.json(summary.get("request_error_kinds", {})),
+                "finish_reasons": dg.MetadataValue.json(summary.get("finish_reasons", {})),
+                "usage": dg.MetadataValue.json(summary.get("usage", {})),
+                "launched_server": dg.MetadataValue.json(summary.get("launched_server") or {}),
+            }
+        )
     # the version is the rows' content (provenance left out), never a file hash of rows that carry
     # endpoints and timings: an unchanged regeneration keeps its version
     yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(summary["data_version"][:32]))
@@ -162,16 +185,24 @@ def regenerated_conversations(context: dg.AssetExecutionContext, config: Regener
     yield dg.AssetCheckResult(check_name="rows_reconcile", passed=ok, metadata=m)
     ok, q = regen_checks.quality(out_dir, float(cfg["truncation_threshold"]), cfg["reasoning"])
     warn = dg.AssetCheckSeverity.WARN
-    yield dg.AssetCheckResult(check_name="truncation_rate", severity=warn,
-                              passed=q["truncation_rate"] <= q["truncation_threshold"],
-                              metadata={k: q[k] for k in ("regenerated_turns", "truncated_turns", "truncation_rate",
-                                                          "truncation_threshold")})
-    yield dg.AssetCheckResult(check_name="no_empty_answers", severity=warn, passed=q["empty_answers"] == 0,
-                              metadata={"empty_answers": q["empty_answers"]})
-    yield dg.AssetCheckResult(check_name="no_think_markers", severity=warn,
-                              passed=cfg["reasoning"] == "save" or q["answers_with_think_markers"] == 0,
-                              metadata={"answers_with_think_markers": q["answers_with_think_markers"],
-                                        "reasoning": cfg["reasoning"]})
+    yield dg.AssetCheckResult(
+        check_name="truncation_rate",
+        severity=warn,
+        passed=q["truncation_rate"] <= q["truncation_threshold"],
+        metadata={k: q[k] for k in ("regenerated_turns", "truncated_turns", "truncation_rate", "truncation_threshold")},
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_empty_answers",
+        severity=warn,
+        passed=q["empty_answers"] == 0,
+        metadata={"empty_answers": q["empty_answers"]},
+    )
+    yield dg.AssetCheckResult(
+        check_name="no_think_markers",
+        severity=warn,
+        passed=cfg["reasoning"] == "save" or q["answers_with_think_markers"] == 0,
+        metadata={"answers_with_think_markers": q["answers_with_think_markers"], "reasoning": cfg["reasoning"]},
+    )
 
 
 def _preview(path, n: int = 3, width: int = 300) -> str:
@@ -183,8 +214,9 @@ def _preview(path, n: int = 3, width: int = 300) -> str:
             for _, line in zip(range(n), f):
                 row = json.loads(line)
                 conv = row.get("conversations") or []
-                ans = next((m.get("content", "") for m in reversed(conv) if m.get("role") == "assistant"),
-                           row.get("text", ""))
+                ans = next(
+                    (m.get("content", "") for m in reversed(conv) if m.get("role") == "assistant"), row.get("text", "")
+                )
                 ans = str(ans)[:width].replace("|", "\\|").replace("\n", " ")
                 lines.append(f"| {row.get('id')} | {row.get('status', 'unchanged')} | {ans} |")
     except (OSError, ValueError):

@@ -19,6 +19,7 @@ from ..sources.config import hub_offline, resolve_source
 from ..sources.normalize import CODE_VERSION, build_source
 
 from ..keys import SOURCES as ASSET_KEY
+
 PREVIEW_CHARS = 80
 
 
@@ -126,7 +127,9 @@ def _metadata(result, spec) -> dict:
     code_version=CODE_VERSION,
     check_specs=CHECK_SPECS,
 )
-def conversations(context: dg.AssetExecutionContext, config: SourceRunConfig, store: SpecforgeStore, sources_settings: SourcesSettings):
+def conversations(
+    context: dg.AssetExecutionContext, config: SourceRunConfig, store: SpecforgeStore, sources_settings: SourcesSettings
+):
     """Conversations of one source in SpecForge's format, validated, with a quarantine file.
 
     Reads the source declared in `configs/sources.yaml` (a SpecForge preset from the hub or a
@@ -145,12 +148,19 @@ def conversations(context: dg.AssetExecutionContext, config: SourceRunConfig, st
         spec = resolve_source(key, cfg, root)
         cache_dir = sources_settings.hf_cache_dir or str(root / ".hf-datasets-cache")
         result = build_source(
-            spec, root, config=cfg, offline=sources_settings.hub_offline or hub_offline(cfg) or None, cache_dir=cache_dir,
-            force=config.force, log=context.log.info,
+            spec,
+            root,
+            config=cfg,
+            offline=sources_settings.hub_offline or hub_offline(cfg) or None,
+            cache_dir=cache_dir,
+            force=config.force,
+            log=context.log.info,
         )
     outcomes = run_source_checks(
-        result.out_dir, quarantine_threshold=spec.quarantine_threshold, quarantine_min_rows=spec.quarantine_min_rows,
-        max_duplicate_rate=sources_settings.max_duplicate_rate
+        result.out_dir,
+        quarantine_threshold=spec.quarantine_threshold,
+        quarantine_min_rows=spec.quarantine_min_rows,
+        max_duplicate_rate=sources_settings.max_duplicate_rate,
     )
     yield dg.MaterializeResult(metadata=_metadata(result, spec), data_version=dg.DataVersion(result.data_version))
     for o in outcomes:
@@ -160,7 +170,9 @@ def conversations(context: dg.AssetExecutionContext, config: SourceRunConfig, st
             passed=o.passed,
             severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
             description=o.description,
-            metadata={k: (dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v) for k, v in o.metadata.items()},
+            metadata={
+                k: (dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v) for k, v in o.metadata.items()
+            },
         )
 
 

@@ -23,6 +23,8 @@ from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
 from ..keys import TARGET as TARGET_KEY
 from ..keys import MIX as MIX_KEY
+
+
 def _example(res: dict, mix_train) -> tuple[str, str | None]:
     from ..tokenize.core import Preprocessor
 
@@ -47,8 +49,11 @@ def _example(res: dict, mix_train) -> tuple[str, str | None]:
 
 def _vocab_valid(vocab_dir, **_):
     man = read_manifest(vocab_dir) or {}
-    return tok_checks.vocab_mapping_valid(Path(vocab_dir) / "vocab_mapping.pt", int(man.get("draft_vocab_size", -1)),
-                                          int(man.get("target_vocab_size", -1)))
+    return tok_checks.vocab_mapping_valid(
+        Path(vocab_dir) / "vocab_mapping.pt",
+        int(man.get("draft_vocab_size", -1)),
+        int(man.get("target_vocab_size", -1)),
+    )
 
 
 def _template_agreement(ds_dir, mix_train, manifest, target_path, template_name, trust_remote_code, **_):
@@ -60,36 +65,67 @@ def _template_agreement(ds_dir, mix_train, manifest, target_path, template_name,
     from ..tokenize.agreement import template_agreement
     from ..tokenize.dataset import load_tokenizer
 
-    res = template_agreement(ds_dir, mix_train, load_tokenizer(target_path, trust_remote_code), sample=32,
-                             max_length=int(manifest["stats"]["max_length"]))
+    res = template_agreement(
+        ds_dir,
+        mix_train,
+        load_tokenizer(target_path, trust_remote_code),
+        sample=32,
+        max_length=int(manifest["stats"]["max_length"]),
+    )
     first = res.get("first_mismatch") or {}
     if res["passed"]:
         desc = f"{res['agreed']} of {res['checked']} sampled rows equal the target tokenizer's own rendering"
     else:
-        desc = (f"template {template_name!r} differs from the target tokenizer's own chat template: "
-                f"{first.get('message', '')}" + ("" if template_name == "auto" else " — use chat_template: auto"))
+        desc = (
+            f"template {template_name!r} differs from the target tokenizer's own chat template: "
+            f"{first.get('message', '')}" + ("" if template_name == "auto" else " — use chat_template: auto")
+        )
     return res["passed"], desc, res, ("ERROR" if template_name == "auto" else "WARN")
 
 
 DATASET_CHECKS = [
-    InAssetCheck("tokenized_zero_supervised_rows", True,
-                 "Rows with zero supervised tokens stay under the configured rate; all-zero masks fail naming the template.",
-                 lambda ds_dir, cfg, manifest, **_: tok_checks.zero_supervised(
-                     ds_dir, float(cfg["checks"]["max_zero_supervised_rate"]), manifest.get("template", "?"))),
-    InAssetCheck("tokenized_supervised_fraction", False, "Share of supervised tokens within configured bounds.",
-                 lambda ds_dir, cfg, **_: tok_checks.supervised_fraction(
-                     ds_dir, float(cfg["checks"]["supervised_fraction"][0]), float(cfg["checks"]["supervised_fraction"][1]))),
-    InAssetCheck("tokenized_ids_complete", True, "Row ids unique, and every mix row is present (or quarantined).",
-                 lambda ds_dir, mix_train, **_: tok_checks.ids_unique_and_complete(ds_dir, mix_train)),
-    InAssetCheck("tokenized_lengths", True, "Every row's length <= max_length and ids/mask lengths agree.",
-                 lambda ds_dir, manifest, **_: tok_checks.lengths_within(ds_dir, int(manifest["stats"]["max_length"]))),
-    InAssetCheck("matches_target_chat_template", False,
-                 "A sample of rows equals the target tokenizer's own apply_chat_template rendering (first difference shown).",
-                 lambda **kw: _template_agreement(**kw)),
+    InAssetCheck(
+        "tokenized_zero_supervised_rows",
+        True,
+        "Rows with zero supervised tokens stay under the configured rate; all-zero masks fail naming the template.",
+        lambda ds_dir, cfg, manifest, **_: tok_checks.zero_supervised(
+            ds_dir, float(cfg["checks"]["max_zero_supervised_rate"]), manifest.get("template", "?")
+        ),
+    ),
+    InAssetCheck(
+        "tokenized_supervised_fraction",
+        False,
+        "Share of supervised tokens within configured bounds.",
+        lambda ds_dir, cfg, **_: tok_checks.supervised_fraction(
+            ds_dir, float(cfg["checks"]["supervised_fraction"][0]), float(cfg["checks"]["supervised_fraction"][1])
+        ),
+    ),
+    InAssetCheck(
+        "tokenized_ids_complete",
+        True,
+        "Row ids unique, and every mix row is present (or quarantined).",
+        lambda ds_dir, mix_train, **_: tok_checks.ids_unique_and_complete(ds_dir, mix_train),
+    ),
+    InAssetCheck(
+        "tokenized_lengths",
+        True,
+        "Every row's length <= max_length and ids/mask lengths agree.",
+        lambda ds_dir, manifest, **_: tok_checks.lengths_within(ds_dir, int(manifest["stats"]["max_length"])),
+    ),
+    InAssetCheck(
+        "matches_target_chat_template",
+        False,
+        "A sample of rows equals the target tokenizer's own apply_chat_template rendering (first difference shown).",
+        lambda **kw: _template_agreement(**kw),
+    ),
 ]
 VOCAB_CHECKS = [
-    InAssetCheck("vocab_mapping_consistent", True, "d2t/t2d have the right sizes and dtypes and agree with each other.",
-                 _vocab_valid),
+    InAssetCheck(
+        "vocab_mapping_consistent",
+        True,
+        "d2t/t2d have the right sizes and dtypes and agree with each other.",
+        _vocab_valid,
+    ),
 ]
 
 
@@ -118,8 +154,13 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
     mix_in = pinned_input(context.instance, MIX_KEY, "mix", root)
     target_in = pinned_input(context.instance, TARGET_KEY, "target_model", root)
     with expected_failures():
-        res = build_tokenized(root, store.config("tokenize"), store.config("target"), mix_dir=mix_in["path"],
-                              manifest_extra={"inputs": {"mix/training_mix": mix_in, "models/target_model": target_in}})
+        res = build_tokenized(
+            root,
+            store.config("tokenize"),
+            store.config("target"),
+            mix_dir=mix_in["path"],
+            manifest_extra={"inputs": {"mix/training_mix": mix_in, "models/target_model": target_in}},
+        )
     st = res["stats"]
     out = res["dir"]
     lengths = read_lengths(out)
@@ -175,9 +216,17 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
     yield dg.MaterializeResult(data_version=dg.DataVersion(res["version"]), metadata=md)
     man = read_manifest(out) or {}
     tcfg = target_config(store.config("target"))
-    yield from check_results(DATASET_KEY, DATASET_CHECKS, ds_dir=out, manifest=man, mix_train=Path(mix_in["path"]) / "train.jsonl",
-                             cfg=tokenize_config(store.config("tokenize")), target_path=target_in.get("path") or target_model_path(root, tcfg),
-                             template_name=str(tcfg.get("chat_template")), trust_remote_code=bool(tcfg.get("trust_remote_code")))
+    yield from check_results(
+        DATASET_KEY,
+        DATASET_CHECKS,
+        ds_dir=out,
+        manifest=man,
+        mix_train=Path(mix_in["path"]) / "train.jsonl",
+        cfg=tokenize_config(store.config("tokenize")),
+        target_path=target_in.get("path") or target_model_path(root, tcfg),
+        template_name=str(tcfg.get("chat_template")),
+        trust_remote_code=bool(tcfg.get("trust_remote_code")),
+    )
 
 
 @dg.asset(
@@ -198,14 +247,21 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
     root = store.root()
     ds_in = pinned_input(context.instance, DATASET_KEY, "tokenized_dataset", root)
     with expected_failures():
-        res = build_vocab_mapping(root, store.config("tokenize"), store.config("target"), dataset_dir=ds_in["path"],
-                                  manifest_extra={"inputs": {"tokenized/dataset": ds_in}})
+        res = build_vocab_mapping(
+            root,
+            store.config("tokenize"),
+            store.config("target"),
+            dataset_dir=ds_in["path"],
+            manifest_extra={"inputs": {"tokenized/dataset": ds_in}},
+        )
     fill = fill_warning(res)
     if fill:
         context.log.warning(fill)
     if res["clamped"]:
-        context.log.warning(f"draft vocab size {res['requested_draft_vocab_size']} > target vocabulary "
-                            f"{res['target_vocab_size']}: clamped to {res['draft_vocab_size']}")
+        context.log.warning(
+            f"draft vocab size {res['requested_draft_vocab_size']} > target vocabulary "
+            f"{res['target_vocab_size']}: clamped to {res['draft_vocab_size']}"
+        )
     yield dg.MaterializeResult(
         data_version=dg.DataVersion(res["version"]),
         metadata={
@@ -226,7 +282,6 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
             **lineage_metadata(upstream_versions(context)),
         },
     )
-
 
     yield from check_results(VOCAB_KEY, VOCAB_CHECKS, vocab_dir=Path(res["path"]).parent)
 

@@ -1,6 +1,7 @@
 """Checks on the training mix (DuckDB counts over the JSONL files; no Dagster import).
 
 Each function returns (passed, description, metadata dict)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,9 +16,15 @@ def _counts(mix_dir: Path) -> dict[str, int]:
     files = [str(Path(mix_dir) / n) for n in ("train.jsonl", "test.jsonl") if (Path(mix_dir) / n).stat().st_size]
     if not files:
         return {}
-    rows = duckdb.connect(":memory:").execute(
-        "SELECT source, count(*) FROM read_json(?, format='newline_delimited', columns={'source': 'VARCHAR'}) "
-        "GROUP BY source ORDER BY source", [files]).fetchall()
+    rows = (
+        duckdb.connect(":memory:")
+        .execute(
+            "SELECT source, count(*) FROM read_json(?, format='newline_delimited', columns={'source': 'VARCHAR'}) "
+            "GROUP BY source ORDER BY source",
+            [files],
+        )
+        .fetchall()
+    )
     return {k: n for k, n in rows}
 
 
@@ -29,8 +36,15 @@ def weights_honoured(mix_dir: Path, report: dict, tolerance: float) -> tuple[boo
     if not shares:  # no weights: every deduplicated row (under the caps) must be in the mix
         exp = {k: v["target_rows"] for k, v in report["per_source"].items()}
         bad = {k: (counts.get(k, 0), exp[k]) for k in exp if counts.get(k, 0) != exp[k]}
-        return not bad, (f"sources with unexpected row counts (got, expected): {bad}" if bad
-                         else "no weights: every kept row of every source is in the mix"), md
+        return (
+            not bad,
+            (
+                f"sources with unexpected row counts (got, expected): {bad}"
+                if bad
+                else "no weights: every kept row of every source is in the mix"
+            ),
+            md,
+        )
     worst = {}
     for k, s in shares.items():
         realized = counts.get(k, 0) / total if total else 0.0
@@ -40,7 +54,11 @@ def weights_honoured(mix_dir: Path, report: dict, tolerance: float) -> tuple[boo
         if abs(realized - s["target"]) > allowed and not (short and realized < s["target"]):
             worst[k] = {"target": round(s["target"], 4), "realized": round(realized, 4)}
     md["off"] = worst
-    return not worst, (f"shares off by more than {tolerance}: {worst}" if worst else "realized shares match the weights"), md
+    return (
+        not worst,
+        (f"shares off by more than {tolerance}: {worst}" if worst else "realized shares match the weights"),
+        md,
+    )
 
 
 def no_duplicate_content(mix_dir: Path) -> tuple[bool, str, dict]:
@@ -58,12 +76,17 @@ def no_duplicate_content(mix_dir: Path) -> tuple[bool, str, dict]:
                     batch.append((str(r.get("id")), r.get("source"), content_hash(row_text(r))))
     if batch:
         con.executemany("INSERT INTO h VALUES (?, ?, ?)", batch)
-    dups = con.execute("SELECT h, count(*), list(id ORDER BY id) FROM h GROUP BY h HAVING count(*) > 1 LIMIT 10").fetchall()
+    dups = con.execute(
+        "SELECT h, count(*), list(id ORDER BY id) FROM h GROUP BY h HAVING count(*) > 1 LIMIT 10"
+    ).fetchall()
     ids = con.execute("SELECT count(*) - count(DISTINCT id) FROM h").fetchone()[0]
-    md = {"rows": len(batch), "duplicate_groups": len(dups), "duplicate_ids": ids,
-          "examples": [d[2][:5] for d in dups]}
+    md = {"rows": len(batch), "duplicate_groups": len(dups), "duplicate_ids": ids, "examples": [d[2][:5] for d in dups]}
     ok = not dups and ids == 0
-    return ok, ("no duplicate content or ids" if ok else f"{len(dups)} groups of duplicate content, {ids} duplicate ids"), md
+    return (
+        ok,
+        ("no duplicate content or ids" if ok else f"{len(dups)} groups of duplicate content, {ids} duplicate ids"),
+        md,
+    )
 
 
 def counts_reconcile(root: Path, mix_dir: Path, report: dict) -> tuple[bool, str, dict]:
@@ -76,4 +99,9 @@ def counts_reconcile(root: Path, mix_dir: Path, report: dict) -> tuple[bool, str
         with open(Path(mix_dir) / name, "rb") as f:
             n[name] = sum(1 for line in f if line.strip())
     ok = rows_in == n["train.jsonl"] + n["test.jsonl"] + n["quarantine.jsonl"]
-    return ok, f"rows in {rows_in} = train {n['train.jsonl']} + test {n['test.jsonl']} + quarantined {n['quarantine.jsonl']}" + ("" if ok else " (MISMATCH)"), {"rows_in": rows_in, **n}
+    return (
+        ok,
+        f"rows in {rows_in} = train {n['train.jsonl']} + test {n['test.jsonl']} + quarantined {n['quarantine.jsonl']}"
+        + ("" if ok else " (MISMATCH)"),
+        {"rows_in": rows_in, **n},
+    )

@@ -3,6 +3,7 @@
 Plain functions (path in, (passed, metadata) out) so tests and notebooks can call them; the
 asset module wraps them as Dagster asset checks.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,14 +29,19 @@ def reconcile(input_path: Path, out_dir: Path) -> tuple[bool, dict]:
         return False, {"missing_files": ", ".join(missing)}
     con = duckdb.connect()
     n_in = con.execute(f"select count(*) from read_ndjson_objects({_lit(input_path)})").fetchone()[0]
-    per = {f: con.execute(f"select count(*) from read_ndjson_objects({_lit(p)})").fetchone()[0]
-           for f, p in zip(OUT_FILES, outs)}
-    idq = ("select coalesce(json_extract_string(json, '$.id'), json_extract_string(json, '$.data.id'), '<no id>') id, "
-           "count(*) n from read_ndjson_objects({src}) group by 1")
+    per = {
+        f: con.execute(f"select count(*) from read_ndjson_objects({_lit(p)})").fetchone()[0]
+        for f, p in zip(OUT_FILES, outs)
+    }
+    idq = (
+        "select coalesce(json_extract_string(json, '$.id'), json_extract_string(json, '$.data.id'), '<no id>') id, "
+        "count(*) n from read_ndjson_objects({src}) group by 1"
+    )
     mismatched = con.execute(
         f"with i as ({idq.format(src=_lit(input_path))}), o as ({idq.format(src=_list(outs))}) "
         "select coalesce(i.id, o.id), coalesce(i.n, 0), coalesce(o.n, 0) from i full outer join o on i.id = o.id "
-        "where coalesce(i.n, 0) <> coalesce(o.n, 0) limit 20").fetchall()
+        "where coalesce(i.n, 0) <> coalesce(o.n, 0) limit 20"
+    ).fetchall()
     passed = n_in == sum(per.values()) and not mismatched
     meta = {"input_rows": n_in, **{f"{f}_rows": n for f, n in per.items()}, "id_mismatches": len(mismatched)}
     if mismatched:
@@ -56,15 +62,24 @@ def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none")
         f"select count(*), count(*) filter (where fr = 'length') from "
         f"(select unnest(json_extract_string(json, '$.regeneration.turns[*].finish_reason')) fr from {regen})"
     ).fetchone()
-    answers = (f"(select unnest(json_extract_string(json, '$.conversations[*].role')) r, "
-               f"unnest(json_extract_string(json, '$.conversations[*].content')) c from {regen})")
+    answers = (
+        f"(select unnest(json_extract_string(json, '$.conversations[*].role')) r, "
+        f"unnest(json_extract_string(json, '$.conversations[*].content')) c from {regen})"
+    )
     empty, marked = con.execute(
         f"select count(*) filter (where r = 'assistant' and trim(coalesce(c, '')) = ''), "
         f"count(*) filter (where r = 'assistant' and regexp_matches(lower(coalesce(c, '')), '</?think>')) "
-        f"from {answers}").fetchone()
+        f"from {answers}"
+    ).fetchone()
     rate = truncated / turns if turns else 0.0
     marker_fail = reasoning != "save" and marked > 0
     passed = rate <= truncation_threshold and empty == 0 and not marker_fail
-    return passed, {"regenerated_turns": turns, "truncated_turns": truncated, "truncation_rate": round(rate, 4),
-                    "truncation_threshold": truncation_threshold, "empty_answers": empty,
-                    "answers_with_think_markers": marked, "reasoning": reasoning}
+    return passed, {
+        "regenerated_turns": turns,
+        "truncated_turns": truncated,
+        "truncation_rate": round(rate, 4),
+        "truncation_threshold": truncation_threshold,
+        "empty_answers": empty,
+        "answers_with_think_markers": marked,
+        "reasoning": reasoning,
+    }

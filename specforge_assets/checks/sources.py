@@ -5,6 +5,7 @@ quarantine.jsonl, manifest.json): no shared `.duckdb` file, so concurrent partit
 contend for a lock. `sources.sql` builds one row-level table in a single scan; each check
 aggregates it. The asset turns the outcomes into Dagster check results.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,17 @@ SAMPLE_IDS = 5
 # (The 29 characters of `chr(c).isspace()` over all code points, written out: computing them at
 # import scanned 1.1 M code points, ~0.3 s on every code load and run start.
 # tests/sources/test_checks_whitespace.py keeps the list equal to Python's.)
-_WS = ("\x09\x0a\x0b\x0c\x0d\x1c\x1d\x1e\x1f\x20\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
-       "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_WS = (
+    "\x09\x0a\x0b\x0c\x0d\x1c\x1d\x1e\x1f\x20\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 WS_LITERAL = "'" + _WS + "'"
 # The JSON text of a string made only of those characters, raw or escaped (\n, \u00a0, ...).
-_WS_ESCAPES = "|".join(["\\\\[nrtf]"] + [f"\\\\u{ord(c):04x}" for c in _WS] + [f"\\\\u{ord(c):04X}" for c in _WS if f"{ord(c):04x}" != f"{ord(c):04X}"])
+_WS_ESCAPES = "|".join(
+    ["\\\\[nrtf]"]
+    + [f"\\\\u{ord(c):04x}" for c in _WS]
+    + [f"\\\\u{ord(c):04X}" for c in _WS if f"{ord(c):04x}" != f"{ord(c):04X}"]
+)
 WS_JSON_REGEX = "'^\"(?:[" + "".join(f"\\x{{{ord(c):X}}}" for c in _WS) + "]|" + _WS_ESCAPES + ")*\"$'"
 
 
@@ -38,12 +45,24 @@ class CheckOutcome:
 
 # name → (blocking, description)
 CHECKS: dict[str, tuple[bool, str]] = {
-    "schema_valid": (True, "every row is {id: non-empty string, conversations: [{role: string, content: string}]} or {id, text: string}, one kind per source"),
+    "schema_valid": (
+        True,
+        "every row is {id: non-empty string, conversations: [{role: string, content: string}]} or {id, text: string}, one kind per source",
+    ),
     "no_empty_content": (True, "no message (or pre-formatted text) is empty or whitespace-only, no empty conversation"),
-    "valid_role_order": (True, "system only first, then user/assistant strictly alternating from user (SpecForge's validator)"),
+    "valid_role_order": (
+        True,
+        "system only first, then user/assistant strictly alternating from user (SpecForge's validator)",
+    ),
     "unique_ids": (True, "ids are unique across train and test"),
-    "no_duplicate_conversations": (False, "share of rows whose content (conversations or text) duplicates another row is within max_duplicate_rate"),
-    "quarantine_rate": (True, "quarantined / rows_in is at most the source's quarantine_threshold (gates from quarantine_min_rows quarantined rows on)"),
+    "no_duplicate_conversations": (
+        False,
+        "share of rows whose content (conversations or text) duplicates another row is within max_duplicate_rate",
+    ),
+    "quarantine_rate": (
+        True,
+        "quarantined / rows_in is at most the source's quarantine_threshold (gates from quarantine_min_rows quarantined rows on)",
+    ),
     "rows_reconcile": (True, "rows_in = train + test + quarantined, counted from the files"),
 }
 
@@ -105,10 +124,20 @@ def run_source_checks(
 
             files = _list_literal(data_files)
             try:
-                con.execute(SQL_FILE.read_text(encoding="utf-8").replace("{files}", files).replace("{ws_json_regex}", WS_JSON_REGEX).replace("{ws}", WS_LITERAL))
+                con.execute(
+                    SQL_FILE.read_text(encoding="utf-8")
+                    .replace("{files}", files)
+                    .replace("{ws_json_regex}", WS_JSON_REGEX)
+                    .replace("{ws}", WS_LITERAL)
+                )
                 scan = "structured"
             except (duckdb.InvalidInputException, duckdb.ConversionException):
-                con.execute(SQL_GENERIC_FILE.read_text(encoding="utf-8").replace("{files}", files).replace("{ws_json_regex}", WS_JSON_REGEX).replace("{ws}", WS_LITERAL))
+                con.execute(
+                    SQL_GENERIC_FILE.read_text(encoding="utf-8")
+                    .replace("{files}", files)
+                    .replace("{ws_json_regex}", WS_JSON_REGEX)
+                    .replace("{ws}", WS_LITERAL)
+                )
                 scan = "generic"
         else:
             con.execute(
@@ -124,52 +153,100 @@ def run_source_checks(
 
         bad = con.execute("SELECT count(*) FROM src WHERE NOT schema_ok").fetchone()[0]
         kinds = dict(con.execute("SELECT kind, count(*) FROM src GROUP BY kind").fetchall())
-        add("schema_valid", bad == 0 and len(kinds) <= 1, invalid_rows=bad, kinds=kinds,
-            offending_ids=_ids(con, "SELECT coalesce(id, '<no id>') FROM src WHERE NOT schema_ok"))
+        add(
+            "schema_valid",
+            bad == 0 and len(kinds) <= 1,
+            invalid_rows=bad,
+            kinds=kinds,
+            offending_ids=_ids(con, "SELECT coalesce(id, '<no id>') FROM src WHERE NOT schema_ok"),
+        )
 
         bad = con.execute("SELECT count(*) FROM src WHERE empty_content").fetchone()[0]
-        add("no_empty_content", bad == 0, rows_with_empty_content=bad,
-            offending_ids=_ids(con, "SELECT coalesce(id, '<no id>') FROM src WHERE empty_content"))
+        add(
+            "no_empty_content",
+            bad == 0,
+            rows_with_empty_content=bad,
+            offending_ids=_ids(con, "SELECT coalesce(id, '<no id>') FROM src WHERE empty_content"),
+        )
 
         bad = con.execute("SELECT count(*) FROM src WHERE NOT order_ok").fetchone()[0]
-        add("valid_role_order", bad == 0, rows_with_bad_order=bad,
-            offending_ids=_ids(con, "SELECT coalesce(id, '<no id>') FROM src WHERE NOT order_ok"))
+        add(
+            "valid_role_order",
+            bad == 0,
+            rows_with_bad_order=bad,
+            offending_ids=_ids(con, "SELECT coalesce(id, '<no id>') FROM src WHERE NOT order_ok"),
+        )
 
         dup_ids, dup_rows = con.execute(
             "SELECT count(*), coalesce(sum(n), 0) FROM (SELECT id, count(*) AS n FROM src GROUP BY id HAVING count(*) > 1)"
         ).fetchone()
-        add("unique_ids", dup_ids == 0, duplicated_ids=dup_ids, rows_sharing_an_id=int(dup_rows),
-            offending_ids=_ids(con, "SELECT id FROM src GROUP BY id HAVING count(*) > 1 ORDER BY id"))
+        add(
+            "unique_ids",
+            dup_ids == 0,
+            duplicated_ids=dup_ids,
+            rows_sharing_an_id=int(dup_rows),
+            offending_ids=_ids(con, "SELECT id FROM src GROUP BY id HAVING count(*) > 1 ORDER BY id"),
+        )
 
         extra = con.execute(
             "SELECT coalesce(sum(n - 1), 0), count(*) FROM (SELECT content_hash, count(*) AS n FROM src GROUP BY content_hash HAVING count(*) > 1)"
         ).fetchone()
         dup_extra, dup_groups = int(extra[0]), extra[1]
         rate = dup_extra / n_rows if n_rows else 0.0
-        add("no_duplicate_conversations", rate <= max_duplicate_rate, duplicate_rows=dup_extra, duplicate_groups=dup_groups,
-            duplicate_rate=round(rate, 6), max_duplicate_rate=max_duplicate_rate,
-            offending_ids=_ids(con, "SELECT id FROM src WHERE content_hash IN (SELECT content_hash FROM src GROUP BY content_hash HAVING count(*) > 1) ORDER BY content_hash, id"))
+        add(
+            "no_duplicate_conversations",
+            rate <= max_duplicate_rate,
+            duplicate_rows=dup_extra,
+            duplicate_groups=dup_groups,
+            duplicate_rate=round(rate, 6),
+            max_duplicate_rate=max_duplicate_rate,
+            offending_ids=_ids(
+                con,
+                "SELECT id FROM src WHERE content_hash IN (SELECT content_hash FROM src GROUP BY content_hash HAVING count(*) > 1) ORDER BY content_hash, id",
+            ),
+        )
 
         quarantined = _count_lines(con, out_dir / "quarantine.jsonl")
         rows_in = manifest.get("rows_in")
         q_rate = quarantined / rows_in if rows_in else (1.0 if quarantined else 0.0)
         q_ids = []
         if quarantined:
-            q_ids = [r[0] for r in con.execute(
-                f"SELECT coalesce(json_extract_string(json, '$.raw.id'), json_extract_string(json, '$.file') || ' row ' || json_extract_string(json, '$.row')) "
-                f"FROM read_ndjson_objects({_list_literal([out_dir / 'quarantine.jsonl'])}) LIMIT {SAMPLE_IDS}"
-            ).fetchall()]
-        add("quarantine_rate", rows_in is not None and (q_rate <= quarantine_threshold or quarantined < quarantine_min_rows),
-            quarantined=quarantined, rows_in=rows_in if rows_in is not None else -1, quarantine_rate=round(q_rate, 6),
-            threshold=quarantine_threshold, min_rows=quarantine_min_rows, offending_ids=q_ids)
+            q_ids = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT coalesce(json_extract_string(json, '$.raw.id'), json_extract_string(json, '$.file') || ' row ' || json_extract_string(json, '$.row')) "
+                    f"FROM read_ndjson_objects({_list_literal([out_dir / 'quarantine.jsonl'])}) LIMIT {SAMPLE_IDS}"
+                ).fetchall()
+            ]
+        add(
+            "quarantine_rate",
+            rows_in is not None and (q_rate <= quarantine_threshold or quarantined < quarantine_min_rows),
+            quarantined=quarantined,
+            rows_in=rows_in if rows_in is not None else -1,
+            quarantine_rate=round(q_rate, 6),
+            threshold=quarantine_threshold,
+            min_rows=quarantine_min_rows,
+            offending_ids=q_ids,
+        )
 
         per_file = dict(con.execute("SELECT file, count(*) FROM src GROUP BY file").fetchall())
         train = sum(v for k, v in per_file.items() if k.endswith("train.jsonl"))
         test = sum(v for k, v in per_file.items() if k.endswith("test.jsonl"))
         reconciled = rows_in is not None and rows_in == train + test + quarantined
-        matches_manifest = (manifest.get("rows_train"), manifest.get("rows_test"), manifest.get("quarantined")) == (train, test, quarantined)
-        add("rows_reconcile", reconciled and matches_manifest, rows_in=rows_in if rows_in is not None else -1,
-            train=train, test=test, quarantined=quarantined, matches_manifest=matches_manifest)
+        matches_manifest = (manifest.get("rows_train"), manifest.get("rows_test"), manifest.get("quarantined")) == (
+            train,
+            test,
+            quarantined,
+        )
+        add(
+            "rows_reconcile",
+            reconciled and matches_manifest,
+            rows_in=rows_in if rows_in is not None else -1,
+            train=train,
+            test=test,
+            quarantined=quarantined,
+            matches_manifest=matches_manifest,
+        )
         return out
     finally:
         con.close()

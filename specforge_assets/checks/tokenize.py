@@ -1,6 +1,7 @@
 """DuckDB checks over the tokenized shards (in-memory database, no Dagster import).
 
 Each function returns (passed, description, metadata dict)."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,22 @@ def _has_shards(ds: Path) -> bool:
 def zero_supervised(ds: Path, max_rate: float, template: str) -> tuple[bool, str, dict]:
     if not _has_shards(ds):
         return False, "no shards: the tokenized dataset is empty", {"rows": 0}
-    rows, zero = _con().execute(
-        f"SELECT count(*), count(*) FILTER (WHERE supervised_tokens = 0) FROM read_parquet('{_shards(ds)}')"
-    ).fetchone()
+    rows, zero = (
+        _con()
+        .execute(f"SELECT count(*), count(*) FILTER (WHERE supervised_tokens = 0) FROM read_parquet('{_shards(ds)}')")
+        .fetchone()
+    )
     rate = zero / rows if rows else 1.0
     md = {"rows": rows, "zero_supervised_rows": zero, "rate": rate, "max_rate": max_rate, "template": template}
     if rows and zero == rows:
-        return False, (f"every row has an all-zero loss mask: the assistant markers of chat template {template!r} "
-                       "never match the rendered text (wrong template for this tokenizer?)"), md
+        return (
+            False,
+            (
+                f"every row has an all-zero loss mask: the assistant markers of chat template {template!r} "
+                "never match the rendered text (wrong template for this tokenizer?)"
+            ),
+            md,
+        )
     ok = rate <= max_rate
     return ok, f"{zero} of {rows} rows have no supervised token ({rate:.2%}, allowed {max_rate:.2%})", md
 
@@ -41,11 +50,16 @@ def zero_supervised(ds: Path, max_rate: float, template: str) -> tuple[bool, str
 def supervised_fraction(ds: Path, lo: float, hi: float) -> tuple[bool, str, dict]:
     if not _has_shards(ds):
         return False, "no shards", {}
-    tok, sup = _con().execute(
-        f"SELECT sum(length), sum(supervised_tokens) FROM read_parquet('{_shards(ds)}')").fetchone()
+    tok, sup = (
+        _con().execute(f"SELECT sum(length), sum(supervised_tokens) FROM read_parquet('{_shards(ds)}')").fetchone()
+    )
     frac = (sup or 0) / tok if tok else 0.0
     ok = lo <= frac <= hi
-    return ok, f"supervised fraction {frac:.3f} (bounds {lo}–{hi})", {"tokens": tok, "supervised_tokens": sup, "fraction": frac}
+    return (
+        ok,
+        f"supervised fraction {frac:.3f} (bounds {lo}–{hi})",
+        {"tokens": tok, "supervised_tokens": sup, "fraction": frac},
+    )
 
 
 def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict, str]:
@@ -77,15 +91,27 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict,
             con.executemany("INSERT INTO e VALUES (?)", err_ids)
     missing = con.execute("SELECT id FROM m WHERE id NOT IN (SELECT id FROM t) ORDER BY id").fetchall()
     unaccounted = con.execute(
-        "SELECT id FROM m WHERE id NOT IN (SELECT id FROM t) AND id NOT IN (SELECT id FROM e) ORDER BY id LIMIT 20").fetchall()
+        "SELECT id FROM m WHERE id NOT IN (SELECT id FROM t) AND id NOT IN (SELECT id FROM e) ORDER BY id LIMIT 20"
+    ).fetchall()
     extra = con.execute("SELECT count(*) FROM t WHERE id NOT IN (SELECT id FROM m)").fetchone()[0]
-    md = {"rows": n, "distinct_ids": nd, "mix_rows": con.execute("SELECT count(*) FROM m").fetchone()[0],
-          "missing_from_shards": len(missing), "quarantined": con.execute("SELECT count(*) FROM e").fetchone()[0],
-          "not_in_mix": extra, "examples_missing": [m[0] for m in missing[:10]]}
+    md = {
+        "rows": n,
+        "distinct_ids": nd,
+        "mix_rows": con.execute("SELECT count(*) FROM m").fetchone()[0],
+        "missing_from_shards": len(missing),
+        "quarantined": con.execute("SELECT count(*) FROM e").fetchone()[0],
+        "not_in_mix": extra,
+        "examples_missing": [m[0] for m in missing[:10]],
+    }
     if n != nd:
         return False, f"{n - nd} duplicate ids in the shards", md, "ERROR"
     if unaccounted or extra:
-        return False, f"{len(unaccounted)} mix ids neither tokenized nor quarantined; {extra} ids not from the mix", md, "ERROR"
+        return (
+            False,
+            f"{len(unaccounted)} mix ids neither tokenized nor quarantined; {extra} ids not from the mix",
+            md,
+            "ERROR",
+        )
     if missing:
         return False, f"{len(missing)} mix rows could not be tokenized (see errors.jsonl)", md, "WARN"
     return True, f"{n} ids, unique, all {md['mix_rows']} mix rows present", md, "ERROR"
@@ -94,12 +120,20 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict,
 def lengths_within(ds: Path, max_length: int) -> tuple[bool, str, dict]:
     if not _has_shards(ds):
         return False, "no shards", {}
-    mx, bad = _con().execute(
-        f"SELECT max(length), count(*) FILTER (WHERE length > {int(max_length)} OR len(input_ids) != length "
-        f"OR len(loss_mask) != length) FROM read_parquet('{_shards(ds)}')").fetchone()
+    mx, bad = (
+        _con()
+        .execute(
+            f"SELECT max(length), count(*) FILTER (WHERE length > {int(max_length)} OR len(input_ids) != length "
+            f"OR len(loss_mask) != length) FROM read_parquet('{_shards(ds)}')"
+        )
+        .fetchone()
+    )
     ok = bad == 0
-    return ok, f"longest row {mx} tokens (max_length {max_length}); {bad} rows too long or inconsistent", {
-        "max_row_length": mx, "bad_rows": bad, "max_length": max_length}
+    return (
+        ok,
+        f"longest row {mx} tokens (max_length {max_length}); {bad} rows too long or inconsistent",
+        {"max_row_length": mx, "bad_rows": bad, "max_length": max_length},
+    )
 
 
 def vocab_mapping_valid(path: Path, draft: int, target: int) -> tuple[bool, str, dict]:

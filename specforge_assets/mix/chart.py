@@ -1,5 +1,6 @@
 """The mix chart file (rows and characters per source), drawn by `specforge_assets.charts`:
 every bar carries its value and a source with zero rows is a labelled hairline, not a missing bar."""
+
 from __future__ import annotations
 
 from pathlib import Path

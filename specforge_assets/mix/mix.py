@@ -12,6 +12,7 @@ when a source has no regenerated output), then, in this order:
 Every dropped row goes to `quarantine.jsonl` with its reason, so
 `rows_in == train + test + quarantined`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,11 +38,12 @@ _ASSISTANT_ROLES = frozenset({"assistant", "gpt", "chatgpt", "bing", "bard"})
 class MixError(ValueError, UserError):
     """The mix cannot be built as configured (no data, nothing left after filtering)."""
 
+
 DEFAULTS: dict[str, Any] = {
-    "sources": None,          # null → every source with data; or a list of keys
-    "weights": {},            # {key: relative weight}; sources not listed get weight 1
-    "caps": {},               # {key: max rows}
-    "total_rows": None,       # with weights: target size of the mix (no upsampling)
+    "sources": None,  # null → every source with data; or a list of keys
+    "weights": {},  # {key: relative weight}; sources not listed get weight 1
+    "caps": {},  # {key: max rows}
+    "total_rows": None,  # with weights: target size of the mix (no upsampling)
     "dedup": {"exact": True, "near_dup_prefix_chars": 0},
     "seed": 42,
     "eval": {"fraction": 0.05, "min_rows": 32, "max_rows": 1000},
@@ -226,8 +228,9 @@ def rows_content_sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | None = None,
-              out_dir: Path | str | None = None) -> dict:
+def build_mix(
+    root: Path | str, config: dict | None = None, keys: list[str] | None = None, out_dir: Path | str | None = None
+) -> dict:
     """Write `{train,test,quarantine}.jsonl` into `out_dir` (default `<root>/mix`); return the
     realized-mix report, with `content_version`: the hash of what downstream consumes of the
     train and test rows (ids, sources, conversations/text, tools), in order."""
@@ -246,7 +249,9 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
         selected = list(wanted)
     for k in list(cfg["weights"]) + list(cfg["caps"]):
         if k not in selected:
-            raise ValueError(f"configs/mix.yaml names source {k!r} in weights/caps but it is not in the mix ({selected})")
+            raise ValueError(
+                f"configs/mix.yaml names source {k!r} in weights/caps but it is not in the mix ({selected})"
+            )
 
     out_dir = Path(out_dir) if out_dir is not None else root / "mix"
     quarantine: list[dict] = []
@@ -267,7 +272,9 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
     for key in selected:
         path, origin = source_file(root, key)
         if path is None:
-            raise FileNotFoundError(f"source {key!r}: neither regenerated/{key}/train.jsonl nor sources/{key}/train.jsonl exists under {root}")
+            raise FileNotFoundError(
+                f"source {key!r}: neither regenerated/{key}/train.jsonl nor sources/{key}/train.jsonl exists under {root}"
+            )
         st = os.stat(path)
         stamps[key] = (st.st_size, st.st_mtime_ns)
         inputs[key] = {"path": str(path), "origin": origin, "sha256": sha256_file(path)}
@@ -283,13 +290,26 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
                 try:
                     row = loads_object(line)
                 except RowDecodeError as e:
-                    quarantine.append({"source": key, "line": lineno, "id": None, "field": e.field,
-                                       "reason": f"invalid JSON: {e.reason}"})
+                    quarantine.append(
+                        {
+                            "source": key,
+                            "line": lineno,
+                            "id": None,
+                            "field": e.field,
+                            "reason": f"invalid JSON: {e.reason}",
+                        }
+                    )
                     continue
                 err = validate_row(row)
                 if err:
-                    quarantine.append({"source": key, "line": lineno, "id": row.get("id") if isinstance(row, dict) else None,
-                                       "reason": f"invalid row: {err}"})
+                    quarantine.append(
+                        {
+                            "source": key,
+                            "line": lineno,
+                            "id": row.get("id") if isinstance(row, dict) else None,
+                            "reason": f"invalid row: {err}",
+                        }
+                    )
                     continue
                 rid = row.get("id")
                 rid = str(rid) if rid is not None else f"{key}-{lineno}"
@@ -299,16 +319,28 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
                     if h in seen_exact:
                         k0, id0 = seen_exact[h]
                         dup_pairs[(k0, key)] += 1
-                        quarantine.append({"source": key, "line": lineno, "id": rid,
-                                           "reason": f"duplicate: same content as {id0!r} from {k0!r}"})
+                        quarantine.append(
+                            {
+                                "source": key,
+                                "line": lineno,
+                                "id": rid,
+                                "reason": f"duplicate: same content as {id0!r} from {k0!r}",
+                            }
+                        )
                         continue
                 if near_n > 0:
                     hp = content_hash(text[:near_n])
                     if hp in seen_near:
                         k0, id0 = seen_near[hp]
                         dup_pairs[(k0, key)] += 1
-                        quarantine.append({"source": key, "line": lineno, "id": rid,
-                                           "reason": f"near-duplicate: first {near_n} chars equal {id0!r} from {k0!r}"})
+                        quarantine.append(
+                            {
+                                "source": key,
+                                "line": lineno,
+                                "id": rid,
+                                "reason": f"near-duplicate: first {near_n} chars equal {id0!r} from {k0!r}",
+                            }
+                        )
                         continue
                 if rid in used_ids:
                     rid = f"{key}-{rid}"
@@ -358,8 +390,11 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
                 f.seek(at)
                 yield {**loads_object(f.readline()), "id": rid, "source": key}
 
-        for name, rows in (("train.jsonl", materialized(train)), ("test.jsonl", materialized(test)),
-                           ("quarantine.jsonl", quarantine)):
+        for name, rows in (
+            ("train.jsonl", materialized(train)),
+            ("test.jsonl", materialized(test)),
+            ("quarantine.jsonl", quarantine),
+        ):
             versioned = name != "quarantine.jsonl"
             if versioned:
                 content.split(name)
@@ -372,8 +407,10 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
                 for k in selected:  # rows were re-read by offset: the inputs must not have changed
                     st = os.stat(inputs[k]["path"])
                     if (st.st_size, st.st_mtime_ns) != stamps[k]:
-                        raise RuntimeError(f"mix input {inputs[k]['path']} changed while the mix was being "
-                                           "built (an upstream run wrote it); materialize the mix again")
+                        raise RuntimeError(
+                            f"mix input {inputs[k]['path']} changed while the mix was being "
+                            "built (an upstream run wrote it); materialize the mix again"
+                        )
 
     per_source = {}
     for key in selected:
@@ -381,10 +418,17 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
         te = [r for r in test if r[0] == key]
         q = Counter(x["reason"].split(":")[0] for x in quarantine if x["source"] == key)
         per_source[key] = {
-            "rows_in": rows_in[key], "rows_after_dedup": avail[key], "target_rows": targets[key],
-            "train_rows": len(tr), "test_rows": len(te), "train_chars": sum(r[3] for r in tr),
-            "quarantined": dict(q), "origin": inputs[key]["origin"],
-            "rows_no_assistant_turn": sum(1 for x in quarantine if x["source"] == key and NO_ASSISTANT_TURN in x["reason"]),
+            "rows_in": rows_in[key],
+            "rows_after_dedup": avail[key],
+            "target_rows": targets[key],
+            "train_rows": len(tr),
+            "test_rows": len(te),
+            "train_chars": sum(r[3] for r in tr),
+            "quarantined": dict(q),
+            "origin": inputs[key]["origin"],
+            "rows_no_assistant_turn": sum(
+                1 for x in quarantine if x["source"] == key and NO_ASSISTANT_TURN in x["reason"]
+            ),
         }
     total_train = len(train) + len(test)
     weights = cfg["weights"] or {}
@@ -392,8 +436,12 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
     if weights:
         tot_w = sum(float(weights.get(k, 1.0)) for k in selected) or 1.0
         for k in selected:
-            shares[k] = {"target": float(weights.get(k, 1.0)) / tot_w,
-                         "realized": (per_source[k]["train_rows"] + per_source[k]["test_rows"]) / total_train if total_train else 0.0}
+            shares[k] = {
+                "target": float(weights.get(k, 1.0)) / tot_w,
+                "realized": (per_source[k]["train_rows"] + per_source[k]["test_rows"]) / total_train
+                if total_train
+                else 0.0,
+            }
     report = {
         "sources": selected,
         "inputs": inputs,
@@ -412,14 +460,18 @@ def build_mix(root: Path | str, config: dict | None = None, keys: list[str] | No
         "test_sha256": sha256_file(out_dir / "test.jsonl"),
         "content_version": content.hexdigest()[:32],
     }
-    assert report["rows_in"] == report["train_rows"] + report["test_rows"] + report["quarantined_rows"], "mix counts do not reconcile"
+    assert report["rows_in"] == report["train_rows"] + report["test_rows"] + report["quarantined_rows"], (
+        "mix counts do not reconcile"
+    )
     return report
 
 
 def _empty_mix_message(selected: list[str], rows_in: Counter, quarantine: list[dict]) -> str:
     """Why a mix of zero rows is refused, with the counted reasons."""
     if not selected:
-        return "the mix has no sources: no source has data (materialize sources/* first, or list them in configs/mix.yaml)"
+        return (
+            "the mix has no sources: no source has data (materialize sources/* first, or list them in configs/mix.yaml)"
+        )
     total = sum(rows_in.values())
     if total == 0:
         return f"the mix would have 0 rows: sources {selected} hold no rows"
@@ -427,6 +479,8 @@ def _empty_mix_message(selected: list[str], rows_in: Counter, quarantine: list[d
     top = ", ".join(f"{n} {r}" for r, n in reasons.most_common(4))
     msg = f"the mix would have 0 rows: all {total} rows of sources {selected} were dropped ({top})"
     if sum(1 for q in quarantine if NO_ASSISTANT_TURN in q["reason"]) == total:
-        msg = (f"the mix would have 0 rows: all {total} rows of sources {selected} are prompt-only (no assistant turn): "
-               "regenerate these sources first (regenerated/<key>/train.jsonl is used when present)")
+        msg = (
+            f"the mix would have 0 rows: all {total} rows of sources {selected} are prompt-only (no assistant turn): "
+            "regenerate these sources first (regenerated/<key>/train.jsonl is used when present)"
+        )
     return msg

@@ -12,6 +12,7 @@
   rows are left to retry, no partial journal exists and the outputs on disk are intact — decided
   before any server is launched or probed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -87,8 +88,13 @@ def model_dir_identity(path: str | Path, cache_file: Path | None = None) -> dict
     and its provenance `manifest.json` left out), or the id itself for a hub id."""
     p = Path(str(path)).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.name != "manifest.json"
-                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        files = sorted(
+            f
+            for f in p.rglob("*")
+            if f.is_file()
+            and f.name != "manifest.json"
+            and not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
         hashes = _hash_with_stat_cache(files, cache_file)
         return {"files_sha256": sha256_json({str(f.relative_to(p)): hashes[str(f)] for f in files})}
     if p.is_file():
@@ -96,7 +102,9 @@ def model_dir_identity(path: str | Path, cache_file: Path | None = None) -> dict
     return {"hub_id": str(path)}
 
 
-def settings_fingerprint(cfg: dict, target_path: Callable[[], str | Path], root: Path | None = None) -> tuple[str, dict]:
+def settings_fingerprint(
+    cfg: dict, target_path: Callable[[], str | Path], root: Path | None = None
+) -> tuple[str, dict]:
     """(hash, the content settings it covers) of a flat source config (`config.source_config`).
     No server is launched or contacted."""
     if not cfg["enabled"]:
@@ -113,11 +121,15 @@ def settings_fingerprint(cfg: dict, target_path: Callable[[], str | Path], root:
         launch = cfg["launch"]
         backend = resolve_backend(launch.get("backend", "auto"))
         cache_file = Path(root) / "regenerated" / ".cache" / "file-hashes.json" if root is not None else None
-        content["model"] = {"launched": model_dir_identity(launch.get("model_path") or target_path(), cache_file),
-                            "backend": backend, "extra_args": list(launch.get("extra_args") or []),
-                            "requested_name": cfg["model"]}
-        content["dialect"] = (("transformers" if backend == "transformers" else "openai")
-                              if cfg["dialect"] == "auto" else cfg["dialect"])
+        content["model"] = {
+            "launched": model_dir_identity(launch.get("model_path") or target_path(), cache_file),
+            "backend": backend,
+            "extra_args": list(launch.get("extra_args") or []),
+            "requested_name": cfg["model"],
+        }
+        content["dialect"] = (
+            ("transformers" if backend == "transformers" else "openai") if cfg["dialect"] == "auto" else cfg["dialect"]
+        )
     return sha256_json(content), content
 
 

@@ -22,6 +22,7 @@
   Basic auth to that server only and never kept in the address: labels, logs, stats and row
   provenance only ever see `host:port`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,7 +68,7 @@ def _host_port(netloc: str, scheme: str, name: str, shown: str) -> tuple[str, in
         end = netloc.find("]")
         if end < 0:
             raise ServerAddressError(f"{name} {shown} is not a valid address (Invalid IPv6 URL: no closing ']')")
-        host, after = netloc[1:end], netloc[end + 1:]
+        host, after = netloc[1:end], netloc[end + 1 :]
         if after and not after.startswith(":"):
             raise ServerAddressError(f"{name} {shown} is not a valid address (text after ']' that is not :PORT)")
         port = after[1:] if after else None
@@ -82,8 +83,9 @@ def _host_port(netloc: str, scheme: str, name: str, shown: str) -> tuple[str, in
             raise ServerAddressError(f"{name} {shown} has an empty port (give HOST:PORT, e.g. 127.0.0.1:30000)")
         return host, default
     if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ServerAddressError(f"{name} {shown} has port {clean(port)!r}, not a number in 1-65535 "
-                                 "(give HOST:PORT, e.g. 127.0.0.1:30000)")
+        raise ServerAddressError(
+            f"{name} {shown} has port {clean(port)!r}, not a number in 1-65535 (give HOST:PORT, e.g. 127.0.0.1:30000)"
+        )
     return host, int(port)
 
 
@@ -197,14 +199,20 @@ class _Http:
     def __init__(self, base: str, headers: dict, settings: RegenSettings, tls: ssl.SSLContext | None):
         self.base = base
         self.session = aiohttp.ClientSession(
-            headers=headers, trust_env=False, proxy=env_proxy(base),
-            connector=aiohttp.TCPConnector(limit=int(settings.concurrency) + 2, limit_per_host=0,
-                                           ssl=tls if tls is not None else True),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s,
-                                          sock_read=settings.request_timeout_s))
+            headers=headers,
+            trust_env=False,
+            proxy=env_proxy(base),
+            connector=aiohttp.TCPConnector(
+                limit=int(settings.concurrency) + 2, limit_per_host=0, ssl=tls if tls is not None else True
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.request_timeout_s
+            ),
+        )
 
-    async def request(self, method: str, path: str, body: bytes | None = None,
-                      timeout: float | None = None) -> HttpReply:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, timeout: float | None = None
+    ) -> HttpReply:
         """`method` `base` + `path` (path from ``/``) with `body`; `timeout`: seconds for the whole
         request instead of the session's. Raises aiohttp.ClientError / asyncio.TimeoutError."""
         kw = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
@@ -260,7 +268,8 @@ class ServerPool:
                 if api_key:
                     raise ServerAddressError(
                         f"server address {strip_credentials(a)} carries credentials and an API key is set too "
-                        "(SPECFORGE_REGEN_API_KEY / api_key_env); give one of them")
+                        "(SPECFORGE_REGEN_API_KEY / api_key_env); give one of them"
+                    )
                 headers["authorization"] = basic
             if base.startswith("https://") and tls is None:
                 tls = ssl.create_default_context()  # once per pool: loading the CAs takes ~25 ms
@@ -291,9 +300,12 @@ class ServerPool:
         results = await asyncio.gather(*(self._initial_probe(s, probe_chat) for s in self.servers))
         bad = [f"{s.label}: {err}" for s, err in zip(self.servers, results) if err]
         if len(bad) == len(self.servers):
-            raise NoServerAvailable("no regeneration server answered the start probe (" + "; ".join(
-                " ".join(b.split()) for b in bad) + "); check --server-address / server_addresses and that the "
-                "server is running and serves this model")
+            raise NoServerAvailable(
+                "no regeneration server answered the start probe ("
+                + "; ".join(" ".join(b.split()) for b in bad)
+                + "); check --server-address / server_addresses and that the "
+                "server is running and serves this model"
+            )
         for s, err in zip(self.servers, results):
             if err:
                 s.up = False
@@ -307,8 +319,12 @@ class ServerPool:
                 body = self.settings.request_body([{"role": "user", "content": "Hello, how are you?"}], None)
                 body["max_tokens"] = 1
                 body.pop("generation_config", None)
-                r = await s.http.request("POST", "/v1/chat/completions", json.dumps(body).encode(),
-                                          timeout=max(self.settings.connect_timeout_s, 60.0))
+                r = await s.http.request(
+                    "POST",
+                    "/v1/chat/completions",
+                    json.dumps(body).encode(),
+                    timeout=max(self.settings.connect_timeout_s, 60.0),
+                )
                 if r.status != 200:
                     return f"HTTP {r.status}: {r.text(300)}"
                 model = json.loads(r.body).get("model")
@@ -394,8 +410,8 @@ class ServerPool:
                     if now >= deadline:
                         raise NoServerAvailable(
                             f"every regeneration server has been out of rotation for "
-                            f"{self.settings.all_down_timeout_s:.0f}s: "
-                            + ", ".join(s.label for s in self.servers))
+                            f"{self.settings.all_down_timeout_s:.0f}s: " + ", ".join(s.label for s in self.servers)
+                        )
                     try:
                         await asyncio.wait_for(self._cond.wait(), timeout=min(1.0, deadline - now))
                     except asyncio.TimeoutError:
@@ -442,9 +458,13 @@ class ServerPool:
                 await self._release(s)
                 self._mark_failure(s)
                 last, last_kind, last_bad = _short_error(e), "transient_exhausted", None
-                self._count("timeout" if isinstance(e, asyncio.TimeoutError) else
-                            "bad_response" if isinstance(e, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError))
-                            else "connection")
+                self._count(
+                    "timeout"
+                    if isinstance(e, asyncio.TimeoutError)
+                    else "bad_response"
+                    if isinstance(e, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError))
+                    else "connection"
+                )
                 avoid = s.address
                 continue
             await self._release(s)
@@ -481,8 +501,7 @@ class ServerPool:
             # permanent: the request itself is wrong (e.g. context overflow); the server is fine.
             s.consecutive_failures = 0
             self.error_kinds[f"http_{code}"] = self.error_kinds.get(f"http_{code}", 0) + 1
-            raise RequestFailed(f"HTTP {code} from {s.label}: {text}", kind=f"http_{code}", server=s.label,
-                                status=code)
+            raise RequestFailed(f"HTTP {code} from {s.label}: {text}", kind=f"http_{code}", server=s.label, status=code)
         msg = f"gave up after {st.max_attempts} attempts; last error: {last}"
         if last_bad is not None:
             bad = BadReply(msg, last_kind, finish_reason=last_bad.finish_reason, status=last_bad.status)
@@ -491,5 +510,14 @@ class ServerPool:
         raise RequestFailed(msg, kind=last_kind)
 
     def stats(self) -> dict:
-        return {s.label: {"requests": s.requests, "ok": s.ok, "failures": s.failures, "ejections": s.ejections,
-                          "up": s.up, "model": s.model} for s in self.servers}
+        return {
+            s.label: {
+                "requests": s.requests,
+                "ok": s.ok,
+                "failures": s.failures,
+                "ejections": s.ejections,
+                "up": s.up,
+                "model": s.model,
+            }
+            for s in self.servers
+        }

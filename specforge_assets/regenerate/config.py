@@ -1,4 +1,5 @@
 """configs/regenerate.yaml: defaults + per-source overrides + per-run overrides -> one flat config."""
+
 from __future__ import annotations
 
 import copy
@@ -36,9 +37,25 @@ DEFAULTS: dict[str, Any] = {
     "progress_interval_s": 15.0,  # progress line (rows, rows/s, tokens/s, ETA) in the run log
 }
 
-SETTINGS_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "reasoning",
-                 "extra_body", "num_samples", "beyond_limit", "concurrency", "connect_timeout_s",
-                 "request_timeout_s", "max_attempts", "lock_wait_s", "progress_interval_s")
+SETTINGS_KEYS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "seed",
+    "reasoning",
+    "extra_body",
+    "num_samples",
+    "beyond_limit",
+    "concurrency",
+    "connect_timeout_s",
+    "request_timeout_s",
+    "max_attempts",
+    "lock_wait_s",
+    "progress_interval_s",
+)
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:
@@ -63,8 +80,7 @@ def source_config(key: str, yaml_cfg: dict | None = None, overrides: dict | None
     cfg = load_config("regenerate") if yaml_cfg is None else yaml_cfg
     merged = _merge(DEFAULTS, cfg.get("defaults") or {}, "regenerate.yaml defaults")
     merged = _merge(merged, (cfg.get("sources") or {}).get(key) or {}, f"regenerate.yaml sources.{key}")
-    merged = _merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None and v != []},
-                    "run config")
+    merged = _merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None and v != []}, "run config")
     return merged
 
 

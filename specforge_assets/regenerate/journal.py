@@ -31,6 +31,7 @@ rows are never final: a run that ends with error rows keeps its journal (state "
 and the next run with the same settings reuses every success / skipped / passthrough record
 and redoes only the error rows (and any row it has no record of).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,7 @@ def journal_paths(output_path: Path) -> tuple[Path, Path]:
     """(journal, state) paths beside the output: `.<stem>.regen-journal.sqlite`, `.<stem>.regen-state.json`."""
     output_path = Path(output_path)
     stem = output_path.name[:-6] if output_path.name.endswith(".jsonl") else output_path.name
-    return (output_path.with_name(f".{stem}.regen-journal.sqlite"),
-            output_path.with_name(f".{stem}.regen-state.json"))
+    return (output_path.with_name(f".{stem}.regen-journal.sqlite"), output_path.with_name(f".{stem}.regen-state.json"))
 
 
 def _legacy_path(output_path: Path) -> Path:
@@ -154,8 +154,10 @@ def row_keys(input_path: Path, log: Callable[[str], None] | None = None) -> list
                 i += 1
         if log is not None:
             more = f" (and {len(shared) - 1} more shared ids)" if len(shared) > 1 else ""
-            log(f"regenerate: id {example[0]} is on lines {example[1]} and {example[2]} of {input_path}{more}; "
-                "rows that share an id are told apart by their content")
+            log(
+                f"regenerate: id {example[0]} is on lines {example[1]} and {example[2]} of {input_path}{more}; "
+                "rows that share an id are told apart by their content"
+            )
     seen: dict[str, int] = {}
     for i, k in enumerate(keys):
         n = seen.get(k, 0) + 1
@@ -178,8 +180,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _diff_keys(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
-    return sorted(k.split(".", 1)[-1] if k.startswith("settings.") else k
-                  for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return sorted(
+        k.split(".", 1)[-1] if k.startswith("settings.") else k for k in set(a) | set(b) if a.get(k) != b.get(k)
+    )
 
 
 def resume_fingerprint(fingerprint: dict) -> dict:
@@ -252,11 +255,14 @@ class Journal:
         code = getattr(e, "sqlite_errorcode", None)
         text = f"No space left on device ({e})" if code == _SQLITE_FULL else str(e)
         if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
-            return JournalUnreadable(f"regeneration journal {self.path} is not a journal database ({text}); "
-                                     "restart to discard it (CLI: run without --resume; asset: config restart: true)")
+            return JournalUnreadable(
+                f"regeneration journal {self.path} is not a journal database ({text}); "
+                "restart to discard it (CLI: run without --resume; asset: config restart: true)"
+            )
         return JournalWriteError(
             f"cannot {what} regeneration journal {self.path}: {text} "
-            "(rows written before this point are safe; free space / fix permissions and resume)")
+            "(rows written before this point are safe; free space / fix permissions and resume)"
+        )
 
     def _meta_fingerprint(self) -> dict | None:
         row = self._conn().execute("SELECT v FROM meta WHERE k = 'fingerprint'").fetchone()
@@ -267,16 +273,24 @@ class Journal:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         db.execute("DELETE FROM rows")
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('fingerprint', ?)",
-                   (str(SCHEMA_VERSION), dumps_clean(fingerprint, sort_keys=True)))
+        db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('fingerprint', ?)",
+            (str(SCHEMA_VERSION), dumps_clean(fingerprint, sort_keys=True)),
+        )
         db.execute("COMMIT")
 
     def _remove_files(self) -> None:
         for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"), self.legacy_path):
             p.unlink(missing_ok=True)
 
-    def prepare(self, fingerprint: dict, resume: bool, restart: bool, input_path: Path | None = None,
-                log: Callable[[str], None] | None = None) -> dict[int, str]:
+    def prepare(
+        self,
+        fingerprint: dict,
+        resume: bool,
+        restart: bool,
+        input_path: Path | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> dict[int, str]:
         """Open the journal for a run over `input_path`. Returns the rows already done
         (input position -> status), error rows left out (`RETRY_STATUSES`): the caller redoes them.
 
@@ -305,7 +319,8 @@ class Journal:
                 raise ConfigChanged(
                     f"{self.path.parent}: existing partial regeneration was made with different settings "
                     f"({', '.join(changed)} changed); finish it with the old settings, or restart "
-                    "(CLI: run without --resume; asset: config restart: true) to discard it")
+                    "(CLI: run without --resume; asset: config restart: true) to discard it"
+                )
             if not keep or old != fp:
                 self._reset(fp)
                 if keep and state is not None and state.get("fingerprint") == fingerprint:

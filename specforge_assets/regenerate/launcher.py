@@ -4,6 +4,7 @@ Backends: `transformers serve` (CPU-friendly, always available with `transformer
 `python -m sglang.launch_server` (when sglang is installed). Only the process this module started
 (and its process group) is ever signalled.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -55,9 +56,18 @@ def resolve_backend(backend: str) -> str:
 class LocalServer:
     """Context manager: `with LocalServer(model_dir) as srv: srv.address` -> "127.0.0.1:PORT"."""
 
-    def __init__(self, model_path: str | Path, backend: str = "auto", host: str = "127.0.0.1",
-                 port: int | None = None, extra_args: list[str] | None = None, startup_timeout_s: float = 300.0,
-                 device: str = "cpu", log=print, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path,
+        backend: str = "auto",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        startup_timeout_s: float = 300.0,
+        device: str = "cpu",
+        log=print,
+        trust_remote_code: bool = False,
+    ):
         self.model_path = str(model_path)
         self.backend = resolve_backend(backend)
         self.host = host
@@ -84,39 +94,72 @@ class LocalServer:
 
     def command(self) -> list[str]:
         if self.backend == "transformers":
-            cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", self.model_path,
-                   "--host", self.host, "--port", str(self.port), "--device", self.device,
-                   "--log-level", "warning"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "transformers.cli.transformers",
+                "serve",
+                self.model_path,
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--device",
+                self.device,
+                "--log-level",
+                "warning",
+            ]
             if self.trust_remote_code:
                 cmd.append("--trust-remote-code")
         else:
-            cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", self.model_path,
-                   "--host", self.host, "--port", str(self.port)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "sglang.launch_server",
+                "--model-path",
+                self.model_path,
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ]
             if self.trust_remote_code:
                 cmd.append("--trust-remote-code")
         return cmd + self.extra_args
 
     def start(self) -> "LocalServer":
         if self.backend == "transformers" and importlib.util.find_spec("fastapi") is None:
-            raise ServerLaunchError("`transformers serve` needs its serving extras: pip install 'transformers[serving]'")
+            raise ServerLaunchError(
+                "`transformers serve` needs its serving extras: pip install 'transformers[serving]'"
+            )
         if not Path(self.model_path).exists():
-            raise ServerLaunchError(f"model dir {self.model_path} does not exist (materialize models/target_model "
-                                    "or set model_path)")
-        self._logfile = tempfile.NamedTemporaryFile("w+b", prefix="specforge-regen-server-", suffix=".log",
-                                                    delete=False)
+            raise ServerLaunchError(
+                f"model dir {self.model_path} does not exist (materialize models/target_model or set model_path)"
+            )
+        self._logfile = tempfile.NamedTemporaryFile(
+            "w+b", prefix="specforge-regen-server-", suffix=".log", delete=False
+        )
         env = dict(os.environ)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env["HF_HUB_OFFLINE"] = env.get("HF_HUB_OFFLINE", "1")
         self.log(f"starting {self.backend} server for {self.model_path} on {self.address}")
-        self.proc = subprocess.Popen(self.command(), stdout=self._logfile, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=self._logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=2.0, trust_env=False) as c:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise ServerLaunchError(f"{self.backend} server exited with code {self.proc.returncode} "
-                                            f"before answering; last output:\n{self.tail()}")
+                    raise ServerLaunchError(
+                        f"{self.backend} server exited with code {self.proc.returncode} "
+                        f"before answering; last output:\n{self.tail()}"
+                    )
                 try:
                     if c.get(f"http://{self.address}/health").status_code == 200:
                         self.log(f"{self.backend} server on {self.address} is healthy")
@@ -125,8 +168,10 @@ class LocalServer:
                     pass
                 time.sleep(0.25)
         self.stop()
-        raise ServerLaunchError(f"{self.backend} server did not become healthy within "
-                                f"{self.startup_timeout_s:.0f}s; last output:\n{self.tail()}")
+        raise ServerLaunchError(
+            f"{self.backend} server did not become healthy within "
+            f"{self.startup_timeout_s:.0f}s; last output:\n{self.tail()}"
+        )
 
     def tail(self, n: int = 2000) -> str:
         if not self._logfile:

@@ -7,6 +7,7 @@ Output: train.jsonl (+ test.jsonl), errors.jsonl, skipped.jsonl, manifest.json.
   through unchanged by default (`test_split: regenerate` regenerates it too, its errors/skips in
   test_errors.jsonl / test_skipped.jsonl).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,18 +38,30 @@ def servers_for(cfg: dict, log: Callable[[str], None], target_path: Callable[[],
     if cfg["server_addresses"]:
         if not cfg["model"]:
             raise ValueError("regeneration with server_addresses needs `model` (the served model name)")
-        yield {"addresses": list(cfg["server_addresses"]), "model": cfg["model"],
-               "dialect": "openai" if cfg["dialect"] == "auto" else cfg["dialect"], "launched": None}
+        yield {
+            "addresses": list(cfg["server_addresses"]),
+            "model": cfg["model"],
+            "dialect": "openai" if cfg["dialect"] == "auto" else cfg["dialect"],
+            "launched": None,
+        }
         return
     launch = cfg["launch"]
     model_path = launch.get("model_path") or target_path()
-    srv = LocalServer(model_path, backend=launch.get("backend", "auto"),
-                      startup_timeout_s=float(launch.get("startup_timeout_s", 300)),
-                      extra_args=list(launch.get("extra_args") or []), device=launch.get("device", "cpu"), log=log)
+    srv = LocalServer(
+        model_path,
+        backend=launch.get("backend", "auto"),
+        startup_timeout_s=float(launch.get("startup_timeout_s", 300)),
+        extra_args=list(launch.get("extra_args") or []),
+        device=launch.get("device", "cpu"),
+        log=log,
+    )
     with srv:
-        yield {"addresses": [srv.address], "model": cfg["model"] or srv.served_model_name,
-               "dialect": srv.dialect if cfg["dialect"] == "auto" else cfg["dialect"],
-               "launched": {"backend": srv.backend, "model_path": str(model_path)}}
+        yield {
+            "addresses": [srv.address],
+            "model": cfg["model"] or srv.served_model_name,
+            "dialect": srv.dialect if cfg["dialect"] == "auto" else cfg["dialect"],
+            "launched": {"backend": srv.backend, "model_path": str(model_path)},
+        }
 
 
 def settings_from(cfg: dict, model: str, dialect: str) -> RegenSettings:
@@ -57,8 +70,15 @@ def settings_from(cfg: dict, model: str, dialect: str) -> RegenSettings:
     return RegenSettings.from_mapping({**{k: cfg[k] for k in SETTINGS_KEYS}, "model": model, "dialect": dialect})
 
 
-def regenerate_partition(key: str, cfg: dict, *, root: Path | None = None, log: Callable[[str], None] = print,
-                         target_path: Callable[[], str | Path] | None = None, run_id: str | None = None) -> dict:
+def regenerate_partition(
+    key: str,
+    cfg: dict,
+    *,
+    root: Path | None = None,
+    log: Callable[[str], None] = print,
+    target_path: Callable[[], str | Path] | None = None,
+    run_id: str | None = None,
+) -> dict:
     """Materialize regenerated/<key>. Returns a summary for metadata (no secrets).
 
     Holds `<root>/regenerated/.locks/<key>.lock` throughout: a second run of the same partition
@@ -79,13 +99,18 @@ def regenerate_partition(key: str, cfg: dict, *, root: Path | None = None, log: 
     if not src_train.exists():
         raise FileNotFoundError(f"{src_train} not found: materialize sources/conversations[{key}] first")
     base = layer_dir("regenerated", root=root)
-    with exclusive(partition_lock_path(base.parent, key), f"regenerated/conversations[{key}]",
-                   float(cfg.get("lock_wait_s") or 0), run_id=run_id):
+    with exclusive(
+        partition_lock_path(base.parent, key),
+        f"regenerated/conversations[{key}]",
+        float(cfg.get("lock_wait_s") or 0),
+        run_id=run_id,
+    ):
         return _regenerate_locked(key, cfg, root, log, target_path)
 
 
-def _regenerate_locked(key: str, cfg: dict, root: Path | None, log: Callable[[str], None],
-                       target_path: Callable[[], str | Path]) -> dict:
+def _regenerate_locked(
+    key: str, cfg: dict, root: Path | None, log: Callable[[str], None], target_path: Callable[[], str | Path]
+) -> dict:
     src = layer_dir("sources", key, root=root)
     dst = layer_dir("regenerated", key, root=root)
     src_train, src_test = src / "train.jsonl", src / "test.jsonl"
@@ -95,8 +120,10 @@ def _regenerate_locked(key: str, cfg: dict, root: Path | None, log: Callable[[st
     if not cfg.get("restart"):
         hit, why = cached_summary(dst, cache_key)
         if hit is not None:
-            log(f"regenerated/{key}: cache hit ({why}: input {input_sha[:12]}, settings {fingerprint[:12]}); "
-                "nothing to do, no server launched")
+            log(
+                f"regenerated/{key}: cache hit ({why}: input {input_sha[:12]}, settings {fingerprint[:12]}); "
+                "nothing to do, no server launched"
+            )
             return {**hit, "cache": "hit", "cache_reason": why}
         log(f"regenerated/{key}: cache miss ({why})")
     else:
@@ -117,8 +144,16 @@ def _regenerate_locked(key: str, cfg: dict, root: Path | None, log: Callable[[st
         api_key = os.environ.get(cfg["api_key_env"]) if cfg.get("api_key_env") else None
         with servers_for(cfg, log, target_path) as servers:
             settings = settings_from(cfg, servers["model"], servers["dialect"])
-            stats = run_regeneration(src_train, outputs, settings, servers["addresses"], api_key=api_key,
-                                     resume=True, restart=bool(cfg.get("restart")), log=log)
+            stats = run_regeneration(
+                src_train,
+                outputs,
+                settings,
+                servers["addresses"],
+                api_key=api_key,
+                resume=True,
+                restart=bool(cfg.get("restart")),
+                log=log,
+            )
             summary.update({k: v for k, v in stats.items() if k != "outputs"})
             summary["settings"] = settings.content_config()
             summary["dialect"] = settings.dialect
@@ -127,8 +162,16 @@ def _regenerate_locked(key: str, cfg: dict, root: Path | None, log: Callable[[st
             summary["launched_server"] = servers["launched"]
             if src_test.exists() and cfg["test_split"] == "regenerate":
                 test_out = OutputPaths.partition(dst, "test")
-                tstats = run_regeneration(src_test, test_out, settings, servers["addresses"], api_key=api_key,
-                                          resume=True, restart=bool(cfg.get("restart")), log=log)
+                tstats = run_regeneration(
+                    src_test,
+                    test_out,
+                    settings,
+                    servers["addresses"],
+                    api_key=api_key,
+                    resume=True,
+                    restart=bool(cfg.get("restart")),
+                    log=log,
+                )
                 summary["test_counts"] = tstats["counts"]
                 summary["test_split"] = "regenerated"
             elif src_test.exists():
@@ -149,8 +192,9 @@ def _regenerate_locked(key: str, cfg: dict, root: Path | None, log: Callable[[st
     summary["paths"] = {p.name: str(p) for p in files}
     c = summary["counts"]
     summary["reconciles"] = c["success"] + c["error"] + c["skipped"] + c["passthrough"] == summary["input_rows"]
-    write_manifest(dst, layer="regenerated", **{k: v for k, v in summary.items() if k != "paths"},
-                   input_sha256=input_sha)
+    write_manifest(
+        dst, layer="regenerated", **{k: v for k, v in summary.items() if k != "paths"}, input_sha256=input_sha
+    )
     summary["cache"] = "miss"
     summary["cache_reason"] = why
     return summary

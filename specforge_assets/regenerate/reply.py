@@ -38,6 +38,7 @@ Mode rules kept from SpecForge's regenerate_train_data.py: ``disable`` skips a r
 holds a ``<think>`` marker, ``save`` needs non-empty reasoning and skips residual markers
 (`Reply.skip` carries the skip reason; the row, not the request, is skipped).
 """
+
 from __future__ import annotations
 
 import re
@@ -81,8 +82,15 @@ class BadReply(RequestFailed):
     `retry`: another attempt within this run may help. `finish_reason`: the choice's, if any.
     """
 
-    def __init__(self, message: str, kind: str, *, retry: bool = False, finish_reason: str | None = None,
-                 status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        kind: str,
+        *,
+        retry: bool = False,
+        finish_reason: str | None = None,
+        status: int | None = None,
+    ):
         super().__init__(message, kind=kind, status=status)
         self.retry = retry
         self.finish_reason = finish_reason
@@ -143,8 +151,10 @@ def _text_of(content: Any, what: str) -> str | None:
             elif isinstance(part, dict) and part.get("type") in _TEXT_PART_TYPES:
                 if not isinstance(part.get("text"), str):
                     has = "no 'text' field" if "text" not in part else f"'text' is {_json_type(part['text'])}"
-                    raise BadReply(f"{what} part {j} (type {clean(str(part['type']))!r}) has no string 'text' "
-                                   f"({has})", "non_text_content")
+                    raise BadReply(
+                        f"{what} part {j} (type {clean(str(part['type']))!r}) has no string 'text' ({has})",
+                        "non_text_content",
+                    )
                 out.append(part["text"])
             else:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
@@ -155,8 +165,14 @@ def _text_of(content: Any, what: str) -> str | None:
 
 
 def _json_type(value: Any) -> str:
-    return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list",
-            dict: "an object"}.get(type(value), f"a {type(value).__name__}")
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), f"a {type(value).__name__}")
 
 
 def _check_writable(text: str, what: str, finish: str | None) -> None:
@@ -164,8 +180,11 @@ def _check_writable(text: str, what: str, finish: str | None) -> None:
     try:
         check_value(text, walk_depth=False)
     except RowDecodeError as e:
-        raise BadReply(f"{e.reason} in {what} (not writable as UTF-8); finish_reason {finish}",
-                       "unwritable_text", finish_reason=finish) from None
+        raise BadReply(
+            f"{e.reason} in {what} (not writable as UTF-8); finish_reason {finish}",
+            "unwritable_text",
+            finish_reason=finish,
+        ) from None
 
 
 def _held_instead(message: dict, content: Any, reasoning: str | None, reasoning_field: str | None) -> list[str]:
@@ -202,8 +221,13 @@ def check_reply(data: Any, reasoning: str = "none") -> Reply:
         raise BadReply(f"server error in 200 body: {msg}{return_code}", "error_body", retry=True, status=code)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
-        shape = "choices: []" if choices == [] else "no 'choices' field" if choices is None else \
-            f"choices is a {type(choices).__name__}"
+        shape = (
+            "choices: []"
+            if choices == []
+            else "no 'choices' field"
+            if choices is None
+            else f"choices is a {type(choices).__name__}"
+        )
         raise BadReply(f"server returned no choices ({shape})", "no_choices", retry=True)
     choice = choices[0]
     if not isinstance(choice, dict):
@@ -212,11 +236,17 @@ def check_reply(data: Any, reasoning: str = "none") -> Reply:
     finish = None if finish is None else clean(str(finish))
     message = choice.get("message")
     if not isinstance(message, dict):
-        raise BadReply(f"choices[0] has no message (finish_reason {finish})", "no_message", retry=True,
-                       finish_reason=finish)
+        raise BadReply(
+            f"choices[0] has no message (finish_reason {finish})", "no_message", retry=True, finish_reason=finish
+        )
     raw_content = message.get("content")
-    reasoning_field = "reasoning_content" if message.get("reasoning_content") is not None else \
-        "reasoning" if message.get("reasoning") is not None else None
+    reasoning_field = (
+        "reasoning_content"
+        if message.get("reasoning_content") is not None
+        else "reasoning"
+        if message.get("reasoning") is not None
+        else None
+    )
     try:
         content = _text_of(raw_content, "content")
         thinking = _text_of(message.get(reasoning_field), reasoning_field) if reasoning_field else None
@@ -227,8 +257,11 @@ def check_reply(data: Any, reasoning: str = "none") -> Reply:
     prefix = f"{MSG_SAVE_EMPTY}: " if reasoning == "save" else ""
     if content is None or not content.strip():
         held = _held_instead(message, content, thinking, reasoning_field)
-        raise BadReply(f"{prefix}no usable assistant text: {', '.join(held)}; finish_reason {finish}",
-                       "empty_content", finish_reason=finish)
+        raise BadReply(
+            f"{prefix}no usable assistant text: {', '.join(held)}; finish_reason {finish}",
+            "empty_content",
+            finish_reason=finish,
+        )
     _check_writable(content, "content", finish)
     skip = None
     if reasoning == "save":

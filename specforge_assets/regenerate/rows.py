@@ -7,6 +7,7 @@ per user turn carrying the *regenerated* history) -> success / error / skipped r
 Every row gets a uniform `regeneration` provenance record (model id reported by the server,
 server address, sampling, per-turn finish_reason + usage).
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -51,9 +52,11 @@ def with_row_system(row: dict) -> dict:
 def _sharegpt_hint(conv: list) -> str | None:
     for i, msg in enumerate(conv):
         if isinstance(msg, dict) and "role" not in msg and "content" not in msg and ("from" in msg or "value" in msg):
-            return (f"Message at position {i} is ShareGPT-style (from/value); regenerate takes "
-                    "{role, content} messages: convert the file first (`specforge-assets prepare`, or a "
-                    "custom source in the sources layer, whose rows regenerated/conversations reads)")
+            return (
+                f"Message at position {i} is ShareGPT-style (from/value); regenerate takes "
+                "{role, content} messages: convert the file first (`specforge-assets prepare`, or a "
+                "custom source in the sources layer, whose rows regenerated/conversations reads)"
+            )
     return None
 
 
@@ -113,9 +116,15 @@ class ChatPool(Protocol):
 
 
 def _provenance(settings: RegenSettings) -> dict:
-    return {"model": None, "requested_model": settings.model, "servers": [], "sampling": settings.sampling(),
-            "reasoning": settings.reasoning, "turns": [],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
+    return {
+        "model": None,
+        "requested_model": settings.model,
+        "servers": [],
+        "sampling": settings.sampling(),
+        "reasoning": settings.reasoning,
+        "turns": [],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0},
+    }
 
 
 def _with_status(row: dict, status: str, error: str | None, prov: dict | None) -> dict:
@@ -176,16 +185,23 @@ async def regenerate_row(row: dict, settings: RegenSettings, pool: ChatPool) -> 
             if e.server and e.server not in prov["servers"]:
                 prov["servers"].append(e.server)
             if isinstance(e, BadReply):
-                prov["turns"].append({"finish_reason": e.finish_reason, "server": e.server, "seed": seed,
-                                      "error": e.kind})
+                prov["turns"].append(
+                    {"finish_reason": e.finish_reason, "server": e.server, "seed": seed, "error": e.kind}
+                )
             return _with_status(row, "error", f"turn {turn + 1} of {n_turns}: {e}", prov)
         usage = reply.usage
         prov["model"] = reply.model or prov["model"]
         if server not in prov["servers"]:
             prov["servers"].append(server)
-        prov["turns"].append({"finish_reason": reply.finish_reason, "server": server, "seed": seed,
-                              "prompt_tokens": usage.get("prompt_tokens"),
-                              "completion_tokens": usage.get("completion_tokens")})
+        prov["turns"].append(
+            {
+                "finish_reason": reply.finish_reason,
+                "server": server,
+                "seed": seed,
+                "prompt_tokens": usage.get("prompt_tokens"),
+                "completion_tokens": usage.get("completion_tokens"),
+            }
+        )
         for k in ("prompt_tokens", "completion_tokens"):
             try:
                 prov["usage"][k] += int(usage.get(k) or 0)

@@ -9,6 +9,7 @@ only those rows. Input lines are read under `jsonrows.loads_row` (the one JSON r
 that is not valid UTF-8 / JSON, nests too deep or holds a lone surrogate is a skipped row naming
 the line and field, never a crash.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -115,8 +116,13 @@ def _plan(input_path: Path, done, st: RegenSettings):
                 why = f"beyond the num_samples limit ({st.num_samples})"
                 answered = any(isinstance(m, dict) and m.get("role") == "assistant" for m in row["conversations"])
                 if st.beyond_limit == "passthrough" and not answered:
-                    yield i, line, row, "skip", (f"Not submitted: {why}; a prompt-only row has no answers to "
-                                                 "pass through")
+                    yield (
+                        i,
+                        line,
+                        row,
+                        "skip",
+                        (f"Not submitted: {why}; a prompt-only row has no answers to pass through"),
+                    )
                 elif st.beyond_limit == "passthrough":
                     yield i, line, row, "passthrough", why
                 else:
@@ -187,37 +193,60 @@ class _Progress:
         left = max(0, self.requests - done)
         eta = 0.0 if left == 0 else (left / rate if rate > 0 else float("inf"))
         other = self.done_now - self.requested_done
-        return (f"regenerate: {done}/{self.requests} rows needing a request "
-                f"({100.0 * done / max(1, self.requests):.1f}%), {rate:.2f} rows/s, {self.tokens / el:.0f} tokens/s, "
-                f"ETA {_fmt_eta(eta)}; errors {self.status.get('error', 0)}; "
-                f"{other} rows without a request (skipped/passthrough), {self.already} resumed, "
-                f"{self.already + self.done_now}/{self.total} rows in all")
+        return (
+            f"regenerate: {done}/{self.requests} rows needing a request "
+            f"({100.0 * done / max(1, self.requests):.1f}%), {rate:.2f} rows/s, {self.tokens / el:.0f} tokens/s, "
+            f"ETA {_fmt_eta(eta)}; errors {self.status.get('error', 0)}; "
+            f"{other} rows without a request (skipped/passthrough), {self.already} resumed, "
+            f"{self.already + self.done_now}/{self.total} rows in all"
+        )
 
 
-def run_regeneration(input_path: Path | str, outputs: OutputPaths, settings: RegenSettings,
-                     addresses: list[str], *, api_key: str | None = None, resume: bool = True,
-                     restart: bool = False, log: Callable[[str], None] = print, run_id: str | None = None) -> dict:
+def run_regeneration(
+    input_path: Path | str,
+    outputs: OutputPaths,
+    settings: RegenSettings,
+    addresses: list[str],
+    *,
+    api_key: str | None = None,
+    resume: bool = True,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+    run_id: str | None = None,
+) -> dict:
     """Regenerate `input_path` into `outputs`. Returns stats (counts, throughput, servers, errors).
 
     Refused with `locks.RegenerationBusy` while another run writes the same outputs (after
     waiting `settings.lock_wait_s`)."""
     try:
         import uvloop  # noqa: F401
+
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
     # one run per output at a time (the asset also holds its partition's lock around this)
-    with exclusive(output_lock_path(outputs.success), f"regeneration output {outputs.success}",
-                   settings.lock_wait_s, run_id=run_id):
+    with exclusive(
+        output_lock_path(outputs.success), f"regeneration output {outputs.success}", settings.lock_wait_s, run_id=run_id
+    ):
         return runner(_run(Path(input_path), outputs, settings, addresses, api_key, resume, restart, log))
 
 
-async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addresses: list[str],
-               api_key: str | None, resume: bool, restart: bool, log) -> dict:
+async def _run(
+    input_path: Path,
+    outputs: OutputPaths,
+    st: RegenSettings,
+    addresses: list[str],
+    api_key: str | None,
+    resume: bool,
+    restart: bool,
+    log,
+) -> dict:
     if not input_path.is_file():
         what = "is a folder, not a file" if input_path.is_dir() else "not found"
-        raise InputNotFound(f"regeneration input {what}: {input_path} (resolved: {input_path.absolute()}; "
-                            "command-line paths are relative to the current directory)")
+        raise InputNotFound(
+            f"regeneration input {what}: {input_path} (resolved: {input_path.absolute()}; "
+            "command-line paths are relative to the current directory)"
+        )
     for p in (outputs.success, outputs.error, outputs.skipped):
         if p.resolve() == input_path.resolve():
             raise OutputOverwritesInput(f"output {p} would overwrite the input; choose another --output-file-path")
@@ -225,8 +254,14 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     fingerprint = {"settings": st.content_config(), "input_sha256": sha256_file(input_path)}
     journal = Journal(outputs.success, batch=st.journal_batch, flush_s=st.journal_flush_s)
     state = journal.read_state()
-    same_complete = (resume and not restart and state and state.get("state") == "complete"
-                     and state.get("fingerprint") == fingerprint and outputs.success.exists())
+    same_complete = (
+        resume
+        and not restart
+        and state
+        and state.get("state") == "complete"
+        and state.get("fingerprint") == fingerprint
+        and outputs.success.exists()
+    )
     prev_errors = int(((state or {}).get("stats") or {}).get("counts", {}).get("error", 0) or 0)
     if same_complete and not (prev_errors and journal.path.exists()):
         log(f"regenerate: {outputs.success} is already complete for these settings and input; nothing to do")
@@ -234,8 +269,7 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     done = journal.prepare(fingerprint, resume=resume, restart=restart, input_path=input_path, log=log)
     total = count_rows(input_path)
     if same_complete:
-        log(f"regenerate: retrying the {total - len(done)} error rows of the last run "
-            f"({len(done)}/{total} rows kept)")
+        log(f"regenerate: retrying the {total - len(done)} error rows of the last run ({len(done)}/{total} rows kept)")
     elif done:
         log(f"regenerate: resuming, {len(done)}/{total} rows already done")
     requests = count_requests(input_path, done, st)
@@ -271,9 +305,18 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
                 if not fatal:
                     fatal.append(e)
             except Exception as e:  # noqa: BLE001 - a bug in one row must not lose the others
-                finish(i, row.get("id"), "error", {**row, "status": "error",
-                                                    "error": f"internal error: {type(e).__name__}: {e}",
-                                                    "regeneration": None}, requested=True)
+                finish(
+                    i,
+                    row.get("id"),
+                    "error",
+                    {
+                        **row,
+                        "status": "error",
+                        "error": f"internal error: {type(e).__name__}: {e}",
+                        "regeneration": None,
+                    },
+                    requested=True,
+                )
             finally:
                 sem.release()
 
@@ -333,24 +376,28 @@ async def _run(input_path: Path, outputs: OutputPaths, st: RegenSettings, addres
     elapsed = time.monotonic() - t0
     steady = prog.steady_rate()
     stats = finalize(journal, total, outputs, tally, done)
-    stats.update({
-        "elapsed_s": round(elapsed, 3),
-        "rows_this_run": prog.done_now,
-        "rows_per_s": round(prog.done_now / elapsed, 2) if elapsed > 0 else None,
-        "steady_rows_per_s": round(steady, 2) if steady else None,
-        "completion_tokens_per_s": round(prog.tokens / elapsed, 1) if elapsed > 0 else None,
-        "resumed_rows": len(done),
-        "servers": server_stats,
-        "retries": retries,
-        "request_error_kinds": error_kinds,
-        "client": {"concurrency_per_server": st.concurrency},
-    })
+    stats.update(
+        {
+            "elapsed_s": round(elapsed, 3),
+            "rows_this_run": prog.done_now,
+            "rows_per_s": round(prog.done_now / elapsed, 2) if elapsed > 0 else None,
+            "steady_rows_per_s": round(steady, 2) if steady else None,
+            "completion_tokens_per_s": round(prog.tokens / elapsed, 1) if elapsed > 0 else None,
+            "resumed_rows": len(done),
+            "servers": server_stats,
+            "retries": retries,
+            "request_error_kinds": error_kinds,
+            "client": {"concurrency_per_server": st.concurrency},
+        }
+    )
     stats = scrub(stats)  # server model names, finish reasons, error kinds: text a server chose
     journal.write_state(fingerprint=fingerprint, state="complete", stats=stats)
     if stats["counts"].get("error", 0):
         journal.close()  # kept: the next run redoes the error rows only
-        log(f"regenerate: {stats['counts']['error']} error rows in {outputs.error}; run again "
-            "(CLI: --resume) to retry only those")
+        log(
+            f"regenerate: {stats['counts']['error']} error rows in {outputs.error}; run again "
+            "(CLI: --resume) to retry only those"
+        )
     else:
         journal.discard()
     log(f"regenerate: done — {stats['counts']} in {elapsed:.1f}s")
@@ -397,8 +444,11 @@ def finalize(journal: Journal, total: int, outputs: OutputPaths, tally: Tally, r
     if missing:
         raise RuntimeError(f"journal {journal.path} lacks {len(missing)} rows (first: {missing[:5]}); resume the run")
     try:
-        with atomic_write(outputs.success) as fs, atomic_write(outputs.error) as fe, \
-                atomic_write(outputs.skipped) as fk:
+        with (
+            atomic_write(outputs.success) as fs,
+            atomic_write(outputs.error) as fe,
+            atomic_write(outputs.skipped) as fk,
+        ):
             for i, status, raw in journal.iter_records(done, range(total)):
                 if i in resumed:
                     tally.add(status, json.loads(raw))
@@ -408,8 +458,14 @@ def finalize(journal: Journal, total: int, outputs: OutputPaths, tally: Tally, r
     except OSError as e:
         raise OutputWriteError(
             f"cannot write regeneration output next to {outputs.success}: {e} "
-            f"(the journal {journal.path} is intact; fix the problem and resume)") from e
-    return {"counts": dict(tally.counts), "input_rows": total, "breakdown": tally.errors,
-            "finish_reasons": tally.finish, "usage": tally.tokens, "server_models": tally.models,
-            "outputs": {"success": str(outputs.success), "error": str(outputs.error),
-                        "skipped": str(outputs.skipped)}}
+            f"(the journal {journal.path} is intact; fix the problem and resume)"
+        ) from e
+    return {
+        "counts": dict(tally.counts),
+        "input_rows": total,
+        "breakdown": tally.errors,
+        "finish_reasons": tally.finish,
+        "usage": tally.tokens,
+        "server_models": tally.models,
+        "outputs": {"success": str(outputs.success), "error": str(outputs.error), "skipped": str(outputs.skipped)},
+    }

@@ -3,6 +3,7 @@
 `RegenSettings.fingerprint()` covers everything that changes the *content* of the output;
 a partial run (journal) made under another fingerprint is never silently continued.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,10 @@ DEPRECATED = {
 
 def deprecation_message(key: str, where: str) -> str:
     """The one-line warning for a removed setting `key` found in `where` (file / flag / config)."""
-    return (f"{where}: regeneration setting {key!r} is deprecated and ignored ({DEPRECATED[key]}); "
-            "remove it — it will be refused in the next release")
+    return (
+        f"{where}: regeneration setting {key!r} is deprecated and ignored ({DEPRECATED[key]}); "
+        "remove it — it will be refused in the next release"
+    )
 
 
 def drop_deprecated(cfg: dict[str, Any], where: str) -> dict[str, Any]:
@@ -124,12 +127,26 @@ class RegenSettings:
             raise ValueError(f"setting {e.field or 'value'}: {e.reason} (not writable as UTF-8)") from None
 
     # -- content identity ------------------------------------------------------------------
-    CONTENT_FIELDS = ("model", "max_tokens", "temperature", "top_p", "top_k", "min_p",
-                      "repetition_penalty", "seed", "reasoning", "extra_body", "num_samples", "beyond_limit")
+    CONTENT_FIELDS = (
+        "model",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "seed",
+        "reasoning",
+        "extra_body",
+        "num_samples",
+        "beyond_limit",
+    )
 
     def sampling(self) -> dict:
-        return {k: getattr(self, k) for k in ("max_tokens", "temperature", "top_p", "top_k", "min_p",
-                                               "repetition_penalty", "seed")}
+        return {
+            k: getattr(self, k)
+            for k in ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed")
+        }
 
     def content_config(self) -> dict:
         return {k: getattr(self, k) for k in self.CONTENT_FIELDS}
@@ -177,8 +194,12 @@ class RegenSettings:
             extras["repetition_penalty"] = float(self.repetition_penalty)
         if extras:
             if self.dialect == "transformers":
-                gen = {"do_sample": float(self.temperature) > 0, "max_new_tokens": int(self.max_tokens),
-                       "temperature": float(self.temperature), **extras}
+                gen = {
+                    "do_sample": float(self.temperature) > 0,
+                    "max_new_tokens": int(self.max_tokens),
+                    "temperature": float(self.temperature),
+                    **extras,
+                }
                 if self.top_p is not None:
                     gen["top_p"] = float(self.top_p)
                 body["generation_config"] = json.dumps(gen)

@@ -17,6 +17,7 @@ message, or for every request with --quirk NAME.
     python -m specforge_assets.regenerate.stubserver --port 0 [--latency-ms 50] [--fail-every 3]
 prints "PORT <n>" on stdout once listening.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,14 +54,19 @@ class _State:
 
 
 def _response(status: int, body: bytes, reason: str = "OK") -> bytes:
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def _ok(message: dict, finish: str = "stop", model: str = "stub-model") -> dict:
-    return {"id": "chatcmpl-q", "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+    return {
+        "id": "chatcmpl-q",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+    }
 
 
 # name -> (server it mimics, reply body). Sources: sgl-project/sglang#20786 and #4539 (reasoning
@@ -73,20 +79,47 @@ QUIRKS = {
     "SGLANG_ALL_IN_REASONING": ("sglang", _ok({"content": "", "reasoning_content": "The answer is 42."})),
     "VLLM_REASONING_ONLY": ("vllm", _ok({"content": None, "reasoning": "Six times seven is forty-two."})),
     "VLLM_REASONING": ("vllm", _ok({"content": "Final answer: 42.", "reasoning": "Six times seven."})),
-    "TOOL_CALL": ("vllm", _ok({"content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
-        "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}, "tool_calls")),
+    "TOOL_CALL": (
+        "vllm",
+        _ok(
+            {
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            "tool_calls",
+        ),
+    ),
     "WHITESPACE": ("sglang", _ok({"content": " \n\t "})),
     "EMPTY_STRING": ("sglang", _ok({"content": ""})),
-    "PARTS": ("transformers", _ok({"content": [{"type": "text", "text": "Part one."},
-                                               {"type": "text", "text": " Part two."}]})),
-    "IMAGE_PART": ("transformers", _ok({"content": [{"type": "text", "text": "see"},
-                                                    {"type": "image_url", "image_url": {"url": "x"}}]})),
+    "PARTS": (
+        "transformers",
+        _ok({"content": [{"type": "text", "text": "Part one."}, {"type": "text", "text": " Part two."}]}),
+    ),
+    "IMAGE_PART": (
+        "transformers",
+        _ok({"content": [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "x"}}]}),
+    ),
     "NO_CHOICES": ("gateway", {"id": "x", "object": "chat.completion", "model": "m", "choices": [], "usage": {}}),
     "MISSING_CHOICES": ("gateway", {"id": "x", "object": "chat.completion", "model": "m"}),
-    "ERROR_OBJECT": ("vllm", {"object": "error", "message": "This model's maximum context length is 4096 tokens.",
-                              "type": "BadRequestError", "code": 400}),
-    "ERROR_NESTED": ("gateway", {"error": {"message": "upstream overloaded, try later", "type": "server_error",
-                                           "code": 503}}),
+    "ERROR_OBJECT": (
+        "vllm",
+        {
+            "object": "error",
+            "message": "This model's maximum context length is 4096 tokens.",
+            "type": "BadRequestError",
+            "code": 400,
+        },
+    ),
+    "ERROR_NESTED": (
+        "gateway",
+        {"error": {"message": "upstream overloaded, try later", "type": "server_error", "code": 503}},
+    ),
     # half of an emoji (a detokenizer that split a surrogate pair): valid JSON, not writable as UTF-8
     "LONE_SURROGATE": ("any", _ok({"content": "bad \ud83d"})),
     "REASONING_SURROGATE": ("sglang", _ok({"content": "fine", "reasoning_content": "hm \udc00 ok"})),
@@ -103,8 +136,9 @@ def _chat(req: dict, n: int, model: str, quirk: str = "") -> tuple[int, bytes]:
     if name:
         return 200, json.dumps(QUIRKS[name][1]).encode()
     if "OVERFLOW" in last:
-        return 400, json.dumps({"error": {"message": "This model's maximum context length is 8 tokens",
-                                          "type": "BadRequestError"}}).encode()
+        return 400, json.dumps(
+            {"error": {"message": "This model's maximum context length is 8 tokens", "type": "BadRequestError"}}
+        ).encode()
     content = f"echo {len(msgs)}: {last}"
     finish = "stop"
     if "TRUNCATE" in last:
@@ -116,10 +150,17 @@ def _chat(req: dict, n: int, model: str, quirk: str = "") -> tuple[int, bytes]:
     msg = {"role": "assistant", "content": content}
     if (req.get("chat_template_kwargs") or {}).get("enable_thinking"):
         msg["reasoning_content"] = f"reasoning about {last[:20]}"
-    body = {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
-            "usage": {"prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in msgs),
-                      "completion_tokens": len(content.split()), "total_tokens": 0}}
+    body = {
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in msgs),
+            "completion_tokens": len(content.split()),
+            "total_tokens": 0,
+        },
+    }
     return 200, json.dumps(body).encode()
 
 
@@ -156,8 +197,8 @@ class _Proto(asyncio.Protocol):
                     auth = v.strip()
             if len(self.buf) < head_end + 4 + length:
                 return
-            body = self.buf[head_end + 4: head_end + 4 + length]
-            self.buf = self.buf[head_end + 4 + length:]
+            body = self.buf[head_end + 4 : head_end + 4 + length]
+            self.buf = self.buf[head_end + 4 + length :]
             method, path, _ = head.split("\r\n", 1)[0].split(" ", 2)
             self.queue.put_nowait((method, path, body, auth))
 
@@ -173,8 +214,16 @@ class _Proto(asyncio.Protocol):
                 continue
             if path == "/stats" and method == "GET":
                 st = self.state
-                out = json.dumps({"chat_requests": st.n, "max_inflight": st.max_inflight, "failed": st.failed,
-                                  "hung": st.hung, "dropped": st.dropped, "slept_s": st.slept_s}).encode()
+                out = json.dumps(
+                    {
+                        "chat_requests": st.n,
+                        "max_inflight": st.max_inflight,
+                        "failed": st.failed,
+                        "hung": st.hung,
+                        "dropped": st.dropped,
+                        "slept_s": st.slept_s,
+                    }
+                ).encode()
                 self.transport.write(_response(200, out))
                 continue
             if path == "/requests" and method == "GET":
@@ -243,8 +292,9 @@ def main(argv=None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--model", default="stub-model")
-    p.add_argument("--latency-ms", type=float, default=0.0, help="latency of each chat reply (the median with "
-                   "--latency-sigma)")
+    p.add_argument(
+        "--latency-ms", type=float, default=0.0, help="latency of each chat reply (the median with --latency-sigma)"
+    )
     p.add_argument("--latency-sigma", type=float, default=0.0, help="log-normal latency: sigma of log(latency)")
     p.add_argument("--latency-cap-ms", type=float, default=0.0, help="log-normal latency: the longest (0: no cap)")
     p.add_argument("--seed", type=int, default=0, help="seed of the log-normal latencies")
@@ -261,6 +311,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     try:
         import uvloop
+
         uvloop.run(serve(args))
     except ImportError:  # pragma: no cover
         asyncio.run(serve(args))

@@ -15,6 +15,7 @@ refuses the file. So:
 
 Uses `jsonrows._SURROGATE`, the project's one definition of "not writable as UTF-8".
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """`specforge-assets prepare`: SpecForge's `prepare_data.py` flags, on the asset's code path."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,14 +20,20 @@ def register(sub) -> None:
         ),
     )
     p.add_argument("--dataset", required=True, help="preset name (see configs/sources.yaml `presets:`)")
-    p.add_argument("--data-path", default=None,
-                   help="local raw data instead of the hub: a .parquet/.jsonl/.json file, or a folder laid out "
-                        "DIR/<config>/*.parquet|*.jsonl|*.json (multi-config presets) or DIR/*.parquet")
+    p.add_argument(
+        "--data-path",
+        default=None,
+        help="local raw data instead of the hub: a .parquet/.jsonl/.json file, or a folder laid out "
+        "DIR/<config>/*.parquet|*.jsonl|*.json (multi-config presets) or DIR/*.parquet",
+    )
     p.add_argument("--output-path", default=str(DEFAULT_OUTPUT), help="output folder (default: cache/dataset)")
     p.add_argument("--sample-size", type=int, default=None, help="keep the first N rows (before the split)")
     p.add_argument("--split-eval", action="store_true", help="also write a 5%% test split (seed 42)")
-    p.add_argument("--opc-subset", default=None,
-                   help="opc only: largescale_diverse_instruct (default), filtered_infinity_instruct, realuser_instruct or all")
+    p.add_argument(
+        "--opc-subset",
+        default=None,
+        help="opc only: largescale_diverse_instruct (default), filtered_infinity_instruct, realuser_instruct or all",
+    )
     p.add_argument("--offline", action="store_true", help="never contact the hub (also HF_HUB_OFFLINE=1)")
     p.set_defaults(func=run_prepare)
 

@@ -10,6 +10,7 @@ relative `data_path` must stay inside the data root unless the source sets
 `allow_outside_links: true`; an absolute `data_path` is the user's explicit choice. The one rule
 is `loaders.check_link`. A bad key in `sources:` is reported by `source_keys`, never fatal.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,11 +27,28 @@ from .presets import get_preset
 # Preference when several files share a stem in the incoming folder.
 INCOMING_SUFFIXES = (".parquet", ".jsonl", ".json")
 QUARANTINE_MIN_ROWS = 10
-_DEFAULTS = {"split_eval": False, "sample_size": None, "quarantine_threshold": 0.1, "quarantine_min_rows": QUARANTINE_MIN_ROWS,
-             "dedup_ids": True}
+_DEFAULTS = {
+    "split_eval": False,
+    "sample_size": None,
+    "quarantine_threshold": 0.1,
+    "quarantine_min_rows": QUARANTINE_MIN_ROWS,
+    "dedup_ids": True,
+}
 _OWN_KEYS = {
-    "preset", "format", "data_path", "hub_id", "config", "split", "opc_subset", "sample_size",
-    "split_eval", "quarantine_threshold", "quarantine_min_rows", "dedup_ids", "description", "allow_outside_links",
+    "preset",
+    "format",
+    "data_path",
+    "hub_id",
+    "config",
+    "split",
+    "opc_subset",
+    "sample_size",
+    "split_eval",
+    "quarantine_threshold",
+    "quarantine_min_rows",
+    "dedup_ids",
+    "description",
+    "allow_outside_links",
 }
 
 
@@ -257,7 +275,9 @@ def source_keys(config: dict | None = None) -> tuple[list[str], dict[str, str]]:
     for k in sources:
         problem = key_problem(k) if isinstance(k, str) else f"the key is a {type(k).__name__}, not a name"
         if problem:
-            bad[str(k)] = f"configs/sources.yaml `sources:` key {k!r} is not a valid source key: {problem}; this source is ignored"
+            bad[str(k)] = (
+                f"configs/sources.yaml `sources:` key {k!r} is not a valid source key: {problem}; this source is ignored"
+            )
         else:
             good.append(k)
     return good, bad
@@ -295,7 +315,9 @@ def resolve_source(key: str, config: dict | None = None, root: Path | None = Non
         return _check_links(spec, root)
     scan = scan_incoming(cfg, root)
     if key in scan.found:
-        spec = _spec_from_entry(key, {"format": "auto", "data_path": str(scan.found[key])}, cfg.get("defaults") or {}, cfg)
+        spec = _spec_from_entry(
+            key, {"format": "auto", "data_path": str(scan.found[key])}, cfg.get("defaults") or {}, cfg
+        )
         spec.origin = "incoming"
         return spec
     if key in scan.refused:

@@ -9,6 +9,7 @@ The output is exactly what SpecForge's `scripts/prepare_data.py` writes for the 
 order included), so `json.dumps(out, ensure_ascii=False)` reproduces its files byte for byte.
 Rows SpecForge would crash on raise `RowError` naming the field instead.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,13 @@ from .errors import RowError
 Converter = Callable[[dict, int], "tuple[dict, int]"]
 
 # SpecForge's ROLE_MAPPING for ShareGPT-style senders. Anything else is dropped and counted.
-SHAREGPT_ROLE_MAPPING = {"human": "user", "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
+SHAREGPT_ROLE_MAPPING = {
+    "human": "user",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+}
 
 # The documented seed for SciQ's option shuffle (SpecForge uses the unseeded global RNG).
 SCIQ_DEFAULT_SEED = 0
@@ -62,6 +69,7 @@ def single_turn(user: str, assistant: str) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- converters
+
 
 def _ultrachat(options: dict) -> Converter:
     id_field = options.get("id_field", "prompt_id")

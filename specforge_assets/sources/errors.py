@@ -1,4 +1,5 @@
 """Errors of the sources layer. Every message names the source, file, row and field it is about."""
+
 from __future__ import annotations
 
 from ..errors import UserError

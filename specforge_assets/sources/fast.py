@@ -7,6 +7,7 @@ string encoder `json.dumps(..., ensure_ascii=False)` uses (so the bytes are iden
 Batches whose Arrow types are not the expected ones fall back to the row converters.
 Tests run every preset fixture through both paths.
 """
+
 from __future__ import annotations
 
 import json

@@ -22,6 +22,7 @@ message. A row that has both a row-level ``system`` and a system message is quar
 `auto` picks per row. Rows without an id get a stable content-hash id. Unlike SpecForge's
 preset rule, unknown ShareGPT senders are not dropped silently: the row is quarantined.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,10 +59,17 @@ def dropped_fields(row: dict, fmt: str) -> list[str]:
     for key in ("conversations", "messages"):
         msgs = row.get(key)
         if fmt in ("conversations", "sharegpt", "conversations_or_sharegpt") and isinstance(msgs, list):
-            extra = {k for m in msgs if isinstance(m, dict) for k, v in m.items()
-                     if k not in _MESSAGE_FIELDS and v not in (None, "", [], {})}
+            extra = {
+                k
+                for m in msgs
+                if isinstance(m, dict)
+                for k, v in m.items()
+                if k not in _MESSAGE_FIELDS and v not in (None, "", [], {})
+            }
             out.extend(f"{key}[].{k}" for k in sorted(extra))
     return out
+
+
 ROLES = ("system", "user", "assistant")
 
 # Custom ShareGPT senders (a superset of SpecForge's ROLE_MAPPING; system prompts are kept).
@@ -102,10 +110,14 @@ def _text(value: Any, where: str) -> str:
 def _conversation_messages(row: dict, sharegpt: bool | None) -> list[dict]:
     key = "conversations" if "conversations" in row else "messages" if "messages" in row else None
     if key is None:
-        raise RowError("missing field 'conversations' (or 'messages', or 'text' for pre-formatted rows)", "conversations")
+        raise RowError(
+            "missing field 'conversations' (or 'messages', or 'text' for pre-formatted rows)", "conversations"
+        )
     msgs = row[key]
     if not isinstance(msgs, list):
-        raise RowError(f"{key} must be a list of messages, got {type(msgs).__name__ if msgs is not None else 'null'}", key)
+        raise RowError(
+            f"{key} must be a list of messages, got {type(msgs).__name__ if msgs is not None else 'null'}", key
+        )
     out = []
     for i, m in enumerate(msgs):
         where = f"{key}[{i}]"
@@ -203,7 +215,9 @@ def _alpaca_messages(row: dict) -> list[dict]:
     history = row.get("history")
     if history not in (None, []):
         if not isinstance(history, list):
-            raise RowError(f"history must be a list of [user, assistant] pairs, got {type(history).__name__}", "history")
+            raise RowError(
+                f"history must be a list of [user, assistant] pairs, got {type(history).__name__}", "history"
+            )
         for i, pair in enumerate(history):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                 raise RowError("history item must be a [user, assistant] pair", f"history[{i}]")
@@ -313,7 +327,10 @@ def validate_prompt_messages(roles: list, contents: list) -> None:
     users = 0
     for i, (role, content) in enumerate(zip(roles, contents)):
         if type(content) is not str:
-            raise RowError(f"content must be a string, got {type(content).__name__ if content is not None else 'null'}", f"conversations[{i}].content")
+            raise RowError(
+                f"content must be a string, got {type(content).__name__ if content is not None else 'null'}",
+                f"conversations[{i}].content",
+            )
         if not content.strip():
             raise RowError("empty content", f"conversations[{i}].content")
         if role == "system" and i == 0:
@@ -333,7 +350,10 @@ def validate_messages(roles: list, contents: list) -> None:
     seen_user = False
     for i, (role, content) in enumerate(zip(roles, contents)):
         if type(content) is not str:
-            raise RowError(f"content must be a string, got {type(content).__name__ if content is not None else 'null'}", f"conversations[{i}].content")
+            raise RowError(
+                f"content must be a string, got {type(content).__name__ if content is not None else 'null'}",
+                f"conversations[{i}].content",
+            )
         if not content.strip():
             raise RowError("empty content", f"conversations[{i}].content")
         if role == expected:

@@ -12,6 +12,7 @@ reported or quarantined precisely:
   split=...)`; offline / unreachable → `HubUnavailableError` naming the source and suggesting a
   local path.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -90,6 +91,7 @@ def arrow_rows_one_by_one(batch) -> list:
 
 # ----------------------------------------------------------------------------- paths
 
+
 class OutsideLinkError(SourceError):
     """A path under a trusted folder is (or passes through) a link whose target lies outside it."""
 
@@ -105,7 +107,9 @@ def _inside(path: Path, base: Path) -> bool:
     return path == base or base in path.parents
 
 
-def check_link(path: str | os.PathLike, trusted_root: str | os.PathLike | None, what: str = "path", hint: str = "") -> Path:
+def check_link(
+    path: str | os.PathLike, trusted_root: str | os.PathLike | None, what: str = "path", hint: str = ""
+) -> Path:
     """THE rule for a path under a trusted folder (the incoming drop folder, the data root, the
     shipped sample folder): after following every link on the way, `path` must still lie inside
     `trusted_root`. Returns the resolved path; raises `OutsideLinkError` naming the path, where
@@ -120,14 +124,20 @@ def check_link(path: str | os.PathLike, trusted_root: str | os.PathLike | None, 
     base = Path(trusted_root).resolve()
     if not _inside(resolved, base):
         lexical = Path(os.path.abspath(path))
-        how = "is a link (or inside a linked folder) leading to" if _inside(lexical, Path(os.path.abspath(trusted_root))) or _inside(lexical, base) else "resolves to"
+        how = (
+            "is a link (or inside a linked folder) leading to"
+            if _inside(lexical, Path(os.path.abspath(trusted_root))) or _inside(lexical, base)
+            else "resolves to"
+        )
         raise OutsideLinkError(
             f"{what}: refused {path}: it {how} {resolved}, outside {base}; links may not leave {base}{hint}"
         )
     return resolved
 
 
-def check_tree(path: str | os.PathLike, trusted_root: str | os.PathLike | None, what: str = "path", hint: str = "") -> Path:
+def check_tree(
+    path: str | os.PathLike, trusted_root: str | os.PathLike | None, what: str = "path", hint: str = ""
+) -> Path:
     """`check_link` for `path` and, when it is a folder, for every entry under it (files, links,
     sub-folders, followed only once they are known to stay inside `trusted_root`)."""
     top = check_link(path, trusted_root, what, hint)
@@ -176,7 +186,7 @@ def resolve_data_path(value: str | os.PathLike, root: Path | None = None) -> Pat
     `OutsideLinkError` (`check_link`). The result is a `DataPath` carrying that trusted folder."""
     s = str(value)
     if s.startswith(SAMPLE_PREFIX):
-        rel = s[len(SAMPLE_PREFIX):].lstrip("/")
+        rel = s[len(SAMPLE_PREFIX) :].lstrip("/")
         p = paths.SAMPLE_DIR / rel
         trusted, hint = paths.SAMPLE_DIR, f" (data_path {s!r} escapes the sample folder)"
     else:
@@ -198,7 +208,9 @@ def _data_files(directory: Path, split: str | None) -> list[Path]:
     `resolve_data_path` every file must stay inside its trusted folder (`check_link`)."""
     trusted = getattr(directory, "trusted_root", None)
     d = directory / "data" if (directory / "data").is_dir() else directory
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+    files = sorted(
+        p for p in d.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
+    )
     for f in files:
         check_link(f, trusted, f"data file in {directory}", _hint(trusted))
     if split and files:
@@ -263,8 +275,10 @@ def _check_suffix(p: Path, what: str) -> None:
 
 # ----------------------------------------------------------------------------- readers
 
-def read_limited(sources: Iterable, read: Callable[[Any, int | None], Iterable[RawBatch]],
-                 limit: int | None) -> Iterator[RawBatch]:
+
+def read_limited(
+    sources: Iterable, read: Callable[[Any, int | None], Iterable[RawBatch]], limit: int | None
+) -> Iterator[RawBatch]:
     """Batches of `read(source, rows_still_wanted)` over `sources` in order, stopping once `limit`
     rows were yielded (None: everything). Readers cap their own last batch at the limit passed."""
     remaining = limit
@@ -350,7 +364,7 @@ def read_json_strict(path: Path, limit: int | None = None) -> Iterator[RawBatch]
         return
     wrapper = _DATA_WRAPPER.match(text)
     if wrapper:  # {"data": [...]}: the rows are the array's items, read one at a time like a bare array
-        items = jsonrows.iter_array_items(text[wrapper.end() - 1:])
+        items = jsonrows.iter_array_items(text[wrapper.end() - 1 :])
     elif not stripped.startswith("["):
         try:
             obj = jsonrows.loads_row(text)
@@ -377,7 +391,9 @@ def read_json_strict(path: Path, limit: int | None = None) -> Iterator[RawBatch]
             if isinstance(value, jsonrows.RowDecodeError):
                 rows.append(BadRow(value.reason, raw=_raw_text(bad_raw or ""), field=value.field))
             elif not isinstance(value, dict):
-                rows.append(BadRow(f"expected a JSON object, got {type(value).__name__}", raw=_raw_text(json.dumps(value))))
+                rows.append(
+                    BadRow(f"expected a JSON object, got {type(value).__name__}", raw=_raw_text(json.dumps(value)))
+                )
             else:
                 rows.append(value)
             nums.append(i)
@@ -469,6 +485,7 @@ def _short(e: BaseException, n: int = 300) -> str:
 
 # ----------------------------------------------------------------------------- hub
 
+
 def offline_requested(flag: bool | None = None) -> bool:
     if flag:
         return True
@@ -528,7 +545,11 @@ def load_hub(
         with _offline_mode(off and not is_local), _quiet_datasets():
             return datasets.load_dataset(str(local) if is_local else hub_id, config, split=split, cache_dir=cache_dir)
     except Exception as e:  # noqa: BLE001 - network, offline, missing config... all end here
-        mode = "offline mode is on (HF_HUB_OFFLINE / hub.offline)" if off else "the hub is unreachable or the dataset is missing"
+        mode = (
+            "offline mode is on (HF_HUB_OFFLINE / hub.offline)"
+            if off
+            else "the hub is unreachable or the dataset is missing"
+        )
         cfg = f", config {config!r}" if config else ""
         raise HubUnavailableError(
             f"{what}: cannot load hub dataset {hub_id!r}{cfg}, split {split!r}: {mode} "
@@ -538,6 +559,8 @@ def load_hub(
         ) from e
 
 
-def read_hub(hub_id, config, split, *, what, limit=None, offline=None, cache_dir=None, part=None) -> tuple[Iterator[RawBatch], str]:
+def read_hub(
+    hub_id, config, split, *, what, limit=None, offline=None, cache_dir=None, part=None
+) -> tuple[Iterator[RawBatch], str]:
     ds = load_hub(hub_id, config, split, what=what, offline=offline, cache_dir=cache_dir)
     return _datasets_rows(ds, hub_label(hub_id, config, split), limit, part), getattr(ds, "_fingerprint", "")

@@ -11,6 +11,7 @@ Nothing is dropped silently: rows_in = rows_train + rows_test + quarantined, alw
 The cache key (raw input content + source spec + code version) lets an unchanged source skip
 all work and report the same data version.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,14 @@ from . import fast, loaders
 from .config import SourceSpec
 from .converters import build_converter
 from .errors import RowError, SourceError
-from .formats import dropped_fields, normalize_output_row, parse_custom_row, resolved_format, validate_messages, validate_row
+from .formats import (
+    dropped_fields,
+    normalize_output_row,
+    parse_custom_row,
+    resolved_format,
+    validate_messages,
+    validate_row,
+)
 from .prepare import InputInfo, dumps, iter_preset_batches, split_indices, write_lines
 from .presets import Preset, get_preset
 
@@ -41,6 +49,8 @@ def _all_nonblank(contents: list) -> bool:
         return all(map(str.strip, contents))
     except TypeError:
         return False
+
+
 PREVIEW_ROWS = 5
 OUTPUT_FILES = ("train.jsonl", "test.jsonl", "quarantine.jsonl")
 
@@ -58,6 +68,7 @@ class BuildResult:
 
 
 # ----------------------------------------------------------------------------- inputs
+
 
 def _preset_for(spec: SourceSpec, config: dict | None) -> Preset:
     preset = get_preset(spec.preset, config)
@@ -104,14 +115,20 @@ def _custom_batches(spec: SourceSpec, root, offline, cache_dir, info: InputInfo)
         yield from loaders.read_limited(files, loaders.read_strict, spec.sample_size)
         return
     batches, fp = loaders.read_hub(
-        spec.hub_id, spec.config, spec.split, what=f"source {spec.key!r}", limit=spec.sample_size, offline=offline,
-        cache_dir=cache_dir
+        spec.hub_id,
+        spec.config,
+        spec.split,
+        what=f"source {spec.key!r}",
+        limit=spec.sample_size,
+        offline=offline,
+        cache_dir=cache_dir,
     )
     info.fingerprints.append(fp)
     yield from batches
 
 
 # ----------------------------------------------------------------------------- build
+
 
 class _Collector:
     """Kept rows (as JSON lines), quarantine records and running statistics."""
@@ -144,7 +161,9 @@ class _Collector:
         if self.kind is None:
             self.kind = kind
         elif kind != self.kind:
-            self.reject(file, rownum, f"{kind} row in a source whose rows are {self.kind} (one format per source)", None, raw)
+            self.reject(
+                file, rownum, f"{kind} row in a source whose rows are {self.kind} (one format per source)", None, raw
+            )
             return False
         rid = row["id"]
         if self.dedup:
@@ -172,18 +191,28 @@ class _Collector:
         if self.kind is None:
             self.kind = "conversations"
         elif self.kind != "conversations":
-            self.reject(file, rownum, f"conversations row in a source whose rows are {self.kind} (one format per source)", None, raw_of())
+            self.reject(
+                file,
+                rownum,
+                f"conversations row in a source whose rows are {self.kind} (one format per source)",
+                None,
+                raw_of(),
+            )
             return
         if self.dedup:
             first = self.seen.get(rid)
             if first is not None:
-                self.reject(file, rownum, f"duplicate id {rid!r} (first seen in {first[0]} row {first[1]})", "id", raw_of())
+                self.reject(
+                    file, rownum, f"duplicate id {rid!r} (first seen in {first[0]} row {first[1]})", "id", raw_of()
+                )
                 return
             self.seen[rid] = (file, rownum)
         self.turns[len(roles)] += 1
         self.chars.append(sum(map(len, contents)))
         if len(self.preview) < PREVIEW_ROWS:
-            self.preview.append(truncate({"id": rid, "conversations": [{"role": r, "content": c} for r, c in zip(roles, contents)]}))
+            self.preview.append(
+                truncate({"id": rid, "conversations": [{"role": r, "content": c} for r, c in zip(roles, contents)]})
+            )
         self.kept.append(fast.line_from_messages(rid, msgs))
 
 
@@ -196,14 +225,15 @@ def _process(spec: SourceSpec, batches: Iterator[loaders.RawBatch], preset: Pres
         file = b.file
         fast_items = (
             fast.convert_arrow(preset.converter, preset.options, b.arrow, index)
-            if convert is not None and b.arrow is not None else None
+            if convert is not None and b.arrow is not None
+            else None
         )
         if fast_items is not None:
             items, skipped = fast_items
             col.skipped_messages += skipped
             for k, (item, rn) in enumerate(zip(items, b.rownums)):
                 col.rows_in += 1
-                raw_of = (lambda b=b, k=k: b.rows[k])
+                raw_of = lambda b=b, k=k: b.rows[k]
                 if isinstance(item, RowError):
                     col.reject(file, rn, item.reason, item.field, raw_of())
                     continue
@@ -258,7 +288,9 @@ def _stats(col: _Collector) -> dict:
     vals = sorted(col.chars)
     n = len(vals)
     return {
-        "turns_histogram": {str(k): v for k, v in sorted(col.turns.items(), key=lambda kv: (isinstance(kv[0], str), kv[0]))},
+        "turns_histogram": {
+            str(k): v for k, v in sorted(col.turns.items(), key=lambda kv: (isinstance(kv[0], str), kv[0]))
+        },
         "chars": {
             "min": vals[0] if n else 0,
             "mean": round(sum(vals) / n, 1) if n else 0,
@@ -313,8 +345,15 @@ def build_source(
 
     if preset is not None:
         batches = iter_preset_batches(
-            preset, data_path=spec.data_path, sample_size=spec.sample_size, subset=spec.opc_subset,
-            offline=offline, cache_dir=cache_dir, what=f"source {spec.key!r}", info=info, root=root,
+            preset,
+            data_path=spec.data_path,
+            sample_size=spec.sample_size,
+            subset=spec.opc_subset,
+            offline=offline,
+            cache_dir=cache_dir,
+            what=f"source {spec.key!r}",
+            info=info,
+            root=root,
         )
     else:
         batches = _custom_batches(spec, root, offline, cache_dir, info)
@@ -357,15 +396,28 @@ def build_source(
         data_version = sha256_json({n: files[n]["sha256"] for n in ("train.jsonl", "test.jsonl") if n in files})
         inputs = (
             [{"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in info.files]
-            if info.files else [{"hub_fingerprint": fp} for fp in info.fingerprints]
+            if info.files
+            else [{"hub_fingerprint": fp} for fp in info.fingerprints]
         )
         manifest_fields = dict(
-            layer="sources", source=spec.key, spec=spec.identity(), code_version=CODE_VERSION, cache_key=cache_key,
-            data_version=data_version, inputs=inputs, rows_in=col.rows_in, rows_train=len(train_lines),
-            rows_test=len(test_lines or []), quarantined=len(col.quarantine), skipped_messages=col.skipped_messages,
-            prompt_only_rows=col.prompt_only, row_system_prepended=col.row_system,
+            layer="sources",
+            source=spec.key,
+            spec=spec.identity(),
+            code_version=CODE_VERSION,
+            cache_key=cache_key,
+            data_version=data_version,
+            inputs=inputs,
+            rows_in=col.rows_in,
+            rows_train=len(train_lines),
+            rows_test=len(test_lines or []),
+            quarantined=len(col.quarantine),
+            skipped_messages=col.skipped_messages,
+            prompt_only_rows=col.prompt_only,
+            row_system_prepended=col.row_system,
             dropped_fields=dict(col.dropped_fields.most_common()),
-            files=files, stats=_stats(col), preview=col.preview,
+            files=files,
+            stats=_stats(col),
+            preview=col.preview,
             format="preformatted" if col.kind == "text" else "conversations",
         )
         write_manifest(stage, **manifest_fields)
@@ -374,8 +426,10 @@ def build_source(
         f"{len(col.quarantine)} quarantined → {out_dir}"
     )
     if col.dropped_fields:
-        log(f"source {spec.key!r}: fields not carried into the conversation rows (rows): "
-            + ", ".join(f"{k} ({n})" for k, n in col.dropped_fields.most_common()))
+        log(
+            f"source {spec.key!r}: fields not carried into the conversation rows (rows): "
+            + ", ".join(f"{k} ({n})" for k, n in col.dropped_fields.most_common())
+        )
     return BuildResult(spec.key, out_dir, False, read_manifest(out_dir))
 
 

@@ -5,6 +5,7 @@ three differences: `--data-path` works for every preset (a file or a folder per 
 failing row never leaves a half-written file behind (writes are atomic), and SciQ is seeded.
 The asset `sources/conversations` reads presets through the same functions.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,7 +83,14 @@ def iter_preset_batches(
 
     def read_part(part, limit):
         batches, fp = loaders.read_hub(
-            part.hub_id, part.config, part.split, what=what, limit=limit, offline=offline, cache_dir=cache_dir, part=part.name
+            part.hub_id,
+            part.config,
+            part.split,
+            what=what,
+            limit=limit,
+            offline=offline,
+            cache_dir=cache_dir,
+            part=part.name,
         )
         info.fingerprints.append(fp)
         return batches
@@ -97,7 +105,9 @@ def convert_strict(preset: Preset, batches: Iterator[loaders.RawBatch]) -> tuple
     skipped = 0
     index = 0
     for b in batches:
-        fast_items = fast.convert_arrow(preset.converter, preset.options, b.arrow, index) if b.arrow is not None else None
+        fast_items = (
+            fast.convert_arrow(preset.converter, preset.options, b.arrow, index) if b.arrow is not None else None
+        )
         if fast_items is not None:
             items, s = fast_items
             for item, rownum in zip(items, b.rownums):

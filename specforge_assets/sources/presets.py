@@ -1,4 +1,5 @@
 """The preset registry: SpecForge's dataset presets, read as data from `configs/sources.yaml`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -87,7 +88,5 @@ def get_preset(name: str, config: dict | None = None) -> Preset:
     if name in unsupported:
         raise UnsupportedPresetError(f"preset {name!r} is not supported: {unsupported[name]}")
     if name not in section:
-        raise UnknownSourceError(
-            f"unknown preset {name!r}; supported presets: {', '.join(section)}"
-        )
+        raise UnknownSourceError(f"unknown preset {name!r}; supported presets: {', '.join(section)}")
     return _parse(name, section[name])

@@ -12,6 +12,7 @@ Rows cut at max_length agree when they are a prefix of the render. Pre-formatted
 without `conversations`) and rows whose conversation is not found are not compared (counted).
 No Dagster import.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,9 @@ def render_ids(tokenizer, row: dict, render_kwargs: dict | None = None, keys=GEN
         return None
     messages = build_messages(conv, None, keys, warnings, inject_system_prompt=False)
     tools = parse_tools(row.get("tools"), warnings)
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False, tools=tools,
-                                         **(render_kwargs or {}))
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=False, tools=tools, **(render_kwargs or {})
+    )
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -95,9 +97,17 @@ def _decode(tokenizer, ids: list[int]) -> str:
         return repr(ids)
 
 
-def template_agreement(tokenized_rows_or_path: Any, conversations_path: Any, tokenizer, sample: int = 64,
-                       *, seed: int = 0, max_length: int | None = None, render_kwargs: dict | None = None,
-                       thinking: bool = False) -> dict:
+def template_agreement(
+    tokenized_rows_or_path: Any,
+    conversations_path: Any,
+    tokenizer,
+    sample: int = 64,
+    *,
+    seed: int = 0,
+    max_length: int | None = None,
+    render_kwargs: dict | None = None,
+    thinking: bool = False,
+) -> dict:
     """Compare a sample of tokenized rows with the tokenizer's own rendering of their conversations.
 
     `tokenized_rows_or_path`: rows {id, input_ids, ...}, a JSONL file of them, or a dataset folder
@@ -122,8 +132,16 @@ def template_agreement(tokenized_rows_or_path: Any, conversations_path: Any, tok
             if len(convs) == len(want):
                 break
     keys = THINKING_KEYS if thinking else GENERAL_KEYS
-    out: dict[str, Any] = {"passed": True, "checked": 0, "agreed": 0, "truncated": 0, "skipped_preformatted": 0,
-                           "missing_conversation": 0, "sampled": len(picked), "first_mismatch": None}
+    out: dict[str, Any] = {
+        "passed": True,
+        "checked": 0,
+        "agreed": 0,
+        "truncated": 0,
+        "skipped_preformatted": 0,
+        "missing_conversation": 0,
+        "sampled": len(picked),
+        "first_mismatch": None,
+    }
     for r in picked:
         rid = str(r.get("id"))
         conv = convs.get(rid)
@@ -148,8 +166,12 @@ def template_agreement(tokenized_rows_or_path: Any, conversations_path: Any, tok
         if expected is not None and got == expected:
             out["agreed"] += 1
             continue
-        if (expected is not None and len(got) < len(expected) and expected[:len(got)] == got
-                and (max_length is None or len(got) == max_length)):
+        if (
+            expected is not None
+            and len(got) < len(expected)
+            and expected[: len(got)] == got
+            and (max_length is None or len(got) == max_length)
+        ):
             out["agreed"] += 1
             out["truncated"] += 1
             continue
@@ -167,14 +189,21 @@ def _mismatch(tokenizer, rid: str, expected: list[int], got: list[int], err: str
     a, b = max(0, pos - SNIPPET_BEFORE), pos + SNIPPET_AFTER
     exp_s, got_s = expected[a:b], got[a:b]
     d = {
-        "id": rid, "position": pos, "expected_length": len(expected), "got_length": len(got),
-        "expected_ids_snippet": exp_s, "got_ids_snippet": got_s,
-        "expected_decoded": _decode(tokenizer, exp_s), "got_decoded": _decode(tokenizer, got_s),
+        "id": rid,
+        "position": pos,
+        "expected_length": len(expected),
+        "got_length": len(got),
+        "expected_ids_snippet": exp_s,
+        "got_ids_snippet": got_s,
+        "expected_decoded": _decode(tokenizer, exp_s),
+        "got_decoded": _decode(tokenizer, got_s),
     }
     if err:
         d["render_error"] = err
         d["message"] = f"row {rid}: the tokenizer's own chat template failed on it ({err})"
     else:
-        d["message"] = (f"row {rid}: token {pos} differs from the tokenizer's own chat template "
-                        f"(expected ...{d['expected_decoded']!r}..., got ...{d['got_decoded']!r}...)")
+        d["message"] = (
+            f"row {rid}: token {pos} differs from the tokenizer's own chat template "
+            f"(expected ...{d['expected_decoded']!r}..., got ...{d['got_decoded']!r}...)"
+        )
     return d

@@ -10,6 +10,7 @@ version is the hash of the d2t/t2d content.
 Both keep an immutable copy under <root>/versions/<artifact>/<data version>/ (`versioned`)
 and publish the current folder as one unit.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,15 @@ from .dataset import InputNotFoundError, TokenizerLoadError, cache_key, load_tok
 from .templates import get_template
 
 TOKENIZE_DEFAULTS: dict[str, Any] = {
-    "chat_template": None, "max_length": 2048, "is_preformatted": False, "train_only_last_turn": False,
+    "chat_template": None,
+    "max_length": 2048,
+    "is_preformatted": False,
+    "train_only_last_turn": False,
     "corrected": {"no_system_prompt": False, "shift_mask_885": False, "incremental_mask": False},
-    "workers": 1, "shard_rows": 50000, "verify_every": 1000, "templates": {},
+    "workers": 1,
+    "shard_rows": 50000,
+    "verify_every": 1000,
+    "templates": {},
     "checks": {"max_zero_supervised_rate": 0.01, "supervised_fraction": [0.02, 0.99]},
     "vocab_mapping": {"draft_vocab_size": 32000},
     "cache_keep": 3,
@@ -58,7 +65,7 @@ def prune_cache(cache_root: Path, keep: int, current: str) -> list[str]:
         if (d / "stats.json").exists() and d.name != current:
             entries.append((d.stat().st_mtime, d))
     entries.sort(reverse=True)
-    for _, d in entries[max(0, keep - 1):]:
+    for _, d in entries[max(0, keep - 1) :]:
         shutil.rmtree(d, ignore_errors=True)
         pruned.append(d.name)
     return sorted(pruned)
@@ -87,10 +94,12 @@ def tokenize_config(cfg: dict | None = None, config_dir: Path | None = None) -> 
 def options_from(cfg: dict) -> TokenizeOptions:
     c = cfg["corrected"]
     return TokenizeOptions(
-        max_length=int(cfg["max_length"]), is_preformatted=bool(cfg["is_preformatted"]),
+        max_length=int(cfg["max_length"]),
+        is_preformatted=bool(cfg["is_preformatted"]),
         train_only_last_turn=bool(cfg["train_only_last_turn"]),
         inject_system_prompt=not c.get("no_system_prompt", False),
-        shift_mask_885=bool(c.get("shift_mask_885", False)), incremental_mask=bool(c.get("incremental_mask", False)),
+        shift_mask_885=bool(c.get("shift_mask_885", False)),
+        incremental_mask=bool(c.get("incremental_mask", False)),
     )
 
 
@@ -109,7 +118,9 @@ def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
         raise TokenizeConfigError(f"configs/tokenize.yaml: {e}") from e
     tok_path = target_model_path(root, tcfg)
     if isinstance(tok_path, Path) and not tok_path.exists():
-        raise TokenizerLoadError(f"target model/tokenizer folder {tok_path} does not exist (materialize models/target_model first)")
+        raise TokenizerLoadError(
+            f"target model/tokenizer folder {tok_path} does not exist (materialize models/target_model first)"
+        )
     tokenizer = load_tokenizer(tok_path, bool(tcfg.get("trust_remote_code", False)))
     return {"template": template, "tokenizer_path": tok_path, "tokenizer": tokenizer, "options": options}
 
@@ -120,9 +131,14 @@ def dataset_content_version(dataset_dir: Path | str) -> str:
     return sha256_file(Path(dataset_dir) / "train.jsonl")[:32]
 
 
-def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None = None,
-                    config_dir: Path | None = None, mix_dir: Path | str | None = None,
-                    manifest_extra: dict | None = None) -> dict:
+def build_tokenized(
+    root: Path | str,
+    cfg: dict | None = None,
+    tcfg: dict | None = None,
+    config_dir: Path | None = None,
+    mix_dir: Path | str | None = None,
+    manifest_extra: dict | None = None,
+) -> dict:
     from ..mix.mix import rows_content_sha256
 
     root = Path(root)
@@ -135,17 +151,33 @@ def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None
     tok = r["tokenizer"]
     # the mix rows' consumed content (not their provenance fields): a mix rewritten with other
     # regeneration provenance only is still a cache hit
-    key = cache_key(rows_content_sha256(mix_train), r["tokenizer_path"], getattr(tok, "chat_template", None),
-                    r["template"], r["options"])
+    key = cache_key(
+        rows_content_sha256(mix_train),
+        r["tokenizer_path"],
+        getattr(tok, "chat_template", None),
+        r["template"],
+        r["options"],
+    )
     cache_dir = root / "tokenized" / "cache" / key["key"]
     hit = (cache_dir / "stats.json").exists()
     if not hit:
-        pre = (Preprocessor(tok, r["template"], r["options"], verify_every=int(cfg["verify_every"] or 0))
-               if int(cfg["workers"]) <= 1 else None)
-        tokenize_jsonl(mix_train, r["tokenizer_path"], r["template"], cache_dir, r["options"],
-                       workers=int(cfg["workers"]), shard_rows=int(cfg["shard_rows"]),
-                       verify_every=int(cfg["verify_every"] or 0),
-                       trust_remote_code=bool(tcfg.get("trust_remote_code")), preprocessor=pre)
+        pre = (
+            Preprocessor(tok, r["template"], r["options"], verify_every=int(cfg["verify_every"] or 0))
+            if int(cfg["workers"]) <= 1
+            else None
+        )
+        tokenize_jsonl(
+            mix_train,
+            r["tokenizer_path"],
+            r["template"],
+            cache_dir,
+            r["options"],
+            workers=int(cfg["workers"]),
+            shard_rows=int(cfg["shard_rows"]),
+            verify_every=int(cfg["verify_every"] or 0),
+            trust_remote_code=bool(tcfg.get("trust_remote_code")),
+            preprocessor=pre,
+        )
         (cache_dir / "cache_key.json").write_text(json.dumps(key, indent=2, default=str))
     stats = json.loads((cache_dir / "stats.json").read_text())
     os.utime(cache_dir)  # last used: what pruning keeps
@@ -153,8 +185,10 @@ def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None
     out = root / "tokenized" / "dataset"
     warnings = []
     if not getattr(tok, "chat_template", None):
-        warnings.append("tokenizer has no chat template: SpecForge's fallback rendering was used "
-                        f"(template {r['template'].name!r} headers)")
+        warnings.append(
+            "tokenizer has no chat template: SpecForge's fallback rendering was used "
+            f"(template {r['template'].name!r} headers)"
+        )
     with staged_dir(out) as tmp:  # files + manifest published as one unit
         for p in cache_dir.iterdir():
             if p.is_file():
@@ -162,16 +196,38 @@ def build_tokenized(root: Path | str, cfg: dict | None = None, tcfg: dict | None
                     os.link(p, tmp / p.name)
                 except OSError:
                     shutil.copy2(p, tmp / p.name)
-        write_manifest(tmp, asset="tokenized/dataset", data_version=version, cache_key=key["key"],
-                       cache_parts=key["parts"], cache_hit=hit, template=r["template"].name,
-                       tokenizer=str(r["tokenizer_path"]), mix_train=str(mix_train), stats=stats,
-                       warnings=warnings, **(manifest_extra or {}))
+        write_manifest(
+            tmp,
+            asset="tokenized/dataset",
+            data_version=version,
+            cache_key=key["key"],
+            cache_parts=key["parts"],
+            cache_hit=hit,
+            template=r["template"].name,
+            tokenizer=str(r["tokenizer_path"]),
+            mix_train=str(mix_train),
+            stats=stats,
+            warnings=warnings,
+            **(manifest_extra or {}),
+        )
         vdir = publish_version(tmp, root, "tokenized_dataset", version)
     pruned = prune_cache(cache_dir.parent, int(cfg["cache_keep"] or 0), key["key"])
-    return {"key": key["key"], "parts": key["parts"], "cache_hit": hit, "stats": stats, "dir": out,
-            "version": version, "version_dir": vdir, "mix_train": mix_train, "cache_pruned": pruned,
-            "template": r["template"], "tokenizer": tok, "options": r["options"], "warnings": warnings,
-            "cache_dir": cache_dir}
+    return {
+        "key": key["key"],
+        "parts": key["parts"],
+        "cache_hit": hit,
+        "stats": stats,
+        "dir": out,
+        "version": version,
+        "version_dir": vdir,
+        "mix_train": mix_train,
+        "cache_pruned": pruned,
+        "template": r["template"],
+        "tokenizer": tok,
+        "options": r["options"],
+        "warnings": warnings,
+        "cache_dir": cache_dir,
+    }
 
 
 def target_vocab_size(tok_path, tokenizer) -> int:
@@ -198,9 +254,14 @@ def mapping_content_version(d2t, t2d, target_vocab: int, draft_vocab: int) -> st
     return h.hexdigest()[:32]
 
 
-def build_vocab_mapping(root: Path | str, cfg: dict | None = None, tcfg: dict | None = None,
-                        config_dir: Path | None = None, dataset_dir: Path | str | None = None,
-                        manifest_extra: dict | None = None) -> dict:
+def build_vocab_mapping(
+    root: Path | str,
+    cfg: dict | None = None,
+    tcfg: dict | None = None,
+    config_dir: Path | None = None,
+    dataset_dir: Path | str | None = None,
+    manifest_extra: dict | None = None,
+) -> dict:
     from .vocab import build_mapping, iter_parquet_batches, save_mapping
 
     root = Path(root)
@@ -222,11 +283,27 @@ def build_vocab_mapping(root: Path | str, cfg: dict | None = None, tcfg: dict | 
     dataset_version = man.get("data_version") or dataset_content_version(ds)
     with staged_dir(out) as tmp:
         tmp_path = save_mapping(res, tmp / "vocab_mapping.pt")
-        write_manifest(tmp, asset="tokenized/vocab_mapping", dataset_version=dataset_version,
-                       dataset_cache_key=man.get("cache_key"), dataset_path=str(ds),
-                       data_version=version, file="vocab_mapping.pt", file_sha256=sha256_file(tmp_path), **info,
-                       tie_break="count desc, then first appearance (row order, ascending id in a row); "
-                                 "fill-up with zero-count ids in ascending order", **(manifest_extra or {}))
+        write_manifest(
+            tmp,
+            asset="tokenized/vocab_mapping",
+            dataset_version=dataset_version,
+            dataset_cache_key=man.get("cache_key"),
+            dataset_path=str(ds),
+            data_version=version,
+            file="vocab_mapping.pt",
+            file_sha256=sha256_file(tmp_path),
+            **info,
+            tie_break="count desc, then first appearance (row order, ascending id in a row); "
+            "fill-up with zero-count ids in ascending order",
+            **(manifest_extra or {}),
+        )
         vdir = publish_version(tmp, root, "vocab_mapping", version)
-    return {**info, "path": out / "vocab_mapping.pt", "version": version, "version_dir": vdir,
-            "dataset_version": dataset_version, "d2t": res["d2t"], "t2d": res["t2d"]}
+    return {
+        **info,
+        "path": out / "vocab_mapping.pt",
+        "version": version,
+        "version_dir": vdir,
+        "dataset_version": dataset_version,
+        "d2t": res["d2t"],
+        "t2d": res["t2d"],
+    }

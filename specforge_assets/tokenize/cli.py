@@ -1,4 +1,5 @@
 """`specforge-assets tokenize` and `specforge-assets vocab-mapping` (same code as the assets)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Render with the tokenizer's chat template and compute SpecForge's assistant loss mask "
         "(identical to specforge.data.preprocess_conversations), faster.",
     )
-    p.add_argument("--input", required=True, help="JSONL with {id, conversations} (or {id, text} with --is-preformatted)")
+    p.add_argument(
+        "--input", required=True, help="JSONL with {id, conversations} (or {id, text} with --is-preformatted)"
+    )
     p.add_argument("--tokenizer", required=True, help="tokenizer folder (or hub id when the hub is reachable)")
     p.add_argument("--chat-template", required=True, help="registry template name, e.g. qwen, llama3, deepseek-v3")
     p.add_argument("--max-length", type=int, default=2048)
@@ -24,9 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="output JSONL, one {id, input_ids, loss_mask} per row")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--templates-config", help="YAML with extra templates (same form as configs/tokenize.yaml)")
-    p.add_argument("--no-system-prompt", action="store_true", help="corrected: don't inject the template's default system prompt")
-    p.add_argument("--shift-mask-885", action="store_true", help="corrected: shift the mask left by one (SpecForge#885)")
-    p.add_argument("--incremental-mask", action="store_true", help="corrected: template-agnostic spans from incremental rendering")
+    p.add_argument(
+        "--no-system-prompt", action="store_true", help="corrected: don't inject the template's default system prompt"
+    )
+    p.add_argument(
+        "--shift-mask-885", action="store_true", help="corrected: shift the mask left by one (SpecForge#885)"
+    )
+    p.add_argument(
+        "--incremental-mask", action="store_true", help="corrected: template-agnostic spans from incremental rendering"
+    )
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=run_tokenize)
 
@@ -55,8 +64,10 @@ def run_tokenize(args) -> int:
         raise InputNotFoundError(f"input not found: {inp} (command-line paths are relative to the current directory)")
     tok = Path(args.tokenizer).expanduser()
     if not tok.exists() and (args.tokenizer.startswith((".", "/", "~")) or args.tokenizer.count("/") >= 2):
-        raise InputNotFoundError(f"--tokenizer {args.tokenizer}: no such folder (command-line paths are relative to "
-                                 "the current directory); give a tokenizer folder or a hub id org/name")
+        raise InputNotFoundError(
+            f"--tokenizer {args.tokenizer}: no such folder (command-line paths are relative to "
+            "the current directory); give a tokenizer folder or a hub id org/name"
+        )
     tokenizer = str(tok.resolve()) if tok.exists() else args.tokenizer
     extra = {}
     if args.templates_config:
@@ -74,9 +85,12 @@ def run_tokenize(args) -> int:
     if args.max_length < 1:
         raise UserError(f"--max-length must be a positive integer, got {args.max_length}")
     opts = TokenizeOptions(
-        max_length=args.max_length, is_preformatted=args.is_preformatted,
-        train_only_last_turn=args.train_only_last_turn, inject_system_prompt=not args.no_system_prompt,
-        shift_mask_885=args.shift_mask_885, incremental_mask=args.incremental_mask,
+        max_length=args.max_length,
+        is_preformatted=args.is_preformatted,
+        train_only_last_turn=args.train_only_last_turn,
+        inject_system_prompt=not args.no_system_prompt,
+        shift_mask_885=args.shift_mask_885,
+        incremental_mask=args.incremental_mask,
     )
     out = Path(args.output).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,9 +101,17 @@ def run_tokenize(args) -> int:
     with tempfile.TemporaryDirectory(prefix=".tokenize.", dir=out.parent) as td:
         stage = Path(td) / "out"
         try:
-            stats = tokenize_jsonl(inp, tokenizer, template, stage, opts, workers=args.workers,
-                                   trust_remote_code=args.trust_remote_code, write_parquet=False,
-                                   export_jsonl="train.jsonl")
+            stats = tokenize_jsonl(
+                inp,
+                tokenizer,
+                template,
+                stage,
+                opts,
+                workers=args.workers,
+                trust_remote_code=args.trust_remote_code,
+                write_parquet=False,
+                export_jsonl="train.jsonl",
+            )
         except NothingToTrainOnError as e:  # show which lines were skipped before the one error line
             for s in getattr(e, "skipped", [])[:10]:
                 print(f"skipped line {s['line']} (id {s['id']!r}): {s['reason']}", file=sys.stderr)
@@ -105,18 +127,38 @@ def run_tokenize(args) -> int:
         print(f"skipped line {e['line']} (id {e['id']!r}): {e['reason']}", file=sys.stderr)
     if len(errors) > 10:
         print(f"... and {len(errors) - 10} more skipped lines (all in {errors_path})", file=sys.stderr)
-    summary = {k: stats[k] for k in ("rows_in", "rows", "rows_failed", "tokens", "supervised_tokens",
-                                       "zero_supervised_rows", "truncated_rows", "fallback_render_rows",
-                                       "rows_cut_consecutive_assistant", "messages_dropped", "rows_failed_by_reason",
-                                       "seconds")}
+    summary = {
+        k: stats[k]
+        for k in (
+            "rows_in",
+            "rows",
+            "rows_failed",
+            "tokens",
+            "supervised_tokens",
+            "zero_supervised_rows",
+            "truncated_rows",
+            "fallback_render_rows",
+            "rows_cut_consecutive_assistant",
+            "messages_dropped",
+            "rows_failed_by_reason",
+            "seconds",
+        )
+    }
     print(json.dumps(summary))
     line = summary_line(stats)
     if line:
-        print(line.replace("see errors.jsonl / stats.json", f"see {errors_path.name if errors else 'no skipped line'} / {stats_path.name}"),
-              file=sys.stderr)
+        print(
+            line.replace(
+                "see errors.jsonl / stats.json",
+                f"see {errors_path.name if errors else 'no skipped line'} / {stats_path.name}",
+            ),
+            file=sys.stderr,
+        )
     if stats["fallback_render_rows"]:
-        print("warning: the tokenizer has no usable chat template; SpecForge's fallback rendering was used",
-              file=sys.stderr)
+        print(
+            "warning: the tokenizer has no usable chat template; SpecForge's fallback rendering was used",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -133,8 +175,11 @@ def run_vocab_mapping(args) -> int:
     save_mapping(res, Path(args.output).expanduser())
     info = {k: v for k, v in res.items() if k not in ("d2t", "t2d")}
     if res["clamped"]:
-        print(f"note: draft vocab size {res['requested_draft_vocab_size']} > target vocab "
-              f"{res['target_vocab_size']}; clamped", file=sys.stderr)
+        print(
+            f"note: draft vocab size {res['requested_draft_vocab_size']} > target vocab "
+            f"{res['target_vocab_size']}; clamped",
+            file=sys.stderr,
+        )
     warn = fill_warning(res)
     if warn:
         print(f"warning: {warn}", file=sys.stderr)

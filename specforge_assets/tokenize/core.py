@@ -23,6 +23,7 @@ as anchors; without one before `p` the whole prefix is encoded, exactly like Spe
 (Python) tokenizers use the straightforward algorithm. The straightforward implementation is in
 `reference.py`; tests and `bench/bench_tokenize.py` compare the two token for token.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -46,6 +47,7 @@ def slow_ids_and_counter(tokenizer, text: str, max_length: int):
         return len(tokenizer.encode(text[:p], add_special_tokens=False, truncation=True, max_length=max_length))
 
     return list(ids), count
+
 
 HARMONY_DEFAULT_SYSTEM = (
     "You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n"
@@ -135,8 +137,9 @@ def _has_chat_template(tokenizer) -> bool:
 class Preprocessor:
     """Tokenize rows with one tokenizer, template and option set."""
 
-    def __init__(self, tokenizer, template: ChatTemplate, options: TokenizeOptions | None = None,
-                 verify_every: int = 0):
+    def __init__(
+        self, tokenizer, template: ChatTemplate, options: TokenizeOptions | None = None, verify_every: int = 0
+    ):
         """`verify_every=N`: every N-th row is also computed with the straightforward algorithm
         (prefix re-encoding); on a difference that row gets the straightforward result and a
         warning (a run-time guard of the fast path's exactness, ~1/N of its cost)."""
@@ -184,7 +187,8 @@ class Preprocessor:
             # an empty normalizer Sequence is a no-op (normalised added tokens match the raw text)
             has_norm = norm is not None and str(norm).replace(" ", "") != "Sequence(normalizers=[])"
             self.anchor_ids = frozenset(
-                i for i, t in self.backend.get_added_tokens_decoder().items()
+                i
+                for i, t in self.backend.get_added_tokens_decoder().items()
                 if not (t.lstrip or t.rstrip or t.single_word or (t.normalized and has_norm))
             )
         self._memo: dict[str, int] = {}
@@ -192,8 +196,11 @@ class Preprocessor:
     # ------------------------------------------------------------------ rendering
     def _render_messages(self, messages: list[dict], tools, add_generation_prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-            tools=tools, **self.render_kwargs,
+            messages,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            tools=tools,
+            **self.render_kwargs,
         )
 
     def _fallback(self, messages: list[dict]) -> str:
@@ -220,7 +227,9 @@ class Preprocessor:
             if role == "system":
                 text = f"<|start|>system<|message|>{content}<|end|>"
             elif role == "assistant_reasoning_effort":
-                text = "<|start|>system<|message|>" + HARMONY_DEFAULT_SYSTEM.format(level=str(content).lower()) + "<|end|>"
+                text = (
+                    "<|start|>system<|message|>" + HARMONY_DEFAULT_SYSTEM.format(level=str(content).lower()) + "<|end|>"
+                )
             elif role == "user":
                 text += f"<|start|>user<|message|>{content}<|end|>"
             elif role in ("assistant_analysis", "assistant_commentary", "assistant_final"):
@@ -254,14 +263,22 @@ class Preprocessor:
         if not conv:
             raise TokenizeError("empty conversation (SpecForge skips such rows)", "empty conversation")
         if not has_assistant_turn(conv):
-            raise TokenizeError(f"{NO_ASSISTANT_TURN}: a prompt-only row (user turns only); regenerate this source "
-                                "first (specforge-assets regenerate), then mix and tokenize its output",
-                                NO_ASSISTANT_TURN)
+            raise TokenizeError(
+                f"{NO_ASSISTANT_TURN}: a prompt-only row (user turns only); regenerate this source "
+                "first (specforge-assets regenerate), then mix and tokenize its output",
+                NO_ASSISTANT_TURN,
+            )
         if self.harmony:
             return self._harmony_text(conv), None, None, warnings, False
         tools = parse_tools(row.get("tools"), warnings)
-        messages = build_messages(conv, self.template.system_prompt, self.keys, warnings,
-                                  self.options.inject_system_prompt, dropped=self._dropped)
+        messages = build_messages(
+            conv,
+            self.template.system_prompt,
+            self.keys,
+            warnings,
+            self.options.inject_system_prompt,
+            dropped=self._dropped,
+        )
         if not self.has_template:
             warnings.append("tokenizer has no chat template; used SpecForge's fallback rendering")
             return self._fallback(messages), messages, tools, warnings, True
@@ -273,8 +290,9 @@ class Preprocessor:
         return text, messages, tools, warnings, False
 
     # ------------------------------------------------------------------ spans
-    def spans(self, text: str, messages: list[dict] | None, tools, warnings: list[str],
-              fallback: bool) -> list[tuple[int, int]]:
+    def spans(
+        self, text: str, messages: list[dict] | None, tools, warnings: list[str], fallback: bool
+    ) -> list[tuple[int, int]]:
         if self.harmony:
             pat = _HARMONY_RE
         elif self.incremental and messages is not None and not fallback:
@@ -366,10 +384,14 @@ class Preprocessor:
                 while k < n and upto[k] == text[k]:
                     k += 1
                 if not upto.startswith(pre) or k <= len(pre):
-                    warnings.append(f"incremental mask: turn {i} is not a prefix-extension of the render; not supervised")
+                    warnings.append(
+                        f"incremental mask: turn {i} is not a prefix-extension of the render; not supervised"
+                    )
                     continue
                 out.append((len(pre), k))
-                warnings.append(f"incremental mask: turn {i} rendered differently in the full text; span cut at char {k}")
+                warnings.append(
+                    f"incremental mask: turn {i} rendered differently in the full text; span cut at char {k}"
+                )
                 continue
             if len(upto) > len(pre):
                 out.append((len(pre), len(upto)))
@@ -458,8 +480,14 @@ class Preprocessor:
             text, messages, tools, warnings, fb = prepared[i]
             try:
                 results[i] = self._finish(
-                    text, ids[:L], len(ids), lambda p, t=text, e=ends, c=counts: self._count(t, p, e, c),
-                    messages, tools, warnings, fb,
+                    text,
+                    ids[:L],
+                    len(ids),
+                    lambda p, t=text, e=ends, c=counts: self._count(t, p, e, c),
+                    messages,
+                    tools,
+                    warnings,
+                    fb,
                 )
             except TokenizeError as e:
                 results[i] = e
@@ -562,6 +590,7 @@ def _library_error(what: str, e: BaseException) -> TokenizeError:
     err = TokenizeError(f"{what} failed on this row ({type(e).__name__}: {msg[:300]})", f"{what} error")
     err.__cause__ = e
     return err
+
 
 _HARMONY_RE = _re.compile(r"<\|start\|>assistant([\s\S]*?)(?=<\|start\|>user<\|message\|>|$)")
 

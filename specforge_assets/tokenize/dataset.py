@@ -6,6 +6,7 @@ the input), optionally over several worker processes (order kept). Usable withou
     from specforge_assets.tokenize.dataset import tokenize_jsonl
     stats = tokenize_jsonl("mix/train.jsonl", "path/to/tokenizer", "qwen", "out/", max_length=2048)
 """
+
 from __future__ import annotations
 
 import array
@@ -28,9 +29,19 @@ from .templates import ChatTemplate
 # Bump when the tokenization code changes its output for the same inputs (part of the cache key).
 ALGORITHM_VERSION = "2"  # 2: prompt-only rows refused per row; cut/drop counts in stats.json
 TOKENIZER_FILE_PATTERNS = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.jinja", "chat_template.json", "vocab.json", "vocab.txt", "merges.txt",
-    "tokenizer.model", "*.tiktoken", "spiece.model", "sentencepiece.bpe.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "*.tiktoken",
+    "spiece.model",
+    "sentencepiece.bpe.model",
 )
 SHARD_ROWS_DEFAULT = 50_000
 BATCH_ROWS = 256
@@ -98,8 +109,9 @@ def cache_key(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(tokenizer_path: str, template: ChatTemplate, options: TokenizeOptions, trust: bool,
-                 verify_every: int = 0):
+def _worker_init(
+    tokenizer_path: str, template: ChatTemplate, options: TokenizeOptions, trust: bool, verify_every: int = 0
+):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tok = load_tokenizer(tokenizer_path, trust)
     _WORKER["pre"] = Preprocessor(tok, template, options, verify_every=verify_every)
@@ -114,8 +126,19 @@ def _process_chunk(rows: list[tuple[int, dict]], pre: Preprocessor | None = None
         if isinstance(r, Exception):
             out.append((lineno, rid, row.get("source"), None, None, 0, (str(r), error_kind(r)), None, None))
         else:
-            out.append((lineno, rid, row.get("source"), r.input_ids, r.loss_mask, r.full_length,
-                        r.warnings, r.fallback_render, r.dropped))
+            out.append(
+                (
+                    lineno,
+                    rid,
+                    row.get("source"),
+                    r.input_ids,
+                    r.loss_mask,
+                    r.full_length,
+                    r.warnings,
+                    r.fallback_render,
+                    r.dropped,
+                )
+            )
     return out
 
 
@@ -191,7 +214,7 @@ class _Stats:
         self.warn_rows = 0
         self.warning_examples: list[str] = []
         self.lengths = array.array("i")
-        self.rows_cut: dict[str, int] = {}          # reason → rows
+        self.rows_cut: dict[str, int] = {}  # reason → rows
         self.messages_dropped: dict[str, int] = {}  # reason → messages
 
     def add_dropped(self, dropped: dict | None) -> None:
@@ -203,6 +226,7 @@ class _Stats:
 def summary_line(stats: dict) -> str | None:
     """One stderr line naming every cut, skip and drop of a run (None when there was none):
     ``tokenize: 3 rows cut at consecutive assistant turns (4 messages dropped), ...``."""
+
     def n_rows(n: int) -> str:
         return f"{n} row{'s' if n != 1 else ''}"
 
@@ -242,8 +266,10 @@ def _refusal(input_path: Path, st: "_Stats", bad: list, template: ChatTemplate) 
         kinds[b[4]] = kinds.get(b[4], 0) + 1
     if st.rows == 0:
         if kinds.get(NO_ASSISTANT_TURN) == n_in:
-            return (f"no assistant turn in any of the {n_in} rows of {input_path}: prompt-only rows (user turns "
-                    "only) supervise nothing; regenerate this source first (specforge-assets regenerate)")
+            return (
+                f"no assistant turn in any of the {n_in} rows of {input_path}: prompt-only rows (user turns "
+                "only) supervise nothing; regenerate this source first (specforge-assets regenerate)"
+            )
         top = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:4])
         return f"no row of {input_path} could be tokenized ({n_in} rows: {top}); see the skipped lines"
     hint = "check max_length / chat template"
@@ -281,18 +307,25 @@ def tokenize_jsonl(
     options = options or TokenizeOptions()
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.is_file():
-        raise InputNotFoundError(f"input not found: {input_path} (check the path; command-line paths are relative "
-                                 "to the current directory)")
+        raise InputNotFoundError(
+            f"input not found: {input_path} (check the path; command-line paths are relative to the current directory)"
+        )
     with staged_dir(output_dir) as tmp:
         t0 = time.time()
         st = _Stats()
         bad: list = []  # (lineno, id, source, reason, kind)
-        schema = pa.schema([
-            ("id", pa.string()), ("source", pa.string()),
-            ("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
-            ("length", pa.int32()), ("supervised_tokens", pa.int32()),
-            ("full_length", pa.int32()), ("truncated", pa.bool_()),
-        ])
+        schema = pa.schema(
+            [
+                ("id", pa.string()),
+                ("source", pa.string()),
+                ("input_ids", pa.list_(pa.int32())),
+                ("loss_mask", pa.list_(pa.int8())),
+                ("length", pa.int32()),
+                ("supervised_tokens", pa.int32()),
+                ("full_length", pa.int32()),
+                ("truncated", pa.bool_()),
+            ]
+        )
         shard_idx = 0
         writer = None
         in_shard = 0
@@ -356,8 +389,15 @@ def tokenize_jsonl(
                         if len(buf["id"]) >= 4096:
                             flush()
                     if jf is not None:
-                        jf.write('{"id": ' + json.dumps(sid) + ', "input_ids": [' + ", ".join(map(str, ids))
-                                 + '], "loss_mask": [' + ", ".join(map(str, mask)) + "]}\n")
+                        jf.write(
+                            '{"id": '
+                            + json.dumps(sid)
+                            + ', "input_ids": ['
+                            + ", ".join(map(str, ids))
+                            + '], "loss_mask": ['
+                            + ", ".join(map(str, mask))
+                            + "]}\n"
+                        )
             if writer is not None:
                 flush()
                 writer.close()
@@ -377,8 +417,9 @@ def tokenize_jsonl(
             with atomic_write(tmp / "errors.jsonl") as f:
                 for lineno, rid, source, reason, kind in bad:
                     failed_by_reason[kind] = failed_by_reason.get(kind, 0) + 1
-                    f.write(json.dumps({"line": lineno, "id": rid, "source": source, "reason": reason,
-                                        "kind": kind}) + "\n")
+                    f.write(
+                        json.dumps({"line": lineno, "id": rid, "source": source, "reason": reason, "kind": kind}) + "\n"
+                    )
             stats = {
                 "rows_in": st.rows + len(bad),
                 "rows": st.rows,

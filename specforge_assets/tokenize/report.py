@@ -1,4 +1,5 @@
 """Human-readable artefacts for the tokenized dataset: length histogram, masked example."""
+
 from __future__ import annotations
 
 import html
@@ -47,8 +48,10 @@ def example_markdown(tokenizer, row_id: str, ids, mask, limit_chars: int = 3000)
             out.append(" …")
             break
     body = "".join(out).replace("```", "`\u200b``")
-    return (f"Row `{row_id}`: {sum(mask)} of {len(ids)} tokens supervised; supervised spans are between ⟦ and ⟧.\n\n"
-            f"```text\n{body}\n```")
+    return (
+        f"Row `{row_id}`: {sum(mask)} of {len(ids)} tokens supervised; supervised spans are between ⟦ and ⟧.\n\n"
+        f"```text\n{body}\n```"
+    )
 
 
 def example_html(tokenizer, row_id: str, ids, mask, path: Path) -> Path:
@@ -57,9 +60,11 @@ def example_html(tokenizer, row_id: str, ids, mask, path: Path) -> Path:
     for text, m in runs:
         t = html.escape(text)
         parts.append(f'<mark style="background:#c6f6c6">{t}</mark>' if m else f'<span style="color:#666">{t}</span>')
-    doc = (f"<!doctype html><meta charset=utf-8><title>{html.escape(row_id)}</title>"
-           f"<p>Row <code>{html.escape(row_id)}</code>: {sum(mask)} of {len(ids)} tokens supervised "
-           f"(highlighted).</p><pre style='white-space:pre-wrap'>{''.join(parts)}</pre>")
+    doc = (
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(row_id)}</title>"
+        f"<p>Row <code>{html.escape(row_id)}</code>: {sum(mask)} of {len(ids)} tokens supervised "
+        f"(highlighted).</p><pre style='white-space:pre-wrap'>{''.join(parts)}</pre>"
+    )
     with atomic_write(path) as f:
         f.write(doc)
     return path

@@ -8,6 +8,7 @@ Each entry has SpecForge's `ChatTemplate` fields. Users add or override entries 
 come from the tokenizer's own Jinja template by incremental rendering, and no system prompt is
 injected (the template's own default, if it has one, is rendered as the model would see it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,8 +113,9 @@ def registry(extra: dict | None = None) -> dict[str, ChatTemplate]:
     reg = dict(_builtin())
     for name, fields in (extra or {}).items():
         if str(name) == AUTO:
-            raise ValueError("chat template name 'auto' is reserved (the tokenizer's own template); "
-                             "give your template another name")
+            raise ValueError(
+                "chat template name 'auto' is reserved (the tokenizer's own template); give your template another name"
+            )
         reg[str(name)] = _make(str(name), fields)
     return reg
 
@@ -168,18 +170,24 @@ def derive_template_fields(tokenizer) -> dict[str, Any]:
         one = _render(tokenizer, [u1, a1])
         two = _render(tokenizer, [u1, a1, u2])
     except Exception as e:  # noqa: BLE001 - the template's own failure, reported in one line
-        raise AutoTemplateError(f"chat_template auto: the tokenizer's chat template failed on a plain "
-                                f"user/assistant conversation ({type(e).__name__}: {e})") from e
-    out: dict[str, Any] = {"assistant_header": None, "user_header": None, "end_of_turn_token": None,
-                           "default_system_prompt": None}
+        raise AutoTemplateError(
+            f"chat_template auto: the tokenizer's chat template failed on a plain "
+            f"user/assistant conversation ({type(e).__name__}: {e})"
+        ) from e
+    out: dict[str, Any] = {
+        "assistant_header": None,
+        "user_header": None,
+        "end_of_turn_token": None,
+        "default_system_prompt": None,
+    }
     if gen.startswith(plain) and len(gen) > len(plain):
-        out["assistant_header"] = gen[len(plain):]
+        out["assistant_header"] = gen[len(plain) :]
     i = one.find(_PROBE_ASSISTANT_1)
-    if i >= 0 and one[i + len(_PROBE_ASSISTANT_1):]:
-        out["end_of_turn_token"] = one[i + len(_PROBE_ASSISTANT_1):]
+    if i >= 0 and one[i + len(_PROBE_ASSISTANT_1) :]:
+        out["end_of_turn_token"] = one[i + len(_PROBE_ASSISTANT_1) :]
     j = two.find(_PROBE_USER_2)
     if two.startswith(one) and j >= len(one):
-        out["user_header"] = two[len(one):j] or None
+        out["user_header"] = two[len(one) : j] or None
     try:
         with_sys = _render(tokenizer, [{"role": "system", "content": _PROBE_SYSTEM}, u1])
     except Exception:  # noqa: BLE001 - a template without system messages: no default either
@@ -187,7 +195,7 @@ def derive_template_fields(tokenizer) -> dict[str, Any]:
     if with_sys is not None and _PROBE_SYSTEM in with_sys:
         pre, post = with_sys.split(_PROBE_SYSTEM, 1)
         if plain.startswith(pre) and plain.endswith(post) and len(plain) >= len(pre) + len(post):
-            out["default_system_prompt"] = plain[len(pre):len(plain) - len(post)]
+            out["default_system_prompt"] = plain[len(pre) : len(plain) - len(post)]
     return out
 
 
@@ -196,5 +204,10 @@ def derive_template(tokenizer) -> ChatTemplate:
     pre-formatted rows and recorded in metadata), no injected system prompt. Spans of rendered
     conversations come from incremental rendering (`Preprocessor`), not from these strings."""
     f = derive_template_fields(tokenizer)
-    return ChatTemplate(name=AUTO, assistant_header=f["assistant_header"], user_header=f["user_header"],
-                        system_prompt=None, end_of_turn_token=f["end_of_turn_token"])
+    return ChatTemplate(
+        name=AUTO,
+        assistant_header=f["assistant_header"],
+        user_header=f["user_header"],
+        system_prompt=None,
+        end_of_turn_token=f["end_of_turn_token"],
+    )

@@ -17,6 +17,7 @@ A corpus with no supervised token has no frequency signal: `build_mapping` refus
 (`VocabError`) instead of writing target ids 0..D-1. A partial fill-up is reported
 (`filled_zero_count_ids`, `fill_warning`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,9 +41,11 @@ def fill_warning(result: dict) -> str | None:
     n = int(result.get("filled_zero_count_ids") or 0)
     if not n:
         return None
-    return (f"{n} of {result['draft_vocab_size']} draft vocabulary ids are zero-count fill-up (target ids never "
-            f"supervised; only {result['distinct_supervised_tokens']} distinct supervised tokens in the data): "
-            "use more data or a smaller draft vocabulary size")
+    return (
+        f"{n} of {result['draft_vocab_size']} draft vocabulary ids are zero-count fill-up (target ids never "
+        f"supervised; only {result['distinct_supervised_tokens']} distinct supervised tokens in the data): "
+        "use more data or a smaller draft vocabulary size"
+    )
 
 
 class TokenCounter:
@@ -87,7 +90,9 @@ class TokenCounter:
             ids.extend(a)
             masks.extend(m)
             lens.append(len(a))
-        self.add_flat(np.asarray(ids, dtype=np.int64), np.asarray(masks, dtype=np.int8), np.asarray(lens, dtype=np.int64))
+        self.add_flat(
+            np.asarray(ids, dtype=np.int64), np.asarray(masks, dtype=np.int8), np.asarray(lens, dtype=np.int64)
+        )
 
 
 def select(counter: TokenCounter, draft_vocab_size: int) -> dict:
@@ -155,9 +160,9 @@ def iter_parquet_batches(paths: Iterable[Path]) -> Iterator[tuple[np.ndarray, np
             mask_col = batch.column(1)
             offs = np.asarray(ids_col.offsets)
             lens = np.diff(offs)
-            flat_ids = np.asarray(ids_col.values)[offs[0]:offs[-1]]
+            flat_ids = np.asarray(ids_col.values)[offs[0] : offs[-1]]
             moffs = np.asarray(mask_col.offsets)
-            flat_mask = np.asarray(mask_col.values)[moffs[0]:moffs[-1]]
+            flat_mask = np.asarray(mask_col.values)[moffs[0] : moffs[-1]]
             yield flat_ids, flat_mask, lens
 
 
@@ -184,8 +189,10 @@ def iter_jsonl_batches(path: Path | str, batch_rows: int = 8192) -> Iterator[tup
             for name, values in (("input_ids", a), ("loss_mask", m)):
                 bad = next((i for i, x in enumerate(values) if type(x) is not int or x < 0), None)
                 if bad is not None:
-                    raise VocabError(f"{path}:{lineno}: field {name}[{bad}] must be a non-negative integer token id / "
-                                     f"mask value, got {values[bad]!r}")
+                    raise VocabError(
+                        f"{path}:{lineno}: field {name}[{bad}] must be a non-negative integer token id / "
+                        f"mask value, got {values[bad]!r}"
+                    )
             ids.extend(a)
             masks.extend(m)
             lens.append(len(a))
@@ -196,8 +203,9 @@ def iter_jsonl_batches(path: Path | str, batch_rows: int = 8192) -> Iterator[tup
         yield np.asarray(ids, dtype=np.int64), np.asarray(masks, dtype=np.int8), np.asarray(lens)
 
 
-def build_mapping(batches: Iterable, target_vocab_size: int, draft_vocab_size: int = 32000,
-                  source: str = "the tokenized dataset") -> dict:
+def build_mapping(
+    batches: Iterable, target_vocab_size: int, draft_vocab_size: int = 32000, source: str = "the tokenized dataset"
+) -> dict:
     """Count and select. Refuses (`VocabError`) a corpus without one supervised token: there is no
     frequency signal, and the fill-up would make the draft vocabulary an arbitrary id range."""
     c = TokenCounter(target_vocab_size)
@@ -211,6 +219,7 @@ def build_mapping(batches: Iterable, target_vocab_size: int, draft_vocab_size: i
     if c.total == 0:
         if c.rows == 0:
             raise VocabError(f"no supervised tokens in {source} (no rows): nothing to build a draft vocabulary from")
-        raise VocabError(f"no supervised tokens in {source} ({c.rows} rows, all loss masks zero): "
-                         "check max_length / chat template")
+        raise VocabError(
+            f"no supervised tokens in {source} ({c.rows} rows, all loss masks zero): check max_length / chat template"
+        )
     return select(c, draft_vocab_size)

@@ -1,5 +1,6 @@
 """`specforge-assets train | evaluate | build-demo-target | hidden-states` — the same code paths
 as the models assets, without Dagster (training still runs under torchrun)."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--ttt-length", type=int, help="override training.ttt_length")
     t.add_argument("--no-resume", action="store_true", help="start fresh even if a checkpoint exists")
     t.add_argument("--nnodes", type=int, help="nodes training together (default launch.nnodes)")
-    t.add_argument("--node-rank", type=int, help="this node's rank, 0..nnodes-1 (default launch.node_rank); node 0 "
-                   "prepares and publishes the run, the others join it")
-    t.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous, the same on every node (default launch.rdzv_endpoint)")
+    t.add_argument(
+        "--node-rank",
+        type=int,
+        help="this node's rank, 0..nnodes-1 (default launch.node_rank); node 0 "
+        "prepares and publishes the run, the others join it",
+    )
+    t.add_argument(
+        "--rdzv-endpoint",
+        help="HOST:PORT of the c10d rendezvous, the same on every node (default launch.rdzv_endpoint)",
+    )
     t.add_argument("--rdzv-id", help="rendezvous name, the same on every node (default launch.rdzv_id)")
     t.set_defaults(func=run_train)
 
@@ -39,24 +47,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--target", help="target model (default: configs/target.yaml)")
     e.add_argument("--draft", help="draft checkpoint folder (default <root>/models/draft_model)")
-    e.add_argument("--previous", help="another draft folder to compare (default <root>/models/draft_model_previous if present)")
+    e.add_argument(
+        "--previous", help="another draft folder to compare (default <root>/models/draft_model_previous if present)"
+    )
     e.add_argument("--vocab-mapping", help="default <root>/tokenized/vocab_mapping")
     e.add_argument("--test", help="held-out JSONL with conversations (default <root>/mix/test.jsonl)")
     e.add_argument("--output", help="report folder (default <root>/models/draft_evaluation)")
-    e.add_argument("--k", type=int, nargs="+", help="draft tokens per round, one or several (--k 4 7); default evaluation.k")
-    e.add_argument("--set", dest="sets", action="append", metavar="NAME=PATH[:FORMAT]",
-                   help="an evaluation prompt set (repeatable; replaces evaluation.sets): FORMAT heldout | mtbench | "
-                        "questions (default: from the first row); PATH relative to the current directory")
+    e.add_argument(
+        "--k", type=int, nargs="+", help="draft tokens per round, one or several (--k 4 7); default evaluation.k"
+    )
+    e.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        metavar="NAME=PATH[:FORMAT]",
+        help="an evaluation prompt set (repeatable; replaces evaluation.sets): FORMAT heldout | mtbench | "
+        "questions (default: from the first row); PATH relative to the current directory",
+    )
     e.add_argument("--num-prompts", type=int)
     e.add_argument("--max-new-tokens", type=int)
     e.add_argument("--device", help="cpu | cuda | cuda:N | auto (default evaluation.device: auto = CUDA when visible)")
-    e.add_argument("--workers", type=int, help="evaluation processes, each taking a slice of every set's prompts "
-                                               "(default evaluation.workers)")
+    e.add_argument(
+        "--workers",
+        type=int,
+        help="evaluation processes, each taking a slice of every set's prompts (default evaluation.workers)",
+    )
     e.set_defaults(func=run_evaluate)
 
     b = sub.add_parser("build-demo-target", help="build the small demo target (ChatML tokenizer + Qwen2) from a corpus")
     b.add_argument("--output", help="folder (default <root>/models/target_model)")
-    b.add_argument("--input", nargs="*", help="JSONL files of rows (conversations/text); default: the configured sources")
+    b.add_argument(
+        "--input", nargs="*", help="JSONL files of rows (conversations/text); default: the configured sources"
+    )
     b.add_argument("--pretrain-steps", type=int)
     b.add_argument("--seed", type=int)
     b.set_defaults(func=run_build_demo_target)
@@ -102,8 +124,10 @@ def _target(arg: str | None):
         if p.exists():
             return p.resolve()
         if _looks_like_path(arg):
-            raise TrainFileNotFound(f"--target {arg}: no such folder (command-line paths are relative to the current "
-                                    f"directory {Path.cwd()}); give a model folder or a hub id org/name")
+            raise TrainFileNotFound(
+                f"--target {arg}: no such folder (command-line paths are relative to the current "
+                f"directory {Path.cwd()}); give a model folder or a hub id org/name"
+            )
         return arg
     return target_model_path()
 
@@ -112,10 +136,18 @@ def run_train(args) -> int:
     from .entry import join_command, override_settings, prepare_launch, train_settings
 
     root = _root()
-    settings = override_settings(train_settings(), nproc_per_node=args.nproc_per_node, device=args.device,
-                                 mode=args.mode, max_steps=args.max_steps, ttt_length=args.ttt_length,
-                                 nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint,
-                                 rdzv_id=args.rdzv_id)
+    settings = override_settings(
+        train_settings(),
+        nproc_per_node=args.nproc_per_node,
+        device=args.device,
+        mode=args.mode,
+        max_steps=args.max_steps,
+        ttt_length=args.ttt_length,
+        nnodes=args.nnodes,
+        node_rank=args.node_rank,
+        rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id,
+    )
     if settings["launch"]["node_rank"] > 0:
         # another node's run: nothing to prepare here, the spec comes from node 0 at the rendezvous
         cmd = join_command(settings["launch"])
@@ -125,10 +157,14 @@ def run_train(args) -> int:
     if settings["launch"]["mode"] == "offline":
         hidden = _path(args.hidden_states, root / "models" / "target_hidden_states")
     spec, spec_path, cmd = prepare_launch(
-        root=root, settings=settings, target_path=_target(args.target),
+        root=root,
+        settings=settings,
+        target_path=_target(args.target),
         dataset_path=_path(args.dataset, root / "tokenized" / "dataset"),
         vocab_mapping_path=_path(args.vocab_mapping, root / "tokenized" / "vocab_mapping"),
-        upstream_data_versions={}, hidden_states_path=hidden, resume=not args.no_resume,
+        upstream_data_versions={},
+        hidden_states_path=hidden,
+        resume=not args.no_resume,
     )
     print(" ".join(cmd), flush=True)
     return subprocess.call(cmd)
@@ -162,9 +198,27 @@ def run_evaluate(args) -> int:
         device=args.device or str(ev.get("device") or "auto"),
         workers=args.workers if args.workers is not None else ev.get("workers", 1),
     )
-    print(json.dumps({**{k: report[k] for k in ("acceptance_length", "untrained_acceptance_length",
-                                             "per_position_acceptance", "k", "lossless", "num_prompts", "checkpoint_path")},
-                     "sets": {n: {kk: e["acceptance_length"] for kk, e in by_k.items()} for n, by_k in report["sets"].items()}}))
+    print(
+        json.dumps(
+            {
+                **{
+                    k: report[k]
+                    for k in (
+                        "acceptance_length",
+                        "untrained_acceptance_length",
+                        "per_position_acceptance",
+                        "k",
+                        "lossless",
+                        "num_prompts",
+                        "checkpoint_path",
+                    )
+                },
+                "sets": {
+                    n: {kk: e["acceptance_length"] for kk, e in by_k.items()} for n, by_k in report["sets"].items()
+                },
+            }
+        )
+    )
     return 0 if report["lossless"] else 1
 
 
@@ -207,7 +261,9 @@ def run_build_demo_target(args) -> int:
             if not p.is_file():
                 from .errors import TrainFileNotFound
 
-                raise TrainFileNotFound(f"--input {f}: file not found (command-line paths are relative to the current directory)")
+                raise TrainFileNotFound(
+                    f"--input {f}: file not found (command-line paths are relative to the current directory)"
+                )
             unreadable: list = []
             rows.extend(iter_jsonl(p, errors=unreadable))
             for lineno, e in unreadable[:10]:
@@ -240,7 +296,15 @@ def run_hidden_states(args) -> int:
     if not args.yes:
         print("re-run with --yes to write", file=sys.stderr)
         return 0
-    info = write_hidden_states(target, dataset, out, rows_per_shard=int(hs["rows_per_shard"]), dtype=hs["dtype"],
-                               max_rows=max_rows, max_length=max_length, aux_layer_ids=aux)
+    info = write_hidden_states(
+        target,
+        dataset,
+        out,
+        rows_per_shard=int(hs["rows_per_shard"]),
+        dtype=hs["dtype"],
+        max_rows=max_rows,
+        max_length=max_length,
+        aux_layer_ids=aux,
+    )
     print(json.dumps({k: v for k, v in info.items() if k != "shards"}))
     return 0

@@ -10,6 +10,7 @@ Accepted ``dataset_path``:
 Rows are truncated to ``max_length``. Rows with no trainable position left (fewer than two
 consecutive supervised tokens) are skipped and counted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,8 +50,10 @@ def _dataset_files(path: Path) -> tuple[str, list[Path]]:
             return "jsonl", [path]
         raise TrainInputError(f"{path}: unsupported dataset file (want .parquet or .jsonl)")
     if not path.is_dir():
-        raise TrainFileNotFound(f"{path}: tokenized dataset not found (materialize tokenized/dataset, or pass "
-                                "--dataset; command-line paths are relative to the current directory)")
+        raise TrainFileNotFound(
+            f"{path}: tokenized dataset not found (materialize tokenized/dataset, or pass "
+            "--dataset; command-line paths are relative to the current directory)"
+        )
     shards = sorted(p for p in path.rglob("*.parquet") if not p.name.startswith("."))
     if shards:
         return "parquet", shards
@@ -119,10 +122,16 @@ def load_tokenized(dataset_path: str | Path, max_length: int, *, vocab_size: int
                         if len(rows.unreadable_examples) < 5:
                             rows.unreadable_examples.append(f"{f}:{lineno}: {e}")
                         continue
-                    add(f"{f}:{lineno} (id={row.get('id')})", row.get("id", f"{f.name}:{lineno}"),
-                        row.get("input_ids"), row.get("loss_mask"))
+                    add(
+                        f"{f}:{lineno} (id={row.get('id')})",
+                        row.get("id", f"{f.name}:{lineno}"),
+                        row.get("input_ids"),
+                        row.get("loss_mask"),
+                    )
     if not rows.input_ids:
-        raise TrainInputError(no_trainable_rows_message(dataset_path, rows.skipped_no_supervision, rows.skipped_unreadable))
+        raise TrainInputError(
+            no_trainable_rows_message(dataset_path, rows.skipped_no_supervision, rows.skipped_unreadable)
+        )
     return rows
 
 
@@ -134,8 +143,10 @@ def no_trainable_rows_message(dataset_path, no_supervision: int, unreadable: int
     what = f"{no_supervision} without two consecutive supervised tokens"
     if unreadable:
         what += f", {unreadable} unreadable"
-    return (f"no trainable rows in {dataset_path} ({n} rows: {what}): no supervised tokens to train on; "
-            "check max_length / chat template of the tokenize step")
+    return (
+        f"no trainable rows in {dataset_path} ({n} rows: {what}): no supervised tokens to train on; "
+        "check max_length / chat template of the tokenize step"
+    )
 
 
 def check_trainable(dataset_path: str | Path) -> dict:
@@ -175,8 +186,10 @@ def check_trainable(dataset_path: str | Path) -> dict:
     if n_rows == 0 or sup == 0:
         if n_rows == 0:
             raise TrainInputError(f"no rows in {dataset_path}: nothing to train on (tokenize a non-empty mix first)")
-        raise TrainInputError(f"no supervised tokens in {dataset_path} ({n_rows} rows, all loss masks zero): "
-                              "nothing to train on; check max_length / chat template of the tokenize step")
+        raise TrainInputError(
+            f"no supervised tokens in {dataset_path} ({n_rows} rows, all loss masks zero): "
+            "nothing to train on; check max_length / chat template of the tokenize step"
+        )
     return {"rows": n_rows, "supervised_tokens": sup}
 
 

@@ -15,6 +15,7 @@ Deterministic for a given seed and inputs on a given machine. `pretrain_steps=0`
 random model (tests). The result loads with `AutoModelForCausalLM` / `AutoTokenizer` and is
 servable by `transformers serve`. No Dagster import.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,7 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 # Qwen2-style ChatML. A conversation that does not start with a system message gets the default
 # system prompt (SpecForge's `qwen` registry entry injects the same one), and
@@ -123,12 +122,18 @@ def _train_tokenizer(docs: list[str], vocab_size: int):
     # Exactly Qwen2's pipeline (NFC, Qwen split regex, byte-level): transformers 5 rebuilds a
     # `qwen2` model's tokenizer with this pipeline around the stored vocab/merges, so anything
     # else would tokenize differently depending on how the folder is loaded.
-    tok = Tokenizer(models.BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
+    tok = Tokenizer(
+        models.BPE(
+            unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False, byte_fallback=False
+        )
+    )
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -190,9 +195,18 @@ def build_demo_target(
 
     t0 = time.time()
     params = build_params(
-        pretrain_steps=pretrain_steps, seed=seed, hidden_size=hidden_size, num_layers=num_layers,
-        vocab_size=vocab_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
-        intermediate_size=intermediate_size, batch_size=batch_size, block_size=block_size, lr=lr, **more,
+        pretrain_steps=pretrain_steps,
+        seed=seed,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        vocab_size=vocab_size,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        batch_size=batch_size,
+        block_size=block_size,
+        lr=lr,
+        **more,
     )
     docs = [d for d in (row_to_text(t) for t in texts) if d]
     if not docs:
@@ -230,7 +244,9 @@ def build_demo_target(
     )
     model = Qwen2ForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"[demo-target] Qwen2ForCausalLM: {params['num_layers']} layers, hidden {params['hidden_size']}, {n_params:,} parameters")
+    log(
+        f"[demo-target] Qwen2ForCausalLM: {params['num_layers']} layers, hidden {params['hidden_size']}, {n_params:,} parameters"
+    )
 
     losses = _pretrain(model, tokenizer, docs, params, log)
     model.eval()
@@ -365,10 +381,15 @@ def load_demo_corpus(
                     rows.append(row)
                     n += 1
             if unreadable:
-                log(f"[demo-target] source {key!r}: {len(unreadable)} unreadable rows skipped "
-                    f"(line {unreadable[0][0]}: {unreadable[0][1]})")
-            info["sources"][key] = {"rows": n, "data_version": (res.manifest or {}).get("data_version"),
-                                    "unreadable_rows": len(unreadable)}
+                log(
+                    f"[demo-target] source {key!r}: {len(unreadable)} unreadable rows skipped "
+                    f"(line {unreadable[0][0]}: {unreadable[0][1]})"
+                )
+            info["sources"][key] = {
+                "rows": n,
+                "data_version": (res.manifest or {}).get("data_version"),
+                "unreadable_rows": len(unreadable),
+            }
     if not rows:
         from .errors import TrainInputError
 

@@ -15,6 +15,7 @@ Training-time test (TTT) attention: at unrolled step i the query at position p a
 step-0 keys at positions ≤ p (causal) and to the keys of steps 1..i at position p only, which is
 what the draft sees at inference when it drafts its (i+1)-th token from anchor p.
 """
+
 from __future__ import annotations
 
 import json
@@ -195,7 +196,9 @@ class Eagle3Config:
         aux = ec.get("eagle_aux_hidden_state_layer_ids")
         if aux is None:
             if d.get("target_num_hidden_layers") is None:
-                raise ValueError("config.json has neither eagle_config.eagle_aux_hidden_state_layer_ids nor target_num_hidden_layers")
+                raise ValueError(
+                    "config.json has neither eagle_config.eagle_aux_hidden_state_layer_ids nor target_num_hidden_layers"
+                )
             aux = aux_layer_ids(int(d["target_num_hidden_layers"]))
         return cls(
             hidden_size=d["hidden_size"],
@@ -246,7 +249,7 @@ class _Rotary(nn.Module):
     def _inv_freq(cfg: Eagle3Config) -> tuple[torch.Tensor, float]:
         dim = cfg.head_dim
         base = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
-        default = 1.0 / (cfg.rope_theta ** base)
+        default = 1.0 / (cfg.rope_theta**base)
         rs = cfg.rope_scaling
         rtype = (rs or {}).get("rope_type", (rs or {}).get("type", "default")) if rs else "default"
         if rtype == "default":
@@ -442,7 +445,9 @@ class LlamaForCausalLMEagle3(nn.Module):
     def project(self, aux_hidden: torch.Tensor) -> torch.Tensor:
         return self.fc(aux_hidden)
 
-    def step(self, input_ids: torch.Tensor, hidden: torch.Tensor, position_ids: torch.Tensor, cache: TTTCache) -> torch.Tensor:
+    def step(
+        self, input_ids: torch.Tensor, hidden: torch.Tensor, position_ids: torch.Tensor, cache: TTTCache
+    ) -> torch.Tensor:
         """One draft step: ``hidden`` is fc(aux) at step 0 or the previous step's output."""
         embeds = self.embed_tokens(input_ids).to(hidden.dtype)
         cos, sin = self.rotary(position_ids, hidden.dtype)
@@ -477,8 +482,15 @@ class LlamaForCausalLMEagle3(nn.Module):
         return out
 
 
-def build_draft(target_model: nn.Module, *, draft_vocab_size: int | None = None, d2t=None, t2d=None,
-                aux_layers: list[int] | None = None, seed: int | None = None) -> LlamaForCausalLMEagle3:
+def build_draft(
+    target_model: nn.Module,
+    *,
+    draft_vocab_size: int | None = None,
+    d2t=None,
+    t2d=None,
+    aux_layers: list[int] | None = None,
+    seed: int | None = None,
+) -> LlamaForCausalLMEagle3:
     """A fresh (randomly initialised) draft for `target_model`, embeddings copied and frozen."""
     if d2t is not None:
         draft_vocab_size = int(d2t.numel())
@@ -504,13 +516,17 @@ def load_vocab_mapping_file(path: str | Path) -> tuple[torch.Tensor, torch.Tenso
         if len(cands) != 1:
             from .errors import TrainFileNotFound
 
-            raise TrainFileNotFound(f"{p}: expected vocab_mapping.pt or exactly one *.pt file, found {[c.name for c in cands]}")
+            raise TrainFileNotFound(
+                f"{p}: expected vocab_mapping.pt or exactly one *.pt file, found {[c.name for c in cands]}"
+            )
         p = cands[0]
     if not p.is_file():
         from .errors import TrainFileNotFound
 
-        raise TrainFileNotFound(f"vocab mapping not found: {p} (run vocab-mapping / materialize tokenized/vocab_mapping; "
-                                "command-line paths are relative to the current directory)")
+        raise TrainFileNotFound(
+            f"vocab mapping not found: {p} (run vocab-mapping / materialize tokenized/vocab_mapping; "
+            "command-line paths are relative to the current directory)"
+        )
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, ValueError) as e:  # pickle/zip errors: not a torch file
@@ -537,8 +553,14 @@ def checkpoint_state_dict(model: LlamaForCausalLMEagle3, dtype: torch.dtype | No
     return sd
 
 
-def save_draft_checkpoint(model: LlamaForCausalLMEagle3, out_dir: str | Path, target_config: Any = None,
-                          extra_manifest: dict | None = None, *, dtype: torch.dtype | None = torch.bfloat16) -> Path:
+def save_draft_checkpoint(
+    model: LlamaForCausalLMEagle3,
+    out_dir: str | Path,
+    target_config: Any = None,
+    extra_manifest: dict | None = None,
+    *,
+    dtype: torch.dtype | None = torch.bfloat16,
+) -> Path:
     """Write an SGLang-loadable EAGLE3 directory: config.json + model.safetensors (+ manifest.json).
 
     Files are written to temporary names and renamed, so a crash never leaves a half checkpoint
@@ -569,8 +591,9 @@ def save_draft_checkpoint(model: LlamaForCausalLMEagle3, out_dir: str | Path, ta
     return out
 
 
-def load_draft_checkpoint(path: str | Path, target_model: nn.Module | None = None, *,
-                          dtype: torch.dtype = torch.float32) -> LlamaForCausalLMEagle3:
+def load_draft_checkpoint(
+    path: str | Path, target_model: nn.Module | None = None, *, dtype: torch.dtype = torch.float32
+) -> LlamaForCausalLMEagle3:
     """Load a draft directory (ours or SpecForge's); embeddings come from `target_model`."""
     from safetensors.torch import load_file
 
@@ -589,7 +612,9 @@ def load_draft_checkpoint(path: str | Path, target_model: nn.Module | None = Non
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [m for m in missing if "embed" not in m]
     if missing or unexpected:
-        raise ValueError(f"{st}: tensor names do not match LlamaForCausalLMEagle3 (missing={missing}, unexpected={unexpected})")
+        raise ValueError(
+            f"{st}: tensor names do not match LlamaForCausalLMEagle3 (missing={missing}, unexpected={unexpected})"
+        )
     if target_model is not None:
         model.load_embeddings(target_model)
     elif embed:

@@ -21,6 +21,7 @@ the Pipes client puts it (a local subprocess, a k8s pod, a Slurm allocation).
   version moves to `<out_dir>_previous` for the evaluation's comparison), writes manifest.json,
   and reports the materialization (metadata + data version = hash of the checkpoint tensors).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,8 +83,12 @@ class StdoutPipes:
     def report_asset_materialization(self, metadata=None, data_version=None, asset_key=None) -> None:
         self.reported.append({"metadata": metadata, "data_version": data_version})
         if self.rank == 0:
-            print(json.dumps({"materialization": {"data_version": data_version, "metadata": _plain(metadata)}},
-                             default=str), flush=True)
+            print(
+                json.dumps(
+                    {"materialization": {"data_version": data_version, "metadata": _plain(metadata)}}, default=str
+                ),
+                flush=True,
+            )
 
     def report_asset_check(self, *a, **kw) -> None:
         pass
@@ -215,32 +220,41 @@ def join_nodes(spec: dict | None, node_rank: int, timeout_s: float = JOIN_TIMEOU
 
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     prefix = f"specforge/join/{run_id}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                          timeout=timedelta(seconds=timeout_s))
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timedelta(seconds=timeout_s)
+    )
     torch_rank, world = global_rank(), world_size()
     if local_rank() == 0 and store.add(f"{prefix}/node/{node_rank}", 1) > 1:
-        raise TrainInputError(f"launch.node_rank {node_rank}: another node of rendezvous {run_id!r} already has it; "
-                              "give each node its own node_rank 0..nnodes-1")
+        raise TrainInputError(
+            f"launch.node_rank {node_rank}: another node of rendezvous {run_id!r} already has it; "
+            "give each node its own node_rank 0..nnodes-1"
+        )
     key = f"{prefix}/leader"
     if node_rank == 0 and local_rank() == 0:
         store.set(key, json.dumps({"rank": torch_rank, "spec": spec}))
     try:
         store.wait([key], timedelta(seconds=timeout_s))
     except Exception as e:  # noqa: BLE001 - torch raises a bare RuntimeError/DistStoreError on timeout
-        raise TrainInputError(f"no node with launch.node_rank 0 joined rendezvous {run_id!r} within {timeout_s:.0f}s: "
-                              "node 0 (the Dagster run, or `specforge-assets train` there) prepares the run") from e
+        raise TrainInputError(
+            f"no node with launch.node_rank 0 joined rendezvous {run_id!r} within {timeout_s:.0f}s: "
+            "node 0 (the Dagster run, or `specforge-assets train` there) prepares the run"
+        ) from e
     leader = json.loads(store.get(key))
     rank = (torch_rank - int(leader["rank"])) % world
     os.environ["RANK"] = str(rank)
     spec = leader["spec"]
     if node_rank != 0 and spec.get("spec_version") != SPEC_VERSION:
-        raise TrainInputError(f"node {node_rank}: node 0 sent a launch spec of version {spec.get('spec_version')!r}, this "
-                              f"node's code reads version {SPEC_VERSION}: install the same specforge-assets on every node")
+        raise TrainInputError(
+            f"node {node_rank}: node 0 sent a launch spec of version {spec.get('spec_version')!r}, this "
+            f"node's code reads version {SPEC_VERSION}: install the same specforge-assets on every node"
+        )
     if node_rank != 0 and not Path(spec["work_dir"]).is_dir():
         from .errors import TrainFileNotFound
 
-        raise TrainFileNotFound(f"node {node_rank}: the run's work folder {spec['work_dir']} (made by node 0) is not "
-                                "visible here: every node needs the data root at the same path, on shared storage")
+        raise TrainFileNotFound(
+            f"node {node_rank}: the run's work folder {spec['work_dir']} (made by node 0) is not "
+            "visible here: every node needs the data root at the same path, on shared storage"
+        )
     print(f"[rank {rank}] node_rank {node_rank}: torchrun rank {torch_rank} is rank {rank} of {world}", flush=True)
     return spec
 
@@ -250,6 +264,7 @@ def run(spec: dict, node_rank: int = 0) -> dict:
 
     rank = global_rank()
     with pipes_for_rank(rank) as pipes:
+
         def log(msg: str) -> None:
             if rank == 0:
                 pipes.log.info(str(msg))
@@ -287,9 +302,13 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
 
     work_dir = Path(spec["work_dir"])
     out_dir = Path(spec["out_dir"])
-    cfg = make_train_config(spec.get("train", {}), device=f"cuda:{local_rank()}" if device.startswith("cuda") else device)
-    log(f"EAGLE3 draft training: device={device} world_size={world_size()} threads/proc={torch.get_num_threads()} "
-        f"mode={spec.get('mode', 'online')} work_dir={work_dir}")
+    cfg = make_train_config(
+        spec.get("train", {}), device=f"cuda:{local_rank()}" if device.startswith("cuda") else device
+    )
+    log(
+        f"EAGLE3 draft training: device={device} world_size={world_size()} threads/proc={torch.get_num_threads()} "
+        f"mode={spec.get('mode', 'online')} work_dir={work_dir}"
+    )
 
     history: list[dict] = []
     kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "0") or 0)
@@ -323,7 +342,10 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
         log=log,
         metrics_cb=metrics_cb,
         resume=bool(spec.get("resume", True)),
-        manifest={"fingerprint": spec.get("fingerprint"), "upstream_data_versions": spec.get("upstream_data_versions", {})},
+        manifest={
+            "fingerprint": spec.get("fingerprint"),
+            "upstream_data_versions": spec.get("upstream_data_versions", {}),
+        },
         **extra_kwargs,
     )
     seconds = time.time() - t0
@@ -367,8 +389,9 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
     return result
 
 
-def _write_draft_manifest(out_dir: Path, spec: dict, result: dict, version: str, device: str, seconds: float,
-                          write_manifest) -> None:
+def _write_draft_manifest(
+    out_dir: Path, spec: dict, result: dict, version: str, device: str, seconds: float, write_manifest
+) -> None:
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool, list)) and k != "history"}
     write_manifest(
         out_dir,
@@ -381,8 +404,12 @@ def _write_draft_manifest(out_dir: Path, spec: dict, result: dict, version: str,
         work_dir=spec.get("work_dir"),
         training_config=spec.get("train", {}),
         launch={k: spec.get(k) for k in ("mode", "device", "nproc_per_node")}
-        | {"nnodes": int(spec.get("nnodes") or 1), "device_resolved": device, "world_size": world_size(),
-           "published_by": {"rank": global_rank(), "host": socket.gethostname()}},
+        | {
+            "nnodes": int(spec.get("nnodes") or 1),
+            "device_resolved": device,
+            "world_size": world_size(),
+            "published_by": {"rank": global_rank(), "host": socket.gethostname()},
+        },
         target_path=str(spec["target_path"]),
         dataset_path=str(spec["dataset_path"]),
         vocab_mapping_path=str(spec["vocab_mapping_path"]),
@@ -463,11 +490,28 @@ if __name__ == "__main__":
 TRAIN_CODE_VERSION = "draft-train-v1"
 
 SETTINGS_DEFAULTS: dict[str, dict] = {
-    "launch": {"nproc_per_node": 1, "device": "auto", "threads_per_proc": 0, "mode": "online", "termination_timeout_s": 60,
-               "nnodes": 1, "node_rank": 0, "rdzv_endpoint": "", "rdzv_id": "specforge-draft"},
+    "launch": {
+        "nproc_per_node": 1,
+        "device": "auto",
+        "threads_per_proc": 0,
+        "mode": "online",
+        "termination_timeout_s": 60,
+        "nnodes": 1,
+        "node_rank": 0,
+        "rdzv_endpoint": "",
+        "rdzv_id": "specforge-draft",
+    },
     "training": {},
-    "evaluation": {"k": 4, "max_new_tokens": 48, "num_prompts": 24, "max_prompt_tokens": 384, "untrained_seed": 0,
-                   "evaluate_previous": True, "device": "auto", "workers": 1},
+    "evaluation": {
+        "k": 4,
+        "max_new_tokens": 48,
+        "num_prompts": 24,
+        "max_prompt_tokens": 384,
+        "untrained_seed": 0,
+        "evaluate_previous": True,
+        "device": "auto",
+        "workers": 1,
+    },
     "hidden_states": {"rows_per_shard": 256, "max_rows": None, "dtype": "float32"},
     "demo_target": {},
 }
@@ -506,26 +550,40 @@ def _validate_nodes(launch: dict) -> None:
     if not isinstance(nnodes, int) or isinstance(nnodes, bool) or nnodes < 1:
         raise TrainInputError(f"{where}.nnodes: want a positive integer, got {nnodes!r}")
     if not isinstance(node_rank, int) or isinstance(node_rank, bool) or not 0 <= node_rank < nnodes:
-        raise TrainInputError(f"{where}.node_rank: want an integer in 0..{nnodes - 1} (nnodes is {nnodes}), got {node_rank!r}")
+        raise TrainInputError(
+            f"{where}.node_rank: want an integer in 0..{nnodes - 1} (nnodes is {nnodes}), got {node_rank!r}"
+        )
     if nnodes == 1:
         return
     ep = launch["rdzv_endpoint"]
     if not isinstance(ep, str) or not ep.strip():
-        raise TrainInputError(f"{where}.rdzv_endpoint: nnodes is {nnodes}, so every node needs the rendezvous "
-                              "address HOST:PORT (a host all nodes reach, usually node 0's)")
+        raise TrainInputError(
+            f"{where}.rdzv_endpoint: nnodes is {nnodes}, so every node needs the rendezvous "
+            "address HOST:PORT (a host all nodes reach, usually node 0's)"
+        )
     host, sep, port = ep.strip().rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [IPv6]:port
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise TrainInputError(f"{where}.rdzv_endpoint: want HOST:PORT with a port in 1..65535, got {ep!r}")
     rid = launch["rdzv_id"]
     if not isinstance(rid, str) or not rid or not set(rid) <= _RDZV_ID_CHARS:
-        raise TrainInputError(f"{where}.rdzv_id: want a non-empty name of letters, digits, '.', '_' or '-' "
-                              f"(the same on every node), got {rid!r}")
+        raise TrainInputError(
+            f"{where}.rdzv_id: want a non-empty name of letters, digits, '.', '_' or '-' "
+            f"(the same on every node), got {rid!r}"
+        )
 
 
-_OVERRIDE_FIELDS = {"nproc_per_node": "launch", "device": "launch", "mode": "launch",
-                    "nnodes": "launch", "node_rank": "launch", "rdzv_endpoint": "launch", "rdzv_id": "launch",
-                    "max_steps": "training", "ttt_length": "training"}
+_OVERRIDE_FIELDS = {
+    "nproc_per_node": "launch",
+    "device": "launch",
+    "mode": "launch",
+    "nnodes": "launch",
+    "node_rank": "launch",
+    "rdzv_endpoint": "launch",
+    "rdzv_id": "launch",
+    "max_steps": "training",
+    "ttt_length": "training",
+}
 
 
 def override_settings(settings: dict, **overrides) -> dict:
@@ -549,8 +607,12 @@ def _torchrun_head(launch: dict) -> list[str]:
     if nnodes == 1:
         head.append("--standalone")
     else:
-        head += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={launch['rdzv_endpoint']}",
-                 f"--rdzv_id={launch['rdzv_id']}"]
+        head += [
+            f"--nnodes={nnodes}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={launch['rdzv_endpoint']}",
+            f"--rdzv_id={launch['rdzv_id']}",
+        ]
     return head + [f"--nproc_per_node={int(launch['nproc_per_node'])}", "-m", "specforge_assets.train.entry"]
 
 
@@ -571,8 +633,10 @@ def join_command(launch: dict) -> list[str]:
     trains the run node 0 prepared (the spec comes from node 0 through torchrun's store; this
     node needs the data root at the same path, on storage shared with node 0)."""
     if int(launch.get("nnodes", 1)) < 2 or int(launch.get("node_rank", 0)) < 1:
-        raise TrainInputError("configs/train.yaml launch: joining a run needs nnodes > 1 and node_rank > 0 "
-                              f"(got nnodes={launch.get('nnodes')!r}, node_rank={launch.get('node_rank')!r})")
+        raise TrainInputError(
+            "configs/train.yaml launch: joining a run needs nnodes > 1 and node_rank > 0 "
+            f"(got nnodes={launch.get('nnodes')!r}, node_rank={launch.get('node_rank')!r})"
+        )
     return _torchrun_head(launch) + _node_args(launch)
 
 
@@ -602,10 +666,12 @@ def prepare_launch(
 
     launch = settings["launch"]
     if int(launch.get("node_rank", 0)) != 0:
-        raise TrainInputError(f"configs/train.yaml launch.node_rank is {launch['node_rank']}: only node 0 prepares, "
-                              "reports and publishes a training run (the Dagster run, or `specforge-assets train` on "
-                              f"node 0); start node {launch['node_rank']} with `specforge-assets train --node-rank "
-                              f"{launch['node_rank']}`")
+        raise TrainInputError(
+            f"configs/train.yaml launch.node_rank is {launch['node_rank']}: only node 0 prepares, "
+            "reports and publishes a training run (the Dagster run, or `specforge-assets train` on "
+            f"node 0); start node {launch['node_rank']} with `specforge-assets train --node-rank "
+            f"{launch['node_rank']}`"
+        )
     try:
         make_train_config(settings["training"])  # validate early, in the launcher
     except (TypeError, ValueError) as e:
@@ -614,18 +680,28 @@ def prepare_launch(
         raise TrainInputError(f"configs/train.yaml training: {e}") from e
     mode = launch["mode"]
     if mode == "offline" and not hidden_states_path:
-        raise TrainInputError("launch.mode is offline but no hidden states path was given (materialize models/target_hidden_states)")
+        raise TrainInputError(
+            "launch.mode is offline but no hidden states path was given (materialize models/target_hidden_states)"
+        )
     # a draft trained on nothing is refused before anything is launched
     check_trainable(dataset_path)
     vm = Path(vocab_mapping_path)
     if not vm.exists():
-        raise TrainFileNotFound(f"vocab mapping not found: {vm} (run vocab-mapping / materialize tokenized/vocab_mapping)")
-    fp = sha256_json({
-        "code": TRAIN_CODE_VERSION, "train": settings["training"], "mode": mode, "device": launch["device"],
-        "nproc_per_node": launch["nproc_per_node"], "upstream": upstream_data_versions,
-        **({"nnodes": launch["nnodes"]} if int(launch.get("nnodes", 1)) > 1 else {}),
-        **({} if upstream_data_versions.get("models/target_model") else {"target": str(target_path)}),
-    })
+        raise TrainFileNotFound(
+            f"vocab mapping not found: {vm} (run vocab-mapping / materialize tokenized/vocab_mapping)"
+        )
+    fp = sha256_json(
+        {
+            "code": TRAIN_CODE_VERSION,
+            "train": settings["training"],
+            "mode": mode,
+            "device": launch["device"],
+            "nproc_per_node": launch["nproc_per_node"],
+            "upstream": upstream_data_versions,
+            **({"nnodes": launch["nnodes"]} if int(launch.get("nnodes", 1)) > 1 else {}),
+            **({} if upstream_data_versions.get("models/target_model") else {"target": str(target_path)}),
+        }
+    )
     models_dir = Path(root) / "models"
     work_root = models_dir / "draft_model_work"
     work_dir = work_root / fp[:16]

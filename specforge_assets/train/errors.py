@@ -1,5 +1,6 @@
 """Expected failures of the train layer (`errors.UserError`: one `error:` line on the command line,
 a `dagster.Failure` with the same line in the assets). Anything else is a bug."""
+
 from __future__ import annotations
 
 from ..errors import UserError
@@ -25,5 +26,7 @@ def load_target_part(loader, target, what: str = "target model", **kw):
         return loader.from_pretrained(str(target), **kw)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TargetLoadError(f"cannot load the {what} from {str(target)!r}: {first[:300]} (pass a local model "
-                              "folder with config.json and tokenizer files, or set path in configs/target.yaml)") from e
+        raise TargetLoadError(
+            f"cannot load the {what} from {str(target)!r}: {first[:300]} (pass a local model "
+            "folder with config.json and tokenizer files, or set path in configs/target.yaml)"
+        ) from e

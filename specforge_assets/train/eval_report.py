@@ -21,6 +21,7 @@ Evaluation sets (`evaluation.sets` in configs/train.yaml, `--set` on the command
 `evaluation.k` may be a list (`[4, 7]`): every set is measured at every k. report.json keeps its
 top-level keys for the first set at the first k and adds `sets: {name: {k: {...}}}`.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,9 +74,12 @@ def per_category(prompts: list[dict], trained: dict, untrained: dict, k: int, pr
     pv = acceptance_by_group(previous["rounds_per_prompt"], cats, k) if previous else None
     out = {}
     for c in sorted(t):
-        out[c] = {"n": t[c]["n"], "acceptance_length": round(t[c]["acceptance_length"], 4),
-                  "untrained_acceptance_length": round(u[c]["acceptance_length"], 4),
-                  "per_position_acceptance": [round(a, 4) for a in t[c]["per_position_acceptance"]]}
+        out[c] = {
+            "n": t[c]["n"],
+            "acceptance_length": round(t[c]["acceptance_length"], 4),
+            "untrained_acceptance_length": round(u[c]["acceptance_length"], 4),
+            "per_position_acceptance": [round(a, 4) for a in t[c]["per_position_acceptance"]],
+        }
         if pv is not None:
             out[c]["previous_acceptance_length"] = round(pv[c]["acceptance_length"], 4)
     return out
@@ -83,30 +87,51 @@ def per_category(prompts: list[dict], trained: dict, untrained: dict, k: int, pr
 
 def per_prompt(prompts: list[dict], trained: dict, untrained: dict) -> list[dict]:
     """One entry per evaluated prompt: id, source, category, acceptance length trained/untrained."""
+
     def al(r):
         return round(sum(a + 1 for a in r) / len(r), 4) if r else None
 
     out = []
     for i, (p, tr, ur) in enumerate(zip(prompts, trained["rounds_per_prompt"], untrained["rounds_per_prompt"])):
-        e = {"id": p.get("id"), "source": p.get("source"), "category": p.get("category"),
-             "acceptance_length": al(tr), "untrained_acceptance_length": al(ur), "rounds": len(tr)}
+        e = {
+            "id": p.get("id"),
+            "source": p.get("source"),
+            "category": p.get("category"),
+            "acceptance_length": al(tr),
+            "untrained_acceptance_length": al(ur),
+            "rounds": len(tr),
+        }
         turns = (trained.get("turns_per_prompt") or {}).get(i)
         if turns:  # multi-turn rows: one entry per turn asked (context = what the target was given)
             ut = (untrained.get("turns_per_prompt") or {}).get(i) or []
-            e["turns"] = [{"turn": t["turn"], "prompt_tokens": t["prompt_tokens"], "generated_tokens": t["generated_tokens"],
-                           "rounds": len(t["rounds"]), "acceptance_length": al(t["rounds"]),
-                           "untrained_acceptance_length": al(ut[j]["rounds"]) if j < len(ut) else None,
-                           "context": t["context"]}
-                          for j, t in enumerate(turns)]
+            e["turns"] = [
+                {
+                    "turn": t["turn"],
+                    "prompt_tokens": t["prompt_tokens"],
+                    "generated_tokens": t["generated_tokens"],
+                    "rounds": len(t["rounds"]),
+                    "acceptance_length": al(t["rounds"]),
+                    "untrained_acceptance_length": al(ut[j]["rounds"]) if j < len(ut) else None,
+                    "context": t["context"],
+                }
+                for j, t in enumerate(turns)
+            ]
         out.append(e)
     return out
 
 
-def heldout_prompts(test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt_tokens: int) -> tuple[list[dict], dict]:
+def heldout_prompts(
+    test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt_tokens: int
+) -> tuple[list[dict], dict]:
     """(prompts [{id, source, category, messages, input_ids}], counts) — the first `num_prompts` usable rows."""
     prompts: list[dict] = []
-    counts = {"rows_read": 0, "skipped_text_rows": 0, "skipped_no_user_turn": 0, "skipped_too_long": 0,
-              "skipped_unreadable": 0}
+    counts = {
+        "rows_read": 0,
+        "skipped_text_rows": 0,
+        "skipped_no_user_turn": 0,
+        "skipped_too_long": 0,
+        "skipped_unreadable": 0,
+    }
     unreadable: list = []
     for row in iter_jsonl(test_jsonl, errors=unreadable):
         counts["skipped_unreadable"] = len(unreadable)
@@ -128,8 +153,15 @@ def heldout_prompts(test_jsonl: Path, tokenizer, *, num_prompts: int, max_prompt
         if len(ids) > max_prompt_tokens:
             counts["skipped_too_long"] += 1
             continue
-        prompts.append({"id": row.get("id"), "source": row.get("source"), "category": prompt_category(row),
-                        "messages": msgs, "input_ids": ids})
+        prompts.append(
+            {
+                "id": row.get("id"),
+                "source": row.get("source"),
+                "category": prompt_category(row),
+                "messages": msgs,
+                "input_ids": ids,
+            }
+        )
     counts["skipped_unreadable"] = len(unreadable)
     return prompts, counts
 
@@ -169,8 +201,9 @@ def detect_format(path: Path) -> str:
         if isinstance(row.get("question"), str) or isinstance(row.get("prompt"), str):
             return "questions"
         break
-    raise _input_error(f"{path}: cannot tell the evaluation set format from its first row; name it "
-                       f"(format: {' | '.join(SET_FORMATS)})")
+    raise _input_error(
+        f"{path}: cannot tell the evaluation set format from its first row; name it (format: {' | '.join(SET_FORMATS)})"
+    )
 
 
 def eval_sets(ev: dict, data_root: Path | str | None = None) -> list[dict]:
@@ -222,7 +255,9 @@ def _render(tokenizer, msgs: list[dict]) -> list[int]:
     return list(ids)
 
 
-def set_prompts(spec: dict, path: Path, tokenizer, *, num_prompts: int, max_prompt_tokens: int) -> tuple[list[dict], dict]:
+def set_prompts(
+    spec: dict, path: Path, tokenizer, *, num_prompts: int, max_prompt_tokens: int
+) -> tuple[list[dict], dict]:
     """(prompts, counts) of one evaluation set (the first `limit`, else `num_prompts`, usable rows).
     mtbench prompts carry `turns` (every user turn); the first is in `messages`/`input_ids`."""
     fmt, limit = spec["format"], int(spec.get("limit") or num_prompts)
@@ -263,7 +298,13 @@ def set_prompts(spec: dict, path: Path, tokenizer, *, num_prompts: int, max_prom
 
 def _merge_units(results: list[dict]) -> dict:
     """evaluate_acceptance results over consecutive slices of the turn units → one over all units."""
-    out = {"rounds_per_prompt": [], "generated_per_prompt": [], "mismatches": [], "tokens_generated": 0, "lossless": None}
+    out = {
+        "rounds_per_prompt": [],
+        "generated_per_prompt": [],
+        "mismatches": [],
+        "tokens_generated": 0,
+        "lossless": None,
+    }
     offset = 0
     for r in results:
         out["rounds_per_prompt"] += r["rounds_per_prompt"]
@@ -285,22 +326,46 @@ def _by_prompt(res: dict, units: list[dict], prompts: list[dict], k: int) -> dic
     for u, rounds, gen in zip(units, res["rounds_per_prompt"], res["generated_per_prompt"]):
         rpp[u["prompt"]].extend(rounds)
         if "turns" in prompts[u["prompt"]]:
-            turns.setdefault(u["prompt"], []).append({"turn": u["turn"], "prompt_tokens": len(u["input_ids"]),
-                                                      "generated_tokens": len(gen), "rounds": list(rounds),
-                                                      "context": u["context"]})
+            turns.setdefault(u["prompt"], []).append(
+                {
+                    "turn": u["turn"],
+                    "prompt_tokens": len(u["input_ids"]),
+                    "generated_tokens": len(gen),
+                    "rounds": list(rounds),
+                    "context": u["context"],
+                }
+            )
     mismatches = []
     for m in res["mismatches"]:
         u = units[m["prompt"]]
         mismatches.append({**m, "prompt": u["prompt"], **({"turn": u["turn"]} if u["turn"] > 1 else {})})
     out = _summarise(res["rounds_per_prompt"], k)
-    out.update({"rounds_per_prompt": rpp, "turns_per_prompt": turns, "lossless": res["lossless"],
-                "mismatches": mismatches, "num_prompts": len(prompts), "num_turns": len(units),
-                "tokens_generated": res["tokens_generated"]})
+    out.update(
+        {
+            "rounds_per_prompt": rpp,
+            "turns_per_prompt": turns,
+            "lossless": res["lossless"],
+            "mismatches": mismatches,
+            "num_prompts": len(prompts),
+            "num_turns": len(units),
+            "tokens_generated": res["tokens_generated"],
+        }
+    )
     return out
 
 
-def ask_turns(target, tokenizer, draft, prompts: list[dict], *, k: int, max_new_tokens: int, max_prompt_tokens: int,
-              eos: set[int], reference_cache: dict | None = None) -> tuple[list[dict], dict, int]:
+def ask_turns(
+    target,
+    tokenizer,
+    draft,
+    prompts: list[dict],
+    *,
+    k: int,
+    max_new_tokens: int,
+    max_prompt_tokens: int,
+    eos: set[int],
+    reference_cache: dict | None = None,
+) -> tuple[list[dict], dict, int]:
     """Ask every turn of every prompt, speculatively with `draft` (lossless-checked), each later turn
     after the target's own answer to the one before: [user q1, assistant a1, user q2, ...]. Since
     decoding is lossless, the speculative output IS the target's greedy answer, so it is reused.
@@ -310,12 +375,22 @@ def ask_turns(target, tokenizer, draft, prompts: list[dict], *, k: int, max_new_
 
     units: list[dict] = []
     results: list[dict] = []
-    current = [{"prompt": i, "turn": 1, "context": list(p["messages"]), "input_ids": list(p["input_ids"])}
-               for i, p in enumerate(prompts)]
+    current = [
+        {"prompt": i, "turn": 1, "context": list(p["messages"]), "input_ids": list(p["input_ids"])}
+        for i, p in enumerate(prompts)
+    ]
     skipped = 0
     while current:
-        r = evaluate_acceptance(target, tokenizer, draft, [u["input_ids"] for u in current], k=k,
-                                max_new_tokens=max_new_tokens, check_lossless=True, reference_cache=reference_cache)
+        r = evaluate_acceptance(
+            target,
+            tokenizer,
+            draft,
+            [u["input_ids"] for u in current],
+            k=k,
+            max_new_tokens=max_new_tokens,
+            check_lossless=True,
+            reference_cache=reference_cache,
+        )
         units += current
         results.append(r)
         nxt = []
@@ -324,8 +399,10 @@ def ask_turns(target, tokenizer, draft, prompts: list[dict], *, k: int, max_new_
             if u["turn"] >= len(turns):
                 continue
             answer = tokenizer.decode([t for t in gen if t not in eos], skip_special_tokens=True)
-            ctx = u["context"] + [{"role": "assistant", "content": answer},
-                                  {"role": "user", "content": turns[u["turn"]]}]
+            ctx = u["context"] + [
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": turns[u["turn"]]},
+            ]
             ids = _render(tokenizer, ctx)
             if len(ids) > max_prompt_tokens:
                 skipped += 1
@@ -335,10 +412,15 @@ def ask_turns(target, tokenizer, draft, prompts: list[dict], *, k: int, max_new_
     return units, _merge_units(results), skipped
 
 
-SETS_COLUMNS = [("set", "string", "evaluation set (evaluation.sets)"), ("k", "int", "draft tokens per round"),
-                ("category", "string", "row category ((all) = the whole set)"), ("n", "int", "prompts"),
-                ("acceptance_length", "float", "trained draft: tokens per target forward"),
-                ("untrained", "float", "untrained draft"), ("previous", "float", "previous draft version")]
+SETS_COLUMNS = [
+    ("set", "string", "evaluation set (evaluation.sets)"),
+    ("k", "int", "draft tokens per round"),
+    ("category", "string", "row category ((all) = the whole set)"),
+    ("n", "int", "prompts"),
+    ("acceptance_length", "float", "trained draft: tokens per target forward"),
+    ("untrained", "float", "untrained draft"),
+    ("previous", "float", "previous draft version"),
+]
 
 
 def sets_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
@@ -346,13 +428,29 @@ def sets_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
     rows = []
     for name, by_k in (report.get("sets") or {}).items():
         for k, e in by_k.items():
-            rows.append({"set": name, "k": int(k), "category": "(all)", "n": int(e["num_prompts"]),
-                         "acceptance_length": e["acceptance_length"], "untrained": e["untrained_acceptance_length"],
-                         "previous": e.get("previous_acceptance_length")})
+            rows.append(
+                {
+                    "set": name,
+                    "k": int(k),
+                    "category": "(all)",
+                    "n": int(e["num_prompts"]),
+                    "acceptance_length": e["acceptance_length"],
+                    "untrained": e["untrained_acceptance_length"],
+                    "previous": e.get("previous_acceptance_length"),
+                }
+            )
             for cat, c in sorted(e.get("per_category", {}).items(), key=lambda kv: (-kv[1]["n"], kv[0])):
-                rows.append({"set": name, "k": int(k), "category": str(cat), "n": int(c["n"]),
-                             "acceptance_length": c["acceptance_length"], "untrained": c["untrained_acceptance_length"],
-                             "previous": c.get("previous_acceptance_length")})
+                rows.append(
+                    {
+                        "set": name,
+                        "k": int(k),
+                        "category": str(cat),
+                        "n": int(c["n"]),
+                        "acceptance_length": c["acceptance_length"],
+                        "untrained": c["untrained_acceptance_length"],
+                        "previous": c.get("previous_acceptance_length"),
+                    }
+                )
     return rows, SETS_COLUMNS
 
 
@@ -416,8 +514,17 @@ class _Measurer:
     """Everything one evaluation process needs: the target (float32, on its device), its
     tokenizer, the trained / previous drafts and the vocab mapping, loaded once."""
 
-    def __init__(self, *, target_path, draft_dir, previous_dir, vocab_mapping_path, device: str,
-                 trust_remote_code: bool, threads: int | None = None):
+    def __init__(
+        self,
+        *,
+        target_path,
+        draft_dir,
+        previous_dir,
+        vocab_mapping_path,
+        device: str,
+        trust_remote_code: bool,
+        threads: int | None = None,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -429,10 +536,20 @@ class _Measurer:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
-        self.tokenizer = load_target_part(AutoTokenizer, target_path, "target tokenizer",
-                                          trust_remote_code=trust_remote_code)
-        self.target = load_target_part(AutoModelForCausalLM, target_path, "target model", dtype=torch.float32,
-                                       trust_remote_code=trust_remote_code).eval().to(self.device)
+        self.tokenizer = load_target_part(
+            AutoTokenizer, target_path, "target tokenizer", trust_remote_code=trust_remote_code
+        )
+        self.target = (
+            load_target_part(
+                AutoModelForCausalLM,
+                target_path,
+                "target model",
+                dtype=torch.float32,
+                trust_remote_code=trust_remote_code,
+            )
+            .eval()
+            .to(self.device)
+        )
         self.vm = load_vocab_mapping_file(vocab_mapping_path)
         e = getattr(self.target.config, "eos_token_id", None)
         if e is None:
@@ -447,21 +564,39 @@ class _Measurer:
             except (ValueError, RuntimeError) as err:  # e.g. a draft for another target/vocab
                 self.previous_error = f"{type(err).__name__}: {str(err)[:300]}"
 
-    def measure_set(self, prompts: list[dict], ks: list[int], *, max_new_tokens: int, max_prompt_tokens: int,
-                    untrained_seed: int) -> dict:
+    def measure_set(
+        self, prompts: list[dict], ks: list[int], *, max_new_tokens: int, max_prompt_tokens: int, untrained_seed: int
+    ) -> dict:
         """Raw results of one set (or a shard of it): the turn units asked, and per k the trained,
         untrained and previous drafts' merged `evaluate_acceptance` results over those units."""
         from .evaluate import evaluate_acceptance
 
         refs: dict = {}  # the target's greedy output per unit: one computation shared by every k
-        units, res0, skipped = ask_turns(self.target, self.tokenizer, self.draft, prompts, k=ks[0],
-                                         max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                                         eos=self.eos, reference_cache=refs)
+        units, res0, skipped = ask_turns(
+            self.target,
+            self.tokenizer,
+            self.draft,
+            prompts,
+            k=ks[0],
+            max_new_tokens=max_new_tokens,
+            max_prompt_tokens=max_prompt_tokens,
+            eos=self.eos,
+            reference_cache=refs,
+        )
 
         def run(d, kk, *, seed=0, lossless=False):
-            return evaluate_acceptance(self.target, self.tokenizer, d, [u["input_ids"] for u in units], k=kk,
-                                       max_new_tokens=max_new_tokens, vocab_mapping=self.vm, seed=seed,
-                                       check_lossless=lossless, reference_cache=refs)
+            return evaluate_acceptance(
+                self.target,
+                self.tokenizer,
+                d,
+                [u["input_ids"] for u in units],
+                k=kk,
+                max_new_tokens=max_new_tokens,
+                vocab_mapping=self.vm,
+                seed=seed,
+                check_lossless=lossless,
+                reference_cache=refs,
+            )
 
         by_k = {}
         for kk in ks:
@@ -497,8 +632,10 @@ def _concat_shards(shards: list[tuple[int, dict]]) -> dict:
             slot = by_k.setdefault(kk, {"trained": [], "untrained": [], "previous": []})
             for name, res in who.items():
                 slot[name].append(res)
-    merged = {kk: {name: (_merge_units(rs) if rs and all(x is not None for x in rs) else None)
-                   for name, rs in slot.items()} for kk, slot in by_k.items()}
+    merged = {
+        kk: {name: (_merge_units(rs) if rs and all(x is not None for x in rs) else None) for name, rs in slot.items()}
+        for kk, slot in by_k.items()
+    }
     return {"units": units, "skipped": skipped, "by_k": merged, "previous_error": err}
 
 
@@ -575,14 +712,18 @@ def evaluate_drafts(
     ks = eval_ks(k)
     sets = list(sets) if sets else eval_sets({})
     if int(num_prompts) < 1:
-        raise TrainInputError(f"num_prompts must be >= 1, got {num_prompts}: an evaluation over zero prompts measures nothing")
+        raise TrainInputError(
+            f"num_prompts must be >= 1, got {num_prompts}: an evaluation over zero prompts measures nothing"
+        )
     set_paths = {}
     for spec in sets:
         path = Path(spec["path"]) if spec.get("path") else Path(test_jsonl)
         what = "held-out prompts file" if not spec.get("path") else f"evaluation set {spec['name']!r} file"
         if not path.exists():
-            raise TrainFileNotFound(f"{what} not found: {path} (command-line paths are relative to the current "
-                                    "directory; configured ones to the data root)")
+            raise TrainFileNotFound(
+                f"{what} not found: {path} (command-line paths are relative to the current "
+                "directory; configured ones to the data root)"
+            )
         set_paths[spec["name"]] = path
     for what, p in (("draft checkpoint folder", draft_dir), ("vocab mapping", vocab_mapping_path)):
         if not Path(p).exists():
@@ -595,16 +736,25 @@ def evaluate_drafts(
     loaded = []
     for spec in sets:
         path = set_paths[spec["name"]]
-        prompts, counts = set_prompts(spec, path, tokenizer, num_prompts=num_prompts, max_prompt_tokens=max_prompt_tokens)
+        prompts, counts = set_prompts(
+            spec, path, tokenizer, num_prompts=num_prompts, max_prompt_tokens=max_prompt_tokens
+        )
         if not prompts and spec["format"] == "heldout":
-            raise TrainInputError(f"no usable held-out prompts in {path} ({counts}): an evaluation over zero prompts "
-                                  "is refused (acceptance would be 0 or NaN); give a test file with conversations that "
-                                  f"have a user turn" + ("" if spec["name"] == "heldout" else f" (evaluation set {spec['name']!r})"))
+            raise TrainInputError(
+                f"no usable held-out prompts in {path} ({counts}): an evaluation over zero prompts "
+                "is refused (acceptance would be 0 or NaN); give a test file with conversations that "
+                f"have a user turn" + ("" if spec["name"] == "heldout" else f" (evaluation set {spec['name']!r})")
+            )
         if not prompts:
-            hint = ("give a test file with conversations that have a user turn" if spec["format"] == "heldout"
-                    else f"give a {spec['format']} file ({'{question_id, category, turns}' if spec['format'] == 'mtbench' else '{question} or {prompt}'} rows)")
-            raise TrainInputError(f"no usable prompts in evaluation set {spec['name']!r} ({path}, {counts}): an "
-                                  f"evaluation over zero prompts is refused (acceptance would be 0 or NaN); {hint}")
+            hint = (
+                "give a test file with conversations that have a user turn"
+                if spec["format"] == "heldout"
+                else f"give a {spec['format']} file ({'{question_id, category, turns}' if spec['format'] == 'mtbench' else '{question} or {prompt}'} rows)"
+            )
+            raise TrainInputError(
+                f"no usable prompts in evaluation set {spec['name']!r} ({path}, {counts}): an "
+                f"evaluation over zero prompts is refused (acceptance would be 0 or NaN); {hint}"
+            )
         loaded.append((spec, path, prompts, counts))
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = None
@@ -617,13 +767,30 @@ def evaluate_drafts(
             prev_dir = previous_dir
 
     for spec, path, prompts, counts in loaded:
-        log(f"evaluation set {spec['name']!r} ({spec['format']}): {len(prompts)} prompts from {path} ({counts}), "
-            f"k={ks}, max_new_tokens={max_new_tokens}")
-    init = {"target_path": target_path, "draft_dir": draft_dir, "previous_dir": prev_dir,
-            "vocab_mapping_path": vocab_mapping_path, "device": device, "trust_remote_code": trust_remote_code}
-    measured = _measure_all(loaded, ks, init=init, workers=min(workers, max(len(p) for _, _, p, _ in loaded)),
-                            opts={"max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
-                                  "untrained_seed": untrained_seed}, log=log)
+        log(
+            f"evaluation set {spec['name']!r} ({spec['format']}): {len(prompts)} prompts from {path} ({counts}), "
+            f"k={ks}, max_new_tokens={max_new_tokens}"
+        )
+    init = {
+        "target_path": target_path,
+        "draft_dir": draft_dir,
+        "previous_dir": prev_dir,
+        "vocab_mapping_path": vocab_mapping_path,
+        "device": device,
+        "trust_remote_code": trust_remote_code,
+    }
+    measured = _measure_all(
+        loaded,
+        ks,
+        init=init,
+        workers=min(workers, max(len(p) for _, _, p, _ in loaded)),
+        opts={
+            "max_new_tokens": max_new_tokens,
+            "max_prompt_tokens": max_prompt_tokens,
+            "untrained_seed": untrained_seed,
+        },
+        log=log,
+    )
     prev_error = next((m["previous_error"] for m in measured if m["previous_error"]), None)
     if previous is not None and prev_error:
         previous["error"] = prev_error
@@ -635,24 +802,42 @@ def evaluate_drafts(
     for (spec, path, prompts, counts), m in zip(loaded, measured):
         units, skipped = m["units"], m["skipped"]
         counts = {**counts, **({"later_turns_skipped_too_long": skipped} if "turns" in prompts[0] else {})}
-        set_info.append({"name": spec["name"], "format": spec["format"], "path": str(path), "limit": spec.get("limit"),
-                         "sha256": sha256_file(path), "num_prompts": len(prompts), "num_turns": len(units),
-                         "prompt_counts": counts})
+        set_info.append(
+            {
+                "name": spec["name"],
+                "format": spec["format"],
+                "path": str(path),
+                "limit": spec.get("limit"),
+                "sha256": sha256_file(path),
+                "num_prompts": len(prompts),
+                "num_turns": len(units),
+                "prompt_counts": counts,
+            }
+        )
         by_k: dict[str, dict] = {}
         for kk in ks:
             raw = m["by_k"][kk]
             trained = _by_prompt(raw["trained"], units, prompts, kk)
             untrained = _by_prompt(raw["untrained"], units, prompts, kk)
-            prev = (_by_prompt(raw["previous"], units, prompts, kk)
-                    if raw["previous"] is not None and not prev_error else None)
+            prev = (
+                _by_prompt(raw["previous"], units, prompts, kk)
+                if raw["previous"] is not None and not prev_error
+                else None
+            )
             entry = {
                 "acceptance_length": round(trained["acceptance_length"], 4),
                 "untrained_acceptance_length": round(untrained["acceptance_length"], 4),
                 **({"previous_acceptance_length": round(prev["acceptance_length"], 4)} if prev else {}),
                 "per_position_acceptance": [round(a, 4) for a in trained["per_position_acceptance"]],
-                "per_position_acceptance_cumulative": [round(a, 4) for a in trained["per_position_acceptance_cumulative"]],
+                "per_position_acceptance_cumulative": [
+                    round(a, 4) for a in trained["per_position_acceptance_cumulative"]
+                ],
                 "untrained_per_position_acceptance": [round(a, 4) for a in untrained["per_position_acceptance"]],
-                **({"previous_per_position_acceptance": [round(a, 4) for a in prev["per_position_acceptance"]]} if prev else {}),
+                **(
+                    {"previous_per_position_acceptance": [round(a, 4) for a in prev["per_position_acceptance"]]}
+                    if prev
+                    else {}
+                ),
                 "per_category": per_category(prompts, trained, untrained, kk, prev),
                 "num_prompts": len(prompts),
                 "num_turns": len(units),
@@ -663,23 +848,33 @@ def evaluate_drafts(
                 "per_prompt": per_prompt(prompts, trained, untrained),
             }
             by_k[str(kk)] = entry
-            log(f"  {spec['name']} k={kk}: trained {entry['acceptance_length']:.3f}, untrained "
+            log(
+                f"  {spec['name']} k={kk}: trained {entry['acceptance_length']:.3f}, untrained "
                 f"{entry['untrained_acceptance_length']:.3f}"
                 + (f", previous {entry['previous_acceptance_length']:.3f}" if prev else "")
-                + f", lossless={entry['lossless']}")
+                + f", lossless={entry['lossless']}"
+            )
             if first is None:
                 first = {"entry": entry, "counts": counts, "prompts": prompts, "k": kk}
         report_sets[spec["name"]] = by_k
 
     f0 = first["entry"]
     if previous is not None and "error" not in previous and "previous_acceptance_length" in f0:
-        previous.update({"acceptance_length": f0["previous_acceptance_length"],
-                         "per_position_acceptance": f0["previous_per_position_acceptance"]})
+        previous.update(
+            {
+                "acceptance_length": f0["previous_acceptance_length"],
+                "per_position_acceptance": f0["previous_per_position_acceptance"],
+            }
+        )
     elif previous is not None and "error" not in previous:
         previous = None
     lossless = all(e["lossless"] for by_k in report_sets.values() for e in by_k.values())
-    mismatches = [{**m, **({"set": name, "k": int(kk)} if (name, int(kk)) != (sets[0]["name"], ks[0]) else {})}
-                  for name, by_k in report_sets.items() for kk, e in by_k.items() for m in e["mismatches"]]
+    mismatches = [
+        {**m, **({"set": name, "k": int(kk)} if (name, int(kk)) != (sets[0]["name"], ks[0]) else {})}
+        for name, by_k in report_sets.items()
+        for kk, e in by_k.items()
+        for m in e["mismatches"]
+    ]
     report = {
         "report_version": REPORT_VERSION,
         "acceptance_length": f0["acceptance_length"],
@@ -722,8 +917,12 @@ def evaluate_drafts(
     series = {"trained": report["per_position_acceptance"], "untrained": report["untrained_per_position_acceptance"]}
     if previous and previous.get("per_position_acceptance"):
         series["previous"] = [round(a, 4) for a in previous["per_position_acceptance"]]
-    plot_per_position(out_dir / "per_position_acceptance.png", kk, series,
-                      f"acceptance length {report['acceptance_length']:.2f} vs untrained {report['untrained_acceptance_length']:.2f} (k={kk})")
+    plot_per_position(
+        out_dir / "per_position_acceptance.png",
+        kk,
+        series,
+        f"acceptance length {report['acceptance_length']:.2f} vs untrained {report['untrained_acceptance_length']:.2f} (k={kk})",
+    )
     with atomic_write(out_dir / "acceptance_by_set.png", "wb") as f:
         f.write(acceptance_by_set_png(report))
     with atomic_write(report_path) as f:

@@ -22,6 +22,7 @@ feeds only the last accepted token plus the k proposals, and the cache is croppe
 accepted length. `use_cache=False` re-reads the whole sequence every forward; it is the simplest
 reference, and the fallback for models whose cache cannot be cropped.
 """
+
 from __future__ import annotations
 
 import functools
@@ -73,8 +74,9 @@ def _cache_kwarg(model_cls: type) -> str:
 
 
 @torch.no_grad()
-def _target_forward(target, ids: list[int], aux_layers: list[int] | None, device,
-                    cache=None) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _target_forward(
+    target, ids: list[int], aux_layers: list[int] | None, device, cache=None
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Forward `ids` (the whole sequence, or with `cache` only the tokens after it).
     Returns the aux features and the greedy next-token choice at each fed position."""
     x = torch.tensor([ids], device=device)
@@ -82,14 +84,17 @@ def _target_forward(target, ids: list[int], aux_layers: list[int] | None, device
     if cache is None:
         out = target(input_ids=x, output_hidden_states=want_hidden, use_cache=False)
     else:
-        out = target(input_ids=x, output_hidden_states=want_hidden, use_cache=True, **{_cache_kwarg(type(target)): cache})
+        out = target(
+            input_ids=x, output_hidden_states=want_hidden, use_cache=True, **{_cache_kwarg(type(target)): cache}
+        )
     aux = torch.cat([out.hidden_states[i + 1] for i in aux_layers], dim=-1) if want_hidden else None
     return aux, out.logits[0].argmax(-1)
 
 
 @torch.no_grad()
-def greedy_generate(target, ids: list[int], max_new_tokens: int, eos_ids: set[int], device,
-                    use_cache: bool = True) -> list[int]:
+def greedy_generate(
+    target, ids: list[int], max_new_tokens: int, eos_ids: set[int], device, use_cache: bool = True
+) -> list[int]:
     """Plain greedy decoding by the target."""
     seq = list(ids)
     new: list[int] = []
@@ -107,8 +112,17 @@ def greedy_generate(target, ids: list[int], max_new_tokens: int, eos_ids: set[in
 
 
 @torch.no_grad()
-def speculative_generate(target, draft: LlamaForCausalLMEagle3, ids: list[int], *, k: int, max_new_tokens: int,
-                         eos_ids: set[int], device, use_cache: bool = True) -> tuple[list[int], list[int]]:
+def speculative_generate(
+    target,
+    draft: LlamaForCausalLMEagle3,
+    ids: list[int],
+    *,
+    k: int,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    device,
+    use_cache: bool = True,
+) -> tuple[list[int], list[int]]:
     """(new tokens, accepted-draft-count per verify round)."""
     aux_layers = list(draft.config.aux_layer_ids)
     seq = list(ids)
@@ -160,8 +174,12 @@ def _summarise(all_rounds: list[list[int]], k: int) -> dict:
         passed = sum(1 for a in flat if a >= j + 1)
         cond.append(passed / reached if reached else 0.0)
         cum.append(passed / n if n else 0.0)
-    return {"acceptance_length": acc_len, "per_position_acceptance": cond,
-            "per_position_acceptance_cumulative": cum, "num_rounds": n}
+    return {
+        "acceptance_length": acc_len,
+        "per_position_acceptance": cond,
+        "per_position_acceptance_cumulative": cum,
+        "num_rounds": n,
+    }
 
 
 def acceptance_by_group(rounds_per_prompt: Sequence[Sequence[int]], groups: Sequence[Any], k: int) -> dict:
@@ -175,8 +193,12 @@ def acceptance_by_group(rounds_per_prompt: Sequence[Sequence[int]], groups: Sequ
     out = {}
     for g, rs in by.items():
         s = _summarise(rs, k)
-        out[g] = {"n": len(rs), "acceptance_length": s["acceptance_length"],
-                  "per_position_acceptance": s["per_position_acceptance"], "num_rounds": s["num_rounds"]}
+        out[g] = {
+            "n": len(rs),
+            "acceptance_length": s["acceptance_length"],
+            "per_position_acceptance": s["per_position_acceptance"],
+            "num_rounds": s["num_rounds"],
+        }
     return out
 
 
@@ -212,7 +234,9 @@ def evaluate_acceptance(
     if not prompts:
         raise TrainInputError("no prompts to evaluate on: an acceptance length needs at least one prompt")
     if k < 1 or max_new_tokens < 1:
-        raise TrainInputError(f"evaluation needs k >= 1 and max_new_tokens >= 1 (got k={k}, max_new_tokens={max_new_tokens})")
+        raise TrainInputError(
+            f"evaluation needs k >= 1 and max_new_tokens >= 1 (got k={k}, max_new_tokens={max_new_tokens})"
+        )
     device = next(target_model.parameters()).device
     target_model.eval()
     if draft_model is None:
@@ -237,15 +261,31 @@ def evaluate_acceptance(
         if max_prompt_tokens:
             ids = ids[-max_prompt_tokens:]
         try:
-            spec, rounds = speculative_generate(target_model, draft_model, ids, k=k, max_new_tokens=max_new_tokens,
-                                                eos_ids=eos, device=device, use_cache=use_cache)
+            spec, rounds = speculative_generate(
+                target_model,
+                draft_model,
+                ids,
+                k=k,
+                max_new_tokens=max_new_tokens,
+                eos_ids=eos,
+                device=device,
+                use_cache=use_cache,
+            )
         except (AttributeError, NotImplementedError, TypeError, ValueError, RuntimeError) as e:
             if not use_cache:
                 raise
             # a model whose KV cache cannot be fed incrementally or cropped: full re-forwards
             use_cache, cache_fallback = False, f"{type(e).__name__}: {e}"[:300]
-            spec, rounds = speculative_generate(target_model, draft_model, ids, k=k, max_new_tokens=max_new_tokens,
-                                                eos_ids=eos, device=device, use_cache=False)
+            spec, rounds = speculative_generate(
+                target_model,
+                draft_model,
+                ids,
+                k=k,
+                max_new_tokens=max_new_tokens,
+                eos_ids=eos,
+                device=device,
+                use_cache=False,
+            )
         all_rounds.append(rounds)
         generated_per_prompt.append(list(spec))
         generated += len(spec)
@@ -260,11 +300,27 @@ def evaluate_acceptance(
                 first = next((j for j, (a, b) in enumerate(zip(ref, spec)) if a != b), min(len(ref), len(spec)))
                 mismatches.append({"prompt": i, "first_mismatch": first})
         if i < 3:
-            samples.append({"prompt_tokens": len(ids), "generated": spec[:32],
-                            "mean_accept": (sum(rounds) / len(rounds) + 1) if rounds else None})
+            samples.append(
+                {
+                    "prompt_tokens": len(ids),
+                    "generated": spec[:32],
+                    "mean_accept": (sum(rounds) / len(rounds) + 1) if rounds else None,
+                }
+            )
     res = _summarise(all_rounds, k)
-    res.update({"k": k, "lossless": (not mismatches) if check_lossless else None, "mismatches": mismatches,
-                "num_prompts": len(all_rounds), "tokens_generated": generated, "max_new_tokens": max_new_tokens,
-                "samples": samples, "kv_cache": use_cache, "kv_cache_fallback": cache_fallback,
-                "rounds_per_prompt": all_rounds, "generated_per_prompt": generated_per_prompt})
+    res.update(
+        {
+            "k": k,
+            "lossless": (not mismatches) if check_lossless else None,
+            "mismatches": mismatches,
+            "num_prompts": len(all_rounds),
+            "tokens_generated": generated,
+            "max_new_tokens": max_new_tokens,
+            "samples": samples,
+            "kv_cache": use_cache,
+            "kv_cache_fallback": cache_fallback,
+            "rounds_per_prompt": all_rounds,
+            "generated_per_prompt": generated_per_prompt,
+        }
+    )
     return res

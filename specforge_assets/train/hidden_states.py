@@ -17,6 +17,7 @@ Training reads them through :class:`OfflineFeatureTarget`: a stand-in for the ta
 the target's `lm_head` (loaded alone from the target's safetensors, as SpecForge does offline).
 No Dagster import.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,14 @@ def _aux_layers(cfg, aux_layer_ids: list[int] | None) -> list[int]:
     return list(aux_layer_ids) if aux_layer_ids else default_aux(int(cfg.num_hidden_layers))
 
 
-def estimate_size(target: Path | str, dataset: Path | str, *, dtype: str = "float32", max_rows: int | None = None,
-                  max_length: int = 2048) -> dict:
+def estimate_size(
+    target: Path | str,
+    dataset: Path | str,
+    *,
+    dtype: str = "float32",
+    max_rows: int | None = None,
+    max_length: int = 2048,
+) -> dict:
     """Bytes the features will take: per token 4·H floats (3·H aux + H final) + 9 bytes of ids/mask."""
     from .data import load_tokenized
 
@@ -65,9 +72,15 @@ def estimate_size(target: Path | str, dataset: Path | str, *, dtype: str = "floa
     n = len(rows) if max_rows is None else min(len(rows), int(max_rows))
     tokens = sum(int(rows.input_ids[i].numel()) for i in range(n))
     per_token = 4 * int(cfg.hidden_size) * torch.tensor([], dtype=_dtype(dtype)).element_size() + 9
-    return {"rows": n, "tokens": tokens, "hidden_size": int(cfg.hidden_size), "dtype": dtype,
-            "bytes_per_token": per_token, "estimated_bytes": tokens * per_token,
-            "estimated_human": _human(tokens * per_token)}
+    return {
+        "rows": n,
+        "tokens": tokens,
+        "hidden_size": int(cfg.hidden_size),
+        "dtype": dtype,
+        "bytes_per_token": per_token,
+        "estimated_bytes": tokens * per_token,
+        "estimated_human": _human(tokens * per_token),
+    }
 
 
 def _human(n: float) -> str:
@@ -103,11 +116,18 @@ def write_hidden_states(
     t0 = time.time()
     out_dir = Path(out_dir)
     est = estimate_size(target, dataset, dtype=dtype, max_rows=max_rows, max_length=max_length)
-    log(f"offline hidden states: {est['rows']} rows, {est['tokens']} tokens → about {est['estimated_human']} "
-        f"({est['bytes_per_token']} B/token, {dtype}) into {out_dir}")
+    log(
+        f"offline hidden states: {est['rows']} rows, {est['tokens']} tokens → about {est['estimated_human']} "
+        f"({est['bytes_per_token']} B/token, {dtype}) into {out_dir}"
+    )
     st_dtype = _dtype(dtype)
-    model = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32 if device == "cpu" else st_dtype,
-                                                 trust_remote_code=trust_remote_code).to(device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(
+            str(target), dtype=torch.float32 if device == "cpu" else st_dtype, trust_remote_code=trust_remote_code
+        )
+        .to(device)
+        .eval()
+    )
     aux = _aux_layers(model.config, aux_layer_ids)
     rows = load_tokenized(dataset, max_length)
     n = est["rows"]
@@ -137,22 +157,44 @@ def write_hidden_states(
             save_file(tensors, str(tmp / name), metadata={"format": FORMAT})
             size = (tmp / name).stat().st_size
             total_bytes += size
-            shards.append({"file": name, "rows": len(idx), "tokens": offsets[-1],
-                           "ids": [rows.ids[i] for i in idx], "bytes": size, "sha256": sha256_file(tmp / name)})
-            log(f"shard {name}: {len(idx)} rows, {offsets[-1]} tokens, {_human(size)} "
-                f"({start + len(idx)}/{n} rows, {time.time() - t0:.0f}s)")
+            shards.append(
+                {
+                    "file": name,
+                    "rows": len(idx),
+                    "tokens": offsets[-1],
+                    "ids": [rows.ids[i] for i in idx],
+                    "bytes": size,
+                    "sha256": sha256_file(tmp / name),
+                }
+            )
+            log(
+                f"shard {name}: {len(idx)} rows, {offsets[-1]} tokens, {_human(size)} "
+                f"({start + len(idx)}/{n} rows, {time.time() - t0:.0f}s)"
+            )
         info = {
-            "format": FORMAT, "target_path": str(target), "dataset_path": str(dataset),
-            "aux_layer_ids": aux, "hidden_size": int(model.config.hidden_size),
-            "num_hidden_layers": int(model.config.num_hidden_layers), "vocab_size": int(model.config.vocab_size),
-            "dtype": dtype, "max_length": max_length, "rows": n, "tokens": sum(x["tokens"] for x in shards),
-            "total_bytes": total_bytes, "estimate": est, "shards": shards, "seconds": round(time.time() - t0, 2),
+            "format": FORMAT,
+            "target_path": str(target),
+            "dataset_path": str(dataset),
+            "aux_layer_ids": aux,
+            "hidden_size": int(model.config.hidden_size),
+            "num_hidden_layers": int(model.config.num_hidden_layers),
+            "vocab_size": int(model.config.vocab_size),
+            "dtype": dtype,
+            "max_length": max_length,
+            "rows": n,
+            "tokens": sum(x["tokens"] for x in shards),
+            "total_bytes": total_bytes,
+            "estimate": est,
+            "shards": shards,
+            "seconds": round(time.time() - t0, 2),
             "content_version": hashlib.sha256("".join(x["sha256"] for x in shards).encode()).hexdigest()[:24],
             **(extra_manifest or {}),
         }
         write_manifest(tmp, **info)
         os.chmod(tmp, 0o755)
-    log(f"offline hidden states written: {n} rows, {info['tokens']} tokens, {_human(total_bytes)} in {info['seconds']:.0f}s")
+    log(
+        f"offline hidden states written: {n} rows, {info['tokens']} tokens, {_human(total_bytes)} in {info['seconds']:.0f}s"
+    )
     return info
 
 
@@ -186,8 +228,10 @@ class _Hidden(list):
     def __getitem__(self, i):
         v = super().__getitem__(i)
         if v is None:
-            raise KeyError(f"hidden state {i} was not stored offline (stored: aux layers only); "
-                           "the training config's aux_layer_ids must match the offline features")
+            raise KeyError(
+                f"hidden state {i} was not stored offline (stored: aux layers only); "
+                "the training config's aux_layer_ids must match the offline features"
+            )
         return v
 
 
@@ -241,7 +285,7 @@ class OfflineFeatureTarget(nn.Module):
             ids = f.get_tensor("input_ids")
             offs = f.get_tensor("offsets").tolist()
             for r in range(len(offs) - 1):
-                key = self._key(ids[offs[r]:offs[r + 1]])
+                key = self._key(ids[offs[r] : offs[r + 1]])
                 self._index.setdefault(key, (sh["file"], offs[r], offs[r + 1]))
 
     @staticmethod
@@ -254,8 +298,10 @@ class OfflineFeatureTarget(nn.Module):
     def _row(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = self._key(ids)
         if key not in self._index:
-            raise KeyError(f"a training row ({ids.numel()} tokens) is not in the offline features at {self.dir}; "
-                           "rebuild models/target_hidden_states (dataset or max_length changed)")
+            raise KeyError(
+                f"a training row ({ids.numel()} tokens) is not in the offline features at {self.dir}; "
+                "rebuild models/target_hidden_states (dataset or max_length changed)"
+            )
         file, a, b = self._index[key]
         f = self._files[file]
         return f.get_slice("aux_hidden_states")[a:b], f.get_slice("hidden_states")[a:b]
@@ -275,7 +321,7 @@ class OfflineFeatureTarget(nn.Module):
             hid[b, :n] = h.to(device, hid.dtype)
         logits = self.lm_head(hid)
         L = int(self.config.num_hidden_layers)
-        entries = {j + 1: aux[..., k * H:(k + 1) * H] for k, j in enumerate(self.aux_layer_ids)}
+        entries = {j + 1: aux[..., k * H : (k + 1) * H] for k, j in enumerate(self.aux_layer_ids)}
         return _Out(_Hidden(L + 1, entries), logits)
 
 

@@ -7,6 +7,7 @@ on CPU, NCCL on GPU, one ``DistributedSampler`` shard per rank). Only rank 0 log
 position in the epoch, RNG) is checkpointed atomically under ``out_dir/training_state/`` every
 ``save_every`` steps and at the end; a rerun with ``resume=True`` continues from the latest.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,13 +86,20 @@ def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
 def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
     if cfg.dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[cfg.dtype]
+    return {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }[cfg.dtype]
 
 
 @torch.no_grad()
-def target_features(target: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                    aux_layers: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def target_features(
+    target: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, aux_layers: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(aux hidden [B,T,3H] = outputs of decoder layers `aux_layers`, logits [B,T,V])."""
     L = target.config.num_hidden_layers
     for i in aux_layers:
@@ -122,12 +130,23 @@ def eta_seconds(elapsed_s: float, steps_done: int, steps_left: int) -> float | N
     return max(0, steps_left) * elapsed_s / steps_done
 
 
-def progress_line(step: int, total: int, loss: float, acc: list[float], lr: float, tokens_per_s: float,
-                  elapsed_s: float, eta_s: float | None) -> str:
+def progress_line(
+    step: int,
+    total: int,
+    loss: float,
+    acc: list[float],
+    lr: float,
+    tokens_per_s: float,
+    elapsed_s: float,
+    eta_s: float | None,
+) -> str:
     """`step 10/200 loss 1.2345 acc 0.41 0.22 lr 1.00e-04 1646 tok/s, elapsed 12s, ETA 3m48s`."""
-    return (f"step {step}/{total} loss {loss:.4f} acc " + " ".join(f"{a:.2f}" for a in acc)
-            + f" lr {lr:.2e} {tokens_per_s:.0f} tok/s, elapsed {format_duration(elapsed_s)}, "
-            + f"ETA {format_duration(eta_s)}")
+    return (
+        f"step {step}/{total} loss {loss:.4f} acc "
+        + " ".join(f"{a:.2f}" for a in acc)
+        + f" lr {lr:.2e} {tokens_per_s:.0f} tok/s, elapsed {format_duration(elapsed_s)}, "
+        + f"ETA {format_duration(eta_s)}"
+    )
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
@@ -144,13 +163,20 @@ def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> Ca
 def is_compiler_error(e: BaseException) -> bool:
     """True for failures of torch.compile itself (Dynamo tracing, Inductor code generation or the
     backend compiler), as opposed to errors of the computation (shapes, out of memory, NaN)."""
-    names = {"BackendCompilerFailed", "InductorError", "InternalTorchDynamoError", "LoweringException",
-             "CompilationError", "Unsupported"}
+    names = {
+        "BackendCompilerFailed",
+        "InductorError",
+        "InternalTorchDynamoError",
+        "LoweringException",
+        "CompilationError",
+        "Unsupported",
+    }
     seen = 0
     while e is not None and seen < 8:
         mod = type(e).__module__ or ""
-        if type(e).__name__ in names and (mod.startswith("torch._dynamo") or mod.startswith("torch._inductor")
-                                           or mod.startswith("triton")):
+        if type(e).__name__ in names and (
+            mod.startswith("torch._dynamo") or mod.startswith("torch._inductor") or mod.startswith("triton")
+        ):
             return True
         e, seen = (e.__cause__ or e.__context__), seen + 1
     return False
@@ -159,18 +185,26 @@ def is_compiler_error(e: BaseException) -> bool:
 class Eagle3Trainer:
     """Optimizer/scheduler/step logic shared by :func:`train_draft` and the GPU benchmark."""
 
-    def __init__(self, cfg: TrainConfig, target: torch.nn.Module, draft: LlamaForCausalLMEagle3,
-                 device: torch.device, total_steps: int):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        target: torch.nn.Module,
+        draft: LlamaForCausalLMEagle3,
+        device: torch.device,
+        total_steps: int,
+    ):
         self.cfg, self.target, self.draft, self.device = cfg, target, draft, device
         self.rank, self.world, _ = dist_info()
         self.aux_layers = list(draft.config.aux_layer_ids)
         self.amp_dtype = resolve_dtype(cfg, device)
-        self.module = TTTLossModule(draft, ttt_length=cfg.ttt_length, fix_alignment=cfg.fix_mask_alignment,
-                                    step_weight=cfg.step_weight)
+        self.module = TTTLossModule(
+            draft, ttt_length=cfg.ttt_length, fix_alignment=cfg.fix_mask_alignment, step_weight=cfg.step_weight
+        )
         call: torch.nn.Module = self.module
         if self.world > 1:
             call = torch.nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+                self.module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
         use_compile = (device.type == "cuda") if cfg.compile == "auto" else bool(cfg.compile)
         self.eager_call = call
         self.call = torch.compile(call) if use_compile else call
@@ -178,9 +212,13 @@ class Eagle3Trainer:
         self.skipped_steps = 0
         params = [p for p in draft.parameters() if p.requires_grad]
         kw = {"fused": True} if device.type == "cuda" else {}
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kw)
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kw
+        )
         warm = int(round(cfg.warmup_ratio * total_steps))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(total_steps, warm, cfg.min_lr_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(total_steps, warm, cfg.min_lr_ratio)
+        )
         self.step_num = 0
 
     def autocast(self):
@@ -220,8 +258,10 @@ class Eagle3Trainer:
             # torch.compile is an optimization: a compiler crash (seen: an Inductor assertion when a
             # new sequence length triggered a dynamic-shape recompile, torch 2.11, H200) must not end
             # a training run. The step is redone eagerly and the run continues without compilation.
-            self.compile_disabled = (f"compiler failure at step {self.step_num + 1}: "
-                                     f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+            self.compile_disabled = (
+                f"compiler failure at step {self.step_num + 1}: "
+                f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+            )
             self.call = self.eager_call
             loss, out, gnorm = self._forward_backward(self.call, ids, aux, logits, mask)
         if not bool(torch.isfinite(gnorm)):
@@ -237,8 +277,14 @@ class Eagle3Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step_num += 1
-        return {"loss": loss.detach(), "losses": out["losses"], "acc": out["acc"], "counts": out["counts"],
-                "grad_norm": gnorm, "tokens": (batch["attention_mask"].sum() if "attention_mask" in batch else ids.numel())}
+        return {
+            "loss": loss.detach(),
+            "losses": out["losses"],
+            "acc": out["acc"],
+            "counts": out["counts"],
+            "grad_norm": gnorm,
+            "tokens": (batch["attention_mask"].sum() if "attention_mask" in batch else ids.numel()),
+        }
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -246,8 +292,13 @@ class Eagle3Trainer:
         rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"step": self.step_num, "draft": draft_sd, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": rng}
+        return {
+            "step": self.step_num,
+            "draft": draft_sd,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+        }
 
     def load_state_dict(self, st: dict) -> None:
         missing, unexpected = self.draft.load_state_dict(st["draft"], strict=False)
@@ -333,7 +384,8 @@ def train_draft(
 
     if target_model is None:
         target_model = AutoModelForCausalLM.from_pretrained(
-            str(target_path), dtype=dtype, attn_implementation=cfg.attn_implementation)
+            str(target_path), dtype=dtype, attn_implementation=cfg.attn_implementation
+        )
     target = target_model.to(device).eval()
     target.requires_grad_(False)
 
@@ -342,23 +394,36 @@ def train_draft(
         if t2d.numel() != target.config.vocab_size:
             from .errors import TrainInputError
 
-            raise TrainInputError(f"{vocab_mapping_path}: t2d has {t2d.numel()} entries but the target vocab is "
-                                  f"{target.config.vocab_size}: a vocab mapping for another target (run vocab-mapping "
-                                  "with this target's --target-vocab-size)")
+            raise TrainInputError(
+                f"{vocab_mapping_path}: t2d has {t2d.numel()} entries but the target vocab is "
+                f"{target.config.vocab_size}: a vocab mapping for another target (run vocab-mapping "
+                "with this target's --target-vocab-size)"
+            )
     else:
         d2t = t2d = None
-    draft = build_draft(target, d2t=d2t, t2d=t2d, aux_layers=cfg.aux_layer_ids,
-                        seed=cfg.draft_init_seed if cfg.draft_init_seed is not None else cfg.seed).to(device)
+    draft = build_draft(
+        target,
+        d2t=d2t,
+        t2d=t2d,
+        aux_layers=cfg.aux_layer_ids,
+        seed=cfg.draft_init_seed if cfg.draft_init_seed is not None else cfg.seed,
+    ).to(device)
 
     rows = load_tokenized(dataset_path, cfg.max_length, vocab_size=target.config.vocab_size)
-    say(f"dataset {dataset_path}: {len(rows)} rows, {rows.num_tokens} tokens "
+    say(
+        f"dataset {dataset_path}: {len(rows)} rows, {rows.num_tokens} tokens "
         f"(skipped {rows.skipped_no_supervision} without supervised tokens, {rows.skipped_unreadable} unreadable "
-        f"{rows.unreadable_examples[:2]}, truncated {rows.truncated})")
+        f"{rows.unreadable_examples[:2]}, truncated {rows.truncated})"
+    )
     ds = TokenizedDataset(rows)
     sampler = torch.utils.data.DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     pad_id = target.config.pad_token_id if target.config.pad_token_id is not None else 0
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler,
-                                         collate_fn=lambda b: collate(b, pad_id=pad_id, multiple_of=64 if device.type == "cuda" else 1))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        collate_fn=lambda b: collate(b, pad_id=pad_id, multiple_of=64 if device.type == "cuda" else 1),
+    )
     steps_per_epoch = len(loader)
     total = cfg.max_steps if cfg.max_steps else cfg.epochs * steps_per_epoch
     n_epochs = math.ceil(total / steps_per_epoch)
@@ -370,15 +435,19 @@ def train_draft(
     if resume and (st_path := latest_state(out)) is not None:
         st = torch.load(st_path, map_location="cpu", weights_only=False)
         if st.get("total_steps") not in (None, total):
-            raise ValueError(f"{st_path}: saved for {st.get('total_steps')} total steps, this run has {total}; "
-                             "use a fresh out_dir or resume=False")
+            raise ValueError(
+                f"{st_path}: saved for {st.get('total_steps')} total steps, this run has {total}; "
+                "use a fresh out_dir or resume=False"
+            )
         trainer.load_state_dict(st)
         start_epoch, skip_batches = int(st["epoch"]), int(st["batch_in_epoch"])
         history = list(st.get("history", []))
         first_loss = st.get("first_loss")
         say(f"resumed from {st_path} at step {trainer.step_num}/{total}")
-    say(f"training draft: {sum(p.numel() for p in draft.parameters() if p.requires_grad):,} trainable params, "
-        f"aux layers {draft.config.aux_layer_ids}, ttt {cfg.ttt_length}, {total} steps, world {world}, device {device}, {dtype}")
+    say(
+        f"training draft: {sum(p.numel() for p in draft.parameters() if p.requires_grad):,} trainable params, "
+        f"aux layers {draft.config.aux_layer_ids}, ttt {cfg.ttt_length}, {total} steps, world {world}, device {device}, {dtype}"
+    )
 
     t_start = time.perf_counter()
     start_step = trainer.step_num  # steps done before this run (resume) do not count towards the step time
@@ -408,7 +477,11 @@ def train_draft(
             vec[3 + 2 * k : 3 + 2 * k + n_s] = res["losses"].double()
             win["vec"] = vec if win["vec"] is None else win["vec"] + vec
             is_last = step >= total or b_idx == steps_per_epoch - 1 and epoch == n_epochs - 1
-            if (cfg.log_every and step % cfg.log_every == 0) or is_last or (cfg.save_every and step % cfg.save_every == 0):
+            if (
+                (cfg.log_every and step % cfg.log_every == 0)
+                or is_last
+                or (cfg.save_every and step % cfg.save_every == 0)
+            ):
                 red_t = win["vec"]
                 if world > 1:
                     dist.all_reduce(red_t)
@@ -416,10 +489,13 @@ def train_draft(
                 dt = time.perf_counter() - win["t"]
                 n = max(1.0, red[1])
                 last = {
-                    "step": step, "epoch": epoch, "loss": red[0] / n,
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": red[0] / n,
                     "acc": [red[3 + i] / max(1.0, red[3 + k + i]) for i in range(k)],
                     "step_losses": [red[3 + 2 * k + i] / n for i in range(k)],
-                    "tokens_per_s": red[2] / max(dt, 1e-9), "lr": trainer.scheduler.get_last_lr()[0],
+                    "tokens_per_s": red[2] / max(dt, 1e-9),
+                    "lr": trainer.scheduler.get_last_lr()[0],
                     "grad_norm": float(res["grad_norm"]) if res["grad_norm"] is not None else None,
                     "skipped_steps": trainer.skipped_steps,
                 }
@@ -431,7 +507,11 @@ def train_draft(
                 elapsed = time.perf_counter() - t_start
                 eta = eta_seconds(elapsed, step - start_step, total - step)
                 last["elapsed_s"], last["eta_s"] = round(elapsed, 3), (round(eta, 3) if eta is not None else None)
-                say(progress_line(step, total, last["loss"], last["acc"], last["lr"], last["tokens_per_s"], elapsed, eta))
+                say(
+                    progress_line(
+                        step, total, last["loss"], last["acc"], last["lr"], last["tokens_per_s"], elapsed, eta
+                    )
+                )
                 if rank == 0:
                     _state_dir(out).mkdir(parents=True, exist_ok=True)
                     with open(_state_dir(out) / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -439,9 +519,19 @@ def train_draft(
             if (cfg.save_every and step % cfg.save_every == 0) or is_last:
                 next_epoch, next_b = (epoch, b_idx + 1) if b_idx + 1 < steps_per_epoch else (epoch + 1, 0)
                 if rank == 0:
-                    _save_state(out, trainer, {"epoch": next_epoch, "batch_in_epoch": next_b, "total_steps": total,
-                                               "history": history, "first_loss": first_loss, "config": asdict(cfg)},
-                                cfg.keep_checkpoints)
+                    _save_state(
+                        out,
+                        trainer,
+                        {
+                            "epoch": next_epoch,
+                            "batch_in_epoch": next_b,
+                            "total_steps": total,
+                            "history": history,
+                            "first_loss": first_loss,
+                            "config": asdict(cfg),
+                        },
+                        cfg.keep_checkpoints,
+                    )
                 if world > 1:
                     dist.barrier()
             if rank == 0 and metrics_cb is not None and history and history[-1]["step"] == step:
@@ -452,16 +542,30 @@ def train_draft(
         skip_batches = 0
         epoch += 1
 
-    final = {**{k: v for k, v in last.items() if k != "eta_s"}, "first_loss": first_loss, "total_steps": total, "elapsed_s": time.perf_counter() - t_start,
-             "num_rows": len(rows), "num_tokens": rows.num_tokens, "world_size": world,
-             "skipped_rows": rows.skipped_no_supervision, "truncated_rows": rows.truncated,
-             "aux_layer_ids": list(draft.config.aux_layer_ids), "draft_vocab_size": draft.config.draft_vocab_size,
-             "skipped_steps": trainer.skipped_steps, "compile_disabled": trainer.compile_disabled}
+    final = {
+        **{k: v for k, v in last.items() if k != "eta_s"},
+        "first_loss": first_loss,
+        "total_steps": total,
+        "elapsed_s": time.perf_counter() - t_start,
+        "num_rows": len(rows),
+        "num_tokens": rows.num_tokens,
+        "world_size": world,
+        "skipped_rows": rows.skipped_no_supervision,
+        "truncated_rows": rows.truncated,
+        "aux_layer_ids": list(draft.config.aux_layer_ids),
+        "draft_vocab_size": draft.config.draft_vocab_size,
+        "skipped_steps": trainer.skipped_steps,
+        "compile_disabled": trainer.compile_disabled,
+    }
     if rank == 0:
         from ..fileio import atomic_write
 
-        save_draft_checkpoint(draft, out, target.config,
-                              extra_manifest={**(manifest or {}), "train_config": asdict(cfg), "metrics": final})
+        save_draft_checkpoint(
+            draft,
+            out,
+            target.config,
+            extra_manifest={**(manifest or {}), "train_config": asdict(cfg), "metrics": final},
+        )
         with atomic_write(out / "metrics.json") as f:
             json.dump({"final": final, "history": history}, f, indent=2, default=str)
         say(f"saved draft to {out}")

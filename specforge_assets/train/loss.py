@@ -21,6 +21,7 @@ Position mask (SpecForge): positions whose target argmax is not in the draft voc
 (``t2d[argmax l]``). The loss of a step is the soft cross-entropy averaged over its supervised
 positions; steps are weighted 0.8^i and summed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,7 +55,9 @@ def ttt_loss_masks(loss_mask: torch.Tensor, ttt_length: int, fix_alignment: bool
     return torch.stack(masks)
 
 
-def target_distribution(target_logits: torch.Tensor, draft: LlamaForCausalLMEagle3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def target_distribution(
+    target_logits: torch.Tensor, draft: LlamaForCausalLMEagle3
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(target_p over the draft vocab [B,T,Vd] fp32, target argmax as draft id [B,T],
     in_draft [B,T] bool: the target argmax is in the draft vocab)."""
     with torch.no_grad():
@@ -125,14 +128,27 @@ def eagle3_ttt_loss(
 class TTTLossModule(torch.nn.Module):
     """The draft plus its TTT loss as one module, so DDP sees one forward per batch."""
 
-    def __init__(self, draft: LlamaForCausalLMEagle3, *, ttt_length: int = 7, fix_alignment: bool = True,
-                 step_weight: float = 0.8):
+    def __init__(
+        self,
+        draft: LlamaForCausalLMEagle3,
+        *,
+        ttt_length: int = 7,
+        fix_alignment: bool = True,
+        step_weight: float = 0.8,
+    ):
         super().__init__()
         self.draft = draft
         self.ttt_length, self.fix_alignment, self.step_weight = ttt_length, fix_alignment, step_weight
 
     def forward(self, input_ids, aux_hidden, target_logits, loss_mask):
-        out = eagle3_ttt_loss(self.draft, input_ids, aux_hidden, target_logits, loss_mask,
-                              ttt_length=self.ttt_length, fix_alignment=self.fix_alignment,
-                              step_weight=self.step_weight)
+        out = eagle3_ttt_loss(
+            self.draft,
+            input_ids,
+            aux_hidden,
+            target_logits,
+            loss_mask,
+            ttt_length=self.ttt_length,
+            fix_alignment=self.fix_alignment,
+            step_weight=self.step_weight,
+        )
         return out["loss"], out

@@ -5,6 +5,7 @@ Sequence: ``[BOS, step token, s, s+d, s+2d, ...]`` with values wrapped into ``[B
 the loss mask covers the progression after its first two values. A target pretrained for a few
 seconds continues the progression greedily, so a draft can learn to predict it.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -40,9 +41,19 @@ def toy_rows(n: int, length: int = 24, seed: int = 0) -> list[dict]:
 def tiny_qwen2_config(vocab: int = VOCAB, hidden: int = 64, layers: int = 4, heads: int = 4, kv_heads: int = 2):
     from transformers import Qwen2Config
 
-    return Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                       num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=256,
-                       tie_word_embeddings=False, pad_token_id=0, bos_token_id=BOS, eos_token_id=2)
+    return Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=BOS,
+        eos_token_id=2,
+    )
 
 
 def build_toy_target(out_dir: str | Path | None = None, *, pretrain_steps: int = 150, seed: int = 0, **cfg_kw):
@@ -81,8 +92,14 @@ def write_toy_dataset(out_dir: str | Path, n: int = 64, length: int = 24, seed: 
         part = rows[s * per : (s + 1) * per]
         if not part:
             continue
-        table = pa.table({"id": [r["id"] for r in part], "input_ids": [r["input_ids"] for r in part],
-                          "loss_mask": [r["loss_mask"] for r in part], "length": [len(r["input_ids"]) for r in part]})
+        table = pa.table(
+            {
+                "id": [r["id"] for r in part],
+                "input_ids": [r["input_ids"] for r in part],
+                "loss_mask": [r["loss_mask"] for r in part],
+                "length": [len(r["input_ids"]) for r in part],
+            }
+        )
         pq.write_table(table, out / f"shard-{s:05d}.parquet")
     return out
 
@@ -121,7 +138,9 @@ def cached_toy_target(pretrain_steps: int = 100, seed: int = 0, cache_dir: str |
 
     from ..fileio import make_staging_dir
 
-    base = Path(cache_dir or os.environ.get("SPECFORGE_TOY_CACHE") or Path(tempfile.gettempdir()) / "specforge-toy-cache")
+    base = Path(
+        cache_dir or os.environ.get("SPECFORGE_TOY_CACHE") or Path(tempfile.gettempdir()) / "specforge-toy-cache"
+    )
     import transformers
 
     final = base / f"target-v1-s{pretrain_steps}-seed{seed}-tf{transformers.__version__}-torch{torch.__version__}"

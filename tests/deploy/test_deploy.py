@@ -4,6 +4,7 @@ processes (dagster_home/deploy/dagster.yaml, workspace.deploy.yaml). Runs of the
 `sources_and_regenerated` job are launched over the webserver's GraphQL API, queued and started by
 the daemon, executed by processes of their own; their records and events are read back from
 PostgreSQL with SQL. `scripts/deploy.sh down` stops everything it started."""
+
 from __future__ import annotations
 
 import glob
@@ -50,7 +51,7 @@ def _read_env(path: Path) -> dict[str, str]:
     env = {}
     for line in path.read_text().splitlines():
         if line.startswith("export "):
-            k, _, v = line[len("export "):].partition("=")
+            k, _, v = line[len("export ") :].partition("=")
             env[k] = shlex.split(v)[0] if v else ""
     return env
 
@@ -85,11 +86,17 @@ def deployment(tmp_path_factory):
     data_root.mkdir()
     rows = conversations(40)
     for i, k in enumerate(KEYS):
-        (files / f"{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[i * 20:(i + 1) * 20]))
+        (files / f"{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[i * 20 : (i + 1) * 20]))
     _write_configs(config_dir, files)
-    env = {**os.environ, "PYTHON": sys.executable, "SPECFORGE_DATA_ROOT": str(data_root),
-           "SPECFORGE_CONFIG_DIR": str(config_dir), "HF_HUB_OFFLINE": "1", "DAGSTER_DISABLE_TELEMETRY": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "SPECFORGE_DATA_ROOT": str(data_root),
+        "SPECFORGE_CONFIG_DIR": str(config_dir),
+        "HF_HUB_OFFLINE": "1",
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p),
+    }
     env.pop("DAGSTER_HOME", None)
     up = subprocess.run(["bash", str(SCRIPT), "up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     state = Path(up.stdout.strip().splitlines()[-1]) if up.stdout.strip() else None
@@ -117,8 +124,13 @@ def _alive(pid: int) -> bool:
 def _pg(env: dict):
     import psycopg2
 
-    return psycopg2.connect(host=env["DAGSTER_PG_HOST"], port=int(env["DAGSTER_PG_PORT"]), user=env["DAGSTER_PG_USERNAME"],
-                            password=env["DAGSTER_PG_PASSWORD"], dbname=env["DAGSTER_PG_DB"])
+    return psycopg2.connect(
+        host=env["DAGSTER_PG_HOST"],
+        port=int(env["DAGSTER_PG_PORT"]),
+        user=env["DAGSTER_PG_USERNAME"],
+        password=env["DAGSTER_PG_PASSWORD"],
+        dbname=env["DAGSTER_PG_DB"],
+    )
 
 
 def _graphql(url: str, query: str, variables: dict) -> dict:
@@ -144,7 +156,10 @@ def _add_partitions(url: str) -> None:
     repo = {"repositoryLocationName": "specforge", "repositoryName": "__repository__"}
     for k in KEYS:
         out = _graphql(url, ADD_PARTITION, {"repo": repo, "name": "sources", "key": k})
-        assert out["addDynamicPartition"]["__typename"] in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), out
+        assert out["addDynamicPartition"]["__typename"] in (
+            "AddDynamicPartitionSuccess",
+            "DuplicateDynamicPartitionError",
+        ), out
 
 
 def test_three_processes_and_postgres_listen_locally(deployment):
@@ -180,8 +195,10 @@ def test_runs_through_graphql_land_in_postgres_in_their_own_processes(deployment
 
     host, port = url.removeprefix("http://").split(":")
     client = DagsterGraphQLClient(host, port_number=int(port))
-    run_ids = [client.submit_job_execution(JOB, repository_location_name="specforge", tags={"dagster/partition": k})
-               for k in KEYS]
+    run_ids = [
+        client.submit_job_execution(JOB, repository_location_name="specforge", tags={"dagster/partition": k})
+        for k in KEYS
+    ]
     deadline = time.time() + RUN_TIMEOUT
     status = {}
     while time.time() < deadline:
@@ -208,7 +225,9 @@ def test_runs_through_graphql_land_in_postgres_in_their_own_processes(deployment
             for t in (E.RUN_ENQUEUED, E.RUN_STARTING, E.RUN_START, E.ASSET_MATERIALIZATION, E.RUN_SUCCESS):
                 assert t.value in types, (t, sorted(set(types)))
             entries = [dg.deserialize_value(e, dg.EventLogEntry) for t, e in events if t == E.ENGINE_EVENT.value]
-            started = [x.dagster_event for x in entries if x.dagster_event.message.startswith("Started process for run")]
+            started = [
+                x.dagster_event for x in entries if x.dagster_event.message.startswith("Started process for run")
+            ]
             assert len(started) == 1, [x.dagster_event.message for x in entries]
             worker_pids[r] = int(started[0].event_specific_data.metadata["pid"].value)
         cur.execute("select count(*) from asset_keys where asset_key like %s", ('%"sources"%',))
@@ -245,9 +264,17 @@ def test_backfill_survives_a_killed_daemon(deployment):
     state, env = deployment["state"], deployment["env"]
     url = env["SPECFORGE_DEPLOY_URL"]
     repo = {"repositoryLocationName": "specforge", "repositoryName": "__repository__"}
-    out = _graphql(url, LAUNCH_BACKFILL, {"params": {
-        "selector": {"partitionSetName": f"{JOB}_partition_set", "repositorySelector": repo},
-        "partitionNames": KEYS, "tags": [{"key": "dagster/max_retries", "value": "1"}]}})["launchPartitionBackfill"]
+    out = _graphql(
+        url,
+        LAUNCH_BACKFILL,
+        {
+            "params": {
+                "selector": {"partitionSetName": f"{JOB}_partition_set", "repositorySelector": repo},
+                "partitionNames": KEYS,
+                "tags": [{"key": "dagster/max_retries", "value": "1"}],
+            }
+        },
+    )["launchPartitionBackfill"]
     assert out["__typename"] == "LaunchBackfillSuccess", out
     backfill = out["backfillId"]
 
@@ -258,10 +285,13 @@ def test_backfill_survives_a_killed_daemon(deployment):
             ids = [r for (r,) in cur.fetchall()]
             cur.execute("select run_id from run_tags where key = 'dagster/root_run_id' and value = any(%s)", (ids,))
             ids = sorted(set(ids) | {r for (r,) in cur.fetchall()})
-            cur.execute("select r.run_id, r.status, p.value, "
-                        "(select count(*) from event_logs e where e.run_id = r.run_id and e.dagster_event_type = 'STEP_START') "
-                        "from runs r join run_tags p on p.run_id = r.run_id and p.key = 'dagster/partition' "
-                        "where r.run_id = any(%s)", (ids,))
+            cur.execute(
+                "select r.run_id, r.status, p.value, "
+                "(select count(*) from event_logs e where e.run_id = r.run_id and e.dagster_event_type = 'STEP_START') "
+                "from runs r join run_tags p on p.run_id = r.run_id and p.key = 'dagster/partition' "
+                "where r.run_id = any(%s)",
+                (ids,),
+            )
             return cur.fetchall()
 
     deadline = time.time() + RUN_TIMEOUT
@@ -273,8 +303,13 @@ def test_backfill_survives_a_killed_daemon(deployment):
     while _alive(daemon):
         time.sleep(0.2)
     killed_at = time.time()
-    r = subprocess.run(["bash", str(SCRIPT), "start-daemon", str(state)], env=deployment["proc_env"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", str(SCRIPT), "start-daemon", str(state)],
+        env=deployment["proc_env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.split()[-1]) != daemon
 
@@ -286,8 +321,10 @@ def test_backfill_survives_a_killed_daemon(deployment):
     while time.time() < deadline and not settled(runs):
         time.sleep(3)
         runs = backfill_runs()
-    print(f"backfill {backfill}: runs {[(st, p, steps) for _, st, p, steps in runs]}, "
-          f"settled {time.time() - killed_at:.0f}s after the daemon was killed")
+    print(
+        f"backfill {backfill}: runs {[(st, p, steps) for _, st, p, steps in runs]}, "
+        f"settled {time.time() - killed_at:.0f}s after the daemon was killed"
+    )
     assert settled(runs), runs
     for k in KEYS:
         mine = [(st, steps) for _, st, p, steps in runs if p == k]
@@ -311,13 +348,17 @@ def test_killed_run_worker_is_failed_and_retried_without_duplicates(deployment):
     _add_partitions(url)
     host, port = url.removeprefix("http://").split(":")
     client = DagsterGraphQLClient(host, port_number=int(port))
-    run_id = client.submit_job_execution(JOB, repository_location_name="specforge",
-                                         tags={"dagster/partition": KEYS[0], "dagster/max_retries": "1"})
+    run_id = client.submit_job_execution(
+        JOB, repository_location_name="specforge", tags={"dagster/partition": KEYS[0], "dagster/max_retries": "1"}
+    )
 
     def events(run_ids, types):
         with _pg(env) as conn, conn.cursor() as cur:
-            cur.execute("select run_id, event from event_logs where run_id = any(%s) and dagster_event_type = any(%s) "
-                        "order by id", (list(run_ids), [t.value for t in types]))
+            cur.execute(
+                "select run_id, event from event_logs where run_id = any(%s) and dagster_event_type = any(%s) "
+                "order by id",
+                (list(run_ids), [t.value for t in types]),
+            )
             return [(r, dg.deserialize_value(e, dg.EventLogEntry)) for r, e in cur.fetchall()]
 
     deadline = time.time() + RUN_TIMEOUT
@@ -340,13 +381,17 @@ def test_killed_run_worker_is_failed_and_retried_without_duplicates(deployment):
             cur.execute("select run_id from run_tags where key = 'dagster/parent_run_id' and value = %s", (run_id,))
             row = cur.fetchone()
             retry = row[0] if row else None
-            cur.execute("select run_id, status from runs where run_id = any(%s)", ([run_id] + ([retry] if retry else []),))
+            cur.execute(
+                "select run_id, status from runs where run_id = any(%s)", ([run_id] + ([retry] if retry else []),)
+            )
             status = dict(cur.fetchall())
         if retry and status.get(retry) in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(2)
-    print(f"killed run worker {worker}: run {status.get(run_id)}, retry {retry} {status.get(retry)} "
-          f"{time.time() - killed_at:.0f}s after the kill")
+    print(
+        f"killed run worker {worker}: run {status.get(run_id)}, retry {retry} {status.get(retry)} "
+        f"{time.time() - killed_at:.0f}s after the kill"
+    )
     assert status.get(run_id) == "FAILURE" and retry is not None and status.get(retry) == "SUCCESS", status
     mats = events([run_id, retry], [E.ASSET_MATERIALIZATION])
     per_asset = {}

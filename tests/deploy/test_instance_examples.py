@@ -3,6 +3,7 @@ examples) pass Dagster's own validation: the instance schema (`dagster_instance_
 each configurable class's config against that class's schema (the run launcher, the run
 coordinator, the Postgres storage), the way `DagsterInstance` would before starting. A broken copy
 of each fails, so the check can fail."""
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,13 @@ CONFIGS = {
     "k8s": REPO / "dagster_home" / "examples" / "dagster.k8s.yaml",
 }
 NEEDS = {"deploy": "dagster_postgres", "postgres": "dagster_postgres", "docker": "dagster_docker", "k8s": "dagster_k8s"}
-PG_ENV = {"DAGSTER_PG_USERNAME": "u", "DAGSTER_PG_PASSWORD": "p", "DAGSTER_PG_HOST": "db.example",
-          "DAGSTER_PG_DB": "dagster", "DAGSTER_PG_PORT": "5432"}
+PG_ENV = {
+    "DAGSTER_PG_USERNAME": "u",
+    "DAGSTER_PG_PASSWORD": "p",
+    "DAGSTER_PG_HOST": "db.example",
+    "DAGSTER_PG_DB": "dagster",
+    "DAGSTER_PG_PORT": "5432",
+}
 
 
 def validate_instance_config(config: dict, base_dir: Path) -> None:
@@ -54,7 +60,9 @@ def pg_env(monkeypatch):
 
 
 def _load(name: str) -> dict:
-    pytest.importorskip(NEEDS[name], reason=f"{NEEDS[name]} not installed (pip install -e '.[deploy,deploy-launchers]')")
+    pytest.importorskip(
+        NEEDS[name], reason=f"{NEEDS[name]} not installed (pip install -e '.[deploy,deploy-launchers]')"
+    )
     return yaml.safe_load(CONFIGS[name].read_text())
 
 
@@ -76,14 +84,17 @@ def test_deploy_instance_is_queued_with_pools_and_monitoring():
     assert config["concurrency"]["pools"]["default_limit"] == 1
 
 
-@pytest.mark.parametrize("name, breakage", [
-    ("docker", lambda c: c["run_launcher"]["config"].__setitem__("env_vars", "SPECFORGE_DATA_ROOT=/data")),
-    ("docker", lambda c: c["run_launcher"]["config"].__setitem__("no_such_option", 1)),
-    ("k8s", lambda c: c["run_launcher"]["config"].__setitem__("job_namespace", ["specforge"])),
-    ("k8s", lambda c: c["run_launcher"]["config"].__setitem__("env_vars", "SPECFORGE_DATA_ROOT=/data")),
-    ("deploy", lambda c: c["storage"]["postgres"]["postgres_db"].pop("hostname")),
-    ("deploy", lambda c: c["run_monitoring"].__setitem__("poll_interval_seconds", "often")),
-])
+@pytest.mark.parametrize(
+    "name, breakage",
+    [
+        ("docker", lambda c: c["run_launcher"]["config"].__setitem__("env_vars", "SPECFORGE_DATA_ROOT=/data")),
+        ("docker", lambda c: c["run_launcher"]["config"].__setitem__("no_such_option", 1)),
+        ("k8s", lambda c: c["run_launcher"]["config"].__setitem__("job_namespace", ["specforge"])),
+        ("k8s", lambda c: c["run_launcher"]["config"].__setitem__("env_vars", "SPECFORGE_DATA_ROOT=/data")),
+        ("deploy", lambda c: c["storage"]["postgres"]["postgres_db"].pop("hostname")),
+        ("deploy", lambda c: c["run_monitoring"].__setitem__("poll_interval_seconds", "often")),
+    ],
+)
 def test_broken_copies_are_refused(name, breakage, pg_env, tmp_path):
     from dagster._core.errors import DagsterInvalidConfigError
 

@@ -2,6 +2,7 @@
 a temp DAGSTER_HOME, data root and tiny configs, driven by Playwright through Debian's chromium;
 final states asserted over GraphQL. Screenshots of failing tests go to tests/_artifacts/.
 """
+
 from __future__ import annotations
 
 import copy
@@ -84,7 +85,14 @@ class Dagster:
     """A running `dagster dev` and a GraphQL client for it."""
 
     def __init__(self, url: str, home: Path, data_root: Path, config_dir: Path, proc: subprocess.Popen, log: Path):
-        self.url, self.home, self.data_root, self.config_dir, self.proc, self.log = url, home, data_root, config_dir, proc, log
+        self.url, self.home, self.data_root, self.config_dir, self.proc, self.log = (
+            url,
+            home,
+            data_root,
+            config_dir,
+            proc,
+            log,
+        )
         self.client = httpx.Client(base_url=url, timeout=60)
 
     def gql(self, query: str, **variables):
@@ -101,7 +109,9 @@ class Dagster:
         last = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"dagster dev exited ({self.proc.returncode}) while waiting for {what}\n{self.log_tail()}")
+                raise AssertionError(
+                    f"dagster dev exited ({self.proc.returncode}) while waiting for {what}\n{self.log_tail()}"
+                )
             last = fn()
             if last:
                 return last
@@ -187,8 +197,21 @@ def dagster():
             "defs = build_toy_defs(Path(os.environ['SPECFORGE_DATA_ROOT']), Path(os.environ['SPECFORGE_CONFIG_DIR']))\n"
         )
         workspace = base / "workspace.yaml"
-        workspace.write_text(yaml.safe_dump({"load_from": [{"python_file": {
-            "relative_path": str(base / "toy_defs.py"), "location_name": LOCATION, "working_directory": str(REPO)}}]}))
+        workspace.write_text(
+            yaml.safe_dump(
+                {
+                    "load_from": [
+                        {
+                            "python_file": {
+                                "relative_path": str(base / "toy_defs.py"),
+                                "location_name": LOCATION,
+                                "working_directory": str(REPO),
+                            }
+                        }
+                    ]
+                }
+            )
+        )
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -202,7 +225,11 @@ def dagster():
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     d = Dagster(f"http://127.0.0.1:{port}", home, data_root, config_dir, proc, log)
     try:
@@ -241,8 +268,15 @@ def browser(dagster):
         b = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield b
         b.close()

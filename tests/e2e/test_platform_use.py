@@ -18,6 +18,7 @@ Own `dagster dev` (module fixture `dagster` overrides conftest's): two source pa
 from files under the temp data root, tiny demo target/training settings. The tests run in file
 order and build on each other. Run: pytest -m browser tests/e2e/test_platform_use.py
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conftest import (  # noqa: E402  (tests/e2e/conftest.py: the harness)
-    ARTIFACTS, CHROMIUM, LOCATION, REPO, Dagster, _deep_merge, _free_port, _stop_group, _wait_loaded,
+    ARTIFACTS,
+    CHROMIUM,
+    LOCATION,
+    REPO,
+    Dagster,
+    _deep_merge,
+    _free_port,
+    _stop_group,
+    _wait_loaded,
 )
 from models.corpus import conversations  # noqa: E402
 
@@ -132,9 +141,23 @@ def dagster():
     log = base / "dagster-dev.log"
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
-             "-p", str(port)],
-            cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     d = Dagster(f"http://127.0.0.1:{port}", home, data_root, config_dir, proc, log)
     d.files = files
@@ -150,6 +173,7 @@ def dagster():
 
 
 # -- GraphQL helpers ------------------------------------------------------------------------------
+
 
 def _graphql_response(op: str):
     return lambda r: "/graphql" in r.url and r.request.method == "POST" and op in (r.request.post_data or "")
@@ -189,8 +213,11 @@ def _launch(dagster, job: str, tags: dict | None = None, assets: list[list[str]]
     q = """mutation($p: ExecutionParams!) { launchPipelineExecution(executionParams: $p) { __typename
              ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
              ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
-    params = {"selector": selector, "mode": "default",
-              "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}
+    params = {
+        "selector": selector,
+        "mode": "default",
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+    }
     res = dagster.gql(q, p=params)["launchPipelineExecution"]
     assert res["__typename"] == "LaunchRunSuccess", res
     return res["run"]["runId"]
@@ -198,8 +225,10 @@ def _launch(dagster, job: str, tags: dict | None = None, assets: list[list[str]]
 
 def _materializations(dagster, path: list[str], limit: int = 200) -> list[dict]:
     """Newest first: {partition, runId, version}."""
-    return [{"partition": m["partition"], "runId": m["runId"], "version": _tags(m).get("dagster/data_version")}
-            for m in dagster.materializations(path, limit=limit)]
+    return [
+        {"partition": m["partition"], "runId": m["runId"], "version": _tags(m).get("dagster/data_version")}
+        for m in dagster.materializations(path, limit=limit)
+    ]
 
 
 def _snapshot(dagster) -> dict:
@@ -217,8 +246,9 @@ def _snapshot(dagster) -> dict:
 def _sensor_ticks(dagster, name: str) -> list[float]:
     q = """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { __typename
              ... on Sensor { sensorState { ticks(limit: 10) { timestamp status } } } ... on PythonError { message } } }"""
-    res = dagster.gql(q, s={"repositoryName": "__repository__", "repositoryLocationName": LOCATION,
-                            "sensorName": name})["sensorOrError"]
+    res = dagster.gql(
+        q, s={"repositoryName": "__repository__", "repositoryLocationName": LOCATION, "sensorName": name}
+    )["sensorOrError"]
     assert res["__typename"] == "Sensor", res
     return [t["timestamp"] for t in res["sensorState"]["ticks"]]
 
@@ -228,13 +258,22 @@ def _settle(dagster, timeout: float = RUN_TIMEOUT) -> None:
     retraining sensor have ticked twice since (so whatever they would start has been started)."""
     deadline = time.monotonic() + timeout
     while True:
-        dagster.wait(lambda: not _runs(dagster, statuses=ACTIVE), max(deadline - time.monotonic(), 1),
-                     "every run to finish", interval=3)
+        dagster.wait(
+            lambda: not _runs(dagster, statuses=ACTIVE),
+            max(deadline - time.monotonic(), 1),
+            "every run to finish",
+            interval=3,
+        )
         quiet_since = time.time()
-        dagster.wait(lambda: all(sum(t > quiet_since for t in _sensor_ticks(dagster, s)) >= 2 for s in SENSORS),
-                     max(deadline - time.monotonic(), 1), "two ticks of each sensor", interval=3)
+        dagster.wait(
+            lambda: all(sum(t > quiet_since for t in _sensor_ticks(dagster, s)) >= 2 for s in SENSORS),
+            max(deadline - time.monotonic(), 1),
+            "two ticks of each sensor",
+            interval=3,
+        )
         if not _runs(dagster, statuses=ACTIVE) and not [
-                r for r in _runs(dagster, limit=20) if r["creationTime"] > quiet_since]:
+            r for r in _runs(dagster, limit=20) if r["creationTime"] > quiet_since
+        ]:
             return
         assert time.monotonic() < deadline, "the daemon did not settle"
 
@@ -245,6 +284,7 @@ def _latest_version(dagster, path: list[str]) -> str:
 
 # -- the tests --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def materialized(dagster):
     """Everything materialized once: the target, both source partitions (the job a backfill runs),
@@ -253,8 +293,7 @@ def materialized(dagster):
     _wait_run(dagster, _launch(dagster, "__ASSET_JOB", assets=[TARGET_KEY]))
     for run_id in [_launch(dagster, "sources_and_regenerated", tags={"dagster/partition": k}) for k in KEYS]:
         _wait_run(dagster, run_id)
-    retrain = dagster.wait(lambda: _runs(dagster, job=RETRAIN_JOB), RUN_TIMEOUT, "the first retraining run",
-                           interval=3)
+    retrain = dagster.wait(lambda: _runs(dagster, job=RETRAIN_JOB), RUN_TIMEOUT, "the first retraining run", interval=3)
     _wait_run(dagster, retrain[0]["runId"])
     _settle(dagster)
     snap = _snapshot(dagster)
@@ -279,8 +318,12 @@ def test_1_unchanged_backfill_from_the_ui_changes_nothing(page, dagster, materia
     backfill_id = resp.value.json()["data"]["launchPartitionBackfill"]["backfillId"]
 
     q = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
-    status = dagster.wait(lambda: (s := dagster.gql(q, id=backfill_id)["partitionBackfillOrError"]["status"])
-                          not in {"REQUESTED"} and s, RUN_TIMEOUT, f"backfill {backfill_id}", interval=3)
+    status = dagster.wait(
+        lambda: (s := dagster.gql(q, id=backfill_id)["partitionBackfillOrError"]["status"]) not in {"REQUESTED"} and s,
+        RUN_TIMEOUT,
+        f"backfill {backfill_id}",
+        interval=3,
+    )
     assert status == "COMPLETED_SUCCESS", status
     backfill_runs = dagster.runs({"dagster/backfill": backfill_id})
     assert sorted(_tags(r)["dagster/partition"] for r in backfill_runs) == KEYS
@@ -303,9 +346,19 @@ def test_1_unchanged_backfill_from_the_ui_changes_nothing(page, dagster, materia
 def test_2_changed_file_materializes_that_partition_mix_tokenized_and_one_retraining(page, dagster, materialized):
     before = _snapshot(dagster)
     retrain_before = {r["runId"] for r in _runs(dagster, job=RETRAIN_JOB)}
-    _write_rows(dagster.files / "alpha.jsonl", ROWS[:40] + [{"id": "row-new", "conversations": [
-        {"role": "user", "content": "What is new in alpha?"},
-        {"role": "assistant", "content": "A new row for alpha, so alpha has a new data version."}]}])
+    _write_rows(
+        dagster.files / "alpha.jsonl",
+        ROWS[:40]
+        + [
+            {
+                "id": "row-new",
+                "conversations": [
+                    {"role": "user", "content": "What is new in alpha?"},
+                    {"role": "assistant", "content": "A new row for alpha, so alpha has a new data version."},
+                ],
+            }
+        ],
+    )
 
     page.goto("/assets/" + "/".join(SOURCES_KEY))
     page.get_by_role("button", name=re.compile(r"Materialize…$")).click()
@@ -319,8 +372,12 @@ def test_2_changed_file_materializes_that_partition_mix_tokenized_and_one_retrai
     run_id = resp.value.json()["data"]["launchPipelineExecution"]["run"]["id"]
     assert _tags(_wait_run(dagster, run_id))["dagster/partition"] == "alpha"
 
-    new = dagster.wait(lambda: [r for r in _runs(dagster, job=RETRAIN_JOB) if r["runId"] not in retrain_before],
-                       RUN_TIMEOUT, "the retraining run for the changed file", interval=3)
+    new = dagster.wait(
+        lambda: [r for r in _runs(dagster, job=RETRAIN_JOB) if r["runId"] not in retrain_before],
+        RUN_TIMEOUT,
+        "the retraining run for the changed file",
+        interval=3,
+    )
     _wait_run(dagster, new[0]["runId"])
     _settle(dagster)
 
@@ -330,8 +387,14 @@ def test_2_changed_file_materializes_that_partition_mix_tokenized_and_one_retrai
     tok_version = _latest_version(dagster, TOK_KEY)
     assert _tags(new[0])["specforge/trigger_data_version"] == tok_version
     changed = {k for k in before["versions"] if before["versions"][k] != after["versions"].get(k)}
-    must = {"sources/conversations/alpha", "regenerated/conversations/alpha", "mix/training_mix",
-            "tokenized/dataset", "models/draft_model", "models/draft_evaluation"}
+    must = {
+        "sources/conversations/alpha",
+        "regenerated/conversations/alpha",
+        "mix/training_mix",
+        "tokenized/dataset",
+        "models/draft_model",
+        "models/draft_evaluation",
+    }
     # (the vocab mapping changes only if the new row moves the top-N token set)
     assert must <= changed <= must | {"tokenized/vocab_mapping"}, changed
     for key in (MIX_KEY, TOK_KEY, DRAFT_KEY, EVAL_KEY):
@@ -388,6 +451,7 @@ def test_3_chart_screenshot(browser, dagster, materialized, asset):
 
 # -- back-to-back retrainings ---------------------------------------------------------
 
+
 def _materialize_partition_from_ui(page, partition: str) -> str:
     """Asset page of sources/conversations → Materialize… → one partition → Launch 1 run."""
     page.goto("/assets/" + "/".join(SOURCES_KEY))
@@ -403,9 +467,16 @@ def _materialize_partition_from_ui(page, partition: str) -> str:
 
 
 def _change_beta(n: int, files: Path) -> None:
-    extra = [{"id": f"beta-extra-{n}-{i}", "conversations": [
-        {"role": "user", "content": f"Extra question {n}.{i}?"},
-        {"role": "assistant", "content": f"Extra answer {n}.{i}, new in version {n} of beta."}]} for i in range(3)]
+    extra = [
+        {
+            "id": f"beta-extra-{n}-{i}",
+            "conversations": [
+                {"role": "user", "content": f"Extra question {n}.{i}?"},
+                {"role": "assistant", "content": f"Extra answer {n}.{i}, new in version {n} of beta."},
+            ],
+        }
+        for i in range(3)
+    ]
     _write_rows(files / "beta.jsonl", ROWS[40:] + extra)
 
 
@@ -430,8 +501,9 @@ def _md_materializations(dagster, path: list[str], limit: int = 50) -> list[dict
 
 
 def _new_retraining_runs(dagster, known: set[str]) -> list[dict]:
-    return sorted((r for r in _runs(dagster, job=RETRAIN_JOB) if r["runId"] not in known),
-                  key=lambda r: r["creationTime"])
+    return sorted(
+        (r for r in _runs(dagster, job=RETRAIN_JOB) if r["runId"] not in known), key=lambda r: r["creationTime"]
+    )
 
 
 def test_4_two_back_to_back_retrainings_each_evaluation_matches_its_draft(page, dagster, materialized):
@@ -441,9 +513,14 @@ def test_4_two_back_to_back_retrainings_each_evaluation_matches_its_draft(page, 
         _change_beta(n, dagster.files)
         _wait_run(dagster, _materialize_partition_from_ui(page, "beta"))
         # the next version is made while this retraining is queued or running (not waited for)
-        run = dagster.wait(lambda: [r for r in _new_retraining_runs(dagster, known)
-                                    if r["runId"] not in {x["runId"] for x in requested}],
-                           RUN_TIMEOUT, f"the retraining run for beta version {n}", interval=3)[0]
+        run = dagster.wait(
+            lambda: [
+                r for r in _new_retraining_runs(dagster, known) if r["runId"] not in {x["runId"] for x in requested}
+            ],
+            RUN_TIMEOUT,
+            f"the retraining run for beta version {n}",
+            interval=3,
+        )[0]
         requested.append(run)
     for run in requested:
         _wait_run(dagster, run["runId"])
@@ -471,7 +548,6 @@ def test_4_two_back_to_back_retrainings_each_evaluation_matches_its_draft(page, 
     page.goto(f"/runs/{new[1]['runId']}")
     page.get_by_text("retrain_on_new_dataset").first.wait_for()
     page.get_by_text("Success").first.wait_for()
-
 
 
 # -- a cancelled retraining, visibly untrained, requested again ---------------------------------
@@ -522,8 +598,14 @@ def _check_executions(dagster, path: list[str], name: str, limit: int = 5) -> li
     out = []
     for e in dagster.gql(q, k={"path": path}, c=name, n=limit)["assetCheckExecutions"]:
         ev = e["evaluation"] or {}
-        out.append({"runId": e["runId"], "status": e["status"], "description": ev.get("description") or "",
-                    "md": {m["label"]: m.get("text") for m in ev.get("metadataEntries", [])}})
+        out.append(
+            {
+                "runId": e["runId"],
+                "status": e["status"],
+                "description": ev.get("description") or "",
+                "md": {m["label"]: m.get("text") for m in ev.get("metadataEntries", [])},
+            }
+        )
     return out
 
 
@@ -532,13 +614,27 @@ def test_5_cancelled_retraining_is_visibly_untrained_and_requested_again_from_th
     # a training long enough to be cancelled while it runs (each run reads train.yaml when it starts)
     original_train = _set_training(dagster, max_steps=100_000, log_every=5, save_every=50)
     try:
-        _write_rows(dagster.files / "alpha.jsonl", ROWS[:40] + [{"id": "row-cancel", "conversations": [
-            {"role": "user", "content": "Which retraining was cancelled?"},
-            {"role": "assistant", "content": "The one for this version of alpha; it is requested again."}]}])
+        _write_rows(
+            dagster.files / "alpha.jsonl",
+            ROWS[:40]
+            + [
+                {
+                    "id": "row-cancel",
+                    "conversations": [
+                        {"role": "user", "content": "Which retraining was cancelled?"},
+                        {"role": "assistant", "content": "The one for this version of alpha; it is requested again."},
+                    ],
+                }
+            ],
+        )
         source_run = _materialize_partition_from_ui(page, "alpha")
         _wait_run(dagster, source_run)
-        run = dagster.wait(lambda: _new_retraining_runs(dagster, known), RUN_TIMEOUT,
-                           "the retraining run for the changed alpha", interval=3)[0]
+        run = dagster.wait(
+            lambda: _new_retraining_runs(dagster, known),
+            RUN_TIMEOUT,
+            "the retraining run for the changed alpha",
+            interval=3,
+        )[0]
         run_id, version = run["runId"], _tags(run)["specforge/trigger_data_version"]
         # the automation run that rebuilt the mix names the run and partition version that triggered it
         regen = [m for m in _materializations(dagster, REGEN_KEY, limit=20) if m["partition"] == "alpha"][0]
@@ -547,8 +643,12 @@ def test_5_cancelled_retraining_is_visibly_untrained_and_requested_again_from_th
         assert f"regenerated/conversations[alpha]@{regen['version'][:12]}" in _tags(mix_run)["specforge/trigger_inputs"]
         assert _tags(run)["specforge/triggered_by_run"] == mix_run["runId"]
         # training is under way: its progress lines (step n/100000 ... ETA) are in the run log
-        dagster.wait(lambda: any("ETA" in m and "/100000" in m for m in _run_messages(dagster, run_id)), RUN_TIMEOUT,
-                     "the retraining run to log training progress", interval=3)
+        dagster.wait(
+            lambda: any("ETA" in m and "/100000" in m for m in _run_messages(dagster, run_id)),
+            RUN_TIMEOUT,
+            "the retraining run to log training progress",
+            interval=3,
+        )
         assert _training_processes(dagster.data_root), "no training process found while the run trains"
 
         # the user cancels it: run page → Terminate → confirm "Terminate 1 run" (not "Force termination":
@@ -564,16 +664,24 @@ def test_5_cancelled_retraining_is_visibly_untrained_and_requested_again_from_th
     finally:
         (dagster.config_dir / "train.yaml").write_text(original_train)
 
-    status = dagster.wait(lambda: (s := _run_status(dagster, run_id)["status"]) in TERMINAL and s, 180,
-                          f"run {run_id} to stop")
+    status = dagster.wait(
+        lambda: (s := _run_status(dagster, run_id)["status"]) in TERMINAL and s, 180, f"run {run_id} to stop"
+    )
     assert status == "CANCELED", status
     dagster.wait(lambda: not _training_processes(dagster.data_root), 120, "the training processes to exit")
     page.get_by_text("Canceled").first.wait_for()
 
     # the version is visibly untrained: the check on models/draft_model failed, naming it and the run
-    untrained = dagster.wait(lambda: [e for e in _check_executions(dagster, DRAFT_KEY, UNTRAINED_CHECK)[:1]
-                                      if e["status"] == "FAILED" and e["md"].get("latest_dataset_version") == version],
-                             120, f"{UNTRAINED_CHECK} to fail for the cancelled version", interval=3)[0]
+    untrained = dagster.wait(
+        lambda: [
+            e
+            for e in _check_executions(dagster, DRAFT_KEY, UNTRAINED_CHECK)[:1]
+            if e["status"] == "FAILED" and e["md"].get("latest_dataset_version") == version
+        ],
+        120,
+        f"{UNTRAINED_CHECK} to fail for the cancelled version",
+        interval=3,
+    )[0]
     assert run_id[:8] in untrained["description"] and "canceled" in untrained["description"], untrained
     assert _materializations(dagster, DRAFT_KEY, limit=1)[0]["runId"] != run_id
     assert _latest_version(dagster, TOK_KEY) == version
@@ -604,7 +712,11 @@ def test_5_cancelled_retraining_is_visibly_untrained_and_requested_again_from_th
     assert draft["md"]["inputs"]["tokenized/dataset"]["data_version"] == version
     ev = _md_materializations(dagster, EVAL_KEY, limit=1)[0]
     assert ev["runId"] == again and ev["md"]["draft_version"] == draft["version"]
-    dagster.wait(lambda: [e for e in _check_executions(dagster, DRAFT_KEY, UNTRAINED_CHECK)[:1]
-                          if e["status"] == "SUCCEEDED"], 120, f"{UNTRAINED_CHECK} to pass again", interval=3)
+    dagster.wait(
+        lambda: [e for e in _check_executions(dagster, DRAFT_KEY, UNTRAINED_CHECK)[:1] if e["status"] == "SUCCEEDED"],
+        120,
+        f"{UNTRAINED_CHECK} to pass again",
+        interval=3,
+    )
     page.goto(f"/runs/{again}")
     page.get_by_text("Success").first.wait_for()

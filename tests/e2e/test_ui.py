@@ -6,6 +6,7 @@ asserts the final state over GraphQL, then once more in the UI.
 Run: pytest -m browser tests/e2e  (skips without /usr/bin/chromium). SPECFORGE_E2E_SCREENSHOTS=1
 also refreshes docs/img/*.png.
 """
+
 from __future__ import annotations
 
 import json
@@ -176,9 +177,13 @@ def test_b_materialize_target_and_one_source_partition(page, dagster):
 
 def _rows(prefix: str, n: int = 12) -> list[dict]:
     return [
-        {"id": f"{prefix}-{i}", "conversations": [
-            {"role": "user", "content": f"{prefix}: what is {i} plus {i}?"},
-            {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}
+        {
+            "id": f"{prefix}-{i}",
+            "conversations": [
+                {"role": "user", "content": f"{prefix}: what is {i} plus {i}?"},
+                {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},
+            ],
+        }
         for i in range(n)
     ]
 
@@ -187,7 +192,9 @@ def _wait_backfill(dagster, backfill_id: str) -> str:
     q = "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
     return dagster.wait(
         lambda: (s := dagster.gql(q, id=backfill_id)["partitionBackfillOrError"]["status"]) not in {"REQUESTED"} and s,
-        300, f"backfill {backfill_id}")
+        300,
+        f"backfill {backfill_id}",
+    )
 
 
 def _partition_statuses(runs: list[dict]) -> dict[str, str]:
@@ -205,7 +212,9 @@ def test_d_dropped_file_becomes_a_partition(page, dagster):
     dagster.wait(lambda: DROPPED in dagster.partitions(), 120, "the sensor to add the partition")
     runs = dagster.wait(
         lambda: dagster.runs({"dagster/sensor_name": "incoming_files_sensor", "dagster/partition": DROPPED}),
-        120, "the sensor's run")
+        120,
+        "the sensor's run",
+    )
     run = _wait_run(dagster, runs[0]["runId"])
     assert _tags(run)["specforge/incoming_file"] == f"{DROPPED}.jsonl"
     assert DROPPED in dagster.materialized_partitions(SOURCES_KEY)
@@ -242,8 +251,14 @@ def test_c_backfill_all_source_partitions_then_one_mix(page, dagster):
     # the failure is on record, readable
     failures = dagster.data_root / "ops" / "failures.jsonl"
     records = dagster.wait(
-        lambda: [r for r in map(json.loads, failures.read_text().splitlines()) if r["partition"] == LATE]
-        if failures.exists() else None, 60, "the failure record")
+        lambda: (
+            [r for r in map(json.loads, failures.read_text().splitlines()) if r["partition"] == LATE]
+            if failures.exists()
+            else None
+        ),
+        60,
+        "the failure record",
+    )
     assert "late" in json.dumps(records[0]["steps"]), records[0]
     # a source that never materialized holds the mix back
     assert not dagster.materializations(MIX_KEY)
@@ -276,8 +291,9 @@ def test_c_backfill_all_source_partitions_then_one_mix(page, dagster):
 
 
 def test_e_retraining_follows_the_new_tokenized_dataset(page, dagster):
-    runs = dagster.wait(lambda: dagster.runs({"dagster/sensor_name": "retrain_on_new_dataset"}), 240,
-                        "the retraining run")
+    runs = dagster.wait(
+        lambda: dagster.runs({"dagster/sensor_name": "retrain_on_new_dataset"}), 240, "the retraining run"
+    )
     run = _wait_run(dagster, runs[-1]["runId"], timeout=400)
     tags = _tags(run)
     tok = dagster.materializations(TOK_KEY)[0]

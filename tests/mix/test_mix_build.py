@@ -1,4 +1,5 @@
 """Mix: weights/caps, dedup (exact + near), seeded split, quarantine reconciliation, checks."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,13 @@ from specforge_assets.mix.mix import build_mix, mix_config
 
 
 def conv(i: int, text: str | None = None) -> dict:
-    return {"id": f"c{i}", "conversations": [{"role": "user", "content": text or f"question number {i}"},
-                                             {"role": "assistant", "content": f"answer {i}"}]}
+    return {
+        "id": f"c{i}",
+        "conversations": [
+            {"role": "user", "content": text or f"question number {i}"},
+            {"role": "assistant", "content": f"answer {i}"},
+        ],
+    }
 
 
 def write(root: Path, layer: str, key: str, rows: list, extra_lines: list[str] = ()) -> None:
@@ -32,7 +38,9 @@ def read(p: Path) -> list[dict]:
 def test_weights_dedup_split_quarantine(tmp_path):
     root = tmp_path
     a = [conv(i) for i in range(300)]
-    b = [conv(1000 + i) for i in range(200)] + [conv(5, "  question   number 5 ")]  # whitespace-normalized dup of a's c5
+    b = [conv(1000 + i) for i in range(200)] + [
+        conv(5, "  question   number 5 ")
+    ]  # whitespace-normalized dup of a's c5
     write(root, "sources", "a", a, ["{not json", json.dumps({"id": "x", "conversations": []})])
     write(root, "sources", "b", b)
     write(root, "regenerated", "b", b)  # preferred over sources/b

@@ -1,5 +1,6 @@
 """Mix: unreadable rows (lone surrogate, deep nesting) quarantined with counts that reconcile;
 prompt-only rows refused per row; a mix of zero rows refused (nothing written)."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,13 @@ from specforge_assets.mix.mix import MixError, build_mix
 
 
 def conv(i: int) -> dict:
-    return {"id": f"c{i}", "conversations": [{"role": "user", "content": f"question number {i}"},
-                                             {"role": "assistant", "content": f"answer {i}"}]}
+    return {
+        "id": f"c{i}",
+        "conversations": [
+            {"role": "user", "content": f"question number {i}"},
+            {"role": "assistant", "content": f"answer {i}"},
+        ],
+    }
 
 
 def prompt_only(i: int) -> dict:
@@ -51,13 +57,18 @@ def test_zero_row_mix_is_refused(tmp_path):
     with pytest.raises(MixError) as ei:
         build_mix(tmp_path, {})
     assert isinstance(ei.value, UserError)
-    assert str(ei.value) == ("the mix would have 0 rows: all 4 rows of sources ['a'] are prompt-only (no assistant "
-                             "turn): regenerate these sources first (regenerated/<key>/train.jsonl is used when present)")
+    assert str(ei.value) == (
+        "the mix would have 0 rows: all 4 rows of sources ['a'] are prompt-only (no assistant "
+        "turn): regenerate these sources first (regenerated/<key>/train.jsonl is used when present)"
+    )
     assert not (tmp_path / "mix" / "train.jsonl").exists()
 
     write(tmp_path, "b", ["{broken", '{"id": 1, "text": "\\udc00"}'])
-    with pytest.raises(MixError, match=r"^the mix would have 0 rows: all 2 rows of sources \['b'\] were dropped "
-                                       r"\(2 invalid JSON\)$"):
+    with pytest.raises(
+        MixError,
+        match=r"^the mix would have 0 rows: all 2 rows of sources \['b'\] were dropped "
+        r"\(2 invalid JSON\)$",
+    ):
         build_mix(tmp_path, {"sources": ["b"]})
     with pytest.raises(MixError, match="no source has data"):
         build_mix(tmp_path / "empty", {})

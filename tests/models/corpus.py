@@ -1,4 +1,5 @@
 """A small deterministic chat corpus for the models tests (no files needed)."""
+
 from __future__ import annotations
 
 import random
@@ -26,6 +27,9 @@ def conversations(n: int = 64, seed: int = 0) -> list[dict]:
             r = f"{name} is a friend who keeps {a} {color} {thing} at home and reads every day."
         conv = [{"role": "user", "content": q}, {"role": "assistant", "content": r}]
         if i % 5 == 0:
-            conv += [{"role": "user", "content": "Thanks! Anything else?"}, {"role": "assistant", "content": f"Yes: {name} also has {b} maps."}]
+            conv += [
+                {"role": "user", "content": "Thanks! Anything else?"},
+                {"role": "assistant", "content": f"Yes: {name} also has {b} maps."},
+            ]
         rows.append({"id": f"row-{i}", "conversations": conv})
     return rows

@@ -1,6 +1,7 @@
 """The models layer materialized for real: dg.materialize on a temp instance, the demo target built
 through the sources layer, the draft trained by a real `torchrun` subprocess talking Pipes,
 evaluation by speculative decoding; crash-resume; only rank 0 reports."""
+
 from __future__ import annotations
 
 import json
@@ -17,22 +18,44 @@ from .corpus import conversations
 
 TINY_TRAIN = {
     "launch": {"nproc_per_node": 1, "device": "cpu", "threads_per_proc": 1, "mode": "online"},
-    "training": {"ttt_length": 2, "lr": 3e-3, "max_steps": 6, "batch_size": 4, "max_length": 96, "save_every": 3,
-                 "log_every": 2, "seed": 0},
+    "training": {
+        "ttt_length": 2,
+        "lr": 3e-3,
+        "max_steps": 6,
+        "batch_size": 4,
+        "max_length": 96,
+        "save_every": 3,
+        "log_every": 2,
+        "seed": 0,
+    },
     "evaluation": {"k": 2, "max_new_tokens": 8, "num_prompts": 4, "max_prompt_tokens": 200, "untrained_seed": 0},
     "hidden_states": {"rows_per_shard": 16, "dtype": "float32"},
-    "demo_target": {"pretrain_steps": 20, "seed": 0, "vocab_size": 400, "hidden_size": 32, "num_layers": 4,
-                    "intermediate_size": 64, "batch_size": 4, "block_size": 64},
+    "demo_target": {
+        "pretrain_steps": 20,
+        "seed": 0,
+        "vocab_size": 400,
+        "hidden_size": 32,
+        "num_layers": 4,
+        "intermediate_size": 64,
+        "batch_size": 4,
+        "block_size": 64,
+    },
 }
 
 
 def _write_configs(cfg_dir: Path, corpus: Path, train: dict) -> None:
     cfg_dir.mkdir(parents=True, exist_ok=True)
-    (cfg_dir / "sources.yaml").write_text(yaml.safe_dump({
-        "sources": {"tiny": {"format": "conversations", "data_path": str(corpus)}},
-        "defaults": {"split_eval": False, "sample_size": None, "quarantine_threshold": 0.1, "dedup_ids": True},
-    }))
-    (cfg_dir / "target.yaml").write_text(yaml.safe_dump({"path": None, "chat_template": "qwen", "trust_remote_code": False}))
+    (cfg_dir / "sources.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"tiny": {"format": "conversations", "data_path": str(corpus)}},
+                "defaults": {"split_eval": False, "sample_size": None, "quarantine_threshold": 0.1, "dedup_ids": True},
+            }
+        )
+    )
+    (cfg_dir / "target.yaml").write_text(
+        yaml.safe_dump({"path": None, "chat_template": "qwen", "trust_remote_code": False})
+    )
     (cfg_dir / "train.yaml").write_text(yaml.safe_dump(train))
 
 
@@ -79,8 +102,11 @@ def _resources(env, **trainer):
 
 
 def _mats(result, key):
-    return [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-            if e.event_specific_data.materialization.asset_key == key]
+    return [
+        e.event_specific_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key == key
+    ]
 
 
 def test_target_model_demo_built_from_sources_and_cached(env):
@@ -115,7 +141,12 @@ def test_draft_then_evaluation(env, capfd):
     draft = root / "models" / "draft_model"
     assert mat.tags["dagster/data_version"] == checkpoint_version(draft)
     manifest = json.loads((draft / "manifest.json").read_text())
-    assert manifest["upstream_data_versions"]["models/target_model"] == env["target_result"].get_asset_materialization_events()[0].event_specific_data.materialization.tags["dagster/data_version"]
+    assert (
+        manifest["upstream_data_versions"]["models/target_model"]
+        == env["target_result"]
+        .get_asset_materialization_events()[0]
+        .event_specific_data.materialization.tags["dagster/data_version"]
+    )
     assert manifest["training_config"]["max_steps"] == 6 and "torch" in manifest["packages"]
     checks = {c.check_name: c for c in r.get_asset_check_evaluations()}
     assert checks["sglang_checkpoint_format"].passed, checks["sglang_checkpoint_format"].metadata
@@ -125,8 +156,15 @@ def test_draft_then_evaluation(env, capfd):
     assert any("EAGLE3 draft training" in m for m in logs)
 
     report = json.loads((root / "models" / "draft_evaluation" / "report.json").read_text())
-    for key in ("acceptance_length", "untrained_acceptance_length", "per_position_acceptance", "k", "lossless",
-                "num_prompts", "checkpoint_path"):
+    for key in (
+        "acceptance_length",
+        "untrained_acceptance_length",
+        "per_position_acceptance",
+        "k",
+        "lossless",
+        "num_prompts",
+        "checkpoint_path",
+    ):
         assert key in report
     assert report["k"] == 2 and len(report["per_position_acceptance"]) == 2
     assert report["lossless"] is True and report["num_prompts"] == 4
@@ -149,7 +187,11 @@ def test_pipes_only_rank0_reports_and_resume_after_kill(env, capfd, monkeypatch)
     r1 = dg.materialize([M.draft_model], instance=env["instance"], resources=res, raise_on_error=False)
     assert not r1.success
     assert not _mats(r1, M.DRAFT_KEY)
-    work = [d for d in (env["root"] / "models" / "draft_model_work").iterdir() if (d / "training_state" / "latest.json").exists()]
+    work = [
+        d
+        for d in (env["root"] / "models" / "draft_model_work").iterdir()
+        if (d / "training_state" / "latest.json").exists()
+    ]
     states = {json.loads((d / "training_state" / "latest.json").read_text())["step"] for d in work}
     assert 3 in states
     capfd.readouterr()
@@ -164,7 +206,8 @@ def test_pipes_only_rank0_reports_and_resume_after_kill(env, capfd, monkeypatch)
     out = capfd.readouterr().out
     assert "[rank 1]" in out  # rank 1 logs to stdout (forwarded), never through Pipes
     assert "torch.distributed initialised: backend=gloo" in "\n".join(
-        e.message for e in env["instance"].all_logs(r2.run_id) if e.user_message)
+        e.message for e in env["instance"].all_logs(r2.run_id) if e.user_message
+    )
     # stale work folders of other inputs are pruned after success
     assert len(list((env["root"] / "models" / "draft_model_work").iterdir())) == 1
 
@@ -189,7 +232,9 @@ def test_offline_hidden_states_and_training(env):
         assert f.get_slice("aux_hidden_states").get_shape()[1] == 3 * H
         assert f.get_slice("hidden_states").get_shape()[0] == man["shards"][0]["tokens"]
 
-    r2 = dg.materialize([M.draft_model], instance=env["instance"], resources=_resources(env, mode="offline", max_steps=4))
+    r2 = dg.materialize(
+        [M.draft_model], instance=env["instance"], resources=_resources(env, mode="offline", max_steps=4)
+    )
     assert r2.success
     (mat,) = _mats(r2, M.DRAFT_KEY)
     assert mat.metadata["mode"].value == "offline" and mat.metadata["steps"].value == 4
@@ -261,7 +306,9 @@ def test_cli_evaluate_and_hidden_states_estimate(env, monkeypatch, capsys, tmp_p
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps(r) + "\n" for r in conversations(12)))
-    assert main(["build-demo-target", "--input", str(rows), "--pretrain-steps", "0", "--output", str(tmp_path / "t")]) == 0
+    assert (
+        main(["build-demo-target", "--input", str(rows), "--pretrain-steps", "0", "--output", str(tmp_path / "t")]) == 0
+    )
     assert (tmp_path / "t" / "model.safetensors").exists()
 
 

@@ -1,4 +1,5 @@
 """The demo target: tokenizer + chat template round trip, a loadable Qwen2 model, determinism."""
+
 from __future__ import annotations
 
 import json
@@ -19,13 +20,26 @@ from .corpus import conversations
 @pytest.fixture(scope="module")
 def tiny_target(tmp_path_factory):
     out = tmp_path_factory.mktemp("target") / "target_model"
-    return build_demo_target(out, conversations(48), pretrain_steps=0, vocab_size=400, hidden_size=32,
-                             intermediate_size=64, log=lambda s: None)
+    return build_demo_target(
+        out,
+        conversations(48),
+        pretrain_steps=0,
+        vocab_size=400,
+        hidden_size=32,
+        intermediate_size=64,
+        log=lambda s: None,
+    )
 
 
 def test_files_and_config(tiny_target):
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "generation_config.json", "manifest.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "manifest.json",
+    ):
         assert (tiny_target / name).exists(), name
     cfg = json.loads((tiny_target / "config.json").read_text())
     assert cfg["architectures"] == ["Qwen2ForCausalLM"] and cfg["num_hidden_layers"] == 4
@@ -68,8 +82,15 @@ def test_chat_template_round_trip(tiny_target):
 
 def test_deterministic_and_pretraining_learns(tmp_path):
     rows = conversations(48)
-    kw = dict(pretrain_steps=15, vocab_size=400, hidden_size=32, intermediate_size=64, batch_size=4,
-              block_size=64, log=lambda s: None)
+    kw = dict(
+        pretrain_steps=15,
+        vocab_size=400,
+        hidden_size=32,
+        intermediate_size=64,
+        batch_size=4,
+        block_size=64,
+        log=lambda s: None,
+    )
     a = build_demo_target(tmp_path / "a", rows, **kw)
     b = build_demo_target(tmp_path / "b", rows, **kw)
     assert sha256_file(a / "model.safetensors") == sha256_file(b / "model.safetensors")

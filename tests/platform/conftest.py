@@ -1,4 +1,5 @@
 """Fixtures for the platform tests (sensors, automation, lineage) on the toy graph."""
+
 from __future__ import annotations
 
 import copy

@@ -1,6 +1,7 @@
 """Declarative automation on the toy graph: regenerated follows sources per partition, the mix
 runs once after its inputs settle, tokenize rides with the mix, training is never requested
 by automation (the retrain sensor does that)."""
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,8 @@ from specforge_assets.keys import MIX
 from specforge_assets.keys import TOKENIZED as TOK
 from specforge_assets.keys import VOCAB
 from specforge_assets.keys import TARGET
+
+
 class Ticker:
     """Evaluates the automation conditions tick after tick, keeping the cursor."""
 
@@ -29,8 +32,14 @@ class Ticker:
 
 
 def _materialize(defs, instance, keys, partition=None):
-    r = dg.materialize(ASSETS + CHECKS, selection=list(keys), partition_key=partition, instance=instance,
-                       resources=defs.resources, raise_on_error=False)
+    r = dg.materialize(
+        ASSETS + CHECKS,
+        selection=list(keys),
+        partition_key=partition,
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
     return r
 
 

@@ -22,15 +22,21 @@ def linked_mix(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 def _mix_run_tags(defs, inst, tags: dict) -> dict:
-    res = dg.materialize([source_conversations, regenerated_conversations, linked_mix], selection=[MIX], instance=inst,
-                         resources=defs.resources, tags=tags)
+    res = dg.materialize(
+        [source_conversations, regenerated_conversations, linked_mix],
+        selection=[MIX],
+        instance=inst,
+        resources=defs.resources,
+        tags=tags,
+    )
     assert res.success
     return inst.get_run_by_id(res.run_id).tags
 
 
 def _version(inst, partition: str) -> str:
-    rec = inst.fetch_materializations(dg.AssetRecordsFilter(asset_key=REGENERATED, asset_partitions=[partition]),
-                                      limit=1).records[0]
+    rec = inst.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=REGENERATED, asset_partitions=[partition]), limit=1
+    ).records[0]
     return rec.asset_materialization.tags["dagster/data_version"]
 
 
@@ -39,8 +45,14 @@ def test_automation_mix_run_names_the_runs_partitions_and_versions_that_triggere
     inst = dagster_instance
     inst.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["alpha", "beta"])
     assert _mat(defs, inst, [SRC, REGENERATED], "alpha").success
-    beta = dg.materialize(defs.assets, selection=[SRC, REGENERATED], partition_key="beta", instance=inst,
-                          resources=defs.resources, tags={"dagster/backfill": "bf-1", "specforge/trigger": "incoming-file"})
+    beta = dg.materialize(
+        defs.assets,
+        selection=[SRC, REGENERATED],
+        partition_key="beta",
+        instance=inst,
+        resources=defs.resources,
+        tags={"dagster/backfill": "bf-1", "specforge/trigger": "incoming-file"},
+    )
     auto = {"specforge/trigger": "automation"}
 
     # first mix: every input is new; the newest (beta) run is the trigger
@@ -51,14 +63,16 @@ def test_automation_mix_run_names_the_runs_partitions_and_versions_that_triggere
     assert tags["specforge/trigger_partition"] == "beta"
     assert tags[automation.TRIGGER_INPUTS_TAG] == (
         f"regenerated/conversations[alpha]@{_version(inst, 'alpha')[:12]}, "
-        f"regenerated/conversations[beta]@{_version(inst, 'beta')[:12]}")
+        f"regenerated/conversations[beta]@{_version(inst, 'beta')[:12]}"
+    )
 
     # alpha changes: the next automation mix run names only alpha's run and version
     cfg = yaml.safe_load((config_dir / "sources.yaml").read_text())
     cfg["sources"]["alpha"]["rows"].append({"id": "a2", "text": "alpha two"})
     (config_dir / "sources.yaml").write_text(yaml.safe_dump(cfg))
-    alpha = dg.materialize(defs.assets, selection=[SRC, REGENERATED], partition_key="alpha", instance=inst,
-                           resources=defs.resources)
+    alpha = dg.materialize(
+        defs.assets, selection=[SRC, REGENERATED], partition_key="alpha", instance=inst, resources=defs.resources
+    )
     tags = _mix_run_tags(defs, inst, auto)
     assert tags[automation.TRIGGERED_BY_RUN_TAG] == alpha.run_id
     assert tags[automation.TRIGGER_INPUTS_TAG] == f"regenerated/conversations[alpha]@{_version(inst, 'alpha')[:12]}"
@@ -71,8 +85,16 @@ def test_automation_mix_run_names_the_runs_partitions_and_versions_that_triggere
 
 
 def test_trigger_inputs_tag_stays_short():
-    rows = [{"asset": "regenerated/conversations", "partition": f"source-{i:03d}", "data_version": f"{i:064x}",
-             "run_id": None, "materialized_at": i} for i in range(50)]
+    rows = [
+        {
+            "asset": "regenerated/conversations",
+            "partition": f"source-{i:03d}",
+            "data_version": f"{i:064x}",
+            "run_id": None,
+            "materialized_at": i,
+        }
+        for i in range(50)
+    ]
     tags = automation.trigger_link_tags(None, rows, None)
     assert len(tags[automation.TRIGGER_INPUTS_TAG]) <= 240
     assert tags[automation.TRIGGER_INPUTS_TAG].endswith("(50 in all)")

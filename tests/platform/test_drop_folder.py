@@ -1,6 +1,7 @@
 """The drop folder is a trust boundary: links out of it are refused (sensor and reader), names
 that cannot be partition keys are reported, configured data paths stay in the data root unless
 allowed, previews stay small. Real instance, real sensor ticks, real files and symlinks."""
+
 from __future__ import annotations
 
 import json
@@ -202,14 +203,16 @@ def test_configured_relative_data_path_links_stay_in_the_data_root(data_root, ou
     _jsonl(data_root / "folder" / "a.jsonl", [_conv("a")])
     (data_root / "folder" / "b.jsonl").symlink_to(outside / "private.jsonl")
 
-    cfg = {"sources": {
-        "linked": {"format": "auto", "data_path": "raw"},
-        "linked_ok": {"format": "auto", "data_path": "raw", "allow_outside_links": True},
-        "folder": {"format": "auto", "data_path": "folder"},
-        "folder_ok": {"format": "auto", "data_path": "folder", "allow_outside_links": True},
-        "absolute": {"format": "auto", "data_path": str(outside / "private.jsonl")},
-        "dotdot": {"format": "auto", "data_path": "../outside/private.jsonl"},
-    }}
+    cfg = {
+        "sources": {
+            "linked": {"format": "auto", "data_path": "raw"},
+            "linked_ok": {"format": "auto", "data_path": "raw", "allow_outside_links": True},
+            "folder": {"format": "auto", "data_path": "folder"},
+            "folder_ok": {"format": "auto", "data_path": "folder", "allow_outside_links": True},
+            "absolute": {"format": "auto", "data_path": str(outside / "private.jsonl")},
+            "dotdot": {"format": "auto", "data_path": "../outside/private.jsonl"},
+        }
+    }
     for key in ["linked", "folder"]:
         with pytest.raises(loaders.OutsideLinkError, match="allow_outside_links: true"):
             resolve_source(key, cfg, data_root)
@@ -224,7 +227,9 @@ def test_configured_relative_data_path_links_stay_in_the_data_root(data_root, ou
     assert resolve_source("linked_ok", cfg, data_root).identity()["allow_outside_links"] is True
     assert "allow_outside_links" not in resolve_source("absolute", cfg, data_root).identity()
     with pytest.raises(Exception, match="allow_outside_links must be true or false"):
-        resolve_source("x", {"sources": {"x": {"format": "auto", "data_path": "raw", "allow_outside_links": "yes"}}}, data_root)
+        resolve_source(
+            "x", {"sources": {"x": {"format": "auto", "data_path": "raw", "allow_outside_links": "yes"}}}, data_root
+        )
 
 
 # ----------------------------------------------------------------------------- previews
@@ -240,8 +245,13 @@ def test_mix_preview_is_bounded(data_root, tmp_path, dagster_instance, monkeypat
     cfg.mkdir()
     (cfg / "mix.yaml").write_text(yaml.safe_dump({"eval": {"fraction": 0.1, "min_rows": 1}, "seed": 1}))
     monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(cfg))
-    res = dg.materialize(mix_assets.assets, instance=dagster_instance, resources={"store": SpecforgeStore()},
-                         selection=None, raise_on_error=True)
+    res = dg.materialize(
+        mix_assets.assets,
+        instance=dagster_instance,
+        resources={"store": SpecforgeStore()},
+        selection=None,
+        raise_on_error=True,
+    )
     md = res.asset_materializations_for_node("mix__training_mix")[0].metadata
     preview = json.dumps(md["preview"].value)
     assert len(preview) < 10_000 and md["preview"].value  # a few rows, each cut to 500 chars

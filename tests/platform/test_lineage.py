@@ -14,7 +14,9 @@ def src(context: dg.AssetExecutionContext):
 @dg.asset(key=["regenerated", "conversations"], partitions_def=source_partitions, deps=[src])
 def regen(context: dg.AssetExecutionContext):
     rows = upstream_versions(context)
-    return dg.MaterializeResult(metadata=lineage_metadata(rows), data_version=dg.DataVersion("r-" + context.partition_key))
+    return dg.MaterializeResult(
+        metadata=lineage_metadata(rows), data_version=dg.DataVersion("r-" + context.partition_key)
+    )
 
 
 @dg.asset(key=["mix", "training_mix"], deps=[dg.AssetDep(regen, partition_mapping=dg.AllPartitionMapping())])
@@ -34,7 +36,9 @@ def test_inputs_versions_in_metadata(dagster_instance):
     assert dg.materialize([src, regen, mix], selection=[mix], instance=inst).success
 
     regen_rows = _meta(inst, regen.key)["lineage/input_versions"].value
-    assert [(r["asset"], r["partition"], r["data_version"]) for r in regen_rows] == [("sources/conversations", "b", "v-b")]
+    assert [(r["asset"], r["partition"], r["data_version"]) for r in regen_rows] == [
+        ("sources/conversations", "b", "v-b")
+    ]
     mix_meta = _meta(inst, mix.key)
     rows = mix_meta["lineage/input_versions"].value
     assert [(r["partition"], r["data_version"]) for r in rows] == [("a", "r-a"), ("b", "r-b")]

@@ -1,5 +1,6 @@
 """The retraining sensor: a new tokenized data version whose blocking checks passed starts the
 draft training + evaluation job, tagged with what triggered it; a failed check never does."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,8 @@ from specforge_assets.keys import VOCAB
 from specforge_assets.keys import TARGET
 from specforge_assets.keys import DRAFT
 from specforge_assets.keys import EVALUATION as EVAL
+
+
 def _tick(defs, instance):
     ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
     ctx.__dict__["caching_dynamic_partitions_loader"] = CachingDynamicPartitionsLoader(instance)
@@ -27,8 +30,14 @@ def _tick(defs, instance):
 
 
 def _mat(defs, instance, keys, partition=None):
-    return dg.materialize(ASSETS + CHECKS, selection=list(keys), partition_key=partition, instance=instance,
-                          resources=defs.resources, raise_on_error=False)
+    return dg.materialize(
+        ASSETS + CHECKS,
+        selection=list(keys),
+        partition_key=partition,
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
 
 
 def _latest_version(instance, key):
@@ -131,14 +140,24 @@ def test_failed_non_blocking_error_check_does_not_retrain(toy, dagster_instance)
     inst = dagster_instance
     _build_upstream(defs, inst)
     (root / "FAIL_SOFT").write_text("")
-    r = dg.materialize(ASSETS + CHECKS + [soft_gate], selection=[MIX, TOK, VOCAB], instance=inst,
-                       resources=defs.resources, raise_on_error=False)
+    r = dg.materialize(
+        ASSETS + CHECKS + [soft_gate],
+        selection=[MIX, TOK, VOCAB],
+        instance=inst,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
     assert r.success  # non-blocking: the run goes on
     data = _tick(defs, inst)
     assert not data.run_requests and "check soft_gate failed" in data.skip_message
     (root / "WARN_ONLY").write_text("")
-    r = dg.materialize(ASSETS + CHECKS + [soft_gate], selection=[TOK, VOCAB], instance=inst,
-                       resources=defs.resources, raise_on_error=False)
+    r = dg.materialize(
+        ASSETS + CHECKS + [soft_gate],
+        selection=[TOK, VOCAB],
+        instance=inst,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
     assert len(_tick(defs, inst).run_requests) == 1
 
 

@@ -1,4 +1,5 @@
 """File-drop, source-registration and run-failure sensors, evaluated against a real temp instance."""
+
 from __future__ import annotations
 
 import json
@@ -124,8 +125,13 @@ def test_register_sources_sensor(toy, dagster_instance):
 def test_sensors_are_on_by_default_with_configured_intervals():
     from specforge_assets.definitions import defs
 
-    for name in ["incoming_files_sensor", "register_sources_sensor", "retrain_on_new_dataset",
-                 "record_run_failures", "specforge_automation"]:
+    for name in [
+        "incoming_files_sensor",
+        "register_sources_sensor",
+        "retrain_on_new_dataset",
+        "record_run_failures",
+        "specforge_automation",
+    ]:
         s = defs.get_sensor_def(name)
         assert s.default_status == dg.DefaultSensorStatus.RUNNING, name
         assert s.minimum_interval_seconds >= 1
@@ -154,13 +160,17 @@ def test_run_failure_sensor_records_error_without_secrets(toy, dagster_instance,
     def failing_job():
         explode()
 
-    result = failing_job.execute_in_process(instance=dagster_instance, raise_on_error=False,
-                                            tags={"dagster/partition": "alpha"})
+    result = failing_job.execute_in_process(
+        instance=dagster_instance, raise_on_error=False, tags={"dagster/partition": "alpha"}
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
     ctx = dg.build_run_status_sensor_context(
-        sensor_name="record_run_failures", dagster_instance=dagster_instance,
-        dagster_run=result.dagster_run, dagster_event=failure, resources={"store": defs.resources["store"]},
+        sensor_name="record_run_failures",
+        dagster_instance=dagster_instance,
+        dagster_run=result.dagster_run,
+        dagster_event=failure,
+        resources={"store": defs.resources["store"]},
     ).for_run_failure()
     sensors.record_run_failures(ctx)
     lines = (root / "ops" / "failures.jsonl").read_text().splitlines()

@@ -1,5 +1,6 @@
 """Editing tokenizer/template config marks tokenized/dataset and everything below it stale, and
 nothing else (config hash folded into code_version; seen after a code-location reload)."""
+
 import dagster as dg
 import yaml
 from dagster._core.definitions.data_version import CachingStaleStatusResolver
@@ -10,6 +11,8 @@ from specforge_assets.partitions import SOURCES_PARTITION_NAME
 
 from specforge_assets.keys import TOKENIZED as TOK
 from specforge_assets.keys import VOCAB
+
+
 def _statuses(defs, instance) -> dict[str, str]:
     resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
     out = {}
@@ -22,36 +25,52 @@ def _statuses(defs, instance) -> dict[str, str]:
 def test_tokenizer_config_change_marks_tokenized_and_below_stale(toy, dagster_instance):
     defs, root, config_dir = toy
     inst = dagster_instance
-    (config_dir / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 2048, "workers": 1, "vocab_mapping": {"draft_vocab_size": 32000}}))
+    (config_dir / "tokenize.yaml").write_text(
+        yaml.safe_dump({"max_length": 2048, "workers": 1, "vocab_mapping": {"draft_vocab_size": 32000}})
+    )
     (config_dir / "target.yaml").write_text(yaml.safe_dump({"path": None, "chat_template": "qwen"}))
     defs = build_toy_defs(root, config_dir)
     inst.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["alpha"])
     mapped = list(defs.assets) + list(defs.asset_checks)  # with the config-hashed code versions
-    assert dg.materialize(mapped, selection=[a.key for a in ASSETS if a.partitions_def], partition_key="alpha",
-                          instance=inst, resources=defs.resources).success
-    assert dg.materialize(mapped, selection=[a.key for a in ASSETS if not a.partitions_def],
-                          instance=inst, resources=defs.resources).success
+    assert dg.materialize(
+        mapped,
+        selection=[a.key for a in ASSETS if a.partitions_def],
+        partition_key="alpha",
+        instance=inst,
+        resources=defs.resources,
+    ).success
+    assert dg.materialize(
+        mapped, selection=[a.key for a in ASSETS if not a.partitions_def], instance=inst, resources=defs.resources
+    ).success
     base = _statuses(defs, inst)
     assert set(base.values()) == {"FRESH"}, base
 
     # worker count: not a tokenization input → nothing stale
-    (config_dir / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 2048, "workers": 2, "vocab_mapping": {"draft_vocab_size": 32000}}))
+    (config_dir / "tokenize.yaml").write_text(
+        yaml.safe_dump({"max_length": 2048, "workers": 2, "vocab_mapping": {"draft_vocab_size": 32000}})
+    )
     assert set(_statuses(build_toy_defs(root, config_dir), inst).values()) == {"FRESH"}
 
     # the template → tokenized/dataset and everything downstream of it stale, nothing else
     (config_dir / "target.yaml").write_text(yaml.safe_dump({"path": None, "chat_template": "llama3"}))
     got = _statuses(build_toy_defs(root, config_dir), inst)
     stale = {k for k, v in got.items() if v == "STALE"}
-    assert stale == {"tokenized/dataset", "tokenized/vocab_mapping", "models/draft_model", "models/draft_evaluation"}, got
+    assert stale == {"tokenized/dataset", "tokenized/vocab_mapping", "models/draft_model", "models/draft_evaluation"}, (
+        got
+    )
     (config_dir / "target.yaml").write_text(yaml.safe_dump({"path": None, "chat_template": "qwen"}))
 
     # max_length too
-    (config_dir / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 1024, "workers": 2, "vocab_mapping": {"draft_vocab_size": 32000}}))
+    (config_dir / "tokenize.yaml").write_text(
+        yaml.safe_dump({"max_length": 1024, "workers": 2, "vocab_mapping": {"draft_vocab_size": 32000}})
+    )
     got = _statuses(build_toy_defs(root, config_dir), inst)
     assert {k for k, v in got.items() if v == "STALE"} == stale
 
     # the draft vocabulary size: vocab mapping and below, not the tokenized dataset
-    (config_dir / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 2048, "workers": 2, "vocab_mapping": {"draft_vocab_size": 16000}}))
+    (config_dir / "tokenize.yaml").write_text(
+        yaml.safe_dump({"max_length": 2048, "workers": 2, "vocab_mapping": {"draft_vocab_size": 16000}})
+    )
     got = _statuses(build_toy_defs(root, config_dir), inst)
     assert {k for k, v in got.items() if v == "STALE"} == stale - {"tokenized/dataset"}
 

@@ -1,6 +1,7 @@
 """Runs started by automation link back to what triggered them: a retraining run carries the
 job, trigger, backfill and sensor of the run that produced the tokenized version it trains on;
 the file-drop sensor's runs go through `sources_and_regenerated` (both layers per partition)."""
+
 from __future__ import annotations
 
 import dagster as dg
@@ -17,8 +18,9 @@ def test_retrain_request_links_back_to_the_backfill_that_produced_the_data(toy, 
     inst = dagster_instance
     _build_upstream(defs, inst)
     tags = {"dagster/backfill": "bf-123", "specforge/trigger": "automation"}
-    assert dg.materialize(ASSETS + CHECKS, selection=[MIX, TOK, VOCAB], instance=inst, resources=defs.resources,
-                          tags=tags).success
+    assert dg.materialize(
+        ASSETS + CHECKS, selection=[MIX, TOK, VOCAB], instance=inst, resources=defs.resources, tags=tags
+    ).success
     version, run_id = _latest_version(inst, TOK)
     req = _tick(defs, inst).run_requests[0]
     assert req.tags["specforge/trigger_run_id"] == run_id
@@ -40,7 +42,8 @@ def test_backfill_job_carries_sources_and_regenerated_and_the_sensor_runs_it():
 def test_retrain_request_carries_the_common_triggered_by_run_tag(toy, dagster_instance):
     defs, _, _ = toy
     _build_upstream(defs, dagster_instance)
-    assert dg.materialize(ASSETS + CHECKS, selection=[MIX, TOK, VOCAB], instance=dagster_instance,
-                          resources=defs.resources).success
+    assert dg.materialize(
+        ASSETS + CHECKS, selection=[MIX, TOK, VOCAB], instance=dagster_instance, resources=defs.resources
+    ).success
     _, run_id = _latest_version(dagster_instance, TOK)
     assert _tick(defs, dagster_instance).run_requests[0].tags["specforge/triggered_by_run"] == run_id

@@ -6,6 +6,7 @@ the way a user drives them: jobs per source partition (what a backfill runs), th
 run, retraining sensor ticks (requests counted) and the retraining job with the sensor's tags.
 Demo-size settings throughout. No timing assertions.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,12 +27,34 @@ from specforge_assets.partitions import SOURCES_PARTITION_NAME  # noqa: E402
 
 TINY_TRAIN = {
     "launch": {"nproc_per_node": 1, "device": "cpu", "threads_per_proc": 1, "mode": "online"},
-    "training": {"ttt_length": 2, "lr": 3e-3, "max_steps": 3, "batch_size": 4, "max_length": 96, "save_every": 3,
-                 "log_every": 1, "seed": 0},
-    "evaluation": {"k": 2, "max_new_tokens": 4, "num_prompts": 2, "max_prompt_tokens": 200, "untrained_seed": 0,
-                   "evaluate_previous": False},
-    "demo_target": {"pretrain_steps": 5, "seed": 0, "vocab_size": 400, "hidden_size": 32, "num_layers": 4,
-                    "intermediate_size": 64, "batch_size": 4, "block_size": 64},
+    "training": {
+        "ttt_length": 2,
+        "lr": 3e-3,
+        "max_steps": 3,
+        "batch_size": 4,
+        "max_length": 96,
+        "save_every": 3,
+        "log_every": 1,
+        "seed": 0,
+    },
+    "evaluation": {
+        "k": 2,
+        "max_new_tokens": 4,
+        "num_prompts": 2,
+        "max_prompt_tokens": 200,
+        "untrained_seed": 0,
+        "evaluate_previous": False,
+    },
+    "demo_target": {
+        "pretrain_steps": 5,
+        "seed": 0,
+        "vocab_size": 400,
+        "hidden_size": 32,
+        "num_layers": 4,
+        "intermediate_size": 64,
+        "batch_size": 4,
+        "block_size": 64,
+    },
 }
 KEYS = ["alpha", "beta"]
 
@@ -49,10 +72,14 @@ def world(tmp_path_factory):
     rows = conversations(72)
     _write_rows(incoming / "alpha.jsonl", rows[:40])
     _write_rows(incoming / "beta.jsonl", rows[40:])
-    (cfg / "sources.yaml").write_text(yaml.safe_dump({
-        "sources": {k: {"format": "conversations", "data_path": str(incoming / f"{k}.jsonl")} for k in KEYS},
-        "defaults": {"split_eval": False, "sample_size": None, "quarantine_threshold": 0.1, "dedup_ids": True},
-    }))
+    (cfg / "sources.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "sources": {k: {"format": "conversations", "data_path": str(incoming / f"{k}.jsonl")} for k in KEYS},
+                "defaults": {"split_eval": False, "sample_size": None, "quarantine_threshold": 0.1, "dedup_ids": True},
+            }
+        )
+    )
     (cfg / "regenerate.yaml").write_text(yaml.safe_dump({"defaults": {"enabled": False}}))
     (cfg / "mix.yaml").write_text(yaml.safe_dump({"eval": {"fraction": 0.15, "min_rows": 8}}))
     (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 256, "vocab_mapping": {"draft_vocab_size": 128}}))
@@ -77,7 +104,9 @@ def _versions(inst) -> dict[str, str]:
             flt = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[p] if p else None)
             recs = inst.fetch_materializations(flt, limit=1).records
             if recs:
-                out[key.to_user_string() + (f"/{p}" if p else "")] = recs[0].asset_materialization.tags["dagster/data_version"]
+                out[key.to_user_string() + (f"/{p}" if p else "")] = recs[0].asset_materialization.tags[
+                    "dagster/data_version"
+                ]
     return out
 
 
@@ -111,7 +140,8 @@ def _latest_md(inst, key, run_id=None) -> dict:
     recs = inst.fetch_materializations(key, limit=50).records
     rec = next(r for r in recs if run_id is None or r.run_id == run_id)
     return {k: v.value for k, v in rec.asset_materialization.metadata.items()} | {
-        "_version": rec.asset_materialization.tags["dagster/data_version"]}
+        "_version": rec.asset_materialization.tags["dagster/data_version"]
+    }
 
 
 def test_unchanged_backfill_is_a_cache_hit_and_one_changed_source_retrains_once(world):
@@ -121,8 +151,14 @@ def test_unchanged_backfill_is_a_cache_hit_and_one_changed_source_retrains_once(
     _source_backfill(w)
     _mix_and_tokenize(w)
     first = _versions(inst)
-    assert set(first) >= {"sources/conversations/alpha", "regenerated/conversations/beta", "mix/training_mix",
-                          "tokenized/dataset", "tokenized/vocab_mapping", "models/target_model"}
+    assert set(first) >= {
+        "sources/conversations/alpha",
+        "regenerated/conversations/beta",
+        "mix/training_mix",
+        "tokenized/dataset",
+        "tokenized/vocab_mapping",
+        "models/target_model",
+    }
     v1 = first["tokenized/dataset"]
     assert [r.tags["specforge/trigger_data_version"] for r in _retrain_requests(w)] == [v1]
     # (a draft trained on v1: recorded as the draft asset does, without training here)
@@ -146,16 +182,36 @@ def test_unchanged_backfill_is_a_cache_hit_and_one_changed_source_retrains_once(
 
     # (b) one source file changes: exactly that partition, the mix, tokenized and one retraining
     rows = w["rows"]
-    _write_rows(w["incoming"] / "alpha.jsonl", rows[:40] + [{**rows[0], "id": "row-new", "conversations": [
-        {"role": "user", "content": "What is new?"}, {"role": "assistant", "content": "A new row for alpha."}]}])
+    _write_rows(
+        w["incoming"] / "alpha.jsonl",
+        rows[:40]
+        + [
+            {
+                **rows[0],
+                "id": "row-new",
+                "conversations": [
+                    {"role": "user", "content": "What is new?"},
+                    {"role": "assistant", "content": "A new row for alpha."},
+                ],
+            }
+        ],
+    )
     _source_backfill(w, ["alpha"])
     _mix_and_tokenize(w)
     second = _versions(inst)
     changed = {k for k in first if first[k] != second[k]}
     # (the vocab mapping changes only if the new row moves the top-N token set)
-    assert {"sources/conversations/alpha", "regenerated/conversations/alpha", "mix/training_mix",
-            "tokenized/dataset"} <= changed <= {"sources/conversations/alpha", "regenerated/conversations/alpha",
-                                                "mix/training_mix", "tokenized/dataset", "tokenized/vocab_mapping"}
+    assert (
+        {"sources/conversations/alpha", "regenerated/conversations/alpha", "mix/training_mix", "tokenized/dataset"}
+        <= changed
+        <= {
+            "sources/conversations/alpha",
+            "regenerated/conversations/alpha",
+            "mix/training_mix",
+            "tokenized/dataset",
+            "tokenized/vocab_mapping",
+        }
+    )
     requests = _retrain_requests(w)
     assert [r.tags["specforge/trigger_data_version"] for r in requests] == [second["tokenized/dataset"]]
     assert requests[0].tags["specforge/retraining"] == "draft"
@@ -163,9 +219,16 @@ def test_unchanged_backfill_is_a_cache_hit_and_one_changed_source_retrains_once(
 
 def _change_beta(w, n: int) -> None:
     rows = w["rows"]
-    extra = [{"id": f"beta-extra-{n}-{i}", "conversations": [
-        {"role": "user", "content": f"Extra question {n}.{i}?"}, {"role": "assistant", "content": f"Extra answer {n}.{i}."}]}
-        for i in range(3)]
+    extra = [
+        {
+            "id": f"beta-extra-{n}-{i}",
+            "conversations": [
+                {"role": "user", "content": f"Extra question {n}.{i}?"},
+                {"role": "assistant", "content": f"Extra answer {n}.{i}."},
+            ],
+        }
+        for i in range(3)
+    ]
     _write_rows(w["incoming"] / "beta.jsonl", rows[40:] + extra)
     _source_backfill(w, ["beta"])
     _mix_and_tokenize(w)
@@ -213,8 +276,12 @@ def test_two_versions_back_to_back_each_evaluation_matches_its_draft(world):
             assert ev["inputs"][k]["data_version"] == draft["inputs"][k]["data_version"], k
         assert ev["test_split"] == str(root / "versions" / "mix" / mix / "test.jsonl")
         report_dir = root / "versions" / "draft_evaluation"
-        assert any(json.loads((d / "manifest.json").read_text())["inputs"]["models/draft_model"]["data_version"]
-                   == draft["_version"] for d in report_dir.iterdir() if not d.name.startswith("."))
+        assert any(
+            json.loads((d / "manifest.json").read_text())["inputs"]["models/draft_model"]["data_version"]
+            == draft["_version"]
+            for d in report_dir.iterdir()
+            if not d.name.startswith(".")
+        )
         seen_work.append(draft["work_dir"])
     assert seen_work[0] != seen_work[1]  # two retrainings never share a working folder
     assert _retrain_requests(w) == []  # the latest version (v_b) is trained
@@ -257,7 +324,9 @@ def test_failed_retraining_leaves_the_version_visibly_untrained(world):
     # requested again (what the UI's re-execute / Launchpad does): trained, the check passes
     again = _run_retraining(w, req)
     assert _latest_md(inst, DRAFT, again.run_id)["trained_on_dataset_version"] == untrained
-    assert [e.passed for e in again.get_asset_check_evaluations() if e.check_name == "draft_matches_latest_dataset"] == [True]
+    assert [
+        e.passed for e in again.get_asset_check_evaluations() if e.check_name == "draft_matches_latest_dataset"
+    ] == [True]
 
 
 def test_one_retraining_at_a_time_across_the_whole_job(tmp_path):

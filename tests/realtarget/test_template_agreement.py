@@ -1,6 +1,7 @@
 """`template_agreement`: tokenized rows vs the target tokenizer's own chat template (real SmolLM2
 tokenizer). `qwen` on SmolLM2 data fails at the system prompt, with the row shown; `smollm2` and
 `auto` pass."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,37 @@ from specforge_assets.tokenize.dataset import tokenize_jsonl
 from specforge_assets.tokenize.templates import get_template
 
 ROWS = [
-    {"id": "r0", "conversations": [{"role": "user", "content": "What is the capital of France?"},
-                                   {"role": "assistant", "content": "The capital of France is Paris."}]},
-    {"id": "r1", "conversations": [{"role": "system", "content": "Be brief."},
-                                   {"role": "user", "content": "Name a prime number."},
-                                   {"role": "assistant", "content": "7."}]},
-    {"id": "r2", "conversations": [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi!"},
-                                   {"from": "human", "value": "Again, louder."}, {"from": "gpt", "value": "HI!"}]},
-    {"id": "r3", "conversations": [{"role": "user", "content": "List three colours, one per line."},
-                                   {"role": "assistant", "content": "red\ngreen\nblue"}]},
+    {
+        "id": "r0",
+        "conversations": [
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "The capital of France is Paris."},
+        ],
+    },
+    {
+        "id": "r1",
+        "conversations": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a prime number."},
+            {"role": "assistant", "content": "7."},
+        ],
+    },
+    {
+        "id": "r2",
+        "conversations": [
+            {"from": "human", "value": "Say hi."},
+            {"from": "gpt", "value": "Hi!"},
+            {"from": "human", "value": "Again, louder."},
+            {"from": "gpt", "value": "HI!"},
+        ],
+    },
+    {
+        "id": "r3",
+        "conversations": [
+            {"role": "user", "content": "List three colours, one per line."},
+            {"role": "assistant", "content": "red\ngreen\nblue"},
+        ],
+    },
     {"id": "r4", "text": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n"},
 ]
 

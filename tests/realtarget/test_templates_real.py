@@ -3,6 +3,7 @@ exactly what the model's own template renders (input_ids == apply_chat_template)
 exactly each assistant turn's content plus its end of turn (`<|im_end|>` and the newline the
 template writes after it, as SpecForge's ChatML `qwen` entry does). `auto` agrees with the
 registry entry for every registry template that has a tokenizer here."""
+
 from __future__ import annotations
 
 import json
@@ -18,29 +19,48 @@ from specforge_assets.tokenize.templates import derive_template_fields, get_temp
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 CONVERSATIONS = [
-    {"id": "one-turn", "conversations": [
-        {"role": "user", "content": "What is the capital of France?"},
-        {"role": "assistant", "content": "The capital of France is Paris."}]},
-    {"id": "system-three-turns", "conversations": [
-        {"role": "system", "content": "You are a terse math tutor."},
-        {"role": "user", "content": "What is 12 * 7?"},
-        {"role": "assistant", "content": "12 * 7 = 84."},
-        {"role": "user", "content": "And divided by 4?"},
-        {"role": "assistant", "content": "84 / 4 = 21."},
-        {"role": "user", "content": "Thanks! Is 21 prime?"},
-        {"role": "assistant", "content": "No: 21 = 3 * 7."}]},
-    {"id": "code-unicode-whitespace", "conversations": [
-        {"role": "user", "content": "Write a Python function that reverses a string.\n\nKeep it short."},
-        {"role": "assistant", "content": "```python\ndef reverse(s: str) -> str:\n    return s[::-1]\n```\n"
-                                         "It uses slicing with a step of -1.  "},
-        {"role": "user", "content": "Translate 'good morning' into French and Japanese — with accents."},
-        {"role": "assistant", "content": "French: « Bonjour » ; Japanese: おはようございます 🌅"}]},
-    {"id": "sharegpt-system", "conversations": [
-        {"from": "system", "value": "Answer in one sentence."},
-        {"from": "human", "value": "Why is the sky blue?"},
-        {"from": "gpt", "value": "Air molecules scatter blue sunlight more than red (Rayleigh scattering)."},
-        {"from": "human", "value": "And at sunset?"},
-        {"from": "gpt", "value": "The light crosses more air, so the blue is scattered away and reds remain."}]},
+    {
+        "id": "one-turn",
+        "conversations": [
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "The capital of France is Paris."},
+        ],
+    },
+    {
+        "id": "system-three-turns",
+        "conversations": [
+            {"role": "system", "content": "You are a terse math tutor."},
+            {"role": "user", "content": "What is 12 * 7?"},
+            {"role": "assistant", "content": "12 * 7 = 84."},
+            {"role": "user", "content": "And divided by 4?"},
+            {"role": "assistant", "content": "84 / 4 = 21."},
+            {"role": "user", "content": "Thanks! Is 21 prime?"},
+            {"role": "assistant", "content": "No: 21 = 3 * 7."},
+        ],
+    },
+    {
+        "id": "code-unicode-whitespace",
+        "conversations": [
+            {"role": "user", "content": "Write a Python function that reverses a string.\n\nKeep it short."},
+            {
+                "role": "assistant",
+                "content": "```python\ndef reverse(s: str) -> str:\n    return s[::-1]\n```\n"
+                "It uses slicing with a step of -1.  ",
+            },
+            {"role": "user", "content": "Translate 'good morning' into French and Japanese — with accents."},
+            {"role": "assistant", "content": "French: « Bonjour » ; Japanese: おはようございます 🌅"},
+        ],
+    },
+    {
+        "id": "sharegpt-system",
+        "conversations": [
+            {"from": "system", "value": "Answer in one sentence."},
+            {"from": "human", "value": "Why is the sky blue?"},
+            {"from": "gpt", "value": "Air molecules scatter blue sunlight more than red (Rayleigh scattering)."},
+            {"from": "human", "value": "And at sunset?"},
+            {"from": "gpt", "value": "The light crosses more air, so the blue is scattered away and reds remain."},
+        ],
+    },
 ]
 
 
@@ -53,12 +73,27 @@ def _real_conversations() -> list[dict]:
         return []
     with open(p, encoding="utf-8") as f:
         rows = [json.loads(line) for _, line in zip(range(5), f)]
-    out = [{"id": f"gsm8k-{i}", "conversations": [{"role": "user", "content": r["question"]},
-                                                   {"role": "assistant", "content": r["answer"]}]}
-           for i, r in enumerate(rows[:3])]
-    out.append({"id": "gsm8k-two-turns", "conversations": [
-        {"role": "user", "content": rows[3]["question"]}, {"role": "assistant", "content": rows[3]["answer"]},
-        {"role": "user", "content": rows[4]["question"]}, {"role": "assistant", "content": rows[4]["answer"]}]})
+    out = [
+        {
+            "id": f"gsm8k-{i}",
+            "conversations": [
+                {"role": "user", "content": r["question"]},
+                {"role": "assistant", "content": r["answer"]},
+            ],
+        }
+        for i, r in enumerate(rows[:3])
+    ]
+    out.append(
+        {
+            "id": "gsm8k-two-turns",
+            "conversations": [
+                {"role": "user", "content": rows[3]["question"]},
+                {"role": "assistant", "content": rows[3]["answer"]},
+                {"role": "user", "content": rows[4]["question"]},
+                {"role": "assistant", "content": rows[4]["answer"]},
+            ],
+        }
+    )
     return out
 
 
@@ -70,8 +105,13 @@ def conversations():
 def _messages(row) -> list[dict]:
     """The conversation in role/content form (what the model's template is given)."""
     role = {"human": "user", "gpt": "assistant"}
-    return [{"role": role.get(m.get("role", m.get("from")), m.get("role", m.get("from"))),
-             "content": m.get("content", m.get("value"))} for m in row["conversations"]]
+    return [
+        {
+            "role": role.get(m.get("role", m.get("from")), m.get("role", m.get("from"))),
+            "content": m.get("content", m.get("value")),
+        }
+        for m in row["conversations"]
+    ]
 
 
 def _expected(tok, messages):
@@ -128,7 +168,10 @@ def test_smollm2_entry_is_the_models_own_default_system_prompt(smollm2_tokenizer
     entry = get_template("smollm2")
     assert entry.system_prompt == fields["default_system_prompt"]
     assert (entry.assistant_header, entry.user_header, entry.end_of_turn_token) == (
-        fields["assistant_header"], fields["user_header"], fields["end_of_turn_token"])
+        fields["assistant_header"],
+        fields["user_header"],
+        fields["end_of_turn_token"],
+    )
 
 
 def test_qwen_entry_on_smollm2_is_off_by_the_system_prompt(smollm2_tokenizer):
@@ -151,13 +194,19 @@ def test_auto_fast_path_equals_straightforward(smollm2_tokenizer, conversations)
 
 
 # registry template -> the tokenizer it belongs to (every one that the tests can load offline)
-PAIRS = [("smollm2", "smollm2"), ("qwen", "qwen2.5"), ("qwen3-instruct", "qwen3"), ("llama3", "llama3"),
-         ("deepseek-v3", "deepseek-v3")]
+PAIRS = [
+    ("smollm2", "smollm2"),
+    ("qwen", "qwen2.5"),
+    ("qwen3-instruct", "qwen3"),
+    ("llama3", "llama3"),
+    ("deepseek-v3", "deepseek-v3"),
+]
 
 
 @pytest.mark.parametrize("template,tokenizer", PAIRS, ids=[f"{t}@{k}" for t, k in PAIRS])
-def test_auto_agrees_with_registry_entry(template, tokenizer, conversations, smollm2_tokenizer_or_skip,
-                                         reference_tokenizer):
+def test_auto_agrees_with_registry_entry(
+    template, tokenizer, conversations, smollm2_tokenizer_or_skip, reference_tokenizer
+):
     tok = smollm2_tokenizer_or_skip() if tokenizer == "smollm2" else reference_tokenizer(tokenizer)
     assert template in registry()
     auto = Preprocessor(tok, get_template("auto"))

@@ -1,4 +1,5 @@
 """Fixtures: fault-injecting stub servers (subprocesses) and one real `transformers serve`."""
+
 from __future__ import annotations
 
 import json
@@ -47,6 +48,7 @@ def stub_server():
 
 def dead_address() -> str:
     import socket
+
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{s.getsockname()[1]}"
@@ -93,6 +95,7 @@ def tiny_target(tmp_path_factory) -> Path:
     except ImportError:
         sys.path.insert(0, str(HERE))
         from tiny_model import build_tiny_chat_model
+
         return build_tiny_chat_model(out, texts)
     build_demo_target(out, texts, pretrain_steps=0, seed=0, log=lambda m: None)
     return out

@@ -3,6 +3,7 @@
 Dagster tests run the project's real `sources_and_regenerated` job (real definitions and
 resources, a temp instance) against a real stub server; lock tests use two real processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,14 +43,16 @@ def project(tmp_path, monkeypatch):
     root.mkdir()
     cfg.mkdir()
     write_rows(tmp_path / "in" / "s1.jsonl", make_rows(12))
-    (cfg / "sources.yaml").write_text(yaml.safe_dump(
-        {"sources": {KEY: {"format": "conversations", "data_path": str(tmp_path / "in" / "s1.jsonl")}}}))
+    (cfg / "sources.yaml").write_text(
+        yaml.safe_dump({"sources": {KEY: {"format": "conversations", "data_path": str(tmp_path / "in" / "s1.jsonl")}}})
+    )
     monkeypatch.setenv("SPECFORGE_DATA_ROOT", str(root))
     monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(cfg))
 
     def regen_yaml(**source):
-        (cfg / "regenerate.yaml").write_text(yaml.safe_dump({"sources": {KEY: {"enabled": True, "model": "stub-model",
-                                                                               "concurrency": 4, **source}}}))
+        (cfg / "regenerate.yaml").write_text(
+            yaml.safe_dump({"sources": {KEY: {"enabled": True, "model": "stub-model", "concurrency": 4, **source}}})
+        )
 
     return root, cfg, regen_yaml
 
@@ -72,8 +75,9 @@ def _run_job(instance, run_config=None):
     from specforge_assets.definitions import defs
 
     job = defs.resolve_job_def("sources_and_regenerated")
-    return job.execute_in_process(instance=instance, partition_key=KEY, run_config=run_config or {},
-                                  raise_on_error=False)
+    return job.execute_in_process(
+        instance=instance, partition_key=KEY, run_config=run_config or {}, raise_on_error=False
+    )
 
 
 def _latest(instance, key):
@@ -82,8 +86,9 @@ def _latest(instance, key):
     return m.tags.get("dagster/data_version"), {k: v.value for k, v in m.metadata.items()}, rec.run_id
 
 
-def test_unchanged_inputs_and_settings_are_a_cache_hit_with_no_server(project, stub_server, no_launch,
-                                                                       dagster_instance):
+def test_unchanged_inputs_and_settings_are_a_cache_hit_with_no_server(
+    project, stub_server, no_launch, dagster_instance
+):
     root, _, regen_yaml = project
     stub = stub_server()
     regen_yaml(server_addresses=[stub.address])
@@ -93,7 +98,9 @@ def test_unchanged_inputs_and_settings_are_a_cache_hit_with_no_server(project, s
     res = _run_job(dagster_instance)
     assert res.success
     assert {(e.asset_key, e.partition) for e in res.get_asset_materialization_events()} == {
-        (SOURCES, KEY), (REGENERATED, KEY)}
+        (SOURCES, KEY),
+        (REGENERATED, KEY),
+    }
     v1, meta1, run1 = _latest(dagster_instance, REGENERATED)
     assert meta1["cache"] == "miss" and meta1["success"] == 12
     sent = _requests(stub)
@@ -148,8 +155,9 @@ def test_cache_hit_skips_the_launch_and_error_rows_are_retried(project, stub_ser
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
     write_rows(root / "sources" / KEY / "train.jsonl", make_rows(6))
-    cfg = source_config(KEY, {"sources": {KEY: {"enabled": True, "launch": {"model_path": str(model_dir)},
-                                                "concurrency": 2}}})
+    cfg = source_config(
+        KEY, {"sources": {KEY: {"enabled": True, "launch": {"model_path": str(model_dir)}, "concurrency": 2}}}
+    )
     logs: list[str] = []
     s1 = regenerate_partition(KEY, cfg, root=root, log=logs.append)
     assert s1["cache"] == "miss" and len(launched) == 1
@@ -176,14 +184,32 @@ def test_cache_hit_skips_the_launch_and_error_rows_are_retried(project, stub_ser
 
 
 def test_data_version_ignores_provenance_and_passthrough_is_content_only(tmp_path):
-    a = write_rows(tmp_path / "a" / "train.jsonl", [
-        {"id": "x", "conversations": [{"role": "user", "content": "q"}], "status": "success",
-         "regeneration": {"servers": ["127.0.0.1:1"], "usage": {"completion_tokens": 3}}}])
-    b = write_rows(tmp_path / "b" / "train.jsonl", [
-        {"regeneration": {"servers": ["10.0.0.9:8000"], "usage": {"completion_tokens": 9}}, "status": "success",
-         "conversations": [{"role": "user", "content": "q"}], "id": "x"}])
-    c = write_rows(tmp_path / "c" / "train.jsonl", [
-        {"id": "x", "conversations": [{"role": "user", "content": "other"}], "status": "success"}])
+    a = write_rows(
+        tmp_path / "a" / "train.jsonl",
+        [
+            {
+                "id": "x",
+                "conversations": [{"role": "user", "content": "q"}],
+                "status": "success",
+                "regeneration": {"servers": ["127.0.0.1:1"], "usage": {"completion_tokens": 3}},
+            }
+        ],
+    )
+    b = write_rows(
+        tmp_path / "b" / "train.jsonl",
+        [
+            {
+                "regeneration": {"servers": ["10.0.0.9:8000"], "usage": {"completion_tokens": 9}},
+                "status": "success",
+                "conversations": [{"role": "user", "content": "q"}],
+                "id": "x",
+            }
+        ],
+    )
+    c = write_rows(
+        tmp_path / "c" / "train.jsonl",
+        [{"id": "x", "conversations": [{"role": "user", "content": "other"}], "status": "success"}],
+    )
     assert content_version([a]) == content_version([b]) != content_version([c])
 
     # passthrough: the version is the content of the rows, the same wherever the data root is
@@ -203,9 +229,20 @@ def test_progress_counts_only_rows_needing_a_request(tmp_path, stub_server):
     rows = make_rows(10) + ["not json", {"id": "bad", "conversations": []}]
     write_rows(root / "sources" / KEY / "train.jsonl", rows)
     stub = stub_server()
-    cfg = source_config(KEY, {"sources": {KEY: {"enabled": True, "server_addresses": [stub.address],
-                                                "model": "stub-model", "num_samples": 6,
-                                                "beyond_limit": "passthrough"}}})
+    cfg = source_config(
+        KEY,
+        {
+            "sources": {
+                KEY: {
+                    "enabled": True,
+                    "server_addresses": [stub.address],
+                    "model": "stub-model",
+                    "num_samples": 6,
+                    "beyond_limit": "passthrough",
+                }
+            }
+        },
+    )
     logs: list[str] = []
     regenerate_partition(KEY, cfg, root=root, log=logs.append)
     assert any(m.startswith("regenerate: 6 rows need a request (12 input rows, 0 already done)") for m in logs)
@@ -231,8 +268,12 @@ print(json.dumps({"cache": s["cache"], "counts": s["counts"]}))
 def _spawn(root: Path, yaml_cfg: dict, run_id: str) -> subprocess.Popen:
     from specforge_assets.errors import UserError  # noqa: F401 - the worker imports the same package
 
-    return subprocess.Popen([sys.executable, "-c", _WORKER, str(root), json.dumps(yaml_cfg), run_id],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _WORKER, str(root), json.dumps(yaml_cfg), run_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_holder(lock: Path, proc: subprocess.Popen) -> dict:
@@ -283,9 +324,23 @@ def test_cli_second_run_on_the_same_output_is_refused(tmp_path, stub_server):
     inp = write_rows(tmp_path / "in.jsonl", make_rows(15))
     out = tmp_path / "out" / "regen.jsonl"
     stub = stub_server(latency_ms=150)
-    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
-           "--input-file-path", str(inp), "--output-file-path", str(out), "--server-address", stub.address,
-           "--concurrency", "1", "--resume"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specforge_assets.cli",
+        "regenerate",
+        "--model",
+        "stub-model",
+        "--input-file-path",
+        str(inp),
+        "--output-file-path",
+        str(out),
+        "--server-address",
+        stub.address,
+        "--concurrency",
+        "1",
+        "--resume",
+    ]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = out.with_name(".regen.regen.lock")
     _wait_for_holder(lock, first)

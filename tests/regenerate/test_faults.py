@@ -1,4 +1,5 @@
 """Faults against real (stub) HTTP servers in subprocesses: 500s, hangs, drops, deaths, SIGKILL."""
+
 from __future__ import annotations
 
 import errno
@@ -20,8 +21,15 @@ from specforge_assets.regenerate.settings import RegenSettings
 
 from .conftest import dead_address, ids_across, make_rows, read_jsonl, write_rows
 
-FAST = dict(backoff_base_s=0.02, backoff_max_s=0.1, probe_interval_s=0.2, request_timeout_s=5.0,
-            connect_timeout_s=1.0, progress_interval_s=0.5, all_down_timeout_s=3.0)
+FAST = dict(
+    backoff_base_s=0.02,
+    backoff_max_s=0.1,
+    probe_interval_s=0.2,
+    request_timeout_s=5.0,
+    connect_timeout_s=1.0,
+    progress_interval_s=0.5,
+    all_down_timeout_s=3.0,
+)
 
 
 def settings(**kw) -> RegenSettings:
@@ -45,9 +53,13 @@ def test_500s_hangs_drops_are_retried_and_every_row_is_accounted(tmp_path, stub_
     hangs = stub_server(hang_every=7, hang_limit=4)
     drops = stub_server(drop_every=5)
     out = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
-    stats = run_regeneration(inp, out, settings(request_timeout_s=10.0, max_attempts=12),
-                             [flaky.address, hangs.address, drops.address],
-                             log=lambda m: None)
+    stats = run_regeneration(
+        inp,
+        out,
+        settings(request_timeout_s=10.0, max_attempts=12),
+        [flaky.address, hangs.address, drops.address],
+        log=lambda m: None,
+    )
     injected = {s: httpx.get(f"http://{s.address}/stats", timeout=10).json() for s in (flaky, hangs, drops)}
     assert injected[flaky]["failed"] > 0 and injected[drops]["dropped"] > 0 and injected[hangs]["hung"] == 4
     kinds = stats["request_error_kinds"]
@@ -105,8 +117,13 @@ def test_server_killed_mid_run_fails_over(tmp_path, stub_server):
 def test_no_server_answers_is_a_clear_error(tmp_path):
     inp = write_rows(tmp_path / "in.jsonl", make_rows(3))
     with pytest.raises(NoServerAvailable, match="no regeneration server answered"):
-        run_regeneration(inp, OutputPaths.specforge(tmp_path / "o.jsonl"), settings(),
-                         [dead_address(), dead_address()], log=lambda m: None)
+        run_regeneration(
+            inp,
+            OutputPaths.specforge(tmp_path / "o.jsonl"),
+            settings(),
+            [dead_address(), dead_address()],
+            log=lambda m: None,
+        )
 
 
 def test_all_servers_die_aborts_with_journal_intact_then_resume_completes(tmp_path, stub_server):
@@ -127,12 +144,21 @@ def test_all_servers_die_aborts_with_journal_intact_then_resume_completes(tmp_pa
 def test_bad_rows_are_skipped_with_reasons(tmp_path, stub_server):
     rows = [
         {"id": "ok", "conversations": [{"role": "user", "content": "hi"}]},
-        {"id": "lead-assistant", "conversations": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]},
+        {
+            "id": "lead-assistant",
+            "conversations": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}],
+        },
         {"id": "tool", "conversations": [{"role": "user", "content": "x"}, {"role": "tool", "content": "y"}]},
         {"id": "two-users", "conversations": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]},
         {"id": "empty", "conversations": [{"role": "user", "content": " "}]},
-        {"id": "late-system", "conversations": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
-                                                {"role": "system", "content": "z"}]},
+        {
+            "id": "late-system",
+            "conversations": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "y"},
+                {"role": "system", "content": "z"},
+            ],
+        },
         {"id": "no-conv"},
         [1, 2],
         "{not json",
@@ -147,8 +173,9 @@ def test_bad_rows_are_skipped_with_reasons(tmp_path, stub_server):
     sk = read_jsonl(out.skipped)
     reasons = {r.get("id", str(r.get("data"))): r["error"] for r in sk}
     assert reasons["lead-assistant"] == "Data starts with an assistant message"
-    assert reasons["tool"].startswith("Invalid conversation role order at position 1: expected assistant or user, "
-                                      "got tool")
+    assert reasons["tool"].startswith(
+        "Invalid conversation role order at position 1: expected assistant or user, got tool"
+    )
     assert "empty" in reasons["empty"] and "System message" in reasons["late-system"]
     assert reasons["[1, 2]"].startswith("Row is not a JSON object")
     assert reasons["{not json"].startswith("Invalid JSON: line 9: malformed JSON")
@@ -165,8 +192,9 @@ def test_num_samples_counts_valid_rows_and_accounts_for_the_rest(tmp_path, stub_
     assert stats["counts"] == {"success": 4, "error": 0, "skipped": 7, "passthrough": 0}
     assert sum(1 for r in read_jsonl(out.skipped) if r["error"].startswith("Not submitted")) == 6
     out2 = OutputPaths.specforge(tmp_path / "b.jsonl")
-    stats = run_regeneration(inp, out2, settings(num_samples=4, beyond_limit="passthrough"), [s.address],
-                             log=lambda m: None)
+    stats = run_regeneration(
+        inp, out2, settings(num_samples=4, beyond_limit="passthrough"), [s.address], log=lambda m: None
+    )
     assert stats["counts"] == {"success": 4, "error": 0, "skipped": 1, "passthrough": 6}
     got = read_jsonl(out2.success)
     assert [r["id"] for r in got] == [r["id"] for r in rows if r["id"] != "bad"]
@@ -174,10 +202,18 @@ def test_num_samples_counts_valid_rows_and_accounts_for_the_rest(tmp_path, stub_
 
 
 def test_reasoning_modes(tmp_path, stub_server):
-    rows = [{"id": "a", "conversations": [{"role": "user", "content": "plain"}, {"role": "assistant", "content": "x"},
-                                          {"role": "user", "content": "again"}]},
-            {"id": "t", "conversations": [{"role": "user", "content": "THINK please"}]},
-            {"id": "e", "conversations": [{"role": "user", "content": "EMPTY please"}]}]
+    rows = [
+        {
+            "id": "a",
+            "conversations": [
+                {"role": "user", "content": "plain"},
+                {"role": "assistant", "content": "x"},
+                {"role": "user", "content": "again"},
+            ],
+        },
+        {"id": "t", "conversations": [{"role": "user", "content": "THINK please"}]},
+        {"id": "e", "conversations": [{"role": "user", "content": "EMPTY please"}]},
+    ]
     inp = write_rows(tmp_path / "in.jsonl", rows)
     s = stub_server()
     res = {}
@@ -198,8 +234,17 @@ def test_reasoning_modes(tmp_path, stub_server):
 
 
 def test_request_body_sampling_and_dialects():
-    st = RegenSettings(model="m", temperature=0.5, top_p=0.9, top_k=20, min_p=0.05, repetition_penalty=1.1,
-                       seed=7, reasoning="disable", extra_body={"foo": 1, "chat_template_kwargs": {"x": 2}})
+    st = RegenSettings(
+        model="m",
+        temperature=0.5,
+        top_p=0.9,
+        top_k=20,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        seed=7,
+        reasoning="disable",
+        extra_body={"foo": 1, "chat_template_kwargs": {"x": 2}},
+    )
     b = st.request_body([{"role": "user", "content": "q"}], st.turn_seed("id", 0))
     assert b["repetition_penalty"] == 1.1 and "presence_penalty" not in b
     assert b["top_k"] == 20 and b["min_p"] == 0.05 and b["top_p"] == 0.9 and b["foo"] == 1
@@ -223,10 +268,12 @@ def test_config_change_with_partial_output_is_refused(tmp_path, stub_server):
         run_regeneration(inp, out, settings(concurrency=1), [dying.address], log=lambda m: None)
     s = stub_server()
     with pytest.raises(ConfigChanged, match="temperature"):
-        run_regeneration(inp, out, settings(temperature=0.1, concurrency=1), [s.address], resume=True,
-                         log=lambda m: None)
-    stats = run_regeneration(inp, out, settings(temperature=0.1), [s.address], resume=True, restart=True,
-                             log=lambda m: None)
+        run_regeneration(
+            inp, out, settings(temperature=0.1, concurrency=1), [s.address], resume=True, log=lambda m: None
+        )
+    stats = run_regeneration(
+        inp, out, settings(temperature=0.1), [s.address], resume=True, restart=True, log=lambda m: None
+    )
     assert stats["resumed_rows"] == 0 and stats["counts"]["success"] == 60
 
 
@@ -248,8 +295,9 @@ def test_disk_full_on_journal_is_a_clear_error_and_resume_completes(tmp_path, st
     with pytest.raises(JournalWriteError, match="No space left on device"):
         run_regeneration(inp, out, settings(journal_batch=8, concurrency=2), [s.address], log=lambda m: None)
     monkeypatch.setattr(Journal, "_connect", real_connect)
-    stats = run_regeneration(inp, out, settings(journal_batch=8, concurrency=2), [s.address], resume=True,
-                             log=lambda m: None)
+    stats = run_regeneration(
+        inp, out, settings(journal_batch=8, concurrency=2), [s.address], resume=True, log=lambda m: None
+    )
     assert stats["resumed_rows"] > 0
     assert_exactly_once(rows, out)
 
@@ -283,9 +331,26 @@ def test_cli_sigkill_then_resume_is_exactly_once(tmp_path, stub_server):
     inp = write_rows(tmp_path / "in.jsonl", rows)
     servers = [stub_server(latency_ms=20), stub_server(latency_ms=20, fail_every=9)]
     outp = tmp_path / "out" / "regen.jsonl"
-    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
-           "--server-address", *[s.address for s in servers], "--input-file-path", str(inp),
-           "--output-file-path", str(outp), "--concurrency", "4", "--max-tokens", "16", "--temperature", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specforge_assets.cli",
+        "regenerate",
+        "--model",
+        "stub-model",
+        "--server-address",
+        *[s.address for s in servers],
+        "--input-file-path",
+        str(inp),
+        "--output-file-path",
+        str(outp),
+        "--concurrency",
+        "4",
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+    ]
     proc = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -320,8 +385,20 @@ def test_api_key_comes_from_env_only_and_is_never_written(tmp_path, stub_server)
     rows = make_rows(6)
     inp = write_rows(tmp_path / "in.jsonl", rows)
     outp = tmp_path / "out" / "o.jsonl"
-    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
-           "--server-address", s.address, "--input-file-path", str(inp), "--output-file-path", str(outp)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specforge_assets.cli",
+        "regenerate",
+        "--model",
+        "stub-model",
+        "--server-address",
+        s.address,
+        "--input-file-path",
+        str(inp),
+        "--output-file-path",
+        str(outp),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "SPECFORGE_REGEN_API_KEY"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1 and "HTTP 401" in r.stderr  # no key -> the start probe is refused, clear error
@@ -353,8 +430,9 @@ def test_a_dead_server_is_probed_back_into_rotation(tmp_path, stub_server):
             t.start()
 
     try:
-        stats = run_regeneration(inp, out, settings(concurrency=4, all_down_timeout_s=120.0),
-                                 [healthy.address, late], log=log)
+        stats = run_regeneration(
+            inp, out, settings(concurrency=4, all_down_timeout_s=120.0), [healthy.address, late], log=log
+        )
     finally:
         for t in starters:
             t.join()

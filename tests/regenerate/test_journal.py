@@ -4,6 +4,7 @@ Appending rows to the input or reordering it after a partial run keeps every fin
 new and unfinished rows are requested, none twice, outputs in input order); rows sharing an id
 are told apart by content; changed settings are refused; error rows stay retryable.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,16 +20,29 @@ import httpx
 import pytest
 
 from specforge_assets.regenerate.client import NoServerAvailable
-from specforge_assets.regenerate.journal import (ConfigChanged, Journal, JournalUnreadable, finished_rows,
-                                                 journal_paths, row_keys)
+from specforge_assets.regenerate.journal import (
+    ConfigChanged,
+    Journal,
+    JournalUnreadable,
+    finished_rows,
+    journal_paths,
+    row_keys,
+)
 from specforge_assets.regenerate.runner import OutputPaths, run_regeneration
 from specforge_assets.regenerate.settings import RegenSettings
 from specforge_assets.sources.formats import content_hash_id
 
 from .conftest import make_rows, read_jsonl, write_rows
 
-FAST = dict(backoff_base_s=0.02, backoff_max_s=0.1, probe_interval_s=0.2, request_timeout_s=10.0,
-            connect_timeout_s=1.0, progress_interval_s=60.0, all_down_timeout_s=3.0)
+FAST = dict(
+    backoff_base_s=0.02,
+    backoff_max_s=0.1,
+    probe_interval_s=0.2,
+    request_timeout_s=10.0,
+    connect_timeout_s=1.0,
+    progress_interval_s=60.0,
+    all_down_timeout_s=3.0,
+)
 PROBE = "Hello, how are you?"
 
 
@@ -39,8 +53,11 @@ def settings(**kw) -> RegenSettings:
 def asked(address: str) -> Counter:
     """First user message of every chat request the stub answered (start probe left out)."""
     got = httpx.get(f"http://{address}/requests", timeout=10).json()
-    return Counter(next(m["content"] for m in msgs if m["role"] == "user") for msgs in got
-                   if not (len(msgs) == 1 and msgs[0]["content"] == PROBE))
+    return Counter(
+        next(m["content"] for m in msgs if m["role"] == "user")
+        for msgs in got
+        if not (len(msgs) == 1 and msgs[0]["content"] == PROBE)
+    )
 
 
 def question(row: dict) -> str:
@@ -59,8 +76,16 @@ def partial_run(tmp_path, stub_server, rows, out) -> dict:
 
 # -- keys -----------------------------------------------------------------------------------
 def test_keys_are_ids_or_content_hashes_never_positions(tmp_path):
-    rows = [{"id": "a", "conversations": []}, {"id": 7}, {"id": "7"}, {"conversations": [1]},
-            {"id": "", "x": 1}, {"id": True, "y": 2}, [1, 2], "{not json"]
+    rows = [
+        {"id": "a", "conversations": []},
+        {"id": 7},
+        {"id": "7"},
+        {"conversations": [1]},
+        {"id": "", "x": 1},
+        {"id": True, "y": 2},
+        [1, 2],
+        "{not json",
+    ]
     p = write_rows(tmp_path / "in.jsonl", rows)
     p.write_text(p.read_text().replace("\n", "\n\n", 2))  # blank lines are not rows
     keys = row_keys(p)
@@ -80,10 +105,18 @@ def test_rows_sharing_an_id_are_told_apart_by_content_with_one_line_message(tmp_
     msgs = []
     keys = row_keys(p, msgs.append)
     c1, c2, ce = (content_hash_id(r) for r in (rows[0], rows[2], rows[4]))
-    assert keys == [f'id:"d"|sha256:{c1}', 'id:"u"', f'id:"d"|sha256:{c2}', f'id:"d"|sha256:{c1}#2',
-                    f'id:"e"|sha256:{ce}', f'id:"e"|sha256:{ce}#2']
-    assert msgs == [f'regenerate: id "d" is on lines 1 and 3 of {p} (and 1 more shared ids); '
-                    "rows that share an id are told apart by their content"]
+    assert keys == [
+        f'id:"d"|sha256:{c1}',
+        'id:"u"',
+        f'id:"d"|sha256:{c2}',
+        f'id:"d"|sha256:{c1}#2',
+        f'id:"e"|sha256:{ce}',
+        f'id:"e"|sha256:{ce}#2',
+    ]
+    assert msgs == [
+        f'regenerate: id "d" is on lines 1 and 3 of {p} (and 1 more shared ids); '
+        "rows that share an id are told apart by their content"
+    ]
     assert len(set(keys)) == len(keys)
 
 
@@ -139,8 +172,10 @@ def test_partial_run_of_the_json_lines_journal_is_carried_over(tmp_path):
     inp = write_rows(tmp_path / "in.jsonl", rows)
     path, state = journal_paths(tmp_path / "o.jsonl")
     legacy = path.with_suffix(".jsonl")
-    legacy.write_text('{"i": 2, "s": "success", "id": "c", "row": {"id": "c", "out": 1}}\n'
-                      '{"i": 0, "s": "error", "id": "a", "row": {"id": "a"}}\n{"i": 1, "s": "succ')
+    legacy.write_text(
+        '{"i": 2, "s": "success", "id": "c", "row": {"id": "c", "out": 1}}\n'
+        '{"i": 0, "s": "error", "id": "a", "row": {"id": "a"}}\n{"i": 1, "s": "succ'
+    )
     state.write_text(json.dumps({"fingerprint": FP, "state": "running"}))
     j = Journal(tmp_path / "o.jsonl")
     assert j.prepare(FP, resume=True, restart=False, input_path=inp) == {2: "success"}
@@ -174,9 +209,25 @@ def test_reordered_input_after_sigkill_requests_no_finished_row_again(tmp_path, 
     inp = write_rows(tmp_path / "in.jsonl", rows)
     s = stub_server(latency_ms=50)  # ~80 rows/s: the kill lands long before the 300th row
     outp = tmp_path / "out" / "regen.jsonl"
-    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
-           "--server-address", s.address, "--input-file-path", str(inp), "--output-file-path", str(outp),
-           "--concurrency", "4", "--max-tokens", "16", "--resume"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specforge_assets.cli",
+        "regenerate",
+        "--model",
+        "stub-model",
+        "--server-address",
+        s.address,
+        "--input-file-path",
+        str(inp),
+        "--output-file-path",
+        str(outp),
+        "--concurrency",
+        "4",
+        "--max-tokens",
+        "16",
+        "--resume",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline and len(finished_rows(outp)) < 40:
@@ -213,8 +264,9 @@ def test_duplicate_ids_are_each_regenerated_once_in_input_order(tmp_path, stub_s
     out = OutputPaths.specforge(tmp_path / "o.jsonl")
     logs = []
     stats = run_regeneration(inp, out, settings(), [s.address], log=logs.append)
-    assert (f'regenerate: id "d" is on lines 1 and 2 of {inp}; rows that share an id are told apart by their '
-            "content") in logs
+    assert (
+        f'regenerate: id "d" is on lines 1 and 2 of {inp}; rows that share an id are told apart by their content'
+    ) in logs
     assert stats["counts"]["success"] == 4
     assert asked(s.address) == Counter({"q0": 2, "q1": 1, "q2": 1})
     assert [question(r) for r in read_jsonl(out.success)] == ["q0", "q1", "q2", "q0"]

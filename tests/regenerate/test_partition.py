@@ -1,4 +1,5 @@
 """regenerate_partition (the asset's body) against stub servers: addresses, test split, config layering."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,10 @@ from .conftest import make_rows, read_jsonl, write_rows
 
 
 def test_config_layers_and_unknown_keys():
-    yaml_cfg = {"defaults": {"temperature": 0.2, "launch": {"backend": "transformers"}},
-                "sources": {"a": {"enabled": True, "max_tokens": 9}}}
+    yaml_cfg = {
+        "defaults": {"temperature": 0.2, "launch": {"backend": "transformers"}},
+        "sources": {"a": {"enabled": True, "max_tokens": 9}},
+    }
     c = source_config("a", yaml_cfg, {"max_tokens": None, "top_k": 5, "server_addresses": []})
     assert c["enabled"] and c["temperature"] == 0.2 and c["max_tokens"] == 9 and c["top_k"] == 5
     assert c["launch"]["backend"] == "transformers" and c["launch"]["device"] == "cpu"  # nested merge
@@ -31,9 +34,20 @@ def test_partition_with_addresses_regenerates_train_and_test(tmp_path, stub_serv
     write_rows(src / "train.jsonl", train_rows)
     write_rows(src / "test.jsonl", test_rows)
     s = stub_server()
-    cfg = source_config("s1", {"sources": {"s1": {"enabled": True, "server_addresses": [s.address],
-                                                  "model": "stub-model", "test_split": "regenerate",
-                                                  "concurrency": 4}}})
+    cfg = source_config(
+        "s1",
+        {
+            "sources": {
+                "s1": {
+                    "enabled": True,
+                    "server_addresses": [s.address],
+                    "model": "stub-model",
+                    "test_split": "regenerate",
+                    "concurrency": 4,
+                }
+            }
+        },
+    )
     summary = regenerate_partition("s1", cfg, root=root, log=lambda m: None)
     out = root / "regenerated" / "s1"
     assert summary["counts"]["success"] == 30 and summary["reconciles"]

@@ -1,4 +1,5 @@
 """Against a real `transformers serve` (tiny local Qwen2 ChatML model) on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -17,17 +18,49 @@ pytestmark = pytest.mark.server
 def test_cli_against_real_transformers_serve(tmp_path, real_server):
     inp = tmp_path / "in.jsonl"
     rows = [json.loads(l) for l in open(FIXTURES / "gsm8k_train.jsonl")][:6]
-    rows.append({"id": "multi", "conversations": [
-        {"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello"},
-        {"role": "assistant", "content": "old"}, {"role": "user", "content": "what is 6 times 7"},
-        {"role": "assistant", "content": "old"}]})
+    rows.append(
+        {
+            "id": "multi",
+            "conversations": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "hello"},
+                {"role": "assistant", "content": "old"},
+                {"role": "user", "content": "what is 6 times 7"},
+                {"role": "assistant", "content": "old"},
+            ],
+        }
+    )
     rows.append({"id": "bad", "conversations": [{"role": "assistant", "content": "x"}]})
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "regen" / "out.jsonl"
-    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", real_server.served_model_name,
-           "--server-address", real_server.address, "--input-file-path", str(inp), "--output-file-path", str(out),
-           "--max-tokens", "12", "--temperature", "0.8", "--top-k", "20", "--repetition-penalty", "1.2",
-           "--seed", "3", "--dialect", "transformers", "--concurrency", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specforge_assets.cli",
+        "regenerate",
+        "--model",
+        real_server.served_model_name,
+        "--server-address",
+        real_server.address,
+        "--input-file-path",
+        str(inp),
+        "--output-file-path",
+        str(out),
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "20",
+        "--repetition-penalty",
+        "1.2",
+        "--seed",
+        "3",
+        "--dialect",
+        "transformers",
+        "--concurrency",
+        "4",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
@@ -55,11 +88,22 @@ def test_sample_partition_regenerated_through_dagster(tmp_path, data_root, dagst
 
     configs = tmp_path / "configs"
     configs.mkdir()
-    (configs / "regenerate.yaml").write_text(yaml.safe_dump({
-        "defaults": {"enabled": False},
-        "sources": {"sample-gsm8k": {"enabled": True, "max_tokens": 8, "num_samples": 8, "concurrency": 4,
-                                     "launch": {"model_path": str(tiny_target), "backend": "transformers"}}},
-    }))
+    (configs / "regenerate.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"enabled": False},
+                "sources": {
+                    "sample-gsm8k": {
+                        "enabled": True,
+                        "max_tokens": 8,
+                        "num_samples": 8,
+                        "concurrency": 4,
+                        "launch": {"model_path": str(tiny_target), "backend": "transformers"},
+                    }
+                },
+            }
+        )
+    )
     (configs / "target.yaml").write_text("path: null\n")
     for key in ("sample-gsm8k", "sample-other"):
         d = data_root / "sources" / key
@@ -78,11 +122,12 @@ def test_sample_partition_regenerated_through_dagster(tmp_path, data_root, dagst
     # a random tiny model may answer nothing within 8 tokens: that row is an error row (an empty
     # answer is never a success), named as such, and kept out of train.jsonl
     errors = read_jsonl(out / "errors.jsonl")
-    assert all("no usable assistant text" in e["error"] and e["regeneration"]["error_kind"] == "empty_content"
-               for e in errors)
+    assert all(
+        "no usable assistant text" in e["error"] and e["regeneration"]["error_kind"] == "empty_content" for e in errors
+    )
     assert sorted(r["id"] for r in train + errors) == sorted(r["id"] for r in src)
     assert [r["status"] for r in train] == ["success"] * (8 - len(errors)) + ["passthrough"] * 4
-    for g in train[:8 - len(errors)]:
+    for g in train[: 8 - len(errors)]:
         s = next(r for r in src if r["id"] == g["id"])
         assert g["conversations"][0] == s["conversations"][0]  # the user turn is kept
         assert g["regeneration"]["model"] == str(tiny_target)

@@ -14,6 +14,7 @@ What `transformers serve` really answers for this model, and what these tests pi
 The model comes from the session fixtures `smollm2_gguf` / `smollm2_dir` (tests/conftest.py):
 the tests skip with the reason when the GGUF can neither be found nor downloaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,20 +32,38 @@ MAX_TOKENS = 24
 
 # GSM8K-style rows (hand-written in GSM8K's format): original answers the target must replace.
 ROWS = [
-    {"id": "gsm-1", "conversations": [
-        {"role": "user", "content": "Natalia sold clips to 48 of her friends in April, and then she sold half as "
-                                    "many clips in May. How many clips did Natalia sell altogether in April and May?"},
-        {"role": "assistant", "content": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
-                                         "Natalia sold 48+24 = <<48+24=72>>72 clips altogether.\n#### 72"}]},
-    {"id": "gsm-2", "conversations": [
-        {"role": "system", "content": "You are a math tutor. Answer in one short sentence."},
-        {"role": "user", "content": "A baker makes 12 loaves an hour for 5 hours. How many loaves does he make?"},
-        {"role": "assistant", "content": "12 * 5 = <<12*5=60>>60\n#### 60"}]},
-    {"id": "gsm-3", "conversations": [
-        {"role": "user", "content": "Tom has 3 boxes with 7 apples each. How many apples does Tom have?"},
-        {"role": "assistant", "content": "3 * 7 = <<3*7=21>>21\n#### 21"},
-        {"role": "user", "content": "He eats 4 of them. How many are left?"},
-        {"role": "assistant", "content": "21 - 4 = <<21-4=17>>17\n#### 17"}]},
+    {
+        "id": "gsm-1",
+        "conversations": [
+            {
+                "role": "user",
+                "content": "Natalia sold clips to 48 of her friends in April, and then she sold half as "
+                "many clips in May. How many clips did Natalia sell altogether in April and May?",
+            },
+            {
+                "role": "assistant",
+                "content": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+                "Natalia sold 48+24 = <<48+24=72>>72 clips altogether.\n#### 72",
+            },
+        ],
+    },
+    {
+        "id": "gsm-2",
+        "conversations": [
+            {"role": "system", "content": "You are a math tutor. Answer in one short sentence."},
+            {"role": "user", "content": "A baker makes 12 loaves an hour for 5 hours. How many loaves does he make?"},
+            {"role": "assistant", "content": "12 * 5 = <<12*5=60>>60\n#### 60"},
+        ],
+    },
+    {
+        "id": "gsm-3",
+        "conversations": [
+            {"role": "user", "content": "Tom has 3 boxes with 7 apples each. How many apples does Tom have?"},
+            {"role": "assistant", "content": "3 * 7 = <<3*7=21>>21\n#### 21"},
+            {"role": "user", "content": "He eats 4 of them. How many are left?"},
+            {"role": "assistant", "content": "21 - 4 = <<21-4=17>>17\n#### 17"},
+        ],
+    },
 ]
 
 
@@ -58,8 +77,9 @@ def _check_regenerated(got: list[dict], served_model: str, tokenizer) -> None:
         old = [m["content"] for m in src["conversations"] if m["role"] == "assistant"]
         new = [m["content"] for m in conv if m["role"] == "assistant"]
         assert all(a.strip() for a in new) and all(a != o for a, o in zip(new, old)), (new, old)
-        assert [m for m in conv if m["role"] != "assistant"] == [m for m in src["conversations"]
-                                                                  if m["role"] != "assistant"]
+        assert [m for m in conv if m["role"] != "assistant"] == [
+            m for m in src["conversations"] if m["role"] != "assistant"
+        ]
         prov = g["regeneration"]
         assert prov["model"] == served_model and prov["requested_model"] == served_model
         assert prov["sampling"]["temperature"] == 0.0
@@ -73,8 +93,11 @@ def _check_regenerated(got: list[dict], served_model: str, tokenizer) -> None:
                     t = prov["turns"][users]
                     # the server rendered the model's own template (its default system prompt when the
                     # row has none) over the regenerated history: the prompt `auto` tokenization renders
-                    want = len(tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=True,
-                                                             return_dict=False))
+                    want = len(
+                        tokenizer.apply_chat_template(
+                            history, add_generation_prompt=True, tokenize=True, return_dict=False
+                        )
+                    )
                     assert t["prompt_tokens"] == want, (g["id"], users, t)
                     assert 0 < t["completion_tokens"] <= MAX_TOKENS
                     assert t["finish_reason"] == ("length" if t["completion_tokens"] == MAX_TOKENS else "stop"), t
@@ -106,8 +129,9 @@ def smollm2_server(smollm2_dir):
 def test_default_system_prompt_is_in_the_template(smollm2_tokenizer_hf):
     """The premise of the prompt_tokens checks: without a system message the template renders
     SmolLM2's own default system prompt (so a server that dropped it would be caught)."""
-    text = smollm2_tokenizer_hf.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                                    add_generation_prompt=True)
+    text = smollm2_tokenizer_hf.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face")
 
 
@@ -115,10 +139,30 @@ def test_cli_regenerates_with_smollm2_served_by_transformers(tmp_path, smollm2_s
     inp = write_rows(tmp_path / "gsm8k.jsonl", ROWS)
     out = tmp_path / "regen" / "gsm8k.jsonl"
     model = smollm2_server.served_model_name
-    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", model,
-           "--server-address", smollm2_server.address, "--dialect", "transformers",
-           "--input-file-path", str(inp), "--output-file-path", str(out),
-           "--max-tokens", str(MAX_TOKENS), "--temperature", "0", "--concurrency", "1", "--request-timeout", "300"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specforge_assets.cli",
+        "regenerate",
+        "--model",
+        model,
+        "--server-address",
+        smollm2_server.address,
+        "--dialect",
+        "transformers",
+        "--input-file-path",
+        str(inp),
+        "--output-file-path",
+        str(out),
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "--temperature",
+        "0",
+        "--concurrency",
+        "1",
+        "--request-timeout",
+        "300",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
@@ -130,9 +174,9 @@ def test_cli_regenerates_with_smollm2_served_by_transformers(tmp_path, smollm2_s
     assert read_jsonl(tmp_path / "regen" / "gsm8k_skipped.jsonl") == []
 
 
-def test_asset_launches_transformers_serve_for_the_configured_target(tmp_path, data_root, dagster_instance,
-                                                                     smollm2_dir, smollm2_tokenizer_hf,
-                                                                     monkeypatch):
+def test_asset_launches_transformers_serve_for_the_configured_target(
+    tmp_path, data_root, dagster_instance, smollm2_dir, smollm2_tokenizer_hf, monkeypatch
+):
     """sources/<key> -> regenerated/<key> via dg.materialize: `server_addresses: []`, so the asset
     launches `transformers serve` for configs/target.yaml `path:` (the SmolLM2 folder); then a
     second materialization is a cache hit that launches nothing."""
@@ -146,17 +190,36 @@ def test_asset_launches_transformers_serve_for_the_configured_target(tmp_path, d
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / "target.yaml").write_text(yaml.safe_dump({"path": str(folder), "chat_template": "auto"}))
-    (configs / "regenerate.yaml").write_text(yaml.safe_dump({
-        "defaults": {"enabled": False},
-        "sources": {"gsm8k-real": {"enabled": True, "server_addresses": [], "max_tokens": MAX_TOKENS,
-                                   "temperature": 0, "concurrency": 1, "request_timeout_s": 300,
-                                   "launch": {"backend": "transformers"}}},
-    }))
+    (configs / "regenerate.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"enabled": False},
+                "sources": {
+                    "gsm8k-real": {
+                        "enabled": True,
+                        "server_addresses": [],
+                        "max_tokens": MAX_TOKENS,
+                        "temperature": 0,
+                        "concurrency": 1,
+                        "request_timeout_s": 300,
+                        "launch": {"backend": "transformers"},
+                    }
+                },
+            }
+        )
+    )
     monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(configs))
     src = data_root / "sources" / "gsm8k-real"
     write_rows(src / "train.jsonl", ROWS)
-    held_out = [{"id": "gsm-test-1", "conversations": [{"role": "user", "content": "What is 9 + 10?"},
-                                                       {"role": "assistant", "content": "9 + 10 = 19\n#### 19"}]}]
+    held_out = [
+        {
+            "id": "gsm-test-1",
+            "conversations": [
+                {"role": "user", "content": "What is 9 + 10?"},
+                {"role": "assistant", "content": "9 + 10 = 19\n#### 19"},
+            ],
+        }
+    ]
     write_rows(src / "test.jsonl", held_out)
     dagster_instance.add_dynamic_partitions("sources", ["gsm8k-real"])
     store = SpecforgeStore(data_root=str(data_root), config_dir=str(configs))

@@ -5,6 +5,7 @@ The stub server (a real HTTP server in a subprocess) answers with the quirk name
 ``Q_<NAME>`` marker in the last user message (`stubserver.QUIRKS`) and records every request's
 messages (GET /requests), so the tests can assert the exact request sequence.
 """
+
 from __future__ import annotations
 
 import httpx
@@ -17,19 +18,27 @@ from specforge_assets.regenerate.settings import RegenSettings
 
 from .conftest import read_jsonl, write_rows
 
-FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05, probe_interval_s=0.2, request_timeout_s=30.0,
-            connect_timeout_s=5.0, progress_interval_s=60.0)
+FAST = dict(
+    backoff_base_s=0.01,
+    backoff_max_s=0.05,
+    probe_interval_s=0.2,
+    request_timeout_s=30.0,
+    connect_timeout_s=5.0,
+    progress_interval_s=60.0,
+)
 PROBE = "Hello, how are you?"
 
 
 def settings(**kw) -> RegenSettings:
-    return RegenSettings(**{"model": "stub-model", "max_tokens": 32, "concurrency": 4, "max_attempts": 2,
-                            **FAST, **kw})
+    return RegenSettings(**{"model": "stub-model", "max_tokens": 32, "concurrency": 4, "max_attempts": 2, **FAST, **kw})
 
 
 def one_turn(row_id: str, text: str, **extra) -> dict:
-    return {"id": row_id, "conversations": [{"role": "user", "content": text},
-                                            {"role": "assistant", "content": "original answer"}], **extra}
+    return {
+        "id": row_id,
+        "conversations": [{"role": "user", "content": text}, {"role": "assistant", "content": "original answer"}],
+        **extra,
+    }
 
 
 def requests_seen(address: str) -> list[list[dict]]:
@@ -61,22 +70,46 @@ QUIRK_ROWS = [
     one_turn("error-object", "Q_ERROR_OBJECT too long"),
     one_turn("error-nested", "Q_ERROR_NESTED overloaded"),
     one_turn("ok", "a normal question"),
-    {"id": "mt-first-empty", "conversations": [
-        {"role": "user", "content": "Q_SGLANG_NULL_LENGTH first turn"}, {"role": "assistant", "content": "a"},
-        {"role": "user", "content": "mt1 second turn"}, {"role": "assistant", "content": "b"}]},
-    {"id": "mt-second-empty", "conversations": [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "mt2 first turn"}, {"role": "assistant", "content": "a"},
-        {"role": "user", "content": "Q_EMPTY_STRING mt2 second turn"}, {"role": "assistant", "content": "b"},
-        {"role": "user", "content": "mt2 third turn"}]},
+    {
+        "id": "mt-first-empty",
+        "conversations": [
+            {"role": "user", "content": "Q_SGLANG_NULL_LENGTH first turn"},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "mt1 second turn"},
+            {"role": "assistant", "content": "b"},
+        ],
+    },
+    {
+        "id": "mt-second-empty",
+        "conversations": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "mt2 first turn"},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "Q_EMPTY_STRING mt2 second turn"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "mt2 third turn"},
+        ],
+    },
 ]
 
 # id -> (status, fragments the error must hold, requests the server must have seen for the row)
 EXPECTED = {
-    "sglang-null-length": ("error", ["turn 1 of 1", "no usable assistant text", "content null",
-                                     "reasoning_content present (20 chars)", "finish_reason length"], 1),
-    "sglang-all-in-reasoning": ("error", ["content empty", "reasoning_content present (17 chars)",
-                                          "finish_reason stop"], 1),
+    "sglang-null-length": (
+        "error",
+        [
+            "turn 1 of 1",
+            "no usable assistant text",
+            "content null",
+            "reasoning_content present (20 chars)",
+            "finish_reason length",
+        ],
+        1,
+    ),
+    "sglang-all-in-reasoning": (
+        "error",
+        ["content empty", "reasoning_content present (17 chars)", "finish_reason stop"],
+        1,
+    ),
     "vllm-reasoning-only": ("error", ["content null, reasoning present (29 chars)"], 1),
     "vllm-reasoning": ("success", [], 1),
     "tool-call": ("error", ["content null, tool_calls present (1)", "finish_reason tool_calls"], 1),
@@ -87,8 +120,11 @@ EXPECTED = {
     "no-choices": ("error", ["gave up after 2 attempts", "server returned no choices (choices: [])"], 2),
     "missing-choices": ("error", ["server returned no choices (no 'choices' field)"], 2),
     # a 4xx error object is the request's fault: final at once, the server's message kept
-    "error-object": ("error", ["server error in 200 body: This model's maximum context length is 4096 tokens.",
-                               "(code 400)"], 1),
+    "error-object": (
+        "error",
+        ["server error in 200 body: This model's maximum context length is 4096 tokens.", "(code 400)"],
+        1,
+    ),
     "error-nested": ("error", ["gave up after 2 attempts", "upstream overloaded, try later (code 503)"], 2),
     "ok": ("success", [], 1),
     "mt-first-empty": ("error", ["turn 1 of 2", "finish_reason length"], 1),
@@ -100,8 +136,7 @@ def test_reply_shapes_of_real_servers_become_error_rows(tmp_path, stub_server):
     inp = write_rows(tmp_path / "in.jsonl", QUIRK_ROWS)
     s = stub_server()
     out = OutputPaths.specforge(tmp_path / "out.jsonl")
-    stats = run_regeneration(inp, out, settings(), [s.address],
-                             log=lambda m: None)
+    stats = run_regeneration(inp, out, settings(), [s.address], log=lambda m: None)
     rows = all_rows(out)
     reqs = requests_seen(s.address)
     originals = {r["id"]: r for r in QUIRK_ROWS}
@@ -122,8 +157,7 @@ def test_reply_shapes_of_real_servers_become_error_rows(tmp_path, stub_server):
     # the next turn is never requested after an empty answer
     assert not [m for m in reqs if any(x["content"] == "mt1 second turn" for x in m)]
     mt2 = by_first_user(reqs, "mt2 first turn")
-    assert [[x["role"] for x in m] for m in mt2] == [["system", "user"],
-                                                       ["system", "user", "assistant", "user"]]
+    assert [[x["role"] for x in m] for m in mt2] == [["system", "user"], ["system", "user", "assistant", "user"]]
     assert mt2[1][2]["content"].strip()  # history carries the real first answer, never ""
     assert not [m for m in reqs if any(x["content"] == "mt2 third turn" for x in m)]
     assert rows["sglang-null-length"]["regeneration"]["turns"][-1]["finish_reason"] == "length"
@@ -132,9 +166,13 @@ def test_reply_shapes_of_real_servers_become_error_rows(tmp_path, stub_server):
 
 
 def test_every_reasoning_mode_goes_through_the_one_check(tmp_path, stub_server):
-    rows = [one_turn("no-choices", "Q_NO_CHOICES x"), one_turn("all-in-reasoning", "Q_SGLANG_ALL_IN_REASONING x"),
-            one_turn("vllm-reasoning", "Q_VLLM_REASONING x"), one_turn("think", "THINK please"),
-            one_turn("plain", "plain question")]
+    rows = [
+        one_turn("no-choices", "Q_NO_CHOICES x"),
+        one_turn("all-in-reasoning", "Q_SGLANG_ALL_IN_REASONING x"),
+        one_turn("vllm-reasoning", "Q_VLLM_REASONING x"),
+        one_turn("think", "THINK please"),
+        one_turn("plain", "plain question"),
+    ]
     inp = write_rows(tmp_path / "in.jsonl", rows)
     s = stub_server()
     res = {}
@@ -147,8 +185,10 @@ def test_every_reasoning_mode_goes_through_the_one_check(tmp_path, stub_server):
         assert res[mode]["no-choices"][0] == "error" and "no choices" in res[mode]["no-choices"][1]
         assert res[mode]["all-in-reasoning"][0] == "error"
     assert res["none"]["think"][0] == "success"  # SpecForge keeps <think> text verbatim in `none`
-    assert res["disable"]["think"] == ("skipped", "Non-reasoning assistant response is empty or contains a "
-                                                  "thinking marker")
+    assert res["disable"]["think"] == (
+        "skipped",
+        "Non-reasoning assistant response is empty or contains a thinking marker",
+    )
     assert res["disable"]["plain"][0] == "success" and res["disable"]["vllm-reasoning"][0] == "success"
     # save: vLLM's `reasoning` field is read like `reasoning_content`
     saved = res["save_rows"]["vllm-reasoning"]["conversations"][-1]
@@ -159,7 +199,8 @@ def test_every_reasoning_mode_goes_through_the_one_check(tmp_path, stub_server):
 
 def test_error_rows_are_retried_by_the_next_run(tmp_path, stub_server):
     rows = [one_turn(f"r{i}", f"question {i}") for i in range(4)] + [
-        {"id": "bad", "conversations": [{"role": "assistant", "content": "no user"}]}]
+        {"id": "bad", "conversations": [{"role": "assistant", "content": "no user"}]}
+    ]
     inp = write_rows(tmp_path / "in.jsonl", rows)
     quirky = stub_server(quirk="SGLANG_NULL_LENGTH")
     out = OutputPaths.specforge(tmp_path / "out.jsonl")
@@ -189,8 +230,15 @@ def test_error_rows_of_a_partition_are_retried_on_the_next_materialization(tmp_p
     write_rows(root / "sources" / "p" / "train.jsonl", [one_turn(f"r{i}", f"q{i}") for i in range(3)])
 
     def cfg(address):
-        return source_config("p", {"sources": {"p": {"enabled": True, "server_addresses": [address],
-                                                     "model": "stub-model", "max_attempts": 1}}})
+        return source_config(
+            "p",
+            {
+                "sources": {
+                    "p": {"enabled": True, "server_addresses": [address], "model": "stub-model", "max_attempts": 1}
+                }
+            },
+        )
+
     first = regenerate_partition("p", cfg(stub_server(quirk="NO_CHOICES").address), root=root, log=lambda m: None)
     assert first["counts"]["error"] == 3 and first["reconciles"]
     second = regenerate_partition("p", cfg(stub_server().address), root=root, log=lambda m: None)
@@ -198,8 +246,16 @@ def test_error_rows_of_a_partition_are_retried_on_the_next_materialization(tmp_p
 
 
 def test_check_reply_values():
-    ok = {"choices": [{"message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                       "finish_reason": "stop"}], "model": "m", "usage": {"completion_tokens": 2}}
+    ok = {
+        "choices": [
+            {
+                "message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                "finish_reason": "stop",
+            }
+        ],
+        "model": "m",
+        "usage": {"completion_tokens": 2},
+    }
     r = check_reply(ok)
     assert (r.content, r.finish_reason, r.model, r.usage["completion_tokens"], r.skip) == ("ab", "stop", "m", 2, None)
     with pytest.raises(BadReply) as e:
@@ -209,11 +265,11 @@ def test_check_reply_values():
         check_reply([1])
     assert e.value.retry and e.value.kind == "bad_response"
     with pytest.raises(BadReply) as e:
-        check_reply({"choices": [{"message": {"content": "x", "reasoning_content": ""}, "finish_reason": "stop"}]},
-                    "save")
+        check_reply(
+            {"choices": [{"message": {"content": "x", "reasoning_content": ""}, "finish_reason": "stop"}]}, "save"
+        )
     assert e.value.kind == "no_reasoning" and "reasoning_content empty" in str(e.value)
-    r = check_reply({"choices": [{"message": {"content": "x", "reasoning": "why"}, "finish_reason": "stop"}]},
-                    "save")
+    r = check_reply({"choices": [{"message": {"content": "x", "reasoning": "why"}, "finish_reason": "stop"}]}, "save")
     assert r.reasoning == "why"
     with pytest.raises(BadReply) as e:
         check_reply({"choices": [{"message": {"content": None, "refusal": "I can't"}, "finish_reason": "stop"}]})

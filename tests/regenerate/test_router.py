@@ -12,6 +12,7 @@ and no SGLang install. Behind it:
   route by them), with the request body (re-encodes it through SGLang's schema) and API keys.
 - one real `transformers serve` (tiny model), which cannot work behind this router (422).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.server
 
 # A real OpenAI-compatible ASGI server that also answers SGLang's /model_info and /server_info
 # (the router reads the worker's model from them). GET /asked lists every chat request body it got.
-WORKER_APP = r'''
+WORKER_APP = r"""
 import sys
 import uvicorn
 from fastapi import FastAPI, Request
@@ -90,7 +91,7 @@ async def chat(request: Request):
 
 print(f"PORT {port}", flush=True)
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
-'''
+"""
 
 
 def _free_port() -> int:
@@ -149,10 +150,28 @@ def sglang_router(tmp_path):
     def start(worker_urls: list[str], *extra: str) -> Router:
         port = _free_port()
         log = open(tmp_path / f"router-{port}.log", "w")
-        cmd = [sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
-               "--worker-urls", *worker_urls, "--policy", "round_robin", "--health-check-interval-secs", "1",
-               "--health-failure-threshold", "1", "--worker-startup-timeout-secs", "30", "--log-level", "warn",
-               *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sglang_router.launch_router",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--worker-urls",
+            *worker_urls,
+            "--policy",
+            "round_robin",
+            "--health-check-interval-secs",
+            "1",
+            "--health-failure-threshold",
+            "1",
+            "--worker-startup-timeout-secs",
+            "30",
+            "--log-level",
+            "warn",
+            *extra,
+        ]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         r = Router(proc, port, log)
         started.append(r)
@@ -160,6 +179,7 @@ def sglang_router(tmp_path):
         def ready():
             code, body = _get(r.url + "/readiness", timeout=2)
             return code == 200 and body.get("healthy_workers") == len(worker_urls)
+
         _wait_for(f"router on port {port} with {len(worker_urls)} workers", ready, proc=proc)
         return r
 
@@ -183,8 +203,9 @@ def asgi_worker():
 
     def start(name: str, api_key: str = ""):
         port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-c", WORKER_APP, str(port), name, api_key],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER_APP, str(port), name, api_key], stdout=subprocess.PIPE, text=True
+        )
         procs.append(proc)
         assert proc.stdout.readline().startswith("PORT ")
         url = f"http://127.0.0.1:{port}"
@@ -201,8 +222,9 @@ def asgi_worker():
 def _chat_ok(router: Router) -> bool:
     """One chat request through the router answers 200."""
     body = json.dumps({"model": "stub-model", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
-    req = urllib.request.Request(router.url + "/v1/chat/completions", data=body.encode(),
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        router.url + "/v1/chat/completions", data=body.encode(), headers={"content-type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status == 200
@@ -215,9 +237,27 @@ def _stats(stub) -> dict:
 
 
 def _cli(router: Router, inp, outp, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", "stub-model",
-            "--server-address", router.address, "--input-file-path", str(inp), "--output-file-path", str(outp),
-            "--max-tokens", "16", "--temperature", "0", "--request-timeout", "30", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "specforge_assets.cli",
+        "regenerate",
+        "--model",
+        "stub-model",
+        "--server-address",
+        router.address,
+        "--input-file-path",
+        str(inp),
+        "--output-file-path",
+        str(outp),
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+        "--request-timeout",
+        "30",
+        *extra,
+    ]
 
 
 def _nonzero(counts: dict) -> dict:
@@ -230,8 +270,7 @@ def _assert_exactly_once(rows, outputs):
     assert len(ids) == len(set(ids))
 
 
-def test_cli_through_router_with_one_of_three_servers_sigkilled_is_exactly_once(tmp_path, stub_server,
-                                                                                 sglang_router):
+def test_cli_through_router_with_one_of_three_servers_sigkilled_is_exactly_once(tmp_path, stub_server, sglang_router):
     n = 900
     rows = make_rows(n)
     inp = write_rows(tmp_path / "in.jsonl", rows)
@@ -240,8 +279,12 @@ def test_cli_through_router_with_one_of_three_servers_sigkilled_is_exactly_once(
     victim = stubs[1]
     outp = tmp_path / "out" / "regen.jsonl"
 
-    proc = subprocess.Popen(_cli(router, inp, outp, "--concurrency", "12", "--resume"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli(router, inp, outp, "--concurrency", "12", "--resume"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for("a sixth of the rows done", lambda: len(finished_rows(outp)) >= n // 6, proc=proc)
     served_by_victim = _stats(victim)["chat_requests"]
     victim.proc.send_signal(signal.SIGKILL)
@@ -256,18 +299,27 @@ def test_cli_through_router_with_one_of_three_servers_sigkilled_is_exactly_once(
     assert served_by_victim > 0  # round robin: the killed server really had a share of the run
     assert all(_stats(s)["chat_requests"] > 0 for s in (stubs[0], stubs[2]))
     # the router took the dead worker out (its own health check), the two others stay in
-    _wait_for("router marks the killed worker unhealthy",
-              lambda: router.workers() == {f"http://{stubs[0].address}": True,
-                                           f"http://{victim.address}": False,
-                                           f"http://{stubs[2].address}": True}, timeout=30)
+    _wait_for(
+        "router marks the killed worker unhealthy",
+        lambda: (
+            router.workers()
+            == {
+                f"http://{stubs[0].address}": True,
+                f"http://{victim.address}": False,
+                f"http://{stubs[2].address}": True,
+            }
+        ),
+        timeout=30,
+    )
     # provenance names the router: the client never sees the workers behind it
     success = read_jsonl(outputs.success)
     assert {s for r in success for s in r["regeneration"]["servers"]} == {router.address}
     # rows that failed while the worker died are error rows a --resume finishes (the router's own
     # retries usually leave none); the rows already done are kept as they are
     before = {r["id"]: r for r in success}
-    r = subprocess.run(_cli(router, inp, outp, "--concurrency", "12", "--resume"), capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        _cli(router, inp, outp, "--concurrency", "12", "--resume"), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert (summary["success"], summary["error"], summary["skipped"]) == (n, 0, 0)
@@ -323,20 +375,38 @@ def test_all_workers_die_mid_run_behind_router_then_resume_is_exactly_once(tmp_p
     ports = [s.port for s in stubs]
     # the router's own retry backoff (default 5 retries from 50 ms) makes each 503 slow, and its
     # circuit breaker keeps a worker refused for 60 s after failures even once it is healthy: shorten both
-    router = sglang_router([f"http://{s.address}" for s in stubs], "--retry-max-retries", "2",
-                           "--retry-initial-backoff-ms", "5", "--retry-max-backoff-ms", "20",
-                           "--cb-timeout-duration-secs", "2")
+    router = sglang_router(
+        [f"http://{s.address}" for s in stubs],
+        "--retry-max-retries",
+        "2",
+        "--retry-initial-backoff-ms",
+        "5",
+        "--retry-max-backoff-ms",
+        "20",
+        "--cb-timeout-duration-secs",
+        "2",
+    )
     outp = tmp_path / "out" / "regen.jsonl"
     outputs = OutputPaths.specforge(outp)
-    settings = RegenSettings(model="stub-model", max_tokens=16, concurrency=4, backoff_base_s=0.02,
-                             backoff_max_s=0.1, probe_interval_s=0.2, request_timeout_s=10.0,
-                             connect_timeout_s=2.0, all_down_timeout_s=5.0, max_attempts=3)
+    settings = RegenSettings(
+        model="stub-model",
+        max_tokens=16,
+        concurrency=4,
+        backoff_base_s=0.02,
+        backoff_max_s=0.1,
+        probe_interval_s=0.2,
+        request_timeout_s=10.0,
+        connect_timeout_s=2.0,
+        all_down_timeout_s=5.0,
+        max_attempts=3,
+    )
     result: dict = {}
 
     def first_run():
         try:
-            result["stats"] = run_regeneration(inp, outputs, settings, [router.address], resume=True,
-                                               log=lambda m: None)
+            result["stats"] = run_regeneration(
+                inp, outputs, settings, [router.address], resume=True, log=lambda m: None
+            )
         except NoServerAvailable as e:
             result["stopped"] = str(e)
 
@@ -380,19 +450,25 @@ def test_router_passes_the_model_field_through_and_does_not_route_by_it(tmp_path
     stats = run_regeneration(inp, outp, settings, [router.address], resume=False, log=lambda m: None)
     assert _nonzero(stats["counts"]) == {"success": 24}
     # the router forwards `model` unchanged (no rewrite, no check) ...
-    assert {b["model"] for b in _get(url_a + "/asked")[1]} == {b["model"] for b in _get(url_b + "/asked")[1]} == {
-        "model-a"}
+    assert (
+        {b["model"] for b in _get(url_a + "/asked")[1]}
+        == {b["model"] for b in _get(url_b + "/asked")[1]}
+        == {"model-a"}
+    )
     # ... and sends a model-a request to the model-b worker as well (round robin, single-model
     # mode): the run's server_models and each row's provenance are where a mixed fleet shows.
     assert set(stats["server_models"]) == {"model-a", "model-b"}
     answered = Counter(r["regeneration"]["model"] for r in read_jsonl(outp.success))
     assert set(answered) == {"model-a", "model-b"}
-    assert all(r["conversations"][-1]["content"].startswith(r["regeneration"]["model"] + ": ")
-               for r in read_jsonl(outp.success))
+    assert all(
+        r["conversations"][-1]["content"].startswith(r["regeneration"]["model"] + ": ")
+        for r in read_jsonl(outp.success)
+    )
 
 
-def test_regenerated_asset_with_the_router_as_its_single_server(tmp_path, monkeypatch, stub_server, sglang_router,
-                                                               dagster_instance):
+def test_regenerated_asset_with_the_router_as_its_single_server(
+    tmp_path, monkeypatch, stub_server, sglang_router, dagster_instance
+):
     """The real `sources_and_regenerated` job (real definitions, a temp instance), configured with
     `server_addresses: [<router>]`: every row regenerated once, its checks pass."""
     import yaml
@@ -407,16 +483,30 @@ def test_regenerated_asset_with_the_router_as_its_single_server(tmp_path, monkey
     cfg.mkdir()
     rows = make_rows(30)
     write_rows(tmp_path / "in" / "s1.jsonl", rows)
-    (cfg / "sources.yaml").write_text(yaml.safe_dump(
-        {"sources": {key: {"format": "conversations", "data_path": str(tmp_path / "in" / "s1.jsonl")}}}))
-    (cfg / "regenerate.yaml").write_text(yaml.safe_dump({"sources": {key: {
-        "enabled": True, "model": "stub-model", "concurrency": 12, "server_addresses": [router.address]}}}))
+    (cfg / "sources.yaml").write_text(
+        yaml.safe_dump({"sources": {key: {"format": "conversations", "data_path": str(tmp_path / "in" / "s1.jsonl")}}})
+    )
+    (cfg / "regenerate.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "sources": {
+                    key: {
+                        "enabled": True,
+                        "model": "stub-model",
+                        "concurrency": 12,
+                        "server_addresses": [router.address],
+                    }
+                }
+            }
+        )
+    )
     monkeypatch.setenv("SPECFORGE_DATA_ROOT", str(root))
     monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(cfg))
     dagster_instance.add_dynamic_partitions("sources", [key])
 
     res = defs.resolve_job_def("sources_and_regenerated").execute_in_process(
-        instance=dagster_instance, partition_key=key, raise_on_error=False)
+        instance=dagster_instance, partition_key=key, raise_on_error=False
+    )
     assert res.success
     checks = [e for e in res.get_asset_check_evaluations() if e.asset_key == REGENERATED]
     assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
@@ -440,9 +530,21 @@ def test_what_the_router_does_to_the_request_body(tmp_path, asgi_worker, sglang_
     url, _ = asgi_worker("stub-model")
     router = sglang_router([url])
     inp = write_rows(tmp_path / "in.jsonl", make_rows(3, turns=(1,)))
-    settings = RegenSettings(model="stub-model", max_tokens=16, temperature=0.5, top_p=0.75, top_k=20, min_p=0.25,
-                             repetition_penalty=1.5, seed=7, reasoning="disable", dialect=dialect,
-                             extra_body={"my_field": {"x": 1}}, concurrency=1, request_timeout_s=30.0)
+    settings = RegenSettings(
+        model="stub-model",
+        max_tokens=16,
+        temperature=0.5,
+        top_p=0.75,
+        top_k=20,
+        min_p=0.25,
+        repetition_penalty=1.5,
+        seed=7,
+        reasoning="disable",
+        dialect=dialect,
+        extra_body={"my_field": {"x": 1}},
+        concurrency=1,
+        request_timeout_s=30.0,
+    )
     outp = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
     stats = run_regeneration(inp, outp, settings, [router.address], resume=False, log=lambda m: None)
     assert _nonzero(stats["counts"]) == {"success": 3}
@@ -470,9 +572,24 @@ def test_router_in_front_of_real_transformers_serve_is_refused_at_start(tmp_path
     router = sglang_router([f"http://{real_server.address}"])
     inp = write_rows(tmp_path / "in.jsonl", make_rows(3))
     outp = tmp_path / "out" / "regen.jsonl"
-    cmd = [sys.executable, "-m", "specforge_assets.cli", "regenerate", "--model", real_server.served_model_name,
-           "--server-address", router.address, "--input-file-path", str(inp), "--output-file-path", str(outp),
-           "--max-tokens", "8", "--dialect", "transformers"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specforge_assets.cli",
+        "regenerate",
+        "--model",
+        real_server.served_model_name,
+        "--server-address",
+        router.address,
+        "--input-file-path",
+        str(inp),
+        "--output-file-path",
+        str(outp),
+        "--max-tokens",
+        "8",
+        "--dialect",
+        "transformers",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     last = r.stderr.strip().splitlines()[-1]
@@ -504,6 +621,7 @@ def test_api_key_through_the_router(tmp_path, asgi_worker, sglang_router):
     assert json.loads(r.stdout.strip().splitlines()[-1])["success"] == 8
     assert secret not in outp.read_text() and secret not in r.stderr
     env.pop("SPECFORGE_REGEN_API_KEY")
-    r = subprocess.run(_cli(router, inp, tmp_path / "out2" / "regen.jsonl"), capture_output=True, text=True,
-                       timeout=120, env=env)
+    r = subprocess.run(
+        _cli(router, inp, tmp_path / "out2" / "regen.jsonl"), capture_output=True, text=True, timeout=120, env=env
+    )
     assert r.returncode != 0 and "HTTP 401" in r.stderr.strip().splitlines()[-1]

@@ -10,6 +10,7 @@ the messages sent), so each test asserts what reached the server, not only what 
 - chunked and gzip-encoded replies; a 204 reply (an error row at once, no hang);
 - a server that closes idle keep-alive connections (no error, no POST sent twice).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,16 @@ pytestmark = pytest.mark.server
 
 PROBE = "Hello, how are you?"
 # generous timeouts: every outcome below is decided by what the server does, never by a clock
-FAST = dict(backoff_base_s=0.02, backoff_max_s=0.1, probe_interval_s=0.2, request_timeout_s=60.0,
-            connect_timeout_s=10.0, progress_interval_s=60.0, all_down_timeout_s=10.0, max_attempts=2)
+FAST = dict(
+    backoff_base_s=0.02,
+    backoff_max_s=0.1,
+    probe_interval_s=0.2,
+    request_timeout_s=60.0,
+    connect_timeout_s=10.0,
+    progress_interval_s=60.0,
+    all_down_timeout_s=10.0,
+    max_attempts=2,
+)
 
 
 def settings(**kw) -> RegenSettings:
@@ -67,8 +76,9 @@ class ChatApp:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         messages = json.loads(body)["messages"] if body else None
         with self.lock:
-            self.seen.append({"method": scope["method"], "path": scope["path"], "host": headers.get("host"),
-                              "messages": messages})
+            self.seen.append(
+                {"method": scope["method"], "path": scope["path"], "host": headers.get("host"), "messages": messages}
+            )
         if scope["method"] == "GET":
             await self._send(send, 200, json.dumps({"status": "ok", "data": [{"id": "m"}]}).encode())
             return
@@ -77,16 +87,27 @@ class ChatApp:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
-        out = json.dumps({"model": "m", "choices": [{"index": 0, "finish_reason": "stop", "message": {
-            "role": "assistant", "content": f"answer to {last}"}}],
-                          "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode()
+        out = json.dumps(
+            {
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"answer to {last}"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+            }
+        ).encode()
         if self.reply == "chunked":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})  # no length: chunked
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )  # no length: chunked
             third = len(out) // 3
-            for piece in (out[:third], out[third:2 * third]):
+            for piece in (out[:third], out[third : 2 * third]):
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
-            await send({"type": "http.response.body", "body": out[2 * third:]})
+            await send({"type": "http.response.body", "body": out[2 * third :]})
         elif self.reply == "gzip":
             await self._send(send, 200, gzip.compress(out), [(b"content-encoding", b"gzip")])
         else:
@@ -94,9 +115,17 @@ class ChatApp:
 
     @staticmethod
     async def _send(send, status: int, body: bytes, extra=()):
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()), *extra]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *extra,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -116,8 +145,17 @@ def serve():
     running: list[Served] = []
 
     def start(app, host: str = "127.0.0.1", **options) -> Served:
-        config = uvicorn.Config(app, host=host, port=0, lifespan="off", log_level="warning", loop="asyncio",
-                                http="h11", access_log=False, **options)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=0,
+            lifespan="off",
+            log_level="warning",
+            loop="asyncio",
+            http="h11",
+            access_log=False,
+            **options,
+        )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -137,8 +175,9 @@ def serve():
 
 def regenerate(tmp_path, addresses: list[str], rows: list[dict], **kw) -> tuple[dict, OutputPaths]:
     out = OutputPaths.specforge(tmp_path / "out" / "regen.jsonl")
-    stats = run_regeneration(write_rows(tmp_path / "in.jsonl", rows), out, settings(**kw), addresses,
-                             log=lambda m: None)
+    stats = run_regeneration(
+        write_rows(tmp_path / "in.jsonl", rows), out, settings(**kw), addresses, log=lambda m: None
+    )
     return stats, out
 
 
@@ -202,15 +241,49 @@ def private_ca(tmp_path):
     def ssl_cmd(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
 
-    ssl_cmd("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=specforge test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout", "ca.key", "-out", "ca.pem")
-    ssl_cmd("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
-            "-out", "server.csr")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                               "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-    ssl_cmd("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")
+    ssl_cmd(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=specforge test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    ssl_cmd(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"
+    )
+    (d / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    ssl_cmd(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    )
     return d / "ca.pem", d / "server.pem", d / "server.key"
 
 
@@ -272,11 +345,18 @@ class CountingProxy:
             body = await reader.readexactly(length)
             self.targets.append(target)
             u = urlsplit(target)
-            keep = [l for l in lines if l.split(":", 1)[0].strip().lower()
-                    not in ("connection", "proxy-connection", "keep-alive")]
+            keep = [
+                l
+                for l in lines
+                if l.split(":", 1)[0].strip().lower() not in ("connection", "proxy-connection", "keep-alive")
+            ]
             up_r, up_w = await asyncio.open_connection(u.hostname, u.port)
-            up_w.write(f"{method} {u.path or '/'} HTTP/1.1\r\n".encode() + "".join(l + "\r\n" for l in keep).encode()
-                       + b"connection: close\r\n\r\n" + body)
+            up_w.write(
+                f"{method} {u.path or '/'} HTTP/1.1\r\n".encode()
+                + "".join(l + "\r\n" for l in keep).encode()
+                + b"connection: close\r\n\r\n"
+                + body
+            )
             reply = await up_r.read()  # the upstream closes after its reply
             up_w.close()
             rhead, _, rbody = reply.partition(b"\r\n\r\n")

@@ -1,4 +1,5 @@
 """Fixtures of the sources layer tests."""
+
 from __future__ import annotations
 
 import json

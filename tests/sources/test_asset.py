@@ -1,4 +1,5 @@
 """`sources/conversations` materialized for real: instance_for_test, dynamic partitions, checks."""
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,24 @@ from specforge_assets.checks.sources import CHECKS
 from specforge_assets.partitions import SOURCES_PARTITION_NAME, configured_source_keys
 from specforge_assets.resources import SpecforgeStore
 
-SAMPLE_KEYS = ["sample-ultrachat", "sample-sharegpt", "sample-perfectblend", "sample-gsm8k", "sample-opc", "sample-custom", "sample-preformatted"]
+SAMPLE_KEYS = [
+    "sample-ultrachat",
+    "sample-sharegpt",
+    "sample-perfectblend",
+    "sample-gsm8k",
+    "sample-opc",
+    "sample-custom",
+    "sample-preformatted",
+]
 NODE = "sources__conversations"
 
 
 def _run(instance, key, force=False):
     return dg.materialize(
-        layer.assets, partition_key=key, instance=instance, raise_on_error=False,
+        layer.assets,
+        partition_key=key,
+        instance=instance,
+        raise_on_error=False,
         resources={"store": SpecforgeStore(), **layer.resources},
         run_config={"ops": {NODE: {"config": {"force": force}}}},
     )
@@ -57,7 +69,9 @@ def test_every_sample_partition_materializes_green(data_root, dagster_instance):
         assert all(e.passed for e in evals), [(e.check_name, e.metadata) for e in evals if not e.passed]
         assert all(e.partition == key for e in evals)
         out = data_root / "sources" / key
-        assert (out / "train.jsonl").exists() and (out / "quarantine.jsonl").exists() and (out / "manifest.json").exists()
+        assert (
+            (out / "train.jsonl").exists() and (out / "quarantine.jsonl").exists() and (out / "manifest.json").exists()
+        )
         total += md["rows_in"].value
     assert 300 <= total <= 600
     custom = json.loads((data_root / "sources" / "sample-custom" / "manifest.json").read_text())
@@ -81,7 +95,10 @@ def test_rematerializing_unchanged_input_is_cached_with_same_data_version(data_r
     # a tampered output is noticed and rebuilt
     (out / "train.jsonl").write_text("{}\n")
     again = _mat(_run(dagster_instance, "sample-gsm8k"))
-    assert again.metadata["cache"].value.startswith("miss") and again.tags["dagster/data_version"] == first.tags["dagster/data_version"]
+    assert (
+        again.metadata["cache"].value.startswith("miss")
+        and again.tags["dagster/data_version"] == first.tags["dagster/data_version"]
+    )
 
 
 @pytest.fixture
@@ -95,8 +112,29 @@ def config_dir(tmp_path, monkeypatch):
 def test_blocking_check_fails_the_run_on_a_bad_source(tmp_path, data_root, dagster_instance, config_dir):
     raw = tmp_path / "raw.jsonl"
     ok = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    raw.write_text("".join(json.dumps(r) + "\n" for r in [{"id": "a", "conversations": ok}, {"id": "b", "conversations": [{"role": "tool", "content": "x"}]}]))
-    (config_dir / "sources.yaml").write_text(yaml.safe_dump({"sources": {"strict": {"format": "conversations", "data_path": str(raw), "quarantine_threshold": 0.0, "quarantine_min_rows": 0}}}))
+    raw.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"id": "a", "conversations": ok},
+                {"id": "b", "conversations": [{"role": "tool", "content": "x"}]},
+            ]
+        )
+    )
+    (config_dir / "sources.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "sources": {
+                    "strict": {
+                        "format": "conversations",
+                        "data_path": str(raw),
+                        "quarantine_threshold": 0.0,
+                        "quarantine_min_rows": 0,
+                    }
+                }
+            }
+        )
+    )
     dagster_instance.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["strict"])
     result = _run(dagster_instance, "strict")
     assert not result.success  # the blocking check gates anything downstream in the run
@@ -106,16 +144,23 @@ def test_blocking_check_fails_the_run_on_a_bad_source(tmp_path, data_root, dagst
 
 
 @pytest.mark.parametrize("bad, good, blocked", [(1, 2, False), (12, 20, True)])
-def test_a_few_bad_rows_are_quarantined_not_a_failed_partition(tmp_path, data_root, dagster_instance, config_dir, bad, good, blocked):
+def test_a_few_bad_rows_are_quarantined_not_a_failed_partition(
+    tmp_path, data_root, dagster_instance, config_dir, bad, good, blocked
+):
     """One bad row in a 3-row file is quarantined and reported; the rate gate blocks only from
     quarantine_min_rows (default 10) quarantined rows on."""
     ok = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     lines = [json.dumps({"id": f"g{i}", "conversations": ok}) for i in range(good)]
-    lines += ['{"id": "lone%d", "conversations": [{"role": "user", "content": "x \\ud83d"}, {"role": "assistant", "content": "a"}]}' % i
-              for i in range(bad)]
+    lines += [
+        '{"id": "lone%d", "conversations": [{"role": "user", "content": "x \\ud83d"}, {"role": "assistant", "content": "a"}]}'
+        % i
+        for i in range(bad)
+    ]
     raw = tmp_path / "raw.jsonl"
     raw.write_text("\n".join(lines) + "\n")
-    (config_dir / "sources.yaml").write_text(yaml.safe_dump({"sources": {"few": {"format": "auto", "data_path": str(raw)}}}))
+    (config_dir / "sources.yaml").write_text(
+        yaml.safe_dump({"sources": {"few": {"format": "auto", "data_path": str(raw)}}})
+    )
     dagster_instance.add_dynamic_partitions(SOURCES_PARTITION_NAME, ["few"])
     result = _run(dagster_instance, "few")
     assert result.success is not blocked
@@ -129,7 +174,10 @@ def test_incoming_file_becomes_a_partition(tmp_path, data_root, dagster_instance
     (config_dir / "sources.yaml").write_text("sources: {}\n")
     inc = data_root / "incoming"
     inc.mkdir()
-    (inc / "dropped.jsonl").write_text(json.dumps({"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n")
+    (inc / "dropped.jsonl").write_text(
+        json.dumps({"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+        + "\n"
+    )
     from specforge_assets.sources import list_incoming
 
     keys = list(list_incoming())

@@ -1,5 +1,6 @@
 """Bad input: every case is a clear error naming file/row/field, or a quarantined row with its
 reason — never a silent drop and never a partial file."""
+
 from __future__ import annotations
 
 import json
@@ -37,14 +38,17 @@ def test_each_bad_row_is_quarantined_with_file_row_field_reason(tmp_path, data_r
         {"id": "null-content", "conversations": [{"role": "user", "content": None}]},
         {"id": "empty", "conversations": []},
         {"id": "blank", "conversations": [{"role": "user", "content": " \n\t"}]},
-        {"id": "lead-assistant", "conversations": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},
+        {
+            "id": "lead-assistant",
+            "conversations": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}],
+        },
         {"id": "two-users", "conversations": [{"role": "user", "content": "q"}, {"role": "user", "content": "q2"}]},
         {"id": "late-system", "conversations": OK + [{"role": "system", "content": "s"}]},
         {"id": ["list"], "conversations": OK},
         {"id": "good", "conversations": OK},  # duplicate id
         {"id": "text-in-conv-source", "text": "hello"},
     ]
-    raw = {3: b'{"id": "malformed", "conversations": [', 5: b'{"id": "latin1", "text": "caf\xe9"}', 7: b'[1, 2]'}
+    raw = {3: b'{"id": "malformed", "conversations": [', 5: b'{"id": "latin1", "text": "caf\xe9"}', 7: b"[1, 2]"}
     path = write_jsonl(tmp_path / "in.jsonl", rows, raw)
     res = _build(tmp_path, data_root, path)
     m = res.manifest
@@ -113,8 +117,16 @@ def test_preset_rows_specforge_crashes_on_are_quarantined_in_the_asset(tmp_path,
     import pyarrow.parquet as pq
 
     rows = [
-        {"prompt": "p", "prompt_id": "ok", "messages": [{"content": "q", "role": "user"}, {"content": "a", "role": "assistant"}]},
-        {"prompt": "p", "prompt_id": "sys", "messages": [{"content": "s", "role": "system"}, {"content": "q", "role": "user"}]},
+        {
+            "prompt": "p",
+            "prompt_id": "ok",
+            "messages": [{"content": "q", "role": "user"}, {"content": "a", "role": "assistant"}],
+        },
+        {
+            "prompt": "p",
+            "prompt_id": "sys",
+            "messages": [{"content": "s", "role": "system"}, {"content": "q", "role": "user"}],
+        },
     ]
     path = tmp_path / "uc.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -122,7 +134,11 @@ def test_preset_rows_specforge_crashes_on_are_quarantined_in_the_asset(tmp_path,
     res = build_source(resolve_source("uc", cfg, data_root), data_root, config=cfg)
     q = _read(res.out_dir / "quarantine.jsonl")
     assert [r["raw"]["prompt_id"] for r in q] == ["sys"]
-    assert q[0]["reason"] == "Unsupported UltraChat role: 'system'" and q[0]["field"] == "messages[0].role" and q[0]["row"] == 1
+    assert (
+        q[0]["reason"] == "Unsupported UltraChat role: 'system'"
+        and q[0]["field"] == "messages[0].role"
+        and q[0]["row"] == 1
+    )
 
 
 def test_cli_fails_cleanly_without_partial_file(tmp_path, capsys):
@@ -144,15 +160,51 @@ def test_cli_fails_cleanly_without_partial_file(tmp_path, capsys):
 def test_cli_bad_inputs(tmp_path, capsys):
     empty = tmp_path / "e.jsonl"
     empty.write_bytes(b"")
-    assert cli_main(["prepare", "--dataset", "sharegpt", "--data-path", str(empty), "--output-path", str(tmp_path / "o")]) == 1
+    assert (
+        cli_main(["prepare", "--dataset", "sharegpt", "--data-path", str(empty), "--output-path", str(tmp_path / "o")])
+        == 1
+    )
     assert "is empty" in capsys.readouterr().err
-    assert cli_main(["prepare", "--dataset", "sharegpt", "--data-path", str(tmp_path / "nope.json"), "--output-path", str(tmp_path / "o")]) == 1
+    assert (
+        cli_main(
+            [
+                "prepare",
+                "--dataset",
+                "sharegpt",
+                "--data-path",
+                str(tmp_path / "nope.json"),
+                "--output-path",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "does not exist" in capsys.readouterr().err
-    assert cli_main(["prepare", "--dataset", "sharegpt", "--data-path", str(empty), "--sample-size", "0", "--output-path", str(tmp_path / "o")]) == 1
+    assert (
+        cli_main(
+            [
+                "prepare",
+                "--dataset",
+                "sharegpt",
+                "--data-path",
+                str(empty),
+                "--sample-size",
+                "0",
+                "--output-path",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "--sample-size must be > 0" in capsys.readouterr().err
     garbage = tmp_path / "g.jsonl"
     garbage.write_text('{"id": "a", "conversations": [\n')
-    assert cli_main(["prepare", "--dataset", "sharegpt", "--data-path", str(garbage), "--output-path", str(tmp_path / "o")]) == 1
+    assert (
+        cli_main(
+            ["prepare", "--dataset", "sharegpt", "--data-path", str(garbage), "--output-path", str(tmp_path / "o")]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "g.jsonl row 0" in err and "malformed JSON" in err
     assert not (tmp_path / "o" / "sharegpt_train.jsonl").exists()

@@ -1,4 +1,5 @@
 """The DuckDB checks pass on good output and fail, with offending ids, on crafted bad data."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,28 @@ from specforge_assets.checks.sources import CHECKS, run_source_checks
 GOOD = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
 
 
-def _partition(tmp_path, rows, *, test_rows=(), quarantine=0, rows_in=None, threshold=0.1, manifest_counts=None, raw_lines=()):
+def _partition(
+    tmp_path, rows, *, test_rows=(), quarantine=0, rows_in=None, threshold=0.1, manifest_counts=None, raw_lines=()
+):
     d = tmp_path / "part"
     d.mkdir(exist_ok=True)
     lines = [json.dumps(r, ensure_ascii=False) for r in rows] + list(raw_lines)
     (d / "train.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     if test_rows:
         (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test_rows))
-    (d / "quarantine.jsonl").write_text("".join(json.dumps({"file": "f", "row": i, "reason": "r", "raw": {"id": f"q{i}"}}) + "\n" for i in range(quarantine)))
+    (d / "quarantine.jsonl").write_text(
+        "".join(
+            json.dumps({"file": "f", "row": i, "reason": "r", "raw": {"id": f"q{i}"}}) + "\n" for i in range(quarantine)
+        )
+    )
     n = len(lines) + len(test_rows)
-    manifest = {"rows_in": rows_in if rows_in is not None else n + quarantine, "rows_train": len(lines), "rows_test": len(test_rows),
-                "quarantined": quarantine, "spec": {"quarantine_threshold": threshold}}
+    manifest = {
+        "rows_in": rows_in if rows_in is not None else n + quarantine,
+        "rows_train": len(lines),
+        "rows_test": len(test_rows),
+        "quarantined": quarantine,
+        "spec": {"quarantine_threshold": threshold},
+    }
     manifest.update(manifest_counts or {})
     (d / "manifest.json").write_text(json.dumps(manifest))
     return d
@@ -31,31 +43,52 @@ def _by_name(outcomes):
 
 
 def test_good_partition_passes_everything(tmp_path):
-    rows = [{"id": f"r{i}", "conversations": [{"role": "system", "content": "s"}] + GOOD + [{"role": "user", "content": f"more {i}"}]} for i in range(20)]
-    res = _by_name(run_source_checks(_partition(tmp_path, rows, test_rows=[{"id": "t", "conversations": GOOD}], quarantine=1)))
+    rows = [
+        {
+            "id": f"r{i}",
+            "conversations": [{"role": "system", "content": "s"}] + GOOD + [{"role": "user", "content": f"more {i}"}],
+        }
+        for i in range(20)
+    ]
+    res = _by_name(
+        run_source_checks(_partition(tmp_path, rows, test_rows=[{"id": "t", "conversations": GOOD}], quarantine=1))
+    )
     assert set(res) == set(CHECKS)
     assert all(o.passed for o in res.values()), {n: o.metadata for n, o in res.items() if not o.passed}
     assert res["rows_reconcile"].metadata["test"] == 1
 
 
-@pytest.mark.parametrize("bad_row,check,offender", [
-    ({"id": 7, "conversations": GOOD}, "schema_valid", "7"),
-    ({"id": "", "conversations": GOOD}, "schema_valid", ""),
-    ({"id": "x", "conversations": [{"role": "user", "content": ["list"]}]}, "schema_valid", "x"),
-    ({"id": "x", "conversations": [{"role": 1, "content": "c"}]}, "schema_valid", "x"),
-    ({"id": "x", "text": "pre-formatted among conversations"}, "schema_valid", None),
-    ({"id": "x", "conversations": [{"role": "user", "content": "\u00a0 \n"}]}, "no_empty_content", "x"),
-    ({"id": "x", "conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}, "no_empty_content", "x"),
-    ({"id": "x", "conversations": []}, "no_empty_content", "x"),
-    ({"id": "x", "conversations": [{"role": "assistant", "content": "a"}]}, "valid_role_order", "x"),
-    ({"id": "x", "conversations": GOOD + [{"role": "system", "content": "s"}]}, "valid_role_order", "x"),
-    ({"id": "x", "conversations": GOOD + [{"role": "assistant", "content": "again"}]}, "valid_role_order", "x"),
-    ({"id": "x", "conversations": [{"role": "system", "content": "s"}]}, "valid_role_order", "x"),
-    ({"id": "x", "conversations": [{"role": "user", "content": "q"}, {"role": "tool", "content": "t"}]}, "valid_role_order", "x"),
-    ({"id": "r0", "conversations": [{"role": "user", "content": "other"}]}, "unique_ids", "r0"),
-])
+@pytest.mark.parametrize(
+    "bad_row,check,offender",
+    [
+        ({"id": 7, "conversations": GOOD}, "schema_valid", "7"),
+        ({"id": "", "conversations": GOOD}, "schema_valid", ""),
+        ({"id": "x", "conversations": [{"role": "user", "content": ["list"]}]}, "schema_valid", "x"),
+        ({"id": "x", "conversations": [{"role": 1, "content": "c"}]}, "schema_valid", "x"),
+        ({"id": "x", "text": "pre-formatted among conversations"}, "schema_valid", None),
+        ({"id": "x", "conversations": [{"role": "user", "content": "\u00a0 \n"}]}, "no_empty_content", "x"),
+        (
+            {"id": "x", "conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
+            "no_empty_content",
+            "x",
+        ),
+        ({"id": "x", "conversations": []}, "no_empty_content", "x"),
+        ({"id": "x", "conversations": [{"role": "assistant", "content": "a"}]}, "valid_role_order", "x"),
+        ({"id": "x", "conversations": GOOD + [{"role": "system", "content": "s"}]}, "valid_role_order", "x"),
+        ({"id": "x", "conversations": GOOD + [{"role": "assistant", "content": "again"}]}, "valid_role_order", "x"),
+        ({"id": "x", "conversations": [{"role": "system", "content": "s"}]}, "valid_role_order", "x"),
+        (
+            {"id": "x", "conversations": [{"role": "user", "content": "q"}, {"role": "tool", "content": "t"}]},
+            "valid_role_order",
+            "x",
+        ),
+        ({"id": "r0", "conversations": [{"role": "user", "content": "other"}]}, "unique_ids", "r0"),
+    ],
+)
 def test_each_check_fails_on_crafted_bad_row(tmp_path, bad_row, check, offender):
-    rows = [{"id": f"r{i}", "conversations": GOOD + [{"role": "user", "content": str(i)}]} for i in range(5)] + [bad_row]
+    rows = [{"id": f"r{i}", "conversations": GOOD + [{"role": "user", "content": str(i)}]} for i in range(5)] + [
+        bad_row
+    ]
     res = _by_name(run_source_checks(_partition(tmp_path, rows)))
     assert not res[check].passed, res[check].metadata
     assert res[check].blocking
@@ -66,7 +99,11 @@ def test_each_check_fails_on_crafted_bad_row(tmp_path, bad_row, check, offender)
 
 
 def test_structurally_broken_rows_use_the_generic_scan(tmp_path):
-    rows = [{"id": "a", "conversations": GOOD}, {"id": "b", "conversations": "not a list"}, {"id": "c", "conversations": [1, 2]}]
+    rows = [
+        {"id": "a", "conversations": GOOD},
+        {"id": "b", "conversations": "not a list"},
+        {"id": "c", "conversations": [1, 2]},
+    ]
     res = _by_name(run_source_checks(_partition(tmp_path, rows)))
     assert res["schema_valid"].metadata["scan"] == "generic"
     assert not res["schema_valid"].passed and set(res["schema_valid"].metadata["offending_ids"]) == {"b", "c"}
@@ -77,7 +114,9 @@ def test_duplicate_conversations_warn(tmp_path):
     res = _by_name(run_source_checks(_partition(tmp_path, rows)))
     dup = res["no_duplicate_conversations"]
     assert not dup.passed and not dup.blocking and dup.metadata["duplicate_rows"] == 3
-    assert _by_name(run_source_checks(_partition(tmp_path, rows), max_duplicate_rate=0.8))["no_duplicate_conversations"].passed
+    assert _by_name(run_source_checks(_partition(tmp_path, rows), max_duplicate_rate=0.8))[
+        "no_duplicate_conversations"
+    ].passed
 
 
 def test_quarantine_rate_over_threshold(tmp_path):
@@ -86,8 +125,12 @@ def test_quarantine_rate_over_threshold(tmp_path):
     q = res["quarantine_rate"]
     assert not q.passed and q.metadata["quarantine_rate"] == 0.2 and q.metadata["offending_ids"] == ["q0", "q1"]
     # under quarantine_min_rows (default 10) quarantined rows the rate is reported, not blocking
-    assert _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1)))["quarantine_rate"].passed
-    assert _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2), quarantine_threshold=0.25))["quarantine_rate"].passed
+    assert _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1)))[
+        "quarantine_rate"
+    ].passed
+    assert _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2), quarantine_threshold=0.25))[
+        "quarantine_rate"
+    ].passed
 
 
 def test_rows_must_reconcile(tmp_path):

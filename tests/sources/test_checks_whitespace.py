@@ -1,5 +1,6 @@
 """The whitespace set of the sources checks is written out (no scan of every code point at
 import); it must stay exactly what Python's str.isspace()/strip() treat as whitespace."""
+
 from specforge_assets.checks import sources
 
 

@@ -1,5 +1,6 @@
 """One bad key in configs/sources.yaml never stops the other sources: registration, resolution,
 the file-drop sensor and loading the definitions keep working; the bad one is reported."""
+
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,10 @@ import yaml
 
 from specforge_assets import sensors
 from specforge_assets.partitions import (
-    SOURCES_PARTITION_NAME, configured_source_keys, invalid_source_keys, sync_source_partitions,
+    SOURCES_PARTITION_NAME,
+    configured_source_keys,
+    invalid_source_keys,
+    sync_source_partitions,
 )
 from specforge_assets.paths import UnsafeKeyError
 from specforge_assets.resources import SpecforgeStore
@@ -43,8 +47,10 @@ def _defs(root: Path, config_dir: Path) -> dg.Definitions:
         assets=sources_assets.assets,
         sensors=[sensors.incoming_files_sensor, sensors.register_sources_sensor],
         jobs=[sensors.incoming_sources_job],
-        resources={"store": SpecforgeStore(data_root=str(root), config_dir=str(config_dir)),
-                   "sources_settings": sources_assets.SourcesSettings(hub_offline=True)},
+        resources={
+            "store": SpecforgeStore(data_root=str(root), config_dir=str(config_dir)),
+            "sources_settings": sources_assets.SourcesSettings(hub_offline=True),
+        },
     )
 
 
@@ -110,10 +116,16 @@ def test_file_drop_sensor_works_with_a_bad_key_in_the_config(bad_config, dagster
 
 def test_definitions_load_with_a_bad_key(bad_config):
     root, config_dir = bad_config
-    env = {**os.environ, "SPECFORGE_DATA_ROOT": str(root), "SPECFORGE_CONFIG_DIR": str(config_dir),
-           "DAGSTER_DISABLE_TELEMETRY": "1"}
-    code = ("from specforge_assets.definitions import defs; "
-            "r = defs.get_repository_def(); print('sensors', len(r.sensor_defs))")
+    env = {
+        **os.environ,
+        "SPECFORGE_DATA_ROOT": str(root),
+        "SPECFORGE_CONFIG_DIR": str(config_dir),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    }
+    code = (
+        "from specforge_assets.definitions import defs; "
+        "r = defs.get_repository_def(); print('sensors', len(r.sensor_defs))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "sensors" in out.stdout

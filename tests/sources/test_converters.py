@@ -1,4 +1,5 @@
 """Pure converters on raw rows in each hub schema, including the awkward ones."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,15 @@ def md5(s: str) -> str:
 
 def test_ultrachat_copies_messages_and_rejects_system():
     c = conv("ultrachat")
-    row = {"prompt": "p", "prompt_id": "abc", "messages": [{"content": "q", "role": "user"}, {"content": "a", "role": "assistant"}]}
-    assert c(row, 0) == ({"id": "abc", "conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, 0)
+    row = {
+        "prompt": "p",
+        "prompt_id": "abc",
+        "messages": [{"content": "q", "role": "user"}, {"content": "a", "role": "assistant"}],
+    }
+    assert c(row, 0) == (
+        {"id": "abc", "conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+        0,
+    )
     with pytest.raises(RowError, match="Unsupported UltraChat role: 'system'") as e:
         c({"prompt_id": "x", "messages": [{"content": "s", "role": "system"}]}, 0)
     assert e.value.field == "messages[0].role"
@@ -31,13 +39,25 @@ def test_ultrachat_copies_messages_and_rejects_system():
 
 def test_sharegpt_maps_senders_and_counts_dropped():
     c = conv("sharegpt")
-    row = {"id": 7, "conversations": [
-        {"from": "system", "value": "sys"}, {"from": "human", "value": "q"}, {"from": "chatgpt", "value": "a"},
-        {"from": "Human", "value": "dropped"}, {"from": "bard", "value": None},
-    ]}
+    row = {
+        "id": 7,
+        "conversations": [
+            {"from": "system", "value": "sys"},
+            {"from": "human", "value": "q"},
+            {"from": "chatgpt", "value": "a"},
+            {"from": "Human", "value": "dropped"},
+            {"from": "bard", "value": None},
+        ],
+    }
     out, skipped = c(row, 0)
-    assert out == {"id": "7", "conversations": [
-        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": None}]}
+    assert out == {
+        "id": "7",
+        "conversations": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"},
+            {"role": "assistant", "content": None},
+        ],
+    }
     assert skipped == 2
 
 
@@ -60,32 +80,49 @@ def test_eaglechat_identity_keeps_everything():
 
 
 def test_magpie_uses_uuid():
-    out, skipped = conv("magpie-qwen2.5-pro-1m-v0.1")({"uuid": "u-1", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], "model": "m"}, 0)
+    out, skipped = conv("magpie-qwen2.5-pro-1m-v0.1")(
+        {
+            "uuid": "u-1",
+            "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+            "model": "m",
+        },
+        0,
+    )
     assert out["id"] == "u-1" and skipped == 0 and list(out) == ["id", "conversations"]
 
 
 def test_nebius_takes_first_message_whatever_its_role():
-    row = {"conversation": [{"content": "system text", "role": "system"}, {"content": "later", "role": "user"}],
-           "generated_message": {"content": "ans", "role": "assistant"}}
+    row = {
+        "conversation": [{"content": "system text", "role": "system"}, {"content": "later", "role": "user"}],
+        "generated_message": {"content": "ans", "role": "assistant"},
+    }
     assert conv("nebius-llama31-8b-infinity-instruct")(row, 4)[0] == {
-        "id": "4", "conversations": [{"role": "user", "content": "system text"}, {"role": "assistant", "content": "ans"}]}
+        "id": "4",
+        "conversations": [{"role": "user", "content": "system text"}, {"role": "assistant", "content": "ans"}],
+    }
     with pytest.raises(RowError, match="conversation is empty"):
         conv("nebius-llama31-8b-infinity-instruct")({"conversation": [], "generated_message": {"content": "a"}}, 0)
 
 
-@pytest.mark.parametrize("preset,row,user,assistant", [
-    ("gsm8k", {"question": "q?", "answer": "x <<1+1=2>>2\n#### 2"}, "q?", "x <<1+1=2>>2\n#### 2"),
-    ("opc", {"instruction": "i", "output": "o", "tag": "t"}, "i", "o"),
-    ("hendrycks_math", {"problem": "p", "level": "1", "type": "t", "solution": "s"}, "p", "s"),
-    ("math_qa", {"Problem": "P", "Rationale": "R", "options": ""}, "P\n", "R"),
-    ("magicoder-evol-instruct", {"instruction": "i", "response": "r"}, "i", "r"),
-    ("camel", {"role_1": "x", "topic;": "t", "sub_topic": "s", "message_1": "m1", "message_2": "m2"}, "m1", "m2"),
-    ("codealpaca-20k", {"instruction": "do", "input": "", "output": "o"}, "do", "o"),
-    ("codealpaca-20k", {"instruction": "do", "input": " ", "output": "o"}, "do\n\n ", "o"),
-])
+@pytest.mark.parametrize(
+    "preset,row,user,assistant",
+    [
+        ("gsm8k", {"question": "q?", "answer": "x <<1+1=2>>2\n#### 2"}, "q?", "x <<1+1=2>>2\n#### 2"),
+        ("opc", {"instruction": "i", "output": "o", "tag": "t"}, "i", "o"),
+        ("hendrycks_math", {"problem": "p", "level": "1", "type": "t", "solution": "s"}, "p", "s"),
+        ("math_qa", {"Problem": "P", "Rationale": "R", "options": ""}, "P\n", "R"),
+        ("magicoder-evol-instruct", {"instruction": "i", "response": "r"}, "i", "r"),
+        ("camel", {"role_1": "x", "topic;": "t", "sub_topic": "s", "message_1": "m1", "message_2": "m2"}, "m1", "m2"),
+        ("codealpaca-20k", {"instruction": "do", "input": "", "output": "o"}, "do", "o"),
+        ("codealpaca-20k", {"instruction": "do", "input": " ", "output": "o"}, "do\n\n ", "o"),
+    ],
+)
 def test_md5_single_turn_presets(preset, row, user, assistant):
     out, _ = conv(preset)(row, 0)
-    assert out == {"id": md5(user + assistant), "conversations": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+    assert out == {
+        "id": md5(user + assistant),
+        "conversations": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}],
+    }
 
 
 def test_md5_of_null_is_a_row_error():
@@ -104,7 +141,14 @@ def test_opencodeinstruct_id_falls_back_on_falsy():
 
 
 def test_sciq_matches_seeded_global_shuffle_and_labels_first_match():
-    row = {"question": "Q", "distractor3": "same", "distractor1": "b", "distractor2": "c", "correct_answer": "same", "support": ""}
+    row = {
+        "question": "Q",
+        "distractor3": "same",
+        "distractor1": "b",
+        "distractor2": "c",
+        "correct_answer": "same",
+        "support": "",
+    }
     random.seed(0)
     opts = ["same", "b", "c", "same"]
     random.shuffle(opts)
@@ -112,4 +156,7 @@ def test_sciq_matches_seeded_global_shuffle_and_labels_first_match():
     user = "Q\n" + "\n".join(f"{l}) {o}" for l, o in zip("abcd", opts))
     assistant = f"\nanswer: {label}) same"
     out, _ = conv("sciq")(row, 0)
-    assert out == {"id": md5(user + assistant), "conversations": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+    assert out == {
+        "id": md5(user + assistant),
+        "conversations": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}],
+    }

@@ -1,5 +1,6 @@
 """Custom sources (conversations, ShareGPT, pre-formatted, auto), content-hash ids, the incoming
 folder, and the hub code path (local files laid out as the hub delivers them; offline errors)."""
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,33 @@ def _read(path):
 def test_formats_parse_to_contract_rows():
     assert parse_custom_row({"id": "a", "conversations": CONV}, "conversations") == {"id": "a", "conversations": CONV}
     sg = [{"from": "system", "value": "S"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
-    assert parse_custom_row({"id": 3, "conversations": sg}, "sharegpt") == {"id": "3", "conversations": [
-        {"role": "system", "content": "S"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    assert parse_custom_row({"id": 3, "conversations": sg}, "sharegpt") == {
+        "id": "3",
+        "conversations": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"},
+        ],
+    }
     assert parse_custom_row({"messages": CONV}, "auto")["conversations"] == CONV
-    assert parse_custom_row({"id": "t", "text": "<|im_start|>user\nhi<|im_end|>\n"}, "auto") == {"id": "t", "text": "<|im_start|>user\nhi<|im_end|>\n"}
+    assert parse_custom_row({"id": "t", "text": "<|im_start|>user\nhi<|im_end|>\n"}, "auto") == {
+        "id": "t",
+        "text": "<|im_start|>user\nhi<|im_end|>\n",
+    }
 
 
 def test_rows_without_id_get_a_stable_content_hash_id():
     a = parse_custom_row({"conversations": CONV}, "auto")["id"]
     b = parse_custom_row({"id": None, "conversations": [dict(m) for m in CONV]}, "conversations")["id"]
-    sg = parse_custom_row({"conversations": [{"from": "human", "value": CONV[0]["content"]}, {"from": "gpt", "value": CONV[1]["content"]}]}, "auto")["id"]
+    sg = parse_custom_row(
+        {
+            "conversations": [
+                {"from": "human", "value": CONV[0]["content"]},
+                {"from": "gpt", "value": CONV[1]["content"]},
+            ]
+        },
+        "auto",
+    )["id"]
     assert a == b == sg == content_hash_id(CONV) and len(a) == 32
     assert parse_custom_row({"conversations": CONV[:1]}, "auto")["id"] != a
 
@@ -44,8 +62,9 @@ def _cfg(tmp_path, sources: dict, **extra) -> dict:
 
 @pytest.mark.parametrize("suffix", ["jsonl", "json", "parquet"])
 def test_custom_file_formats(tmp_path, data_root, suffix):
-    rows = [{"id": f"r{i}", "conversations": CONV} for i in range(3)] + [{"conversations": [
-        {"from": "human", "value": "hello"}, {"from": "gpt", "value": "hi"}]}]
+    rows = [{"id": f"r{i}", "conversations": CONV} for i in range(3)] + [
+        {"conversations": [{"from": "human", "value": "hello"}, {"from": "gpt", "value": "hi"}]}
+    ]
     path = tmp_path / f"custom.{suffix}"
     if suffix == "jsonl":
         write_jsonl(path, rows)
@@ -55,9 +74,24 @@ def test_custom_file_formats(tmp_path, data_root, suffix):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist([{"id": r.get("id"), "conversations": [
-            {"role": m.get("role", "user" if m.get("from") == "human" else "assistant"), "content": m.get("content", m.get("value"))}
-            for m in r["conversations"]]} for r in rows]), path)
+        pq.write_table(
+            pa.Table.from_pylist(
+                [
+                    {
+                        "id": r.get("id"),
+                        "conversations": [
+                            {
+                                "role": m.get("role", "user" if m.get("from") == "human" else "assistant"),
+                                "content": m.get("content", m.get("value")),
+                            }
+                            for m in r["conversations"]
+                        ],
+                    }
+                    for r in rows
+                ]
+            ),
+            path,
+        )
     cfg = _cfg(tmp_path, {"mine": {"format": "auto", "data_path": str(path)}})
     res = build_source(resolve_source("mine", cfg, data_root), data_root, config=cfg)
     out = _read(res.out_dir / "train.jsonl")
@@ -78,7 +112,16 @@ def test_custom_directory_and_preformatted(tmp_path, data_root):
 
 
 def test_preset_source_with_local_data_and_split(tmp_path, data_root):
-    cfg = _cfg(tmp_path, {"pb": {"preset": "perfectblend", "data_path": str(PRESET_FIXTURES / "perfectblend" / "raw.parquet"), "split_eval": True}})
+    cfg = _cfg(
+        tmp_path,
+        {
+            "pb": {
+                "preset": "perfectblend",
+                "data_path": str(PRESET_FIXTURES / "perfectblend" / "raw.parquet"),
+                "split_eval": True,
+            }
+        },
+    )
     res = build_source(resolve_source("pb", cfg, data_root), data_root, config=cfg)
     m = res.manifest
     assert m["rows_in"] == 36 and m["rows_train"] + m["rows_test"] + m["quarantined"] == 36
@@ -125,21 +168,32 @@ def test_unknown_source_and_escaping_keys(data_root):
             resolve_source(key, {"sources": {}}, data_root)
 
 
-@pytest.mark.parametrize("entry,match", [
-    ({"preset": "nope"}, "unknown preset 'nope'"),
-    ({"preset": "sharegpt4v"}, "not supported"),
-    ({"format": "xml", "data_path": "x"}, "unknown format 'xml'"),
-    ({"format": "auto"}, "needs 'data_path' or 'hub_id'"),
-    ({"preset": "gsm8k", "format": "auto"}, "either 'preset' or 'format'"),
-    ({"preset": "gsm8k", "sample_size": 0}, "sample_size must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "entry,match",
+    [
+        ({"preset": "nope"}, "unknown preset 'nope'"),
+        ({"preset": "sharegpt4v"}, "not supported"),
+        ({"format": "xml", "data_path": "x"}, "unknown format 'xml'"),
+        ({"format": "auto"}, "needs 'data_path' or 'hub_id'"),
+        ({"preset": "gsm8k", "format": "auto"}, "either 'preset' or 'format'"),
+        ({"preset": "gsm8k", "sample_size": 0}, "sample_size must be a positive integer"),
+    ],
+)
 def test_bad_source_entries(entry, match, data_root):
     with pytest.raises(Exception, match=match):
         resolve_source("s", {"sources": {"s": entry}}, data_root)
 
 
 def test_configured_sample_sources_resolve():
-    keys = ["sample-ultrachat", "sample-sharegpt", "sample-perfectblend", "sample-gsm8k", "sample-opc", "sample-custom", "sample-preformatted"]
+    keys = [
+        "sample-ultrachat",
+        "sample-sharegpt",
+        "sample-perfectblend",
+        "sample-gsm8k",
+        "sample-opc",
+        "sample-custom",
+        "sample-preformatted",
+    ]
     from specforge_assets.partitions import configured_source_keys
 
     assert configured_source_keys()[: len(keys)] == keys
@@ -149,12 +203,21 @@ def test_configured_sample_sources_resolve():
 
 # ---------------------------------------------------------------------------- hub code path
 
+
 def _hub_repo(tmp_path):
     """A folder laid out like the hub's `EleutherAI/hendrycks_math` repo: README configs + shards."""
     import shutil
 
     repo = tmp_path / "hub" / "hendrycks_math"
-    configs = ["algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory", "prealgebra", "precalculus"]
+    configs = [
+        "algebra",
+        "counting_and_probability",
+        "geometry",
+        "intermediate_algebra",
+        "number_theory",
+        "prealgebra",
+        "precalculus",
+    ]
     lines = ["---", "configs:"]
     for c in configs:
         (repo / c).mkdir(parents=True)
@@ -185,7 +248,9 @@ def test_custom_hub_dataset_with_local_repo_layout(tmp_path, data_root):
     write_jsonl(repo / "data" / "train-00000-of-00002.jsonl", [{"id": "a", "conversations": CONV}])
     write_jsonl(repo / "data" / "train-00001-of-00002.jsonl", [{"id": "b", "conversations": CONV}])
     cfg = {"sources": {"hubby": {"format": "conversations", "hub_id": str(repo)}}}
-    res = build_source(resolve_source("hubby", cfg, data_root), data_root, config=cfg, cache_dir=str(tmp_path / "cache"))
+    res = build_source(
+        resolve_source("hubby", cfg, data_root), data_root, config=cfg, cache_dir=str(tmp_path / "cache")
+    )
     assert [r["id"] for r in _read(res.out_dir / "train.jsonl")] == ["a", "b"]
 
 

@@ -1,5 +1,6 @@
 """Every SpecForge preset reproduces the reference output byte for byte (fixtures from SpecForge
 itself), through the `specforge-assets prepare` command line."""
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,25 @@ from specforge_assets.sources.presets import load_presets
 from .conftest import PRESET_FIXTURES, preset_data_path, preset_names, preset_runs
 
 ALL_PRESETS = [
-    "ultrachat", "sharegpt", "eaglechat", "perfectblend", "perfectblend-llama3.1-8b-instruct",
-    "perfectblend-llama3.3-70b-instruct", "perfectblend-llama4-scout-instruct",
-    "perfectblend-llama4-maverick-instruct", "magpie-qwen2.5-pro-1m-v0.1",
-    "nebius-llama31-8b-infinity-instruct", "opc", "gsm8k", "hendrycks_math", "math_qa",
-    "codealpaca-20k", "opencodeinstruct", "magicoder-evol-instruct", "sciq", "camel",
+    "ultrachat",
+    "sharegpt",
+    "eaglechat",
+    "perfectblend",
+    "perfectblend-llama3.1-8b-instruct",
+    "perfectblend-llama3.3-70b-instruct",
+    "perfectblend-llama4-scout-instruct",
+    "perfectblend-llama4-maverick-instruct",
+    "magpie-qwen2.5-pro-1m-v0.1",
+    "nebius-llama31-8b-infinity-instruct",
+    "opc",
+    "gsm8k",
+    "hendrycks_math",
+    "math_qa",
+    "codealpaca-20k",
+    "opencodeinstruct",
+    "magicoder-evol-instruct",
+    "sciq",
+    "camel",
 ]
 
 
@@ -58,7 +73,16 @@ def test_split_eval_and_sample_size_match_datasets_train_test_split(preset, tmp_
     expected = _rows(PRESET_FIXTURES / preset / "expected_train.jsonl")
     for sample_size in (None, 10):
         out = tmp_path / f"out-{sample_size}"
-        argv = ["prepare", "--dataset", preset, "--data-path", str(data_path), "--output-path", str(out), "--split-eval"]
+        argv = [
+            "prepare",
+            "--dataset",
+            preset,
+            "--data-path",
+            str(data_path),
+            "--output-path",
+            str(out),
+            "--split-eval",
+        ]
         if sample_size:
             argv += ["--sample-size", str(sample_size)]
         assert cli_main(argv) == 0
@@ -73,7 +97,22 @@ def test_split_eval_and_sample_size_match_datasets_train_test_split(preset, tmp_
 def test_sample_size_keeps_first_rows_with_full_dataset_index(tmp_path):
     data_path = preset_data_path("camel", tmp_path)
     out = tmp_path / "out"
-    assert cli_main(["prepare", "--dataset", "camel", "--data-path", str(data_path), "--output-path", str(out), "--sample-size", "40"]) == 0
+    assert (
+        cli_main(
+            [
+                "prepare",
+                "--dataset",
+                "camel",
+                "--data-path",
+                str(data_path),
+                "--output-path",
+                str(out),
+                "--sample-size",
+                "40",
+            ]
+        )
+        == 0
+    )
     expected = (PRESET_FIXTURES / "camel" / "expected_train.jsonl").read_text(encoding="utf-8").splitlines()[:40]
     assert (out / "camel_train.jsonl").read_text(encoding="utf-8").splitlines() == expected
 
@@ -118,7 +157,9 @@ def test_data_path_layouts(tmp_path):
         else:
             data_path = layout
         out = tmp_path / f"out-{name}"
-        assert cli_main(["prepare", "--dataset", "gsm8k", "--data-path", str(data_path), "--output-path", str(out)]) == 0
+        assert (
+            cli_main(["prepare", "--dataset", "gsm8k", "--data-path", str(data_path), "--output-path", str(out)]) == 0
+        )
         assert (out / "gsm8k_train.jsonl").read_bytes() == expected, name
 
 
@@ -135,13 +176,27 @@ def test_json_data_paths_give_the_same_rows(tmp_path, as_array):
         src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "out"
     assert cli_main(["prepare", "--dataset", "sharegpt", "--data-path", str(src), "--output-path", str(out)]) == 0
-    assert (out / "sharegpt_train.jsonl").read_bytes() == (PRESET_FIXTURES / "sharegpt" / "expected_train.jsonl").read_bytes()
+    assert (out / "sharegpt_train.jsonl").read_bytes() == (
+        PRESET_FIXTURES / "sharegpt" / "expected_train.jsonl"
+    ).read_bytes()
 
 
 def test_multi_config_data_path_names_missing_config(tmp_path, capsys):
     (tmp_path / "raw" / "algebra").mkdir(parents=True)
-    shutil.copy(PRESET_FIXTURES / "hendrycks_math" / "raw.algebra.parquet", tmp_path / "raw" / "algebra" / "train.parquet")
-    rc = cli_main(["prepare", "--dataset", "hendrycks_math", "--data-path", str(tmp_path / "raw"), "--output-path", str(tmp_path / "out")])
+    shutil.copy(
+        PRESET_FIXTURES / "hendrycks_math" / "raw.algebra.parquet", tmp_path / "raw" / "algebra" / "train.parquet"
+    )
+    rc = cli_main(
+        [
+            "prepare",
+            "--dataset",
+            "hendrycks_math",
+            "--data-path",
+            str(tmp_path / "raw"),
+            "--output-path",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "counting_and_probability" in err and "<config>" in err
@@ -162,7 +217,22 @@ def test_unknown_preset_lists_supported(tmp_path, capsys):
 
 def test_opc_subset_only_for_opc(tmp_path, capsys):
     data_path = preset_data_path("gsm8k", tmp_path)
-    assert cli_main(["prepare", "--dataset", "gsm8k", "--data-path", str(data_path), "--output-path", str(tmp_path / "o"), "--opc-subset", "all"]) == 1
+    assert (
+        cli_main(
+            [
+                "prepare",
+                "--dataset",
+                "gsm8k",
+                "--data-path",
+                str(data_path),
+                "--output-path",
+                str(tmp_path / "o"),
+                "--opc-subset",
+                "all",
+            ]
+        )
+        == 1
+    )
     assert "--opc-subset" in capsys.readouterr().err
 
 
@@ -175,7 +245,11 @@ def test_columnar_fast_path_equals_row_converters(preset, tmp_path, data_root, m
     from specforge_assets.sources.prepare import prepare_preset
 
     data_path = preset_data_path(preset, tmp_path)
-    cfg = {"sources": {"s": {"preset": preset, "data_path": str(data_path), "quarantine_threshold": 1.0, "split_eval": True}}}
+    cfg = {
+        "sources": {
+            "s": {"preset": preset, "data_path": str(data_path), "quarantine_threshold": 1.0, "split_eval": True}
+        }
+    }
     outputs = []
     for label in ("fast", "rows"):
         if label == "rows":

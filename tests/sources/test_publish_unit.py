@@ -1,6 +1,7 @@
 """A source partition's folder is published as one unit: after a SIGKILL at any moment it is
 the old version or the new one as a whole (every file matching manifest.json), and what a
 crashed run left behind is cleaned by the next run."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,19 @@ from specforge_assets.fileio import clean_stale_staging, exchange_paths, staged_
 
 
 def _rows(tag: str, n: int) -> str:
-    return "".join(json.dumps({"id": f"{tag}-{i}", "conversations": [
-        {"role": "user", "content": f"q {i} {tag}"}, {"role": "assistant", "content": f"a {i} {tag}"}]}) + "\n" for i in range(n))
+    return "".join(
+        json.dumps(
+            {
+                "id": f"{tag}-{i}",
+                "conversations": [
+                    {"role": "user", "content": f"q {i} {tag}"},
+                    {"role": "assistant", "content": f"a {i} {tag}"},
+                ],
+            }
+        )
+        + "\n"
+        for i in range(n)
+    )
 
 
 def _consistent(d) -> str:
@@ -27,7 +39,11 @@ def _consistent(d) -> str:
     man = json.loads((d / "manifest.json").read_text())
     for name, meta in man["files"].items():
         assert hashlib.sha256((d / name).read_bytes()).hexdigest() == meta["sha256"], f"{name} differs from manifest"
-    versions = {json.loads(line)["id"].split("-")[0] for n in ("train.jsonl", "test.jsonl") for line in (d / n).read_text().splitlines()}
+    versions = {
+        json.loads(line)["id"].split("-")[0]
+        for n in ("train.jsonl", "test.jsonl")
+        for line in (d / n).read_text().splitlines()
+    }
     assert len(versions) == 1, versions
     return versions.pop()
 
@@ -62,8 +78,9 @@ def test_sigkill_at_every_moment_leaves_old_or_new_whole(tmp_path):
     current = "v1"
     for frac in (0.3, 0.6, 0.8, 0.9, 0.95, 1.0, 1.05, 1.2):
         nxt = "v2" if current == "v1" else "v1"
-        p = subprocess.Popen([sys.executable, str(script), str(root), str(tmp_path / f"{nxt}.jsonl")], env=env,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, str(script), str(root), str(tmp_path / f"{nxt}.jsonl")], env=env, start_new_session=True
+        )
         time.sleep(took * frac)
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
@@ -90,7 +107,7 @@ def test_publish_is_an_exchange_and_stale_staging_is_removed(tmp_path):
     if not exchange_paths(tmp_path / "p", tmp_path / "p"):
         pytest.skip("this kernel / file system has no renameat2(RENAME_EXCHANGE); the two-rename fallback is used")
     # leftovers of crashed runs (their pids are gone): removed; a live pid's staging is kept
-    dead = 2 ** 22 + 12345
+    dead = 2**22 + 12345
     (tmp_path / f".p.stage-{dead}-x").mkdir()
     (tmp_path / f".p.stage-{os.getppid()}-y").mkdir()
     assert clean_stale_staging(dst) == [f".p.stage-{dead}-x"]
@@ -100,7 +117,7 @@ def test_publish_is_an_exchange_and_stale_staging_is_removed(tmp_path):
 def test_crash_between_two_renames_is_repaired(tmp_path):
     """The fallback's window (old renamed aside, new not yet in place): the next run restores."""
     dst = tmp_path / "p"
-    old = tmp_path / f".p.old-{2 ** 22 + 7}"
+    old = tmp_path / f".p.old-{2**22 + 7}"
     old.mkdir()
     (old / "a").write_text("old")
     assert clean_stale_staging(dst) == [f"restored {old.name}"]

@@ -2,6 +2,7 @@
 prompts, Alpaca-style instruction data, prompt-only data, and the real public datasets through
 their presets. Each bad row is one quarantined row naming file, row, field and reason; the rest
 is written and the counts reconcile."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,12 @@ def _build(tmp_path, data_root, name, content: str | bytes, fmt="auto", **spec):
 LONE = '{"id": "lone", "conversations": [{"role": "user", "content": "broken emoji \\ud83d here"}, {"role": "assistant", "content": "ok"}]}'
 PAIR = '{"id": "pair", "conversations": [{"role": "user", "content": "fine emoji \\ud83d\\ude00"}, {"role": "assistant", "content": "ok"}]}'
 GOOD = '{"id": "good", "conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}'
-DEEP = ('{"id": "deep", "conversations": [{"role": "user", "content": "x", "meta": ' + "[" * 1000 + "]" * 1000
-        + '}, {"role": "assistant", "content": "y"}]}')
+DEEP = (
+    '{"id": "deep", "conversations": [{"role": "user", "content": "x", "meta": '
+    + "[" * 1000
+    + "]" * 1000
+    + '}, {"role": "assistant", "content": "y"}]}'
+)
 
 
 @pytest.mark.parametrize("as_array", [False, True], ids=["jsonl", "json-array"])
@@ -51,7 +56,7 @@ def test_lone_surrogate_and_deep_rows_are_quarantined_not_fatal(tmp_path, data_r
     result, path = _build(tmp_path, data_root, "in.json" if as_array else "in.jsonl", content)
     train = _read(result.out_dir / "train.jsonl")
     assert [r["id"] for r in train] == ["pair", "good"]
-    assert train[0]["conversations"][0]["content"] == "fine emoji \U0001F600"  # a valid pair is kept
+    assert train[0]["conversations"][0]["content"] == "fine emoji \U0001f600"  # a valid pair is kept
     q = {r["row"]: r for r in _read(result.out_dir / "quarantine.jsonl")}
     assert set(q) == {1, 2}
     assert q[1]["file"] == str(path)
@@ -80,7 +85,10 @@ def test_prepare_names_file_row_and_field_for_a_lone_surrogate(tmp_path):
 
     with pytest.raises(RowFailure) as e:
         prepare_preset("sharegpt", tmp_path / "out", data_path=sg, offline=True, log=lambda s: None)
-    assert str(e.value) == f"preset 'sharegpt': {sg} row 1 field 'conversations[0].value': lone surrogate \\ud83d at char 7"
+    assert (
+        str(e.value)
+        == f"preset 'sharegpt': {sg} row 1 field 'conversations[0].value': lone surrogate \\ud83d at char 7"
+    )
     assert not (tmp_path / "out" / "sharegpt_train.jsonl").exists()
 
 
@@ -92,22 +100,35 @@ def test_prepare_cli_one_error_line_and_paths_relative_to_cwd(tmp_path):
     write_jsonl(work / "gsm.jsonl", [{"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": "4"}])
     env = {"SPECFORGE_DATA_ROOT": str(tmp_path / "elsewhere"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     cmd = [sys.executable, "-m", "specforge_assets.cli", "prepare", "--dataset", "gsm8k", "--offline"]
-    ok = subprocess.run([*cmd, "--data-path", "gsm.jsonl", "--output-path", "out"], cwd=work, env=env,
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [*cmd, "--data-path", "gsm.jsonl", "--output-path", "out"], cwd=work, env=env, capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert len(_read(work / "out" / "gsm8k_train.jsonl")) == 2
-    bad = subprocess.run([*cmd, "--data-path", "missing.jsonl", "--output-path", "out2"], cwd=work, env=env,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [*cmd, "--data-path", "missing.jsonl", "--output-path", "out2"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1
     assert "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines() == [f"error: preset 'gsm8k': data path {work / 'missing.jsonl'} does not exist"]
+    assert bad.stderr.strip().splitlines() == [
+        f"error: preset 'gsm8k': data path {work / 'missing.jsonl'} does not exist"
+    ]
 
 
 # ---------------------------------------------------------------- row-level system prompt
 
+
 def test_row_level_system_becomes_the_leading_system_message(tmp_path, data_root):
     rows = [
-        {"id": "fr", "system": "Always reply in French.", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Salut"}]},
+        {
+            "id": "fr",
+            "system": "Always reply in French.",
+            "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Salut"}],
+        },
         {"id": "msg", "system": "Answer with one word.", "messages": CONV},
         {"id": "both", "system": "A", "messages": [{"role": "system", "content": "B"}, *CONV]},
         {"id": "empty", "system": "", "messages": CONV},
@@ -115,8 +136,11 @@ def test_row_level_system_becomes_the_leading_system_message(tmp_path, data_root
     ]
     result, _ = _build(tmp_path, data_root, "sys.jsonl", "\n".join(map(json.dumps, rows)) + "\n")
     train = {r["id"]: r["conversations"] for r in _read(result.out_dir / "train.jsonl")}
-    assert train["fr"] == [{"role": "system", "content": "Always reply in French."},
-                           {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Salut"}]
+    assert train["fr"] == [
+        {"role": "system", "content": "Always reply in French."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Salut"},
+    ]
     assert train["msg"] == [{"role": "system", "content": "Answer with one word."}, *CONV]
     assert train["empty"] == CONV  # "" means "no system prompt" in LLaMA-Factory's layout
     q = {r["raw"]["id"]: r for r in _read(result.out_dir / "quarantine.jsonl")}
@@ -128,10 +152,13 @@ def test_row_level_system_becomes_the_leading_system_message(tmp_path, data_root
 
 # ---------------------------------------------------------------- alpaca
 
+
 def test_alpaca_rows_follow_llama_factory_joining():
     row = {"instruction": "Translate.", "input": "Bonjour", "output": "Hello"}
     assert parse_custom_row(row, "alpaca")["conversations"] == [
-        {"role": "user", "content": "Translate.\nBonjour"}, {"role": "assistant", "content": "Hello"}]
+        {"role": "user", "content": "Translate.\nBonjour"},
+        {"role": "assistant", "content": "Hello"},
+    ]
     no_input = parse_custom_row({"instruction": "Say hi.", "input": "", "response": "hi"}, "auto")
     assert no_input["conversations"] == [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}]
     full = parse_custom_row({"system": "S", "instruction": "q2", "output": "a2", "history": [["q1", "a1"]]}, "auto")
@@ -140,9 +167,11 @@ def test_alpaca_rows_follow_llama_factory_joining():
 
 
 def test_alpaca_json_array_source_with_a_bad_row(tmp_path, data_root):
-    rows = [{"instruction": "Write a loop.", "input": "", "response": "for i in range(3): pass"},
-            {"instruction": "Add.", "input": "1 and 2", "response": "3"},
-            {"instruction": "No answer here.", "input": ""}]
+    rows = [
+        {"instruction": "Write a loop.", "input": "", "response": "for i in range(3): pass"},
+        {"instruction": "Add.", "input": "1 and 2", "response": "3"},
+        {"instruction": "No answer here.", "input": ""},
+    ]
     result, path = _build(tmp_path, data_root, "gpteacher.json", json.dumps(rows, indent=4), fmt="alpaca")
     train = _read(result.out_dir / "train.jsonl")
     assert [r["conversations"][0]["content"] for r in train] == ["Write a loop.", "Add.\n1 and 2"]
@@ -152,15 +181,21 @@ def test_alpaca_json_array_source_with_a_bad_row(tmp_path, data_root):
 
 # ---------------------------------------------------------------- prompt-only
 
+
 def test_prompt_only_rows_keep_user_turns_and_category(tmp_path, data_root):
-    rows = [{"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Now shorter."]},
-            {"question_id": 82, "category": "math", "turns": ["1+1?"]},
-            {"id": "p", "prompt": "Hello?"},
-            {"question_id": 83, "turns": []}]
+    rows = [
+        {"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Now shorter."]},
+        {"question_id": 82, "category": "math", "turns": ["1+1?"]},
+        {"id": "p", "prompt": "Hello?"},
+        {"question_id": 83, "turns": []},
+    ]
     result, _ = _build(tmp_path, data_root, "question.jsonl", "\n".join(map(json.dumps, rows)) + "\n", fmt="prompts")
     train = _read(result.out_dir / "train.jsonl")
-    assert train[0] == {"id": "81", "conversations": [{"role": "user", "content": "Write a poem."},
-                                                      {"role": "user", "content": "Now shorter."}], "category": "writing"}
+    assert train[0] == {
+        "id": "81",
+        "conversations": [{"role": "user", "content": "Write a poem."}, {"role": "user", "content": "Now shorter."}],
+        "category": "writing",
+    }
     assert [r["id"] for r in train] == ["81", "82", "p"]
     assert result.manifest["prompt_only_rows"] == 3
     (q,) = _read(result.out_dir / "quarantine.jsonl")
@@ -180,32 +215,56 @@ def test_conversations_format_still_refuses_consecutive_user_turns(tmp_path, dat
 
 # ---------------------------------------------------------------- the real public datasets (../shared)
 
+
 def test_real_gsm8k_and_codealpaca_through_their_presets(tmp_path, shared):
     gsm = shared("data", "real", "gsm8k", "train.jsonl")
     ca = shared("data", "real", "codealpaca", "code_alpaca_2k.json")
     r1 = prepare_preset("gsm8k", tmp_path / "out", data_path=gsm, sample_size=200, offline=True, log=lambda s: None)
-    r2 = prepare_preset("codealpaca-20k", tmp_path / "out", data_path=ca, sample_size=200, offline=True, log=lambda s: None)
+    r2 = prepare_preset(
+        "codealpaca-20k", tmp_path / "out", data_path=ca, sample_size=200, offline=True, log=lambda s: None
+    )
     assert r1["train_rows"] == 200 and r2["train_rows"] == 200
     g = _read(tmp_path / "out" / "gsm8k_train.jsonl")
     first = json.loads(gsm.read_text().splitlines()[0])
-    assert g[0]["conversations"] == [{"role": "user", "content": first["question"]}, {"role": "assistant", "content": first["answer"]}]
+    assert g[0]["conversations"] == [
+        {"role": "user", "content": first["question"]},
+        {"role": "assistant", "content": first["answer"]},
+    ]
     c = _read(tmp_path / "out" / "codealpaca-20k_train.jsonl")
     raw = json.loads(ca.read_text())
     with_input = next(i for i, r in enumerate(raw[:200]) if r["input"])
     # SpecForge's HEAD codealpaca rule: instruction + blank line + input
-    assert c[with_input]["conversations"][0]["content"] == raw[with_input]["instruction"] + "\n\n" + raw[with_input]["input"]
+    assert (
+        c[with_input]["conversations"][0]["content"]
+        == raw[with_input]["instruction"] + "\n\n" + raw[with_input]["input"]
+    )
 
 
 def test_real_sources_as_partitions(tmp_path, data_root, shared):
     """The real files as source partitions: presets with data_path, GPTeacher as alpaca
     (auto-detected), MT-Bench as prompt-only; slices keep the test quick."""
     real = shared("data", "real")
-    cfg = {"sources": {
-        "gsm8k": {"preset": "gsm8k", "data_path": str(real / "gsm8k" / "train.jsonl"), "sample_size": 300, "split_eval": True},
-        "codealpaca": {"preset": "codealpaca-20k", "data_path": str(real / "codealpaca" / "code_alpaca_2k.json"), "sample_size": 300},
-        "gpteacher": {"format": "auto", "data_path": str(real / "gpteacher" / "roleplay-instruct.json"), "sample_size": 300},
-        "mtbench": {"format": "auto", "data_path": str(real / "mt_bench" / "question.jsonl")},
-    }}
+    cfg = {
+        "sources": {
+            "gsm8k": {
+                "preset": "gsm8k",
+                "data_path": str(real / "gsm8k" / "train.jsonl"),
+                "sample_size": 300,
+                "split_eval": True,
+            },
+            "codealpaca": {
+                "preset": "codealpaca-20k",
+                "data_path": str(real / "codealpaca" / "code_alpaca_2k.json"),
+                "sample_size": 300,
+            },
+            "gpteacher": {
+                "format": "auto",
+                "data_path": str(real / "gpteacher" / "roleplay-instruct.json"),
+                "sample_size": 300,
+            },
+            "mtbench": {"format": "auto", "data_path": str(real / "mt_bench" / "question.jsonl")},
+        }
+    }
     got = {}
     for key in cfg["sources"]:
         res = build_source(resolve_source(key, cfg, data_root), data_root, config=cfg)
@@ -220,7 +279,16 @@ def test_real_sources_as_partitions(tmp_path, data_root, shared):
     assert got["gpteacher"]["rows_train"] + got["gpteacher"]["quarantined"] == 300
     assert got["mtbench"]["rows_train"] == 80 and got["mtbench"]["prompt_only_rows"] == 80
     mt = _read(data_root / "sources" / "mtbench" / "train.jsonl")
-    assert {r["category"] for r in mt} == {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+    assert {r["category"] for r in mt} == {
+        "writing",
+        "roleplay",
+        "reasoning",
+        "math",
+        "coding",
+        "extraction",
+        "stem",
+        "humanities",
+    }
     assert all([m["role"] for m in r["conversations"]] == ["user", "user"] for r in mt)
 
 
@@ -262,14 +330,29 @@ def test_parquet_string_that_is_not_utf8_is_one_quarantined_row(tmp_path, data_r
 
 def test_fields_the_contract_row_does_not_carry_are_counted(tmp_path, data_root):
     rows = [
-        {"id": "t", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
-            {"role": "user", "content": "call f"}, {"role": "assistant", "content": "ok", "tool_calls": [{"id": "1"}]}]},
-        {"id": "n", "source": "web", "conversations": [{"from": "human", "value": "q", "name": "bob"}, {"from": "gpt", "value": "a"}]},
+        {
+            "id": "t",
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "messages": [
+                {"role": "user", "content": "call f"},
+                {"role": "assistant", "content": "ok", "tool_calls": [{"id": "1"}]},
+            ],
+        },
+        {
+            "id": "n",
+            "source": "web",
+            "conversations": [{"from": "human", "value": "q", "name": "bob"}, {"from": "gpt", "value": "a"}],
+        },
         {"id": "plain", "conversations": CONV, "source": ""},
     ]
     result, _ = _build(tmp_path, data_root, "f.jsonl", "\n".join(map(json.dumps, rows)) + "\n")
     assert result.manifest["rows_train"] == 3
-    assert result.manifest["dropped_fields"] == {"tools": 1, "messages[].tool_calls": 1, "source": 1, "conversations[].name": 1}
+    assert result.manifest["dropped_fields"] == {
+        "tools": 1,
+        "messages[].tool_calls": 1,
+        "source": 1,
+        "conversations[].name": 1,
+    }
 
 
 def test_data_wrapper_and_bom_files_are_read_item_by_item(tmp_path, data_root):

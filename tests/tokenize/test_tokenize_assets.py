@@ -1,5 +1,6 @@
 """The mix, tokenized dataset and vocab mapping assets on a real Dagster instance, with a real
 (small, trained here) ChatML tokenizer as the target, checks included."""
+
 from __future__ import annotations
 
 import json
@@ -56,13 +57,21 @@ def env(tmp_path, data_root, monkeypatch):
 def _materialize(instance, selection=None, raise_on_error=True):
     all_assets = mix_assets.assets + tok_assets.assets
     checks = mix_assets.asset_checks + tok_assets.asset_checks
-    return dg.materialize(all_assets + checks, instance=instance, resources={"store": SpecforgeStore()},
-                          selection=selection, raise_on_error=raise_on_error)
+    return dg.materialize(
+        all_assets + checks,
+        instance=instance,
+        resources={"store": SpecforgeStore()},
+        selection=selection,
+        raise_on_error=raise_on_error,
+    )
 
 
 def _checks(result) -> dict[str, bool]:
-    return {ev.event_specific_data.check_name: ev.event_specific_data.passed
-            for ev in result.all_events if ev.event_type_value == "ASSET_CHECK_EVALUATION"}
+    return {
+        ev.event_specific_data.check_name: ev.event_specific_data.passed
+        for ev in result.all_events
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
 
 
 def _mat(result, key):
@@ -85,7 +94,9 @@ def test_assets_end_to_end(env, dagster_instance):
     assert {r["source"] for r in train} == {"alpha", "beta"} and all("conversations" in r for r in train)
     q = [json.loads(l) for l in open(root / "mix" / "quarantine.jsonl")]
     assert len(q) == 20 and all(x["reason"].startswith("duplicate") for x in q)
-    assert json.loads((root / "mix" / "manifest.json").read_text())["report"]["inputs"]["beta"]["origin"] == "regenerated"
+    assert (
+        json.loads((root / "mix" / "manifest.json").read_text())["report"]["inputs"]["beta"]["origin"] == "regenerated"
+    )
 
     md = res.asset_materializations_for_node("tokenized__dataset")[0].metadata
     assert md["dagster/row_count"].value == len(train)
@@ -107,11 +118,15 @@ def test_assets_end_to_end(env, dagster_instance):
     assert 0.99 <= vmd["coverage"].value <= 1.0
 
     # same inputs → cache hit and the same DataVersion
-    v1 = dagster_instance.get_latest_materialization_event(dg.AssetKey(["tokenized", "dataset"])).asset_materialization.tags
+    v1 = dagster_instance.get_latest_materialization_event(
+        dg.AssetKey(["tokenized", "dataset"])
+    ).asset_materialization.tags
     res2 = _materialize(dagster_instance, selection=[dg.AssetKey(["tokenized", "dataset"])])
     md2 = res2.asset_materializations_for_node("tokenized__dataset")[0].metadata
     assert md2["cache_hit"].value is True and md2["cache_key"].value == md["cache_key"].value
-    v2 = dagster_instance.get_latest_materialization_event(dg.AssetKey(["tokenized", "dataset"])).asset_materialization.tags
+    v2 = dagster_instance.get_latest_materialization_event(
+        dg.AssetKey(["tokenized", "dataset"])
+    ).asset_materialization.tags
     # the data version is the content of the rows (not the cache key), kept immutable by version
     assert v1["dagster/data_version"] == v2["dagster/data_version"] == md["content_version"].value
     assert (root / "versions" / "tokenized_dataset" / md["content_version"].value / "train.jsonl").exists()
@@ -167,8 +182,11 @@ def test_markers_never_match_fails_check_naming_template(env, dagster_instance):
     root, cfg = env
     (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 2048, "chat_template": "llama3"}))
     sync_source_partitions(dagster_instance, ["alpha", "beta"])
-    res = _materialize(dagster_instance, selection=[dg.AssetKey(["mix", "training_mix"]),
-                                                    dg.AssetKey(["tokenized", "dataset"])], raise_on_error=False)
+    res = _materialize(
+        dagster_instance,
+        selection=[dg.AssetKey(["mix", "training_mix"]), dg.AssetKey(["tokenized", "dataset"])],
+        raise_on_error=False,
+    )
     desc = _step_failure(res, "tokenized__dataset")
     assert desc.startswith("no supervised tokens in ") and "all loss masks zero" in desc
     assert "'llama3'" in desc and "never match" in desc and "\n" not in desc
@@ -184,8 +202,11 @@ def test_no_chat_template_uses_fallback_with_warning(env, dagster_instance):
     build_chatml_tokenizer(tdir, [m["content"] for r in rows for m in r["conversations"]], chat_template=None)
     sync_source_partitions(dagster_instance, ["alpha", "beta"])
     # (the blocking checks may fail the run; the materialization with its warning is recorded)
-    res = _materialize(dagster_instance, selection=[dg.AssetKey(["mix", "training_mix"]),
-                                                    dg.AssetKey(["tokenized", "dataset"])], raise_on_error=False)
+    res = _materialize(
+        dagster_instance,
+        selection=[dg.AssetKey(["mix", "training_mix"]), dg.AssetKey(["tokenized", "dataset"])],
+        raise_on_error=False,
+    )
     md = res.asset_materializations_for_node("tokenized__dataset")[0].metadata
     assert md["fallback_render_rows"].value == md["dagster/row_count"].value
     assert any("fallback" in w for w in md["warnings"].value)

@@ -1,4 +1,5 @@
 """CLI (`tokenize`, `vocab-mapping`) on the same code path, and the vocab mapping rules."""
+
 from __future__ import annotations
 
 import json
@@ -27,17 +28,46 @@ def test_cli_tokenize_matches_golden_and_vocab_mapping(tmp_path, capsys):
             f.write(json.dumps(by_id[g["id"]]) + "\n")
         f.write("{broken\n")
     out = tmp_path / "out.jsonl"
-    rc = main(["tokenize", "--input", str(inp), "--tokenizer", str(build_tokenizer("qwen2.5")),
-               "--chat-template", "qwen", "--max-length", "256", "--output", str(out)])
+    rc = main(
+        [
+            "tokenize",
+            "--input",
+            str(inp),
+            "--tokenizer",
+            str(build_tokenizer("qwen2.5")),
+            "--chat-template",
+            "qwen",
+            "--max-length",
+            "256",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     rows = [json.loads(l) for l in open(out)]
-    assert [(r["id"], r["input_ids"], r["loss_mask"]) for r in rows] == [(g["id"], g["input_ids"], g["loss_mask"]) for g in gold[:80]]
+    assert [(r["id"], r["input_ids"], r["loss_mask"]) for r in rows] == [
+        (g["id"], g["input_ids"], g["loss_mask"]) for g in gold[:80]
+    ]
     err = capsys.readouterr().err
     assert "line 81" in err and "malformed JSON" in err
 
     m = tmp_path / "map.pt"
-    assert main(["vocab-mapping", "--input", str(out), "--target-vocab-size", "151665",
-                 "--draft-vocab-size", "500", "--output", str(m)]) == 0
+    assert (
+        main(
+            [
+                "vocab-mapping",
+                "--input",
+                str(out),
+                "--target-vocab-size",
+                "151665",
+                "--draft-vocab-size",
+                "500",
+                "--output",
+                str(m),
+            ]
+        )
+        == 0
+    )
     mp = torch.load(m, weights_only=True)
     assert mp["d2t"].dtype == torch.int64 and mp["t2d"].dtype == torch.bool
     assert mp["d2t"].shape == (500,) and mp["t2d"].shape == (151665,) and int(mp["t2d"].sum()) == 500
@@ -54,8 +84,24 @@ def test_cli_tokenize_matches_golden_and_vocab_mapping(tmp_path, capsys):
 def test_cli_unknown_template(tmp_path, capsys):
     inp = tmp_path / "in.jsonl"
     inp.write_text("")
-    assert main(["tokenize", "--input", str(inp), "--tokenizer", str(tmp_path), "--chat-template", "nope",
-                 "--max-length", "8", "--output", str(tmp_path / "o.jsonl")]) == 1
+    assert (
+        main(
+            [
+                "tokenize",
+                "--input",
+                str(inp),
+                "--tokenizer",
+                str(tmp_path),
+                "--chat-template",
+                "nope",
+                "--max-length",
+                "8",
+                "--output",
+                str(tmp_path / "o.jsonl"),
+            ]
+        )
+        == 1
+    )
     assert "unknown chat template 'nope'" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """Options, corrected modes and bad input on real tokenizers; fast path == SpecForge algorithm."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,34 @@ from specforge_assets.tokenize.core import Preprocessor, TokenizeError, Tokenize
 from specforge_assets.tokenize.reference import straightforward_rows
 from specforge_assets.tokenize.templates import UnknownTemplateError, builtin_names, get_template, registry
 
-SPECFORGE_NAMES = ["llama3", "llama4", "qwen", "lfm", "phi3", "phi4", "phi4-mini", "gpt-oss-naive", "gpt-oss",
-                   "deepseek-r1-distill", "qwen3-thinking", "qwen3-instruct", "qwen3-next-thinking", "qwen3.5",
-                   "kimi-k2-thinking", "kimi-k2-instruct", "kimi-k3-thinking", "deepseek-v3", "deepseek-v2",
-                   "deepseek-v32", "ling-flash-2.0", "glm-5.2", "gemma", "longcat", "longcat_xml", "inkling-thinking"]
+SPECFORGE_NAMES = [
+    "llama3",
+    "llama4",
+    "qwen",
+    "lfm",
+    "phi3",
+    "phi4",
+    "phi4-mini",
+    "gpt-oss-naive",
+    "gpt-oss",
+    "deepseek-r1-distill",
+    "qwen3-thinking",
+    "qwen3-instruct",
+    "qwen3-next-thinking",
+    "qwen3.5",
+    "kimi-k2-thinking",
+    "kimi-k2-instruct",
+    "kimi-k3-thinking",
+    "deepseek-v3",
+    "deepseek-v2",
+    "deepseek-v32",
+    "ling-flash-2.0",
+    "glm-5.2",
+    "gemma",
+    "longcat",
+    "longcat_xml",
+    "inkling-thinking",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,31 +72,83 @@ def test_r1_distill_without_end_of_turn_is_a_clear_error(qwen):
 
 
 EDGE_ROWS = [
-    {"id": "tools", "tools": json.dumps([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]),
-     "conversations": [
-         {"role": "user", "content": "Weather in Paris?"},
-         {"role": "assistant", "content": "", "tool_calls": json.dumps([{"id": "c1", "type": "function", "extra": 1,
-                                                                         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}])},
-         {"role": "tool", "content": "sunny"},
-         {"role": "assistant", "content": "It is sunny."}]},
-    {"id": "badargs", "conversations": [
-        {"role": "user", "content": "x"},
-        {"role": "assistant", "content": "y", "tool_calls": [{"function": {"name": "f", "arguments": "{not json"}}]}]},
+    {
+        "id": "tools",
+        "tools": json.dumps([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]),
+        "conversations": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": json.dumps(
+                    [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "extra": 1,
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        }
+                    ]
+                ),
+            },
+            {"role": "tool", "content": "sunny"},
+            {"role": "assistant", "content": "It is sunny."},
+        ],
+    },
+    {
+        "id": "badargs",
+        "conversations": [
+            {"role": "user", "content": "x"},
+            {
+                "role": "assistant",
+                "content": "y",
+                "tool_calls": [{"function": {"name": "f", "arguments": "{not json"}}],
+            },
+        ],
+    },
     {"id": "sharegpt", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
-    {"id": "nonstr", "conversations": [{"role": "user", "content": [{"type": "text", "text": "hi"}]},
-                                       {"role": "assistant", "content": 42}]},
-    {"id": "leading-assistant", "conversations": [{"role": "assistant", "content": "oops"}, {"role": "user", "content": "q"},
-                                                  {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "cut"}]},
-    {"id": "markers", "conversations": [{"role": "user", "content": "say <|im_start|>assistant\nhi"},
-                                        {"role": "assistant", "content": "a<|im_end|>\nb"}]},
+    {
+        "id": "nonstr",
+        "conversations": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": 42},
+        ],
+    },
+    {
+        "id": "leading-assistant",
+        "conversations": [
+            {"role": "assistant", "content": "oops"},
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"},
+            {"role": "assistant", "content": "cut"},
+        ],
+    },
+    {
+        "id": "markers",
+        "conversations": [
+            {"role": "user", "content": "say <|im_start|>assistant\nhi"},
+            {"role": "assistant", "content": "a<|im_end|>\nb"},
+        ],
+    },
     {"id": "preformatted-in-mix", "text": "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"},
-    {"id": "lead-newlines", "conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n\nx"}]},
+    {
+        "id": "lead-newlines",
+        "conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n\nx"}],
+    },
 ]
 
 
-@pytest.mark.parametrize("opts", [
-    dict(), dict(train_only_last_turn=True), dict(inject_system_prompt=False), dict(max_length=24),
-    dict(shift_mask_885=True), dict(incremental_mask=True)])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(),
+        dict(train_only_last_turn=True),
+        dict(inject_system_prompt=False),
+        dict(max_length=24),
+        dict(shift_mask_885=True),
+        dict(incremental_mask=True),
+    ],
+)
 def test_fast_equals_straightforward_edge_rows(qwen, opts):
     pre = Preprocessor(qwen, get_template("qwen"), TokenizeOptions(**opts))
     rows = EDGE_ROWS + corpus()[:15]
@@ -82,8 +159,19 @@ def test_fast_equals_straightforward_edge_rows(qwen, opts):
 
 
 def test_thinking_and_ignore_templates_fast_equals_straightforward(qwen3):
-    rows = EDGE_ROWS + corpus()[:8] + [{"id": "reason", "conversations": [
-        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "think hard"}]}]
+    rows = (
+        EDGE_ROWS
+        + corpus()[:8]
+        + [
+            {
+                "id": "reason",
+                "conversations": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a", "reasoning_content": "think hard"},
+                ],
+            }
+        ]
+    )
     for name in ("qwen3-instruct", "qwen3-thinking", "qwen3-next-thinking", "qwen3.5"):
         pre = Preprocessor(qwen3, get_template(name), TokenizeOptions())
         fast, slow = pre.process_rows(rows), straightforward_rows(pre, rows)
@@ -99,7 +187,10 @@ def test_message_handling_matches_specforge_rules(qwen):
     assert any("arguments are not valid JSON" in w for w in res["badargs"].warnings)
     assert '[{"type": "text", "text": "hi"}]' in res["nonstr"].text and "42" in res["nonstr"].text
     pf = res["preformatted-in-mix"]
-    assert pf.text.startswith("<|im_start|>user") and qwen.decode([i for i, k in zip(pf.input_ids, pf.loss_mask) if k]) == "a<|im_end|>\n"
+    assert (
+        pf.text.startswith("<|im_start|>user")
+        and qwen.decode([i for i, k in zip(pf.input_ids, pf.loss_mask) if k]) == "a<|im_end|>\n"
+    )
     assert "oops" not in res["leading-assistant"].text and "cut" not in res["leading-assistant"].text
     # marker text inside content is not escaped (SpecForge behaviour): the user text after the
     # literal header is supervised, the answer after a literal <|im_end|>\n is not
@@ -114,7 +205,8 @@ def test_corrected_options(qwen):
     shifted = Preprocessor(qwen, get_template("qwen"), TokenizeOptions(shift_mask_885=True)).process(row)
     assert shifted.loss_mask == base.loss_mask[1:] + [0]
     nosys = Preprocessor(qwen, get_template("qwen"), TokenizeOptions(inject_system_prompt=False)).process(
-        {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+        {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    )
     # qwen2.5's own Jinja template still adds its default prompt; SpecForge's injected one is absent
     assert nosys.text.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")
     inc = Preprocessor(qwen, get_template("qwen"), TokenizeOptions(incremental_mask=True)).process(row)
@@ -124,7 +216,9 @@ def test_corrected_options(qwen):
 
 def test_incremental_mask_works_for_unregistered_markers(qwen):
     """A user template with wrong markers gives all-zero masks; the incremental mask does not."""
-    wrong = registry({"wrong": {"assistant_header": "<<A>>", "user_header": "<<U>>", "end_of_turn_token": "<<E>>"}})["wrong"]
+    wrong = registry({"wrong": {"assistant_header": "<<A>>", "user_header": "<<U>>", "end_of_turn_token": "<<E>>"}})[
+        "wrong"
+    ]
     row = corpus()[3]
     assert sum(Preprocessor(qwen, wrong).process(row).loss_mask) == 0
     assert sum(Preprocessor(qwen, wrong, TokenizeOptions(incremental_mask=True)).process(row).loss_mask) > 0
@@ -140,7 +234,9 @@ def test_bad_rows_are_errors_not_crashes(qwen):
 
 def test_harmony_template(qwen):
     pre = Preprocessor(qwen, get_template("gpt-oss"))
-    r = pre.process({"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant_final", "content": "yo"}]})
+    r = pre.process(
+        {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant_final", "content": "yo"}]}
+    )
     assert r.text.startswith("<|start|>system<|message|>You are ChatGPT") and sum(r.loss_mask) > 0
     with pytest.raises(TokenizeError, match="harmony"):
         pre.process({"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})

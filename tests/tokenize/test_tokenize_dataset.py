@@ -1,4 +1,5 @@
 """Streaming dataset writer: worker processes give identical output; errors are quarantined."""
+
 from __future__ import annotations
 
 import json

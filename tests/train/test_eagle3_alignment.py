@@ -4,6 +4,7 @@ Notation (loss.py): tokens x_t, loss_mask m_t, target logits l_t predict x_{t+1}
 anchor p reads x_{p+1+i}, predicts x_{p+2+i} against l_{p+1+i}, and is supervised iff
 m_{p+1} .. m_{p+2+i} are all 1.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -98,8 +99,15 @@ def test_oracle_draft_is_perfect_only_with_correct_alignment(target):
 
     # an off-by-one between inputs and targets is caught (target logits one position late/early)
     for shift in (1, -1):
-        bad = eagle3_ttt_loss(_oracle(build_draft(target), ids), ids, aux, torch.roll(logits, shift, dims=1), m,
-                              ttt_length=4, fix_alignment=True)
+        bad = eagle3_ttt_loss(
+            _oracle(build_draft(target), ids),
+            ids,
+            aux,
+            torch.roll(logits, shift, dims=1),
+            m,
+            ttt_length=4,
+            fix_alignment=True,
+        )
         assert bad["acc"][0] < 0.5
 
 

@@ -1,4 +1,5 @@
 """EAGLE3 draft: aux layer rule, shapes, TTT attention, checkpoint format (SpecForge/SGLang names)."""
+
 from __future__ import annotations
 
 import json
@@ -72,10 +73,23 @@ def test_shapes(target, mapping):
 def test_rope_matches_target_rotary():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=131072, rope_theta=500000.0,
-                      rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    )
     t = LlamaForCausalLM(cfg)
     d = build_draft(t)
     assert d.config.rope_scaling["rope_type"] == "llama3"
@@ -142,8 +156,17 @@ def test_checkpoint_format_and_roundtrip(tmp_path, target, mapping):
     assert cfg["hidden_size"] == H and cfg["target_hidden_size"] == H
     assert cfg["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [0, 1, 2]
     assert cfg["tie_word_embeddings"] is False
-    for k in ("num_attention_heads", "num_key_value_heads", "intermediate_size", "rms_norm_eps", "rope_theta",
-              "max_position_embeddings", "hidden_act", "model_type", "torch_dtype"):
+    for k in (
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "rms_norm_eps",
+        "rope_theta",
+        "max_position_embeddings",
+        "hidden_act",
+        "model_type",
+        "torch_dtype",
+    ):
         assert k in cfg, k
     assert json.loads((out / "manifest.json").read_text())["note"] == "test"
     assert Eagle3Config.from_hf_dict(cfg).aux_layer_ids == [0, 1, 2]

@@ -1,5 +1,6 @@
 """Evaluation prompt sets (evaluation.sets): MT-Bench-style multi-turn rows (turn 2 asked after the
 target's own turn-1 answer), GSM8K-style questions, the held-out default, several k at once."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ from .test_loop_train import toy_target_dir
 class _ConcatTok:
     """Stands in for the target tokenizer: every message's content is toy token ids written as text;
     the rendered prompt is all of them in order (so turn 2's ids = q1 + answer + q2)."""
+
     eos_token_id = None
 
     def apply_chat_template(self, msgs, add_generation_prompt=True, tokenize=True):
@@ -36,8 +38,14 @@ def run(tmp_path_factory):
     write_toy_dataset(d / "dataset", n=64, seed=0)
     write_vocab_mapping(d / "vm" / "vocab_mapping.pt", toy_rows(64, seed=0), draft_vocab_size=58)
     cfg = TrainConfig(ttt_length=2, lr=3e-3, warmup_ratio=0.05, max_steps=8, batch_size=8, max_length=64, log_every=4)
-    train_draft(cfg, target_path=d / "target", dataset_path=d / "dataset", vocab_mapping_path=d / "vm",
-                out_dir=d / "out", log=lambda *_: None)
+    train_draft(
+        cfg,
+        target_path=d / "target",
+        dataset_path=d / "dataset",
+        vocab_mapping_path=d / "vm",
+        out_dir=d / "out",
+        log=lambda *_: None,
+    )
     return d
 
 
@@ -46,8 +54,11 @@ def toy_tok(monkeypatch):
     import specforge_assets.train.errors as errors
 
     real = errors.load_target_part
-    monkeypatch.setattr(errors, "load_target_part",
-                        lambda loader, target, what="", **kw: _ConcatTok() if "tokenizer" in what else real(loader, target, what, **kw))
+    monkeypatch.setattr(
+        errors,
+        "load_target_part",
+        lambda loader, target, what="", **kw: _ConcatTok() if "tokenizer" in what else real(loader, target, what, **kw),
+    )
 
 
 def _text(ids):
@@ -57,27 +68,69 @@ def _text(ids):
 def _files(tmp_path):
     rows = toy_rows(8, seed=11)
     mt = tmp_path / "question.jsonl"
-    mt.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"question_id": 81, "category": "writing", "turns": [_text(rows[0]["input_ids"][:6]), _text(rows[1]["input_ids"][:5])]},
-        {"question_id": 82, "category": "math", "turns": [_text(rows[2]["input_ids"][:6]), _text(rows[3]["input_ids"][:5])]},
-    ]))
+    mt.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {
+                    "question_id": 81,
+                    "category": "writing",
+                    "turns": [_text(rows[0]["input_ids"][:6]), _text(rows[1]["input_ids"][:5])],
+                },
+                {
+                    "question_id": 82,
+                    "category": "math",
+                    "turns": [_text(rows[2]["input_ids"][:6]), _text(rows[3]["input_ids"][:5])],
+                },
+            ]
+        )
+    )
     qs = tmp_path / "gsm8k.jsonl"
-    qs.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"question": _text(rows[4]["input_ids"][:6]), "answer": "x #### 1"},
-        {"prompt": _text(rows[5]["input_ids"][:6])}]))
+    qs.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"question": _text(rows[4]["input_ids"][:6]), "answer": "x #### 1"},
+                {"prompt": _text(rows[5]["input_ids"][:6])},
+            ]
+        )
+    )
     held = tmp_path / "test.jsonl"
-    held.write_text("".join(json.dumps({"id": f"h{i}", "source": "toy", "conversations": [
-        {"role": "user", "content": _text(rows[6 + i]["input_ids"][:7])}, {"role": "assistant", "content": "x"}]}) + "\n"
-        for i in range(2)))
+    held.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"h{i}",
+                    "source": "toy",
+                    "conversations": [
+                        {"role": "user", "content": _text(rows[6 + i]["input_ids"][:7])},
+                        {"role": "assistant", "content": "x"},
+                    ],
+                }
+            )
+            + "\n"
+            for i in range(2)
+        )
+    )
     return mt, qs, held, rows
 
 
 def _evaluate(d, tmp_path, sets, k, **kw):
     from specforge_assets.train.eval_report import evaluate_drafts
 
-    return evaluate_drafts(target_path=d / "target", draft_dir=d / "out", vocab_mapping_path=d / "vm" / "vocab_mapping.pt",
-                           test_jsonl=tmp_path / "test.jsonl", out_dir=tmp_path / "eval", k=k, sets=sets,
-                           max_new_tokens=6, num_prompts=5, log=lambda *_: None, **kw)
+    return evaluate_drafts(
+        target_path=d / "target",
+        draft_dir=d / "out",
+        vocab_mapping_path=d / "vm" / "vocab_mapping.pt",
+        test_jsonl=tmp_path / "test.jsonl",
+        out_dir=tmp_path / "eval",
+        k=k,
+        sets=sets,
+        max_new_tokens=6,
+        num_prompts=5,
+        log=lambda *_: None,
+        **kw,
+    )
 
 
 def test_mtbench_turn_two_follows_the_targets_own_answer(run, tmp_path, toy_tok):
@@ -99,22 +152,28 @@ def test_mtbench_turn_two_follows_the_targets_own_answer(run, tmp_path, toy_tok)
             q2 = rows[2 * i + 1]["input_ids"][:5]
             answer = [t for t in greedy_generate(target, q1, 6, eos, "cpu") if t not in eos]  # the target's own answer
             ctx = pp["turns"][1]["context"]
-            assert ctx == [{"role": "user", "content": _text(q1)}, {"role": "assistant", "content": _text(answer)},
-                           {"role": "user", "content": _text(q2)}]
+            assert ctx == [
+                {"role": "user", "content": _text(q1)},
+                {"role": "assistant", "content": _text(answer)},
+                {"role": "user", "content": _text(q2)},
+            ]
             assert pp["turns"][1]["prompt_tokens"] == len(q1) + len(answer) + len(q2)
     assert [p["id"] for p in rep["per_prompt"]] == [81, 82]
     assert rep["per_prompt"] == rep["sets"]["mt"]["2"]["per_prompt"]  # top level = first set, first k
     rows_, cols = sets_table(rep)
     assert [c[0] for c in cols] == ["set", "k", "category", "n", "acceptance_length", "untrained", "previous"]
     assert {(r["set"], r["k"], r["category"]) for r in rows_} == {
-        ("mt", k, c) for k in (2, 3) for c in ("(all)", "writing", "math")}
+        ("mt", k, c) for k in (2, 3) for c in ("(all)", "writing", "math")
+    }
     assert (tmp_path / "eval" / "acceptance_by_set.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_questions_and_heldout_sets_side_by_side(run, tmp_path, toy_tok):
     _, qs, held, _ = _files(tmp_path)
-    sets = eval_sets({"sets": [{"name": "heldout"}, {"name": "gsm8k", "path": "gsm8k.jsonl", "format": "questions", "limit": 1}]},
-                     data_root=tmp_path)
+    sets = eval_sets(
+        {"sets": [{"name": "heldout"}, {"name": "gsm8k", "path": "gsm8k.jsonl", "format": "questions", "limit": 1}]},
+        data_root=tmp_path,
+    )
     assert sets[1]["path"] == tmp_path / "gsm8k.jsonl"
     rep = _evaluate(run, tmp_path, sets, 2)
     assert list(rep["sets"]) == ["heldout", "gsm8k"]
@@ -143,12 +202,23 @@ def test_set_and_k_config_errors(tmp_path):
     for bad in (0, [], ["4"], True, [4, -1]):
         with pytest.raises(TrainInputError):
             eval_ks(bad)
-    for bad in ([{"name": "a", "format": "mtbench"}], [{"name": "a"}, {"name": "a"}], [{"path": "x"}],
-                [{"name": "a", "path": "x", "format": "nope"}], [{"name": "a", "path": "x", "limit": 0}],
-                [{"name": "a", "path": "x", "extra": 1}], {"name": "a"}):
+    for bad in (
+        [{"name": "a", "format": "mtbench"}],
+        [{"name": "a"}, {"name": "a"}],
+        [{"path": "x"}],
+        [{"name": "a", "path": "x", "format": "nope"}],
+        [{"name": "a", "path": "x", "limit": 0}],
+        [{"name": "a", "path": "x", "extra": 1}],
+        {"name": "a"},
+    ):
         with pytest.raises(TrainInputError):
             eval_sets({"sets": bad}, tmp_path)
-    assert eval_sets({"sets": [{"name": "abs", "path": "/data/q.jsonl", "format": "mtbench"}]}, tmp_path)[0]["path"].as_posix() == "/data/q.jsonl"
+    assert (
+        eval_sets({"sets": [{"name": "abs", "path": "/data/q.jsonl", "format": "mtbench"}]}, tmp_path)[0][
+            "path"
+        ].as_posix()
+        == "/data/q.jsonl"
+    )
 
 
 def _word_tokenizer(target_dir):
@@ -176,14 +246,31 @@ def test_evaluation_workers_give_the_numbers_of_one_process(run, tmp_path):
     shutil.copytree(run, d)
     _word_tokenizer(d / "target")
     mt, qs, held, _ = _files(tmp_path)
-    sets = eval_sets({"sets": [{"name": "mt", "path": str(mt), "format": "mtbench"},
-                               {"name": "q", "path": str(qs), "format": "questions"},
-                               {"name": "heldout", "path": str(held), "format": "heldout"}]})
+    sets = eval_sets(
+        {
+            "sets": [
+                {"name": "mt", "path": str(mt), "format": "mtbench"},
+                {"name": "q", "path": str(qs), "format": "questions"},
+                {"name": "heldout", "path": str(held), "format": "heldout"},
+            ]
+        }
+    )
     reps = {}
     for w in (1, 3):
-        reps[w] = evaluate_drafts(target_path=d / "target", draft_dir=d / "out", vocab_mapping_path=d / "vm" / "vocab_mapping.pt",
-                                  test_jsonl=held, out_dir=tmp_path / f"eval{w}", k=[2, 3], sets=sets, max_new_tokens=6,
-                                  num_prompts=5, device="cpu", workers=w, log=lambda *_: None)
+        reps[w] = evaluate_drafts(
+            target_path=d / "target",
+            draft_dir=d / "out",
+            vocab_mapping_path=d / "vm" / "vocab_mapping.pt",
+            test_jsonl=held,
+            out_dir=tmp_path / f"eval{w}",
+            k=[2, 3],
+            sets=sets,
+            max_new_tokens=6,
+            num_prompts=5,
+            device="cpu",
+            workers=w,
+            log=lambda *_: None,
+        )
     one, three = reps[1], reps[3]
     assert one["lossless"] is True and one["sets"]["mt"]["2"]["num_turns"] == 4
     assert three["sets"] == one["sets"]

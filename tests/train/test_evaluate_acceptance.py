@@ -1,4 +1,5 @@
 """Greedy chain speculative decoding: lossless vs plain greedy, trained draft beats untrained."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,14 @@ def trained(tmp_path_factory):
     write_toy_dataset(d / "dataset", n=128, seed=0)
     vm = write_vocab_mapping(d / "vm" / "vocab_mapping.pt", toy_rows(128, seed=0), draft_vocab_size=58)
     cfg = TrainConfig(ttt_length=4, lr=3e-3, warmup_ratio=0.05, epochs=6, batch_size=8, max_length=64, log_every=0)
-    train_draft(cfg, target_path=target_dir, dataset_path=d / "dataset", vocab_mapping_path=vm,
-                out_dir=d / "draft", log=lambda *_: None)
+    train_draft(
+        cfg,
+        target_path=target_dir,
+        dataset_path=d / "dataset",
+        vocab_mapping_path=vm,
+        out_dir=d / "draft",
+        log=lambda *_: None,
+    )
     target = AutoModelForCausalLM.from_pretrained(str(target_dir)).eval()
     return target, load_draft_checkpoint(d / "draft", target), load_vocab_mapping_file(vm)
 
@@ -71,11 +78,15 @@ def test_kv_cache_gives_the_same_tokens_and_rounds_as_full_reforwards(trained):
     for r in toy_rows(4, seed=99):
         ids = r["input_ids"][:9]
         a = speculative_generate(target, draft, ids, k=3, max_new_tokens=20, eos_ids=set(), device="cpu")
-        b = speculative_generate(target, draft, ids, k=3, max_new_tokens=20, eos_ids=set(), device="cpu",
-                                 use_cache=False)
+        b = speculative_generate(
+            target, draft, ids, k=3, max_new_tokens=20, eos_ids=set(), device="cpu", use_cache=False
+        )
         assert a == b
-        assert greedy_generate(target, ids, 20, set(), "cpu") == greedy_generate(target, ids, 20, set(), "cpu",
-                                                                                 use_cache=False) == a[0]
+        assert (
+            greedy_generate(target, ids, 20, set(), "cpu")
+            == greedy_generate(target, ids, 20, set(), "cpu", use_cache=False)
+            == a[0]
+        )
 
 
 def test_conversation_prompts_use_chat_template():

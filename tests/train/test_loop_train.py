@@ -1,5 +1,6 @@
 """Online training on CPU: the loss drops on a learnable toy, crash + resume continues exactly,
 dataset reading errors name the file/row/field, DDP under torchrun (gloo) runs."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,15 @@ def toy(tmp_path_factory):
 
 def _run(toy, out, cfg, **kw):
     logs: list[str] = []
-    res = train_draft(cfg, target_path=toy / "target", dataset_path=toy / "dataset",
-                      vocab_mapping_path=toy / "vocab_mapping", out_dir=out, log=logs.append, **kw)
+    res = train_draft(
+        cfg,
+        target_path=toy / "target",
+        dataset_path=toy / "dataset",
+        vocab_mapping_path=toy / "vocab_mapping",
+        out_dir=out,
+        log=logs.append,
+        **kw,
+    )
     return res, logs
 
 
@@ -68,8 +76,9 @@ class Crash(RuntimeError):
 
 
 def test_resume_after_crash_matches_uninterrupted_run(toy, tmp_path):
-    cfg = TrainConfig(ttt_length=2, lr=2e-3, warmup_ratio=0.1, max_steps=10, batch_size=16, max_length=64,
-                      save_every=4, log_every=2)
+    cfg = TrainConfig(
+        ttt_length=2, lr=2e-3, warmup_ratio=0.1, max_steps=10, batch_size=16, max_length=64, save_every=4, log_every=2
+    )
     ref, _ = _run(toy, tmp_path / "ref", cfg)
 
     def crash_at_6(step, metrics):
@@ -113,7 +122,9 @@ def test_dataset_formats_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.jsonl:2 .*loss_mask"):
         load_tokenized(jb, 64)
     jn = tmp_path / "nosup.jsonl"
-    jn.write_text(json.dumps({"id": "z", "input_ids": [1, 2, 3], "loss_mask": [0, 0, 1]}) + "\n" + json.dumps(rows[0]) + "\n")
+    jn.write_text(
+        json.dumps({"id": "z", "input_ids": [1, 2, 3], "loss_mask": [0, 0, 1]}) + "\n" + json.dumps(rows[0]) + "\n"
+    )
     r = load_tokenized(jn, 64)
     assert r.skipped_no_supervision == 1 and len(r) == 1
     with pytest.raises(ValueError, match="outside the target vocab"):
@@ -147,9 +158,24 @@ def test_ddp_torchrun_gloo(toy, tmp_path):
     with socket.socket() as s:  # a free port on 127.0.0.1 (port 0 makes torchrun's rendezvous hang)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-                        str(script), str(toy), str(tmp_path / "out")],
-                       capture_output=True, text=True, timeout=240, env=env)
+    p = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            str(script),
+            str(toy),
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     for r in (0, 1):
         assert json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) == {"world": 2, "step": 4}
@@ -170,12 +196,15 @@ def test_non_finite_step_falls_back_then_skips(toy):
     draft = build_draft(target, seed=0)
     tr = Eagle3Trainer(TrainConfig(ttt_length=2, lr=1e-3, compile=False), target, draft, torch.device("cpu"), 10)
     rows = toy_rows(4, seed=3)
-    batch = collate([{"input_ids": torch.tensor(r["input_ids"]), "loss_mask": torch.tensor(r["loss_mask"])} for r in rows])
+    batch = collate(
+        [{"input_ids": torch.tensor(r["input_ids"]), "loss_mask": torch.tensor(r["loss_mask"])} for r in rows]
+    )
 
     def poisoned(call):
         def f(*a):
             loss, out = call(*a)
             return loss * float("nan"), out
+
         return f
 
     tr.call = poisoned(tr.eager_call)  # stands in for a compiled step gone wrong
@@ -209,7 +238,9 @@ def test_compiler_failure_mid_run_falls_back_to_eager(toy):
     draft = build_draft(target, seed=0)
     tr = Eagle3Trainer(TrainConfig(ttt_length=2, lr=1e-3, compile=False), target, draft, torch.device("cpu"), 10)
     rows = toy_rows(4, seed=3)
-    batch = collate([{"input_ids": torch.tensor(r["input_ids"]), "loss_mask": torch.tensor(r["loss_mask"])} for r in rows])
+    batch = collate(
+        [{"input_ids": torch.tensor(r["input_ids"]), "loss_mask": torch.tensor(r["loss_mask"])} for r in rows]
+    )
 
     def crashing(*a):  # stands in for a compiled module whose recompile fails inside Inductor
         try:

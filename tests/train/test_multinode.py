@@ -3,6 +3,7 @@ rendezvous), validated with one-line errors; and two CPU "nodes" for real: two t
 on this host (gloo, one process each), node 0 = the draft_model asset's own Pipes launch, node 1 =
 `specforge-assets train --node-rank 1`. Only rank 0 (node 0's process) reports to Dagster and
 publishes; both ranks train the same steps; the published draft loads."""
+
 from __future__ import annotations
 
 import json
@@ -48,29 +49,37 @@ def test_one_node_command_is_unchanged():
 def test_nodes_and_rendezvous_reach_torchrun():
     launch = _launch(nnodes=3, node_rank=0, rdzv_endpoint="node0.example:29400", rdzv_id="run-7", nproc_per_node=4)
     cmd = torchrun_command("/w/launch.json", 4, launch)
-    head = cmd[:cmd.index("-m", 3)]
+    head = cmd[: cmd.index("-m", 3)]
     assert "--standalone" not in cmd
-    assert {"--nnodes=3", "--rdzv_backend=c10d", "--rdzv_endpoint=node0.example:29400", "--rdzv_id=run-7",
-            "--nproc_per_node=4"} <= set(head)
+    assert {
+        "--nnodes=3",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=node0.example:29400",
+        "--rdzv_id=run-7",
+        "--nproc_per_node=4",
+    } <= set(head)
     # torchrun ignores --node_rank under c10d; the entry gets it (and the spec, on node 0)
-    entry = cmd[cmd.index("specforge_assets.train.entry") + 1:]
+    entry = cmd[cmd.index("specforge_assets.train.entry") + 1 :]
     assert entry == ["--spec", "/w/launch.json", "--nnodes", "3", "--node-rank", "0"]
     joiner = join_command({**launch, "node_rank": 2})
     assert "--rdzv_endpoint=node0.example:29400" in joiner and "--rdzv_id=run-7" in joiner
-    assert joiner[joiner.index("specforge_assets.train.entry") + 1:] == ["--nnodes", "3", "--node-rank", "2"]
+    assert joiner[joiner.index("specforge_assets.train.entry") + 1 :] == ["--nnodes", "3", "--node-rank", "2"]
 
 
-@pytest.mark.parametrize("launch, field", [
-    ({"nnodes": 0}, "launch.nnodes"),
-    ({"nnodes": "2"}, "launch.nnodes"),
-    ({"nnodes": 2}, "launch.rdzv_endpoint"),
-    ({"nnodes": 2, "rdzv_endpoint": "node0"}, "launch.rdzv_endpoint"),
-    ({"nnodes": 2, "rdzv_endpoint": "node0:70000"}, "launch.rdzv_endpoint"),
-    ({"nnodes": 2, "rdzv_endpoint": "node0:29400", "node_rank": 2}, "launch.node_rank"),
-    ({"nnodes": 2, "rdzv_endpoint": "node0:29400", "node_rank": -1}, "launch.node_rank"),
-    ({"node_rank": 1}, "launch.node_rank"),
-    ({"nnodes": 2, "rdzv_endpoint": "node0:29400", "rdzv_id": "a b"}, "launch.rdzv_id"),
-])
+@pytest.mark.parametrize(
+    "launch, field",
+    [
+        ({"nnodes": 0}, "launch.nnodes"),
+        ({"nnodes": "2"}, "launch.nnodes"),
+        ({"nnodes": 2}, "launch.rdzv_endpoint"),
+        ({"nnodes": 2, "rdzv_endpoint": "node0"}, "launch.rdzv_endpoint"),
+        ({"nnodes": 2, "rdzv_endpoint": "node0:70000"}, "launch.rdzv_endpoint"),
+        ({"nnodes": 2, "rdzv_endpoint": "node0:29400", "node_rank": 2}, "launch.node_rank"),
+        ({"nnodes": 2, "rdzv_endpoint": "node0:29400", "node_rank": -1}, "launch.node_rank"),
+        ({"node_rank": 1}, "launch.node_rank"),
+        ({"nnodes": 2, "rdzv_endpoint": "node0:29400", "rdzv_id": "a b"}, "launch.rdzv_id"),
+    ],
+)
 def test_bad_node_settings_are_one_line_errors(launch, field):
     with pytest.raises(TrainInputError) as ei:
         train_settings({"launch": launch})
@@ -85,8 +94,14 @@ def test_ipv6_endpoint_accepted():
 def test_only_node_0_prepares_a_run(tmp_path):
     settings = train_settings({"launch": {"nnodes": 2, "node_rank": 1, "rdzv_endpoint": "h:1"}})
     with pytest.raises(TrainInputError, match="only node 0 prepares") as ei:
-        prepare_launch(root=tmp_path, settings=settings, target_path=tmp_path, dataset_path=tmp_path,
-                       vocab_mapping_path=tmp_path, upstream_data_versions={})
+        prepare_launch(
+            root=tmp_path,
+            settings=settings,
+            target_path=tmp_path,
+            dataset_path=tmp_path,
+            vocab_mapping_path=tmp_path,
+            upstream_data_versions={},
+        )
     assert "--node-rank 1" in str(ei.value)
     with pytest.raises(TrainInputError, match="node_rank > 0"):
         join_command(settings["launch"] | {"node_rank": 0})
@@ -109,8 +124,14 @@ def test_join_renumbers_node_0_first_and_shares_its_spec(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     spec = {"spec_version": 1, "work_dir": str(work), "dataset_path": "/shared/data"}
-    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": "t1",
-                 "TORCHELASTIC_RESTART_COUNT": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+    for k, v in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "TORCHELASTIC_RUN_ID": "t1",
+        "TORCHELASTIC_RESTART_COUNT": "0",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+    }.items():
         monkeypatch.setenv(k, v)
 
     monkeypatch.setenv("RANK", "1")  # node 0, numbered second by torchrun
@@ -163,15 +184,25 @@ def test_two_cpu_nodes_through_the_asset_launch(tmp_path):
     store = SpecforgeStore(data_root=str(root), config_dir=str(cfg_dir))
     resources = {"store": store, "trainer": M.DraftTrainer(), "pipes": M.resources["pipes"]}
 
-    env = {**os.environ, "SPECFORGE_DATA_ROOT": str(root), "SPECFORGE_CONFIG_DIR": str(cfg_dir),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "SPECFORGE_DATA_ROOT": str(root),
+        "SPECFORGE_CONFIG_DIR": str(cfg_dir),
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     log1 = tmp_path / "node1.log"
     with dg.instance_for_test() as instance:
         assert dg.materialize([M.target_model], instance=instance, resources={"store": store}).success
         _seed_upstream(root, rows, root / "models" / "target_model")
         with open(log1, "w") as out1:
-            node1 = subprocess.Popen([sys.executable, "-m", "specforge_assets.cli", "train", "--node-rank", "1"],
-                                     cwd=tmp_path, env=env, stdout=out1, stderr=subprocess.STDOUT, start_new_session=True)
+            node1 = subprocess.Popen(
+                [sys.executable, "-m", "specforge_assets.cli", "train", "--node-rank", "1"],
+                cwd=tmp_path,
+                env=env,
+                stdout=out1,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             r = dg.materialize([M.draft_model], instance=instance, resources=resources, raise_on_error=False)
             rc1 = node1.wait(timeout=300)
@@ -191,8 +222,11 @@ def test_two_cpu_nodes_through_the_asset_launch(tmp_path):
         assert '"materialization"' not in text1 and "published" not in text1
 
         # exactly one materialization, from rank 0 on node 0, for a world of two
-        mats = [e.event_specific_data.materialization for e in r.get_asset_materialization_events()
-                if e.event_specific_data.materialization.asset_key == M.DRAFT_KEY]
+        mats = [
+            e.event_specific_data.materialization
+            for e in r.get_asset_materialization_events()
+            if e.event_specific_data.materialization.asset_key == M.DRAFT_KEY
+        ]
         assert len(mats) == 1
         md = mats[0].metadata
         assert md["world_size"].value == 2 and md["nnodes"].value == 2 and md["steps"].value == 5

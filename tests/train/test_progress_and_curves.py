@@ -1,5 +1,6 @@
 """Training progress lines (elapsed + ETA from the mean step time), the loss curve from a real tiny
 run's metrics, and per-category acceptance in the evaluation report."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,20 @@ from specforge_assets.train.toy import toy_rows, write_toy_dataset, write_vocab_
 from .test_loop_train import toy_target_dir
 
 
-@pytest.mark.parametrize("s,want", [(0, "0s"), (44.6, "45s"), (83, "1m23s"), (600, "10m00s"), (3600, "1h00m"),
-                                    (7500, "2h05m"), (None, "?"), (float("inf"), "?"), (-1, "?")])
+@pytest.mark.parametrize(
+    "s,want",
+    [
+        (0, "0s"),
+        (44.6, "45s"),
+        (83, "1m23s"),
+        (600, "10m00s"),
+        (3600, "1h00m"),
+        (7500, "2h05m"),
+        (None, "?"),
+        (float("inf"), "?"),
+        (-1, "?"),
+    ],
+)
 def test_format_duration(s, want):
     assert format_duration(s) == want
 
@@ -41,8 +54,15 @@ def run(tmp_path_factory):
     cfg = TrainConfig(ttt_length=2, lr=3e-3, warmup_ratio=0.05, max_steps=8, batch_size=8, max_length=64, log_every=2)
     logs: list[str] = []
     seen: list[dict] = []
-    res = train_draft(cfg, target_path=d / "target", dataset_path=d / "dataset", vocab_mapping_path=d / "vm",
-                      out_dir=d / "out", log=logs.append, metrics_cb=lambda s, m: seen.append(m))
+    res = train_draft(
+        cfg,
+        target_path=d / "target",
+        dataset_path=d / "dataset",
+        vocab_mapping_path=d / "vm",
+        out_dir=d / "out",
+        log=logs.append,
+        metrics_cb=lambda s, m: seen.append(m),
+    )
     return d, res, logs, seen
 
 
@@ -86,20 +106,37 @@ def test_prompt_category_prefers_category_then_source():
 
 
 def test_per_category_from_hand_made_rounds():
-    prompts = [{"id": "a", "source": "s1", "category": "chat"}, {"id": "b", "source": "s1", "category": "code"},
-               {"id": "c", "source": "s2", "category": "chat"}]
+    prompts = [
+        {"id": "a", "source": "s1", "category": "chat"},
+        {"id": "b", "source": "s1", "category": "code"},
+        {"id": "c", "source": "s2", "category": "chat"},
+    ]
     trained = {"rounds_per_prompt": [[2, 0], [3, 3], [1]]}
     untrained = {"rounds_per_prompt": [[0, 0], [0, 1], [0]]}
     cats = per_category(prompts, trained, untrained, k=3)
     assert cats == {
-        "chat": {"n": 2, "acceptance_length": 2.0, "untrained_acceptance_length": 1.0,
-                 "per_position_acceptance": [0.6667, 0.5, 0.0]},
-        "code": {"n": 1, "acceptance_length": 4.0, "untrained_acceptance_length": 1.5,
-                 "per_position_acceptance": [1.0, 1.0, 1.0]},
+        "chat": {
+            "n": 2,
+            "acceptance_length": 2.0,
+            "untrained_acceptance_length": 1.0,
+            "per_position_acceptance": [0.6667, 0.5, 0.0],
+        },
+        "code": {
+            "n": 1,
+            "acceptance_length": 4.0,
+            "untrained_acceptance_length": 1.5,
+            "per_position_acceptance": [1.0, 1.0, 1.0],
+        },
     }
     pp = per_prompt(prompts, trained, untrained)
-    assert pp[0] == {"id": "a", "source": "s1", "category": "chat", "acceptance_length": 2.0,
-                     "untrained_acceptance_length": 1.0, "rounds": 2}
+    assert pp[0] == {
+        "id": "a",
+        "source": "s1",
+        "category": "chat",
+        "acceptance_length": 2.0,
+        "untrained_acceptance_length": 1.0,
+        "rounds": 2,
+    }
     rows, _ = charts.per_category_table({"per_category": cats})
     assert [(r["category"], r["n_prompts"], r["improvement"]) for r in rows] == [("chat", 2, 1.0), ("code", 1, 2.5)]
     with pytest.raises(ValueError):
@@ -129,20 +166,24 @@ class _Tok:
 
 def test_heldout_prompts_carry_source_and_category(tmp_path):
     conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-    rows = [{"id": "r1", "source": "chatsrc", "category": "greeting", "conversations": conv},
-            {"id": "r2", "source": "chatsrc", "conversations": conv},
-            {"id": "r3", "source": "txt", "text": "plain"}]
+    rows = [
+        {"id": "r1", "source": "chatsrc", "category": "greeting", "conversations": conv},
+        {"id": "r2", "source": "chatsrc", "conversations": conv},
+        {"id": "r3", "source": "txt", "text": "plain"},
+    ]
     f = tmp_path / "test.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prompts, counts = heldout_prompts(f, _Tok(), num_prompts=10, max_prompt_tokens=100)
-    assert [(p["id"], p["source"], p["category"]) for p in prompts] == [("r1", "chatsrc", "greeting"),
-                                                                         ("r2", "chatsrc", "chatsrc")]
+    assert [(p["id"], p["source"], p["category"]) for p in prompts] == [
+        ("r1", "chatsrc", "greeting"),
+        ("r2", "chatsrc", "chatsrc"),
+    ]
     assert counts["skipped_text_rows"] == 1
-
 
 
 class _ToyChatTok:
     """Stands in for the target tokenizer: a prompt is the toy progression written in its user turn."""
+
     eos_token_id = None
 
     def apply_chat_template(self, msgs, add_generation_prompt=True, tokenize=True):
@@ -154,29 +195,51 @@ def test_evaluation_report_has_per_category_and_per_prompt(run, tmp_path, monkey
     from specforge_assets.train.eval_report import evaluate_drafts
 
     real = errors.load_target_part
-    monkeypatch.setattr(errors, "load_target_part",
-                        lambda loader, target, what="", **kw: _ToyChatTok() if "tokenizer" in what else real(loader, target, what, **kw))
+    monkeypatch.setattr(
+        errors,
+        "load_target_part",
+        lambda loader, target, what="", **kw: (
+            _ToyChatTok() if "tokenizer" in what else real(loader, target, what, **kw)
+        ),
+    )
     d, _, _, _ = run
     rows = []
     for i, r in enumerate(toy_rows(5, seed=9)):
-        row = {"id": f"t{i}", "source": "toy_a" if i < 3 else "toy_b",
-               "conversations": [{"role": "user", "content": " ".join(map(str, r["input_ids"][:7]))},
-                                 {"role": "assistant", "content": "x"}]}
+        row = {
+            "id": f"t{i}",
+            "source": "toy_a" if i < 3 else "toy_b",
+            "conversations": [
+                {"role": "user", "content": " ".join(map(str, r["input_ids"][:7]))},
+                {"role": "assistant", "content": "x"},
+            ],
+        }
         if i == 0:
             row["category"] = "special"
         rows.append(row)
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rep = evaluate_drafts(target_path=d / "target", draft_dir=d / "out", vocab_mapping_path=d / "vm" / "vocab_mapping.pt",
-                          test_jsonl=test, out_dir=tmp_path / "eval", k=2, max_new_tokens=8, num_prompts=5,
-                          log=lambda *_: None)
+    rep = evaluate_drafts(
+        target_path=d / "target",
+        draft_dir=d / "out",
+        vocab_mapping_path=d / "vm" / "vocab_mapping.pt",
+        test_jsonl=test,
+        out_dir=tmp_path / "eval",
+        k=2,
+        max_new_tokens=8,
+        num_prompts=5,
+        log=lambda *_: None,
+    )
     assert set(rep["per_category"]) == {"special", "toy_a", "toy_b"}
     assert {c: v["n"] for c, v in rep["per_category"].items()} == {"special": 1, "toy_a": 2, "toy_b": 2}
     for v in rep["per_category"].values():
         assert 1.0 <= v["acceptance_length"] <= 3.0 and 1.0 <= v["untrained_acceptance_length"] <= 3.0
     assert [(p["id"], p["source"], p["category"]) for p in rep["per_prompt"]] == [
-        ("t0", "toy_a", "special"), ("t1", "toy_a", "toy_a"), ("t2", "toy_a", "toy_a"),
-        ("t3", "toy_b", "toy_b"), ("t4", "toy_b", "toy_b")]
+        ("t0", "toy_a", "special"),
+        ("t1", "toy_a", "toy_a"),
+        ("t2", "toy_a", "toy_a"),
+        ("t3", "toy_b", "toy_b"),
+        ("t4", "toy_b", "toy_b"),
+    ]
     n_rounds = sum(p["rounds"] for p in rep["per_prompt"])
     assert n_rounds == rep["num_rounds"]
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["per_category"] == rep["per_category"]
