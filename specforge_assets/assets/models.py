@@ -389,6 +389,18 @@ def draft_model(
     )
     context.log.info(f"launching: {' '.join(cmd)}")
     t0 = time.time()
+    if isinstance(pipes, dg.PipesSubprocessClient):
+        # launch.termination_timeout_s: how long torchrun and its ranks get to flush a checkpoint
+        # and exit after a cancellation, before they are killed.
+        pipes = dg.PipesSubprocessClient(
+            env=pipes.env,
+            cwd=pipes.cwd,
+            context_injector=pipes.context_injector,
+            message_reader=pipes.message_reader,
+            forward_termination=pipes.forward_termination,
+            forward_stdio=pipes.forward_stdio,
+            termination_timeout_seconds=float(settings["launch"]["termination_timeout_s"]),
+        )
     completed = pipes.run(
         context=context,
         command=cmd,

@@ -536,6 +536,11 @@ def train_settings(config: dict | None = None) -> dict:
     n = out["launch"]["nproc_per_node"]
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise TrainInputError(f"configs/train.yaml launch.nproc_per_node: want a positive integer, got {n!r}")
+    t = out["launch"]["termination_timeout_s"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
+        raise TrainInputError(
+            f"configs/train.yaml launch.termination_timeout_s: want a positive number of seconds, got {t!r}"
+        )
     _validate_nodes(out["launch"])
     return out
 

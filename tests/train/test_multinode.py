@@ -247,3 +247,13 @@ def test_two_cpu_nodes_through_the_asset_launch(tmp_path):
     target = AutoModelForCausalLM.from_pretrained(root / "models" / "target_model")
     model = load_draft_checkpoint(draft, target_model=target)
     assert model.config.draft_vocab_size == json.loads((draft / "config.json").read_text())["draft_vocab_size"]
+
+
+@pytest.mark.parametrize("bad", [0, -5, "60", True, None])
+def test_termination_timeout_must_be_positive_seconds(bad):
+    """launch.termination_timeout_s is read (the Pipes client waits that long for torchrun to
+    exit after a cancellation) and validated like the other launch settings."""
+    with pytest.raises(TrainInputError, match=r"launch\.termination_timeout_s: want a positive number of seconds"):
+        train_settings({"launch": {"termination_timeout_s": bad}})
+    assert train_settings({"launch": {"termination_timeout_s": 2.5}})["launch"]["termination_timeout_s"] == 2.5
+    assert train_settings({})["launch"]["termination_timeout_s"] == 60
