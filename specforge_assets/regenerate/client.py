@@ -14,7 +14,7 @@
   exponential backoff + full jitter, each retry preferring another server; permanent errors
   (other 4xx, e.g. context overflow; any other status such as 204) fail the request at once.
 - a server failing `failures_to_eject` times in a row is taken out of rotation and probed back
-  in (GET /health, then /v1/models) every `probe_interval_s`.
+  in (GET /readiness, /health, then /v1/models: the first that exists decides) every `probe_interval_s`.
 - every 200 answer goes through `reply.check_reply` (the one reply check): shape faults (no
   choices, error object) are retried like transient errors, a 4xx error object and unusable
   content fail the request at once.
@@ -337,7 +337,10 @@ class ServerPool:
             return _short_error(e)
 
     async def _health(self, s: Server) -> bool:
-        for path in ("/health", "/v1/models"):
+        """Usable now? `GET /readiness` where the server has it (the SGLang router: 503 while no
+        worker is alive, though its `/health` says 200), else `/health`, else `/v1/models`; a 404
+        or 405 moves on to the next path, any other answer decides."""
+        for path in ("/readiness", "/health", "/v1/models"):
             try:
                 r = await s.http.request("GET", path, timeout=self.settings.connect_timeout_s + 5)
                 if r.status == 200:

@@ -329,7 +329,8 @@ def test_cli_through_router_with_one_of_three_servers_sigkilled_is_exactly_once(
 
 
 def test_router_health_and_model_listing_with_stub_workers(stub_server, sglang_router):
-    """What our client's probes (GET /health, then /v1/models) see through the router."""
+    """What our client's probes (GET /readiness, /health, /v1/models: the first that exists
+    decides) see through the router."""
     stubs = [stub_server(), stub_server()]
     router = sglang_router([f"http://{s.address}" for s in stubs])
     assert _get(router.url + "/health")[0] == 200
@@ -340,7 +341,7 @@ def test_router_health_and_model_listing_with_stub_workers(stub_server, sglang_r
         s.kill()
     _wait_for("router notices both workers died", lambda: set(router.workers().values()) == {False}, timeout=30)
     # /health is the router's liveness, not its workers': it stays 200 with no worker alive.
-    # /readiness is the one that says so (503) — our client's probe cannot tell the difference.
+    # /readiness is the one that says so (503), and it is what our client's probe asks first.
     assert _get(router.url + "/health")[0] == 200
     code, body = _get(router.url + "/readiness")
     assert code == 503 and body == {"status": "not ready", "reason": "insufficient healthy workers"}
@@ -625,3 +626,29 @@ def test_api_key_through_the_router(tmp_path, asgi_worker, sglang_router):
         _cli(router, inp, tmp_path / "out2" / "regen.jsonl"), capture_output=True, text=True, timeout=120, env=env
     )
     assert r.returncode != 0 and "HTTP 401" in r.stderr.strip().splitlines()[-1]
+
+
+def test_client_probe_asks_readiness_first(stub_server, sglang_router):
+    """The client's health probe: the router with no live worker is not usable (its /readiness
+    503 decides, though /health says 200); a plain server without /readiness (404) falls back to
+    /health."""
+    import asyncio
+
+    from specforge_assets.regenerate.client import ServerPool
+
+    stubs = [stub_server(), stub_server()]
+    router = sglang_router([f"http://{s.address}" for s in stubs])
+    plain = stub_server()
+
+    async def health(addresses):
+        pool = ServerPool(addresses, RegenSettings(model="stub-model"), log=lambda m: None)
+        try:
+            return [await pool._health(s) for s in pool.servers]
+        finally:
+            await pool.close()
+
+    assert asyncio.run(health([router.address, plain.address])) == [True, True]
+    for s in stubs:
+        s.kill()
+    _wait_for("router notices both workers died", lambda: set(router.workers().values()) == {False}, timeout=30)
+    assert asyncio.run(health([router.address, plain.address])) == [False, True]
