@@ -32,20 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SMOLLM2 = dict(
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    max_position_embeddings=8192,
-    rms_norm_eps=1e-5,
-    rope_theta=100000.0,
-    tie_word_embeddings=True,
-    bos_token_id=1,
-    eos_token_id=2,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_train_gpu import PRESETS  # noqa: E402 - one definition of SmolLM2's shape
+
+SMOLLM2 = {**PRESETS["smollm2"], "bos_token_id": 1, "eos_token_id": 2}
 
 OUT: list[dict] = []
 
