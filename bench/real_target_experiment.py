@@ -218,13 +218,12 @@ def stage_main(steps: list[str]) -> int:
     import dagster as dg
 
     from specforge_assets import keys
-    from specforge_assets.definitions import defs
+    from specforge_assets.demo import materialize_selection
     from specforge_assets.partitions import configured_source_keys, sync_source_partitions
 
     instance = dg.DagsterInstance.get()
     parts = configured_source_keys()
     sync_source_partitions(instance, parts)
-    everything = list(defs.assets) + list(defs.asset_checks or [])
     groups = {
         "sources": ([keys.SOURCES], True),
         "sources+regenerated": ([keys.SOURCES, keys.REGENERATED], True),
@@ -238,20 +237,12 @@ def stage_main(steps: list[str]) -> int:
         sel, partitioned = groups[step]
         for pk in parts if partitioned else [None]:
             t0 = time.time()
-            r = dg.materialize(
-                everything,
-                selection=sel,
-                partition_key=pk,
-                instance=instance,
-                resources=defs.resources,
-                raise_on_error=False,
-                tags={"specforge/trigger": "real_target_experiment"},
-            )
+            ok = materialize_selection(instance, sel, pk, trigger="real_target_experiment")
             print(
-                f"[stage] {step}{f' [{pk}]' if pk else ''}: {'ok' if r.success else 'FAILED'} in {time.time() - t0:.0f}s",
+                f"[stage] {step}{f' [{pk}]' if pk else ''}: {'ok' if ok else 'FAILED'} in {time.time() - t0:.0f}s",
                 flush=True,
             )
-            if not r.success:
+            if not ok:
                 return 1
     return 0
 

@@ -54,8 +54,27 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def run_demo(args) -> int:
+def materialize_selection(instance, selection, partition_key: str | None = None, *, trigger: str) -> bool:
+    """Materialize `selection` (asset keys) of the project's Definitions, with their checks and
+    resources, in-process in `instance`; the run is tagged `specforge/trigger=<trigger>`.
+    Returns whether the run succeeded (failures are in the run, never raised)."""
     import dagster as dg
+
+    from .definitions import defs
+
+    r = dg.materialize(
+        list(defs.assets) + list(defs.asset_checks or []),
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+        tags={"specforge/trigger": trigger},
+    )
+    return r.success
+
+
+def run_demo(args) -> int:
 
     from .definitions import defs
     from .partitions import configured_source_keys, source_partitions, sync_source_partitions
@@ -82,21 +101,11 @@ def run_demo(args) -> int:
     unpartitioned = [k for k in materializable if graph.get(k).partitions_def is None]
     before = [k for k in unpartitioned if k not in downstream]
     after = [k for k in unpartitioned if k in downstream]
-    everything = list(defs.assets) + list(defs.asset_checks or [])
     failed = []
 
     def run(selection, label, partition_key=None):
         print(f"[demo] {label}: {', '.join(k.to_user_string() for k in selection)}", flush=True)
-        r = dg.materialize(
-            everything,
-            selection=selection,
-            partition_key=partition_key,
-            instance=instance,
-            resources=defs.resources,
-            raise_on_error=False,
-            tags={"specforge/trigger": "demo"},
-        )
-        if not r.success:
+        if not materialize_selection(instance, selection, partition_key, trigger="demo"):
             failed.append(label)
 
     if before:
