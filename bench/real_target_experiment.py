@@ -417,7 +417,7 @@ def main() -> int:
     ap.add_argument("--eval-tokens", type=int, default=64)
     ap.add_argument("--eval-workers", type=int, default=16)
     ap.add_argument("--mt-bench", type=int, default=80)
-    ap.add_argument("--gsm8k-test", type=int, default=200)
+    ap.add_argument("--gsm8k-test", type=int, default=300)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the path (CPU)")
     a = ap.parse_args()
     if a.stage:
