@@ -181,6 +181,7 @@ def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path, 
         "steps": ph["steps"],
         "events": ph["events"],
         "ratio": round(wall / work, 2),
+        "overhead_s": round(wall - work, 1),  # wall time outside the steps
         "run_s": round(ph["run_end"] - ph["first_event"], 1),  # the run as Dagster records it
         "run_ratio": round((ph["run_end"] - ph["first_event"]) / work, 2),
         "status": ph["status"],
@@ -219,7 +220,8 @@ def main() -> int:
             rows = []
             for i in range(args.repeats):  # interleaved, so load changes hit all variants alike
                 for inst in instances:
-                    for label, code in (("now", REPO), ("baseline", base)):
+                    pair = (("now", REPO), ("baseline", base))
+                    for label, code in pair if i % 2 == 0 else pair[::-1]:  # neither always goes first
                         rows.append(measure(seed, tmp, label, "specforge_assets.definitions", i, code, inst))
                         print(json.dumps(rows[-1]), flush=True)
         finally:
