@@ -6,13 +6,19 @@ run end, exit). Compared in the same session on the same data:
 - `baseline`: the code at --baseline-rev (default 5f4e77f; d0596a7 is the per-step-process
   version of the first measurement), from a `git worktree` of that revision;
 each against a `fresh` instance (the run creates its storage) and an `existing` one (created
-before the timer, as on a user's machine).
+before the timer, as on a user's machine), and `inprocess`: the demo's own path
+(`demo.materialize_selection` in a process that has already loaded the code location, as `make
+demo` and the real-target stages run it), timed from the call to its return.
+
+Besides the wall time, every run reports `run_s`: the run as Dagster records it, from its first
+event (the planned events) to RUN_SUCCESS; this is what the UI shows for a launched run, without
+the process start before it and the interpreter's exit after it.
 
 Setup: a data root with the demo's sources, regenerated partitions and target (materialized in a
 temp folder by make_data(), or --data DIR to reuse one), copied afresh for every measured run so
 each one recomputes (no cache hit).
 
-    .venv/bin/python bench/bench_steps.py [--data DIR] [--repeats 2] [--instances fresh,existing]
+    .venv/bin/python bench/bench_steps.py [--data DIR] [--repeats 2] [--instances fresh,existing,inprocess]
 
 Writes bench/results/steps.json; the `## Step overhead` section of bench/RESULTS.md is written
 from it by hand.
@@ -75,6 +81,21 @@ def make_data(tmp: Path) -> Path:
     return root
 
 
+# The demo's path: code location loaded before the timer (the demo process has it loaded), then one
+# in-process run of the selection; prints the seconds from the call to its return.
+INPROCESS_CODE = """
+import json, time
+import dagster as dg
+from specforge_assets.demo import materialize_selection
+from specforge_assets.keys import MIX, TOKENIZED, VOCAB
+instance = dg.DagsterInstance.get()
+t0 = time.time()
+ok = materialize_selection(instance, [MIX, TOKENIZED, VOCAB], trigger="bench")
+t1 = time.time()
+print(json.dumps({"t0": t0, "t1": t1, "ok": ok}))
+"""
+
+
 PHASES_CODE = """
 import dagster as dg, json
 i = dg.DagsterInstance.get()
@@ -106,7 +127,9 @@ def run_phases(home: Path) -> dict:
 def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path, instance: str) -> dict:
     """One timed `dagster asset materialize` of SELECTION on a fresh copy of the seed data.
     instance="fresh": a new DAGSTER_HOME whose storage the run itself creates; "existing": the
-    instance's storage is created (and migrated) before the timer starts, as on a user's box."""
+    instance's storage is created (and migrated) before the timer starts, as on a user's box;
+    "inprocess": an existing instance and the demo's in-process path (INPROCESS_CODE), timed from
+    the call to its return (no CLI, no interpreter start or exit)."""
     root, home = tmp / f"{label}-{instance}-{i}-data", tmp / f"{label}-{instance}-{i}-home"
     shutil.copytree(seed, root, symlinks=True, ignore=shutil.ignore_patterns("mix", "tokenized", "models", "versions"))
     shutil.copytree(seed / "models" / "target_model", root / "models" / "target_model")
@@ -121,22 +144,30 @@ def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path, 
         "DAGSTER_DISABLE_TELEMETRY": "1",
         "PYTHONPATH": str(code),
     }
-    if instance == "existing":
+    if instance in ("existing", "inprocess"):
         subprocess.run(
             [sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().get_runs(limit=1)"],
             env=env,
             check=True,
             capture_output=True,
         )
-    t0 = time.time()
-    p = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", module, "--select", SELECTION],
-        cwd=code,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    t_end = time.time()
+    if instance == "inprocess":
+        p = subprocess.run([sys.executable, "-c", INPROCESS_CODE], cwd=code, env=env, capture_output=True, text=True)
+        if p.returncode == 0:
+            times = json.loads(p.stdout.strip().splitlines()[-1])
+            if not times["ok"]:
+                raise SystemExit(f"{label}: run failed\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+            t0, t_end = times["t0"], times["t1"]
+    else:
+        t0 = time.time()
+        p = subprocess.run(
+            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", module, "--select", SELECTION],
+            cwd=code,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        t_end = time.time()
     wall = t_end - t0
     if p.returncode != 0:
         raise SystemExit(f"{label}: run failed\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -150,6 +181,9 @@ def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path, 
         "steps": ph["steps"],
         "events": ph["events"],
         "ratio": round(wall / work, 2),
+        "overhead_s": round(wall - work, 1),  # wall time outside the steps
+        "run_s": round(ph["run_end"] - ph["first_event"], 1),  # the run as Dagster records it
+        "run_ratio": round((ph["run_end"] - ph["first_event"]) / work, 2),
         "status": ph["status"],
         "phases_s": {  # where the wall time went
             "start_to_first_event": round(ph["first_event"] - t0, 2),  # python + imports + instance + code load + run
@@ -158,6 +192,7 @@ def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path, 
             "run_end": round(ph["run_end"] - ph["last_step_end"], 2),
             "exit": round(t_end - ph["run_end"], 2),  # CLI return + interpreter teardown (torch, transformers)
         },
+        "load": [round(x, 2) for x in os.getloadavg()],  # 1/5/15-min load average after this run
     }
 
 
@@ -166,7 +201,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=None, help="a data root made by the demo (else one is made)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--baseline-rev", default="5f4e77f", help="the code to compare with (a git revision)")
-    ap.add_argument("--instances", default="fresh,existing", help="fresh and/or existing (see measure())")
+    ap.add_argument(
+        "--instances", default="fresh,existing,inprocess", help="fresh, existing and/or inprocess (see measure())"
+    )
     args = ap.parse_args()
     instances = [x for x in args.instances.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as td:
@@ -183,7 +220,8 @@ def main() -> int:
             rows = []
             for i in range(args.repeats):  # interleaved, so load changes hit all variants alike
                 for inst in instances:
-                    for label, code in (("now", REPO), ("baseline", base)):
+                    pair = (("now", REPO), ("baseline", base))
+                    for label, code in pair if i % 2 == 0 else pair[::-1]:  # neither always goes first
                         rows.append(measure(seed, tmp, label, "specforge_assets.definitions", i, code, inst))
                         print(json.dumps(rows[-1]), flush=True)
         finally:

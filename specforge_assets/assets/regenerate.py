@@ -13,7 +13,6 @@ from ..checks import regenerate as regen_checks
 from ._failures import expected_failures
 from ..partitions import source_partitions
 from ..regenerate import config as regen_config
-from ..regenerate.partition import regenerate_partition
 from ._lineage import lineage_metadata, upstream_versions
 from ..resources import SpecforgeStore
 
@@ -126,6 +125,9 @@ def regenerated_conversations(
     cfg = regen_config.source_config(key, store.config("regenerate"), overrides)
     cfg["restart"] = bool(restart or cfg.get("restart"))
     root = store.root()
+    # Imported here, not at module level: its HTTP clients (aiohttp, httpx) cost about 0.4 s, and
+    # every code-location load (each run, the code server) would pay it for runs that regenerate nothing.
+    from ..regenerate.partition import regenerate_partition
     from ..target import target_model_path
 
     with expected_failures():  # a busy partition, refused settings, no server: one line, no traceback

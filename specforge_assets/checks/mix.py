@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 from ..jsonrows import RowDecodeError, loads_object
 from ..mix.mix import content_hash, row_text
 
@@ -16,6 +14,8 @@ def _counts(mix_dir: Path) -> dict[str, int]:
     files = [str(Path(mix_dir) / n) for n in ("train.jsonl", "test.jsonl") if (Path(mix_dir) / n).stat().st_size]
     if not files:
         return {}
+    import duckdb  # here, not at module level: loading the code location need not load DuckDB
+
     rows = (
         duckdb.connect(":memory:")
         .execute(
@@ -62,6 +62,8 @@ def weights_honoured(mix_dir: Path, report: dict, tolerance: float) -> tuple[boo
 
 
 def no_duplicate_content(mix_dir: Path) -> tuple[bool, str, dict]:
+    import duckdb
+
     con = duckdb.connect(":memory:")
     con.execute("CREATE TABLE h (id VARCHAR, source VARCHAR, h VARCHAR)")
     batch = []

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 OUT_FILES = ("train.jsonl", "errors.jsonl", "skipped.jsonl")
 
 
@@ -27,6 +25,8 @@ def reconcile(input_path: Path, out_dir: Path) -> tuple[bool, dict]:
     missing = [str(p) for p in outs + [Path(input_path)] if not p.exists()]
     if missing:
         return False, {"missing_files": ", ".join(missing)}
+    import duckdb  # here, not at module level: loading the code location need not load DuckDB
+
     con = duckdb.connect()
     n_in = con.execute(f"select count(*) from read_ndjson_objects({_lit(input_path)})").fetchone()[0]
     per = {
@@ -55,6 +55,8 @@ def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none")
     train = Path(out_dir) / "train.jsonl"
     if not train.exists():
         return False, {"missing_files": str(train)}
+    import duckdb
+
     con = duckdb.connect()
     src = f"read_ndjson_objects({_lit(train)})"
     regen = f"(select json from {src} where json_extract_string(json, '$.status') = 'success')"

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from ..jsonrows import RowDecodeError, loads_object
 
 
+if TYPE_CHECKING:
+    import duckdb
+
+
 def _con() -> duckdb.DuckDBPyConnection:
+    import duckdb  # here, not at module level: loading the code location need not load DuckDB
+
     return duckdb.connect(":memory:")
 
 
