@@ -110,7 +110,7 @@ class Dagster:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(
-                    f"dagster dev exited ({self.proc.returncode}) while waiting for {what}\n{self.log_tail()}"
+                    f"Dagster exited ({self.proc.returncode}) while waiting for {what}\n{self.log_tail()}"
                 )
             last = fn()
             if last:
@@ -175,10 +175,16 @@ def _wait_loaded(d: Dagster, timeout: float) -> None:
     d.wait(loaded, timeout, "the code location to load")
 
 
-@pytest.fixture(scope="module")
-def dagster():
+@pytest.fixture(scope="module", params=["dev", pytest.param("deploy", marks=pytest.mark.slow)])
+def dagster(request):
+    """The instance the UI tests drive: `dev` = one `dagster dev`; `deploy` = the team deployment of
+    `scripts/deploy.sh` (PostgreSQL storage, gRPC code server, daemon and webserver as three
+    processes, queued runs each in a process of its own), with the same data root and configs."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium); browser tests need it")
+    if request.param == "deploy":
+        yield from _deployment()
+        return
     # short temp dir: the code server listens on a unix socket (108-byte path limit)
     base = Path(tempfile.mkdtemp(prefix="sfe2e-", dir="/tmp"))
     home, data_root, config_dir = base / "home", base / "data", base / "configs"
@@ -240,6 +246,80 @@ def dagster():
         _stop_group(proc)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(log, ARTIFACTS / "dagster-dev.log")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class _DeployProcesses:
+    """`Popen`-like view of the deployment's three processes for :meth:`Dagster.wait`: `poll()` is
+    None while the webserver, the daemon and the code server all run."""
+
+    def __init__(self, state: Path):
+        self.pids = {p.stem: int(p.read_text()) for p in (state / "pids").glob("*.pid")}
+        self.returncode: str | None = None
+
+    def poll(self):
+        for name, pid in self.pids.items():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                stat = ") Z"
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                self.returncode = f"{name} (pid {pid}) died"
+                return self.returncode
+        return None
+
+
+def _deployment():
+    """`scripts/deploy.sh up` with the e2e data root and configs; `down` afterwards (its logs are
+    copied to tests/_artifacts/deploy-*.log first)."""
+    sys.path.insert(0, str(REPO / "tests" / "deploy"))
+    from test_deploy import SCRIPT, _pg_available, _read_env
+
+    why = _pg_available()
+    if why:
+        pytest.skip(why)
+    base = Path(tempfile.mkdtemp(prefix="sfdep-", dir="/tmp"))
+    base.chmod(0o711)  # PostgreSQL runs as an unprivileged user and must reach state/pg
+    data_root, config_dir = base / "data", base / "configs"
+    data_root.mkdir()
+    write_configs(config_dir)
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "SPECFORGE_DATA_ROOT": str(data_root),
+        "SPECFORGE_CONFIG_DIR": str(config_dir),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TMPDIR": str(base),
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p),
+    }
+    env.pop("DAGSTER_HOME", None)
+    up = subprocess.run(
+        ["bash", str(SCRIPT), "up", str(base / "state")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    state = base / "state"
+    try:
+        assert up.returncode == 0, f"scripts/deploy.sh up failed:\n{up.stderr[-3000:]}"
+        denv = _read_env(state / "env")
+        d = Dagster(
+            denv["SPECFORGE_DEPLOY_URL"],
+            Path(denv["DAGSTER_HOME"]),
+            data_root,
+            config_dir,
+            _DeployProcesses(state),
+            state / "logs" / "daemon.log",
+        )
+        try:
+            _wait_loaded(d, timeout=240)
+            yield d
+        finally:
+            d.client.close()
+    finally:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for log in (state / "logs").glob("*.log"):
+            shutil.copyfile(log, ARTIFACTS / f"deploy-{log.name}")
+        if (state / "env").exists():
+            subprocess.run(["bash", str(SCRIPT), "down", str(state)], env=env, timeout=300, check=False)
         shutil.rmtree(base, ignore_errors=True)
 
 
