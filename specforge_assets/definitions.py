@@ -12,12 +12,15 @@ from .resources import SpecforgeStore
 LAYERS = (sources, regenerate, mix, tokenize, models)
 
 
-def build_definitions() -> dg.Definitions:
-    resources: dict = {"store": SpecforgeStore()}
+def build_definitions(store: SpecforgeStore | None = None) -> dg.Definitions:
+    """The code location. Configuration that shapes the graph is read through `store` (the same
+    resource the assets get), here and not when a module is imported."""
+    store = store or SpecforgeStore()
+    resources: dict = {"store": store}
     for layer in LAYERS:
         resources.update(layer.resources)
     defs = dg.Definitions(
-        assets=[a for layer in LAYERS for a in layer.assets],
+        assets=[a for layer in LAYERS for a in (layer.build_assets(store) if layer is regenerate else layer.assets)],
         asset_checks=[c for layer in LAYERS for c in layer.asset_checks],
         sensors=list(_sensors.sensors),
         jobs=list(_sensors.jobs),
