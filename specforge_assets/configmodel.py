@@ -60,7 +60,7 @@ def _known(model: type[BaseModel], loc: tuple) -> list[str]:
 
 def describe(e: ValidationError, model: type[BaseModel] | None = None, noun: str = "key", names=None) -> str:
     """The errors of `e` as one line: ``field: what is wrong (got VALUE)``, joined by ``; ``.
-    An unknown key reads ``unknown {noun} 'x' (known: a, b)``; `names` maps a field to how the
+    An unknown key reads ``unknown {noun} 'section.x' (known: a, b)``; `names` maps a field to how the
     user wrote it (a CLI flag)."""
     parts = []
     for err in e.errors(include_url=False):
@@ -70,18 +70,15 @@ def describe(e: ValidationError, model: type[BaseModel] | None = None, noun: str
             where = names[where]
         if err.get("type") == "extra_forbidden":
             known = _known(model, loc) if model is not None else []
-            hint = f" (known: {', '.join(known)})" if known else ""
-            parts.append(
-                f"unknown {noun} {where.rsplit('.', 1)[-1]!r}"
-                + (f" in {where.rsplit('.', 1)[0]}" if "." in where else "")
-                + hint
-            )
+            parts.append(f"unknown {noun} {where!r}" + (f" (known: {', '.join(known)})" if known else ""))
             continue
         msg = str(err.get("msg", ""))
         for old, new in _RENAMES.items():
             msg = msg.replace(old, new)
         got = err.get("input")
-        shown = "" if err.get("type") == "missing" or isinstance(got, (dict, BaseModel)) else f" (got {got!r})"
+        # a custom validator's message (value_error) names the value itself
+        quiet = err.get("type") in ("missing", "value_error", "assertion_error") or isinstance(got, (dict, BaseModel))
+        shown = "" if quiet else f" (got {got!r})"
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
     return "; ".join(" ".join(p.split()) for p in parts)
 
