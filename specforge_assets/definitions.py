@@ -30,7 +30,7 @@ def build_definitions(store: SpecforgeStore | None = None) -> dg.Definitions:
         # run), so a process per step bought no parallelism and cost 5–15 s of Python start-up
         # per step and per asset check on 2 cores (bench/RESULTS.md, "Step overhead"). Heavy
         # work already leaves the run process where it must: training through Pipes + torchrun,
-        # regeneration's servers and worker processes.
+        # regeneration's launched servers.
         executor=dg.in_process_executor,
     )
     # Declarative automation and config-aware code versions (automation.py) are attached here
