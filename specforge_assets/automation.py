@@ -224,8 +224,10 @@ def apply(defs: dg.Definitions) -> dg.Definitions:
         return defs.map_asset_specs(func=lambda spec: with_automation(spec, fingerprints))
 
 
-def automation_sensor() -> dg.AutomationConditionSensorDefinition:
-    cfg = automation_settings()["automation"]
+def automation_sensor(settings: dict | None = None) -> dg.AutomationConditionSensorDefinition:
+    """The sensor that evaluates the conditions; `settings`: `automation_settings(...)` of
+    configs/automation.yaml as read through the store (None: the model's defaults)."""
+    cfg = (settings or automation_settings({}))["automation"]
     return dg.AutomationConditionSensorDefinition(
         "specforge_automation",
         target=dg.AssetSelection.all(),

@@ -28,6 +28,8 @@ class ConfigModel(BaseModel):
 
 
 _RENAMES = {  # pydantic's wording -> the project's (short, lower case, no "Input")
+    "Input should be a valid boolean, unable to interpret input": "must be true or false",
+    "Input should be a valid boolean": "must be true or false",
     "Input should be ": "must be ",
     "Value error, ": "",
     "Assertion failed, ": "",

@@ -22,7 +22,7 @@ def build_definitions(store: SpecforgeStore | None = None) -> dg.Definitions:
     defs = dg.Definitions(
         assets=[a for layer in LAYERS for a in (layer.build_assets(store) if layer is regenerate else layer.assets)],
         asset_checks=[c for layer in LAYERS for c in layer.asset_checks],
-        sensors=list(_sensors.sensors),
+        sensors=list(_sensors.build_sensors(automation.automation_settings(store.config("automation"))).values()),
         jobs=list(_sensors.jobs),
         resources=resources,
         # Steps run in the run's own process, one after another. The graph is a chain (sources →

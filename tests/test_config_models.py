@@ -152,3 +152,44 @@ def test_removed_settings_only_warn_in_files():
         warnings.simplefilter("always")
         cfg = source_config("a", {"defaults": {"workers": 4}})
     assert [w.category for w in got] == [RegenSettingDeprecated] and "workers" not in cfg
+
+
+def test_no_module_reads_config_when_imported(tmp_path):
+    """Config is read through the store when the definitions are built, never when a module is
+    imported: with every config file unreadable, every module except `definitions` imports."""
+    broken = tmp_path / "configs"
+    broken.mkdir()
+    for name in ("automation", "regenerate", "sources", "target", "tokenize", "train", "mix"):
+        (broken / f"{name}.yaml").write_text("{ not: yaml: [\n")
+    code = (
+        "import specforge_assets.sensors, specforge_assets.automation, specforge_assets.assets.regenerate, "
+        "specforge_assets.assets.sources, specforge_assets.assets.mix, specforge_assets.assets.tokenize, "
+        "specforge_assets.assets.models, specforge_assets.partitions"
+    )
+    env = {**__import__("os").environ, "SPECFORGE_CONFIG_DIR": str(broken)}
+    r = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_definitions_read_config_through_the_store(tmp_path):
+    import shutil
+
+    import dagster as dg
+
+    from specforge_assets.definitions import build_definitions
+    from specforge_assets.resources import SpecforgeStore
+
+    cfg = tmp_path / "configs"
+    shutil.copytree(CONFIGS, cfg)
+    (cfg / "automation.yaml").write_text(
+        yaml.safe_dump({"sensors": {"retrain": {"minimum_interval_seconds": 99, "default_status": "stopped"}}})
+    )
+    (cfg / "regenerate.yaml").write_text(yaml.safe_dump({"defaults": {"enabled": False}}))
+    defs = build_definitions(SpecforgeStore(data_root=str(tmp_path / "data"), config_dir=str(cfg)))
+    sensor = defs.get_sensor_def("retrain_on_new_dataset")
+    assert sensor.minimum_interval_seconds == 99 and sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    # no source regenerates through a launched demo target: regenerated does not wait for it
+    parents = defs.resolve_asset_graph().get(dg.AssetKey(["regenerated", "conversations"])).parent_keys
+    assert parents == {dg.AssetKey(["sources", "conversations"])}

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"
+from .config import API_KEY_ENV
 
 
 def _one_line(e: BaseException) -> str:

@@ -17,16 +17,15 @@ from pydantic import Field
 from ..configmodel import ConfigError, ConfigModel, validate
 from .settings import BeyondLimit, ProgressInterval, RequestSettings, Seed, drop_deprecated
 
-API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"
+API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"  # the default env var holding the servers' API key
+Backend = Literal["auto", "transformers", "sglang"]  # auto: sglang when installed, else transformers
 
 
 class LaunchSettings(ConfigModel):
     """The local server started when a source has no `server_addresses`."""
 
     model_path: str | None = Field(default=None, description="null: the configured target (configs/target.yaml)")
-    backend: Literal["auto", "transformers", "sglang"] = Field(
-        default="auto", description="auto: sglang when installed, else transformers"
-    )
+    backend: Backend = Field(default="auto", description="auto: sglang when installed, else transformers")
     device: str = Field(default="cpu", description="transformers serve --device")
     startup_timeout_s: float = Field(default=300, gt=0)
     extra_args: list[str] = Field(default_factory=list, description="appended to the server command line")
