@@ -49,8 +49,9 @@ class SensorSettings(ConfigModel):
 
 
 class IncomingSensorSettings(SensorSettings):
+    """The incoming folder itself is configs/sources.yaml `incoming.dir`."""
+
     settle_seconds: float = Field(default=5, ge=0, description="a file must be unchanged this long")
-    dir: str | None = None
 
 
 class RegisterSensorSettings(SensorSettings):

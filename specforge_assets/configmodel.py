@@ -36,12 +36,21 @@ _RENAMES = {  # pydantic's wording -> the project's (short, lower case, no "Inpu
 }
 
 
+# The tags pydantic puts in an error's location for a member of a union or a validator wrapper
+# (`k: int | list[int]` fails as `k.int` and `k.list[int]`): not part of the user's path.
+_TYPE_TAGS = {
+    "int", "float", "str", "bool", "bytes", "list", "dict", "tuple", "set", "literal", "nullable", "union",
+    "function-after", "function-before", "function-wrap", "function-plain", "constrained-int",
+    "constrained-float", "constrained-str", "lax-or-strict", "json-or-python", "chain", "is-instance",
+}  # fmt: skip
+
+
 def _loc(loc: tuple) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after", "function-before") or "[" in str(part):  # validator wrappers
+        elif str(part).split("[", 1)[0] in _TYPE_TAGS:
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -82,7 +91,7 @@ def describe(e: ValidationError, model: type[BaseModel] | None = None, noun: str
         quiet = err.get("type") in ("missing", "value_error", "assertion_error") or isinstance(got, (dict, BaseModel))
         shown = "" if quiet else f" (got {got!r})"
         parts.append(f"{where}: {msg}{shown}" if where else f"{msg}{shown}")
-    return "; ".join(" ".join(p.split()) for p in parts)
+    return "; ".join(dict.fromkeys(" ".join(p.split()) for p in parts))  # a union's members may repeat
 
 
 def validate(model: type[M], data: Any, where: str, noun: str = "key", names=None) -> M:

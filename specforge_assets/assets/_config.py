@@ -9,6 +9,7 @@ descriptions carry over, and `Literal` choices become enums (the Launchpad offer
 from __future__ import annotations
 
 import enum
+import types
 import typing
 from typing import Any, Literal, Optional
 
@@ -21,7 +22,7 @@ def _launchpad_type(ann: Any, name: str) -> Any:
     args = [a for a in typing.get_args(ann) if a is not type(None)]
     if typing.get_origin(ann) is Literal:
         return enum.Enum(name, [(str(v), v) for v in typing.get_args(ann)], type=str)  # type: ignore[misc]
-    if typing.get_origin(ann) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if typing.get_origin(ann) in (typing.Union, types.UnionType) and len(args) == 1:
         return _launchpad_type(args[0], name)
     return ann
 

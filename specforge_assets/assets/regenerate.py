@@ -26,14 +26,15 @@ CODE_VERSION = "regenerate-v1"
 class RegenerationServers(dg.ConfigurableResource):
     """Where regeneration requests go (deployment-level; overrides configs/regenerate.yaml).
 
-    Empty `addresses` → what the config says (by default: launch a local server for the target
-    model dir). The API key, if any, is read from the env var named by `api_key_env`, never from
-    config, and never logged or written to metadata.
+    Empty fields → what the config says (by default: launch a local server for the target model
+    dir). The API key, if any, is read from the env var named by `api_key_env` (empty: the
+    config's `api_key_env`, by default $SPECFORGE_REGEN_API_KEY), never from config, and never
+    logged or written to metadata.
     """
 
     addresses: list[str] = []
     model: str = ""
-    api_key_env: str = regen_config.API_KEY_ENV
+    api_key_env: str = ""
 
 
 # Per-run overrides (Launchpad), derived from the one declaration of the settings: every setting
@@ -101,7 +102,8 @@ def regenerated_conversations(
         run["server_addresses"] = list(regen_servers.addresses)
     if regen_servers.model and not run.get("model"):
         run["model"] = regen_servers.model
-    run["api_key_env"] = regen_servers.api_key_env
+    if regen_servers.api_key_env:
+        run["api_key_env"] = regen_servers.api_key_env
     root = store.root()
     from ..target import target_model_path
 
