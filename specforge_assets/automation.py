@@ -23,58 +23,76 @@ All conditions are evaluated by one sensor, `specforge_automation` (on by defaul
 
 from __future__ import annotations
 
-import copy
+from typing import Annotated, Any, Literal
 
 import dagster as dg
+from pydantic import BeforeValidator, Field, StrictInt
 
+from .configmodel import ConfigModel, validate
 from .fileio import sha256_json
 from .paths import load_config
 
-# Defaults for configs/automation.yaml; the file overrides any of them.
-DEFAULT_SETTINGS: dict = {
-    "sensors": {
-        "incoming_files": {
-            "minimum_interval_seconds": 30,
-            "settle_seconds": 5,
-            "dir": None,
-            "default_status": "running",
-        },
-        "register_sources": {"minimum_interval_seconds": 60, "default_status": "running"},
-        "retrain": {"minimum_interval_seconds": 30, "default_status": "running", "max_retries": 1},
-        "run_failures": {"minimum_interval_seconds": 30, "default_status": "running"},
-    },
-    "automation": {"minimum_interval_seconds": 30, "default_status": "running"},
-    "ops": {"failure_log": None, "incoming_log": None},
-}
 
-
-def _merge(base: dict, override: dict, where: str) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (override or {}).items():
-        if k not in base:
-            raise ValueError(f"configs/automation.yaml: unknown key '{where}{k}' (known: {sorted(base)})")
-        out[k] = _merge(base[k], v, f"{where}{k}.") if isinstance(base[k], dict) else v
-    return out
-
-
-def _status(value) -> dg.DefaultSensorStatus:
+def _status_name(value: Any) -> Any:
+    """`running` / `stopped` in any case, or a `DefaultSensorStatus`, as its lower-case name."""
     if isinstance(value, dg.DefaultSensorStatus):
-        return value
-    v = str(value).lower()
-    if v not in {"running", "stopped"}:
-        raise ValueError(f"configs/automation.yaml: default_status must be running or stopped, got {value!r}")
-    return dg.DefaultSensorStatus.RUNNING if v == "running" else dg.DefaultSensorStatus.STOPPED
+        return value.value.lower()
+    return value.lower() if isinstance(value, str) else value
+
+
+Status = Annotated[Literal["running", "stopped"], BeforeValidator(_status_name)]
+
+
+class SensorSettings(ConfigModel):
+    minimum_interval_seconds: StrictInt = Field(default=30, ge=1, description="seconds between ticks")
+    default_status: Status = Field(default="running", description="the state on a fresh instance")
+
+
+class IncomingSensorSettings(SensorSettings):
+    """The incoming folder itself is configs/sources.yaml `incoming.dir`."""
+
+    settle_seconds: float = Field(default=5, ge=0, description="a file must be unchanged this long")
+
+
+class RegisterSensorSettings(SensorSettings):
+    minimum_interval_seconds: StrictInt = Field(default=60, ge=1, description="seconds between ticks")
+
+
+class RetrainSensorSettings(SensorSettings):
+    max_retries: int = Field(default=1, ge=0, description="re-launches of a failed retraining run")
+
+
+class SensorsSection(ConfigModel):
+    incoming_files: IncomingSensorSettings = Field(default_factory=IncomingSensorSettings)
+    register_sources: RegisterSensorSettings = Field(default_factory=RegisterSensorSettings)
+    retrain: RetrainSensorSettings = Field(default_factory=RetrainSensorSettings)
+    run_failures: SensorSettings = Field(default_factory=SensorSettings)
+
+
+class OpsSection(ConfigModel):
+    failure_log: str | None = Field(default=None, description="null: <data root>/ops/failures.jsonl")
+    incoming_log: str | None = Field(default=None, description="null: <data root>/ops/incoming.jsonl")
+
+
+class AutomationFile(ConfigModel):
+    """configs/automation.yaml: sensor intervals and start states, the automation sensor, ops logs."""
+
+    sensors: SensorsSection = Field(default_factory=SensorsSection)
+    automation: SensorSettings = Field(default_factory=SensorSettings)
+    ops: OpsSection = Field(default_factory=OpsSection)
+
+
+DEFAULT_SETTINGS: dict = AutomationFile().model_dump()
 
 
 def automation_settings(config: dict | None = None) -> dict:
-    """configs/automation.yaml merged over the defaults, validated (unknown keys are errors,
-    intervals positive ints, statuses turned into `DefaultSensorStatus`)."""
-    cfg = _merge(DEFAULT_SETTINGS, load_config("automation") if config is None else config, "")
+    """configs/automation.yaml (`config` None: read it) as an `AutomationFile` dict: unknown keys
+    and bad values raise `configmodel.ConfigError` naming the field; statuses are turned into
+    `DefaultSensorStatus`."""
+    raw = load_config("automation") if config is None else config
+    cfg = validate(AutomationFile, raw, "configs/automation.yaml").model_dump()
     for section in [*cfg["sensors"].values(), cfg["automation"]]:
-        n = section["minimum_interval_seconds"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"configs/automation.yaml: minimum_interval_seconds must be an int >= 1, got {n!r}")
-        section["default_status"] = _status(section["default_status"])
+        section["default_status"] = dg.DefaultSensorStatus(section["default_status"].upper())
     return cfg
 
 
@@ -134,30 +152,49 @@ CONDITIONS: dict[dg.AssetKey, dg.AutomationCondition] = {
 # staleness through assets whose data versions are user-provided content hashes, as ours are,
 # so the downstream assets carry the fingerprint themselves.)
 CONFIG_INPUTS: dict[dg.AssetKey, tuple[tuple[str, tuple | None, tuple], ...]] = {
-    # tokenizer/template/length/mask options; not worker counts, shard sizes, check bounds or
-    # the vocab-mapping section (those do not change the tokens)
+    # tokenizer/template/length/mask options; not worker counts, shard sizes, verification and
+    # cache sizes, check bounds or the vocab-mapping section (those do not change the tokens)
     TOKENIZED: (
-        ("tokenize", None, ("workers", "shard_rows", "checks", "vocab_mapping")),
+        ("tokenize", None, ("workers", "shard_rows", "verify_every", "cache_keep", "checks", "vocab_mapping")),
         ("target", ("chat_template", "trust_remote_code"), ()),
     ),
     VOCAB: (("tokenize", ("vocab_mapping",), ()),),
 }
 
 
-def _own_config(key: dg.AssetKey) -> dict:
+def _file_config(store, name: str) -> dict:
+    """configs/<name>.yaml read through `store`, validated by its model (a value written as its
+    default then changes no fingerprint); a broken file is fingerprinted as written, so code
+    loading goes on and the run reports the error."""
+    from .target import target_config
+    from .tokenize.build import tokenize_config
+
+    raw = store.config(name)
+    try:
+        return tokenize_config(raw) if name == "tokenize" else target_config(raw)
+    except ValueError:  # ConfigError, TokenizeConfigError
+        return raw
+
+
+def _own_config(key: dg.AssetKey, store) -> dict:
     picked = {}
     for name, include, exclude in CONFIG_INPUTS.get(key, ()):
-        cfg = load_config(name)
+        cfg = _file_config(store, name)
         keys = include if include is not None else sorted(k for k in cfg if k not in exclude)
         picked[name] = {k: cfg.get(k) for k in keys}
     return picked
 
 
-def config_fingerprints(graph) -> dict[dg.AssetKey, str]:
-    """{asset: short hash of the config it and its ancestors read}, for assets that read any."""
+def config_fingerprints(graph, store=None) -> dict[dg.AssetKey, str]:
+    """{asset: short hash of the config it and its ancestors read}, for assets that read any.
+    `store`: the `SpecforgeStore` the config is read through (None: the default one)."""
+    if store is None:
+        from .resources import SpecforgeStore
+
+        store = SpecforgeStore()
     out: dict[dg.AssetKey, str] = {}
     for key in graph.toposorted_asset_keys:
-        own = _own_config(key)
+        own = _own_config(key, store)
         inherited = sorted(out[p] for p in graph.get(key).parent_keys if p in out)
         if own or inherited:
             out[key] = sha256_json({"own": own, "upstream": inherited})[:10]
@@ -178,17 +215,20 @@ def with_automation(spec: dg.AssetSpec, fingerprints: dict | None = None) -> dg.
 
 
 def apply(defs: dg.Definitions) -> dg.Definitions:
-    """Conditions + config-aware code versions on the assembled Definitions."""
+    """Conditions + config-aware code versions on the assembled Definitions (config read through
+    their `store` resource)."""
     import warnings
 
-    fingerprints = config_fingerprints(defs.resolve_asset_graph())
+    fingerprints = config_fingerprints(defs.resolve_asset_graph(), (defs.resources or {}).get("store"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # map_asset_specs is "preview" in 1.13
         return defs.map_asset_specs(func=lambda spec: with_automation(spec, fingerprints))
 
 
-def automation_sensor() -> dg.AutomationConditionSensorDefinition:
-    cfg = automation_settings()["automation"]
+def automation_sensor(settings: dict | None = None) -> dg.AutomationConditionSensorDefinition:
+    """The sensor that evaluates the conditions; `settings`: `automation_settings(...)` of
+    configs/automation.yaml as read through the store (None: the model's defaults)."""
+    cfg = (settings or automation_settings({}))["automation"]
     return dg.AutomationConditionSensorDefinition(
         "specforge_automation",
         target=dg.AssetSelection.all(),

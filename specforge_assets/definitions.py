@@ -12,14 +12,17 @@ from .resources import SpecforgeStore
 LAYERS = (sources, regenerate, mix, tokenize, models)
 
 
-def build_definitions() -> dg.Definitions:
-    resources: dict = {"store": SpecforgeStore()}
+def build_definitions(store: SpecforgeStore | None = None) -> dg.Definitions:
+    """The code location. Configuration that shapes the graph is read through `store` (the same
+    resource the assets get), here and not when a module is imported."""
+    store = store or SpecforgeStore()
+    resources: dict = {"store": store}
     for layer in LAYERS:
         resources.update(layer.resources)
     defs = dg.Definitions(
-        assets=[a for layer in LAYERS for a in layer.assets],
+        assets=[a for layer in LAYERS for a in (layer.build_assets(store) if layer is regenerate else layer.assets)],
         asset_checks=[c for layer in LAYERS for c in layer.asset_checks],
-        sensors=list(_sensors.sensors),
+        sensors=list(_sensors.build_sensors(automation.automation_settings(store.config("automation"))).values()),
         jobs=list(_sensors.jobs),
         resources=resources,
         # Steps run in the run's own process, one after another. The graph is a chain (sources →
@@ -27,7 +30,7 @@ def build_definitions() -> dg.Definitions:
         # run), so a process per step bought no parallelism and cost 5–15 s of Python start-up
         # per step and per asset check on 2 cores (bench/RESULTS.md, "Step overhead"). Heavy
         # work already leaves the run process where it must: training through Pipes + torchrun,
-        # regeneration's servers and worker processes.
+        # regeneration's launched servers.
         executor=dg.in_process_executor,
     )
     # Declarative automation and config-aware code versions (automation.py) are attached here

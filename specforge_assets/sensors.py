@@ -43,7 +43,10 @@ TRIGGER_TAG = "specforge/trigger"
 DATA_VERSION_TAG = "dagster/data_version"
 INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
 
-_SETTINGS = automation.automation_settings()
+# configs/automation.yaml is read when the definitions are built (`build_sensors`, through the
+# store resource), never at import: until then, and for sensors built without settings, the
+# models' defaults. Ticks of such sensors read this at each tick (tests replace it).
+_SETTINGS = automation.automation_settings({})
 
 
 def _prefixes(*keys: dg.AssetKey) -> dg.AssetSelection:
@@ -150,10 +153,14 @@ def _fingerprint(path: Path, previous: dict | None) -> dict:
     return {"path": str(path), "size": size, "mtime_ns": mtime_ns, "sha256": sha}
 
 
-def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) -> dg.SensorResult | dg.SkipReason:
-    settings = _SETTINGS["sensors"]["incoming_files"]
+def incoming_tick(
+    context: dg.SensorEvaluationContext, store: SpecforgeStore, config: dict | None = None
+) -> dg.SensorResult | dg.SkipReason:
+    """`config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
+    config = config or _SETTINGS
+    settings = config["sensors"]["incoming_files"]
     root = store.root()
-    log_path = _ops_path(_SETTINGS["ops"]["incoming_log"], root, "incoming.jsonl")
+    log_path = _ops_path(config["ops"]["incoming_log"], root, "incoming.jsonl")
     state = json.loads(context.cursor) if context.cursor else {}
     seen: dict[str, dict] = state.get("files", {})
     scan = scan_incoming(store)
@@ -246,50 +253,6 @@ def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
     )
 
 
-@dg.sensor(
-    name="incoming_files_sensor",
-    job=sources_and_regenerated,
-    minimum_interval_seconds=_SETTINGS["sensors"]["incoming_files"]["minimum_interval_seconds"],
-    default_status=_SETTINGS["sensors"]["incoming_files"]["default_status"],
-    description=(
-        "Watches the incoming folder (sources.yaml `incoming.dir`): a new or changed .jsonl/.json/.parquet "
-        "file becomes a source partition and is materialized; deleted files are logged, data kept. Links "
-        "leading out of the folder are refused, and names that cannot be partitions are logged with the reason."
-    ),
-)
-def incoming_files_sensor(context: dg.SensorEvaluationContext, store: SpecforgeStore):
-    return incoming_tick(context, store)
-
-
-# --------------------------------------------------------------------------------------------
-# configured sources → partitions
-
-
-@dg.sensor(
-    name="register_sources_sensor",
-    minimum_interval_seconds=_SETTINGS["sensors"]["register_sources"]["minimum_interval_seconds"],
-    default_status=_SETTINGS["sensors"]["register_sources"]["default_status"],
-    description="Adds a partition for every source in configs/sources.yaml that the instance does not list yet.",
-)
-def register_sources_sensor(context: dg.SensorEvaluationContext, store: SpecforgeStore):
-    cfg = store.config("sources")
-    keys = configured_source_keys(cfg)
-    bad = invalid_source_keys(cfg)  # reported, never registered, never stops the others
-    for reason in bad.values():
-        context.log.warning(reason)
-    existing = set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
-    missing = [k for k in keys if k not in existing]
-    if not missing:
-        msg = f"all {len(keys)} configured sources are partitions"
-        if bad:
-            msg += f"; invalid source keys ignored: {sorted(bad)}"
-        return dg.SkipReason(msg)
-    context.log.info(
-        f"registering source partitions: {missing}" + (f" (invalid keys ignored: {sorted(bad)})" if bad else "")
-    )
-    return dg.SensorResult(dynamic_partitions_requests=[source_partitions.build_add_request(missing)])
-
-
 # --------------------------------------------------------------------------------------------
 # new tokenized data version (+ passed blocking checks) → retrain
 
@@ -374,7 +337,11 @@ def untrained_evaluation(version: str, trained_on: str | None, runs: list, detai
     )
 
 
-def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason | dg.SensorResult:
+def retrain_tick(
+    context: dg.SensorEvaluationContext, config: dict | None = None
+) -> dg.RunRequest | dg.SkipReason | dg.SensorResult:
+    """`config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
+    config = config or _SETTINGS
     instance = context.instance
     graph = context.repository_def.asset_graph
     if not graph.has(DRAFT):
@@ -442,7 +409,7 @@ def retrain_tick(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.Skip
             "specforge/trigger_storage_id": str(rec.storage_id),
             "specforge/previous_data_version": trained_on or "none",
             **_upstream_link_tags(run),
-            **_retry_tags(int(_SETTINGS["sensors"]["retrain"].get("max_retries") or 0)),
+            **_retry_tags(int(config["sensors"]["retrain"].get("max_retries") or 0)),
         },
     )
 
@@ -469,20 +436,6 @@ def _retry_tags(n: int) -> dict:
     `run_retries.enabled` in dagster.yaml): a GPU job lost to an OOM or a preempted node is
     retried instead of leaving the draft stale until the next data change."""
     return {"dagster/max_retries": str(n), "dagster/retry_strategy": "FROM_FAILURE"} if n > 0 else {}
-
-
-@dg.sensor(
-    name="retrain_on_new_dataset",
-    job=retrain_draft_job,
-    minimum_interval_seconds=_SETTINGS["sensors"]["retrain"]["minimum_interval_seconds"],
-    default_status=_SETTINGS["sensors"]["retrain"]["default_status"],
-    description=(
-        "Trains + evaluates the draft when tokenized/dataset has a new data version whose blocking checks "
-        "passed (a failed check never triggers training). Runs are tagged with the triggering version and run."
-    ),
-)
-def retrain_on_new_dataset(context: dg.SensorEvaluationContext):
-    return retrain_tick(context)
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,25 +490,97 @@ def failure_record(context: dg.RunFailureSensorContext, limit: int = 4000) -> di
     }
 
 
-@dg.run_failure_sensor(
-    name="record_run_failures",
-    minimum_interval_seconds=_SETTINGS["sensors"]["run_failures"]["minimum_interval_seconds"],
-    default_status=_SETTINGS["sensors"]["run_failures"]["default_status"],
-    monitor_all_code_locations=False,
-    description="Appends each failed run (job, partition, assets, error per step; secrets redacted) to <root>/ops/failures.jsonl.",
-)
-def record_run_failures(context: dg.RunFailureSensorContext, store: SpecforgeStore):
-    path = _ops_path(_SETTINGS["ops"]["failure_log"], store.root(), "failures.jsonl")
+def register_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) -> dg.SensorResult | dg.SkipReason:
+    cfg = store.config("sources")
+    keys = configured_source_keys(cfg)
+    bad = invalid_source_keys(cfg)  # reported, never registered, never stops the others
+    for reason in bad.values():
+        context.log.warning(reason)
+    existing = set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
+    missing = [k for k in keys if k not in existing]
+    if not missing:
+        msg = f"all {len(keys)} configured sources are partitions"
+        if bad:
+            msg += f"; invalid source keys ignored: {sorted(bad)}"
+        return dg.SkipReason(msg)
+    context.log.info(
+        f"registering source partitions: {missing}" + (f" (invalid keys ignored: {sorted(bad)})" if bad else "")
+    )
+    return dg.SensorResult(dynamic_partitions_requests=[source_partitions.build_add_request(missing)])
+
+
+def failure_tick(context: dg.RunFailureSensorContext, store: SpecforgeStore, config: dict | None = None) -> None:
+    path = _ops_path((config or _SETTINGS)["ops"]["failure_log"], store.root(), "failures.jsonl")
     record = failure_record(context)
     _append_jsonl(path, record)
     context.log.info(f"run {record['run_id'][:8]} ({record['job']}) failed: recorded in {path}")
 
 
-sensors: list = [
-    incoming_files_sensor,
-    register_sources_sensor,
-    retrain_on_new_dataset,
-    record_run_failures,
-    automation.automation_sensor(),
-]
+def build_sensors(config: dict | None = None) -> dict[str, dg.SensorDefinition]:
+    """The sensors, by name, with the intervals and start states of `config`
+    (`automation.automation_settings(store.config("automation"))`, read when the definitions are
+    built); their ticks use `config` too. None: the models' defaults, and the ticks read the
+    module's `_SETTINGS` when they run."""
+    cfg = config or _SETTINGS
+    sensors_cfg = cfg["sensors"]
+
+    def timing(name: str) -> dict:
+        return {
+            "minimum_interval_seconds": sensors_cfg[name]["minimum_interval_seconds"],
+            "default_status": sensors_cfg[name]["default_status"],
+        }
+
+    @dg.sensor(
+        name="incoming_files_sensor",
+        job=sources_and_regenerated,
+        description=(
+            "Watches the incoming folder (sources.yaml `incoming.dir`): a new or changed .jsonl/.json/.parquet "
+            "file becomes a source partition and is materialized; deleted files are logged, data kept. Links "
+            "leading out of the folder are refused, and names that cannot be partitions are logged with the reason."
+        ),
+        **timing("incoming_files"),
+    )
+    def incoming_files_sensor(context: dg.SensorEvaluationContext, store: SpecforgeStore):
+        return incoming_tick(context, store, config)
+
+    @dg.sensor(
+        name="register_sources_sensor",
+        description="Adds a partition for every source in configs/sources.yaml that the instance does not list yet.",
+        **timing("register_sources"),
+    )
+    def register_sources_sensor(context: dg.SensorEvaluationContext, store: SpecforgeStore):
+        return register_tick(context, store)
+
+    @dg.sensor(
+        name="retrain_on_new_dataset",
+        job=retrain_draft_job,
+        description=(
+            "Trains + evaluates the draft when tokenized/dataset has a new data version whose blocking checks "
+            "passed (a failed check never triggers training). Runs are tagged with the triggering version and run."
+        ),
+        **timing("retrain"),
+    )
+    def retrain_on_new_dataset(context: dg.SensorEvaluationContext):
+        return retrain_tick(context, config)
+
+    @dg.run_failure_sensor(
+        name="record_run_failures",
+        monitor_all_code_locations=False,
+        description="Appends each failed run (job, partition, assets, error per step; secrets redacted) to "
+        "<root>/ops/failures.jsonl.",
+        **timing("run_failures"),
+    )
+    def record_run_failures(context: dg.RunFailureSensorContext, store: SpecforgeStore):
+        failure_tick(context, store, config)
+
+    built = [incoming_files_sensor, register_sources_sensor, retrain_on_new_dataset, record_run_failures]
+    return {**{sd.name: sd for sd in built}, "specforge_automation": automation.automation_sensor(cfg)}
+
+
+_DEFAULTS = build_sensors()  # the project's sensors as module names (tests; `definitions` builds its own)
+incoming_files_sensor = _DEFAULTS["incoming_files_sensor"]
+register_sources_sensor = _DEFAULTS["register_sources_sensor"]
+retrain_on_new_dataset = _DEFAULTS["retrain_on_new_dataset"]
+record_run_failures = _DEFAULTS["record_run_failures"]
+sensors: list = list(_DEFAULTS.values())
 jobs: list = [sources_and_regenerated, incoming_sources_job, retrain_draft_job]

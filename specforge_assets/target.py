@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
+from .configmodel import ConfigModel, validate
 from .paths import data_root, load_config
 
-DEFAULTS = {"path": None, "chat_template": "qwen", "trust_remote_code": False}
+
+class TargetFile(ConfigModel):
+    """configs/target.yaml: the target model the draft is trained for."""
+
+    path: str | None = Field(
+        default=None, description="local HF folder, GGUF file or hub id; null: the demo target built from the samples"
+    )
+    chat_template: str | None = Field(
+        default="qwen", description="registry template used to tokenize (auto: the tokenizer's own)"
+    )
+    trust_remote_code: bool = Field(default=False, description="run code shipped with the model")
+
+
+DEFAULTS = TargetFile().model_dump()
 
 
 def target_config(config: dict | None = None) -> dict:
-    cfg = dict(DEFAULTS)
-    cfg.update(load_config("target") if config is None else config)
-    return cfg
+    """configs/target.yaml (`config` None: read it) as a `TargetFile` dict; unknown keys and bad
+    values raise `configmodel.ConfigError` naming the file and field."""
+    raw = load_config("target") if config is None else config
+    return validate(TargetFile, raw, "configs/target.yaml").model_dump()
 
 
 def demo_target_dir(root: Path | None = None) -> Path:

@@ -5,11 +5,10 @@ CLI `specforge-assets regenerate` runs the same runner); this module maps partit
 config, the server resource, metadata and checks onto it.
 """
 
-from typing import Optional
-
 import dagster as dg
 
 from ..checks import regenerate as regen_checks
+from ._config import overrides, overrides_config
 from ._failures import expected_failures
 from ..partitions import source_partitions
 from ..regenerate import config as regen_config
@@ -26,45 +25,37 @@ CODE_VERSION = "regenerate-v1"
 class RegenerationServers(dg.ConfigurableResource):
     """Where regeneration requests go (deployment-level; overrides configs/regenerate.yaml).
 
-    Empty `addresses` → what the config says (by default: launch a local server for the target
-    model dir). The API key, if any, is read from the env var named by `api_key_env`, never from
-    config, and never logged or written to metadata.
+    Empty fields → what the config says (by default: launch a local server for the target model
+    dir). The API key, if any, is read from the env var named by `api_key_env` (empty: the
+    config's `api_key_env`, by default $SPECFORGE_REGEN_API_KEY), never from config, and never
+    logged or written to metadata.
     """
 
     addresses: list[str] = []
     model: str = ""
-    api_key_env: str = "SPECFORGE_REGEN_API_KEY"
+    api_key_env: str = ""
 
 
-class RegenerateConfig(dg.Config):
-    """Per-run overrides (Launchpad). Unset fields keep configs/regenerate.yaml's values."""
-
-    enabled: Optional[bool] = None
-    model: Optional[str] = None
-    server_addresses: list[str] = []
-    max_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    min_p: Optional[float] = None
-    repetition_penalty: Optional[float] = None
-    seed: Optional[int] = None
-    reasoning: Optional[str] = None
-    num_samples: Optional[int] = None
-    concurrency: Optional[int] = None
-    workers: Optional[int] = None
-    transport: Optional[str] = None
-    restart: bool = False
-    lock_wait_s: Optional[float] = None
+# Per-run overrides (Launchpad), derived from the one declaration of the settings: every setting
+# of configs/regenerate.yaml except the nested/secret ones, unset = the file's value. (A class
+# made at run time: mypy sees a variable, hence the `type: ignore` where it annotates `config`.)
+RegenerateConfig = overrides_config(
+    regen_config.SourceRegeneration,
+    "RegenerateConfig",
+    exclude=("launch", "extra_body", "api_key_env"),
+    doc="Per-run overrides (Launchpad). Unset fields keep configs/regenerate.yaml's values.",
+)
 
 
-def _deps() -> list:
+def _deps(store: SpecforgeStore) -> list:
+    """Sources (same partition), plus the demo target when some source launches a server for it
+    (read through `store` when the definitions are built, never at import)."""
     deps: list = [dg.AssetDep(SOURCES_KEY, partition_mapping=dg.IdentityPartitionMapping())]
     try:
-        if regen_config.any_source_launches_demo_target():
+        if regen_config.any_source_launches_demo_target(store.config("regenerate")):
             from ..target import is_demo_target
 
-            if is_demo_target():
+            if is_demo_target(store.config("target")):
                 deps.append(dg.AssetDep(TARGET_KEY))
     except (ValueError, OSError):  # a broken config must not break code loading; the run reports it
         pass
@@ -91,19 +82,9 @@ CHECKS = [
 ]
 
 
-@dg.asset(
-    key=KEY,
-    partitions_def=source_partitions,
-    deps=_deps(),
-    group_name="regenerated",
-    kinds={"python", "duckdb"},
-    code_version=CODE_VERSION,
-    check_specs=CHECKS,
-    description=__doc__,
-)
 def regenerated_conversations(
     context: dg.AssetExecutionContext,
-    config: RegenerateConfig,
+    config: RegenerateConfig,  # type: ignore[valid-type]
     store: SpecforgeStore,
     regen_servers: RegenerationServers,
 ):
@@ -115,15 +96,13 @@ def regenerated_conversations(
     refused unless `restart: true`.
     """
     key = context.partition_key
-    overrides = config.model_dump()
-    restart = overrides.pop("restart")
-    if regen_servers.addresses and not overrides.get("server_addresses"):
-        overrides["server_addresses"] = list(regen_servers.addresses)
-    if regen_servers.model and not overrides.get("model"):
-        overrides["model"] = regen_servers.model
-    overrides["api_key_env"] = regen_servers.api_key_env
-    cfg = regen_config.source_config(key, store.config("regenerate"), overrides)
-    cfg["restart"] = bool(restart or cfg.get("restart"))
+    run = overrides(config)
+    if regen_servers.addresses and not run.get("server_addresses"):
+        run["server_addresses"] = list(regen_servers.addresses)
+    if regen_servers.model and not run.get("model"):
+        run["model"] = regen_servers.model
+    if regen_servers.api_key_env:
+        run["api_key_env"] = regen_servers.api_key_env
     root = store.root()
     # Imported here, not at module level: its HTTP clients (aiohttp, httpx) cost about 0.4 s, and
     # every code-location load (each run, the code server) would pay it for runs that regenerate nothing.
@@ -131,6 +110,7 @@ def regenerated_conversations(
     from ..target import target_model_path
 
     with expected_failures():  # a busy partition, refused settings, no server: one line, no traceback
+        cfg = regen_config.source_config(key, store.config("regenerate"), run)
         summary = regenerate_partition(
             key,
             cfg,
@@ -226,6 +206,21 @@ def _preview(path, n: int = 3, width: int = 300) -> str:
     return "\n".join(lines)
 
 
-assets = [regenerated_conversations]
+def build_assets(store: SpecforgeStore) -> list[dg.AssetsDefinition]:
+    """The layer's asset, its deps decided by the configuration `store` reads (called by
+    `definitions.build_definitions`, never at import)."""
+    asset = dg.asset(
+        key=KEY,
+        partitions_def=source_partitions,
+        deps=_deps(store),
+        group_name="regenerated",
+        kinds={"python", "duckdb"},
+        code_version=CODE_VERSION,
+        check_specs=CHECKS,
+        description=__doc__,
+    )
+    return [asset(regenerated_conversations)]
+
+
 asset_checks: list = []
 resources = {"regen_servers": RegenerationServers()}

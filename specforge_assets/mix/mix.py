@@ -24,8 +24,11 @@ import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field, model_validator
+
+from ..configmodel import ConfigModel, validate
 from ..errors import UserError
 from ..fileio import atomic_write, sha256_file
 from ..jsonrows import RowDecodeError, loads_object
@@ -39,39 +42,48 @@ class MixError(ValueError, UserError):
     """The mix cannot be built as configured (no data, nothing left after filtering)."""
 
 
-DEFAULTS: dict[str, Any] = {
-    "sources": None,  # null → every source with data; or a list of keys
-    "weights": {},  # {key: relative weight}; sources not listed get weight 1
-    "caps": {},  # {key: max rows}
-    "total_rows": None,  # with weights: target size of the mix (no upsampling)
-    "dedup": {"exact": True, "near_dup_prefix_chars": 0},
-    "seed": 42,
-    "eval": {"fraction": 0.05, "min_rows": 32, "max_rows": 1000},
-    "weight_tolerance": 0.02,
-}
+class MixDedup(ConfigModel):
+    exact: bool = Field(default=True, description="drop rows whose normalized content repeats")
+    near_dup_prefix_chars: int = Field(default=0, ge=0, description="> 0: also drop rows whose first N chars repeat")
+
+
+class MixEval(ConfigModel):
+    fraction: float = Field(default=0.05, ge=0, lt=1, description="held-out share for test.jsonl")
+    min_rows: int = Field(default=32, ge=0)
+    max_rows: int | None = Field(default=1000, ge=0)
+
+
+class MixFile(ConfigModel):
+    """configs/mix.yaml. A null value means the default (except `sources`, `total_rows`)."""
+
+    sources: list[str] | None = Field(default=None, description="null: every source with data; or a list of keys")
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="relative weight per source; unlisted: 1"
+    )
+    caps: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict, description="max rows per source")
+    total_rows: int | None = Field(default=None, ge=0, description="with weights: target mix size (no upsampling)")
+    dedup: MixDedup = Field(default_factory=MixDedup)
+    seed: int = 42
+    eval: MixEval = Field(default_factory=MixEval)
+    weight_tolerance: float = Field(default=0.02, ge=0, le=1, description="check: |realized - target share| allowed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k in ("sources", "total_rows")}
+        return data
+
+
+DEFAULTS: dict[str, Any] = MixFile().model_dump()
 
 _WS = re.compile(r"\s+")
 
 
 def mix_config(cfg: dict | None) -> dict:
-    out = json.loads(json.dumps(DEFAULTS))
-    for k, v in (cfg or {}).items():
-        if k not in DEFAULTS:
-            raise ValueError(f"configs/mix.yaml: unknown key {k!r}; known: {sorted(DEFAULTS)}")
-        if isinstance(DEFAULTS[k], dict) and k in ("dedup", "eval") and isinstance(v, dict):
-            out[k].update(v)
-        elif v is not None or k in ("sources", "total_rows"):
-            out[k] = v if v is not None else DEFAULTS[k]
-    for k, w in (out["weights"] or {}).items():
-        if not isinstance(w, (int, float)) or w < 0:
-            raise ValueError(f"configs/mix.yaml: weight of {k!r} must be a number >= 0, got {w!r}")
-    for k, c in (out["caps"] or {}).items():
-        if not isinstance(c, int) or c < 0:
-            raise ValueError(f"configs/mix.yaml: cap of {k!r} must be an integer >= 0, got {c!r}")
-    f = out["eval"].get("fraction", 0)
-    if not (0 <= f < 1):
-        raise ValueError("configs/mix.yaml: eval.fraction must be in [0, 1)")
-    return out
+    """configs/mix.yaml as a `MixFile` dict; an unknown key or a bad value raises
+    `configmodel.ConfigError` (a ValueError) naming the file and the field."""
+    return validate(MixFile, cfg, "configs/mix.yaml").model_dump()
 
 
 def normalize_text(s: str) -> str:

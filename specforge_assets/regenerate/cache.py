@@ -6,8 +6,9 @@
 - `settings_fingerprint`: the effective settings that change the *content*: model identity
   (the served model name for configured servers; the launched model dir's content, backend and
   extra args for a launched server), sampling, max_tokens, reasoning mode, extra body, sample
-  cap, test split handling. Not: concurrency, workers, transport, server addresses/ports,
-  timeouts, retries, lock/progress settings — changing those never re-runs anything.
+  cap, test split handling (`RegenSettings.CONTENT_FIELDS` + `test_split`). Not: concurrency,
+  server addresses/ports, timeouts, retries, lock/progress settings — changing those never
+  re-runs anything.
 - `cached_summary`: the last run's summary when input + fingerprint are unchanged, no error
   rows are left to retry, no partial journal exists and the outputs on disk are intact — decided
   before any server is launched or probed.

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"
+from .config import API_KEY_ENV
 
 
 def _one_line(e: BaseException) -> str:
@@ -34,7 +34,64 @@ def parse_extra_body(text: str | None) -> dict:
     return value
 
 
+# Flags that are SpecForge's regenerate_train_data.py contract, declared here; every other
+# setting flag comes from `settings.RequestSettings` (name, type, choices, help, default).
+_SERVER_HELP = (
+    "HOST:PORT (or URL) of each server; user:password@ in it is sent as HTTP Basic auth "
+    "to that server and never written anywhere; a query string or fragment is refused "
+    f"(an API key goes in ${API_KEY_ENV})"
+)
+# The settings flags, grouped as in SpecForge's --help; the rest go under "optimisation".
+_GROUPS = {
+    "sampling": (
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+        "max_tokens",
+        "seed",
+        "extra_body",
+    ),
+    "data": ("num_samples", "beyond_limit"),
+    "options": ("progress_interval_s", "lock_wait_s"),
+}
+
+
+def flag_of(field: str) -> str:
+    """The CLI flag of a `RequestSettings` field: ``request_timeout_s`` -> ``--request-timeout``."""
+    return "--" + field.removesuffix("_s").replace("_", "-")
+
+
+def _add_setting(group, field: str) -> None:
+    """One `RegenSettings` field as a flag. The flag's default is None ("the model's default"),
+    so the default is declared once, on the field, and shown in --help from there."""
+    import typing
+
+    from .settings import RegenSettings
+
+    info = RegenSettings.model_fields[field]
+    default = info.get_default(call_default_factory=True)
+    kw: dict = {"default": None, "dest": field, "required": info.is_required()}
+    ann = info.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
+    if typing.get_origin(ann) is typing.Literal:
+        kw["choices"] = list(typing.get_args(ann))
+    elif field == "extra_body":
+        kw["metavar"] = "JSON"  # parsed by parse_extra_body (one JSON rule for every row and setting)
+    elif args[0] in (int, float):
+        kw["type"] = args[0]
+        kw["metavar"] = field.removesuffix("_s").upper()
+    help_text = info.description or ""
+    if not info.is_required():
+        help_text += f" (default: {default if default not in (None, {}) else 'none'})"
+    kw["help"] = help_text.strip()
+    group.add_argument(flag_of(field), **kw)
+
+
 def register(subparsers) -> None:
+    from .settings import SETTINGS_KEYS
+
     p = subparsers.add_parser(
         "regenerate",
         help="rewrite every assistant turn with the target model (SpecForge-compatible)",
@@ -43,47 +100,21 @@ def register(subparsers) -> None:
         f"An API key, if the servers need one, is read from ${API_KEY_ENV} only.",
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help="model name sent in each request")
-    g.add_argument("--reasoning", choices=["none", "save", "disable"], default="none")
-    g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--min-p", type=float, default=None)
-    g.add_argument(
-        "--repetition-penalty",
-        type=float,
-        default=None,
-        help="a real repetition_penalty in the request body (not presence_penalty)",
-    )
-    g.add_argument("--max-tokens", type=int, default=4096)
-    g.add_argument("--seed", type=int, default=None, help="base seed; each row/turn gets a derived seed")
-    g.add_argument("--extra-body", default=None, help="JSON object merged into every request body")
-    g.add_argument(
-        "--dialect",
-        choices=["openai", "transformers"],
-        default="openai",
-        help="'transformers' for `transformers serve` (top_k/min_p/repetition_penalty "
-        "go into its generation_config field)",
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--concurrency", type=int, default=64, help="in-flight requests per server")
-    g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
-    g.add_argument("--connect-timeout", type=float, default=5.0)
-    g.add_argument("--max-attempts", type=int, default=6, help="attempts per request (transient errors only)")
+    for field in ("model", "reasoning", "dialect"):
+        _add_setting(g, field)
+    groups = {name: p.add_argument_group(name) for name in ("sampling", "optimisation", "data")}
+    grouped = {f: name for name, fields in _GROUPS.items() for f in fields}
+    for field in SETTINGS_KEYS:
+        if field == "reasoning":
+            continue
+        name = grouped.get(field, "optimisation")
+        _add_setting(p if name == "options" else groups[name], field)
     # removed with the own HTTP client (aiohttp does every request): accepted for one release, ignored
-    g.add_argument("--workers", default=None, help=argparse.SUPPRESS)
-    g.add_argument("--transport", default=None, help=argparse.SUPPRESS)
-    g = p.add_argument_group("data")
+    groups["optimisation"].add_argument("--workers", default=None, help=argparse.SUPPRESS)
+    groups["optimisation"].add_argument("--transport", default=None, help=argparse.SUPPRESS)
+    g = groups["data"]
     g.add_argument("--input-file-path", required=True)
     g.add_argument("--output-file-path", required=True)
-    g.add_argument("--num-samples", type=int, default=None, help="cap on submitted (valid) rows")
-    g.add_argument(
-        "--beyond-limit",
-        choices=["skip", "passthrough"],
-        default="skip",
-        help="rows past --num-samples: to the _skipped file (default) or unchanged into OUT",
-    )
     g.add_argument(
         "--resume",
         action="store_true",
@@ -91,22 +122,7 @@ def register(subparsers) -> None:
         "input rows are fine; refused if settings changed)",
     )
     g = p.add_argument_group("server")
-    g.add_argument(
-        "--server-address",
-        nargs="+",
-        required=True,
-        help="HOST:PORT (or URL) of each server; user:password@ in it is sent as HTTP Basic auth "
-        "to that server and never written anywhere; a query string or fragment is refused "
-        f"(an API key goes in ${API_KEY_ENV})",
-    )
-    p.add_argument("--progress-interval", type=float, default=5.0)
-    p.add_argument(
-        "--lock-wait",
-        type=float,
-        default=0.0,
-        help="seconds to wait while another run writes the same output file (default 0: "
-        "refuse at once with a message naming that run)",
-    )
+    g.add_argument("--server-address", nargs="+", required=True, help=_SERVER_HELP)
     p.set_defaults(func=run)
 
 
@@ -117,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError, UserError
     from .client import check_addresses
     from .runner import OutputPaths, run_regeneration
-    from .settings import RegenSettings, deprecation_message
+    from pydantic import ValidationError
+
+    from ..configmodel import describe
+    from .settings import SETTINGS_KEYS, RegenSettings, deprecation_message
 
     for flag in ("workers", "transport"):
         if getattr(args, flag) is not None:
@@ -125,27 +144,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_addresses(args.server_address, "--server-address")
         extra = parse_extra_body(args.extra_body)
-        settings = RegenSettings(
-            model=args.model,
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            min_p=args.min_p,
-            repetition_penalty=args.repetition_penalty,
-            seed=args.seed,
-            reasoning=args.reasoning,
-            extra_body=extra,
-            dialect=args.dialect,
-            num_samples=args.num_samples,
-            beyond_limit=args.beyond_limit,
-            concurrency=args.concurrency,
-            request_timeout_s=args.request_timeout,
-            connect_timeout_s=args.connect_timeout,
-            max_attempts=args.max_attempts,
-            progress_interval_s=args.progress_interval,
-            lock_wait_s=args.lock_wait,
-        )
+        given = {k: getattr(args, k) for k in (*SETTINGS_KEYS, "dialect") if getattr(args, k) is not None}
+        given["extra_body"] = extra
+        settings = RegenSettings(model=args.model, **given)
+    except ValidationError as e:  # a value out of bounds: the flag, what is wrong, the value given
+        names = {k: flag_of(k) for k in RegenSettings.model_fields}
+        raise UsageError(_one_line(ValueError(describe(e, RegenSettings, "setting", names)))) from None
     except (ValueError, TypeError) as e:  # a bad flag or setting: exit 2 through the one CLI error path
         raise UsageError(_one_line(e)) from e
     outputs = OutputPaths.specforge(args.output_file_path)

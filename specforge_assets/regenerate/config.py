@@ -1,95 +1,111 @@
-"""configs/regenerate.yaml: defaults + per-source overrides + per-run overrides -> one flat config."""
+"""configs/regenerate.yaml: defaults + per-source overrides + per-run overrides -> one flat config.
+
+`SourceRegeneration` is the one declaration of a source's regeneration settings (the file's
+`defaults:` and each `sources.<key>:` are partial copies of it). The Launchpad run config
+(`assets/regenerate.py`), the CLI flags (`cli.py`, through `settings.RequestSettings`) and the
+cache fingerprint (`cache.CONTENT_KEYS`) derive from these models; nothing else declares a
+default. Errors are `configmodel.ConfigError`: one line naming the file section and the field.
+"""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
-from ..paths import load_config
-from .settings import drop_deprecated
+from pydantic import Field
 
-DEFAULTS: dict[str, Any] = {
-    "enabled": False,
-    "model": None,  # name sent in requests; null -> the launched server's model
-    "server_addresses": [],  # HOST:PORT list; empty -> launch a local server
-    "launch": {"model_path": None, "backend": "auto", "startup_timeout_s": 300, "extra_args": [], "device": "cpu"},
-    "api_key_env": "SPECFORGE_REGEN_API_KEY",
-    "dialect": "auto",  # auto: "transformers" for a launched `transformers serve`, else "openai"
-    "max_tokens": 4096,
-    "temperature": 0.7,
-    "top_p": None,
-    "top_k": None,
-    "min_p": None,
-    "repetition_penalty": None,
-    "seed": 0,
-    "reasoning": "none",
-    "extra_body": {},
-    "num_samples": None,
-    "beyond_limit": "passthrough",
-    "concurrency": 64,
-    "connect_timeout_s": 5.0,
-    "request_timeout_s": 600.0,
-    "max_attempts": 6,
-    "test_split": "passthrough",  # passthrough | regenerate
-    "truncation_threshold": 0.5,  # check: max fraction of turns cut at max_tokens
-    "restart": False,
-    "lock_wait_s": 0,  # a second run of a busy partition: wait this long for it, then refuse (0: refuse at once)
-    "progress_interval_s": 15.0,  # progress line (rows, rows/s, tokens/s, ETA) in the run log
-}
+from ..configmodel import ConfigError, ConfigModel, validate
+from .settings import BeyondLimit, ProgressInterval, RequestSettings, Seed, drop_deprecated
 
-SETTINGS_KEYS = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "seed",
-    "reasoning",
-    "extra_body",
-    "num_samples",
-    "beyond_limit",
-    "concurrency",
-    "connect_timeout_s",
-    "request_timeout_s",
-    "max_attempts",
-    "lock_wait_s",
-    "progress_interval_s",
-)
+API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"  # the default env var holding the servers' API key
+Backend = Literal["auto", "transformers", "sglang"]  # auto: sglang when installed, else transformers
+
+
+class LaunchSettings(ConfigModel):
+    """The local server started when a source has no `server_addresses`."""
+
+    model_path: str | None = Field(default=None, description="null: the configured target (configs/target.yaml)")
+    backend: Backend = Field(default="auto", description="auto: sglang when installed, else transformers")
+    device: str = Field(default="cpu", description="transformers serve --device")
+    startup_timeout_s: float = Field(default=300, gt=0)
+    extra_args: list[str] = Field(default_factory=list, description="appended to the server command line")
+
+
+class SourceRegeneration(RequestSettings, ConfigModel):
+    """A source's effective regeneration settings (`source_config`). Two defaults differ from
+    SpecForge's CLI: a fixed `seed` (reproducible by default) and `beyond_limit: passthrough`
+    (every row reaches train.jsonl); progress lines come less often in a run log."""
+
+    enabled: bool = False
+    model: str | None = Field(default=None, description="name sent in requests; null: the launched server's model")
+    server_addresses: list[str] = Field(default_factory=list, description="HOST:PORT list; empty: launch a server")
+    launch: LaunchSettings = Field(default_factory=LaunchSettings)
+    api_key_env: str = Field(
+        default=API_KEY_ENV, description="env var holding the API key (the key never is in config)"
+    )
+    dialect: Literal["auto", "openai", "transformers"] = Field(
+        default="auto", description="auto: transformers for a launched `transformers serve`, else openai"
+    )
+    seed: Seed = 0
+    beyond_limit: BeyondLimit = "passthrough"
+    progress_interval_s: ProgressInterval = 15.0
+    test_split: Literal["passthrough", "regenerate"] = "passthrough"
+    truncation_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="check: max share of turns cut at max_tokens"
+    )
+    restart: bool = Field(default=False, description="discard a partial run made with other settings")
+
+
+class RegenerateFile(ConfigModel):
+    """configs/regenerate.yaml: `defaults` and `sources.<key>` are partial `SourceRegeneration`s
+    (checked key by key when merged, so the error names the section)."""
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    sources: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+
+
+DEFAULTS: dict[str, Any] = SourceRegeneration().model_dump()
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:
-    """`base` updated by `over` (mappings merged one level deep, `extra_body` replaced). An unknown
-    key is refused naming `where`; a removed client setting (`settings.DEPRECATED`: workers,
-    transport, connections_per_client) is dropped with a one-line FutureWarning naming `where`."""
+    """`base` updated by `over` (`launch` merged one level deep, `extra_body` replaced), then
+    validated as `SourceRegeneration`: an unknown key or a bad value is refused naming `where`;
+    a removed client setting (`settings.DEPRECATED`: workers, transport, connections_per_client)
+    is dropped with a one-line FutureWarning naming `where`."""
     out = copy.deepcopy(base)
-    over = drop_deprecated(dict(over or {}), where)
+    if not isinstance(over, dict):
+        raise ConfigError(f"{where}: must be a mapping of regeneration settings, got {type(over).__name__}")
+    over = drop_deprecated(dict(over), where)
     for k, v in over.items():
-        if k not in DEFAULTS:
-            raise ValueError(f"{where}: unknown regeneration key {k!r} (known: {', '.join(sorted(DEFAULTS))})")
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "extra_body":
+        if k not in SourceRegeneration.model_fields:
+            raise ConfigError(f"{where}: unknown regeneration key {k!r} (known: {', '.join(sorted(DEFAULTS))})")
+        if k == "launch" and isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = {**out[k], **v}
         else:
             out[k] = v
-    return out
+    return validate(SourceRegeneration, out, where, noun="regeneration key").model_dump()
 
 
 def source_config(key: str, yaml_cfg: dict | None = None, overrides: dict | None = None) -> dict:
-    """Effective regeneration config of one source: DEFAULTS < yaml defaults < yaml sources.<key> < overrides
-    (overrides: the Launchpad run config; None values mean "not set")."""
-    cfg = load_config("regenerate") if yaml_cfg is None else yaml_cfg
-    merged = _merge(DEFAULTS, cfg.get("defaults") or {}, "regenerate.yaml defaults")
-    merged = _merge(merged, (cfg.get("sources") or {}).get(key) or {}, f"regenerate.yaml sources.{key}")
-    merged = _merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None and v != []}, "run config")
-    return merged
+    """Effective regeneration config of one source (a `SourceRegeneration` as a dict):
+    model defaults < yaml `defaults` < yaml `sources.<key>` < `overrides` (the Launchpad run
+    config; None values mean "not set"). `yaml_cfg` None reads configs/regenerate.yaml."""
+    if yaml_cfg is None:
+        from ..paths import load_config
+
+        yaml_cfg = load_config("regenerate")
+    cfg = validate(RegenerateFile, yaml_cfg, "configs/regenerate.yaml")
+    merged = _merge(DEFAULTS, cfg.defaults, "regenerate.yaml defaults")
+    merged = _merge(merged, cfg.sources.get(key) or {}, f"regenerate.yaml sources.{key}")
+    return _merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None and v != []}, "run config")
 
 
-def any_source_launches_demo_target(yaml_cfg: dict | None = None) -> bool:
-    """True when some source regenerates through a launched server for the default (demo) target."""
-    cfg = load_config("regenerate") if yaml_cfg is None else yaml_cfg
-    keys = set((cfg.get("sources") or {}).keys())
+def any_source_launches_demo_target(yaml_cfg: dict) -> bool:
+    """True when some source of `yaml_cfg` (configs/regenerate.yaml) regenerates through a
+    launched server for the configured target (no `launch.model_path`)."""
+    keys = set(validate(RegenerateFile, yaml_cfg, "configs/regenerate.yaml").sources)
     for key in keys or {"__default__"}:
-        c = source_config(key, cfg)
+        c = source_config(key, yaml_cfg)
         if c["enabled"] and not c["server_addresses"] and not c["launch"].get("model_path"):
             return True
     return False

@@ -15,13 +15,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import httpx
 
 from ..errors import UserError
+from .config import Backend
 
-BACKENDS = ("auto", "transformers", "sglang")
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)  # declared with the launch settings
 
 
 class ServerLaunchError(RuntimeError, UserError):

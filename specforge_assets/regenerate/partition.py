@@ -23,7 +23,7 @@ from .cache import cached_summary, content_version, output_files, settings_finge
 from .launcher import LocalServer
 from .locks import exclusive, partition_lock_path
 from .runner import OutputPaths, count_rows, run_regeneration
-from .settings import RegenSettings
+from .settings import SETTINGS_KEYS, Dialect, RegenSettings
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -64,10 +64,10 @@ def servers_for(cfg: dict, log: Callable[[str], None], target_path: Callable[[],
         }
 
 
-def settings_from(cfg: dict, model: str, dialect: str) -> RegenSettings:
-    from .config import SETTINGS_KEYS
-
-    return RegenSettings.from_mapping({**{k: cfg[k] for k in SETTINGS_KEYS}, "model": model, "dialect": dialect})
+def settings_from(cfg: dict, model: str, dialect: Dialect) -> RegenSettings:
+    """One run's settings from a source config (`config.source_config`): its `RequestSettings`
+    fields plus the resolved model name and dialect."""
+    return RegenSettings(**{k: cfg[k] for k in SETTINGS_KEYS}, model=model, dialect=dialect)
 
 
 def regenerate_partition(

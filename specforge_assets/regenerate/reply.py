@@ -1,10 +1,9 @@
-"""The one check of a chat-completion reply: every transport and every reasoning mode use it.
+"""The one check of a chat-completion reply: every server and every reasoning mode use it.
 
 `check_reply(data, reasoning)` takes the parsed JSON body of an HTTP 200 answer to
 ``POST /v1/chat/completions`` and returns a `Reply` with usable assistant text, or raises
-`BadReply`. `client.ServerPool.chat` calls it for every answer, whatever carried the request
-(the built-in fast client, an httpx shard, or a worker process, which runs its own ServerPool),
-so no other code reads ``choices`` / ``message`` / ``content``.
+`BadReply`. `client.ServerPool.chat` (one aiohttp session per server) calls it for every
+answer, so no other code reads ``choices`` / ``message`` / ``content``.
 
 Reply shapes it knows (OpenAI chat-completion format, as the servers send it):
 

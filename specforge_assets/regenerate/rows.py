@@ -108,8 +108,8 @@ def validate_conversation(row: Any) -> str | None:
 
 
 class ChatPool(Protocol):
-    """What `regenerate_row` needs: `client.ServerPool` (every transport, in-process or in a
-    worker process). `chat` returns a validated `Reply` (`reply.check_reply`) and the server
+    """What `regenerate_row` needs: `client.ServerPool` (one aiohttp session per server, in the
+    run's process). `chat` returns a validated `Reply` (`reply.check_reply`) and the server
     label, or raises `RequestFailed` (a `BadReply` for a 200 without usable text)."""
 
     async def chat(self, body: dict, prefer: str | None = None) -> tuple[Reply, str]: ...

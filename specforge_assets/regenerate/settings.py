@@ -1,24 +1,38 @@
 """What a regeneration run asks of the server: model, sampling, reasoning mode, limits, pool.
 
+The knobs are declared once, here, as pydantic fields (bounds and choices on the field):
+`RequestSettings` holds those a user sets (configs/regenerate.yaml, the Launchpad run config and
+the `specforge-assets regenerate` flags all derive from it); `RegenSettings` is what one run gets
+(plus the model name, the request dialect and internal pool tuning). Invalid values raise a
+pydantic `ValidationError` (a `ValueError`) naming the field.
+
 `RegenSettings.fingerprint()` covers everything that changes the *content* of the output;
 a partial run (journal) made under another fingerprint is never silently continued.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import zlib
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..fileio import sha256_json
 
+Reasoning = Literal["none", "save", "disable"]
 REASONING_MODES = ("none", "save", "disable")
-DIALECTS = ("openai", "transformers")
+Dialect = Literal["openai", "transformers"]
 # What happens to valid rows beyond `num_samples`: SpecForge simply never writes them; we
 # account for each one, either in skipped.jsonl ("skip") or unchanged in train.jsonl ("passthrough").
-BEYOND_LIMIT = ("skip", "passthrough")
+BeyondLimit = Literal["skip", "passthrough"]
+
+# Field types with their bounds, shared by every model that carries the setting (a default may
+# differ where a contract says so: `config.SourceRegeneration` documents its own).
+Seed = Annotated[int | None, Field(description="base seed; each row and turn gets a derived seed (null: none sent)")]
+ProgressInterval = Annotated[
+    float, Field(gt=0, description="seconds between progress lines (rows, rows/s, tokens/s, ETA)")
+]
 
 
 # Settings of the own HTTP client and its worker processes, removed with them (one aiohttp
@@ -53,81 +67,89 @@ class RegenSettingDeprecated(FutureWarning):
     """A removed regeneration setting was given (FutureWarning: shown to users by default)."""
 
 
-@dataclass
-class RegenSettings:
-    model: str
-    max_tokens: int = 4096
-    temperature: float = 0.7
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    seed: int | None = None
-    reasoning: str = "none"
-    extra_body: dict = field(default_factory=dict)
+class RequestSettings(BaseModel):
+    """The user's knobs of a regeneration run (sampling, limits, pool). Defaults are SpecForge's
+    regenerate_train_data.py behaviour (the CLI's); configs/regenerate.yaml changes two of them
+    (`config.SourceRegeneration`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(default=4096, gt=0, description="completion tokens per turn")
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=-1)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(
+        default=None, gt=0, description="a real repetition_penalty in the request body (not presence_penalty)"
+    )
+    seed: Seed = None
+    reasoning: Reasoning = Field(default="none", description="none | save | disable (SpecForge's rules)")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into every request body")
+    num_samples: int | None = Field(default=None, ge=0, description="cap on submitted (valid) rows")
+    beyond_limit: BeyondLimit = Field(
+        default="skip", description="rows past num_samples: skip (to the skipped file) or passthrough (unchanged)"
+    )
+    concurrency: int = Field(default=64, ge=1, description="in-flight requests per server")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="seconds to connect")
+    request_timeout_s: float = Field(default=600.0, gt=0, description="seconds per read/write of a request")
+    max_attempts: int = Field(default=6, ge=1, description="attempts per request (transient errors only)")
+    lock_wait_s: float = Field(
+        default=0.0, ge=0, description="seconds to wait while another run writes the same output (0: refuse at once)"
+    )
+    progress_interval_s: ProgressInterval = 5.0
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body_keys(cls, v: dict) -> dict:
+        for k in ("model", "messages", "stream"):
+            if k in v:
+                raise ValueError(f"extra_body may not set {k!r}")
+        return v
+
+
+# The fields of `RequestSettings`: what a source config hands to a run.
+SETTINGS_KEYS = tuple(RequestSettings.model_fields)
+
+
+class RegenSettings(RequestSettings):
+    """One run's settings: the user's knobs, the model name sent in requests, the request dialect,
+    and pool tuning that no config file exposes (tests shorten it)."""
+
+    model: str = Field(min_length=1, description="model name sent in each request")
     # "openai": sampling extras as top-level body fields (SGLang, vLLM, most servers);
     # "transformers": `transformers serve` rejects unknown fields, so top_k/min_p/repetition_penalty
     # travel in its `generation_config` JSON field.
-    dialect: str = "openai"
-    num_samples: int | None = None
-    beyond_limit: str = "skip"
-    # pool / client behaviour (not part of the fingerprint)
-    concurrency: int = 64  # per server, as in SpecForge
-    connect_timeout_s: float = 5.0
-    request_timeout_s: float = 600.0
-    max_attempts: int = 6
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 20.0
-    failures_to_eject: int = 3
-    probe_interval_s: float = 2.0
-    all_down_timeout_s: float = 120.0
-    progress_interval_s: float = 5.0
-    # a second run on the same output waits this long for the first, then is refused (0: at once)
-    lock_wait_s: float = 0.0
-    journal_batch: int = 64
-    journal_flush_s: float = 0.25
+    dialect: Dialect = Field(
+        default="openai",
+        description="transformers: for `transformers serve` (top_k/min_p/repetition_penalty go into its "
+        "generation_config field)",
+    )
+    # internal pool behaviour (not part of the fingerprint, in no config file)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=20.0, gt=0)
+    failures_to_eject: int = Field(default=3, ge=1)
+    probe_interval_s: float = Field(default=2.0, gt=0)
+    all_down_timeout_s: float = Field(default=120.0, gt=0)
+    journal_batch: int = Field(default=64, ge=1)
+    journal_flush_s: float = Field(default=0.25, gt=0)
 
-    def __post_init__(self) -> None:
-        if not self.model or not isinstance(self.model, str):
-            raise ValueError("regeneration needs a model name (`model`)")
-        if self.reasoning not in REASONING_MODES:
-            raise ValueError(f"reasoning must be one of {REASONING_MODES}, got {self.reasoning!r}")
-        if self.dialect not in DIALECTS:
-            raise ValueError(f"dialect must be one of {DIALECTS}, got {self.dialect!r}")
-        if self.beyond_limit not in BEYOND_LIMIT:
-            raise ValueError(f"beyond_limit must be one of {BEYOND_LIMIT}, got {self.beyond_limit!r}")
-        if int(self.max_tokens) <= 0:
-            raise ValueError(f"max_tokens must be > 0, got {self.max_tokens}")
-        if not 0.0 <= float(self.temperature) <= 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
-        if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and int(self.top_k) < -1:
-            raise ValueError(f"top_k must be >= -1, got {self.top_k}")
-        if self.min_p is not None and not 0.0 <= float(self.min_p) <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.repetition_penalty is not None and float(self.repetition_penalty) <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.num_samples is not None and int(self.num_samples) < 0:
-            raise ValueError(f"num_samples must be >= 0, got {self.num_samples}")
-        if int(self.concurrency) < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if int(self.max_attempts) < 1:
-            raise ValueError("max_attempts must be >= 1")
-        if not isinstance(self.extra_body, dict):
-            raise ValueError("extra_body must be a mapping")
-        for k in ("model", "messages", "stream"):
-            if k in self.extra_body:
-                raise ValueError(f"extra_body may not set {k!r}")
+    @model_validator(mode="before")
+    @classmethod
+    def _writable(cls, data: Any) -> Any:
+        """The model name and extra body are sent in every request and written in the state file
+        and every row's provenance: the one JSON rule (no lone surrogate) applies, by field."""
         from ..jsonrows import RowDecodeError, check_value
 
-        try:  # sent in every request and written in the state file and every row's provenance
-            check_value({"model": self.model, "extra_body": self.extra_body}, walk_depth=False)
-        except RowDecodeError as e:
-            raise ValueError(f"setting {e.field or 'value'}: {e.reason} (not writable as UTF-8)") from None
+        if isinstance(data, dict):
+            given = {k: data[k] for k in ("model", "extra_body") if k in data}
+            try:
+                check_value(given, walk_depth=False)
+            except RowDecodeError as e:
+                raise ValueError(f"setting {e.field or 'value'}: {e.reason} (not writable as UTF-8)") from None
+        return data
 
     # -- content identity ------------------------------------------------------------------
-    CONTENT_FIELDS = (
+    CONTENT_FIELDS: ClassVar[tuple[str, ...]] = (
         "model",
         "max_tokens",
         "temperature",
@@ -153,18 +175,6 @@ class RegenSettings:
 
     def fingerprint(self) -> str:
         return sha256_json(self.content_config())
-
-    @classmethod
-    def from_mapping(cls, cfg: dict[str, Any]) -> "RegenSettings":
-        """Settings from a flat mapping; None means "the default". The settings of the removed
-        own HTTP client (`DEPRECATED`) are dropped with a DeprecationWarning (one release)."""
-        cfg = drop_deprecated(cfg, "regeneration settings")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - names)
-        if unknown:
-            raise ValueError(f"unknown regeneration setting(s): {', '.join(unknown)}")
-        # None means "the default" (every optional sampling field defaults to None anyway).
-        return cls(**{k: v for k, v in cfg.items() if v is not None})
 
     # -- request body ----------------------------------------------------------------------
     def turn_seed(self, row_id: str, turn: int) -> int | None:

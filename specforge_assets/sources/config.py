@@ -17,7 +17,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
 from .. import paths
+from ..configmodel import ConfigError, validate
 from .errors import SourceError, UnknownSourceError
 from .formats import FORMATS
 from . import loaders
@@ -27,50 +30,71 @@ from .presets import get_preset
 # Preference when several files share a stem in the incoming folder.
 INCOMING_SUFFIXES = (".parquet", ".jsonl", ".json")
 QUARANTINE_MIN_ROWS = 10
-_DEFAULTS = {
-    "split_eval": False,
-    "sample_size": None,
-    "quarantine_threshold": 0.1,
-    "quarantine_min_rows": QUARANTINE_MIN_ROWS,
-    "dedup_ids": True,
-}
-_OWN_KEYS = {
-    "preset",
-    "format",
-    "data_path",
-    "hub_id",
-    "config",
-    "split",
-    "opc_subset",
-    "sample_size",
-    "split_eval",
-    "quarantine_threshold",
-    "quarantine_min_rows",
-    "dedup_ids",
-    "description",
-    "allow_outside_links",
-}
+
+
+class SourceEntry(BaseModel):
+    """One `sources.<key>:` entry of configs/sources.yaml (over the file's `defaults:`). Keys
+    owned by other layers (regenerate, weight, ...) are kept aside, not refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+    preset: str | None = Field(default=None, description="a preset of `presets:`")
+    format: str | None = Field(default=None, description=f"a custom source: {' | '.join(FORMATS)}")
+    data_path: str | None = Field(default=None, description="file or folder; sample:<file>; relative: data root")
+    hub_id: str | None = None
+    config: str | None = None
+    split: str | None = "train"
+    opc_subset: str | None = None
+    sample_size: StrictInt | None = Field(default=None, gt=0, description="keep the first N raw rows")
+    split_eval: bool = Field(default=False, description="also write test.jsonl (SpecForge's 5% split)")
+    quarantine_threshold: float = Field(default=0.1, ge=0, le=1, description="blocking check: max quarantined share")
+    # the quarantine-rate gate blocks only from this many quarantined rows on: a handful of bad
+    # rows in a small file is quarantined and reported, not a failed partition
+    quarantine_min_rows: StrictInt = Field(default=QUARANTINE_MIN_ROWS, ge=0)
+    dedup_ids: bool = Field(default=True, description="quarantine later rows whose id was already seen")
+    description: str | None = None
+    allow_outside_links: StrictBool = Field(
+        default=False, description="a relative data_path may be/contain links leaving the data root"
+    )
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "SourceEntry":
+        if self.preset and self.format:
+            raise ValueError("set either 'preset' or 'format', not both")
+        if not self.preset:
+            fmt = self.format or "auto"
+            if fmt not in FORMATS:
+                raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+            if not self.data_path and not self.hub_id:
+                raise ValueError("a custom source needs 'data_path' or 'hub_id'")
+        if self.data_path and self.hub_id:
+            raise ValueError("set either 'data_path' or 'hub_id', not both")
+        return self
+
+
+def _default(name: str):
+    return SourceEntry.model_fields[name].default
 
 
 @dataclass
 class SourceSpec:
+    """A resolved source (the defaults are `SourceEntry`'s)."""
+
     key: str
     preset: str | None = None
     format: str | None = None  # custom sources
     data_path: str | None = None
     hub_id: str | None = None
     config: str | None = None
-    split: str = "train"
+    split: str = _default("split")
     opc_subset: str | None = None
     sample_size: int | None = None
-    split_eval: bool = False
-    quarantine_threshold: float = 0.1
-    # the quarantine-rate gate blocks only from this many quarantined rows on: a handful of bad
-    # rows in a small file is quarantined and reported, not a failed partition
-    quarantine_min_rows: int = QUARANTINE_MIN_ROWS
-    dedup_ids: bool = True
+    split_eval: bool = _default("split_eval")
+    quarantine_threshold: float = _default("quarantine_threshold")
+    quarantine_min_rows: int = _default("quarantine_min_rows")
+    dedup_ids: bool = _default("dedup_ids")
     description: str | None = None
-    allow_outside_links: bool = False  # a relative data_path may be/contain links leaving the data root
+    allow_outside_links: bool = _default("allow_outside_links")
     origin: str = "config"  # config | incoming
     extra: dict = field(default_factory=dict)  # keys other layers own (regenerate, weight, ...)
 
@@ -215,51 +239,32 @@ def list_incoming(config: dict | None = None, root: Path | None = None) -> dict[
 
 
 def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> SourceSpec:
+    where = f"sources.yaml sources.{key}"
     if not isinstance(entry, dict):
-        raise SourceError(f"sources.yaml sources.{key}: expected a mapping, got {type(entry).__name__}")
-    merged = {**_DEFAULTS, **(defaults or {}), **entry}
-    preset, fmt = merged.get("preset"), merged.get("format")
-    if preset and fmt:
-        raise SourceError(f"sources.yaml sources.{key}: set either 'preset' or 'format', not both")
-    if preset:
-        get_preset(str(preset), config)  # unknown / vision preset → clear error now
-    else:
-        fmt = fmt or "auto"
-        if fmt not in FORMATS:
-            raise SourceError(f"sources.yaml sources.{key}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-        if not merged.get("data_path") and not merged.get("hub_id"):
-            raise SourceError(f"sources.yaml sources.{key}: a custom source needs 'data_path' or 'hub_id'")
-    if merged.get("data_path") and merged.get("hub_id"):
-        raise SourceError(f"sources.yaml sources.{key}: set either 'data_path' or 'hub_id', not both")
-    ss = merged.get("sample_size")
-    if ss is not None and (not isinstance(ss, int) or isinstance(ss, bool) or ss <= 0):
-        raise SourceError(f"sources.yaml sources.{key}: sample_size must be a positive integer, got {ss!r}")
-    allow = merged.get("allow_outside_links", False)
-    if not isinstance(allow, bool):
-        raise SourceError(f"sources.yaml sources.{key}: allow_outside_links must be true or false, got {allow!r}")
-    qt = merged.get("quarantine_threshold")
-    if not isinstance(qt, (int, float)) or not 0 <= qt <= 1:
-        raise SourceError(f"sources.yaml sources.{key}: quarantine_threshold must be in [0, 1], got {qt!r}")
-    qmin = merged.get("quarantine_min_rows")
-    if not isinstance(qmin, int) or isinstance(qmin, bool) or qmin < 0:
-        raise SourceError(f"sources.yaml sources.{key}: quarantine_min_rows must be an integer >= 0, got {qmin!r}")
+        raise SourceError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    try:
+        e = validate(SourceEntry, {**(defaults or {}), **entry}, where)
+    except ConfigError as err:
+        raise SourceError(str(err)) from None
+    if e.preset:
+        get_preset(e.preset, config)  # unknown / vision preset → clear error now
     return SourceSpec(
         key=key,
-        preset=str(preset) if preset else None,
-        format=None if preset else fmt,
-        data_path=str(merged["data_path"]) if merged.get("data_path") else None,
-        hub_id=merged.get("hub_id"),
-        config=merged.get("config"),
-        split=merged.get("split") or "train",
-        opc_subset=merged.get("opc_subset"),
-        sample_size=ss,
-        split_eval=bool(merged.get("split_eval")),
-        quarantine_threshold=float(qt),
-        quarantine_min_rows=qmin,
-        dedup_ids=bool(merged.get("dedup_ids", True)),
-        description=merged.get("description"),
-        allow_outside_links=allow,
-        extra={k: v for k, v in entry.items() if k not in _OWN_KEYS},
+        preset=e.preset,
+        format=None if e.preset else (e.format or "auto"),
+        data_path=e.data_path or None,
+        hub_id=e.hub_id,
+        config=e.config,
+        split=e.split or "train",
+        opc_subset=e.opc_subset,
+        sample_size=e.sample_size,
+        split_eval=e.split_eval,
+        quarantine_threshold=float(e.quarantine_threshold),
+        quarantine_min_rows=e.quarantine_min_rows,
+        dedup_ids=e.dedup_ids,
+        description=e.description,
+        allow_outside_links=e.allow_outside_links,
+        extra={k: v for k, v in entry.items() if k not in SourceEntry.model_fields},
     )
 
 

@@ -18,8 +18,11 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field, model_validator
+
+from ..configmodel import ConfigError, ConfigModel, validate
 from ..errors import UserError
 from ..fileio import read_manifest, sha256_file, staged_dir, write_manifest
 from ..paths import load_config
@@ -29,20 +32,51 @@ from .core import Preprocessor, TokenizeOptions
 from .dataset import InputNotFoundError, TokenizerLoadError, cache_key, load_tokenizer, tokenize_jsonl
 from .templates import get_template
 
-TOKENIZE_DEFAULTS: dict[str, Any] = {
-    "chat_template": None,
-    "max_length": 2048,
-    "is_preformatted": False,
-    "train_only_last_turn": False,
-    "corrected": {"no_system_prompt": False, "shift_mask_885": False, "incremental_mask": False},
-    "workers": 1,
-    "shard_rows": 50000,
-    "verify_every": 1000,
-    "templates": {},
-    "checks": {"max_zero_supervised_rate": 0.01, "supervised_fraction": [0.02, 0.99]},
-    "vocab_mapping": {"draft_vocab_size": 32000},
-    "cache_keep": 3,
-}
+
+class TokenizeCorrected(ConfigModel):
+    """Corrected options (off: parity with SpecForge's preprocess_conversations)."""
+
+    no_system_prompt: bool = Field(default=False, description="don't inject the template's default system prompt")
+    shift_mask_885: bool = Field(default=False, description="loss_mask[i] = mask[i+1] (SpecForge#885)")
+    incremental_mask: bool = Field(default=False, description="template-agnostic spans from incremental rendering")
+
+
+class TokenizeChecks(ConfigModel):
+    max_zero_supervised_rate: float = Field(default=0.01, ge=0, le=1, description="share of rows with no loss")
+    supervised_fraction: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]] = Field(
+        default=(0.02, 0.99), description="[low, high] bounds of the supervised token share"
+    )
+
+
+class TokenizeVocab(ConfigModel):
+    draft_vocab_size: int = Field(default=32000, ge=1, description="clamped to the target vocabulary")
+
+
+class TokenizeFile(ConfigModel):
+    """configs/tokenize.yaml. A null value means the default."""
+
+    chat_template: str | None = Field(default=None, description="registry name; null: configs/target.yaml's")
+    max_length: int = Field(default=2048, ge=1)
+    is_preformatted: bool = Field(default=False, description="rows carry rendered `text` used verbatim")
+    train_only_last_turn: bool = False
+    corrected: TokenizeCorrected = Field(default_factory=TokenizeCorrected)
+    workers: int = Field(default=1, ge=1, description="processes tokenizing shards of rows")
+    shard_rows: int = Field(default=50000, ge=1, description="rows per Parquet shard")
+    verify_every: int = Field(default=1000, ge=0, description="every N-th row re-checked (0: off)")
+    templates: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="extra registry templates (fields of tokenize/templates.yaml)"
+    )
+    checks: TokenizeChecks = Field(default_factory=TokenizeChecks)
+    vocab_mapping: TokenizeVocab = Field(default_factory=TokenizeVocab)
+    cache_keep: int = Field(default=3, ge=0, description="tokenized/cache/ entries kept (0: all)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+TOKENIZE_DEFAULTS: dict[str, Any] = TokenizeFile().model_dump(mode="json")
 
 STALE_STAGING_S = 24 * 3600  # a staging folder this old is a crashed build, not one in progress
 
@@ -76,19 +110,13 @@ class TokenizeConfigError(ValueError, UserError):
 
 
 def tokenize_config(cfg: dict | None = None, config_dir: Path | None = None) -> dict:
+    """configs/tokenize.yaml (`cfg` None: read from `config_dir`) as a `TokenizeFile` dict; an
+    unknown key or a bad value raises `TokenizeConfigError` naming the file and the field."""
     raw = load_config("tokenize", config_dir) if cfg is None else cfg
-    out = json.loads(json.dumps(TOKENIZE_DEFAULTS))
-    for k, v in (raw or {}).items():
-        if k not in out:
-            raise TokenizeConfigError(f"configs/tokenize.yaml: unknown key {k!r}; known: {sorted(out)}")
-        if isinstance(out[k], dict) and isinstance(v, dict) and k != "templates":
-            unknown = set(v) - set(out[k])
-            if unknown:
-                raise TokenizeConfigError(f"configs/tokenize.yaml: unknown key(s) {sorted(unknown)} under {k!r}")
-            out[k].update(v)
-        elif v is not None:
-            out[k] = v
-    return out
+    try:
+        return validate(TokenizeFile, raw, "configs/tokenize.yaml").model_dump(mode="json")
+    except ConfigError as e:
+        raise TokenizeConfigError(str(e)) from None
 
 
 def options_from(cfg: dict) -> TokenizeOptions:

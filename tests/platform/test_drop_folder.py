@@ -226,7 +226,7 @@ def test_configured_relative_data_path_links_stay_in_the_data_root(data_root, ou
         assert [r["id"] for r in rows] == ids, key
     assert resolve_source("linked_ok", cfg, data_root).identity()["allow_outside_links"] is True
     assert "allow_outside_links" not in resolve_source("absolute", cfg, data_root).identity()
-    with pytest.raises(Exception, match="allow_outside_links must be true or false"):
+    with pytest.raises(Exception, match="allow_outside_links: must be true or false"):
         resolve_source(
             "x", {"sources": {"x": {"format": "auto", "data_path": "raw", "allow_outside_links": "yes"}}}, data_root
         )

@@ -114,7 +114,9 @@ def test_sample_partition_regenerated_through_dagster(tmp_path, data_root, dagst
     store = SpecforgeStore(data_root=str(data_root), config_dir=str(configs))
     resources = {"store": store, **layer.resources}
 
-    result = dg.materialize(layer.assets, instance=dagster_instance, resources=resources, partition_key="sample-gsm8k")
+    result = dg.materialize(
+        layer.build_assets(store), instance=dagster_instance, resources=resources, partition_key="sample-gsm8k"
+    )
     assert result.success
     out = data_root / "regenerated" / "sample-gsm8k"
     train = read_jsonl(out / "train.jsonl")
@@ -146,7 +148,9 @@ def test_sample_partition_regenerated_through_dagster(tmp_path, data_root, dagst
     assert reconcile(data_root / "sources" / "sample-gsm8k" / "train.jsonl", out)[0]
 
     # regeneration off -> pass-through, recorded as such
-    result = dg.materialize(layer.assets, instance=dagster_instance, resources=resources, partition_key="sample-other")
+    result = dg.materialize(
+        layer.build_assets(store), instance=dagster_instance, resources=resources, partition_key="sample-other"
+    )
     assert result.success
     other = data_root / "regenerated" / "sample-other"
     assert (other / "train.jsonl").read_bytes() == (data_root / "sources" / "sample-other" / "train.jsonl").read_bytes()

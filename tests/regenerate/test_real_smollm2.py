@@ -225,7 +225,9 @@ def test_asset_launches_transformers_serve_for_the_configured_target(
     store = SpecforgeStore(data_root=str(data_root), config_dir=str(configs))
     resources = {"store": store, **layer.resources}
 
-    result = dg.materialize(layer.assets, instance=dagster_instance, resources=resources, partition_key="gsm8k-real")
+    result = dg.materialize(
+        layer.build_assets(store), instance=dagster_instance, resources=resources, partition_key="gsm8k-real"
+    )
     assert result.success
     out = data_root / "regenerated" / "gsm8k-real"
     train = read_jsonl(out / "train.jsonl")
@@ -263,7 +265,9 @@ def test_asset_launches_transformers_serve_for_the_configured_target(
 
     monkeypatch.setattr(partition, "LocalServer", NoLaunch)
     before = (out / "train.jsonl").read_bytes()
-    again = dg.materialize(layer.assets, instance=dagster_instance, resources=resources, partition_key="gsm8k-real")
+    again = dg.materialize(
+        layer.build_assets(store), instance=dagster_instance, resources=resources, partition_key="gsm8k-real"
+    )
     assert again.success
     mat2 = again.asset_materializations_for_node("regenerated__conversations")[0]
     assert mat2.metadata["cache"].value == "hit"

@@ -176,7 +176,7 @@ def test_unknown_source_and_escaping_keys(data_root):
         ({"format": "xml", "data_path": "x"}, "unknown format 'xml'"),
         ({"format": "auto"}, "needs 'data_path' or 'hub_id'"),
         ({"preset": "gsm8k", "format": "auto"}, "either 'preset' or 'format'"),
-        ({"preset": "gsm8k", "sample_size": 0}, "sample_size must be a positive integer"),
+        ({"preset": "gsm8k", "sample_size": 0}, "sample_size: must be greater than 0"),
     ],
 )
 def test_bad_source_entries(entry, match, data_root):

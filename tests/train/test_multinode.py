@@ -253,7 +253,9 @@ def test_two_cpu_nodes_through_the_asset_launch(tmp_path):
 def test_termination_timeout_must_be_positive_seconds(bad):
     """launch.termination_timeout_s is read (the Pipes client waits that long for torchrun to
     exit after a cancellation) and validated like the other launch settings."""
-    with pytest.raises(TrainInputError, match=r"launch\.termination_timeout_s: want a positive number of seconds"):
+    with pytest.raises(
+        TrainInputError, match=r"launch\.termination_timeout_s: must be (greater than 0|a valid number)"
+    ):
         train_settings({"launch": {"termination_timeout_s": bad}})
     assert train_settings({"launch": {"termination_timeout_s": 2.5}})["launch"]["termination_timeout_s"] == 2.5
     assert train_settings({})["launch"]["termination_timeout_s"] == 60

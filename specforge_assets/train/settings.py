@@ -1,0 +1,156 @@
+"""configs/train.yaml: one pydantic model per section, the defaults in one place. No Dagster import.
+
+`train_settings(config)` returns the file as a dict of sections (`TrainFile`): `launch` (how
+torchrun runs: processes, device, nodes), `training` (fields of `train.loop.TrainConfig`, checked
+there), `evaluation`, `hidden_states`, `demo_target` (checked by `train.demo_target`). An unknown
+section or key, or a bad value, raises `TrainInputError`: one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, StrictFloat, StrictInt, ValidationInfo, field_validator
+
+from ..configmodel import ConfigError, ConfigModel, validate
+from .errors import TrainInputError
+
+_RDZV_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class LaunchSettings(ConfigModel):
+    """How the draft's training processes run (`torchrun`)."""
+
+    nproc_per_node: StrictInt = Field(default=1, ge=1, description="processes per node (GPUs per node; CPU: 1)")
+    device: str = Field(default="auto", description="auto: cuda when a GPU is visible, else cpu; or cpu / cuda")
+    threads_per_proc: StrictInt = Field(default=0, ge=0, description="CPU threads per process; 0: cores / nproc")
+    mode: Literal["online", "offline"] = Field(
+        default="online", description="online: target hidden states computed in training; offline: read them"
+    )
+    termination_timeout_s: StrictFloat = Field(
+        default=60, gt=0, description="seconds torchrun gets to flush a checkpoint when the run is cancelled"
+    )
+    nnodes: StrictInt = Field(default=1, ge=1, description="nodes in the c10d rendezvous")
+    node_rank: StrictInt = Field(default=0, validate_default=True, description="this node (0: the reporting node)")
+    rdzv_endpoint: str = Field(default="", validate_default=True, description="HOST:PORT every node reaches")
+    rdzv_id: str = Field(default="specforge-draft", validate_default=True, description="rendezvous name")
+
+    @field_validator("node_rank")
+    @classmethod
+    def _rank_in_range(cls, v: int, info: ValidationInfo) -> int:
+        nnodes = info.data.get("nnodes")
+        if isinstance(nnodes, int) and not 0 <= v < nnodes:
+            raise ValueError(f"want an integer in 0..{nnodes - 1} (nnodes is {nnodes}), got {v!r}")
+        return v
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, ep: str, info: ValidationInfo) -> str:
+        nnodes = info.data.get("nnodes")
+        if not isinstance(nnodes, int) or nnodes == 1:
+            return ep
+        if not ep.strip():
+            raise ValueError(
+                f"nnodes is {nnodes}, so every node needs the rendezvous address HOST:PORT "
+                "(a host all nodes reach, usually node 0's)"
+            )
+        host, sep, port = ep.strip().rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [IPv6]:port
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"want HOST:PORT with a port in 1..65535, got {ep!r}")
+        return ep
+
+    @field_validator("rdzv_id")
+    @classmethod
+    def _rdzv_id(cls, rid: str, info: ValidationInfo) -> str:
+        nnodes = info.data.get("nnodes")
+        if isinstance(nnodes, int) and nnodes > 1 and (not rid or not set(rid) <= _RDZV_ID_CHARS):
+            raise ValueError(
+                f"want a non-empty name of letters, digits, '.', '_' or '-' (the same on every node), got {rid!r}"
+            )
+        return rid
+
+
+class EvaluationSettings(ConfigModel):
+    """The draft's acceptance evaluation (models/draft_evaluation, `specforge-assets evaluate`)."""
+
+    k: StrictInt | list[StrictInt] = Field(default=4, description="draft tokens per target forward; a list: each")
+    max_new_tokens: int = Field(default=48, ge=1, description="tokens generated per prompt (per turn)")
+    num_prompts: int = Field(default=24, ge=1, description="prompts per set unless the set gives a limit")
+    max_prompt_tokens: int = Field(default=384, ge=1, description="longer prompts are skipped")
+    untrained_seed: int = Field(default=0, description="the untrained baseline draft's initialisation seed")
+    evaluate_previous: bool = Field(default=True, description="also evaluate the previous draft version")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    workers: int = Field(default=1, ge=1, description="processes, each measuring a slice of the prompts")
+    sets: list[Any] | None = Field(
+        default=None, description="prompt sets {name, path, format, limit} (checked by eval_report.eval_sets)"
+    )
+
+    @field_validator("k")
+    @classmethod
+    def _k_positive(cls, v: int | list[int]) -> int | list[int]:
+        if any(k < 1 for k in (v if isinstance(v, list) else [v])) or v == []:
+            raise ValueError(f"want a positive integer or a non-empty list of them, got {v!r}")
+        return v
+
+
+class HiddenStatesSettings(ConfigModel):
+    """Offline target features (models/target_hidden_states)."""
+
+    rows_per_shard: int = Field(default=256, ge=1, description="rows per safetensors shard")
+    max_rows: int | None = Field(default=None, ge=1, description="cap (null: the whole tokenized dataset)")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class TrainFile(ConfigModel):
+    """configs/train.yaml. A null section means its defaults."""
+
+    launch: LaunchSettings = Field(default_factory=LaunchSettings)
+    training: dict[str, Any] = Field(default_factory=dict, description="train.loop.TrainConfig fields")
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    hidden_states: HiddenStatesSettings = Field(default_factory=HiddenStatesSettings)
+    demo_target: dict[str, Any] = Field(default_factory=dict, description="train.demo_target build parameters")
+
+
+SECTIONS = tuple(TrainFile.model_fields)
+
+
+def train_settings(config: dict | None = None) -> dict:
+    """configs/train.yaml (`config` None: read it) as a dict of validated sections."""
+    from ..paths import load_config
+
+    cfg = load_config("train") if config is None else dict(config)
+    if not isinstance(cfg, dict):
+        raise TrainInputError(f"configs/train.yaml: want a mapping of sections, got {type(cfg).__name__}")
+    unknown = sorted(set(cfg) - set(SECTIONS))
+    if unknown:
+        raise TrainInputError(f"configs/train.yaml: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    try:
+        return validate(TrainFile, {k: v for k, v in cfg.items() if v is not None}, "configs/train.yaml").model_dump()
+    except ConfigError as e:
+        raise TrainInputError(str(e)) from None
+
+
+# Per-run overrides (CLI flags, the `trainer` resource): the section of each overridable field.
+_OVERRIDE_FIELDS = {
+    "nproc_per_node": "launch",
+    "device": "launch",
+    "mode": "launch",
+    "nnodes": "launch",
+    "node_rank": "launch",
+    "rdzv_endpoint": "launch",
+    "rdzv_id": "launch",
+    "max_steps": "training",
+    "ttt_length": "training",
+}
+
+
+def override_settings(settings: dict, **overrides) -> dict:
+    """Per-run overrides (CLI flags, the `trainer` resource) over train settings; falsy values
+    mean "as configured" (node_rank: None means as configured, 0 is a value). Validated again
+    like configs/train.yaml."""
+    out = {section: dict(values) for section, values in settings.items()}
+    for name, value in overrides.items():
+        if value or (name == "node_rank" and value is not None):
+            out[_OVERRIDE_FIELDS[name]][name] = value
+    return train_settings(out)

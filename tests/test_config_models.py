@@ -1,0 +1,195 @@
+"""Typed configuration declared once: one pydantic model per configs/*.yaml file, one-line errors
+naming file and field, and the Launchpad config / CLI flags derived from the regeneration model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+from specforge_assets.configmodel import ConfigError
+from specforge_assets.errors import user_message
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _one_line_error(fn, *args) -> str:
+    with pytest.raises(ValueError) as ei:
+        fn(*args)
+    msg = user_message(ei.value)
+    assert msg is not None and "\n" not in msg, repr(ei.value)
+    return msg
+
+
+def test_shipped_configs_validate_and_defaults_match_the_models():
+    """Every shipped file fits its model, and a file with only the model's defaults is what an
+    empty file gives (the defaults live in the model, nowhere else)."""
+    from specforge_assets.automation import automation_settings
+    from specforge_assets.mix.mix import mix_config
+    from specforge_assets.regenerate.config import DEFAULTS, source_config
+    from specforge_assets.target import target_config
+    from specforge_assets.tokenize.build import tokenize_config
+    from specforge_assets.train.settings import train_settings
+
+    def load(name):
+        return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+
+    automation_settings(load("automation"))
+    assert mix_config(load("mix")) == mix_config({}) == mix_config(mix_config({}))
+    assert target_config(load("target")) == target_config({})
+    assert tokenize_config(load("tokenize"))["max_length"] == tokenize_config({})["max_length"] == 2048
+    train_settings(load("train"))
+    assert source_config("any", {}) == DEFAULTS
+    assert source_config("sample-gsm8k", load("regenerate"))["max_tokens"] == 64
+
+
+@pytest.mark.parametrize(
+    "call, want",
+    [
+        (("mix", {"eval": {"fraction": 1.5}}), "configs/mix.yaml: eval.fraction: must be less than 1 (got 1.5)"),
+        (("mix", {"weights": {"a": -1}}), "configs/mix.yaml: weights.a: must be greater than or equal to 0 (got -1)"),
+        (("target", {"pth": "x"}), "configs/target.yaml: unknown key 'pth' (known: chat_template, path, "),
+        (("tokenize", {"corrected": {"shift": True}}), "configs/tokenize.yaml: unknown key 'corrected.shift'"),
+        (("tokenize", {"workers": 0}), "configs/tokenize.yaml: workers: must be greater than or equal to 1 (got 0)"),
+        (("train", {"hidden_states": {"dtype": "int8"}}), "configs/train.yaml: hidden_states.dtype: must be "),
+        (("automation", {"ops": {"failure_lg": "x"}}), "configs/automation.yaml: unknown key 'ops.failure_lg'"),
+        (
+            ("regenerate", {"sources": {"a": {"launch": {"backend": "vllm"}}}}),
+            "regenerate.yaml sources.a: launch.backend: must be 'auto', 'transformers' or 'sglang' (got 'vllm')",
+        ),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_file_and_field(call, want):
+    from specforge_assets.automation import automation_settings
+    from specforge_assets.mix.mix import mix_config
+    from specforge_assets.regenerate.config import source_config
+    from specforge_assets.target import target_config
+    from specforge_assets.tokenize.build import tokenize_config
+    from specforge_assets.train.settings import train_settings
+
+    fns = {
+        "mix": mix_config,
+        "target": target_config,
+        "tokenize": tokenize_config,
+        "train": train_settings,
+        "automation": automation_settings,
+        "regenerate": lambda cfg: source_config("a", cfg),
+    }
+    name, cfg = call
+    assert _one_line_error(fns[name], cfg).startswith(want)
+
+
+def test_regeneration_values_are_refused_in_the_layer_that_sets_them():
+    from specforge_assets.regenerate.config import source_config
+
+    ok = {"defaults": {"temperature": 1.5}, "sources": {"a": {"max_tokens": 10}}}
+    assert source_config("a", ok)["temperature"] == 1.5
+    with pytest.raises(ConfigError, match=r"^run config: top_p: must be less than or equal to 1 \(got 2\)$"):
+        source_config("a", ok, {"top_p": 2})
+    with pytest.raises(ConfigError, match=r"^regenerate.yaml sources.a: reasoning: must be 'none', 'save' or"):
+        source_config("a", {"sources": {"a": {"reasoning": "think"}}})
+
+
+def test_launchpad_config_is_derived_from_the_settings_model():
+    """The Launchpad form has every setting of configs/regenerate.yaml except the nested/secret
+    ones, all unset by default (unset = the file's value), choices as enums; the removed client
+    settings are not offered."""
+    import dagster as dg
+
+    from specforge_assets.assets.regenerate import RegenerateConfig
+    from specforge_assets.regenerate.config import SourceRegeneration
+
+    fields = set(RegenerateConfig.model_fields)
+    assert fields == set(SourceRegeneration.model_fields) - {"launch", "extra_body", "api_key_env"}
+    assert not {"workers", "transport", "connections_per_client"} & fields
+    cfg = RegenerateConfig()
+    assert all(getattr(cfg, f) is None for f in fields)
+    assert issubclass(RegenerateConfig, dg.Config)
+    reasoning = RegenerateConfig.model_fields["reasoning"].annotation
+    from specforge_assets.assets._config import overrides
+
+    assert overrides(RegenerateConfig(reasoning="save", max_tokens=7)) == {"reasoning": "save", "max_tokens": 7}
+    assert "none" in str(reasoning.__args__[0].__members__).lower()  # the enum the Launchpad offers
+
+
+def test_cli_flags_are_derived_from_the_settings_model():
+    """Each user setting is a flag named after its field; --help shows the model's default; a
+    value out of bounds is one `error:` line naming the flag (exit 2)."""
+    from specforge_assets.regenerate.cli import flag_of
+    from specforge_assets.regenerate.settings import SETTINGS_KEYS, RequestSettings
+
+    cli = [sys.executable, "-m", "specforge_assets.cli", "regenerate"]
+    helptext = subprocess.run(cli + ["--help"], capture_output=True, text=True, timeout=120).stdout
+    flat = " ".join(helptext.split())
+    for field in SETTINGS_KEYS:
+        assert flag_of(field) in helptext, field
+    assert f"(default: {RequestSettings.model_fields['max_tokens'].default})" in flat
+    assert "--request-timeout" in helptext and "--lock-wait" in helptext  # SpecForge's names kept
+    r = subprocess.run(
+        cli
+        + ["--model", "m", "--server-address", "h:1", "--input-file-path", "x", "--output-file-path", "y"]
+        + ["--temperature", "5", "--concurrency", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (
+        "error: --temperature: must be less than or equal to 2 (got 5.0); "
+        "--concurrency: must be greater than or equal to 1 (got 0)"
+    )
+
+
+def test_removed_settings_only_warn_in_files():
+    from specforge_assets.regenerate.config import source_config
+    from specforge_assets.regenerate.settings import RegenSettingDeprecated
+
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        cfg = source_config("a", {"defaults": {"workers": 4}})
+    assert [w.category for w in got] == [RegenSettingDeprecated] and "workers" not in cfg
+
+
+def test_no_module_reads_config_when_imported(tmp_path):
+    """Config is read through the store when the definitions are built, never when a module is
+    imported: with every config file unreadable, every module except `definitions` imports."""
+    broken = tmp_path / "configs"
+    broken.mkdir()
+    for name in ("automation", "regenerate", "sources", "target", "tokenize", "train", "mix"):
+        (broken / f"{name}.yaml").write_text("{ not: yaml: [\n")
+    code = (
+        "import specforge_assets.sensors, specforge_assets.automation, specforge_assets.assets.regenerate, "
+        "specforge_assets.assets.sources, specforge_assets.assets.mix, specforge_assets.assets.tokenize, "
+        "specforge_assets.assets.models, specforge_assets.partitions"
+    )
+    env = {**__import__("os").environ, "SPECFORGE_CONFIG_DIR": str(broken)}
+    r = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_definitions_read_config_through_the_store(tmp_path):
+    import shutil
+
+    import dagster as dg
+
+    from specforge_assets.definitions import build_definitions
+    from specforge_assets.resources import SpecforgeStore
+
+    cfg = tmp_path / "configs"
+    shutil.copytree(CONFIGS, cfg)
+    (cfg / "automation.yaml").write_text(
+        yaml.safe_dump({"sensors": {"retrain": {"minimum_interval_seconds": 99, "default_status": "stopped"}}})
+    )
+    (cfg / "regenerate.yaml").write_text(yaml.safe_dump({"defaults": {"enabled": False}}))
+    defs = build_definitions(SpecforgeStore(data_root=str(tmp_path / "data"), config_dir=str(cfg)))
+    sensor = defs.get_sensor_def("retrain_on_new_dataset")
+    assert sensor.minimum_interval_seconds == 99 and sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    # no source regenerates through a launched demo target: regenerated does not wait for it
+    parents = defs.resolve_asset_graph().get(dg.AssetKey(["regenerated", "conversations"])).parent_keys
+    assert parents == {dg.AssetKey(["sources", "conversations"])}
