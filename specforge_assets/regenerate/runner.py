@@ -176,10 +176,10 @@ class _Progress:
         return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0])
 
     def add(self, status: str, row: dict, requested: bool = False) -> None:
-        if self.first is None:
-            self.first = (time.monotonic(), self.done_now)
         self.done_now += 1
         if requested:
+            if self.first is None:
+                self.first = (time.monotonic(), self.requested_done)
             self.requested_done += 1
         self.status[status] = self.status.get(status, 0) + 1
         prov = row.get("regeneration") if isinstance(row, dict) else None
@@ -347,7 +347,7 @@ async def _run(
                 t = asyncio.get_running_loop().create_task(one(i, row))
                 pending.add(t)
                 t.add_done_callback(pending.discard)
-            prog.last = (time.monotonic(), prog.done_now)
+            prog.last = (time.monotonic(), prog.requested_done)
             while pending and not fatal:
                 await asyncio.wait(set(pending), timeout=0.5)
         finally:
@@ -380,7 +380,10 @@ async def _run(
         {
             "elapsed_s": round(elapsed, 3),
             "rows_this_run": prog.done_now,
-            "rows_per_s": round(prog.done_now / elapsed, 2) if elapsed > 0 else None,
+            "requested_rows_this_run": prog.requested_done,
+            # the rate of the rows that went to a server, as in the progress lines: skipped,
+            # passed-through and resumed rows cost no request and would inflate it
+            "rows_per_s": round(prog.requested_done / elapsed, 2) if elapsed > 0 else None,
             "steady_rows_per_s": round(steady, 2) if steady else None,
             "completion_tokens_per_s": round(prog.tokens / elapsed, 1) if elapsed > 0 else None,
             "resumed_rows": len(done),

@@ -222,6 +222,21 @@ def test_error_rows_are_retried_by_the_next_run(tmp_path, stub_server):
     assert any("nothing to do" in m for m in logs) and len(requests_seen(good.address)) == 4
 
 
+def test_rate_counts_only_rows_that_went_to_a_server(tmp_path, stub_server):
+    """rows_per_s in the summary is the rate of the progress lines (rows needing a request): the
+    rows skipped without a request are counted in rows_this_run but not in the rate."""
+    rows = [one_turn(f"r{i}", f"question {i}") for i in range(3)] + [
+        {"id": f"bad{i}", "conversations": [{"role": "assistant", "content": "no user"}]} for i in range(9)
+    ]
+    inp = write_rows(tmp_path / "in.jsonl", rows)
+    good = stub_server()
+    st = run_regeneration(inp, OutputPaths.specforge(tmp_path / "out.jsonl"), settings(), [good.address], log=print)
+    assert st["counts"]["success"] == 3 and st["counts"]["skipped"] == 9
+    assert st["rows_this_run"] == 12 and st["requested_rows_this_run"] == 3 == len(requests_seen(good.address))
+    # rate x elapsed = the rows counted in it (elapsed_s is rounded to ms: a few % on a short run)
+    assert abs(st["rows_per_s"] * st["elapsed_s"] - 3) < 0.5
+
+
 def test_error_rows_of_a_partition_are_retried_on_the_next_materialization(tmp_path, stub_server):
     from specforge_assets.regenerate.config import source_config
     from specforge_assets.regenerate.partition import regenerate_partition
