@@ -95,6 +95,31 @@ def content_version(folder: Path | str) -> tuple[str, dict[str, str]]:
     return h.hexdigest(), files
 
 
+def quick_content_version(folder: Path | str) -> tuple[str, dict]:
+    """(version: 24 hex chars, {"files": count}) of a model folder the user points at
+    (`configs/target.yaml` `path:`), hashed on every materialization of models/target_model and
+    every training run: files up to 64 MiB by their whole content, larger ones (weights) by size
+    and their first MiB, which for safetensors is the header with every tensor's name, dtype and
+    shape. An imported folder (ours) has the full :func:`content_version` in its manifest
+    instead, computed once at import. Hidden files are skipped; names are relative to `folder`.
+    Raises OSError when a file cannot be read."""
+    from .fileio import sha256_file, sha256_json
+
+    folder = Path(folder)
+    entries = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        rel = str(p.relative_to(folder))
+        size = p.stat().st_size
+        if size <= 64 << 20:
+            entries[rel] = sha256_file(p)
+        else:
+            with open(p, "rb") as f:
+                entries[rel] = f"{size}:{hashlib.sha256(f.read(1 << 20)).hexdigest()}"
+    return sha256_json(entries)[:24], {"files": len(entries)}
+
+
 # ---------------------------------------------------------------------- what was given
 def _looks_like_path(s: str) -> bool:
     return s.startswith((".", "/", "~")) or s.lower().endswith(".gguf") or s.count("/") >= 2 or not s.strip()

@@ -19,6 +19,7 @@ from .. import charts
 from ._lineage import latest_record, pinned_input, record_metadata, record_version
 from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_manifest
 from ..resources import SpecforgeStore
+from ..target_import import quick_content_version
 from ..versioned import publish_version, version_dir
 
 GROUP = "models"
@@ -82,25 +83,6 @@ def _require(path: Path, what: str) -> Path:
 
 
 # -- models/target_model ------------------------------------------------------------------------
-
-
-def _external_model_version(path: Path) -> tuple[str, dict]:
-    """Content version of a local HF model folder: small files hashed whole; weight files by
-    name, size and their first MiB (safetensors headers hold every tensor's name/dtype/shape)."""
-    entries = {}
-    for p in sorted(path.rglob("*")):
-        if not p.is_file() or p.name.startswith("."):
-            continue
-        rel = str(p.relative_to(path))
-        size = p.stat().st_size
-        if size <= 64 << 20:
-            entries[rel] = sha256_file(p)
-        else:
-            import hashlib
-
-            with open(p, "rb") as f:
-                entries[rel] = f"{size}:{hashlib.sha256(f.read(1 << 20)).hexdigest()}"
-    return sha256_json(entries)[:24], {"files": len(entries)}
 
 
 @dg.asset(
@@ -293,7 +275,7 @@ def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
     if isinstance(resolved, Path):
         if not (resolved / "config.json").exists():
             raise FileNotFoundError(f"configs/target.yaml path: {resolved} has no config.json (not an HF model folder)")
-        version, info = _external_model_version(resolved)
+        version, info = quick_content_version(resolved)
         cfg = json.loads((resolved / "config.json").read_text())
         md.update(
             path=dg.MetadataValue.path(str(resolved)),
@@ -523,7 +505,7 @@ def _pinned_target(context, store: SpecforgeStore, recorded: dict) -> dict:
     if isinstance(target, Path):
         _require(target / "config.json", "models/target_model")
         if tcfg.get("path"):
-            actual, _ = _external_model_version(target)
+            actual, _ = quick_content_version(target)
             if version and actual != version:
                 raise dg.Failure(
                     f"the target model at {target} changed since models/target_model recorded version "
@@ -551,37 +533,9 @@ def _work_dirs_in_use(instance: dg.DagsterInstance, work_root: Path) -> set[Path
 
 
 def _draft_format_check(out: Path) -> dg.AssetCheckResult:
-    from safetensors import safe_open
+    from ..train.eagle3 import checkpoint_format_problems
 
-    from ..train.eagle3 import CHECKPOINT_TENSOR_NAMES
-
-    problems = []
-    cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
-    if cfg.get("architectures") != ["LlamaForCausalLMEagle3"]:
-        problems.append(f"architectures={cfg.get('architectures')}")
-    for key in ("draft_vocab_size", "vocab_size", "hidden_size"):
-        if key not in cfg:
-            problems.append(f"config.json lacks {key}")
-    names: list[str] = []
-    shapes = {}
-    if (out / "model.safetensors").exists():
-        with safe_open(str(out / "model.safetensors"), "pt") as f:
-            names = sorted(f.keys())
-            shapes = {k: list(f.get_slice(k).get_shape()) for k in names}
-    else:
-        problems.append("model.safetensors missing")
-    expected = set(CHECKPOINT_TENSOR_NAMES)
-    optional = {n for n in names if n.startswith("fc_norm.")}
-    if set(names) - optional != expected:
-        problems.append(
-            f"tensors: missing {sorted(expected - set(names))}, unexpected {sorted(set(names) - expected - optional)}"
-        )
-    if any("embed" in n for n in names):
-        problems.append("embedding weights present (SGLang reuses the target's)")
-    if shapes.get("d2t") and cfg.get("draft_vocab_size") and shapes["d2t"] != [cfg["draft_vocab_size"]]:
-        problems.append(f"d2t shape {shapes['d2t']} != [draft_vocab_size={cfg['draft_vocab_size']}]")
-    if shapes.get("t2d") and cfg.get("vocab_size") and shapes["t2d"] != [cfg["vocab_size"]]:
-        problems.append(f"t2d shape {shapes['t2d']} != [vocab_size={cfg['vocab_size']}]")
+    problems, shapes = checkpoint_format_problems(out)
     return dg.AssetCheckResult(
         check_name="sglang_checkpoint_format",
         passed=not problems,

@@ -625,6 +625,47 @@ def load_draft_checkpoint(
     return model
 
 
+def checkpoint_format_problems(folder: str | Path) -> tuple[list[str], dict[str, list[int]]]:
+    """Whether a published draft folder is the checkpoint SGLang's EAGLE3 loader reads:
+    `config.json` with `architectures: ["LlamaForCausalLMEagle3"]`, `draft_vocab_size`,
+    `vocab_size`, `hidden_size`; `model.safetensors` with exactly :data:`CHECKPOINT_TENSOR_NAMES`
+    (plus an optional `fc_norm.*`), no embedding (SGLang reuses the target's), `d2t` of shape
+    [draft_vocab_size] and `t2d` of shape [vocab_size]. Returns (problems, one line each, empty
+    when the format holds; {tensor name: shape}). Reads only the safetensors header."""
+
+    from safetensors import safe_open
+
+    out = Path(folder)
+    problems: list[str] = []
+    cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    if cfg.get("architectures") != ["LlamaForCausalLMEagle3"]:
+        problems.append(f"architectures={cfg.get('architectures')}")
+    for key in ("draft_vocab_size", "vocab_size", "hidden_size"):
+        if key not in cfg:
+            problems.append(f"config.json lacks {key}")
+    names: list[str] = []
+    shapes: dict[str, list[int]] = {}
+    if (out / "model.safetensors").exists():
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            names = sorted(f.keys())
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in names}
+    else:
+        problems.append("model.safetensors missing")
+    expected = set(CHECKPOINT_TENSOR_NAMES)
+    optional = {n for n in names if n.startswith("fc_norm.")}
+    if set(names) - optional != expected:
+        problems.append(
+            f"tensors: missing {sorted(expected - set(names))}, unexpected {sorted(set(names) - expected - optional)}"
+        )
+    if any("embed" in n for n in names):
+        problems.append("embedding weights present (SGLang reuses the target's)")
+    if shapes.get("d2t") and cfg.get("draft_vocab_size") and shapes["d2t"] != [cfg["draft_vocab_size"]]:
+        problems.append(f"d2t shape {shapes['d2t']} != [draft_vocab_size={cfg['draft_vocab_size']}]")
+    if shapes.get("t2d") and cfg.get("vocab_size") and shapes["t2d"] != [cfg["vocab_size"]]:
+        problems.append(f"t2d shape {shapes['t2d']} != [vocab_size={cfg['vocab_size']}]")
+    return problems, shapes
+
+
 def config_summary(model: LlamaForCausalLMEagle3) -> dict:
     c = asdict(model.config)
     c["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
