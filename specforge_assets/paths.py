@@ -35,11 +35,26 @@ def _in_checkout() -> bool:
 
 
 def data_root() -> Path:
-    """`$SPECFORGE_DATA_ROOT`, else `<repo>/data` in a checkout, else `./data`."""
+    """`$SPECFORGE_DATA_ROOT`, else `<repo>/data` in a checkout, else `./data`.
+
+    An fsspec URL (``s3://bucket/prefix``, ``file:///...``) gives the local working copy of that
+    root, brought up to date first (`storage.local_root`; `storage.StorageError` when the
+    store cannot be read)."""
     env = os.environ.get(DATA_ROOT_ENV)
     if env:
-        return Path(env).expanduser().resolve()
+        return root_from(env, expand_user=True)
     return (REPO_ROOT / "data") if _in_checkout() else (Path.cwd() / "data").resolve()
+
+
+def root_from(value: str, expand_user: bool = False) -> Path:
+    """A configured data root: a local path (resolved), or for an fsspec URL the local working
+    copy of it (`storage.local_root`)."""
+    from . import storage
+
+    if storage.is_url(value):
+        return storage.local_root(value)
+    p = Path(value)
+    return (p.expanduser() if expand_user else p).resolve()
 
 
 def config_dir() -> Path:
