@@ -106,7 +106,11 @@ def test_the_demo_graph_on_s3_and_a_second_machine_reads_it(s3_env, tmp_path):
     env_a, cwd_a = _machine(tmp_path, "a", url, configs)
     a = subprocess.run(
         [sys.executable, "-m", "specforge_assets.cli", "demo"],
-        cwd=cwd_a, env=env_a, capture_output=True, text=True, timeout=1500,
+        cwd=cwd_a,
+        env=env_a,
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
     assert a.returncode == 0, (a.stdout + a.stderr)[-6000:]
     assert "testing-secret" not in a.stdout + a.stderr
@@ -114,13 +118,23 @@ def test_the_demo_graph_on_s3_and_a_second_machine_reads_it(s3_env, tmp_path):
     from specforge_assets import storage
 
     published = storage.Remote(url).published_folders()
-    for rel in ("sources/sample-ultrachat", "regenerated/sample-custom", "mix", "tokenized/dataset",
-                "tokenized/vocab_mapping", "models/target_model", "models/draft_model", "models/draft_evaluation"):
+    for rel in (
+        "sources/sample-ultrachat",
+        "regenerated/sample-custom",
+        "mix",
+        "tokenized/dataset",
+        "tokenized/vocab_mapping",
+        "models/target_model",
+        "models/draft_model",
+        "models/draft_evaluation",
+    ):
         assert rel in published, sorted(published)
     assert any(r.startswith("versions/tokenized_dataset/") for r in published)
 
     env_b, cwd_b = _machine(tmp_path, "b", url, configs)
-    b = subprocess.run([sys.executable, "-c", READER], cwd=cwd_b, env=env_b, capture_output=True, text=True, timeout=600)
+    b = subprocess.run(
+        [sys.executable, "-c", READER], cwd=cwd_b, env=env_b, capture_output=True, text=True, timeout=600
+    )
     assert b.returncode == 0, (b.stdout + b.stderr)[-6000:]
     got = json.loads(next(line for line in b.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert got["root"].startswith(str(tmp_path / "b" / "cache"))
@@ -130,6 +144,7 @@ def test_the_demo_graph_on_s3_and_a_second_machine_reads_it(s3_env, tmp_path):
 
     # what machine B read is what machine A's Dagster recorded
     with dg.DagsterInstance.from_config(str(tmp_path / "a" / "home")) as inst:
+
         def version(key):
             ev = inst.get_latest_materialization_event(dg.AssetKey(key.split("/")))
             return ev.asset_materialization.tags.get("dagster/data_version")

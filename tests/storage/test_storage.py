@@ -33,7 +33,8 @@ def url_root(request, tmp_path, monkeypatch):
     return url, use_machine
 
 
-both = pytest.mark.parametrize("url_root", ["s3", "file"], indirect=True)
+S3 = pytest.param("s3", marks=pytest.mark.server)  # moto's S3 server on 127.0.0.1
+both = pytest.mark.parametrize("url_root", [S3, "file"], indirect=True)
 
 
 @both
@@ -64,7 +65,11 @@ def test_a_published_folder_is_read_whole_in_another_working_copy(url_root):
     with staged_dir(root_a / "sources" / "gsm8k") as tmp:
         (tmp / "train.jsonl").write_text('{"id": 2}\n')
         (tmp / "manifest.json").write_text('{"data_version": "v2"}')
-    gens = [p for p in remote.fs.ls(remote._p("sources/gsm8k"), detail=False) if p.rstrip("/").rsplit("/", 1)[-1].startswith("_g-")]
+    gens = [
+        p
+        for p in remote.fs.ls(remote._p("sources/gsm8k"), detail=False)
+        if p.rstrip("/").rsplit("/", 1)[-1].startswith("_g-")
+    ]
     assert len(gens) == 1
     use_machine("b")
     assert storage.sync(url) == {"pulled": ["sources/gsm8k"], "removed": []}
@@ -127,7 +132,7 @@ def test_duckdb_reads_the_published_objects(url_root):
     assert con.sql(f"SELECT sum(n) FROM read_json_auto('{obj}')").fetchall() == [(7,)]
 
 
-@pytest.mark.parametrize("url_root", ["s3"], indirect=True)
+@pytest.mark.parametrize("url_root", [S3], indirect=True)
 def test_no_secret_reaches_the_store_or_the_working_copy(url_root):
     url, _ = url_root
     root = paths.data_root()
