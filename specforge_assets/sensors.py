@@ -124,7 +124,7 @@ def scan_incoming(store: SpecforgeStore):
     key: path}`, `.skipped` `{entry: reason}` (bad names, links leaving the folder, ...)."""
     from .sources.config import scan_incoming as _scan
 
-    return _scan(config=store.config("sources"), root=store.root())
+    return _scan(config=store.config("sources"), root=store.root(pull=False))  # the drop folder is local
 
 
 def list_incoming(store: SpecforgeStore) -> dict[str, Path]:
@@ -152,7 +152,7 @@ def _fingerprint(path: Path, previous: dict | None) -> dict:
 
 def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) -> dg.SensorResult | dg.SkipReason:
     settings = _SETTINGS["sensors"]["incoming_files"]
-    root = store.root()
+    root = store.root(pull=False)  # the drop folder and ops log: no pull of an object-store root
     log_path = _ops_path(_SETTINGS["ops"]["incoming_log"], root, "incoming.jsonl")
     state = json.loads(context.cursor) if context.cursor else {}
     seen: dict[str, dict] = state.get("files", {})
@@ -545,7 +545,7 @@ def failure_record(context: dg.RunFailureSensorContext, limit: int = 4000) -> di
     description="Appends each failed run (job, partition, assets, error per step; secrets redacted) to <root>/ops/failures.jsonl.",
 )
 def record_run_failures(context: dg.RunFailureSensorContext, store: SpecforgeStore):
-    path = _ops_path(_SETTINGS["ops"]["failure_log"], store.root(), "failures.jsonl")
+    path = _ops_path(_SETTINGS["ops"]["failure_log"], store.root(pull=False), "failures.jsonl")
     record = failure_record(context)
     _append_jsonl(path, record)
     context.log.info(f"run {record['run_id'][:8]} ({record['job']}) failed: recorded in {path}")

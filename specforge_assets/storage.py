@@ -210,6 +210,10 @@ def _gen_time(gen: str) -> int:
     return 0
 
 
+# (root URL, sha256) -> the object this process last uploaded with that content (`Remote._upload`)
+_UPLOADED: dict[tuple[str, str], str] = {}
+
+
 class Remote:
     """One URL root: publish / read / remove folders by their path relative to it."""
 
@@ -269,8 +273,7 @@ class Remote:
         gen = _generation()
         entries = {n: {"size": p.stat().st_size, "sha256": _sha256(p)} for n, p in files.items()}
         try:
-            if files:
-                self.fs.put([str(p) for p in files.values()], [self._p(rel, GEN_PREFIX + gen, n) for n in files])
+            self._upload(files, entries, rel, gen)
             current = self.marker(rel)
             if current and _gen_time(current.get("generation", "")) > _gen_time(gen):
                 self._remove_generations(rel, keep=current["generation"], only={gen})
@@ -283,6 +286,25 @@ class Remote:
         except (OSError, RuntimeError) as e:  # s3fs raises OSError subclasses; botocore RuntimeErrors
             raise self._err(f"cannot publish {rel}", e) from None
         return marker
+
+    def _upload(self, files: dict[str, Path], entries: dict[str, dict], rel: str, gen: str) -> None:
+        """Put the files under the generation's prefix. A file whose content this process has
+        just uploaded elsewhere in the root (the current folder and its immutable version are
+        the same bytes) is copied inside the store instead (S3: CopyObject, no transfer)."""
+        dst = {n: self._p(rel, GEN_PREFIX + gen, n) for n in files}
+        copies = {
+            n: _UPLOADED[(self.url, e["sha256"])] for n, e in entries.items() if (self.url, e["sha256"]) in _UPLOADED
+        }
+        if copies:
+            try:
+                self.fs.copy(list(copies.values()), [dst[n] for n in copies])
+            except FileNotFoundError:  # that generation was removed since: upload after all
+                copies = {}
+        put = [n for n in files if n not in copies]
+        if put:
+            self.fs.put([str(files[n]) for n in put], [dst[n] for n in put])
+        for n, e in entries.items():
+            _UPLOADED[(self.url, e["sha256"])] = dst[n]
 
     def _remove_generations(self, rel: str, keep: str, older_than: str | None = None, only: set | None = None) -> None:
         try:
@@ -383,10 +405,21 @@ def sync(url: str, mirror: Path | None = None) -> dict[str, list[str]]:
     return done
 
 
-def local_root(url: str) -> Path:
-    """The local working copy of the URL root `url`, brought up to date (`sync`)."""
+def local_root(url: str, pull: bool = True) -> Path:
+    """The local working copy of the URL root `url`, brought up to date (`sync`). `pull=False`:
+    as it is, nothing fetched (for callers that only touch local folders, e.g. the sensors'
+    drop folder and ops logs); what is published from it is still uploaded."""
     mirror = mirror_dir(url)
-    sync(url, mirror)
+    if pull:
+        sync(url, mirror)
+        return mirror
+    url = _check_url(url)
+    with _locked(mirror):
+        state = _read_state(mirror)
+        if state.get("url") not in (None, url):
+            raise StorageError(f"{mirror} is the working copy of {state.get('url')}, not {url}")
+        if not state:
+            _write_state(mirror, {"url": url, "folders": {}})
     return mirror
 
 

@@ -173,3 +173,42 @@ def test_the_store_resource_takes_a_url(url_root, tmp_path, monkeypatch):
     with staged_dir(store.layer_dir("tokenized", "dataset")) as tmp:
         (tmp / "manifest.json").write_text(json.dumps({"ok": True}))
     assert storage.Remote(url).marker("tokenized/dataset")["files"]["manifest.json"]["size"] == 12
+
+
+@both
+def test_the_same_bytes_in_two_folders_are_both_complete(url_root):
+    """The second folder's files are copied inside the store (the version and the current
+    folder hold the same bytes); a copy whose source generation is gone is uploaded instead."""
+    url, use_machine = url_root
+    root = paths.data_root()
+    for name in ("mix", "copy1"):
+        with staged_dir(root / name) as tmp:
+            (tmp / "train.jsonl").write_text("same\n")
+    with staged_dir(root / "mix") as tmp:  # mix's old generation (copy1's source) is removed
+        (tmp / "train.jsonl").write_text("other\n")
+    storage._UPLOADED.update({k: v.replace("/mix/", "/gone/") for k, v in storage._UPLOADED.items()})
+    with staged_dir(root / "copy2") as tmp:
+        (tmp / "train.jsonl").write_text("other\n")
+    use_machine("b")
+    root_b = paths.data_root()
+    assert [(root_b / n / "train.jsonl").read_text() for n in ("mix", "copy1", "copy2")] == [
+        "other\n",
+        "same\n",
+        "other\n",
+    ]
+
+
+@both
+def test_a_caller_that_only_touches_local_folders_pulls_nothing(url_root):
+    from specforge_assets.resources import SpecforgeStore
+
+    url, use_machine = url_root
+    with staged_dir(paths.data_root() / "mix") as tmp:
+        (tmp / "a.txt").write_text("x")
+    use_machine("b")
+    root = SpecforgeStore().root(pull=False)
+    assert root == storage.mirror_dir(url) and not (root / "mix").exists()
+    with staged_dir(root / "ops") as tmp:  # still a working copy: what it publishes is uploaded
+        (tmp / "log.jsonl").write_text("{}\n")
+    assert "ops" in storage.Remote(url).published_folders()
+    assert (SpecforgeStore().root() / "mix" / "a.txt").read_text() == "x"
