@@ -238,6 +238,8 @@ class Remote:
             return None
         except ValueError as e:
             raise self._err(f"{rel}/{MARKER} is not valid JSON", e) from None
+        except Exception as e:
+            raise self._err(f"cannot read {rel}/{MARKER}", e) from None
 
     def marker_identity(self, rel: str) -> str | None:
         self.fs.invalidate_cache(self._p(rel))
@@ -252,8 +254,13 @@ class Remote:
         try:
             listing = self.fs.find(self.base, detail=True)
         except FileNotFoundError:
+            bucket = self.base.split("/", 1)[0]
+            if "file" not in self.fs.protocol and "local" not in self.fs.protocol and not self.fs.exists(bucket):
+                raise StorageError(
+                    f"data root {self.url}: bucket {bucket!r} does not exist (create it first)"
+                ) from None
             return {}
-        except OSError as e:
+        except Exception as e:  # no credentials, endpoint down, access denied
             raise self._err("cannot list", e) from None
         out = {}
         for path, info in listing.items():
@@ -283,7 +290,7 @@ class Remote:
             self.fs.pipe_file(tmp, json.dumps(marker, indent=1, sort_keys=True).encode())
             self.fs.mv(tmp, self._p(rel, MARKER))  # the commit (one object PUT / one rename)
             self._remove_generations(rel, keep=gen, older_than=gen)
-        except (OSError, RuntimeError) as e:  # s3fs raises OSError subclasses; botocore RuntimeErrors
+        except Exception as e:  # s3fs: OSError subclasses; botocore: its own (no credentials, endpoint down)
             raise self._err(f"cannot publish {rel}", e) from None
         return marker
 
@@ -341,6 +348,8 @@ class Remote:
                 self.fs.get([self._p(rel, GEN_PREFIX + gen, n) for n in files], [str(dest / n) for n in files])
             except FileNotFoundError as e:
                 raise self._err(f"{rel} changed while it was read (generation {gen} gone)", e) from None
+            except Exception as e:
+                raise self._err(f"cannot download {rel}", e) from None
         for n, meta in files.items():
             p = dest / n
             if not p.is_file() or p.stat().st_size != meta["size"] or _sha256(p) != meta["sha256"]:

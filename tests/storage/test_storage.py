@@ -212,3 +212,17 @@ def test_a_caller_that_only_touches_local_folders_pulls_nothing(url_root):
         (tmp / "log.jsonl").write_text("{}\n")
     assert "ops" in storage.Remote(url).published_folders()
     assert (SpecforgeStore().root() / "mix" / "a.txt").read_text() == "x"
+
+
+@pytest.mark.server
+def test_a_missing_bucket_is_one_clear_error(s3_env, tmp_path, monkeypatch):
+    from specforge_assets.errors import user_message
+
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(paths.DATA_ROOT_ENV, "s3://no-such-bucket/specforge")
+    with pytest.raises(storage.StorageError) as e:
+        paths.data_root()
+    assert (
+        user_message(e.value)
+        == "data root s3://no-such-bucket/specforge: bucket 'no-such-bucket' does not exist (create it first)"
+    )
