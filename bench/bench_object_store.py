@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,11 +72,34 @@ def child() -> None:
     from specforge_assets.demo import materialize_selection
     from specforge_assets.partitions import sync_source_partitions
 
+    from specforge_assets import storage
+
+    # time spent in the store's I/O (uploads incl. hashing, syncs incl. listing and pulls)
+    spent = {"publish_s": 0.0, "sync_s": 0.0, "bytes_published": 0, "folders_published": 0}
+
+    def timed(fn, key):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                r = fn(*a, **kw)
+            finally:
+                spent[key] += time.perf_counter() - t
+            if key == "publish_s" and r:
+                spent["folders_published"] += 1
+                spent["bytes_published"] += sum(f["size"] for f in r["files"].values())
+            return r
+
+        return wrapper
+
+    storage.Remote.publish = timed(storage.Remote.publish, "publish_s")
+    storage.sync = timed(storage.sync, "sync_s")
     K = dg.AssetKey
     inst = dg.DagsterInstance.get()
     sync_source_partitions(inst, ["bench"])
     assert materialize_selection(inst, [K(["models", "target_model"])], trigger="bench")
     out = {}
+    for k in spent:  # the target build above is not counted
+        spent[k] = type(spent[k])()
     t0 = time.perf_counter()
     assert materialize_selection(
         inst, [K(["sources", "conversations"]), K(["regenerated", "conversations"])], "bench", trigger="bench"
@@ -87,6 +111,7 @@ def child() -> None:
     out["total_s"] = time.perf_counter() - t0
     ev = inst.get_latest_materialization_event(K(["tokenized", "dataset"]))
     out["tokenized_version"] = ev.asset_materialization.tags.get("dagster/data_version")
+    out["store_io"] = spent
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -125,6 +150,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="specforge-bench-s3-"))
     data = base / "conversations.jsonl"
     gen_conversations(data, a.rows)
+    input_bytes = data.stat().st_size
     configs = base / "configs"
     write_configs(configs, data)
     with socket.socket() as s:
@@ -145,9 +171,10 @@ def main() -> None:
         s3 = run_mode("s3", base, configs, "s3://bench/specforge")
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
     res = {
         "rows": a.rows,
-        "input_bytes": data.stat().st_size,
+        "input_bytes": input_bytes,
         "local": local,
         "s3_moto": s3,
         "ratio_total_s3_over_local": s3["total_s"] / local["total_s"],
