@@ -226,3 +226,22 @@ def test_a_missing_bucket_is_one_clear_error(s3_env, tmp_path, monkeypatch):
         user_message(e.value)
         == "data root s3://no-such-bucket/specforge: bucket 'no-such-bucket' does not exist (create it first)"
     )
+
+
+@pytest.mark.parametrize("url_root", ["file"], indirect=True)
+def test_a_new_draft_and_the_previous_one_are_both_published(url_root, tmp_path):
+    from specforge_assets.train.entry import publish_checkpoint
+
+    url, use_machine = url_root
+    root = paths.data_root()
+    out, prev = root / "models" / "draft_model", root / "models" / "draft_model_previous"
+    for weights in (b"one", b"two"):
+        stage = tmp_path / f"stage-{weights.decode()}"
+        stage.mkdir()
+        (stage / "config.json").write_text("{}")
+        (stage / "model.safetensors").write_bytes(weights)
+        publish_checkpoint(stage, out, prev, keep=("config.json", "model.safetensors"))
+    use_machine("b")
+    root_b = paths.data_root()
+    assert (root_b / "models" / "draft_model" / "model.safetensors").read_bytes() == b"two"
+    assert (root_b / "models" / "draft_model_previous" / "model.safetensors").read_bytes() == b"one"
