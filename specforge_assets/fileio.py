@@ -245,7 +245,17 @@ def exchange_paths(a: Path | str, b: Path | str) -> bool:
 
 
 def replace_dir(tmp: Path | str, dst: Path | str) -> None:
-    """Publish a fully written folder `tmp` as `dst`, as one unit.
+    """Publish a fully written folder `tmp` as `dst`, as one unit (`swap_dir`); when `dst` lies
+    in the local working copy of an object-store data root, it is then uploaded there
+    (`storage.published`: files first, its commit marker last)."""
+    swap_dir(tmp, dst)
+    from .storage import published
+
+    published(dst)
+
+
+def swap_dir(tmp: Path | str, dst: Path | str) -> None:
+    """Put a fully written folder `tmp` in place as `dst`, as one unit (local only).
 
     Where the kernel can, the two folders are exchanged in one atomic step and the old one is
     removed afterwards: a reader (or a SIGKILL at any moment) sees the old folder or the new

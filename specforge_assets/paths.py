@@ -34,12 +34,27 @@ def _in_checkout() -> bool:
     return (REPO_ROOT / "pyproject.toml").exists()
 
 
-def data_root() -> Path:
-    """`$SPECFORGE_DATA_ROOT`, else `<repo>/data` in a checkout, else `./data`."""
+def data_root(pull: bool = True) -> Path:
+    """`$SPECFORGE_DATA_ROOT`, else `<repo>/data` in a checkout, else `./data`.
+
+    An fsspec URL (``s3://bucket/prefix``, ``file:///...``) gives the local working copy of that
+    root, brought up to date first unless `pull` is False (`storage.local_root`;
+    `storage.StorageError` when the store cannot be read)."""
     env = os.environ.get(DATA_ROOT_ENV)
     if env:
-        return Path(env).expanduser().resolve()
+        return root_from(env, expand_user=True, pull=pull)
     return (REPO_ROOT / "data") if _in_checkout() else (Path.cwd() / "data").resolve()
+
+
+def root_from(value: str, expand_user: bool = False, pull: bool = True) -> Path:
+    """A configured data root: a local path (resolved), or for an fsspec URL the local working
+    copy of it (`storage.local_root`, `pull` passed on)."""
+    from . import storage
+
+    if storage.is_url(value):
+        return storage.local_root(value, pull=pull)
+    p = Path(value)
+    return (p.expanduser() if expand_user else p).resolve()
 
 
 def config_dir() -> Path:

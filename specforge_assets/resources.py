@@ -11,13 +11,15 @@ from . import paths
 
 class SpecforgeStore(dg.ConfigurableResource):
     """The data root and config folder. Empty strings mean the defaults of `paths`
-    (`$SPECFORGE_DATA_ROOT` or `./data`; `$SPECFORGE_CONFIG_DIR` or `./configs`)."""
+    (`$SPECFORGE_DATA_ROOT` or `./data`; `$SPECFORGE_CONFIG_DIR` or `./configs`). The data root
+    may be an fsspec URL (`s3://bucket/prefix`): `root()` is then its local working copy
+    (`storage`), brought up to date unless `pull=False` (callers touching only local folders)."""
 
     data_root: str = ""
     config_dir: str = ""
 
-    def root(self) -> Path:
-        return Path(self.data_root).resolve() if self.data_root else paths.data_root()
+    def root(self, pull: bool = True) -> Path:
+        return paths.root_from(self.data_root, pull=pull) if self.data_root else paths.data_root(pull)
 
     def configs(self) -> Path:
         return Path(self.config_dir).resolve() if self.config_dir else paths.config_dir()

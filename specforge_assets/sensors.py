@@ -127,7 +127,7 @@ def scan_incoming(store: SpecforgeStore):
     key: path}`, `.skipped` `{entry: reason}` (bad names, links leaving the folder, ...)."""
     from .sources.config import scan_incoming as _scan
 
-    return _scan(config=store.config("sources"), root=store.root())
+    return _scan(config=store.config("sources"), root=store.root(pull=False))  # the drop folder is local
 
 
 def list_incoming(store: SpecforgeStore) -> dict[str, Path]:
@@ -159,7 +159,7 @@ def incoming_tick(
     """`config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
     config = config or _SETTINGS
     settings = config["sensors"]["incoming_files"]
-    root = store.root()
+    root = store.root(pull=False)  # the drop folder and ops log: no pull of an object-store root
     log_path = _ops_path(config["ops"]["incoming_log"], root, "incoming.jsonl")
     state = json.loads(context.cursor) if context.cursor else {}
     seen: dict[str, dict] = state.get("files", {})
@@ -510,7 +510,7 @@ def register_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
 
 
 def failure_tick(context: dg.RunFailureSensorContext, store: SpecforgeStore, config: dict | None = None) -> None:
-    path = _ops_path((config or _SETTINGS)["ops"]["failure_log"], store.root(), "failures.jsonl")
+    path = _ops_path((config or _SETTINGS)["ops"]["failure_log"], store.root(pull=False), "failures.jsonl")
     record = failure_record(context)
     _append_jsonl(path, record)
     context.log.info(f"run {record['run_id'][:8]} ({record['job']}) failed: recorded in {path}")

@@ -14,6 +14,9 @@ Why a separate tree and not `<layer>/versions/`: the current folder (e.g. `<root
 itself published as one unit by a directory swap (`fileio.staged_dir`); versions nested inside
 it would be swapped away with it.
 
+With an object-store data root (`storage`), each version folder is uploaded once, when it is
+first kept here, and a pruned one is removed there too.
+
 The version folder is published *before* the current folder is swapped, so by the time
 anything (a Dagster materialization, the "current" folder) names a version, its folder is there.
 """
@@ -26,6 +29,8 @@ from pathlib import Path
 
 from .fileio import clean_stale_staging, make_staging_dir
 from .paths import check_key
+from .storage import published
+from .storage import removed as unpublished
 
 VERSIONS_DIR = "versions"
 
@@ -57,6 +62,7 @@ def publish_version(src: Path | str, root: Path | str, artifact: str, version: s
     dst = version_dir(root, artifact, version)
     if dst.is_dir():
         os.utime(dst)  # last used (what `prune_versions` keeps)
+        published(dst, if_new=True)  # object-store root: upload once (no-op for a local root)
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(dst)
@@ -70,6 +76,7 @@ def publish_version(src: Path | str, root: Path | str, artifact: str, version: s
         except OSError:
             if not dst.is_dir():
                 raise
+        published(dst, if_new=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -95,5 +102,6 @@ def prune_versions(
     removed = []
     for _, d in entries[max(0, keep - len(protect)) :]:
         shutil.rmtree(d, ignore_errors=True)
+        unpublished(d)
         removed.append(d.name)
     return sorted(removed)

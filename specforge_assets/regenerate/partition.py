@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 from ..fileio import atomic_write, sha256_files, write_manifest
 from ..paths import layer_dir
+from ..storage import published
 from .client import check_addresses, strip_credentials
 from .cache import cached_summary, content_version, output_files, settings_fingerprint
 from .launcher import LocalServer
@@ -195,6 +196,8 @@ def _regenerate_locked(
     write_manifest(
         dst, layer="regenerated", **{k: v for k, v in summary.items() if k != "paths"}, input_sha256=input_sha
     )
+    # object-store data root: upload the vouched-for files + manifest (the journal stays local)
+    published(dst, names=[p.name for p in files] + ["manifest.json"])
     summary["cache"] = "miss"
     summary["cache_reason"] = why
     return summary

@@ -158,6 +158,10 @@ def publish_checkpoint(src: Path, out_dir: Path, previous_dir: Path | None, keep
             shutil.rmtree(previous_dir, ignore_errors=True)
             os.replace(out_dir, previous_dir)
             os.replace(tmp, out_dir)
+            from ..storage import published
+
+            published(previous_dir)  # object-store data root: upload both (no-op for a local root)
+            published(out_dir)
             return
     replace_dir(tmp, out_dir)
 
