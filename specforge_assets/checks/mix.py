@@ -8,23 +8,19 @@ from pathlib import Path
 
 from ..jsonrows import RowDecodeError, loads_object
 from ..mix.mix import content_hash, row_text
+from ._duck import Reader
 
 
 def _counts(mix_dir: Path) -> dict[str, int]:
-    files = [str(Path(mix_dir) / n) for n in ("train.jsonl", "test.jsonl") if (Path(mix_dir) / n).stat().st_size]
+    files = [Path(mix_dir) / n for n in ("train.jsonl", "test.jsonl") if (Path(mix_dir) / n).stat().st_size]
     if not files:
         return {}
-    import duckdb  # here, not at module level: loading the code location need not load DuckDB
-
-    rows = (
-        duckdb.connect(":memory:")
-        .execute(
-            "SELECT source, count(*) FROM read_json(?, format='newline_delimited', columns={'source': 'VARCHAR'}) "
-            "GROUP BY source ORDER BY source",
-            [files],
-        )
-        .fetchall()
-    )
+    r = Reader()  # on an object-store root: the committed objects
+    rows = r.con.execute(
+        "SELECT source, count(*) FROM read_json(?, format='newline_delimited', columns={'source': 'VARCHAR'}) "
+        "GROUP BY source ORDER BY source",
+        [[r.ref(f) for f in files]],
+    ).fetchall()
     return {k: n for k, n in rows}
 
 

@@ -8,15 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._duck import Reader
+
 OUT_FILES = ("train.jsonl", "errors.jsonl", "skipped.jsonl")
-
-
-def _lit(p: Path) -> str:
-    return "'" + str(p).replace("'", "''") + "'"
-
-
-def _list(paths) -> str:
-    return "[" + ", ".join(_lit(p) for p in paths) + "]"
 
 
 def reconcile(input_path: Path, out_dir: Path) -> tuple[bool, dict]:
@@ -25,20 +19,20 @@ def reconcile(input_path: Path, out_dir: Path) -> tuple[bool, dict]:
     missing = [str(p) for p in outs + [Path(input_path)] if not p.exists()]
     if missing:
         return False, {"missing_files": ", ".join(missing)}
-    import duckdb  # here, not at module level: loading the code location need not load DuckDB
-
-    con = duckdb.connect()
-    n_in = con.execute(f"select count(*) from read_ndjson_objects({_lit(input_path)})").fetchone()[0]
+    r = Reader()  # on an object-store root: the committed objects
+    con = r.con
+    src_in = r.sql_list([input_path])
     per = {
-        f: con.execute(f"select count(*) from read_ndjson_objects({_lit(p)})").fetchone()[0]
+        f: con.execute(f"select count(*) from read_ndjson_objects({r.sql_list([p])})").fetchone()[0]
         for f, p in zip(OUT_FILES, outs)
     }
+    n_in = con.execute(f"select count(*) from read_ndjson_objects({src_in})").fetchone()[0]
     idq = (
         "select coalesce(json_extract_string(json, '$.id'), json_extract_string(json, '$.data.id'), '<no id>') id, "
         "count(*) n from read_ndjson_objects({src}) group by 1"
     )
     mismatched = con.execute(
-        f"with i as ({idq.format(src=_lit(input_path))}), o as ({idq.format(src=_list(outs))}) "
+        f"with i as ({idq.format(src=src_in)}), o as ({idq.format(src=r.sql_list(outs))}) "
         "select coalesce(i.id, o.id), coalesce(i.n, 0), coalesce(o.n, 0) from i full outer join o on i.id = o.id "
         "where coalesce(i.n, 0) <> coalesce(o.n, 0) limit 20"
     ).fetchall()
@@ -55,10 +49,9 @@ def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none")
     train = Path(out_dir) / "train.jsonl"
     if not train.exists():
         return False, {"missing_files": str(train)}
-    import duckdb
-
-    con = duckdb.connect()
-    src = f"read_ndjson_objects({_lit(train)})"
+    r = Reader()
+    con = r.con
+    src = f"read_ndjson_objects({r.sql_list([train])})"
     regen = f"(select json from {src} where json_extract_string(json, '$.status') = 'success')"
     turns, truncated = con.execute(
         f"select count(*), count(*) filter (where fr = 'length') from "

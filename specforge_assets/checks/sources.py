@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._duck import Reader
+
 SQL_FILE = Path(__file__).with_name("sources.sql")  # fast structured scan
 SQL_GENERIC_FILE = Path(__file__).with_name("sources_generic.sql")  # per-row JSON typing fallback
 SAMPLE_IDS = 5
@@ -67,32 +69,26 @@ CHECKS: dict[str, tuple[bool, str]] = {
 }
 
 
-def _list_literal(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-
-
-def _connect(threads: int | None = None):
-    import duckdb
-
-    con = duckdb.connect(":memory:")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    con.execute("SET preserve_insertion_order = false")
-    con.execute(
+def _connect(threads: int | None = None) -> Reader:
+    """A DuckDB reader (on an object-store root it reads the committed objects, see `_duck`)
+    with the macro the checks' SQL uses."""
+    reader = Reader(threads)
+    reader.con.execute("SET preserve_insertion_order = false")
+    reader.con.execute(
         "CREATE MACRO lead_sys(r) AS coalesce(list_position(list_transform(r, lambda x: x <> 'system'), true), len(r) + 1) - 1"
     )
-    return con
+    return reader
 
 
 def _ids(con, sql: str) -> list:
     return [r[0] for r in con.execute(sql + f" LIMIT {SAMPLE_IDS}").fetchall()]
 
 
-def _count_lines(con, path: Path) -> int:
+def _count_lines(reader: Reader, path: Path) -> int:
     if not path.exists() or path.stat().st_size == 0:
         return 0
-    return con.execute(
-        f"SELECT count(*) FROM read_ndjson_objects({_list_literal([path])}, maximum_object_size = 268435456)"
+    return reader.con.execute(
+        f"SELECT count(*) FROM read_ndjson_objects({reader.sql_list([path])}, maximum_object_size = 268435456)"
     ).fetchone()[0]
 
 
@@ -116,13 +112,14 @@ def run_source_checks(
         quarantine_min_rows = QUARANTINE_MIN_ROWS
     data_files = [p for p in (out_dir / "train.jsonl", out_dir / "test.jsonl") if p.exists() and p.stat().st_size > 0]
 
-    con = _connect(threads)
+    reader = _connect(threads)
+    con = reader.con
     try:
         scan = "empty"
         if data_files:
             import duckdb
 
-            files = _list_literal(data_files)
+            files = reader.sql_list(data_files)
             try:
                 con.execute(
                     SQL_FILE.read_text(encoding="utf-8")
@@ -206,7 +203,7 @@ def run_source_checks(
             ),
         )
 
-        quarantined = _count_lines(con, out_dir / "quarantine.jsonl")
+        quarantined = _count_lines(reader, out_dir / "quarantine.jsonl")
         rows_in = manifest.get("rows_in")
         q_rate = quarantined / rows_in if rows_in else (1.0 if quarantined else 0.0)
         q_ids = []
@@ -215,7 +212,7 @@ def run_source_checks(
                 r[0]
                 for r in con.execute(
                     f"SELECT coalesce(json_extract_string(json, '$.raw.id'), json_extract_string(json, '$.file') || ' row ' || json_extract_string(json, '$.row')) "
-                    f"FROM read_ndjson_objects({_list_literal([out_dir / 'quarantine.jsonl'])}) LIMIT {SAMPLE_IDS}"
+                    f"FROM read_ndjson_objects({reader.sql_list([out_dir / 'quarantine.jsonl'])}) LIMIT {SAMPLE_IDS}"
                 ).fetchall()
             ]
         add(

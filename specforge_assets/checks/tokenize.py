@@ -1,4 +1,5 @@
-"""DuckDB checks over the tokenized shards (in-memory database, no Dagster import).
+"""DuckDB checks over the tokenized shards (in-memory database, no Dagster import; on an
+object-store data root they read the committed objects, see `_duck`).
 
 Each function returns (passed, description, metadata dict)."""
 
@@ -6,23 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..jsonrows import RowDecodeError, loads_object
+from ._duck import Reader
 
 
-if TYPE_CHECKING:
-    import duckdb
-
-
-def _con() -> duckdb.DuckDBPyConnection:
-    import duckdb  # here, not at module level: loading the code location need not load DuckDB
-
-    return duckdb.connect(":memory:")
-
-
-def _shards(ds: Path) -> str:
-    return str(Path(ds) / "part-*.parquet")
+def _shards(reader: Reader, ds: Path) -> str:
+    """The dataset's shards for `read_parquet`: on an object-store root, the committed objects."""
+    return reader.sql_list(sorted(Path(ds).glob("part-*.parquet")))
 
 
 def _has_shards(ds: Path) -> bool:
@@ -32,11 +24,10 @@ def _has_shards(ds: Path) -> bool:
 def zero_supervised(ds: Path, max_rate: float, template: str) -> tuple[bool, str, dict]:
     if not _has_shards(ds):
         return False, "no shards: the tokenized dataset is empty", {"rows": 0}
-    rows, zero = (
-        _con()
-        .execute(f"SELECT count(*), count(*) FILTER (WHERE supervised_tokens = 0) FROM read_parquet('{_shards(ds)}')")
-        .fetchone()
-    )
+    r = Reader()
+    rows, zero = r.con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE supervised_tokens = 0) FROM read_parquet({_shards(r, ds)})"
+    ).fetchone()
     rate = zero / rows if rows else 1.0
     md = {"rows": rows, "zero_supervised_rows": zero, "rate": rate, "max_rate": max_rate, "template": template}
     if rows and zero == rows:
@@ -55,9 +46,10 @@ def zero_supervised(ds: Path, max_rate: float, template: str) -> tuple[bool, str
 def supervised_fraction(ds: Path, lo: float, hi: float) -> tuple[bool, str, dict]:
     if not _has_shards(ds):
         return False, "no shards", {}
-    tok, sup = (
-        _con().execute(f"SELECT sum(length), sum(supervised_tokens) FROM read_parquet('{_shards(ds)}')").fetchone()
-    )
+    r = Reader()
+    tok, sup = r.con.execute(
+        f"SELECT sum(length), sum(supervised_tokens) FROM read_parquet({_shards(r, ds)})"
+    ).fetchone()
     frac = (sup or 0) / tok if tok else 0.0
     ok = lo <= frac <= hi
     return (
@@ -69,10 +61,11 @@ def supervised_fraction(ds: Path, lo: float, hi: float) -> tuple[bool, str, dict
 
 def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict, str]:
     """Returns (passed, description, metadata, severity 'ERROR'|'WARN')."""
-    con = _con()
     if not _has_shards(ds):
         return False, "no shards", {}, "ERROR"
-    con.execute(f"CREATE TABLE t AS SELECT id FROM read_parquet('{_shards(ds)}')")
+    r = Reader()
+    con = r.con
+    con.execute(f"CREATE TABLE t AS SELECT id FROM read_parquet({_shards(r, ds)})")
     n, nd = con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchone()
     con.execute("CREATE TABLE m (id VARCHAR)")
     ids = []
@@ -125,14 +118,11 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict,
 def lengths_within(ds: Path, max_length: int) -> tuple[bool, str, dict]:
     if not _has_shards(ds):
         return False, "no shards", {}
-    mx, bad = (
-        _con()
-        .execute(
-            f"SELECT max(length), count(*) FILTER (WHERE length > {int(max_length)} OR len(input_ids) != length "
-            f"OR len(loss_mask) != length) FROM read_parquet('{_shards(ds)}')"
-        )
-        .fetchone()
-    )
+    r = Reader()
+    mx, bad = r.con.execute(
+        f"SELECT max(length), count(*) FILTER (WHERE length > {int(max_length)} OR len(input_ids) != length "
+        f"OR len(loss_mask) != length) FROM read_parquet({_shards(r, ds)})"
+    ).fetchone()
     ok = bad == 0
     return (
         ok,

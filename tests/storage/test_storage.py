@@ -245,3 +245,73 @@ def test_a_new_draft_and_the_previous_one_are_both_published(url_root, tmp_path)
     root_b = paths.data_root()
     assert (root_b / "models" / "draft_model" / "model.safetensors").read_bytes() == b"two"
     assert (root_b / "models" / "draft_model_previous" / "model.safetensors").read_bytes() == b"one"
+
+
+@both
+def test_the_checks_read_the_committed_objects_not_the_working_copy(url_root):
+    """The DuckDB checks (`checks._duck.Reader`) query the objects on the store, as readers on
+    other machines see them: a local copy changed after publishing does not change their result."""
+    import duckdb
+
+    from specforge_assets.checks import tokenize as tok_checks
+    from specforge_assets.checks._duck import Reader
+
+    url, _ = url_root
+    root = paths.data_root()
+    with staged_dir(root / "tokenized" / "dataset") as tmp:
+        duckdb.sql(
+            f"COPY (SELECT 10 AS length, 4 AS supervised_tokens) TO '{tmp / 'part-00000.parquet'}' (FORMAT parquet)"
+        )
+    ds = root / "tokenized" / "dataset"
+    reader = Reader()
+    ref = reader.ref(ds / "part-00000.parquet")
+    assert ref.startswith(url.split("://")[0] + "://") and "/_g-" in ref and reader.store_objects == 1
+    (ds / "scratch.txt").write_text("never published")
+    assert reader.ref(ds / "scratch.txt") == str(ds / "scratch.txt")  # not on the store: read locally
+    ok, _, md = tok_checks.supervised_fraction(ds, 0.1, 0.9)
+    assert ok and md["fraction"] == 0.4
+    duckdb.sql(f"COPY (SELECT 10 AS length, 0 AS supervised_tokens) TO '{ds / 'part-00000.parquet'}' (FORMAT parquet)")
+    ok, _, md = tok_checks.supervised_fraction(ds, 0.1, 0.9)
+    assert ok and md["fraction"] == 0.4  # the committed object, not the altered local copy
+
+
+def test_on_a_local_root_the_checks_read_local_files(tmp_path, monkeypatch):
+    from specforge_assets.checks._duck import Reader
+
+    monkeypatch.setenv(paths.DATA_ROOT_ENV, str(tmp_path / "data"))
+    with staged_dir(paths.data_root() / "mix") as tmp:
+        (tmp / "train.jsonl").write_text("{}\n")
+    reader = Reader()
+    f = paths.data_root() / "mix" / "train.jsonl"
+    assert reader.ref(f) == str(f) and reader.store_objects == 0
+
+
+@pytest.mark.parametrize("url_root", [S3], indirect=True)
+def test_source_and_mix_checks_read_the_store(url_root):
+    """The sources checks (structured DuckDB scan) and the mix counts read the committed objects
+    through fsspec: garbage written into the local copies afterwards changes nothing."""
+    from specforge_assets.checks import mix as mix_checks
+    from specforge_assets.checks.sources import run_source_checks
+
+    rows = [
+        {"id": f"r{i}", "conversations": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+        for i in range(5)
+    ]
+    root = paths.data_root()
+    with staged_dir(root / "sources" / "alpha") as tmp:
+        (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp / "test.jsonl").write_text("")
+        (tmp / "quarantine.jsonl").write_text("")
+        (tmp / "manifest.json").write_text(
+            json.dumps({"rows_in": 5, "rows_train": 5, "rows_test": 0, "quarantined": 0})
+        )
+    with staged_dir(root / "mix") as tmp:
+        (tmp / "train.jsonl").write_text("".join(json.dumps({**r, "source": "alpha"}) + "\n" for r in rows))
+        (tmp / "test.jsonl").write_text(json.dumps({**rows[0], "id": "t0", "source": "beta"}) + "\n")
+    src = root / "sources" / "alpha"
+    (src / "train.jsonl").write_text("not json at all\n")
+    (root / "mix" / "train.jsonl").write_text(json.dumps({"source": "gamma"}) + "\n")
+    outcome = {o.name: o for o in run_source_checks(src)}
+    assert outcome["schema_valid"].passed, outcome["schema_valid"]
+    assert outcome["rows_reconcile"].metadata["train"] == 5
+    assert mix_checks._counts(root / "mix") == {"alpha": 5, "beta": 1}
