@@ -27,6 +27,15 @@ fi
 
 die() { echo "deploy: $*" >&2; exit 1; }
 
+port_free() {  # port_free PORT: nothing listens on 127.0.0.1:PORT
+  "$PYTHON" -c 'import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)' "$1"
+}
+
 free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 pg_bin() {
@@ -46,10 +55,14 @@ as_pg() {
   fi
 }
 
-wait_for() {  # wait_for SECONDS WHAT CMD...: retry CMD until it succeeds
-  local limit=$1 what=$2; shift 2
+wait_for() {  # wait_for SECONDS WHAT [--process NAME] CMD...: retry CMD until it succeeds
+  local limit=$1 what=$2 name=""; shift 2
+  if [[ "${1:-}" == --process ]]; then name=$2; shift 2; fi
   local t=0
   until "$@" >/dev/null 2>&1; do
+    if [[ -n "$name" ]] && ! running "$(cat "$STATE/pids/$name.pid")"; then
+      die "$what exited while starting: $(tail -n 3 "$STATE/logs/$name.log" | tr '\n' ' ') (log: $STATE/logs/$name.log)"
+    fi
     sleep 1; t=$((t + 1))
     if (( t >= limit )); then die "$what did not come up within ${limit}s (logs: $STATE/logs)"; fi
   done
@@ -88,6 +101,9 @@ up() {
 
   local pg_port code_port web_port password
   pg_port="$(free_port)"; code_port="$(free_port)"; web_port="${WEB_PORT:-$(free_port)}"
+  # a taken UI port would leave our webserver dead and the URL answering with someone else's UI
+  # (`make ui` also listens on 3000)
+  port_free "$web_port" || die "port $web_port on 127.0.0.1 is in use (another Dagster UI, e.g. \`make ui\`?): stop it or pick another port (make deploy-up DEPLOY_PORT=N, or WEB_PORT=N)"
   password="$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(24))')"
   (umask 077; printf '%s\n' "$password" > "$STATE/pg/pwfile")
   [[ "$(id -u)" != 0 ]] || chown "$PG_OS_USER" "$STATE/pg/pwfile"
@@ -131,10 +147,10 @@ EOF
     || die "could not set the gpu/duckdb pools in PostgreSQL (see $STATE/logs/pools.log)"
   start code-server "$PYTHON" -m dagster code-server start -h 127.0.0.1 -p "$code_port" \
     -m specforge_assets.definitions -d "$REPO" --location-name specforge --use-python-environment-entry-point
-  wait_for 300 "the code server" "$PYTHON" -m dagster api grpc-health-check -h 127.0.0.1 -p "$code_port"
+  wait_for 300 "the code server" --process code-server "$PYTHON" -m dagster api grpc-health-check -h 127.0.0.1 -p "$code_port"
   start daemon "$PYTHON" -m dagster._daemon run -w "$REPO/workspace.deploy.yaml"
   start webserver "$PYTHON" -m dagster_webserver -w "$REPO/workspace.deploy.yaml" -h 127.0.0.1 -p "$web_port"
-  wait_for 300 "the webserver" "$PYTHON" -c "import httpx, sys; httpx.get('$SPECFORGE_DEPLOY_URL/server_info', timeout=5).raise_for_status()"
+  wait_for 300 "the webserver" --process webserver "$PYTHON" -c "import httpx, sys; httpx.get('$SPECFORGE_DEPLOY_URL/server_info', timeout=5).raise_for_status()"
   trap - EXIT
   echo "deploy: up. UI: $SPECFORGE_DEPLOY_URL  variables: source $STATE/env  logs: $STATE/logs  stop: scripts/deploy.sh down $STATE" >&2
   echo "$STATE"

@@ -414,3 +414,27 @@ def test_down_stops_everything(deployment, tmp_path):
         time.sleep(0.5)
     assert not [p for p in [*pids, pg_pid] if _alive(p)]
     assert not state.exists()
+
+
+def test_up_refuses_a_ui_port_already_taken(tmp_path):
+    """`make ui` also listens on 3000: with the port taken, `up` says so and starts nothing,
+    instead of reporting "up" while its webserver died and the URL answers with the other UI."""
+    import socket
+
+    why = _pg_available()
+    if why:
+        pytest.skip(why)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHON": sys.executable, "WEB_PORT": str(port)}
+        env.pop("DAGSTER_HOME", None)
+        r = subprocess.run(
+            ["bash", str(SCRIPT), "up", str(tmp_path / "state")], cwd=REPO, env=env, capture_output=True, text=True
+        )
+    assert r.returncode != 0
+    first = r.stderr.strip().splitlines()[0]
+    assert first.startswith(f"deploy: port {port} on 127.0.0.1 is in use") and "DEPLOY_PORT" in first, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "state" / "env").exists() and not (tmp_path / "state" / "pg" / "data").exists()
