@@ -336,7 +336,8 @@ def test_backfill_survives_a_killed_daemon(deployment):
 def test_killed_run_worker_is_failed_and_retried_without_duplicates(deployment):
     """SIGKILL a run's worker process in the middle of its first step: the code server that
     started it reports the run failed, the daemon retries it from the failure (the run asked for
-    one retry), the retry succeeds, and every asset of the partition is materialized once."""
+    one retry), the retry succeeds, and every asset of the partition ends materialized with one
+    data version (at most once per run: no step that succeeded is run again)."""
     import signal
 
     import dagster as dg
@@ -394,11 +395,20 @@ def test_killed_run_worker_is_failed_and_retried_without_duplicates(deployment):
     )
     assert status.get(run_id) == "FAILURE" and retry is not None and status.get(retry) == "SUCCESS", status
     mats = events([run_id, retry], [E.ASSET_MATERIALIZATION])
-    per_asset = {}
-    for _, x in mats:
+    per_run: dict[str, dict[str, int]] = {}
+    versions: dict[str, set] = {}
+    for rid, x in mats:
         key = x.dagster_event.asset_key.to_user_string()
-        per_asset[key] = per_asset.get(key, 0) + 1
-    assert per_asset and all(n == 1 for n in per_asset.values()), per_asset
+        per_run.setdefault(rid, {})[key] = per_run.get(rid, {}).get(key, 0) + 1
+        tags = x.dagster_event.event_specific_data.materialization.tags or {}
+        versions.setdefault(key, set()).add(tags.get("dagster/data_version"))
+    # Every asset of the partition is materialized, by one run or the other, at most once per run.
+    # The kill can land after a step's materialization event and before the step ends (its in-step
+    # checks run after the event): the retry then re-runs that step, and it must publish the same
+    # data version again, never a second, different copy.
+    assert set(versions) == {"sources/conversations", "regenerated/conversations"}, per_run
+    assert all(n == 1 for counts in per_run.values() for n in counts.values()), per_run
+    assert all(len(v) == 1 and None not in v for v in versions.values()), versions
 
 
 def test_down_stops_everything(deployment, tmp_path):
