@@ -44,14 +44,15 @@ class Reader:
         if found is None:
             return str(path)
         remote, rel = found
-        marker = remote.marker(rel)
-        if not marker or path.name not in (marker.get("files") or {}):
+        try:
+            url = remote.object_url(rel, path.name)  # reads the folder's commit marker once
+        except storage.StorageError:  # not published (scratch of the working copy): read locally
             return str(path)
         if remote.url not in self._registered:
             storage.duckdb_connect(remote.url, self.con)
             self._registered.add(remote.url)
         self.store_objects += 1
-        return remote.object_url(rel, path.name)
+        return url
 
     def sql_list(self, paths: Iterable[Path | str]) -> str:
         """A SQL list literal of :meth:`ref` of each path."""
