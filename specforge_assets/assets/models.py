@@ -16,7 +16,14 @@ import dagster as dg
 from ._failures import expected_failures
 from ._metadata import pictures, png, table
 from .. import charts
-from ._lineage import latest_record, pinned_input, record_metadata, record_version
+from ._lineage import (
+    latest_record,
+    pinned_input,
+    record_metadata,
+    record_version,
+    retraining_runs,
+    trained_on_version,
+)
 from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_manifest
 from ..resources import SpecforgeStore
 from ..target_import import quick_content_version
@@ -816,8 +823,6 @@ def target_hidden_states(
     "retraining run, or launch retrain_draft_job, from the UI.",
 )
 def draft_matches_latest_dataset(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    from ..sensors import retraining_runs, trained_on_version
-
     instance = context.instance
     latest = record_version(latest_record(instance, DATASET_KEY))
     trained_on = trained_on_version(latest_record(instance, DRAFT_KEY))
