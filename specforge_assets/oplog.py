@@ -70,7 +70,7 @@ def failure_record(
     trigger: str | None,
     assets: Iterable[str],
     message: str,
-    steps: Iterable[tuple[str, str | None, str]],
+    steps: Iterable[tuple[str | None, str | None, str]],
     limit: int = ERROR_LIMIT,
     env: Mapping[str, str] | None = None,
     now_ns: int | None = None,

@@ -225,6 +225,7 @@ def retrain_tick(
     """`config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
     config = config or _SETTINGS
     instance = context.instance
+    assert context.repository_def is not None  # a sensor of a code location always has it
     graph = context.repository_def.asset_graph
     if not graph.has(DRAFT):
         return dg.SkipReason("models/draft_model is not defined in this code location yet")
