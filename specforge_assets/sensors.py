@@ -27,9 +27,10 @@ and queued/cancelled runs are found by that tag (a tag added by the step itself,
 `link_run_to_trigger` does, is missing on a run cancelled in the queue); (2) after a cancelled
 or failed retraining the sensor records a failed `draft_matches_latest_dataset` check result
 (an asset event; conditions cannot emit one) once per run, and does not request that version
-again until someone does; (3) the gate counts only check results about *this* materialization
-and also stops on a failed non-blocking ERROR check, which `all_deps_blocking_checks_passed`
-(blocking checks only) does not. The concurrency and retry tags alone could be static run tags.
+again until someone does; (3) the gate also stops on a failed non-blocking check of ERROR
+severity but not on a WARN one: `all_deps_blocking_checks_passed` sees blocking checks only, and
+`check_failed` cannot tell severities apart. Static run tags could carry only the concurrency and
+retry tags.
 """
 
 from __future__ import annotations
