@@ -3,7 +3,7 @@
 - Tag names Dagster and this project put on materializations and runs (`DATA_VERSION_TAG`,
   `TRAINED_ON_TAG`, the trigger/link tags), defined once here.
 - Record lookups: `latest_record`, `find_record`, `record_version`, `record_metadata`,
-  `latest_version`, `upstream_version`, `pinned_input`, `trained_on_version`, `retraining_runs`.
+  `latest_version`, `latest_versions`, `recorded`, `pinned_input`, `trained_on_version`, `retraining_runs`.
 - Run links: `run_link_tags` (where the run that produced a version came from),
   `trigger_link_tags` / `link_run_to_trigger` (an automation run names the run(s) and versions
   that started it).
@@ -21,11 +21,10 @@ event, but only one version per dep and not readable at a glance.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import dagster as dg
 
-from ..fileio import read_manifest
+from ..train.inputs import Recorded
 from ..keys import TOKENIZED
 
 # Dagster's tags on a materialization: its data version, and the version of each input it read
@@ -116,14 +115,18 @@ def latest_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None
     return record_version(latest_record(instance, key))
 
 
-def upstream_version(instance: dg.DagsterInstance, key: dg.AssetKey, folder: Path) -> str | None:
-    """The data version of upstream `key`: the instance's latest record, else the `data_version`
-    of the manifest.json in `folder` (data prepared outside Dagster), else None."""
-    v = latest_version(instance, key)
-    if v:
-        return v
-    m = read_manifest(folder) if folder.is_dir() else None
-    return (m or {}).get("data_version")
+def latest_versions(instance: dg.DagsterInstance, *keys: dg.AssetKey) -> dict[str, str | None]:
+    """`{asset key as a string: its latest data version}` (None: never materialized)."""
+    return {key.to_user_string(): latest_version(instance, key) for key in keys}
+
+
+def recorded(record) -> Recorded | None:
+    """A materialization record as plain values for the domain (`train.inputs.Recorded`: data
+    version, run id, metadata values); None stays None."""
+    if record is None:
+        return None
+    md = record.asset_materialization.metadata if record.asset_materialization else {}
+    return Recorded(record_version(record), record.run_id, {k: v.value for k, v in (md or {}).items()})
 
 
 def record_metadata(record, name: str, default=None):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from specforge_assets.assets import _lineage
-from specforge_assets.fileio import write_manifest
 
 KEY = dg.AssetKey(["lookup", "thing"])
 
@@ -18,19 +17,18 @@ def _materialize(instance, version: str, tags: dict | None = None, **metadata):
     assert dg.materialize([thing], instance=instance, tags=tags or {}).success
 
 
-def test_latest_find_and_upstream_version(tmp_path):
+def test_latest_find_and_recorded_versions():
     with dg.instance_for_test() as inst:
-        folder = tmp_path / "layer"
-        folder.mkdir()
-        write_manifest(folder, data_version="from-manifest")
         assert _lineage.latest_version(inst, KEY) is None
-        assert _lineage.upstream_version(inst, KEY, folder) == "from-manifest"  # prepared outside Dagster
-        assert _lineage.upstream_version(inst, KEY, tmp_path / "missing") is None
+        assert _lineage.latest_versions(inst, KEY) == {KEY.to_user_string(): None}
+        assert _lineage.recorded(_lineage.latest_record(inst, KEY)) is None
 
         _materialize(inst, "v1", built_from="a")
         _materialize(inst, "v2", built_from="b")
         assert _lineage.latest_version(inst, KEY) == "v2"
-        assert _lineage.upstream_version(inst, KEY, folder) == "v2"  # the instance's record wins
+        assert _lineage.latest_versions(inst, KEY) == {KEY.to_user_string(): "v2"}
+        rec = _lineage.recorded(_lineage.latest_record(inst, KEY))
+        assert (rec.data_version, rec.metadata["built_from"]) == ("v2", "b")
         older = _lineage.find_record(inst, KEY, lambda r: _lineage.record_metadata(r, "built_from") == "a")
         assert _lineage.record_version(older) == "v1"
         assert _lineage.find_record(inst, KEY, lambda r: False) is None
