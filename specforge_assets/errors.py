@@ -4,15 +4,19 @@
 prints it as one ``error: ...`` line and exits non-zero, assets fail with the same message and no
 traceback noise. Anything else is a bug and keeps its traceback.
 
-`redact` removes credentials from every message before it is shown: URL user-info
-(``http://user:KEY@host`` → ``http://user:***@host``), ``Bearer`` tokens and ``api_key=`` style
-pairs. Errors never echo secrets.
+`redact` removes credentials from every text before it is shown or written (CLI messages, asset
+failures, the ops logs): values of secret-named environment variables, URL user-info
+(``http://user:KEY@host`` → ``http://user:***@host``), secret-named URL query parameters,
+``Bearer`` tokens, ``api_key=`` style pairs and well-known key prefixes (``sk-``, ``hf_``,
+``ghp_``...). Errors never echo secrets.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import re
+from collections.abc import Mapping
 
 
 class UserError(Exception):
@@ -40,8 +44,24 @@ _KEY_PAIR = re.compile(
 )
 
 
-def redact(text: str) -> str:
-    """`text` with URL passwords, bearer tokens and ``key=value`` secrets replaced by ``***``."""
+# environment variables whose *values* are never shown: names holding one of these words
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
+# well-known key formats (OpenAI/Anthropic-style sk-, Hugging Face hf_, GitHub ghp_/gho_, Slack xoxb-/xoxp-)
+# (16+ characters after the prefix, no underscore after hf_/ghp_/gho_: a file named
+# hf_train_split.jsonl stays readable in an error message)
+_KEY_PREFIX = re.compile(r"\b(?:sk-[A-Za-z0-9_-]{16,}|(?:hf|ghp|gho)_[A-Za-z0-9]{16,}|xox[bp]-[A-Za-z0-9-]{10,})")
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """`text` without secrets. The value (6+ characters) of every variable of `env` (None:
+    `os.environ`) whose name looks secret (KEY, TOKEN, SECRET, PASSWORD, CREDENTIAL) becomes
+    ``<redacted:NAME>``; URL passwords, secret-named URL query values, bearer/basic tokens,
+    ``key=value`` secrets and well-known key prefixes become ``***``. The one redaction of the
+    project: CLI and asset messages (`user_message`) and the ops logs (`oplog`) use it."""
+    for name, value in (os.environ if env is None else env).items():
+        if value and len(value) >= 6 and _SECRET_ENV.search(name):
+            text = text.replace(value, f"<redacted:{name}>")
+    text = _KEY_PREFIX.sub("***", text)
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     text = _BARE_USERINFO.sub(lambda m: f"{m['user']}:***@", text)
     text = _BEARER.sub(lambda m: f"{m[1]} ***", text)

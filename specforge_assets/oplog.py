@@ -7,19 +7,12 @@ errors) are written here; the sensors only extract plain data from Dagster and c
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-# environment variables whose *values* never reach a log: names holding one of these words
-_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"\b(sk|hf|ghp|gho|xox[bp])[-_][A-Za-z0-9_-]{10,}"),
-    re.compile(r"(?i)((?:api[_-]?key|token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{4,}"),
-]
+from .errors import redact
+
 ERROR_LIMIT = 4000  # characters kept of each error text
 
 
@@ -45,20 +38,6 @@ def now_iso(now_ns: int | None = None) -> str:
     since the epoch (None: now)."""
     when = datetime.now(timezone.utc) if now_ns is None else datetime.fromtimestamp(now_ns / 1e9, timezone.utc)
     return when.isoformat(timespec="seconds")
-
-
-def redact(text: str, env: Mapping[str, str] | None = None) -> str:
-    """`text` without secrets, before it is written anywhere: the value (6+ characters) of every
-    variable of `env` (None: `os.environ`) whose name looks secret becomes `<redacted:NAME>`;
-    bearer tokens, `api_key=...` / `token: ...` values and `sk-`/`hf_`/`ghp_`/`xoxb-`... keys
-    become `<redacted>`."""
-    env = os.environ if env is None else env
-    for name, value in env.items():
-        if value and len(value) >= 6 and _SECRET_ENV.search(name):
-            text = text.replace(value, f"<redacted:{name}>")
-    for pat in _SECRET_PATTERNS:
-        text = pat.sub(lambda m: (m.group(1) if m.lastindex and not m.group(1).isalnum() else "") + "<redacted>", text)
-    return text
 
 
 def failure_record(

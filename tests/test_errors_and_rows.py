@@ -181,3 +181,28 @@ def test_salvage_id_of_a_refused_line():
     assert jsonrows.salvage_id(b'{"x": 1, "id": 7}') == 7  # not at the start, but the line parses
     assert jsonrows.salvage_id(b'{"id": "\\ud83d"}') is None  # an id that could not be written
     assert jsonrows.salvage_id(b"\xff not json") is None
+
+
+def test_one_redaction_for_messages_and_ops_logs():
+    """CLI/asset messages and the ops logs share `errors.redact`: a secret-named environment
+    variable's value, a URL password and a well-known key format are hidden in both, while a
+    file name that merely starts like a key prefix stays readable."""
+    env = {"MY_GATEWAY_TOKEN": "gw-7f3e9a1c2b", "HOME": "/home/u"}
+    text = "POST https://u:pw123456@gw/v1 with gw-7f3e9a1c2b and hf_AbCdEfGhIjKlMnOpQr failed in /home/u/hf_train_split.jsonl"
+    out = redact(text, env)
+    assert "gw-7f3e9a1c2b" not in out and "pw123456" not in out and "hf_AbCdEfGhIjKlMnOpQr" not in out
+    assert "<redacted:MY_GATEWAY_TOKEN>" in out and "/home/u/hf_train_split.jsonl" in out
+    from specforge_assets import oplog
+
+    rec = oplog.failure_record(
+        run_id="r1",
+        job="j",
+        partition=None,
+        backfill=None,
+        trigger=None,
+        assets=[],
+        message=text,
+        steps=[("s", "E", text)],
+        env=env,
+    )
+    assert rec["message"] == out and rec["steps"][0]["error"] == out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from specforge_assets import oplog
+from specforge_assets.errors import redact
 
 
 def _record(env, **kw):
@@ -49,10 +50,10 @@ def test_failure_record_fields_sorting_and_limit():
 
 
 def test_redact_patterns_without_env():
-    out = oplog.redact('api_key="abcd1234" password: hunter22 sk-abcdefghijklmnop ghp_0123456789abcdef', {})
+    out = redact('api_key="abcd1234" password: hunter22 sk-abcdefghijklmnop ghp_0123456789abcdef', {})
     for secret in ("abcd1234", "hunter22", "sk-abcdefghijklmnop", "ghp_0123456789abcdef"):
         assert secret not in out
-    assert oplog.redact("short env values stay", {"X_KEY": "stay"}) == "short env values stay"
+    assert redact("short env values stay", {"X_KEY": "stay"}) == "short env values stay"
 
 
 def test_ops_path(tmp_path):
