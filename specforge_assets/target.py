@@ -59,3 +59,21 @@ def target_model_path(root: Path | None = None, config: dict | None = None) -> P
 
 def is_demo_target(config: dict | None = None) -> bool:
     return not target_config(config)["path"]
+
+
+def target_loads_with_chat_template(path: Path | str, trust_remote_code: bool) -> tuple[bool, str | None, dict]:
+    """Does the target's tokenizer (a folder or hub id) load, and does its chat template render a
+    two-message conversation? → ``(passed, description, details)``: details are
+    ``{"rendered": <the rendered text>, "vocab_size": <len(tokenizer)>}`` when it passes, else
+    ``{"error": "<what failed>"}`` (any exception while loading is reported, not raised);
+    description is None (the check's own description says what it checks)."""
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        if not getattr(tok, "chat_template", None):
+            return False, None, {"error": f"{path}: the tokenizer has no chat_template"}
+        msgs = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi."}]
+        return True, None, {"rendered": tok.apply_chat_template(msgs, tokenize=False), "vocab_size": len(tok)}
+    except Exception as e:  # noqa: BLE001 - the check reports any failure to load
+        return False, None, {"error": f"{type(e).__name__}: {str(e)[:500]}"}
