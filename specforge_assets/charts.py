@@ -29,7 +29,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 INLINE_MD_LIMIT = 1000  # the Dagster UI renders markdown shorter than this inline
 BLUE, ORANGE, GREEN, RED, GREY = "#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8C8C8C"
@@ -545,22 +545,3 @@ def per_category_table(report: dict) -> tuple[list[dict], list[tuple[str, str, s
             }
         )
     return rows, PER_CATEGORY_COLUMNS
-
-
-def rows_markdown(rows: Iterable[dict], columns: Sequence[tuple[str, str, str]]) -> str:
-    """A markdown table of `rows` (short ones render inline in the UI too)."""
-    names = [c[0] for c in columns]
-    out = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for r in rows:
-        out.append(
-            "| "
-            + " | ".join(
-                "" if r.get(n) is None else (f"{r[n]:.3f}" if isinstance(r[n], float) else str(r[n])) for n in names
-            )
-            + " |"
-        )
-    return "\n".join(out)
-
-
-def per_category_markdown(report: dict) -> str:
-    return rows_markdown(*per_category_table(report))

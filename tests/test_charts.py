@@ -232,8 +232,6 @@ def test_per_category_table_rows():
         },
     ]
     assert charts.per_category_table({})[0] == []
-    md = charts.per_category_markdown(_eval_report())
-    assert md.splitlines()[2] == "| chat | 5 | 1.750 | 1.050 | 0.700 |"
 
 
 def test_table_rows_are_dagster_table_records():
