@@ -18,7 +18,8 @@ The policy, layer by layer (asset keys are the project's contracts):
   version* whose blocking checks passed, and tags the run with that version.
 
 All conditions are evaluated by one sensor, `specforge_automation` (on by default; interval in
-`configs/automation.yaml`), which tags its runs `specforge/trigger=automation`.
+`configs/automation.yaml`), which tags its runs `specforge/trigger=automation`; the first step of
+such a run links it to the runs that produced its changed inputs (`assets._lineage.link_run_to_trigger`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Annotated, Any, Literal
 import dagster as dg
 from pydantic import BeforeValidator, Field, StrictInt
 
+from .assets._lineage import TRIGGER_TAG
 from .configmodel import ConfigModel, validate
 from .fileio import sha256_json
 from .paths import load_config
@@ -234,7 +236,7 @@ def automation_sensor(settings: dict | None = None) -> dg.AutomationConditionSen
         target=dg.AssetSelection.all(),
         default_status=cfg["default_status"],
         minimum_interval_seconds=cfg["minimum_interval_seconds"],
-        run_tags={"specforge/trigger": "automation"},
+        run_tags={TRIGGER_TAG: "automation"},
         # plain runs, not backfills: a backfill waits for the 30 s backfill daemon tick; the run
         # queue (dagster.yaml) still bounds how many run at once
         emit_backfills=False,
@@ -243,83 +245,3 @@ def automation_sensor(settings: dict | None = None) -> dg.AutomationConditionSen
             "mix/tokenize run once after all source partitions settle."
         ),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Runs started by the automation link back to what triggered them.
-#
-# The automation sensor's runs are created by Dagster's daemon from the conditions above; their
-# RunRequests carry only the static `run_tags` (specforge/trigger=automation). So the first step
-# of such a run (the mix, else tokenized) works out which inputs changed since the asset last
-# ran, and adds the link tags to its own run: the run page's tags then say which run(s), which
-# partitions and which data versions started it.
-
-TRIGGERED_BY_RUN_TAG = "specforge/triggered_by_run"
-TRIGGER_INPUTS_TAG = "specforge/trigger_inputs"
-_MAX_TAG_CHARS = 240  # keep tag values readable in the UI's tag list
-
-
-def changed_inputs(inputs: list[dict], previous: list[dict] | None) -> list[dict]:
-    """The rows of `inputs` (`_lineage.upstream_versions` rows: asset, partition, data_version,
-    run_id, materialized_at) whose data version differs from `previous` (the same rows recorded
-    by the asset's previous materialization; None = never materialized: every input counts),
-    oldest first."""
-    before = {(r.get("asset"), r.get("partition")): r.get("data_version") for r in previous or []}
-    out = [
-        r for r in inputs if r.get("data_version") and before.get((r["asset"], r.get("partition"))) != r["data_version"]
-    ]
-    return sorted(out, key=lambda r: r.get("materialized_at") or 0)
-
-
-def trigger_link_tags(instance: dg.DagsterInstance, inputs: list[dict], previous: list[dict] | None) -> dict[str, str]:
-    """Run tags naming what triggered a run: `specforge/triggered_by_run` (the run that produced
-    the newest changed input), `specforge/trigger_inputs` (`asset[partition]@version` of every
-    changed input), and from the triggering run its job, trigger, backfill and sensor
-    (`specforge/trigger_job`, `..._origin`, `..._backfill`, `..._sensor`). {} when nothing changed."""
-    changed = changed_inputs(inputs, previous)
-    if not changed:
-        return {}
-    newest = changed[-1]
-    described = [
-        f"{r['asset']}[{r['partition']}]@{r['data_version'][:12]}"
-        if r.get("partition")
-        else f"{r['asset']}@{r['data_version'][:12]}"
-        for r in changed
-    ]
-    text = ", ".join(described)
-    if len(text) > _MAX_TAG_CHARS:
-        text = text[: _MAX_TAG_CHARS - 12].rsplit(", ", 1)[0] + f", … ({len(described)} in all)"
-    tags = {TRIGGER_INPUTS_TAG: text}
-    if newest.get("run_id"):
-        tags[TRIGGERED_BY_RUN_TAG] = newest["run_id"]
-        run = instance.get_run_by_id(newest["run_id"])
-        if run is not None:
-            tags["specforge/trigger_job"] = run.job_name
-            for src, dst in (
-                ("specforge/trigger", "specforge/trigger_origin"),
-                ("dagster/backfill", "specforge/trigger_backfill"),
-                ("dagster/sensor_name", "specforge/trigger_sensor"),
-                ("dagster/partition", "specforge/trigger_partition"),
-            ):
-                if (run.tags or {}).get(src):
-                    tags[dst] = run.tags[src]
-    return tags
-
-
-def link_run_to_trigger(context, inputs: list[dict]) -> dict[str, str]:
-    """Called by an asset step before it materializes: when its run was started by the automation
-    sensor and carries no link yet (an earlier step of the same run adds it first), add
-    `trigger_link_tags` to the run. Returns the tags added ({} otherwise)."""
-    from .assets._lineage import latest_record, record_metadata
-
-    instance = context.instance
-    run = instance.get_run_by_id(context.run.run_id) or context.run
-    tags = run.tags or {}
-    if tags.get("specforge/trigger") != "automation" or TRIGGERED_BY_RUN_TAG in tags:
-        return {}
-    previous = record_metadata(latest_record(instance, context.asset_key), "lineage/input_versions")
-    new = trigger_link_tags(instance, inputs, previous)
-    if new:
-        instance.add_run_tags(run.run_id, new)
-        context.log.info(f"triggered by run {new.get(TRIGGERED_BY_RUN_TAG, '?')[:8]}: {new[TRIGGER_INPUTS_TAG]}")
-    return new

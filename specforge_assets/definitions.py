@@ -7,7 +7,7 @@ import dagster as dg
 from . import automation
 from . import sensors as _sensors
 from .assets import mix, models, regenerate, sources, tokenize
-from .resources import SpecforgeStore
+from .resources import SpecforgeStore, training_pipes
 
 LAYERS = (sources, regenerate, mix, tokenize, models)
 
@@ -16,7 +16,8 @@ def build_definitions(store: SpecforgeStore | None = None) -> dg.Definitions:
     """The code location. Configuration that shapes the graph is read through `store` (the same
     resource the assets get), here and not when a module is imported."""
     store = store or SpecforgeStore()
-    resources: dict = {"store": store}
+    # `pipes`: torchrun's launcher, with configs/train.yaml's launch.termination_timeout_s
+    resources: dict = {"store": store, "pipes": training_pipes(store)}
     for layer in LAYERS:
         resources.update(layer.resources)
     defs = dg.Definitions(

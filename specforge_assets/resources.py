@@ -29,3 +29,20 @@ class SpecforgeStore(dg.ConfigurableResource):
 
     def config(self, name: str) -> dict:
         return paths.load_config(name, self.configs())
+
+
+def training_pipes(store: SpecforgeStore) -> dg.PipesSubprocessClient:
+    """The default `pipes` resource: how `models/draft_model` launches torchrun. It forwards the
+    run's stdout/stderr and a cancellation (SIGINT) to torchrun, then waits
+    `launch.termination_timeout_s` seconds (configs/train.yaml, read through `store`) for it and
+    its ranks to flush a checkpoint and exit before killing them. A train.yaml that does not
+    validate gives the default timeout here, so the code location loads and the training step
+    reports the error. Replace the resource with another Pipes client to train elsewhere."""
+    from .errors import UserError
+    from .train.settings import LaunchSettings, train_settings
+
+    try:
+        timeout = float(train_settings(store.config("train"))["launch"]["termination_timeout_s"])
+    except (UserError, ValueError):
+        timeout = float(LaunchSettings().termination_timeout_s)
+    return dg.PipesSubprocessClient(forward_termination=True, forward_stdio=True, termination_timeout_seconds=timeout)

@@ -14,34 +14,49 @@
 - `record_run_failures`: appends every failed run, with its errors, to `<root>/ops/failures.jsonl`.
 
 Intervals, default statuses and log locations: `configs/automation.yaml` (see `automation.py`).
+The decisions live in domain modules: `sources.incoming` (what each dropped file is),
+`oplog` (redaction, the ops-log records), `assets._lineage` (which version/record/run made what).
+
+Why retraining is a sensor and not an `AutomationCondition` (the other layers use conditions):
+Dagster 1.13's automation sensor (`AutomationConditionSensorDefinition`) gives its runs only
+static `run_tags`, and a condition can only request runs. Three things users rely on have no
+declarative equivalent: (1) the run carries the tokenized/dataset version it trains
+(`specforge/trigger_data_version`, plus the triggering run and previous version) when it is
+*queued*: the draft step trains exactly that version, the run key `retrain:<version>` dedupes,
+and queued/cancelled runs are found by that tag (a tag added by the step itself, as
+`link_run_to_trigger` does, is missing on a run cancelled in the queue); (2) after a cancelled
+or failed retraining the sensor records a failed `draft_matches_latest_dataset` check result
+(an asset event; conditions cannot emit one) once per run, and does not request that version
+again until someone does; (3) the gate also stops on a failed non-blocking check of ERROR
+severity but not on a WARN one: `all_deps_blocking_checks_passed` sees blocking checks only, and
+`check_failed` cannot tell severities apart. Static run tags could carry only the concurrency and
+retry tags.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 
-from . import automation
-from .fileio import sha256_file
+from . import automation, oplog
+from .assets._lineage import (
+    RETRAIN_JOB_NAME,
+    TRAINED_ON_TAG,
+    TRIGGER_TAG,
+    TRIGGERED_BY_RUN_TAG,
+    latest_record,
+    record_version,
+    retraining_runs,
+    run_link_tags,
+    trained_on_version,
+)
+from .keys import DRAFT, EVALUATION, REGENERATED, SOURCES, TOKENIZED, VOCAB
 from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, invalid_source_keys, source_partitions
 from .resources import SpecforgeStore
-
-from .keys import SOURCES
-from .keys import REGENERATED
-from .keys import TOKENIZED
-from .keys import VOCAB
-from .keys import DRAFT
-from .keys import EVALUATION
-
-TRIGGER_TAG = "specforge/trigger"
-DATA_VERSION_TAG = "dagster/data_version"
-INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
+from .sources import incoming
+from .sources.config import scan_incoming
 
 # configs/automation.yaml is read when the definitions are built (`build_sensors`, through the
 # store resource), never at import: until then, and for sensors built without settings, the
@@ -83,8 +98,6 @@ incoming_sources_job = dg.define_asset_job(
 # evaluation) is exclusive, the next one waits in the queue. Job tags are on every run of the
 # job, whoever launches it (the sensor, the Launchpad, a re-execution).
 RETRAIN_CONCURRENCY_TAG = "specforge/retraining"
-RETRAIN_JOB_NAME = "retrain_draft_job"
-TRAINED_ON_TAG = "specforge/trigger_data_version"
 UNTRAINED_CHECK = "draft_matches_latest_dataset"
 
 retrain_draft_job = dg.define_asset_job(
@@ -99,167 +112,54 @@ retrain_draft_job = dg.define_asset_job(
 )
 
 
-def _ops_path(setting: str | None, root: Path, default_name: str) -> Path:
-    path = Path(setting).expanduser() if setting else root / "ops" / default_name
-    return path if path.is_absolute() else root / path
-
-
-def _append_jsonl(path: Path, record: dict) -> None:
-    """One line per event; a single short `write` on an O_APPEND file, so concurrent writers
-    (sensor threads, run processes) never interleave inside a line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # --------------------------------------------------------------------------------------------
-# incoming files → source partitions
-
-
-def scan_incoming(store: SpecforgeStore):
-    """The incoming folder as the sources layer sees it (`sources.config.scan_incoming`, which
-    also resolves these keys as custom sources when they are materialized): `.found` `{partition
-    key: path}`, `.skipped` `{entry: reason}` (bad names, links leaving the folder, ...)."""
-    from .sources.config import scan_incoming as _scan
-
-    return _scan(config=store.config("sources"), root=store.root(pull=False))  # the drop folder is local
-
-
-def list_incoming(store: SpecforgeStore) -> dict[str, Path]:
-    """`{partition key: path}` of the files/folders in the incoming folder."""
-    return {k: Path(p) for k, p in scan_incoming(store).found.items()}
-
-
-def _fingerprint(path: Path, previous: dict | None) -> dict:
-    """size + mtime for every file; the content hash only when those changed (hashing a large
-    file on every tick would make the tick slow)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    stats = [p.stat() for p in files]
-    size = sum(s.st_size for s in stats)
-    mtime_ns = max((s.st_mtime_ns for s in stats), default=0)
-    if previous and previous.get("size") == size and previous.get("mtime_ns") == mtime_ns and previous.get("sha256"):
-        sha = previous["sha256"]
-    elif path.is_dir():
-        from .fileio import sha256_files
-
-        sha = sha256_files(files)
-    else:
-        sha = sha256_file(path)
-    return {"path": str(path), "size": size, "mtime_ns": mtime_ns, "sha256": sha}
+# incoming files → source partitions (the decision: `sources.incoming.decide`)
 
 
 def incoming_tick(
     context: dg.SensorEvaluationContext, store: SpecforgeStore, config: dict | None = None
-) -> dg.SensorResult | dg.SkipReason:
-    """`config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
+) -> dg.SensorResult:
+    """`sources.incoming.decide` on this tick's scan, as Dagster requests, logs and ops records.
+    `config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
     config = config or _SETTINGS
-    settings = config["sensors"]["incoming_files"]
     root = store.root(pull=False)  # the drop folder and ops log: no pull of an object-store root
-    log_path = _ops_path(config["ops"]["incoming_log"], root, "incoming.jsonl")
-    state = json.loads(context.cursor) if context.cursor else {}
-    seen: dict[str, dict] = state.get("files", {})
-    scan = scan_incoming(store)
-    files = {k: Path(p) for k, p in scan.found.items()}
-    existing = set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
-    configured = set(configured_source_keys(store.config("sources")))  # bad keys left out, never fatal
-
-    # Entries that are not partitions: one warning (and one ops-log line) per entry and reason,
-    # never a silent drop; links leaving the drop folder are refused and never read.
-    old_skipped: dict[str, str] = state.get("skipped", {})
-    for name, reason in sorted(scan.skipped.items()):
-        if old_skipped.get(name) != reason:
-            context.log.warning(f"incoming {name}: skipped, not a partition: {reason}")
-            _append_jsonl(log_path, {"time": _now_iso(), "event": "skipped", "entry": name, "reason": reason})
-
-    now_ns = time.time_ns()
-    new_state: dict[str, dict] = {}
-    new_partitions: list[str] = []
-    run_requests: list[dg.RunRequest] = []
-    waiting: list[str] = []
-    for key, path in sorted(files.items()):
-        if key in configured:
-            # sources.yaml wins: never let a dropped file shadow a configured source.
-            context.log.warning(f"incoming {path.name}: key {key!r} is a configured source; file ignored (rename it)")
-            continue
-        try:
-            fp = _fingerprint(path, seen.get(key))
-        except FileNotFoundError:  # removed between listing and hashing: next tick sees it gone
-            if key in seen:
-                new_state[key] = seen[key]
-            continue
-        if (now_ns - fp["mtime_ns"]) / 1e9 < settings["settle_seconds"]:
-            # still being copied: look again next tick (keep the old state, if any)
-            waiting.append(key)
-            if key in seen:
-                new_state[key] = seen[key]
-            continue
-        new_state[key] = fp
-        old = seen.get(key)
-        if old and old.get("sha256") == fp["sha256"] and key in existing:
-            continue
-        event = "new" if not old else ("changed" if old.get("sha256") != fp["sha256"] else "re-registered")
-        if key not in existing:
-            new_partitions.append(key)
-        run_requests.append(
+    decision = incoming.decide(
+        scan_incoming(store.config("sources"), root),
+        json.loads(context.cursor) if context.cursor else None,
+        configured=set(configured_source_keys(store.config("sources"))),  # bad keys left out, never fatal
+        existing=set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)),
+        now_ns=time.time_ns(),
+        settle_seconds=config["sensors"]["incoming_files"]["settle_seconds"],
+    )
+    log_path = oplog.ops_path(config["ops"]["incoming_log"], root, "incoming.jsonl")
+    for level, text in decision.messages:
+        getattr(context.log, level)(text)
+    for record in decision.records:
+        oplog.append_jsonl(log_path, record)
+    if decision.skip_message is not None:
+        return dg.SensorResult(skip_reason=dg.SkipReason(decision.skip_message), cursor=decision.cursor())
+    new = decision.new_partitions
+    return dg.SensorResult(
+        run_requests=[
             dg.RunRequest(
-                # content hash + mtime: a changed file always runs again, even when it changes
-                # back to earlier content; an unchanged file is never run twice for one state.
-                run_key=f"incoming:{key}:{fp['sha256'][:16]}:{fp['mtime_ns']}",
-                partition_key=key,
+                run_key=run.run_key,
+                partition_key=run.partition,
                 tags={
                     TRIGGER_TAG: "incoming-file",
-                    "specforge/incoming_file": path.name,
-                    "specforge/incoming_sha256": fp["sha256"][:16],
-                    "specforge/incoming_event": event,
+                    "specforge/incoming_file": run.file_name,
+                    "specforge/incoming_sha256": run.sha256,
+                    "specforge/incoming_event": run.event,
                 },
             )
-        )
-        context.log.info(f"incoming {path.name}: {event} file → partition {key!r} (sha256 {fp['sha256'][:12]})")
-        _append_jsonl(log_path, {"time": _now_iso(), "event": event, "partition": key, **fp})
-
-    deleted = sorted(set(seen) - set(files))
-    for key in deleted:
-        # Deleting the file never deletes data: the partition and its materializations stay.
-        # Re-materializing that partition fails with the sources layer's missing-file error
-        # until the file comes back (or the partition is deleted on purpose in the UI).
-        context.log.warning(
-            f"incoming file for partition {key!r} ({seen[key].get('path')}) was deleted; "
-            "partition and data are kept (delete the partition in the UI to drop it)"
-        )
-        _append_jsonl(
-            log_path,
-            {"time": _now_iso(), "event": "deleted", "partition": key, "data_kept": True, **seen[key]},
-        )
-
-    cursor = json.dumps({"files": new_state, "skipped": scan.skipped}, sort_keys=True)
-    if not run_requests and not new_partitions:
-        msg = f"{len(new_state)} incoming file(s), none new or changed"
-        if scan.skipped:
-            msg += f"; skipped (see the warnings): {sorted(scan.skipped)}"
-        if waiting:
-            msg += f"; waiting for {waiting} to settle"
-        if deleted:
-            msg += f"; deleted (data kept): {deleted}"
-        return dg.SensorResult(skip_reason=dg.SkipReason(msg), cursor=cursor)
-    return dg.SensorResult(
-        run_requests=run_requests,
-        dynamic_partitions_requests=[source_partitions.build_add_request(new_partitions)] if new_partitions else [],
-        cursor=cursor,
+            for run in decision.runs
+        ],
+        dynamic_partitions_requests=[source_partitions.build_add_request(new)] if new else [],
+        cursor=decision.cursor(),
     )
 
 
 # --------------------------------------------------------------------------------------------
 # new tokenized data version (+ passed blocking checks) → retrain
-
-
-def _latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey):
-    records = instance.fetch_materializations(key, limit=1).records
-    return records[0] if records else None
 
 
 def _blocking_checks_verdict(context, instance, key: dg.AssetKey, record) -> tuple[str, str]:
@@ -301,23 +201,6 @@ def _blocking_checks_verdict(context, instance, key: dg.AssetKey, record) -> tup
     return "passed", f"{len(blocking)} blocking check(s) passed, no ERROR check failed"
 
 
-def trained_on_version(draft_record) -> str | None:
-    """The tokenized/dataset version a draft materialization was trained on: what the draft
-    recorded (`trained_on_dataset_version`), else Dagster's input-version tag."""
-    if draft_record is None or draft_record.asset_materialization is None:
-        return None
-    mat = draft_record.asset_materialization
-    md = mat.metadata or {}
-    if "trained_on_dataset_version" in md and md["trained_on_dataset_version"].value:
-        return str(md["trained_on_dataset_version"].value)
-    return (mat.tags or {}).get(INPUT_DATA_VERSION_TAG + TOKENIZED.to_user_string())
-
-
-def retraining_runs(instance: dg.DagsterInstance, version: str) -> list:
-    """Runs of the retraining job requested for tokenized/dataset `version`, newest first."""
-    return list(instance.get_runs(filters=dg.RunsFilter(job_name=RETRAIN_JOB_NAME, tags={TRAINED_ON_TAG: version})))
-
-
 def untrained_evaluation(version: str, trained_on: str | None, runs: list, detail: str) -> dg.AssetCheckEvaluation:
     """A failed `draft_matches_latest_dataset` result: the latest dataset version has no draft."""
     return dg.AssetCheckEvaluation(
@@ -343,17 +226,17 @@ def retrain_tick(
     """`config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
     config = config or _SETTINGS
     instance = context.instance
+    assert context.repository_def is not None  # a sensor of a code location always has it
     graph = context.repository_def.asset_graph
     if not graph.has(DRAFT):
         return dg.SkipReason("models/draft_model is not defined in this code location yet")
-    rec = _latest_materialization(instance, TOKENIZED)
+    rec = latest_record(instance, TOKENIZED)
     if rec is None:
         return dg.SkipReason("tokenized/dataset has never been materialized")
-    version = rec.asset_materialization.tags.get(DATA_VERSION_TAG) if rec.asset_materialization else None
+    version = record_version(rec)
     if not version:
         return dg.SkipReason("latest tokenized/dataset materialization carries no data version")
-    draft = _latest_materialization(instance, DRAFT)
-    trained_on = trained_on_version(draft)
+    trained_on = trained_on_version(latest_record(instance, DRAFT))
     if trained_on == version:
         return dg.SkipReason(f"draft model already trained on tokenized/dataset version {version[:12]}")
     runs = retraining_runs(instance, version)
@@ -390,7 +273,7 @@ def retrain_tick(
             context.log.warning(f"not retraining on tokenized/dataset {version[:12]}: {detail}")
         return dg.SkipReason(f"tokenized/dataset {version[:12]}: {detail}")
     if graph.has(VOCAB):
-        vocab = _latest_materialization(instance, VOCAB)
+        vocab = latest_record(instance, VOCAB)
         if vocab is None or vocab.storage_id < rec.storage_id:
             return dg.SkipReason(f"waiting for tokenized/vocab_mapping to be rebuilt from dataset {version[:12]}")
         v_verdict, v_detail = _blocking_checks_verdict(context, instance, VOCAB, vocab)
@@ -405,30 +288,13 @@ def retrain_tick(
             "specforge/trigger_asset": TOKENIZED.to_user_string(),
             TRAINED_ON_TAG: version,
             "specforge/trigger_run_id": rec.run_id,
-            automation.TRIGGERED_BY_RUN_TAG: rec.run_id,  # the same link name as the automation's runs
+            TRIGGERED_BY_RUN_TAG: rec.run_id,  # the same link name as the automation's runs
             "specforge/trigger_storage_id": str(rec.storage_id),
             "specforge/previous_data_version": trained_on or "none",
-            **_upstream_link_tags(run),
+            **run_link_tags(run),  # links back through the tokenize run to what started the chain
             **_retry_tags(int(config["sensors"]["retrain"].get("max_retries") or 0)),
         },
     )
-
-
-def _upstream_link_tags(run) -> dict:
-    """Where the run that produced the new version came from (job, trigger, backfill, sensor), so
-    a retraining run links back through the tokenize run to what started the chain."""
-    if run is None:
-        return {}
-    tags = run.tags or {}
-    out = {"specforge/trigger_job": run.job_name}
-    for src, dst in (
-        (TRIGGER_TAG, "specforge/trigger_origin"),
-        ("dagster/backfill", "specforge/trigger_backfill"),
-        ("dagster/sensor_name", "specforge/trigger_sensor"),
-    ):
-        if tags.get(src):
-            out[dst] = tags[src]
-    return out
 
 
 def _retry_tags(n: int) -> dict:
@@ -441,27 +307,9 @@ def _retry_tags(n: int) -> dict:
 # --------------------------------------------------------------------------------------------
 # failures → ops/failures.jsonl
 
-_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"\b(sk|hf|ghp|gho|xox[bp])[-_][A-Za-z0-9_-]{10,}"),
-    re.compile(r"(?i)((?:api[_-]?key|token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{4,}"),
-]
 
-
-def redact(text: str, env: dict | None = None) -> str:
-    """Remove secrets from an error text before it is written anywhere: values of environment
-    variables whose names look secret, bearer tokens, `api_key=...` pairs, common key prefixes."""
-    env = os.environ if env is None else env
-    for name, value in env.items():
-        if value and len(value) >= 6 and _SECRET_ENV.search(name):
-            text = text.replace(value, f"<redacted:{name}>")
-    for pat in _SECRET_PATTERNS:
-        text = pat.sub(lambda m: (m.group(1) if m.lastindex and not m.group(1).isalnum() else "") + "<redacted>", text)
-    return text
-
-
-def failure_record(context: dg.RunFailureSensorContext, limit: int = 4000) -> dict:
+def failure_record(context: dg.RunFailureSensorContext) -> dict:
+    """The failures.jsonl record (`oplog.failure_record`) of the run failure in `context`."""
     run = context.dagster_run
     steps = []
     for ev in context.get_step_failure_events():
@@ -469,25 +317,18 @@ def failure_record(context: dg.RunFailureSensorContext, limit: int = 4000) -> di
         # Dagster wraps the user's exception: record the user's own class and message first.
         while err is not None and err.cls_name == "DagsterExecutionStepExecutionError" and err.cause is not None:
             err = err.cause
-        steps.append(
-            {
-                "step": ev.step_key,
-                "error_class": err.cls_name if err else None,
-                "error": redact((err.to_string() if err else ev.message or ""))[:limit],
-            }
-        )
+        steps.append((ev.step_key, err.cls_name if err else None, err.to_string() if err else ev.message or ""))
     tags = run.tags or {}
-    return {
-        "time": _now_iso(),
-        "run_id": run.run_id,
-        "job": run.job_name,
-        "partition": tags.get("dagster/partition"),
-        "backfill": tags.get("dagster/backfill"),
-        "trigger": tags.get(TRIGGER_TAG) or tags.get("dagster/sensor_name") or tags.get("dagster/schedule_name"),
-        "assets": sorted(k.to_user_string() for k in (run.asset_selection or [])),
-        "message": redact(context.failure_event.message or "")[:limit],
-        "steps": steps,
-    }
+    return oplog.failure_record(
+        run_id=run.run_id,
+        job=run.job_name,
+        partition=tags.get("dagster/partition"),
+        backfill=tags.get("dagster/backfill"),
+        trigger=tags.get(TRIGGER_TAG) or tags.get("dagster/sensor_name") or tags.get("dagster/schedule_name"),
+        assets=[k.to_user_string() for k in (run.asset_selection or [])],
+        message=context.failure_event.message or "",
+        steps=steps,
+    )
 
 
 def register_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) -> dg.SensorResult | dg.SkipReason:
@@ -510,9 +351,9 @@ def register_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
 
 
 def failure_tick(context: dg.RunFailureSensorContext, store: SpecforgeStore, config: dict | None = None) -> None:
-    path = _ops_path((config or _SETTINGS)["ops"]["failure_log"], store.root(pull=False), "failures.jsonl")
+    path = oplog.ops_path((config or _SETTINGS)["ops"]["failure_log"], store.root(pull=False), "failures.jsonl")
     record = failure_record(context)
-    _append_jsonl(path, record)
+    oplog.append_jsonl(path, record)
     context.log.info(f"run {record['run_id'][:8]} ({record['job']}) failed: recorded in {path}")
 
 

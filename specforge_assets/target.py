@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import Field
 
 from .configmodel import ConfigModel, validate
+from .errors import UserError
 from .paths import data_root, load_config
 
 
@@ -61,19 +63,71 @@ def is_demo_target(config: dict | None = None) -> bool:
     return not target_config(config)["path"]
 
 
-def target_loads_with_chat_template(path: Path | str, trust_remote_code: bool) -> tuple[bool, str | None, dict]:
-    """Does the target's tokenizer (a folder or hub id) load, and does its chat template render a
-    two-message conversation? → ``(passed, description, details)``: details are
-    ``{"rendered": <the rendered text>, "vocab_size": <len(tokenizer)>}`` when it passes, else
-    ``{"error": "<what failed>"}`` (any exception while loading is reported, not raised);
-    description is None (the check's own description says what it checks)."""
+def model_summary(folder: Path) -> dict:
+    """The HF `config.json` of `folder` in a few fields: `architecture` (str, "?" when absent),
+    `num_hidden_layers`, `hidden_size`, `vocab_size` (ints or None) and `torch_dtype` (str).
+    Raises OSError/ValueError when the file is missing or not JSON."""
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    return {
+        "architecture": (cfg.get("architectures") or ["?"])[0],
+        "num_hidden_layers": cfg.get("num_hidden_layers"),
+        "hidden_size": cfg.get("hidden_size"),
+        "vocab_size": cfg.get("vocab_size"),
+        "torch_dtype": str(cfg.get("torch_dtype") or cfg.get("dtype")),
+    }
+
+
+def target_loads_with_chat_template(path: Path | str, trust_remote_code: bool) -> tuple[bool, str, dict]:
+    """Does the tokenizer at `path` (folder or hub id) load and render a two-turn conversation
+    with its chat template? Returns (passed, description, details): details holds `rendered`
+    (the rendered text) and `vocab_size` (int) when it passed, else `error` (one line, at most
+    ~500 characters of the exception). Never raises: any failure to load is the answer."""
     try:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         if not getattr(tok, "chat_template", None):
-            return False, None, {"error": f"{path}: the tokenizer has no chat_template"}
+            error = f"{path}: the tokenizer has no chat_template"
+            return False, error, {"error": error}
         msgs = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi."}]
-        return True, None, {"rendered": tok.apply_chat_template(msgs, tokenize=False), "vocab_size": len(tok)}
+        rendered = tok.apply_chat_template(msgs, tokenize=False)
+        return True, "the tokenizer loads and its chat template renders", {"rendered": rendered, "vocab_size": len(tok)}
     except Exception as e:  # noqa: BLE001 - the check reports any failure to load
-        return False, None, {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+        error = f"{type(e).__name__}: {str(e)[:500]}"
+        return False, error, {"error": error}
+
+
+def demo_target_is_current(folder: Path, fingerprint: str) -> bool:
+    """True when the demo target in `folder` was built for `fingerprint` (its manifest says so)
+    and its weights and tokenizer are there: the asset reuses it instead of rebuilding."""
+    from .fileio import read_manifest
+
+    manifest = read_manifest(folder) if folder.is_dir() else None
+    return bool(
+        manifest
+        and manifest.get("fingerprint") == fingerprint
+        and (folder / "model.safetensors").exists()
+        and (folder / "tokenizer.json").exists()
+    )
+
+
+def external_target(config: dict) -> tuple[Path | str, str, dict]:
+    """A configured target used where it is (an HF folder, or a hub id not imported): returns
+    (resolved folder or id, data version: 24 hex chars, details). A folder's version is its
+    content's (`target_import.quick_content_version`), details `path`, `files` and the
+    `model_summary` fields; a hub id's version hashes the id and revision, details `hub_id`,
+    `revision`. Raises UserError when the folder has no config.json."""
+    from .fileio import sha256_json
+    from .target_import import quick_content_version
+
+    resolved = target_model_path(config=config)
+    if isinstance(resolved, Path):
+        if not (resolved / "config.json").exists():
+            raise UserError(f"configs/target.yaml path: {resolved} has no config.json (not an HF model folder)")
+        version, info = quick_content_version(resolved)
+        summary = model_summary(resolved)
+        summary.pop("torch_dtype")
+        return resolved, version, {"path": str(resolved), "files": info["files"], **summary}
+    # a hub id: no network here; the id (and revision if configured) is the version
+    version = sha256_json({"hub_id": resolved, "revision": config.get("revision")})[:24]
+    return resolved, version, {"hub_id": str(resolved), "revision": str(config.get("revision"))}

@@ -197,6 +197,46 @@ def import_target(
     return manifest
 
 
+SOURCE_MARKER = ".target_model.source.json"
+
+
+def import_source(kind: str, src: Path | str, config: dict) -> dict:
+    """What an import was made from, compared to decide whether to import again: a GGUF file's
+    sha256 and size in bytes, or a hub id and revision; plus `trust_remote_code`."""
+    from .fileio import sha256_file
+
+    source: dict[str, Any] = (
+        {"kind": "gguf", "sha256": sha256_file(src), "bytes": Path(src).stat().st_size}
+        if kind == "gguf"
+        else {"kind": "hub", "id": str(src), "revision": config.get("revision")}
+    )
+    source["trust_remote_code"] = bool(config.get("trust_remote_code"))
+    return source
+
+
+def import_unless_current(config: dict, out_dir: Path, log=print) -> tuple[dict, str, bool]:
+    """The configured GGUF file or hub id (configs/target.yaml `config`) as an HF folder at
+    `out_dir`: imported again only when its source (`import_source`) differs from the one the
+    marker `<out_dir's parent>/.target_model.source.json` recorded, or the import manifest is
+    missing. Returns (import manifest, source kind "gguf"/"hub", reused?). Raises
+    TargetImportError (a UserError) when the source cannot be imported."""
+    trust = bool(config.get("trust_remote_code"))
+    kind, src = classify(str(config["path"]))
+    marker = out_dir.parent / SOURCE_MARKER
+    source = import_source(kind, src, config)
+    previous = json.loads(marker.read_text()) if marker.exists() else None
+    manifest_path = out_dir / MANIFEST_NAME
+    cached = bool(previous and previous.get("source") == source and manifest_path.exists())
+    if cached:
+        log(f"target {config['path']} unchanged: reusing {out_dir}")
+        return json.loads(manifest_path.read_text()), kind, True
+    log(f"importing target {config['path']} ({kind}) into {out_dir}")
+    manifest = import_target(str(src), out_dir, trust_remote_code=trust, revision=config.get("revision"))
+    with atomic_write(marker) as f:
+        json.dump({"source": source, "content_version": manifest["content_version"]}, f)
+    return manifest, kind, False
+
+
 def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link (or copy) every content file of `src` into `dst` (symlinks of a hub snapshot are
     followed: the blobs' contents land in the folder)."""

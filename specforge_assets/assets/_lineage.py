@@ -1,6 +1,13 @@
-"""Which input data versions a materialization read — for asset metadata and manifest.json.
+"""Lineage, in one place: which version, record and run produced what.
 
-Call from an asset body:
+- Tag names Dagster and this project put on materializations and runs (`DATA_VERSION_TAG`,
+  `TRAINED_ON_TAG`, the trigger/link tags), defined once here.
+- Record lookups: `latest_record`, `find_record`, `record_version`, `record_metadata`,
+  `latest_version`, `latest_versions`, `recorded`, `pinned_input`, `trained_on_version`, `retraining_runs`.
+- Run links: `run_link_tags` (where the run that produced a version came from),
+  `trigger_link_tags` / `link_run_to_trigger` (an automation run names the run(s) and versions
+  that started it).
+- Input versions of a materialization, for asset metadata and manifest.json. Call from an asset body:
 
     inputs = upstream_versions(context)              # all of this asset's deps
     write_manifest(out_dir, inputs=inputs, ...)      # plain dicts, JSON-safe
@@ -14,7 +21,26 @@ event, but only one version per dep and not readable at a glance.
 
 from __future__ import annotations
 
+
 import dagster as dg
+
+from ..train.inputs import Recorded
+from ._metadata import markdown_table
+from ..keys import TOKENIZED
+
+# Dagster's tags on a materialization: its data version, and the version of each input it read
+DATA_VERSION_TAG = "dagster/data_version"
+INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
+# Ours on runs: what started it (`incoming-file`, `retrain`, `automation`, ...)
+TRIGGER_TAG = "specforge/trigger"
+# the tokenized/dataset version a retraining run trains (set by the retraining sensor; read by
+# the draft asset; selects the runs of one version)
+TRAINED_ON_TAG = "specforge/trigger_data_version"
+RETRAIN_JOB_NAME = "retrain_draft_job"
+# run links: the run whose output started this run, and the inputs (asset[partition]@version)
+TRIGGERED_BY_RUN_TAG = "specforge/triggered_by_run"
+TRIGGER_INPUTS_TAG = "specforge/trigger_inputs"
+_MAX_TAG_CHARS = 240  # keep tag values readable in the UI's tag list
 
 
 def _record_row(key: dg.AssetKey, partition: str | None, record) -> dict:
@@ -22,7 +48,7 @@ def _record_row(key: dg.AssetKey, partition: str | None, record) -> dict:
     return {
         "asset": key.to_user_string(),
         "partition": partition,
-        "data_version": tags.get("dagster/data_version"),
+        "data_version": tags.get(DATA_VERSION_TAG),
         "run_id": record.run_id if record else None,
         "materialized_at": record.timestamp if record else None,
     }
@@ -52,14 +78,17 @@ def upstream_versions(context: dg.AssetExecutionContext, keys: list[dg.AssetKey]
 
 def lineage_metadata(rows: list[dict]) -> dict[str, dg.MetadataValue]:
     """A readable table of the inputs' data versions (markdown, with run links) + the raw rows."""
-    lines = ["| input | partition | data version | run |", "|---|---|---|---|"]
-    for r in rows:
-        run = f"[{r['run_id'][:8]}](/runs/{r['run_id']})" if r["run_id"] else "—"
-        lines.append(
-            f"| {r['asset']} | {r['partition'] or '—'} | `{(r['data_version'] or 'never materialized')[:16]}` | {run} |"
-        )
+    cells = [
+        [
+            r["asset"],
+            r["partition"] or "—",
+            f"`{(r['data_version'] or 'never materialized')[:16]}`",
+            f"[{r['run_id'][:8]}](/runs/{r['run_id']})" if r["run_id"] else "—",
+        ]
+        for r in rows
+    ]
     return {
-        "lineage/inputs": dg.MetadataValue.md("\n".join(lines)),
+        "lineage/inputs": markdown_table(["input", "partition", "data version", "run"], cells),
         "lineage/input_versions": dg.MetadataValue.json(rows),
     }
 
@@ -70,12 +99,42 @@ def latest_record(instance: dg.DagsterInstance, key: dg.AssetKey):
     return recs[0] if recs else None
 
 
+def find_record(instance: dg.DagsterInstance, key: dg.AssetKey, pred, limit: int = 200):
+    """The newest of the latest `limit` materialization records of `key` for which
+    `pred(record)` is true, or None."""
+    for rec in instance.fetch_materializations(key, limit=limit).records:
+        if pred(rec):
+            return rec
+    return None
+
+
 def record_version(record) -> str | None:
+    """The data version a materialization record carries (None: no record / no version)."""
     mat = record.asset_materialization if record is not None else None
-    return (mat.tags or {}).get("dagster/data_version") if mat is not None else None
+    return (mat.tags or {}).get(DATA_VERSION_TAG) if mat is not None else None
+
+
+def latest_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    """The data version of the latest materialization of `key` (None if never materialized)."""
+    return record_version(latest_record(instance, key))
+
+
+def latest_versions(instance: dg.DagsterInstance, *keys: dg.AssetKey) -> dict[str, str | None]:
+    """`{asset key as a string: its latest data version}` (None: never materialized)."""
+    return {key.to_user_string(): latest_version(instance, key) for key in keys}
+
+
+def recorded(record) -> Recorded | None:
+    """A materialization record as plain values for the domain (`train.inputs.Recorded`: data
+    version, run id, metadata values); None stays None."""
+    if record is None:
+        return None
+    md = record.asset_materialization.metadata if record.asset_materialization else {}
+    return Recorded(record_version(record), record.run_id, {k: v.value for k, v in (md or {}).items()})
 
 
 def record_metadata(record, name: str, default=None):
+    """Metadata value `name` of a materialization record (`default` when absent)."""
     mat = record.asset_materialization if record is not None else None
     if mat is None or name not in (mat.metadata or {}):
         return default
@@ -94,3 +153,103 @@ def pinned_input(instance: dg.DagsterInstance, key: dg.AssetKey, artifact: str, 
         d = version_dir(root, artifact, version)
         path = str(d) if d.is_dir() else None
     return {"asset": key.to_user_string(), "data_version": version, "path": path, "run_id": rec.run_id if rec else None}
+
+
+def trained_on_version(draft_record) -> str | None:
+    """The tokenized/dataset version a draft materialization was trained on: what the draft
+    recorded (`trained_on_dataset_version`), else Dagster's input-version tag."""
+    if draft_record is None or draft_record.asset_materialization is None:
+        return None
+    mat = draft_record.asset_materialization
+    md = mat.metadata or {}
+    if "trained_on_dataset_version" in md and md["trained_on_dataset_version"].value:
+        return str(md["trained_on_dataset_version"].value)
+    return (mat.tags or {}).get(INPUT_DATA_VERSION_TAG + TOKENIZED.to_user_string())
+
+
+def retraining_runs(instance: dg.DagsterInstance, version: str) -> list:
+    """Runs of the retraining job requested for tokenized/dataset `version`, newest first."""
+    return list(instance.get_runs(filters=dg.RunsFilter(job_name=RETRAIN_JOB_NAME, tags={TRAINED_ON_TAG: version})))
+
+
+# --------------------------------------------------------------------------------------------
+# Runs link back to what triggered them.
+#
+# The automation sensor's runs are created by Dagster's daemon from the conditions; their
+# RunRequests carry only the static `run_tags` (specforge/trigger=automation). So the first step
+# of such a run (the mix, else tokenized) works out which inputs changed since the asset last
+# ran, and adds the link tags to its own run: the run page's tags then say which run(s), which
+# partitions and which data versions started it. The retraining sensor puts the same links on
+# its requests (`run_link_tags`).
+
+
+def run_link_tags(run) -> dict[str, str]:
+    """Where `run` (a `DagsterRun`, or None) came from, as tags for a run it triggers:
+    `specforge/trigger_job` and, when `run` has them, `..._origin` (its `specforge/trigger`),
+    `..._backfill`, `..._sensor`, `..._partition`. {} for None."""
+    if run is None:
+        return {}
+    tags = run.tags or {}
+    out = {"specforge/trigger_job": run.job_name}
+    for src, dst in (
+        (TRIGGER_TAG, "specforge/trigger_origin"),
+        ("dagster/backfill", "specforge/trigger_backfill"),
+        ("dagster/sensor_name", "specforge/trigger_sensor"),
+        ("dagster/partition", "specforge/trigger_partition"),
+    ):
+        if tags.get(src):
+            out[dst] = tags[src]
+    return out
+
+
+def changed_inputs(inputs: list[dict], previous: list[dict] | None) -> list[dict]:
+    """The rows of `inputs` (`upstream_versions` rows: asset, partition, data_version, run_id,
+    materialized_at) whose data version differs from `previous` (the same rows recorded by the
+    asset's previous materialization; None = never materialized: every input counts), oldest first."""
+    before = {(r.get("asset"), r.get("partition")): r.get("data_version") for r in previous or []}
+    out = [
+        r for r in inputs if r.get("data_version") and before.get((r["asset"], r.get("partition"))) != r["data_version"]
+    ]
+    return sorted(out, key=lambda r: r.get("materialized_at") or 0)
+
+
+def trigger_link_tags(instance: dg.DagsterInstance, inputs: list[dict], previous: list[dict] | None) -> dict[str, str]:
+    """Run tags naming what triggered a run: `specforge/triggered_by_run` (the run that produced
+    the newest changed input), `specforge/trigger_inputs` (`asset[partition]@version` of every
+    changed input, at most 240 characters), and `run_link_tags` of the triggering run. {} when
+    nothing changed."""
+    changed = changed_inputs(inputs, previous)
+    if not changed:
+        return {}
+    newest = changed[-1]
+    described = [
+        f"{r['asset']}[{r['partition']}]@{r['data_version'][:12]}"
+        if r.get("partition")
+        else f"{r['asset']}@{r['data_version'][:12]}"
+        for r in changed
+    ]
+    text = ", ".join(described)
+    if len(text) > _MAX_TAG_CHARS:
+        text = text[: _MAX_TAG_CHARS - 12].rsplit(", ", 1)[0] + f", … ({len(described)} in all)"
+    tags = {TRIGGER_INPUTS_TAG: text}
+    if newest.get("run_id"):
+        tags[TRIGGERED_BY_RUN_TAG] = newest["run_id"]
+        tags.update(run_link_tags(instance.get_run_by_id(newest["run_id"])))
+    return tags
+
+
+def link_run_to_trigger(context, inputs: list[dict]) -> dict[str, str]:
+    """Called by an asset step before it materializes: when its run was started by the automation
+    sensor and carries no link yet (an earlier step of the same run adds it first), add
+    `trigger_link_tags` to the run. Returns the tags added ({} otherwise)."""
+    instance = context.instance
+    run = instance.get_run_by_id(context.run.run_id) or context.run
+    tags = run.tags or {}
+    if tags.get(TRIGGER_TAG) != "automation" or TRIGGERED_BY_RUN_TAG in tags:
+        return {}
+    previous = record_metadata(latest_record(instance, context.asset_key), "lineage/input_versions")
+    new = trigger_link_tags(instance, inputs, previous)
+    if new:
+        instance.add_run_tags(run.run_id, new)
+        context.log.info(f"triggered by run {new.get(TRIGGERED_BY_RUN_TAG, '?')[:8]}: {new[TRIGGER_INPUTS_TAG]}")
+    return new

@@ -14,8 +14,7 @@ from ..preview import truncate
 from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
 from ._metadata import markdown_table, pictures, png, table
-from ._lineage import lineage_metadata, upstream_versions
-from ..automation import link_run_to_trigger
+from ._lineage import lineage_metadata, link_run_to_trigger, upstream_versions
 from ..resources import SpecforgeStore
 from ..versioned import prune_versions, publish_version
 

@@ -6,7 +6,6 @@ in a separate `torchrun` process launched through Dagster Pipes (resource "pipes
 the Pipes client moves it to a GPU box or a cluster without touching the asset.
 """
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -17,11 +16,21 @@ from ._checks import InAssetCheck, asset_check, check_results, check_specs, resu
 from ._failures import expected_failures
 from ._metadata import code_block, markdown_table, pictures, png, table
 from .. import charts
-from ._lineage import latest_record, pinned_input, record_metadata, record_version
-from ..fileio import read_manifest, sha256_file, sha256_json, staged_dir, write_manifest
+from ._lineage import (
+    TRAINED_ON_TAG,
+    find_record,
+    latest_record,
+    latest_versions,
+    pinned_input,
+    record_metadata,
+    record_version,
+    recorded,
+    retraining_runs,
+    trained_on_version,
+)
+from ..fileio import read_manifest, sha256_file, staged_dir, write_manifest
 from ..resources import SpecforgeStore
-from ..target import target_loads_with_chat_template
-from ..target_import import quick_content_version
+from ..train.inputs import folder_version, require
 from ..versioned import publish_version, version_dir
 
 GROUP = "models"
@@ -37,8 +46,6 @@ TARGET_CODE_VERSION = "target-v1"
 DRAFT_CODE_VERSION = "draft-v1"
 EVAL_CODE_VERSION = "eval-v1"
 HIDDEN_CODE_VERSION = "hidden-v1"
-
-DATA_VERSION_TAG = "dagster/data_version"
 
 
 class DraftTrainer(dg.ConfigurableResource):
@@ -62,29 +69,14 @@ class DraftTrainer(dg.ConfigurableResource):
         )
 
 
-def _latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
-    ev = instance.get_latest_materialization_event(key)
-    if ev is None or ev.asset_materialization is None:
-        return None
-    return (ev.asset_materialization.tags or {}).get(DATA_VERSION_TAG)
-
-
-def _upstream_version(context, key: dg.AssetKey, folder: Path) -> str | None:
-    """The upstream's data version: the instance's record, else its manifest's."""
-    v = _latest_data_version(context.instance, key)
-    if v:
-        return v
-    m = read_manifest(folder) if folder.is_dir() else None
-    return (m or {}).get("data_version")
-
-
-def _require(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise dg.Failure(description=f"{what} not found at {path}: materialize it first")
-    return path
-
-
 # -- checks ------------------------------------------------------------------------------------
+
+
+def _target_loads(path: Path | str, trust_remote_code: bool, **_) -> tuple[bool, None, dict]:
+    from ..target import target_loads_with_chat_template
+
+    passed, _, details = target_loads_with_chat_template(path, trust_remote_code)
+    return passed, None, details  # no result description: the spec's says what it checks
 
 
 def _draft_format(out: Path, **_) -> tuple[bool, None, dict]:
@@ -98,7 +90,7 @@ TARGET_CHECK = InAssetCheck(
     "loads_with_chat_template",
     True,
     "tokenizer loads and its chat template renders a conversation",
-    lambda path, trust_remote_code, **_: target_loads_with_chat_template(path, trust_remote_code),
+    _target_loads,
     details_key=None,
 )
 DRAFT_CHECK = InAssetCheck(
@@ -162,12 +154,10 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     sample rows, built into `<data root>/models/target_model`; rebuilt only when the corpus, the
     build parameters (configs/train.yaml `demo_target:`) or the builder change.
     Otherwise: the configured local folder or hub id, recorded with a content version."""
-    from ..target import target_config
+    from ..target import demo_target_is_current, model_summary, needs_import, target_config
 
     tcfg = target_config(store.config("target"))
     if tcfg.get("path"):
-        from ..target import needs_import
-
         with expected_failures():
             if needs_import(str(tcfg["path"])):
                 return _imported_target(context, store, tcfg)
@@ -190,13 +180,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
         rows, info = load_demo_corpus(source_keys, sources_config=store.config("sources"), log=context.log.info)
     fingerprint = corpus_fingerprint(rows, params)
     version = fingerprint[:24]
-    manifest = read_manifest(out) if out.is_dir() else None
-    cached = bool(
-        manifest
-        and manifest.get("fingerprint") == fingerprint
-        and (out / "model.safetensors").exists()
-        and (out / "tokenizer.json").exists()
-    )
+    cached = demo_target_is_current(out, fingerprint)
     if cached:
         context.log.info(f"demo target unchanged (fingerprint {version}): reusing {out}")
     else:
@@ -211,7 +195,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             )
     manifest = read_manifest(out) or {}
     check = result(TARGET_KEY, TARGET_CHECK, path=out, trust_remote_code=False)
-    cfg = json.loads((out / "config.json").read_text())
+    summary = model_summary(out)
     # the version a draft trains against, immutable (hard links: the builder replaces the folder whole)
     vdir = publish_version(out, store.root(), "target_model", version)
     return dg.MaterializeResult(
@@ -221,11 +205,11 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             "version_path": dg.MetadataValue.path(str(vdir)),
             "kind": "demo_target",
             "cached": cached,
-            "architecture": (cfg.get("architectures") or ["?"])[0],
+            "architecture": summary["architecture"],
             "num_parameters": manifest.get("num_parameters"),
-            "num_hidden_layers": cfg.get("num_hidden_layers"),
-            "hidden_size": cfg.get("hidden_size"),
-            "vocab_size": cfg.get("vocab_size"),
+            "num_hidden_layers": summary["num_hidden_layers"],
+            "hidden_size": summary["hidden_size"],
+            "vocab_size": summary["vocab_size"],
             "corpus_rows": len(rows),
             "corpus_chars": manifest.get("num_chars"),
             "corpus_sources": dg.MetadataValue.json(info),
@@ -243,33 +227,15 @@ def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.Materiali
     """A GGUF file or a hub id → a normal HF folder at <data root>/models/target_model
     (target_import.import_target), re-imported only when the source changed; versioned by the
     folder's content, kept immutable under versions/target_model/<v>/."""
-    from ..fileio import atomic_write
-    from ..target_import import classify, import_target
+    from ..target import model_summary
+    from ..target_import import import_unless_current
 
     trust = bool(tcfg.get("trust_remote_code"))
-    kind, src = classify(str(tcfg["path"]))
     out = store.layer_dir("models", "target_model")
-    marker = out.parent / ".target_model.source.json"
-    source = (
-        {"kind": "gguf", "sha256": sha256_file(src), "bytes": Path(src).stat().st_size}
-        if kind == "gguf"
-        else {"kind": "hub", "id": str(src), "revision": tcfg.get("revision")}
-    )
-    source["trust_remote_code"] = trust
-    previous = json.loads(marker.read_text()) if marker.exists() else None
-    manifest_path = out / "import_manifest.json"
-    cached = bool(previous and previous.get("source") == source and manifest_path.exists())
-    if cached:
-        manifest = json.loads(manifest_path.read_text())
-        context.log.info(f"target {tcfg['path']} unchanged: reusing {out}")
-    else:
-        context.log.info(f"importing target {tcfg['path']} ({kind}) into {out}")
-        manifest = import_target(str(src), out, trust_remote_code=trust, revision=tcfg.get("revision"))
-        with atomic_write(marker) as f:
-            json.dump({"source": source, "content_version": manifest["content_version"]}, f)
+    manifest, kind, cached = import_unless_current(tcfg, out, log=context.log.info)
     version = manifest["content_version"][:24]
     vdir = publish_version(out, store.root(), "target_model", version)
-    cfg = json.loads((out / "config.json").read_text())
+    summary = model_summary(out)
     check = result(TARGET_KEY, TARGET_CHECK, path=out, trust_remote_code=trust)
     md = {
         "kind": f"imported {kind}",
@@ -279,41 +245,22 @@ def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.Materiali
         "chat_template": tcfg.get("chat_template"),
         "path": dg.MetadataValue.path(str(out)),
         "version_path": dg.MetadataValue.path(str(vdir)),
-        "architecture": (cfg.get("architectures") or ["?"])[0],
-        "num_hidden_layers": cfg.get("num_hidden_layers"),
-        "hidden_size": cfg.get("hidden_size"),
-        "vocab_size": cfg.get("vocab_size"),
-        "torch_dtype": str(cfg.get("torch_dtype") or cfg.get("dtype")),
+        **summary,
     }
     md.update(_chat_template_preview(check))
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
 
 
 def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
-    from ..target import target_model_path
+    from ..target import external_target
 
-    resolved = target_model_path(config=tcfg)
+    resolved, version, details = external_target(tcfg)
     trust = bool(tcfg.get("trust_remote_code"))
     md: dict = {"kind": "external", "trust_remote_code": trust, "chat_template": tcfg.get("chat_template")}
-    if isinstance(resolved, Path):
-        if not (resolved / "config.json").exists():
-            raise FileNotFoundError(f"configs/target.yaml path: {resolved} has no config.json (not an HF model folder)")
-        version, info = quick_content_version(resolved)
-        cfg = json.loads((resolved / "config.json").read_text())
-        md.update(
-            path=dg.MetadataValue.path(str(resolved)),
-            files=info["files"],
-            architecture=(cfg.get("architectures") or ["?"])[0],
-            num_hidden_layers=cfg.get("num_hidden_layers"),
-            hidden_size=cfg.get("hidden_size"),
-            vocab_size=cfg.get("vocab_size"),
-        )
-        check = result(TARGET_KEY, TARGET_CHECK, path=resolved, trust_remote_code=trust)
-    else:
-        # a hub id: no network here; the id (and revision if configured) is the version
-        version = sha256_json({"hub_id": resolved, "revision": tcfg.get("revision")})[:24]
-        md.update(hub_id=str(resolved), revision=str(tcfg.get("revision")))
-        check = result(TARGET_KEY, TARGET_CHECK, path=resolved, trust_remote_code=trust)
+    md.update(details)
+    if "path" in details:
+        md["path"] = dg.MetadataValue.path(details["path"])
+    check = result(TARGET_KEY, TARGET_CHECK, path=resolved, trust_remote_code=trust)
     context.log.info(f"target model: {resolved} (version {version})")
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
 
@@ -366,8 +313,11 @@ def draft_model(
     upstream = {k: v["data_version"] for k, v in inputs.items()}
     hidden = None
     if settings["launch"]["mode"] == "offline":
-        hidden = _require(store.layer_dir("models", "target_hidden_states"), "models/target_hidden_states")
-        upstream["models/target_hidden_states"] = _upstream_version(context, HIDDEN_KEY, hidden)
+        with expected_failures():
+            hidden = require(store.layer_dir("models", "target_hidden_states"), "models/target_hidden_states")
+        upstream["models/target_hidden_states"] = folder_version(
+            record_version(latest_record(context.instance, HIDDEN_KEY)), hidden
+        )
     with expected_failures():
         spec, spec_path, cmd = prepare_launch(
             root=root,
@@ -387,18 +337,6 @@ def draft_model(
     )
     context.log.info(f"launching: {' '.join(cmd)}")
     t0 = time.time()
-    if isinstance(pipes, dg.PipesSubprocessClient):
-        # launch.termination_timeout_s: how long torchrun and its ranks get to flush a checkpoint
-        # and exit after a cancellation, before they are killed.
-        pipes = dg.PipesSubprocessClient(
-            env=pipes.env,
-            cwd=pipes.cwd,
-            context_injector=pipes.context_injector,
-            message_reader=pipes.message_reader,
-            forward_termination=pipes.forward_termination,
-            forward_stdio=pipes.forward_stdio,
-            termination_timeout_seconds=float(settings["launch"]["termination_timeout_s"]),
-        )
     completed = pipes.run(
         context=context,
         command=cmd,
@@ -430,119 +368,47 @@ def draft_model(
     return dg.MaterializeResult(metadata=md, data_version=mr.data_version, check_results=[check])
 
 
-TRAINED_ON_TAG = "specforge/trigger_data_version"
-
-
-def _find_record(instance: dg.DagsterInstance, key: dg.AssetKey, pred, limit: int = 200):
-    """The latest materialization of `key` that satisfies `pred(record)`, or None."""
-    for rec in instance.fetch_materializations(key, limit=limit).records:
-        if pred(rec):
-            return rec
-    return None
-
-
 def _training_inputs(context, store: SpecforgeStore) -> dict:
-    """{asset: {data_version, path, ...}}: the exact, immutable inputs of this training run.
+    """{asset: {data_version, path, ...}}: the exact, immutable inputs of this training run
+    (`train.inputs.training_inputs`, given what the instance recorded). Dataset: the version this
+    run was requested for (retraining sensor tag), else the latest. Vocab: the latest mapping built
+    from that dataset version."""
+    from ..target import target_config
+    from ..train.inputs import training_inputs
 
-    Dataset: the version this run was requested for (retraining sensor tag), else the latest.
-    Vocab: the latest mapping built from that dataset version. Mix and target: those the dataset
-    was tokenized from (its manifest). Data prepared outside Dagster (no recorded versions) is
-    read from the current folders, with the versions their manifests give."""
-    instance, root = context.instance, store.root()
+    instance = context.instance
     wanted = (context.run.tags or {}).get(TRAINED_ON_TAG) if context.run else None
     if wanted:
-        ds_rec = _find_record(instance, DATASET_KEY, lambda r: record_version(r) == wanted)
-        if ds_rec is None:
-            raise dg.Failure(
-                f"tokenized/dataset version {wanted} (this run's {TRAINED_ON_TAG} tag) was never "
-                "materialized in this instance"
-            )
+        ds_rec = find_record(instance, DATASET_KEY, lambda r: record_version(r) == wanted)
     else:
         ds_rec = latest_record(instance, DATASET_KEY)
-    out: dict = {}
     ds_version = record_version(ds_rec)
-    ds_dir = version_dir(root, "tokenized_dataset", ds_version) if ds_version else None
-    if ds_dir is not None and ds_dir.is_dir():
-        out["tokenized/dataset"] = {"data_version": ds_version, "path": str(ds_dir), "run_id": ds_rec.run_id}
-        made_from = (read_manifest(ds_dir) or {}).get("inputs") or {}
-        v_rec = _find_record(instance, VOCAB_KEY, lambda r: record_metadata(r, "dataset_version") == ds_version)
-        v_version = record_version(v_rec)
-        v_dir = version_dir(root, "vocab_mapping", v_version) if v_version else None
-        if v_dir is None or not v_dir.is_dir():
-            raise dg.Failure(
-                f"no tokenized/vocab_mapping built from tokenized/dataset {ds_version}: "
-                "materialize tokenized/vocab_mapping first"
-            )
-        out["tokenized/vocab_mapping"] = {"data_version": v_version, "path": str(v_dir), "run_id": v_rec.run_id}
-    else:
-        if wanted:
-            raise dg.Failure(
-                f"tokenized/dataset version {wanted} has no immutable copy under {root}/versions: "
-                "materialize tokenized/dataset again"
-            )
-        dataset = _require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
-        vocab = _require(store.layer_dir("tokenized", "vocab_mapping"), "tokenized/vocab_mapping")
-        out["tokenized/dataset"] = {
-            "data_version": _upstream_version(context, DATASET_KEY, dataset),
-            "path": str(dataset),
-        }
-        out["tokenized/vocab_mapping"] = {
-            "data_version": _upstream_version(context, VOCAB_KEY, vocab),
-            "path": str(vocab),
-        }
-        made_from = {}
-    mix = made_from.get("mix/training_mix") or {}
-    if not mix.get("path"):
-        mix = pinned_input(instance, MIX_KEY, "mix", root)
-    if not mix.get("path"):
-        mix = {
-            "data_version": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
-            "path": str(store.layer_dir("mix")),
-        }
-    out["mix/training_mix"] = {"data_version": mix.get("data_version"), "path": mix["path"]}
-    out["models/target_model"] = _pinned_target(context, store, made_from.get("models/target_model") or {})
-    return out
-
-
-def _pinned_target(context, store: SpecforgeStore, recorded: dict) -> dict:
-    """The target by version: the demo target's immutable copy, or the configured folder / hub id
-    after checking that its content still is the version recorded (a model is its content, not
-    its folder: a moved folder is fine, a changed one is refused)."""
-    from ..target import target_config, target_model_path
-
+    v_rec = (
+        find_record(instance, VOCAB_KEY, lambda r: record_metadata(r, "dataset_version") == ds_version)
+        if ds_version
+        else None
+    )
     root = store.root()
-    version = recorded.get("data_version") or _latest_data_version(context.instance, TARGET_KEY)
-    if version:
-        d = version_dir(root, "target_model", version)
-        if d.is_dir():
-            return {"data_version": version, "path": str(d), "local": True}
-    tcfg = target_config(store.config("target"))
-    target = target_model_path(root, tcfg)
-    if isinstance(target, Path):
-        _require(target / "config.json", "models/target_model")
-        if tcfg.get("path"):
-            actual, _ = quick_content_version(target)
-            if version and actual != version:
-                raise dg.Failure(
-                    f"the target model at {target} changed since models/target_model recorded version "
-                    f"{version} (its content is now {actual}): materialize models/target_model again"
-                )
-            version = actual
-        return {"data_version": version, "path": str(target), "local": True}
-    return {"data_version": version, "path": str(target), "local": False}
+    with expected_failures():
+        return training_inputs(
+            root,
+            target_config=target_config(store.config("target")),
+            dataset=recorded(ds_rec),
+            vocab=recorded(v_rec),
+            mix=pinned_input(instance, MIX_KEY, "mix", root),
+            latest=latest_versions(instance, DATASET_KEY, VOCAB_KEY, MIX_KEY, TARGET_KEY),
+            wanted=wanted,
+            wanted_tag=TRAINED_ON_TAG,
+        )
 
 
 def _work_dirs_in_use(instance: dg.DagsterInstance, work_root: Path) -> set[Path]:
     """Work folders whose launching run is not finished (another retraining's, never pruned)."""
+    from ..train.inputs import launched_work_dirs
+
     keep = set()
-    if not work_root.is_dir():
-        return keep
-    for d in work_root.iterdir():
-        try:
-            run_id = json.loads((d / "launch.json").read_text()).get("run_id")
-        except (OSError, ValueError):
-            continue
-        run = instance.get_run_by_id(run_id) if run_id else None
+    for d, run_id in launched_work_dirs(work_root).items():
+        run = instance.get_run_by_id(run_id)
         if run is not None and not run.is_finished:
             keep.add(d)
     return keep
@@ -574,6 +440,13 @@ def draft_evaluation(
     `<data root>/models/draft_evaluation/` (report.json, plot, manifest) in one step."""
     from ..target import target_config
     from ..train.eval_report import eval_sets, evaluate_drafts
+    from ..train.eval_summary import (
+        MANIFEST_FIELDS,
+        headline_numbers,
+        per_category_numbers,
+        report_version,
+    )
+    from ..train.inputs import evaluation_inputs
 
     root = store.root()
     settings = trainer.settings(store)
@@ -581,56 +454,26 @@ def draft_evaluation(
     out = store.layer_dir("models", "draft_evaluation")
     draft_rec = latest_record(context.instance, DRAFT_KEY)
     draft_version = record_version(draft_rec)
-    draft_inputs = record_metadata(draft_rec, "inputs") or {}
-    vpath = record_metadata(draft_rec, "version_path")
-    draft_dir = (
-        Path(vpath)
-        if vpath and Path(vpath).is_dir()
-        else _require(store.layer_dir("models", "draft_model"), "models/draft_model")
-    )
-    if not draft_inputs:  # a draft trained before inputs were recorded: its manifest, else the current folders
-        man = read_manifest(draft_dir) or {}
-        draft_inputs = man.get("inputs") or {}
-    mix_in = draft_inputs.get("mix/training_mix") or {
-        "path": str(store.layer_dir("mix")),
-        "data_version": _upstream_version(context, MIX_KEY, store.layer_dir("mix")),
-    }
-    vocab_in = draft_inputs.get("tokenized/vocab_mapping") or {
-        "path": str(store.layer_dir("tokenized", "vocab_mapping")),
-        "data_version": _upstream_version(context, VOCAB_KEY, store.layer_dir("tokenized", "vocab_mapping")),
-    }
-    target_in = draft_inputs.get("models/target_model") or {}
     tcfg = target_config(store.config("target"))
-    if not target_in.get("path"):
-        target_in = {
-            **_pinned_target(context, store, {}),
-            **({"data_version": target_in["data_version"]} if target_in.get("data_version") else {}),
-        }
-    target_in = {k: v for k, v in target_in.items() if k != "local"}
-    target = Path(target_in["path"]) if Path(str(target_in["path"])).exists() else target_in["path"]
-    test = _require(Path(mix_in["path"]) / "test.jsonl", "mix/training_mix test split (test.jsonl)")
+    with expected_failures():
+        found = evaluation_inputs(
+            root,
+            target_config=tcfg,
+            draft=recorded(draft_rec),
+            latest=latest_versions(context.instance, MIX_KEY, VOCAB_KEY, TARGET_KEY),
+        )
+    draft_dir, test, inputs = found.draft_dir, found.test_jsonl, found.inputs
     previous_dir = root / "models" / "draft_model_previous"
-    inputs = {
-        "models/draft_model": {
-            "data_version": draft_version,
-            "path": str(draft_dir),
-            "run_id": draft_rec.run_id if draft_rec else None,
-        },
-        **{k: v for k, v in draft_inputs.items()},
-    }
-    inputs.setdefault("mix/training_mix", mix_in)
-    inputs.setdefault("tokenized/vocab_mapping", vocab_in)
-    inputs.setdefault("models/target_model", target_in)
     with staged_dir(out) as tmp:
         for name in ("report.json", "previous_report.json"):  # what the report it replaces becomes
             if (out / name).exists():
                 shutil.copy2(out / name, tmp / name)
         with expected_failures():
             report = evaluate_drafts(
-                target_path=target,
+                target_path=found.target,
                 draft_dir=draft_dir,
                 previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
-                vocab_mapping_path=Path(vocab_in["path"]),
+                vocab_mapping_path=found.vocab_mapping,
                 test_jsonl=test,
                 out_dir=tmp,
                 k=ev["k"],
@@ -652,23 +495,14 @@ def draft_evaluation(
             upstream_data_versions=upstream,
             inputs=inputs,
             report_sha256=sha256_file(tmp / "report.json"),
-            **{
-                k: report[k]
-                for k in ("acceptance_length", "untrained_acceptance_length", "k", "lossless", "num_prompts")
-            },
+            **{k: report[k] for k in MANIFEST_FIELDS},
         )
-        version = sha256_json({k: v for k, v in report.items() if k not in ("seconds", "created_at")})[:24]
+        version = report_version(report)
         publish_version(tmp, root, "draft_evaluation", version, skip=("previous_report.json",))
     report_path = out / "report.json"
     md = {
         "report_path": dg.MetadataValue.path(str(report_path)),
-        "acceptance_length": report["acceptance_length"],
-        "untrained_acceptance_length": report["untrained_acceptance_length"],
-        "improvement": round(report["acceptance_length"] - report["untrained_acceptance_length"], 4),
-        "k": report["k"],
-        "lossless": report["lossless"],
-        "num_prompts": report["num_prompts"],
-        "generated_tokens": report.get("generated_tokens"),
+        **headline_numbers(report),
         "per_position_acceptance": table(charts.per_position_table(report)),
         "acceptance_per_category": table(charts.per_category_table(report)),
         **pictures(acceptance_inline=charts.acceptance_inline_md(report)),
@@ -678,10 +512,7 @@ def draft_evaluation(
         "draft_version": draft_version or "",
         "test_split": dg.MetadataValue.path(str(test)),
     }
-    if report.get("previous"):
-        md["previous_acceptance_length"] = report["previous"]["acceptance_length"]
-    for cat, r in sorted((report.get("per_category") or {}).items())[:20]:  # plain numbers: plotted per version
-        md[f"acceptance_length/{cat}"] = float(r["acceptance_length"])
+    md.update(per_category_numbers(report))  # plain numbers: plotted per version
     md.update(_evaluation_sets_metadata(report, out))
     plot = out / "per_position_acceptance.png"
     if plot.exists():
@@ -695,13 +526,11 @@ def _evaluation_sets_metadata(report: dict, out: Path) -> dict:
     """Every evaluation set at every k: a table (set, k, category), plain floats
     `acceptance_length/<set>/k<k>` (plotted across versions) and the per-set plot (one click)."""
     from ..train.eval_report import sets_table
+    from ..train.eval_summary import per_set_numbers
 
     if not report.get("sets"):
         return {}
-    md: dict = {"acceptance_by_set": table(sets_table(report))}
-    for name, by_k in report["sets"].items():
-        for k, e in by_k.items():
-            md[f"acceptance_length/{name}/k{k}"] = float(e["acceptance_length"])
+    md: dict = {"acceptance_by_set": table(sets_table(report)), **per_set_numbers(report)}
     plot = out / "acceptance_by_set.png"
     if plot.exists():
         md["acceptance_by_set_plot"] = png(plot.read_bytes(), "acceptance length per evaluation set and k")
@@ -735,12 +564,14 @@ def target_hidden_states(
     hs = settings["hidden_states"]
     tcfg = target_config(store.config("target"))
     target = target_model_path(store.root(), tcfg)
-    dataset = _require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
+    with expected_failures():
+        dataset = require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
     out = store.layer_dir("models", "target_hidden_states")
+    latest = latest_versions(context.instance, DATASET_KEY, TARGET_KEY)
     upstream = {
-        "tokenized/dataset": _upstream_version(context, DATASET_KEY, dataset),
-        "models/target_model": _upstream_version(
-            context, TARGET_KEY, Path(target) if isinstance(target, Path) else Path("/nonexistent")
+        "tokenized/dataset": folder_version(latest["tokenized/dataset"], dataset),
+        "models/target_model": folder_version(
+            latest["models/target_model"], target if isinstance(target, Path) else Path("/nonexistent")
         ),
     }
     with expected_failures():
@@ -779,8 +610,6 @@ def target_hidden_states(
 
 
 def _draft_matches_latest(instance: dg.DagsterInstance, **_) -> tuple[bool, str, dict]:
-    from ..sensors import retraining_runs, trained_on_version
-
     latest = record_version(latest_record(instance, DATASET_KEY))
     trained_on = trained_on_version(latest_record(instance, DRAFT_KEY))
     runs = retraining_runs(instance, latest) if latest else []
@@ -818,7 +647,5 @@ draft_matches_latest_dataset = asset_check(
 
 assets: list = [target_model, draft_model, draft_evaluation, target_hidden_states]
 asset_checks: list = [draft_matches_latest_dataset]
-resources: dict = {
-    "pipes": dg.PipesSubprocessClient(forward_termination=True, forward_stdio=True, termination_timeout_seconds=60),
-    "trainer": DraftTrainer(),
-}
+# `pipes` (how torchrun is launched) is built with the store's train.yaml: resources.training_pipes
+resources: dict = {"trainer": DraftTrainer()}

@@ -11,8 +11,7 @@ from ._metadata import pictures, png
 from .. import charts
 from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
-from ._lineage import lineage_metadata, pinned_input, upstream_versions
-from ..automation import link_run_to_trigger
+from ._lineage import lineage_metadata, link_run_to_trigger, pinned_input, upstream_versions
 from ..resources import SpecforgeStore
 from ..target import target_config, target_model_path
 from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config

@@ -10,7 +10,7 @@ import dagster as dg
 import yaml
 
 from specforge_assets.assets import models as M
-from specforge_assets.resources import SpecforgeStore
+from specforge_assets.resources import SpecforgeStore, training_pipes
 
 from specforge_assets.train.toy import cached_toy_target
 
@@ -37,7 +37,7 @@ def test_draft_model_refuses_a_dataset_without_supervised_tokens(tmp_path):
             [M.draft_model],
             instance=instance,
             raise_on_error=False,
-            resources={"store": store, "trainer": M.DraftTrainer(), "pipes": M.resources["pipes"]},
+            resources={"store": store, "trainer": M.DraftTrainer(), "pipes": training_pipes(store)},
         )
     assert not res.success
     fail = [e for e in res.all_events if e.is_step_failure][0].step_failure_data

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from specforge_assets.assets import models as M
-from specforge_assets.resources import SpecforgeStore
+from specforge_assets.resources import SpecforgeStore, training_pipes
 
 from .corpus import conversations
 
@@ -98,7 +98,7 @@ def env(tmp_path_factory):
 
 
 def _resources(env, **trainer):
-    return {"store": env["store"], "trainer": M.DraftTrainer(**trainer), "pipes": M.resources["pipes"]}
+    return {"store": env["store"], "trainer": M.DraftTrainer(**trainer), "pipes": training_pipes(env["store"])}
 
 
 def _mats(result, key):

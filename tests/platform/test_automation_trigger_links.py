@@ -7,7 +7,7 @@ import yaml
 from test_retrain import _mat
 from toy_graph import regenerated_conversations, source_conversations
 
-from specforge_assets import automation
+from specforge_assets.assets import _lineage
 from specforge_assets.assets._lineage import lineage_metadata, upstream_versions
 from specforge_assets.keys import MIX, REGENERATED
 from specforge_assets.keys import SOURCES as SRC
@@ -17,7 +17,7 @@ from specforge_assets.partitions import SOURCES_PARTITION_NAME
 @dg.asset(key=MIX, deps=[dg.AssetDep(regenerated_conversations, partition_mapping=dg.AllPartitionMapping())])
 def linked_mix(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     inputs = upstream_versions(context)
-    automation.link_run_to_trigger(context, inputs)
+    _lineage.link_run_to_trigger(context, inputs)
     return dg.MaterializeResult(metadata=lineage_metadata(inputs))
 
 
@@ -57,11 +57,11 @@ def test_automation_mix_run_names_the_runs_partitions_and_versions_that_triggere
 
     # first mix: every input is new; the newest (beta) run is the trigger
     tags = _mix_run_tags(defs, inst, auto)
-    assert tags[automation.TRIGGERED_BY_RUN_TAG] == beta.run_id
+    assert tags[_lineage.TRIGGERED_BY_RUN_TAG] == beta.run_id
     assert tags["specforge/trigger_backfill"] == "bf-1"
     assert tags["specforge/trigger_origin"] == "incoming-file"
     assert tags["specforge/trigger_partition"] == "beta"
-    assert tags[automation.TRIGGER_INPUTS_TAG] == (
+    assert tags[_lineage.TRIGGER_INPUTS_TAG] == (
         f"regenerated/conversations[alpha]@{_version(inst, 'alpha')[:12]}, "
         f"regenerated/conversations[beta]@{_version(inst, 'beta')[:12]}"
     )
@@ -74,14 +74,14 @@ def test_automation_mix_run_names_the_runs_partitions_and_versions_that_triggere
         defs.assets, selection=[SRC, REGENERATED], partition_key="alpha", instance=inst, resources=defs.resources
     )
     tags = _mix_run_tags(defs, inst, auto)
-    assert tags[automation.TRIGGERED_BY_RUN_TAG] == alpha.run_id
-    assert tags[automation.TRIGGER_INPUTS_TAG] == f"regenerated/conversations[alpha]@{_version(inst, 'alpha')[:12]}"
+    assert tags[_lineage.TRIGGERED_BY_RUN_TAG] == alpha.run_id
+    assert tags[_lineage.TRIGGER_INPUTS_TAG] == f"regenerated/conversations[alpha]@{_version(inst, 'alpha')[:12]}"
     assert tags["specforge/trigger_partition"] == "alpha"
     assert "specforge/trigger_backfill" not in tags
 
     # a manual run is not tagged as triggered; nor is an automation run whose inputs did not change
-    assert automation.TRIGGERED_BY_RUN_TAG not in _mix_run_tags(defs, inst, {})
-    assert automation.TRIGGERED_BY_RUN_TAG not in _mix_run_tags(defs, inst, auto)
+    assert _lineage.TRIGGERED_BY_RUN_TAG not in _mix_run_tags(defs, inst, {})
+    assert _lineage.TRIGGERED_BY_RUN_TAG not in _mix_run_tags(defs, inst, auto)
 
 
 def test_trigger_inputs_tag_stays_short():
@@ -95,7 +95,7 @@ def test_trigger_inputs_tag_stays_short():
         }
         for i in range(50)
     ]
-    tags = automation.trigger_link_tags(None, rows, None)
-    assert len(tags[automation.TRIGGER_INPUTS_TAG]) <= 240
-    assert tags[automation.TRIGGER_INPUTS_TAG].endswith("(50 in all)")
-    assert automation.TRIGGERED_BY_RUN_TAG not in tags
+    tags = _lineage.trigger_link_tags(None, rows, None)
+    assert len(tags[_lineage.TRIGGER_INPUTS_TAG]) <= 240
+    assert tags[_lineage.TRIGGER_INPUTS_TAG].endswith("(50 in all)")
+    assert _lineage.TRIGGERED_BY_RUN_TAG not in tags

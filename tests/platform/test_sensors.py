@@ -10,7 +10,7 @@ import pytest
 
 from dagster._core.instance.types import CachingDynamicPartitionsLoader
 
-from specforge_assets import sensors
+from specforge_assets import oplog, sensors
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
 
 
@@ -184,6 +184,6 @@ def test_run_failure_sensor_records_error_without_secrets(toy, dagster_instance,
 
 def test_redact():
     env = {"HF_TOKEN": "hf_abcdefghijklmnop", "HOME": "/root"}
-    out = sensors.redact("token hf_abcdefghijklmnop at /root, api_key=xyz12345 sk-abcdefghijklmnopq", env)
+    out = oplog.redact("token hf_abcdefghijklmnop at /root, api_key=xyz12345 sk-abcdefghijklmnopq", env)
     assert "hf_abcdefghijklmnop" not in out and "xyz12345" not in out and "sk-abcdefghijklmnopq" not in out
     assert "/root" in out

@@ -168,7 +168,7 @@ def test_two_cpu_nodes_through_the_asset_launch(tmp_path):
     """Node 1 (a CLI launcher) starts first, so torchrun's c10d rendezvous usually numbers it rank
     0; the entry renumbers so that node 0, the Dagster-launched one, is rank 0 either way."""
     from specforge_assets.assets import models as M
-    from specforge_assets.resources import SpecforgeStore
+    from specforge_assets.resources import SpecforgeStore, training_pipes
     from specforge_assets.train.eagle3 import load_draft_checkpoint
 
     root, cfg_dir = tmp_path / "data", tmp_path / "configs"
@@ -182,7 +182,7 @@ def test_two_cpu_nodes_through_the_asset_launch(tmp_path):
     train["training"]["max_steps"] = 5
     _write_configs(cfg_dir, corpus, train)
     store = SpecforgeStore(data_root=str(root), config_dir=str(cfg_dir))
-    resources = {"store": store, "trainer": M.DraftTrainer(), "pipes": M.resources["pipes"]}
+    resources = {"store": store, "trainer": M.DraftTrainer(), "pipes": training_pipes(store)}
 
     env = {
         **os.environ,
