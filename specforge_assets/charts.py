@@ -29,7 +29,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 INLINE_MD_LIMIT = 1000  # the Dagster UI renders markdown shorter than this inline
 BLUE, ORANGE, GREEN, RED, GREY = "#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8C8C8C"
@@ -293,6 +293,78 @@ def mix_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
     return rows, MIX_COLUMNS
 
 
+def mix_sources_rows(report: dict) -> tuple[list[str], list[list]]:
+    """(column titles, rows) of the realized mix per source, for a markdown table: origin,
+    row counts at each stage, train characters and the quarantine reasons (``reason: n, ...``
+    or ``0``)."""
+    columns = ["source", "from", "rows in", "after dedup", "train", "test", "train chars", "quarantined"]
+    rows: list[list] = []
+    for k in report["sources"]:
+        s = report["per_source"][k]
+        q = ", ".join(f"{r}: {n}" for r, n in s["quarantined"].items()) or "0"
+        rows.append(
+            [k, s["origin"], s["rows_in"], s["rows_after_dedup"], s["train_rows"], s["test_rows"], s["train_chars"], q]
+        )
+    return columns, rows
+
+
+# -- sources, regenerated, hidden states: preview tables --------------------------------------------
+
+SOURCE_PREVIEW_CHARS = 80
+
+
+def _short(value: Any, limit: int = SOURCE_PREVIEW_CHARS) -> str:
+    value = " ".join(str(value).split())
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def source_preview_rows(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """(column titles, rows) previewing source rows (SpecForge conversation rows or
+    pre-formatted ``{id, text}`` rows): id, number of messages (or ``text``), first user and
+    first assistant message, whitespace collapsed and cut to `SOURCE_PREVIEW_CHARS` characters."""
+    out: list[list] = []
+    for r in rows:
+        conv = r.get("conversations")
+        if conv is None:
+            out.append([_short(r["id"]), "text", _short(r.get("text", "")), ""])
+            continue
+        user = next((m["content"] for m in conv if m["role"] == "user"), "")
+        assistant = next((m["content"] for m in conv if m["role"] == "assistant"), "")
+        out.append([_short(r["id"]), len(conv), _short(user), _short(assistant)])
+    return ["id", "turns", "first user message", "first assistant message"], out
+
+
+def turns_histogram_rows(hist: Mapping[Any, int]) -> tuple[list[str], list[list]]:
+    """(column titles, rows) of a {messages per row: rows} histogram."""
+    return ["messages per row", "rows"], [[k, v] for k, v in hist.items()]
+
+
+def regenerated_preview_rows(path: str | Path, n: int = 3, width: int = 300) -> tuple[list[str], list[list]]:
+    """(column titles, rows) previewing the first `n` rows of a regenerated JSONL file: id,
+    status (``unchanged`` for passthrough rows) and the last assistant answer (else the row's
+    text) cut to `width` characters. An unreadable file or a bad line ends the preview there."""
+    out: list[list] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for _, line in zip(range(n), f):
+                row = json.loads(line)
+                conv = row.get("conversations") or []
+                ans = next(
+                    (m.get("content", "") for m in reversed(conv) if m.get("role") == "assistant"), row.get("text", "")
+                )
+                out.append([row.get("id"), row.get("status", "unchanged"), str(ans)[:width]])
+    except (OSError, ValueError):
+        pass
+    return ["id", "status", "last assistant answer"], out
+
+
+def shard_rows(shards: list[dict], limit: int = 50) -> tuple[list[str], list[list]]:
+    """(column titles, rows) of the first `limit` hidden-state shards: file, rows, tokens, bytes."""
+    return ["shard", "rows", "tokens", "bytes"], [
+        [s["file"], s["rows"], s["tokens"], s["bytes"]] for s in shards[:limit]
+    ]
+
+
 # -- models/draft_model: loss curve -----------------------------------------------------------------
 
 
@@ -473,22 +545,3 @@ def per_category_table(report: dict) -> tuple[list[dict], list[tuple[str, str, s
             }
         )
     return rows, PER_CATEGORY_COLUMNS
-
-
-def rows_markdown(rows: Iterable[dict], columns: Sequence[tuple[str, str, str]]) -> str:
-    """A markdown table of `rows` (short ones render inline in the UI too)."""
-    names = [c[0] for c in columns]
-    out = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for r in rows:
-        out.append(
-            "| "
-            + " | ".join(
-                "" if r.get(n) is None else (f"{r[n]:.3f}" if isinstance(r[n], float) else str(r[n])) for n in names
-            )
-            + " |"
-        )
-    return "\n".join(out)
-
-
-def per_category_markdown(report: dict) -> str:
-    return rows_markdown(*per_category_table(report))

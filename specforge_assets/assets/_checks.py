@@ -1,46 +1,103 @@
-"""Checks that run inside their asset's step (Dagster `check_specs`; results yielded right after
-the materialization), declared once as data.
+"""The one way to declare an asset check: an `InAssetCheck` (plain data + a function), turned
+into Dagster objects here.
 
 A check is a name, whether it blocks what is downstream in the same run, a description, and a
-function returning ``(passed, description, details)`` or ``(passed, description, details,
-"WARN"|"ERROR")``. `check_specs()` gives the asset its `AssetCheckSpec`s; `check_results()`
-runs the functions after the asset has written its outputs. No separate step per check: on a
-2-core box each separate check step cost seconds of process start-up (bench/RESULTS.md, "Step
-overhead").
+function `run(**inputs)` returning ``(passed, description, details)`` or ``(passed,
+description, details, "WARN"|"ERROR")`` (a severity decided by the outcome overrides the
+declared one). The function calls the domain (`specforge_assets.checks.*`, `train.*`, ...);
+`details` becomes the result's metadata: one JSON entry ``details`` (default), or, with
+``details_key=None``, one entry per key (lists/dicts as JSON, `MetadataValue`s as they are,
+other values as Dagster normalizes them).
+
+- In-asset checks (the usual way): `check_specs()` gives the asset its `AssetCheckSpec`s;
+  `check_results()` runs the functions after the asset has written its outputs. No separate
+  step per check: on a 2-core box each separate check step cost seconds of process start-up
+  (bench/RESULTS.md, "Step overhead").
+- A check that reads the instance rather than an asset's outputs (it is evaluated on its own,
+  e.g. from the UI): `asset_check()` builds a standalone `@dg.asset_check` from the same
+  declaration; its function receives ``instance=``.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import dagster as dg
+
+Severity = Literal["ERROR", "WARN"]
 
 
 @dataclass(frozen=True)
 class InAssetCheck:
+    """One check. `severity`: the severity of its results (Dagster shows a failed WARN check
+    as a warning); `partitions_def`: the asset's, for a partitioned asset (a result per
+    partition in the UI); `details_key`: see the module docstring."""
+
     name: str
     blocking: bool
     description: str
     run: Callable[..., tuple]
+    severity: Severity = "ERROR"
+    partitions_def: dg.PartitionsDefinition | None = None
+    details_key: str | None = "details"
+
+
+def _spec(key: dg.AssetKey, c: InAssetCheck) -> dg.AssetCheckSpec:
+    if c.partitions_def is None:
+        return dg.AssetCheckSpec(c.name, asset=key, blocking=c.blocking, description=c.description)
+    with warnings.catch_warnings():
+        # Partitioned check specs are "preview" in Dagster 1.13; they are what makes the UI show
+        # a result per partition instead of one latest-wins status.
+        warnings.simplefilter("ignore", category=getattr(dg, "PreviewWarning", Warning))
+        return dg.AssetCheckSpec(
+            c.name, asset=key, blocking=c.blocking, description=c.description, partitions_def=c.partitions_def
+        )
 
 
 def check_specs(key: dg.AssetKey, checks: list[InAssetCheck]) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(c.name, asset=key, blocking=c.blocking, description=c.description) for c in checks]
+    """The `AssetCheckSpec`s for `@dg.asset(check_specs=...)`, in declaration order."""
+    return [_spec(key, c) for c in checks]
+
+
+def _metadata(c: InAssetCheck, details: Any) -> dict[str, Any]:
+    if c.details_key is not None:
+        return {c.details_key: dg.MetadataValue.json(details)}
+    return {k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in details.items()}
+
+
+def result(key: dg.AssetKey, c: InAssetCheck, **inputs: Any) -> dg.AssetCheckResult:
+    """Run `c` with `inputs` (keyword arguments; each function takes what it needs, ``**_``
+    the rest) → its `AssetCheckResult`. Errors of the function propagate."""
+    out = c.run(**inputs)
+    ok, desc, details = out[:3]
+    severity = out[3] if len(out) > 3 else c.severity
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=c.name,
+        passed=bool(ok),
+        description=desc,
+        severity=dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
+        metadata=_metadata(c, details),
+    )
 
 
 def check_results(key: dg.AssetKey, checks: list[InAssetCheck], **inputs: Any) -> Iterator[dg.AssetCheckResult]:
-    """Run every check with `inputs` (keyword arguments each check function takes what it needs
-    from) and yield its result."""
+    """Run every check with `inputs` and yield its result, in declaration order."""
     for c in checks:
-        out = c.run(**inputs)
-        ok, desc, details = out[:3]
-        severity = dg.AssetCheckSeverity.WARN if len(out) > 3 and out[3] == "WARN" else dg.AssetCheckSeverity.ERROR
-        yield dg.AssetCheckResult(
-            asset_key=key,
-            check_name=c.name,
-            passed=bool(ok),
-            description=desc,
-            severity=severity,
-            metadata={"details": dg.MetadataValue.json(details)},
-        )
+        yield result(key, c, **inputs)
+
+
+def asset_check(key: dg.AssetKey, c: InAssetCheck) -> dg.AssetChecksDefinition:
+    """A standalone `@dg.asset_check` on `key` from the declaration `c` (same name, blocking
+    flag, description and partitions as its in-asset spec would have); `c.run` is called with
+    ``instance=`` (the `DagsterInstance`)."""
+
+    @dg.asset_check(
+        asset=key, name=c.name, description=c.description, blocking=c.blocking, partitions_def=c.partitions_def
+    )
+    def _check(context) -> dg.AssetCheckResult:  # unannotated: Dagster rejects a string annotation
+        return result(key, c, instance=context.instance)
+
+    return _check

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ..train.inputs import Recorded
+from ._metadata import markdown_table
 from ..keys import TOKENIZED
 
 # Dagster's tags on a materialization: its data version, and the version of each input it read
@@ -77,14 +78,17 @@ def upstream_versions(context: dg.AssetExecutionContext, keys: list[dg.AssetKey]
 
 def lineage_metadata(rows: list[dict]) -> dict[str, dg.MetadataValue]:
     """A readable table of the inputs' data versions (markdown, with run links) + the raw rows."""
-    lines = ["| input | partition | data version | run |", "|---|---|---|---|"]
-    for r in rows:
-        run = f"[{r['run_id'][:8]}](/runs/{r['run_id']})" if r["run_id"] else "—"
-        lines.append(
-            f"| {r['asset']} | {r['partition'] or '—'} | `{(r['data_version'] or 'never materialized')[:16]}` | {run} |"
-        )
+    cells = [
+        [
+            r["asset"],
+            r["partition"] or "—",
+            f"`{(r['data_version'] or 'never materialized')[:16]}`",
+            f"[{r['run_id'][:8]}](/runs/{r['run_id']})" if r["run_id"] else "—",
+        ]
+        for r in rows
+    ]
     return {
-        "lineage/inputs": dg.MetadataValue.md("\n".join(lines)),
+        "lineage/inputs": markdown_table(["input", "partition", "data version", "run"], cells),
         "lineage/input_versions": dg.MetadataValue.json(rows),
     }
 

@@ -13,10 +13,9 @@ from ..partitions import SOURCES_PARTITION_NAME
 from ..preview import truncate
 from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
-from ._metadata import pictures, table
+from ._metadata import markdown_table, pictures, png, table
 from ._lineage import lineage_metadata, link_run_to_trigger, upstream_versions
 from ..resources import SpecforgeStore
-from ..tokenize.report import png_markdown
 from ..versioned import prune_versions, publish_version
 
 from ..keys import MIX as MIX_KEY
@@ -47,21 +46,6 @@ CHECKS = [
         lambda mix_dir, root, report, **_: mix_checks.counts_reconcile(root, mix_dir, report),
     ),
 ]
-
-
-def _table_md(report: dict) -> str:
-    lines = [
-        "| source | from | rows in | after dedup | train | test | train chars | quarantined |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for k in report["sources"]:
-        s = report["per_source"][k]
-        q = ", ".join(f"{r}: {n}" for r, n in s["quarantined"].items()) or "0"
-        lines.append(
-            f"| {k} | {s['origin']} | {s['rows_in']} | {s['rows_after_dedup']} | {s['train_rows']} | "
-            f"{s['test_rows']} | {s['train_chars']} | {q} |"
-        )
-    return "\n".join(lines)
 
 
 @dg.asset(
@@ -146,9 +130,9 @@ def _build(context, store: SpecforgeStore, root, raw: dict) -> tuple[dg.Material
             "quarantined_rows": report["quarantined_rows"],
             "duplicates_removed": report["duplicates_removed"],
             "duplicates_by_source_pair": dg.MetadataValue.json(report["duplicates_by_pair"]),
-            "realized_mix": dg.MetadataValue.md(_table_md(report)),
+            "realized_mix": markdown_table(*charts.mix_sources_rows(report)),
             "shares": dg.MetadataValue.json(report["shares"]),
-            "mix_chart": dg.MetadataValue.md(png_markdown(chart, "rows and characters per source")),
+            "mix_chart": png(chart, "rows and characters per source"),
             "realized_mix_table": table(charts.mix_table(report)),
             **pictures(mix_chart_inline=charts.mix_inline_md(report)),
             "train_path": dg.MetadataValue.path(str(out / "train.jsonl")),

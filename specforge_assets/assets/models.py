@@ -12,8 +12,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from ._checks import InAssetCheck, asset_check, check_results, check_specs, result
 from ._failures import expected_failures
-from ._metadata import pictures, png, table
+from ._metadata import code_block, markdown_table, pictures, png, table
 from .. import charts
 from ._lineage import (
     TRAINED_ON_TAG,
@@ -68,6 +69,70 @@ class DraftTrainer(dg.ConfigurableResource):
         )
 
 
+# -- checks ------------------------------------------------------------------------------------
+
+
+def _target_loads(path: Path | str, trust_remote_code: bool, **_) -> tuple[bool, None, dict]:
+    from ..target import target_loads_with_chat_template
+
+    passed, _, details = target_loads_with_chat_template(path, trust_remote_code)
+    return passed, None, details  # no result description: the spec's says what it checks
+
+
+def _draft_format(out: Path, **_) -> tuple[bool, None, dict]:
+    from ..train.eagle3 import checkpoint_format_problems
+
+    problems, shapes = checkpoint_format_problems(out)
+    return not problems, None, {"problems": problems, "tensors": shapes}
+
+
+TARGET_CHECK = InAssetCheck(
+    "loads_with_chat_template",
+    True,
+    "tokenizer loads and its chat template renders a conversation",
+    _target_loads,
+    details_key=None,
+)
+DRAFT_CHECK = InAssetCheck(
+    "sglang_checkpoint_format",
+    True,
+    "config.json + model.safetensors hold exactly the tensors SGLang's EAGLE3 loader expects",
+    _draft_format,
+    details_key=None,
+)
+EVAL_CHECKS = [
+    InAssetCheck(
+        "lossless",
+        True,
+        "speculative output == the target's plain greedy output, token for token",
+        lambda report, **_: (bool(report["lossless"]), None, {"mismatched_prompts": report.get("mismatches", [])[:10]}),
+        details_key=None,
+    ),
+    InAssetCheck(
+        "trained_beats_untrained",
+        False,
+        "the trained draft's acceptance length is above an untrained draft's",
+        lambda report, **_: (
+            report["acceptance_length"] > report["untrained_acceptance_length"],
+            None,
+            {
+                "trained": report["acceptance_length"],
+                "untrained": report["untrained_acceptance_length"],
+                "per_position": table(charts.per_position_table(report)),
+            },
+        ),
+        severity="WARN",
+        details_key=None,
+    ),
+]
+
+
+def _chat_template_preview(check: dg.AssetCheckResult) -> dict:
+    """The target check's rendered conversation, as a code block (absent when it failed)."""
+    rendered = check.metadata.get("rendered")
+    return {"chat_template_preview": code_block(rendered.value)} if rendered is not None else {}
+
+
 # -- models/target_model ------------------------------------------------------------------------
 
 
@@ -79,14 +144,7 @@ class DraftTrainer(dg.ConfigurableResource):
     group_name="target",
     kinds={"pytorch", "huggingface"},
     code_version=TARGET_CODE_VERSION,
-    check_specs=[
-        dg.AssetCheckSpec(
-            "loads_with_chat_template",
-            asset=TARGET_KEY,
-            blocking=True,
-            description="tokenizer loads and its chat template renders a conversation",
-        )
-    ],
+    check_specs=check_specs(TARGET_KEY, [TARGET_CHECK]),
 )
 def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
     """The target model the draft is trained for (configs/target.yaml).
@@ -136,7 +194,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
                 extra_manifest={"data_version": version, "corpus_sources": info},
             )
     manifest = read_manifest(out) or {}
-    check = _target_check(out, trust_remote_code=False)
+    check = result(TARGET_KEY, TARGET_CHECK, path=out, trust_remote_code=False)
     summary = model_summary(out)
     # the version a draft trains against, immutable (hard links: the builder replaces the folder whole)
     vdir = publish_version(out, store.root(), "target_model", version)
@@ -159,21 +217,10 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             "pretrain_loss_last": manifest.get("pretrain_loss_last"),
             "build_params": dg.MetadataValue.json(manifest.get("params") or params),
             "builder_version": BUILDER_VERSION,
-            "chat_template_preview": dg.MetadataValue.md(f"```\n{check.metadata['rendered'].value}\n```")
-            if "rendered" in check.metadata
-            else "",
+            "chat_template_preview": _chat_template_preview(check).get("chat_template_preview", ""),
         },
         check_results=[check],
     )
-
-
-def _target_check(path: Path | str, trust_remote_code: bool) -> dg.AssetCheckResult:
-    from ..target import target_loads_with_chat_template
-
-    passed, _, details = target_loads_with_chat_template(path, trust_remote_code)
-    if "rendered" in details:
-        details = {**details, "rendered": dg.MetadataValue.text(details["rendered"])}
-    return dg.AssetCheckResult(passed=passed, check_name="loads_with_chat_template", metadata=details)
 
 
 def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.MaterializeResult:
@@ -189,7 +236,7 @@ def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.Materiali
     version = manifest["content_version"][:24]
     vdir = publish_version(out, store.root(), "target_model", version)
     summary = model_summary(out)
-    check = _target_check(out, trust)
+    check = result(TARGET_KEY, TARGET_CHECK, path=out, trust_remote_code=trust)
     md = {
         "kind": f"imported {kind}",
         "source": str(tcfg["path"]),
@@ -200,8 +247,7 @@ def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.Materiali
         "version_path": dg.MetadataValue.path(str(vdir)),
         **summary,
     }
-    if "rendered" in check.metadata:
-        md["chat_template_preview"] = dg.MetadataValue.md(f"```\n{check.metadata['rendered'].value}\n```")
+    md.update(_chat_template_preview(check))
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
 
 
@@ -214,7 +260,7 @@ def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
     md.update(details)
     if "path" in details:
         md["path"] = dg.MetadataValue.path(details["path"])
-    check = _target_check(resolved, trust)
+    check = result(TARGET_KEY, TARGET_CHECK, path=resolved, trust_remote_code=trust)
     context.log.info(f"target model: {resolved} (version {version})")
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
 
@@ -229,14 +275,7 @@ def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
     pool="gpu",
     kinds={"pytorch"},
     code_version=DRAFT_CODE_VERSION,
-    check_specs=[
-        dg.AssetCheckSpec(
-            "sglang_checkpoint_format",
-            asset=DRAFT_KEY,
-            blocking=True,
-            description="config.json + model.safetensors hold exactly the tensors SGLang's EAGLE3 loader expects",
-        )
-    ],
+    check_specs=check_specs(DRAFT_KEY, [DRAFT_CHECK]),
 )
 def draft_model(
     context: dg.AssetExecutionContext,
@@ -313,7 +352,7 @@ def draft_model(
     version = mr.data_version.value if mr.data_version else None
     vdir = version_dir(root, "draft_model", version) if version else None
     out = vdir if vdir is not None and vdir.is_dir() else Path(spec["out_dir"])
-    check = _draft_format_check(out)
+    check = result(DRAFT_KEY, DRAFT_CHECK, out=out)
     md = dict(mr.metadata or {})
     md["launch_command"] = dg.MetadataValue.text(" ".join(cmd))
     md["wall_seconds"] = round(time.time() - t0, 2)
@@ -375,17 +414,6 @@ def _work_dirs_in_use(instance: dg.DagsterInstance, work_root: Path) -> set[Path
     return keep
 
 
-def _draft_format_check(out: Path) -> dg.AssetCheckResult:
-    from ..train.eagle3 import checkpoint_format_problems
-
-    problems, shapes = checkpoint_format_problems(out)
-    return dg.AssetCheckResult(
-        check_name="sglang_checkpoint_format",
-        passed=not problems,
-        metadata={"problems": dg.MetadataValue.json(problems), "tensors": dg.MetadataValue.json(shapes)},
-    )
-
-
 # -- models/draft_evaluation --------------------------------------------------------------------
 
 
@@ -395,20 +423,7 @@ def _draft_format_check(out: Path) -> dg.AssetCheckResult:
     deps=[DRAFT_KEY, TARGET_KEY, MIX_KEY, VOCAB_KEY],
     kinds={"pytorch"},
     code_version=EVAL_CODE_VERSION,
-    check_specs=[
-        dg.AssetCheckSpec(
-            "lossless",
-            asset=EVAL_KEY,
-            blocking=True,
-            description="speculative output == the target's plain greedy output, token for token",
-        ),
-        dg.AssetCheckSpec(
-            "trained_beats_untrained",
-            asset=EVAL_KEY,
-            blocking=False,
-            description="the trained draft's acceptance length is above an untrained draft's",
-        ),
-    ],
+    check_specs=check_specs(EVAL_KEY, EVAL_CHECKS),
 )
 def draft_evaluation(
     context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer
@@ -501,28 +516,9 @@ def draft_evaluation(
     md.update(_evaluation_sets_metadata(report, out))
     plot = out / "per_position_acceptance.png"
     if plot.exists():
-        import base64
-
-        b64 = base64.b64encode(plot.read_bytes()).decode()
-        md["plot"] = dg.MetadataValue.md(f"![per-position acceptance](data:image/png;base64,{b64})")
+        md["plot"] = png(plot, "per-position acceptance")
         md["plot_path"] = dg.MetadataValue.path(str(plot))
-    checks = [
-        dg.AssetCheckResult(
-            check_name="lossless",
-            passed=bool(report["lossless"]),
-            metadata={"mismatched_prompts": dg.MetadataValue.json(report.get("mismatches", [])[:10])},
-        ),
-        dg.AssetCheckResult(
-            check_name="trained_beats_untrained",
-            passed=report["acceptance_length"] > report["untrained_acceptance_length"],
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "trained": report["acceptance_length"],
-                "untrained": report["untrained_acceptance_length"],
-                "per_position": table(charts.per_position_table(report)),
-            },
-        ),
-    ]
+    checks = list(check_results(EVAL_KEY, EVAL_CHECKS, report=report))
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=checks)
 
 
@@ -592,9 +588,6 @@ def target_hidden_states(
             log=context.log.info,
             extra_manifest={"upstream_data_versions": upstream},
         )
-    shards_md = "| shard | rows | tokens | bytes |\n|---|---|---|---|\n" + "".join(
-        f"| {s['file']} | {s['rows']} | {s['tokens']} | {s['bytes']} |\n" for s in info["shards"][:50]
-    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(info["content_version"]),
         metadata={
@@ -607,7 +600,7 @@ def target_hidden_states(
             "aux_layer_ids": dg.MetadataValue.json(info["aux_layer_ids"]),
             "dtype": info["dtype"],
             "num_shards": len(info["shards"]),
-            "shards": dg.MetadataValue.md(shards_md),
+            "shards": markdown_table(*charts.shard_rows(info["shards"])),
             "upstream_data_versions": dg.MetadataValue.json(upstream),
         },
     )
@@ -616,33 +609,40 @@ def target_hidden_states(
 # -- is the latest dataset trained? ------------------------------------------------------------
 
 
-@dg.asset_check(
-    asset=DRAFT_KEY,
-    name="draft_matches_latest_dataset",
-    description="The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
-    "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
-    "retraining run, or launch retrain_draft_job, from the UI.",
-)
-def draft_matches_latest_dataset(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    instance = context.instance
+def _draft_matches_latest(instance: dg.DagsterInstance, **_) -> tuple[bool, str, dict]:
     latest = record_version(latest_record(instance, DATASET_KEY))
     trained_on = trained_on_version(latest_record(instance, DRAFT_KEY))
     runs = retraining_runs(instance, latest) if latest else []
     md = {
         "latest_dataset_version": latest or "none",
         "draft_trained_on": trained_on or "none",
-        "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs]),
+        "retraining_runs": [{"run_id": r.run_id, "status": r.status.value} for r in runs],
     }
     if latest is None or trained_on == latest:
-        return dg.AssetCheckResult(passed=True, metadata=md, description="the draft is trained on the latest dataset")
+        return True, "the draft is trained on the latest dataset", md
     state = ", ".join(f"{r.run_id[:8]} {r.status.value.lower()}" for r in runs) or "none requested yet"
-    return dg.AssetCheckResult(
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=md,
-        description=f"tokenized/dataset {latest[:12]} is untrained (draft trained on {(trained_on or 'none')[:12]}; "
+    return (
+        False,
+        f"tokenized/dataset {latest[:12]} is untrained (draft trained on {(trained_on or 'none')[:12]}; "
         f"retraining runs: {state})",
+        md,
     )
+
+
+# Read from the instance (not from an asset's outputs), so a standalone check: evaluated on its own
+# from the UI; the retraining sensor also records a failed result for it (sensors.untrained_evaluation).
+draft_matches_latest_dataset = asset_check(
+    DRAFT_KEY,
+    InAssetCheck(
+        "draft_matches_latest_dataset",
+        False,
+        "The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
+        "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
+        "retraining run, or launch retrain_draft_job, from the UI.",
+        _draft_matches_latest,
+        details_key=None,
+    ),
+)
 
 
 assets: list = [target_model, draft_model, draft_evaluation, target_hidden_states]

@@ -7,9 +7,12 @@ config, the server resource, metadata and checks onto it.
 
 import dagster as dg
 
+from ..charts import regenerated_preview_rows
 from ..checks import regenerate as regen_checks
+from ._checks import InAssetCheck, check_results, check_specs
 from ._config import overrides, overrides_config
 from ._failures import expected_failures
+from ._metadata import markdown_table
 from ..partitions import source_partitions
 from ..regenerate import config as regen_config
 from ._lineage import lineage_metadata, upstream_versions
@@ -62,22 +65,50 @@ def _deps(store: SpecforgeStore) -> list:
     return deps
 
 
+# `reconcile` and `quality`: the domain's two DuckDB scans (regen_checks), run once before the checks
 CHECKS = [
-    dg.AssetCheckSpec(
+    InAssetCheck(
         "rows_reconcile",
-        asset=KEY,
-        blocking=True,
-        description="success + error + skipped (+ passthrough) = input rows, every input id "
+        True,
+        "success + error + skipped (+ passthrough) = input rows, every input id "
         "exactly once across train/errors/skipped (DuckDB)",
+        lambda reconcile, **_: (reconcile[0], None, reconcile[1]),
+        details_key=None,
     ),
-    dg.AssetCheckSpec(
+    InAssetCheck(
         "truncation_rate",
-        asset=KEY,
-        description="share of regenerated turns with finish_reason == length under the threshold",
+        False,
+        "share of regenerated turns with finish_reason == length under the threshold",
+        lambda quality, **_: (
+            quality["truncation_rate"] <= quality["truncation_threshold"],
+            None,
+            {
+                k: quality[k]
+                for k in ("regenerated_turns", "truncated_turns", "truncation_rate", "truncation_threshold")
+            },
+        ),
+        severity="WARN",
+        details_key=None,
     ),
-    dg.AssetCheckSpec("no_empty_answers", asset=KEY, description="no regenerated assistant answer is empty"),
-    dg.AssetCheckSpec(
-        "no_think_markers", asset=KEY, description="no <think>/</think> left in answers unless reasoning mode is `save`"
+    InAssetCheck(
+        "no_empty_answers",
+        False,
+        "no regenerated assistant answer is empty",
+        lambda quality, **_: (quality["empty_answers"] == 0, None, {"empty_answers": quality["empty_answers"]}),
+        severity="WARN",
+        details_key=None,
+    ),
+    InAssetCheck(
+        "no_think_markers",
+        False,
+        "no <think>/</think> left in answers unless reasoning mode is `save`",
+        lambda quality, reasoning, **_: (
+            reasoning == "save" or quality["answers_with_think_markers"] == 0,
+            None,
+            {"answers_with_think_markers": quality["answers_with_think_markers"], "reasoning": reasoning},
+        ),
+        severity="WARN",
+        details_key=None,
     ),
 ]
 
@@ -132,7 +163,7 @@ def regenerated_conversations(
         "passthrough": counts["passthrough"],
         "path": dg.MetadataValue.path(str(train)),
         "test_split": str(summary.get("test_split")),
-        "preview": dg.MetadataValue.md(_preview(train)),
+        "preview": markdown_table(*regenerated_preview_rows(train)),
         # hit: same input content + same content settings + outputs intact -> nothing was run
         "cache": summary.get("cache", "miss"),
         "cache_reason": str(summary.get("cache_reason", "")),
@@ -163,47 +194,13 @@ def regenerated_conversations(
     yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(summary["data_version"][:32]))
 
     src_train = store.layer_dir("sources", key) / "train.jsonl"
-    ok, m = regen_checks.reconcile(src_train, out_dir)
-    yield dg.AssetCheckResult(check_name="rows_reconcile", passed=ok, metadata=m)
-    ok, q = regen_checks.quality(out_dir, float(cfg["truncation_threshold"]), cfg["reasoning"])
-    warn = dg.AssetCheckSeverity.WARN
-    yield dg.AssetCheckResult(
-        check_name="truncation_rate",
-        severity=warn,
-        passed=q["truncation_rate"] <= q["truncation_threshold"],
-        metadata={k: q[k] for k in ("regenerated_turns", "truncated_turns", "truncation_rate", "truncation_threshold")},
+    yield from check_results(
+        KEY,
+        CHECKS,
+        reconcile=regen_checks.reconcile(src_train, out_dir),
+        quality=regen_checks.quality(out_dir, float(cfg["truncation_threshold"]), cfg["reasoning"])[1],
+        reasoning=cfg["reasoning"],
     )
-    yield dg.AssetCheckResult(
-        check_name="no_empty_answers",
-        severity=warn,
-        passed=q["empty_answers"] == 0,
-        metadata={"empty_answers": q["empty_answers"]},
-    )
-    yield dg.AssetCheckResult(
-        check_name="no_think_markers",
-        severity=warn,
-        passed=cfg["reasoning"] == "save" or q["answers_with_think_markers"] == 0,
-        metadata={"answers_with_think_markers": q["answers_with_think_markers"], "reasoning": cfg["reasoning"]},
-    )
-
-
-def _preview(path, n: int = 3, width: int = 300) -> str:
-    import json
-
-    lines = ["| id | status | last assistant answer |", "|---|---|---|"]
-    try:
-        with open(path, encoding="utf-8") as f:
-            for _, line in zip(range(n), f):
-                row = json.loads(line)
-                conv = row.get("conversations") or []
-                ans = next(
-                    (m.get("content", "") for m in reversed(conv) if m.get("role") == "assistant"), row.get("text", "")
-                )
-                ans = str(ans)[:width].replace("|", "\\|").replace("\n", " ")
-                lines.append(f"| {row.get('id')} | {row.get('status', 'unchanged')} | {ans} |")
-    except (OSError, ValueError):
-        pass
-    return "\n".join(lines)
 
 
 def build_assets(store: SpecforgeStore) -> list[dg.AssetsDefinition]:
@@ -216,7 +213,7 @@ def build_assets(store: SpecforgeStore) -> list[dg.AssetsDefinition]:
         group_name="regenerated",
         kinds={"python", "duckdb"},
         code_version=CODE_VERSION,
-        check_specs=CHECKS,
+        check_specs=check_specs(KEY, CHECKS),
         description=__doc__,
     )
     return [asset(regenerated_conversations)]

@@ -6,21 +6,22 @@ files). The checks are declared on the asset (`check_specs`, partitioned like it
 partition materialization runs them and the UI shows them per partition.
 """
 
-import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from ..checks.sources import CHECKS, run_source_checks
+from ..charts import source_preview_rows, turns_histogram_rows
+from ..checks.sources import CHECKS as SOURCE_CHECKS
+from ..checks.sources import run_source_checks
+from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
+from ._metadata import markdown_table
 from ..partitions import source_partitions
 from ..resources import SpecforgeStore
 from ..sources.config import hub_offline, resolve_source
 from ..sources.normalize import CODE_VERSION, build_source
 
 from ..keys import SOURCES as ASSET_KEY
-
-PREVIEW_CHARS = 80
 
 
 class SourcesSettings(dg.ConfigurableResource):
@@ -41,40 +42,21 @@ class SourceRunConfig(dg.Config):
     force: bool = False  # rebuild even when the input content, spec and code are unchanged
 
 
-with warnings.catch_warnings():
-    # Partitioned check specs are "preview" in Dagster 1.13; they are what makes the UI show a
-    # result per source partition instead of one latest-wins status.
-    warnings.simplefilter("ignore", category=dg.PreviewWarning if hasattr(dg, "PreviewWarning") else Warning)
-    CHECK_SPECS = [
-        dg.AssetCheckSpec(name, asset=ASSET_KEY, blocking=blocking, description=desc, partitions_def=source_partitions)
-        for name, (blocking, desc) in CHECKS.items()
-    ]
-
-
-def _md_cell(value: str) -> str:
-    value = " ".join(str(value).split())
-    if len(value) > PREVIEW_CHARS:
-        value = value[: PREVIEW_CHARS - 1] + "…"
-    return value.replace("|", "\\|")
-
-
-def _preview_md(rows: list[dict]) -> str:
-    lines = ["| id | turns | first user message | first assistant message |", "|---|---|---|---|"]
-    for r in rows:
-        conv = r.get("conversations")
-        if conv is None:
-            lines.append(f"| {_md_cell(r['id'])} | text | {_md_cell(r.get('text', ''))} | |")
-            continue
-        user = next((m["content"] for m in conv if m["role"] == "user"), "")
-        assistant = next((m["content"] for m in conv if m["role"] == "assistant"), "")
-        lines.append(f"| {_md_cell(r['id'])} | {len(conv)} | {_md_cell(user)} | {_md_cell(assistant)} |")
-    return "\n".join(lines)
-
-
-def _histogram_md(hist: dict) -> str:
-    lines = ["| messages per row | rows |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in hist.items()]
-    return "\n".join(lines)
+CHECKS = [
+    InAssetCheck(
+        name,
+        blocking,
+        desc,
+        # every check reads the partition's one DuckDB scan (`outcomes`, run before the checks)
+        lambda outcomes, _name=name, **_: next(
+            (o.passed, o.description, o.metadata) for o in outcomes if o.name == _name
+        ),
+        severity="ERROR" if blocking else "WARN",
+        partitions_def=source_partitions,
+        details_key=None,
+    )
+    for name, (blocking, desc) in SOURCE_CHECKS.items()
+]
 
 
 def _metadata(result, spec) -> dict:
@@ -96,7 +78,7 @@ def _metadata(result, spec) -> dict:
         "row_system_prepended": m.get("row_system_prepended", 0),
         # fields of the raw rows the conversation rows do not carry (tools, tool_calls, names, ...)
         "dropped_fields": dg.MetadataValue.json(m.get("dropped_fields") or {}),
-        "turns_histogram": dg.MetadataValue.md(_histogram_md(stats.get("turns_histogram") or {})),
+        "turns_histogram": markdown_table(*turns_histogram_rows(stats.get("turns_histogram") or {})),
         "chars_per_row_min": chars.get("min", 0),
         "chars_per_row_mean": float(chars.get("mean", 0)),
         "chars_per_row_p50": chars.get("p50", 0),
@@ -104,7 +86,7 @@ def _metadata(result, spec) -> dict:
         "chars_per_row_max": chars.get("max", 0),
         "path": dg.MetadataValue.path(str(out_dir / "train.jsonl")),
         "quarantine_path": dg.MetadataValue.path(str(out_dir / "quarantine.jsonl")),
-        "preview": dg.MetadataValue.md(_preview_md(m.get("preview") or [])),
+        "preview": markdown_table(*source_preview_rows(m.get("preview") or [])),
         "format": m.get("format", "conversations"),
         "source": dg.MetadataValue.json({k: v for k, v in spec.identity().items() if v is not None}),
         "inputs": dg.MetadataValue.json(m.get("inputs") or []),
@@ -125,7 +107,7 @@ def _metadata(result, spec) -> dict:
     partitions_def=source_partitions,
     kinds={"python", "duckdb", "json"},
     code_version=CODE_VERSION,
-    check_specs=CHECK_SPECS,
+    check_specs=check_specs(ASSET_KEY, CHECKS),
 )
 def conversations(
     context: dg.AssetExecutionContext, config: SourceRunConfig, store: SpecforgeStore, sources_settings: SourcesSettings
@@ -163,17 +145,7 @@ def conversations(
         max_duplicate_rate=sources_settings.max_duplicate_rate,
     )
     yield dg.MaterializeResult(metadata=_metadata(result, spec), data_version=dg.DataVersion(result.data_version))
-    for o in outcomes:
-        yield dg.AssetCheckResult(
-            asset_key=ASSET_KEY,
-            check_name=o.name,
-            passed=o.passed,
-            severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
-            description=o.description,
-            metadata={
-                k: (dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v) for k, v in o.metadata.items()
-            },
-        )
+    yield from check_results(ASSET_KEY, CHECKS, outcomes=outcomes)
 
 
 assets: list = [conversations]

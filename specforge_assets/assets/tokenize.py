@@ -7,7 +7,7 @@ import dagster as dg
 from ..checks import tokenize as tok_checks
 from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
-from ._metadata import pictures
+from ._metadata import pictures, png
 from .. import charts
 from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
@@ -16,7 +16,7 @@ from ..resources import SpecforgeStore
 from ..target import target_config, target_model_path
 from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config
 from ..tokenize.dataset import read_lengths
-from ..tokenize.report import example_html, example_markdown, length_histogram_png, png_markdown
+from ..tokenize.report import example_html, example_markdown, length_histogram_png
 
 from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
@@ -202,7 +202,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         "mix_version": mix_in["data_version"] or "",
         "cache_hit": res["cache_hit"],
         "cache_pruned": dg.MetadataValue.json(res["cache_pruned"]),
-        "length_histogram": dg.MetadataValue.md(png_markdown(hist, "tokens per row")),
+        "length_histogram": png(hist, "tokens per row"),
         **pictures(length_histogram_inline=charts.length_histogram_inline_md(lengths, st["max_length"])),
         "example": dg.MetadataValue.md(example_md),
         "path": dg.MetadataValue.path(str(out)),

@@ -20,12 +20,6 @@ def length_histogram_png(lengths: Sequence[int], max_length: int, path: Path) ->
     return path
 
 
-def png_markdown(path: Path, alt: str) -> str:
-    from ..charts import png_markdown as _md
-
-    return _md(Path(path), alt)
-
-
 def _pieces(tokenizer, ids: Sequence[int], mask: Sequence[int]) -> list[tuple[str, int]]:
     """Consecutive runs of equal mask value, decoded as one string each."""
     runs: list[tuple[str, int]] = []
