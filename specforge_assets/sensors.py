@@ -41,6 +41,7 @@ import time
 import dagster as dg
 
 from . import automation, oplog
+from .assets._checks import evaluation
 from .assets._lineage import (
     RETRAIN_JOB_NAME,
     TRAINED_ON_TAG,
@@ -52,6 +53,7 @@ from .assets._lineage import (
     run_link_tags,
     trained_on_version,
 )
+from .assets.models import DRAFT_MATCHES_LATEST
 from .keys import DRAFT, EVALUATION, REGENERATED, SOURCES, TOKENIZED, VOCAB
 from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, invalid_source_keys, source_partitions
 from .resources import SpecforgeStore
@@ -98,7 +100,6 @@ incoming_sources_job = dg.define_asset_job(
 # evaluation) is exclusive, the next one waits in the queue. Job tags are on every run of the
 # job, whoever launches it (the sensor, the Launchpad, a re-execution).
 RETRAIN_CONCURRENCY_TAG = "specforge/retraining"
-UNTRAINED_CHECK = "draft_matches_latest_dataset"
 
 retrain_draft_job = dg.define_asset_job(
     RETRAIN_JOB_NAME,
@@ -201,23 +202,12 @@ def _blocking_checks_verdict(context, instance, key: dg.AssetKey, record) -> tup
     return "passed", f"{len(blocking)} blocking check(s) passed, no ERROR check failed"
 
 
-def untrained_evaluation(version: str, trained_on: str | None, runs: list, detail: str) -> dg.AssetCheckEvaluation:
-    """A failed `draft_matches_latest_dataset` result: the latest dataset version has no draft."""
-    return dg.AssetCheckEvaluation(
-        asset_key=DRAFT,
-        check_name=UNTRAINED_CHECK,
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=detail,
-        metadata={
-            "latest_dataset_version": version,
-            "draft_trained_on": trained_on or "none",
-            "retraining_runs": dg.MetadataValue.json([{"run_id": r.run_id, "status": r.status.value} for r in runs]),
-            "request_again": "Runs → the cancelled/failed run → the arrow beside 'Re-execute all (*)' → From failure "
-            "(trains exactly this version; resumes from its checkpoint when the training settings are "
-            "unchanged), or Jobs → retrain_draft_job → Launchpad (trains the latest version)",
-        },
-    )
+# How to request an untrained version again, shown with the failed check the sensor records.
+REQUEST_AGAIN = (
+    "Runs → the cancelled/failed run → the arrow beside 'Re-execute all (*)' → From failure "
+    "(trains exactly this version; resumes from its checkpoint when the training settings are "
+    "unchanged), or Jobs → retrain_draft_job → Launchpad (trains the latest version)"
+)
 
 
 def retrain_tick(
@@ -259,7 +249,15 @@ def retrain_tick(
         context.log.warning(detail)
         return dg.SensorResult(
             skip_reason=dg.SkipReason(detail),
-            asset_events=[untrained_evaluation(version, trained_on, runs, detail)],
+            asset_events=[
+                evaluation(
+                    DRAFT,
+                    DRAFT_MATCHES_LATEST,
+                    instance=instance,
+                    description=detail,
+                    extra={"request_again": REQUEST_AGAIN},
+                )
+            ],
             cursor=json.dumps({"reported": failed[0].run_id}),
         )
     run = instance.get_run_by_id(rec.run_id)

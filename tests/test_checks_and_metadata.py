@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from specforge_assets.assets import _checks
 from specforge_assets.assets._checks import InAssetCheck, asset_check, check_results, check_specs
 from specforge_assets.assets._metadata import code_block, markdown_table
 
@@ -89,3 +90,16 @@ def test_code_block_cannot_be_closed_by_its_text():
     assert code_block("<|im_start|>user\nHello!").value == "```\n<|im_start|>user\nHello!\n```"
     fenced = code_block("a ``` b ```` c").value
     assert fenced.startswith("`````\n") and fenced.endswith("\n`````")
+
+
+def test_evaluation_is_the_result_with_a_sensors_description_and_extra_metadata():
+    """A sensor records the same check (`_checks.evaluation`): same name, outcome, severity and
+    metadata as the in-asset result, its own description, extra metadata added."""
+    c = InAssetCheck("fresh", False, "is it fresh", lambda **_: (False, "stale", {"age_s": 7}), details_key=None)
+    key = dg.AssetKey(["a"])
+    r = _checks.result(key, c)
+    e = _checks.evaluation(key, c, description="stale since run 1", extra={"how": "re-run it"})
+    assert isinstance(e, dg.AssetCheckEvaluation) and (e.check_name, e.passed) == ("fresh", False)
+    assert e.severity == r.severity == dg.AssetCheckSeverity.ERROR
+    assert e.description == "stale since run 1" and r.description == "stale"
+    assert e.metadata["age_s"] == r.metadata["age_s"] and e.metadata["how"].value == "re-run it"

@@ -67,20 +67,35 @@ def _metadata(c: InAssetCheck, details: Any) -> dict[str, Any]:
     return {k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in details.items()}
 
 
-def result(key: dg.AssetKey, c: InAssetCheck, **inputs: Any) -> dg.AssetCheckResult:
-    """Run `c` with `inputs` (keyword arguments; each function takes what it needs, ``**_``
-    the rest) → its `AssetCheckResult`. Errors of the function propagate."""
+def _outcome(c: InAssetCheck, inputs: dict[str, Any]) -> dict[str, Any]:
     out = c.run(**inputs)
     ok, desc, details = out[:3]
     severity = out[3] if len(out) > 3 else c.severity
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=c.name,
-        passed=bool(ok),
-        description=desc,
-        severity=dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
-        metadata=_metadata(c, details),
-    )
+    return {
+        "check_name": c.name,
+        "passed": bool(ok),
+        "description": desc,
+        "severity": dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
+        "metadata": _metadata(c, details),
+    }
+
+
+def result(key: dg.AssetKey, c: InAssetCheck, **inputs: Any) -> dg.AssetCheckResult:
+    """Run `c` with `inputs` (keyword arguments; each function takes what it needs, ``**_``
+    the rest) → its `AssetCheckResult`. Errors of the function propagate."""
+    return dg.AssetCheckResult(asset_key=key, **_outcome(c, inputs))
+
+
+def evaluation(
+    key: dg.AssetKey, c: InAssetCheck, *, description: str | None = None, extra: dict | None = None, **inputs: Any
+) -> dg.AssetCheckEvaluation:
+    """Run `c` as `result` does, as an `AssetCheckEvaluation` a sensor can record (asset
+    events of a `SensorResult`); `description` replaces the check's own, `extra` adds metadata."""
+    out = _outcome(c, inputs)
+    if description is not None:
+        out["description"] = description
+    out["metadata"] = {**out["metadata"], **(extra or {})}
+    return dg.AssetCheckEvaluation(asset_key=key, **out)
 
 
 def check_results(key: dg.AssetKey, checks: list[InAssetCheck], **inputs: Any) -> Iterator[dg.AssetCheckResult]:

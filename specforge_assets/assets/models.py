@@ -630,19 +630,18 @@ def _draft_matches_latest(instance: dg.DagsterInstance, **_) -> tuple[bool, str,
 
 
 # Read from the instance (not from an asset's outputs), so a standalone check: evaluated on its own
-# from the UI; the retraining sensor also records a failed result for it (sensors.untrained_evaluation).
-draft_matches_latest_dataset = asset_check(
-    DRAFT_KEY,
-    InAssetCheck(
-        "draft_matches_latest_dataset",
-        False,
-        "The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
-        "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
-        "retraining run, or launch retrain_draft_job, from the UI.",
-        _draft_matches_latest,
-        details_key=None,
-    ),
+# from the UI; the retraining sensor also records a failed result of it after a cancelled or
+# failed retraining (`_checks.evaluation`, in sensors.retrain_tick).
+DRAFT_MATCHES_LATEST = InAssetCheck(
+    "draft_matches_latest_dataset",
+    False,
+    "The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
+    "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
+    "retraining run, or launch retrain_draft_job, from the UI.",
+    _draft_matches_latest,
+    details_key=None,
 )
+draft_matches_latest_dataset = asset_check(DRAFT_KEY, DRAFT_MATCHES_LATEST)
 
 
 assets: list = [target_model, draft_model, draft_evaluation, target_hidden_states]
