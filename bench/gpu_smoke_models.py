@@ -4,7 +4,7 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
-from specforge_assets.train import toy
+from tests.helpers import toy
 from specforge_assets.train.launch import prepare_launch
 from specforge_assets.train.settings import train_settings
 
