@@ -4,8 +4,8 @@ Launched by the `models/draft_model` asset through Dagster Pipes (or by `specfor
 without Dagster). Imports `dagster_pipes` only (never `dagster`), so the same entry runs wherever
 the Pipes client puts it (a local subprocess, a k8s pod, a Slurm allocation).
 
-* Every rank reads the launch spec (a JSON file written by the launcher; all ranks need it, and
-  only rank 0 talks to Dagster).
+* Every rank reads the launch spec (a JSON file written by the launcher, `train/launch.py`, which
+  also builds this torchrun command; all ranks need it, and only rank 0 talks to Dagster).
 * Global rank 0 opens Pipes (when launched by Dagster); the other ranks never touch it (the
   bootstrap env vars reach every torchrun worker; N writers would interleave open/close
   messages) and log to stdout, which the Pipes client forwards into the run.
@@ -45,12 +45,11 @@ KILL_AT_STEP_ENV = "SPECFORGE_TEST_KILL_AT_STEP"
 
 
 class StdoutPipes:
-    """What a rank that does not talk to Dagster uses: logs to stdout, reports nothing."""
+    """What a rank that does not talk to Dagster uses (the part of the Pipes context `run` calls):
+    logs to stdout; rank 0 prints its materialization as one JSON line."""
 
-    def __init__(self, rank: int, extras: dict | None = None):
+    def __init__(self, rank: int):
         self.rank = rank
-        self._extras = extras or {}
-        self.reported: list[dict] = []
         self.log = self
 
     def _emit(self, level: str, msg: str) -> None:
@@ -59,17 +58,10 @@ class StdoutPipes:
     def info(self, msg: str) -> None:
         self._emit("INFO", msg)
 
-    def warning(self, msg: str) -> None:
-        self._emit("WARNING", msg)
-
     def error(self, msg: str) -> None:
         self._emit("ERROR", msg)
 
-    def get_extra(self, key: str) -> Any:
-        return self._extras.get(key)
-
     def report_asset_materialization(self, metadata=None, data_version=None, asset_key=None) -> None:
-        self.reported.append({"metadata": metadata, "data_version": data_version})
         if self.rank == 0:
             print(
                 json.dumps(
@@ -77,9 +69,6 @@ class StdoutPipes:
                 ),
                 flush=True,
             )
-
-    def report_asset_check(self, *a, **kw) -> None:
-        pass
 
 
 def _plain(metadata: dict | None) -> dict:
