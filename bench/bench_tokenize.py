@@ -37,8 +37,8 @@ def bench_combo(build: str, template_name: str, rows: list[dict], max_length: in
     from transformers import AutoTokenizer
 
     from specforge_assets.tokenize.core import Preprocessor, TokenizeOptions
-    from specforge_assets.tokenize.reference import straightforward_rows
-    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
+    from tests.helpers.tokenize_reference import straightforward_rows
+    from tests.helpers.reference_tokenizers import build_tokenizer
     from specforge_assets.tokenize.templates import get_template
 
     tok = AutoTokenizer.from_pretrained(str(build_tokenizer(build)))
@@ -102,10 +102,10 @@ def bench_combo(build: str, template_name: str, rows: list[dict], max_length: in
 
 
 def bench_scaling(build: str, template_name: str, rows: list[dict], max_length: int) -> dict:
-    from specforge_assets.fileio import write_jsonl
+    from tests.helpers.jsonl import write_jsonl
     from specforge_assets.tokenize.core import TokenizeOptions
     from specforge_assets.tokenize.dataset import tokenize_jsonl
-    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
+    from tests.helpers.reference_tokenizers import build_tokenizer
     from specforge_assets.tokenize.templates import get_template
 
     out = {}

@@ -4,8 +4,9 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
-from specforge_assets.train import toy
-from specforge_assets.train.entry import prepare_launch, train_settings
+from tests.helpers import toy
+from specforge_assets.train.launch import prepare_launch
+from specforge_assets.train.settings import train_settings
 
 root = Path(os.environ.get("OUT", "/tmp")) / "gpu-smoke"
 n = int(sys.argv[1])

@@ -91,21 +91,6 @@ def atomic_write(path: Path | str, mode: str = "w", encoding: str | None = "utf-
         raise
 
 
-def dumps_row(row: Any) -> str:
-    """One JSONL line the way SpecForge writes it (`json.dumps` defaults: ASCII-escaped)."""
-    return json.dumps(row)
-
-
-def write_jsonl(path: Path | str, rows: Iterable[Any], ensure_ascii: bool = True) -> int:
-    n = 0
-    with atomic_write(path) as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=ensure_ascii))
-            f.write("\n")
-            n += 1
-    return n
-
-
 from .errors import UserError  # noqa: E402 - iter_jsonl's error is an expected failure
 
 

@@ -34,8 +34,3 @@ def truncate(value: Any, max_chars: int = MAX_STRING_CHARS, max_items: int = MAX
             out.append(f"…[+{len(value) - max_items} items]")
         return out
     return value
-
-
-def preview_rows(rows: list, n: int = 5, **kw) -> list:
-    """The first `n` rows, each truncated."""
-    return [truncate(r, **kw) for r in rows[:n]]

@@ -58,7 +58,7 @@ class DraftTrainer(dg.ConfigurableResource):
     max_steps: int = 0
 
     def settings(self, store: SpecforgeStore) -> dict:
-        from ..train.entry import override_settings, train_settings
+        from ..train.settings import override_settings, train_settings
 
         return override_settings(
             train_settings(store.config("train")),
@@ -169,7 +169,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
         corpus_fingerprint,
         load_demo_corpus,
     )
-    from ..train.entry import train_settings
+    from ..train.settings import train_settings
 
     settings = train_settings(store.config("train"))
     demo_cfg = dict(settings["demo_target"])
@@ -299,7 +299,7 @@ def draft_model(
     relaunched with the same inputs). The checkpoint is kept as
     `<data root>/versions/draft_model/<v>/`, then published as `models/draft_model/` (the
     previous one moves to `models/draft_model_previous/`)."""
-    from ..train.entry import prepare_launch, prune_work_dirs
+    from ..train.launch import prepare_launch, prune_work_dirs
 
     root = store.root()
     settings = trainer.settings(store)

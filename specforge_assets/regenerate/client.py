@@ -145,11 +145,6 @@ def check_addresses(addresses: list[str], what: str = "server addresses") -> lis
     return list(addresses)
 
 
-def normalize_address(addr: str) -> str:
-    """The base URL of a server address (scheme added, ``/v1`` and any user-info removed)."""
-    return split_address(addr)[0]
-
-
 def strip_credentials(addr: str) -> str:
     """`addr` as it may be shown or recorded: any ``user:password@`` removed (no parsing errors)."""
     addr = str(addr)

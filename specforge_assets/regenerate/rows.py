@@ -218,7 +218,3 @@ async def regenerate_row(row: dict, settings: RegenSettings, pool: ChatPool) -> 
     out = _with_status(row, "success", None, prov)
     out["conversations"] = stored
     return out
-
-
-def row_counts(rows_status: dict[str, int]) -> dict[str, int]:
-    return {k: rows_status.get(k, 0) for k in ("success", "error", "skipped", "passthrough")}

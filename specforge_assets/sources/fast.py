@@ -32,11 +32,6 @@ def jstr(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def conversation_line(rid: Any, roles: list, contents: list) -> str:
-    """`json.dumps({"id": rid, "conversations": [{"role", "content"}...]}, ensure_ascii=False)`."""
-    return line_from_messages(rid, message_jsons(roles, contents))
-
-
 def message_jsons(roles: list, contents: list) -> list[str]:
     """`{"role": ..., "content": ...}` JSON text per message (batch-level: one pass, C encoder)."""
     role_json = {r: jstr(r) for r in set(roles)}

@@ -78,11 +78,6 @@ def _parse(name: str, spec: dict) -> Preset:
     )
 
 
-def load_presets(config: dict | None = None) -> dict[str, Preset]:
-    section, _ = _presets_section(config)
-    return {name: _parse(name, spec) for name, spec in section.items()}
-
-
 def get_preset(name: str, config: dict | None = None) -> Preset:
     section, unsupported = _presets_section(config)
     if name in unsupported:

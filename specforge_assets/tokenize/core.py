@@ -21,7 +21,7 @@ such as "assistant\\n", or the "\\n" after `<|im_end|>`), and is memoised. Only 
 without lstrip/rstrip/single_word (and not normalised when the tokenizer has a normaliser) serve
 as anchors; without one before `p` the whole prefix is encoded, exactly like SpecForge. Slow
 (Python) tokenizers use the straightforward algorithm. The straightforward implementation is in
-`reference.py`; tests and `bench/bench_tokenize.py` compare the two token for token.
+`tests/helpers/tokenize_reference.py`; tests and `bench/bench_tokenize.py` compare the two token for token.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
-import json
 from typing import Any, Iterable, Sequence
 
 from ..errors import UserError
@@ -604,7 +603,3 @@ def iter_batches(rows: Iterable[Any], size: int) -> Iterable[list]:
             batch = []
     if batch:
         yield batch
-
-
-def dumps_compact(obj: Any) -> str:
-    return json.dumps(obj, separators=(", ", ": "))

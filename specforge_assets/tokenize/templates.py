@@ -103,10 +103,6 @@ def _builtin() -> dict[str, ChatTemplate]:
     return {name: _make(name, fields) for name, fields in data.items()}
 
 
-def builtin_names() -> list[str]:
-    return list(_builtin())
-
-
 def registry(extra: dict | None = None) -> dict[str, ChatTemplate]:
     """Built-in templates plus user templates (`configs/tokenize.yaml: templates:`), which may
     add names or override built-in ones."""

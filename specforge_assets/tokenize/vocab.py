@@ -84,16 +84,6 @@ class TokenCounter:
             self.total += int(ids.size)
         self.rows += nrows
 
-    def add_rows(self, rows: Iterable[tuple[list[int], list[int]]]) -> None:
-        ids, masks, lens = [], [], []
-        for a, m in rows:
-            ids.extend(a)
-            masks.extend(m)
-            lens.append(len(a))
-        self.add_flat(
-            np.asarray(ids, dtype=np.int64), np.asarray(masks, dtype=np.int8), np.asarray(lens, dtype=np.int64)
-        )
-
 
 def select(counter: TokenCounter, draft_vocab_size: int) -> dict:
     V = counter.vocab_size
@@ -142,12 +132,6 @@ def save_mapping(result: dict, path: Path | str) -> Path:
     with atomic_write(path, "wb") as f:
         f.write(buf.getbuffer())
     return path
-
-
-def load_mapping(path: Path | str) -> dict:
-    import torch
-
-    return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def iter_parquet_batches(paths: Iterable[Path]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

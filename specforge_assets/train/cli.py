@@ -133,7 +133,8 @@ def _target(arg: str | None):
 
 
 def run_train(args) -> int:
-    from .entry import join_command, override_settings, prepare_launch, train_settings
+    from .launch import join_command, prepare_launch
+    from .settings import override_settings, train_settings
 
     root = _root()
     settings = override_settings(
@@ -171,7 +172,7 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from .entry import train_settings
+    from .settings import train_settings
     from .eval_report import evaluate_drafts
 
     root = _root()
@@ -246,7 +247,7 @@ def _eval_sets_arg(arg: list[str] | None, ev: dict, root: Path) -> list[dict]:
 def run_build_demo_target(args) -> int:
     from ..fileio import iter_jsonl
     from .demo_target import build_demo_target, build_params, load_demo_corpus
-    from .entry import train_settings
+    from .settings import train_settings
 
     params = dict(train_settings()["demo_target"])
     keys = params.pop("sources", None)
@@ -278,7 +279,7 @@ def run_build_demo_target(args) -> int:
 
 
 def run_hidden_states(args) -> int:
-    from .entry import train_settings
+    from .settings import train_settings
     from .hidden_states import estimate_size, write_hidden_states
 
     root = _root()

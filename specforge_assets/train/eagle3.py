@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -664,9 +664,3 @@ def checkpoint_format_problems(folder: str | Path) -> tuple[list[str], dict[str,
     if shapes.get("t2d") and cfg.get("vocab_size") and shapes["t2d"] != [cfg["vocab_size"]]:
         problems.append(f"t2d shape {shapes['t2d']} != [vocab_size={cfg['vocab_size']}]")
     return problems, shapes
-
-
-def config_summary(model: LlamaForCausalLMEagle3) -> dict:
-    c = asdict(model.config)
-    c["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return c

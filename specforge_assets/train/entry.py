@@ -4,8 +4,8 @@ Launched by the `models/draft_model` asset through Dagster Pipes (or by `specfor
 without Dagster). Imports `dagster_pipes` only (never `dagster`), so the same entry runs wherever
 the Pipes client puts it (a local subprocess, a k8s pod, a Slurm allocation).
 
-* Every rank reads the launch spec (a JSON file written by the launcher; all ranks need it, and
-  only rank 0 talks to Dagster).
+* Every rank reads the launch spec (a JSON file written by the launcher, `train/launch.py`, which
+  also builds this torchrun command; all ranks need it, and only rank 0 talks to Dagster).
 * Global rank 0 opens Pipes (when launched by Dagster); the other ranks never touch it (the
   bootstrap env vars reach every torchrun worker; N writers would interleave open/close
   messages) and log to stdout, which the Pipes client forwards into the run.
@@ -36,33 +36,20 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrainFileNotFound, TrainInputError
+from .launch import SPEC_VERSION
+from .ranks import global_rank, local_rank, local_world_size, resolve_device, world_size
 
 # Test hook: a rank exits hard (no cleanup) once it reaches this optimizer step, to exercise
 # crash-resume. Never set in normal use.
 KILL_AT_STEP_ENV = "SPECFORGE_TEST_KILL_AT_STEP"
 
-SPEC_VERSION = 1
-
-
-def global_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
 
 class StdoutPipes:
-    """What a rank that does not talk to Dagster uses: logs to stdout, reports nothing."""
+    """What a rank that does not talk to Dagster uses (the part of the Pipes context `run` calls):
+    logs to stdout; rank 0 prints its materialization as one JSON line."""
 
-    def __init__(self, rank: int, extras: dict | None = None):
+    def __init__(self, rank: int):
         self.rank = rank
-        self._extras = extras or {}
-        self.reported: list[dict] = []
         self.log = self
 
     def _emit(self, level: str, msg: str) -> None:
@@ -71,17 +58,10 @@ class StdoutPipes:
     def info(self, msg: str) -> None:
         self._emit("INFO", msg)
 
-    def warning(self, msg: str) -> None:
-        self._emit("WARNING", msg)
-
     def error(self, msg: str) -> None:
         self._emit("ERROR", msg)
 
-    def get_extra(self, key: str) -> Any:
-        return self._extras.get(key)
-
     def report_asset_materialization(self, metadata=None, data_version=None, asset_key=None) -> None:
-        self.reported.append({"metadata": metadata, "data_version": data_version})
         if self.rank == 0:
             print(
                 json.dumps(
@@ -89,9 +69,6 @@ class StdoutPipes:
                 ),
                 flush=True,
             )
-
-    def report_asset_check(self, *a, **kw) -> None:
-        pass
 
 
 def _plain(metadata: dict | None) -> dict:
@@ -112,23 +89,6 @@ def pipes_for_rank(rank: int):
             yield pipes
     else:
         yield StdoutPipes(rank)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device in ("", "auto", None):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but no CUDA device is visible")
-    return device
-
-
-def make_train_config(values: dict, **overrides: Any):
-    """`TrainConfig` from a dict (configs/train.yaml `training:`); unknown keys are an error."""
-    from .loop import TrainConfig
-
-    return TrainConfig.from_dict({**(values or {}), **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def checkpoint_version(ckpt_dir: Path) -> str:
@@ -220,8 +180,6 @@ def join_nodes(spec: dict | None, node_rank: int, timeout_s: float = JOIN_TIMEOU
 
     import torch.distributed as dist
 
-    from .errors import TrainInputError
-
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     prefix = f"specforge/join/{run_id}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     store = dist.TCPStore(
@@ -253,8 +211,6 @@ def join_nodes(spec: dict | None, node_rank: int, timeout_s: float = JOIN_TIMEOU
             f"node's code reads version {SPEC_VERSION}: install the same specforge-assets on every node"
         )
     if node_rank != 0 and not Path(spec["work_dir"]).is_dir():
-        from .errors import TrainFileNotFound
-
         raise TrainFileNotFound(
             f"node {node_rank}: the run's work folder {spec['work_dir']} (made by node 0) is not "
             "visible here: every node needs the data root at the same path, on shared storage"
@@ -294,13 +250,13 @@ def run(spec: dict, node_rank: int = 0) -> dict:
 def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
     import torch
 
-    from .loop import train_draft
+    from .loop import make_train_config, train_draft
 
     device = resolve_device(spec.get("device", "auto"))
     threads = int(spec.get("threads_per_proc") or 0)
     if device == "cpu":
         if threads <= 0:
-            threads = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))))
+            threads = max(1, (os.cpu_count() or 1) // max(1, local_world_size()))
         torch.set_num_threads(threads)
     dist = _setup_distributed(device, log)
 
@@ -487,160 +443,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# -- launcher side (used by the models/draft_model asset and `specforge-assets train`) -----------
-
-TRAIN_CODE_VERSION = "draft-train-v1"
-
-# configs/train.yaml: declared in train/settings.py (kept importable from here).
-from .settings import override_settings, train_settings  # noqa: E402,F401
-
-
-def _torchrun_head(launch: dict) -> list[str]:
-    """`python -m torch.distributed.run` (= torchrun, from this interpreter's environment) and its
-    node options: `--standalone` on one node; on several, a c10d rendezvous at
-    launch.rdzv_endpoint under launch.rdzv_id (torchrun ignores --node_rank under c10d and numbers
-    nodes in its own order: the entry's --node-rank is what puts node 0 at global rank 0)."""
-    head = [sys.executable, "-m", "torch.distributed.run"]
-    nnodes = int(launch.get("nnodes", 1))
-    if nnodes == 1:
-        head.append("--standalone")
-    else:
-        head += [
-            f"--nnodes={nnodes}",
-            "--rdzv_backend=c10d",
-            f"--rdzv_endpoint={launch['rdzv_endpoint']}",
-            f"--rdzv_id={launch['rdzv_id']}",
-        ]
-    return head + [f"--nproc_per_node={int(launch['nproc_per_node'])}", "-m", "specforge_assets.train.entry"]
-
-
-def _node_args(launch: dict) -> list[str]:
-    nnodes = int(launch.get("nnodes", 1))
-    return [] if nnodes == 1 else ["--nnodes", str(nnodes), "--node-rank", str(int(launch.get("node_rank", 0)))]
-
-
-def torchrun_command(spec_path: Path | str, nproc_per_node: int, launch: dict | None = None) -> list[str]:
-    """The torchrun command line of node 0 (the node that prepared `spec_path`): one node by
-    default; `launch` (configs/train.yaml `launch:`) adds the multi-node rendezvous."""
-    launch = {**(launch or {}), "nproc_per_node": nproc_per_node}
-    return _torchrun_head(launch) + ["--spec", str(spec_path)] + _node_args(launch)
-
-
-def join_command(launch: dict) -> list[str]:
-    """The torchrun command line of a node with launch.node_rank > 0: it joins the rendezvous and
-    trains the run node 0 prepared (the spec comes from node 0 through torchrun's store; this
-    node needs the data root at the same path, on storage shared with node 0)."""
-    if int(launch.get("nnodes", 1)) < 2 or int(launch.get("node_rank", 0)) < 1:
-        raise TrainInputError(
-            "configs/train.yaml launch: joining a run needs nnodes > 1 and node_rank > 0 "
-            f"(got nnodes={launch.get('nnodes')!r}, node_rank={launch.get('node_rank')!r})"
-        )
-    return _torchrun_head(launch) + _node_args(launch)
-
-
-def prepare_launch(
-    *,
-    root: Path,
-    settings: dict,
-    target_path: Path | str,
-    dataset_path: Path | str,
-    vocab_mapping_path: Path | str,
-    upstream_data_versions: dict,
-    hidden_states_path: Path | str | None = None,
-    resume: bool = True,
-    run_id: str | None = None,
-    inputs: dict | None = None,
-) -> tuple[dict, Path, list[str]]:
-    """Write the launch spec into the run's work folder; return (spec, spec path, command).
-
-    The work folder is keyed by a fingerprint of everything the result depends on (training
-    config, launch mode/device/world size, upstream data versions, code version), so a relaunch
-    with the same inputs resumes, and other inputs start fresh: two retrainings of different data
-    versions never share a folder. Paths are not part of it (a model is its content: the target
-    counts by its data version, or by its path/id only when no version is known)."""
-    from ..fileio import atomic_write, sha256_json
-
-    from .data import check_trainable
-
-    launch = settings["launch"]
-    if int(launch.get("node_rank", 0)) != 0:
-        raise TrainInputError(
-            f"configs/train.yaml launch.node_rank is {launch['node_rank']}: only node 0 prepares, "
-            "reports and publishes a training run (the Dagster run, or `specforge-assets train` on "
-            f"node 0); start node {launch['node_rank']} with `specforge-assets train --node-rank "
-            f"{launch['node_rank']}`"
-        )
-    try:
-        make_train_config(settings["training"])  # validate early, in the launcher
-    except (TypeError, ValueError) as e:
-        if isinstance(e, TrainInputError):
-            raise
-        raise TrainInputError(f"configs/train.yaml training: {e}") from e
-    mode = launch["mode"]
-    if mode == "offline" and not hidden_states_path:
-        raise TrainInputError(
-            "launch.mode is offline but no hidden states path was given (materialize models/target_hidden_states)"
-        )
-    # a draft trained on nothing is refused before anything is launched
-    check_trainable(dataset_path)
-    vm = Path(vocab_mapping_path)
-    if not vm.exists():
-        raise TrainFileNotFound(
-            f"vocab mapping not found: {vm} (run vocab-mapping / materialize tokenized/vocab_mapping)"
-        )
-    fp = sha256_json(
-        {
-            "code": TRAIN_CODE_VERSION,
-            "train": settings["training"],
-            "mode": mode,
-            "device": launch["device"],
-            "nproc_per_node": launch["nproc_per_node"],
-            "upstream": upstream_data_versions,
-            **({"nnodes": launch["nnodes"]} if int(launch.get("nnodes", 1)) > 1 else {}),
-            **({} if upstream_data_versions.get("models/target_model") else {"target": str(target_path)}),
-        }
-    )
-    models_dir = Path(root) / "models"
-    work_root = models_dir / "draft_model_work"
-    work_dir = work_root / fp[:16]
-    work_dir.mkdir(parents=True, exist_ok=True)
-    spec = {
-        "spec_version": SPEC_VERSION,
-        "fingerprint": fp,
-        "train": settings["training"],
-        "mode": mode,
-        "device": launch["device"],
-        "threads_per_proc": launch["threads_per_proc"],
-        "nproc_per_node": launch["nproc_per_node"],
-        "nnodes": int(launch.get("nnodes", 1)),
-        "target_path": str(target_path),
-        "dataset_path": str(dataset_path),
-        "vocab_mapping_path": str(vocab_mapping_path),
-        "hidden_states_path": str(hidden_states_path) if hidden_states_path else None,
-        "work_dir": str(work_dir),
-        "out_dir": str(models_dir / "draft_model"),
-        "previous_dir": str(models_dir / "draft_model_previous"),
-        "upstream_data_versions": upstream_data_versions,
-        "inputs": inputs or {k: {"data_version": v} for k, v in upstream_data_versions.items()},
-        "data_root": str(root),
-        "run_id": run_id,
-        "resume": resume,
-    }
-    spec_path = work_dir / "launch.json"
-    with atomic_write(spec_path) as f:
-        json.dump(spec, f, indent=2, default=str)
-    return spec, spec_path, torchrun_command(spec_path, launch["nproc_per_node"], launch)
-
-
-def prune_work_dirs(spec: dict, protect: set | frozenset = frozenset()) -> list[Path]:
-    """After a successful run: drop the work folders of other fingerprints (stale states), except
-    those in `protect` (the launcher passes those of runs still in progress)."""
-    keep = Path(spec["work_dir"])
-    removed = []
-    for d in keep.parent.iterdir():
-        if d.is_dir() and d != keep and d not in protect:
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
-    return removed

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..fileio import atomic_write, iter_jsonl, sha256_file
+from .ranks import resolve_device
 
 REPORT_VERSION = 3  # 2: per_category, per_prompt; 3: sets (several prompt sets and k values, multi-turn)
 
@@ -501,15 +502,6 @@ def _checkpoint_version(d: Path) -> str | None:
         return None
 
 
-def resolve_eval_device(device: str | None) -> str:
-    """`auto` (or empty) → "cuda" when a GPU is visible, else "cpu"; anything else as given."""
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 class _Measurer:
     """Everything one evaluation process needs: the target (float32, on its device), its
     tokenizer, the trained / previous drafts and the vocab mapping, loaded once."""
@@ -699,7 +691,8 @@ def evaluate_drafts(
     `out_dir/report.json` (+ `previous_report.json` = the report this one replaces) and the plots.
     The report's top-level keys are the first set at the first k; `sets` holds them all.
 
-    `device`: "cpu", "cuda", "cuda:N" or "auto" (CUDA when visible); the target runs in float32.
+    `device`: "cpu", "cuda", "cuda:N" or "auto" (CUDA when visible; a CUDA device asked for with
+    none visible is a TrainInputError); the target runs in float32.
     `workers` > 1 splits every set's prompts into that many contiguous slices, each measured by
     its own process (on CUDA, worker i on GPU i mod the visible count): batch-1 speculative
     decoding is bound by per-forward overhead, so processes multiply throughput while the
@@ -731,7 +724,7 @@ def evaluate_drafts(
     sets = [{**spec, "format": spec.get("format") or detect_format(set_paths[spec["name"]])} for spec in sets]
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise TrainInputError(f"evaluation.workers must be a positive integer, got {workers!r}")
-    device = resolve_eval_device(device)
+    device = resolve_device(device)
     tokenizer = load_target_part(AutoTokenizer, target_path, "target tokenizer", trust_remote_code=trust_remote_code)
     loaded = []
     for spec in sets:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -23,6 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from . import ranks
 from .data import TokenizedDataset, collate, load_tokenized
 from .eagle3 import LlamaForCausalLMEagle3, build_draft, load_vocab_mapping_file, save_draft_checkpoint
 from .loss import TTTLossModule
@@ -68,19 +68,18 @@ class TrainConfig:
         return cls(**d)
 
 
+def make_train_config(values: dict | None, **overrides: Any) -> TrainConfig:
+    """`TrainConfig` from a dict (configs/train.yaml `training:`) and keyword overrides (None:
+    as in `values`). Raises ValueError on an unknown key."""
+    return TrainConfig.from_dict({**(values or {}), **{k: v for k, v in overrides.items() if v is not None}})
+
+
 def dist_info() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); (0, 1, 0) without torch.distributed."""
+    """(rank, world_size, local_rank) of the initialised torch.distributed group; (0, 1, 0)
+    without one (a process that did not join a group trains alone)."""
     if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+        return dist.get_rank(), dist.get_world_size(), ranks.local_rank(default=dist.get_rank())
     return 0, 1, 0
-
-
-def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
@@ -373,7 +372,7 @@ def train_draft(
 
     rank, world, local_rank = dist_info()
     out = Path(out_dir)
-    device = resolve_device(cfg, local_rank)
+    device = torch.device(ranks.resolve_device(cfg.device, local_rank))
     dtype = resolve_dtype(cfg, device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -12,7 +12,7 @@ import yaml
 from specforge_assets.assets import models as M
 from specforge_assets.resources import SpecforgeStore, training_pipes
 
-from specforge_assets.train.toy import cached_toy_target
+from tests.helpers.toy import cached_toy_target
 
 
 def test_draft_model_refuses_a_dataset_without_supervised_tokens(tmp_path):

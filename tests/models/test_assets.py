@@ -334,7 +334,8 @@ def test_external_target_recorded_with_content_version(env, tmp_path):
 
 
 def test_bad_train_config_is_a_clear_error():
-    from specforge_assets.train.entry import make_train_config, train_settings
+    from specforge_assets.train.loop import make_train_config
+    from specforge_assets.train.settings import train_settings
 
     with pytest.raises(ValueError, match="unknown train config keys: \\['learning_rate'\\]"):
         make_train_config({"learning_rate": 1e-4})
@@ -345,7 +346,7 @@ def test_bad_train_config_is_a_clear_error():
 
 
 def test_override_settings_apply_and_validate():
-    from specforge_assets.train.entry import override_settings, train_settings
+    from specforge_assets.train.settings import override_settings, train_settings
 
     base = train_settings({})
     before = json.loads(json.dumps(base))

@@ -14,9 +14,10 @@ from pathlib import Path
 import dagster as dg
 
 from specforge_assets import automation, sensors
-from specforge_assets.fileio import sha256_file, sha256_files, write_jsonl
+from specforge_assets.fileio import sha256_file, sha256_files
 from specforge_assets.partitions import source_partitions
 from specforge_assets.resources import SpecforgeStore
+from tests.helpers.jsonl import write_jsonl
 
 
 def _version(*paths: Path) -> dg.DataVersion:

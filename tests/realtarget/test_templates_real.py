@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from specforge_assets.tokenize.core import Preprocessor, TokenizeOptions
-from specforge_assets.tokenize.reference import straightforward_rows
 from specforge_assets.tokenize.templates import derive_template_fields, get_template, registry
+from tests.helpers.tokenize_reference import straightforward_rows
 
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from specforge_assets.cli import main as cli_main
-from specforge_assets.sources.presets import load_presets
+from specforge_assets.paths import load_yaml
+from specforge_assets.sources.presets import DEFAULT_SOURCES_YAML, get_preset
 
 from .conftest import PRESET_FIXTURES, preset_data_path, preset_names, preset_runs
 
@@ -37,7 +38,7 @@ ALL_PRESETS = [
 
 
 def test_all_19_presets_declared_as_data():
-    presets = load_presets()
+    presets = {name: get_preset(name) for name in load_yaml(DEFAULT_SOURCES_YAML)["presets"]}
     assert sorted(presets) == sorted(ALL_PRESETS)
     assert sorted(preset_names()) == sorted(ALL_PRESETS)  # and each has a golden fixture
     assert [p.config for p in presets["hendrycks_math"].parts][:2] == ["algebra", "counting_and_probability"]

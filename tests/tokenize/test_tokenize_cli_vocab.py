@@ -15,7 +15,7 @@ from specforge_assets.tokenize.vocab import TokenCounter, select
 
 
 def test_cli_tokenize_matches_golden_and_vocab_mapping(tmp_path, capsys):
-    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
+    from tests.helpers.reference_tokenizers import build_tokenizer
 
     reference_tokenizer("qwen2.5")  # skips without the packages
     header, gold = golden("qwen2.5_qwen_256")
@@ -105,10 +105,17 @@ def test_cli_unknown_template(tmp_path, capsys):
     assert "unknown chat template 'nope'" in capsys.readouterr().err
 
 
+def _add_rows(counter: TokenCounter, rows: list[tuple[list[int], list[int]]]) -> None:
+    """Feed (input_ids, loss_mask) rows through the counter's Arrow-layout batch entry."""
+    ids = np.asarray([t for a, _ in rows for t in a], dtype=np.int64)
+    masks = np.asarray([m for _, ms in rows for m in ms], dtype=np.int8)
+    counter.add_flat(ids, masks, np.asarray([len(a) for a, _ in rows], dtype=np.int64))
+
+
 def test_vocab_tie_break_fill_and_clamp():
     c = TokenCounter(10)
     # row 0: ids 5,3 once each; row 1: id 1 twice, 3 once → 3:2, 1:2, 5:1 ; tie 3 vs 1 → 3 first seen (row 0)
-    c.add_rows([([5, 3, 9], [1, 1, 0]), ([1, 1, 3], [1, 1, 1])])
+    _add_rows(c, [([5, 3, 9], [1, 1, 0]), ([1, 1, 3], [1, 1, 1])])
     r = select(c, 2)
     assert (r["d2t"] + np.arange(2)).tolist() == [1, 3]
     r = select(c, 5)  # only 3 distinct → fill with zero-count ids ascending: 0, 2
@@ -116,4 +123,4 @@ def test_vocab_tie_break_fill_and_clamp():
     r = select(c, 32000)
     assert r["clamped"] and r["draft_vocab_size"] == 10 and r["coverage"] == 1.0
     with pytest.raises(ValueError, match="outside the target vocabulary"):
-        c.add_rows([([12], [1])])
+        _add_rows(c, [([12], [1])])

@@ -7,8 +7,8 @@ import pytest
 from tok_helpers import COMBOS, corpus, golden, reference_tokenizer
 
 from specforge_assets.tokenize.core import Preprocessor, TokenizeOptions
-from specforge_assets.tokenize.reference import straightforward_rows
 from specforge_assets.tokenize.templates import get_template
+from tests.helpers.tokenize_reference import straightforward_rows
 
 _TOKS: dict = {}
 

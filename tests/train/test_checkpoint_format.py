@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from specforge_assets.train.eagle3 import build_draft, checkpoint_format_problems, save_draft_checkpoint
-from specforge_assets.train.toy import cached_toy_target
+from tests.helpers.toy import cached_toy_target
 
 
 FIXTURE_TARGET = Path(__file__).resolve().parent.parent / "fixtures" / "train" / "toy_target"

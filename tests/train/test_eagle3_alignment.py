@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from specforge_assets.train.eagle3 import TTTCache, build_draft
 from specforge_assets.train.loss import eagle3_ttt_loss, shift_left, ttt_loss_masks
-from specforge_assets.train.toy import build_toy_target
+from tests.helpers.toy import build_toy_target
 
 S, E, T = 5, 11, 16  # assistant span x_5..x_11 in a 16-token row
 

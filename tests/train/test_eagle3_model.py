@@ -18,7 +18,7 @@ from specforge_assets.train.eagle3 import (
     save_draft_checkpoint,
     ttt_attention,
 )
-from specforge_assets.train.toy import build_toy_target, build_vocab_mapping, toy_rows
+from tests.helpers.toy import build_toy_target, build_vocab_mapping, toy_rows
 
 
 @pytest.fixture(scope="module")

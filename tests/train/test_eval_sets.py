@@ -13,7 +13,7 @@ from specforge_assets.train.errors import TrainInputError
 from specforge_assets.train.eval_report import eval_ks, eval_sets, sets_table
 from specforge_assets.train.evaluate import greedy_generate
 from specforge_assets.train.loop import TrainConfig, train_draft
-from specforge_assets.train.toy import toy_rows, write_toy_dataset, write_vocab_mapping
+from tests.helpers.toy import toy_rows, write_toy_dataset, write_vocab_mapping
 
 from .test_loop_train import toy_target_dir
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from specforge_assets.train.data import load_tokenized
 from specforge_assets.train.loop import TrainConfig, latest_state, train_draft
-from specforge_assets.train.toy import cached_toy_target, toy_rows, write_toy_dataset, write_vocab_mapping
+from tests.helpers.toy import cached_toy_target, toy_rows, write_toy_dataset, write_vocab_mapping
 
 
 FIXTURE_TARGET = Path(__file__).resolve().parent.parent / "fixtures" / "train" / "toy_target"

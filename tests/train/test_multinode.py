@@ -23,7 +23,8 @@ from models.corpus import conversations  # noqa: E402
 from models.test_assets import TINY_TRAIN, _seed_upstream, _write_configs  # noqa: E402
 
 from specforge_assets.errors import user_message  # noqa: E402
-from specforge_assets.train.entry import join_command, prepare_launch, torchrun_command, train_settings  # noqa: E402
+from specforge_assets.train.launch import join_command, prepare_launch, torchrun_command  # noqa: E402
+from specforge_assets.train.settings import train_settings  # noqa: E402
 from specforge_assets.train.errors import TrainInputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from specforge_assets.cli import main
 from specforge_assets.errors import UserError
 from specforge_assets.train.data import check_trainable, load_tokenized
 from specforge_assets.train.errors import TrainInputError
-from specforge_assets.train.toy import toy_rows, write_toy_dataset
+from tests.helpers.toy import toy_rows, write_toy_dataset
 
 from .test_loop_train import toy_target_dir
 

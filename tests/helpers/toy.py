@@ -136,7 +136,7 @@ def cached_toy_target(pretrain_steps: int = 100, seed: int = 0, cache_dir: str |
     import shutil
     import tempfile
 
-    from ..fileio import make_staging_dir
+    from specforge_assets.fileio import make_staging_dir
 
     base = Path(
         cache_dir or os.environ.get("SPECFORGE_TOY_CACHE") or Path(tempfile.gettempdir()) / "specforge-toy-cache"

