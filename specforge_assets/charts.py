@@ -487,6 +487,9 @@ def _acceptance_title(report: dict) -> str:
 
 
 def acceptance_per_position_png(report: dict) -> bytes:
+    """The evaluation's per-position acceptance plot (trained, untrained and, when the report
+    has one, previous draft; k bars each) as PNG bytes at 110 dpi: `per_position_acceptance.png`
+    beside report.json."""
     return figure_png(
         acceptance_per_position_figure(acceptance_series(report), int(report["k"]), _acceptance_title(report)), dpi=110
     )

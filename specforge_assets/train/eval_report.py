@@ -484,15 +484,6 @@ def acceptance_by_set_png(report: dict) -> bytes:
     return figure_png(fig, dpi=110)
 
 
-def plot_per_position(path: Path, k: int, series: dict[str, list[float]], title: str) -> Path:
-    from ..charts import acceptance_per_position_figure, figure_png
-
-    png = figure_png(acceptance_per_position_figure(series, k, title), dpi=110)
-    with atomic_write(path, "wb") as f:
-        f.write(png)
-    return path
-
-
 def _checkpoint_version(d: Path) -> str | None:
     from .entry import checkpoint_version
 
@@ -906,16 +897,10 @@ def evaluate_drafts(
                 shutil.copyfile(report_path, out_dir / "previous_report.json")
         except (OSError, json.JSONDecodeError):
             pass
-    kk = first["k"]
-    series = {"trained": report["per_position_acceptance"], "untrained": report["untrained_per_position_acceptance"]}
-    if previous and previous.get("per_position_acceptance"):
-        series["previous"] = [round(a, 4) for a in previous["per_position_acceptance"]]
-    plot_per_position(
-        out_dir / "per_position_acceptance.png",
-        kk,
-        series,
-        f"acceptance length {report['acceptance_length']:.2f} vs untrained {report['untrained_acceptance_length']:.2f} (k={kk})",
-    )
+    from ..charts import acceptance_per_position_png
+
+    with atomic_write(out_dir / "per_position_acceptance.png", "wb") as f:
+        f.write(acceptance_per_position_png(report))
     with atomic_write(out_dir / "acceptance_by_set.png", "wb") as f:
         f.write(acceptance_by_set_png(report))
     with atomic_write(report_path) as f:
