@@ -396,27 +396,32 @@ class ServerPool:
             self._waiting -= 1
 
     async def _acquire_slow(self, prefer: str | None, avoid: str | None, deadline: float | None) -> Server:
-        async with self._cond:
-            while True:
+        """Wait for a free slot on a server in rotation. While every server is out of rotation,
+        poll (outside the lock) until one is back or `all_down_timeout_s` has passed, then raise
+        `NoServerAvailable`.
+
+        No `asyncio.wait_for(cond.wait())` here: before Python 3.12 it runs the wait in a task of
+        its own, and a cancelled run (another row hit the all-down timeout) could leave that task
+        waiting for the condition's lock while its caller, cancelled too, waited for it: the run
+        never ended (seen under CPU load in tests/regenerate/test_router.py)."""
+        while True:
+            async with self._cond:
                 s = self._pick(prefer, avoid)
                 if s is not None:
                     s.inflight += 1
                     return s
-                if not any(x.up for x in self.servers):
-                    now = time.monotonic()
-                    deadline = deadline or now + self.settings.all_down_timeout_s
-                    if now >= deadline:
-                        raise NoServerAvailable(
-                            f"every regeneration server has been out of rotation for "
-                            f"{self.settings.all_down_timeout_s:.0f}s: " + ", ".join(s.label for s in self.servers)
-                        )
-                    try:
-                        await asyncio.wait_for(self._cond.wait(), timeout=min(1.0, deadline - now))
-                    except asyncio.TimeoutError:
-                        pass
-                else:
+                if any(x.up for x in self.servers):
                     deadline = None
-                    await self._cond.wait()
+                    await self._cond.wait()  # a released slot or a server back in rotation notifies
+                    continue
+            now = time.monotonic()
+            deadline = deadline or now + self.settings.all_down_timeout_s
+            if now >= deadline:
+                raise NoServerAvailable(
+                    f"every regeneration server has been out of rotation for "
+                    f"{self.settings.all_down_timeout_s:.0f}s: " + ", ".join(s.label for s in self.servers)
+                )
+            await asyncio.sleep(min(1.0, self.settings.probe_interval_s, deadline - now))
 
     async def _release(self, s: Server) -> None:
         s.inflight -= 1

@@ -199,7 +199,13 @@ class _Proto(asyncio.Protocol):
                 return
             body = self.buf[head_end + 4 : head_end + 4 + length]
             self.buf = self.buf[head_end + 4 + length :]
-            method, path, _ = head.split("\r\n", 1)[0].split(" ", 2)
+            request_line = head.split("\r\n", 1)[0].split(" ", 2)
+            if len(request_line) != 3:
+                # not an HTTP/1.x request line (e.g. a chunked body this stub does not parse): hang
+                # up, as a crashed connection did, without a traceback on the console
+                self.transport.close()
+                return
+            method, path, _ = request_line
             self.queue.put_nowait((method, path, body, auth))
 
     async def _serve(self):

@@ -453,3 +453,32 @@ def test_concurrency_is_per_server_and_never_exceeded(tmp_path, stub_server):
     assert all(s["max_inflight"] == 5 for s in seen), seen
     assert {v["model"] for v in stats["servers"].values()} == {"stub-model"}
     assert stats["client"] == {"concurrency_per_server": 5}
+
+
+# -- waiting for a slot while every server is out of rotation -----------------------------------
+def test_waiters_while_every_server_is_down_time_out_or_cancel_without_hanging():
+    """Rows waiting for a slot while no server is in rotation: each ends with NoServerAvailable
+    after all_down_timeout_s, and cancelling waiters (what the runner does once one row hit that
+    timeout) ends them all. Before, the wait ran in a task of its own (asyncio.wait_for on the
+    condition) that could end up waiting for the condition's lock held by its cancelled caller:
+    the run hung at exit under CPU load."""
+
+    async def go():
+        pool = ServerPool(["127.0.0.1:9"], settings(all_down_timeout_s=0.3, probe_interval_s=0.05, concurrency=1))
+        try:
+            for s in pool.servers:
+                s.up = False  # out of rotation; no probe task scheduled, so it stays down
+            timed_out = await asyncio.gather(*(pool._acquire(None, None) for _ in range(20)), return_exceptions=True)
+            waiters = [asyncio.get_running_loop().create_task(pool._acquire(None, None)) for _ in range(20)]
+            await asyncio.sleep(0.1)
+            for w in waiters:
+                w.cancel()
+            # the test decides: every waiter must be finished once gather returns (no clock race)
+            ended = await asyncio.gather(*waiters, return_exceptions=True)
+            return timed_out, ended, pool._waiting
+        finally:
+            await pool.close()
+
+    timed_out, ended, waiting = asyncio.run(go())
+    assert all(isinstance(e, NoServerAvailable) for e in timed_out)
+    assert all(isinstance(e, asyncio.CancelledError) for e in ended) and waiting == 0
