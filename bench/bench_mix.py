@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _trees import source_tree
+
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
@@ -61,21 +63,18 @@ def run(code_root: Path, data_root: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=150000, help="rows per source (two sources)")
-    ap.add_argument("--baseline-rev", default=None, help="git revision whose build_mix is the baseline")
+    ap.add_argument(
+        "--baseline-rev",
+        default=None,
+        help="git revision (or a directory holding that tree) whose build_mix is the baseline",
+    )
     args = ap.parse_args()
     res: dict = {"rows_per_source": args.rows}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         res["input_mb"] = round(make_sources(d / "data", args.rows) / 1e6, 1)
         if args.baseline_rev:
-            base = d / "baseline"
-            base.mkdir()
-            arch = subprocess.run(
-                ["git", "-C", str(REPO), "archive", args.baseline_rev, "specforge_assets"],
-                capture_output=True,
-                check=True,
-            ).stdout
-            subprocess.run(["tar", "-x", "-C", str(base)], input=arch, check=True)
+            base = source_tree(args.baseline_rev, d / "baseline")
             res["baseline"] = {"rev": args.baseline_rev, **run(base, d / "data")}
             shutil.copytree(d / "data" / "mix", d / "baseline_mix")
             print("baseline", res["baseline"], flush=True)

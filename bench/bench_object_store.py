@@ -125,7 +125,7 @@ def run_mode(mode: str, base: Path, configs: Path, s3_url: str | None) -> dict:
         "SPECFORGE_DATA_ROOT": s3_url if mode == "s3" else str(work / "data"),
         "SPECFORGE_DATA_CACHE": str(work / "cache"),
         "DAGSTER_DISABLE_TELEMETRY": "1",
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p),
     }
     p = subprocess.run([sys.executable, __file__, "--child"], env=env, cwd=work, capture_output=True, text=True)
     if p.returncode != 0:

@@ -34,6 +34,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _trees import source_tree  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -175,20 +177,6 @@ def server_stats(addrs: list[str]) -> list[dict]:
     import httpx
 
     return [httpx.get(f"http://{a}/stats", timeout=30, trust_env=False).json() for a in addrs]
-
-
-def source_tree(ref: str, tmp: Path) -> Path:
-    """A directory holding `specforge_assets` as of `ref`: a directory as it is, else a git ref of
-    this repository (extracted with git archive)."""
-    if Path(ref).is_dir():
-        return Path(ref).resolve()
-    out = tmp / f"src-{ref.replace('/', '_')}"
-    out.mkdir()
-    arch = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref, "specforge_assets"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=arch, check=True)
-    return out
 
 
 # -- 1. realistic latency -------------------------------------------------------------------------

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _trees import FULL_TREE, source_tree
+
 REPO = Path(__file__).resolve().parent.parent
 SELECTION = "mix/training_mix,tokenized/dataset,tokenized/vocab_mapping"
 
@@ -74,7 +76,7 @@ def make_data(tmp: Path) -> Path:
         "SPECFORGE_DATA_ROOT": str(root),
         "DAGSTER_HOME": str(home),
         "DAGSTER_DISABLE_TELEMETRY": "1",
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p),
         "SPECFORGE_CONFIG_DIR": str(cfg),
     }
     subprocess.run([sys.executable, "-c", SEED_CODE], cwd=REPO, env=env, check=True, capture_output=True)
@@ -142,7 +144,7 @@ def measure(seed: Path, tmp: Path, label: str, module: str, i: int, code: Path, 
         "SPECFORGE_DATA_ROOT": str(root),
         "DAGSTER_HOME": str(home),
         "DAGSTER_DISABLE_TELEMETRY": "1",
-        "PYTHONPATH": str(code),
+        "PYTHONPATH": os.pathsep.join(p for p in [str(code), os.environ.get("PYTHONPATH", "")] if p),
     }
     if instance in ("existing", "inprocess"):
         subprocess.run(
@@ -200,7 +202,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=None, help="a data root made by the demo (else one is made)")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--baseline-rev", default="5f4e77f", help="the code to compare with (a git revision)")
+    ap.add_argument(
+        "--baseline-rev",
+        default="5f4e77f",
+        help="the code to compare with (a git revision, or a directory holding that tree)",
+    )
     ap.add_argument(
         "--instances", default="fresh,existing,inprocess", help="fresh, existing and/or inprocess (see measure())"
     )
@@ -208,13 +214,7 @@ def main() -> int:
     instances = [x for x in args.instances.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as td:
         tmp = Path(td)
-        base = tmp / "baseline"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(base), args.baseline_rev],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
+        base = source_tree(args.baseline_rev, tmp / "baseline", FULL_TREE)
         try:
             seed = args.data or make_data(tmp)
             rows = []
@@ -225,7 +225,7 @@ def main() -> int:
                         rows.append(measure(seed, tmp, label, "specforge_assets.definitions", i, code, inst))
                         print(json.dumps(rows[-1]), flush=True)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, capture_output=True)
+            pass
     out = {
         "machine": f"{platform.node()} {os.cpu_count()} CPUs",
         "load": os.getloadavg(),
