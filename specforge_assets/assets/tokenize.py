@@ -9,77 +9,18 @@ from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
 from ._metadata import pictures, png
 from .. import charts
-from ..jsonrows import RowDecodeError, loads_object
 from ..fileio import read_manifest
 from ._lineage import lineage_metadata, link_run_to_trigger, pinned_input, upstream_versions
 from ..resources import SpecforgeStore
 from ..target import target_config, target_model_path
 from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config
 from ..tokenize.dataset import read_lengths
-from ..tokenize.report import example_html, example_markdown, length_histogram_png
+from ..tokenize.report import example_preview, length_histogram_png
 
 from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
 from ..keys import TARGET as TARGET_KEY
 from ..keys import MIX as MIX_KEY
-
-
-def _example(res: dict, mix_train) -> tuple[str, str | None]:
-    from ..tokenize.core import Preprocessor
-
-    row = None
-    with open(mix_train, "rb") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    row = loads_object(line)
-                except RowDecodeError:
-                    continue
-                break
-    if row is None:
-        return "(empty mix)", None
-    try:
-        t = Preprocessor(res["tokenizer"], res["template"], res["options"]).process(row)
-    except ValueError as e:
-        return f"example row could not be tokenized: {e}", None
-    path = example_html(res["tokenizer"], str(row.get("id")), t.input_ids, t.loss_mask, res["dir"] / "example.html")
-    return example_markdown(res["tokenizer"], str(row.get("id")), t.input_ids, t.loss_mask), str(path)
-
-
-def _vocab_valid(vocab_dir, **_):
-    man = read_manifest(vocab_dir) or {}
-    return tok_checks.vocab_mapping_valid(
-        Path(vocab_dir) / "vocab_mapping.pt",
-        int(man.get("draft_vocab_size", -1)),
-        int(man.get("target_vocab_size", -1)),
-    )
-
-
-def _template_agreement(ds_dir, mix_train, manifest, target_path, template_name, trust_remote_code, **_):
-    """A sample of rows re-rendered with the target tokenizer's own apply_chat_template. A mismatch
-    is an ERROR for `auto` (the template is derived from that tokenizer: they must agree) and a
-    WARN for a registry template (SpecForge's entries carry their own default system prompt,
-    e.g. `qwen`'s "You are a helpful assistant.", which a model with another default never sees
-    at inference: use `chat_template: auto` to train on the model's own rendering)."""
-    from ..tokenize.agreement import template_agreement
-    from ..tokenize.dataset import load_tokenizer
-
-    res = template_agreement(
-        ds_dir,
-        mix_train,
-        load_tokenizer(target_path, trust_remote_code),
-        sample=32,
-        max_length=int(manifest["stats"]["max_length"]),
-    )
-    first = res.get("first_mismatch") or {}
-    if res["passed"]:
-        desc = f"{res['agreed']} of {res['checked']} sampled rows equal the target tokenizer's own rendering"
-    else:
-        desc = (
-            f"template {template_name!r} differs from the target tokenizer's own chat template: "
-            f"{first.get('message', '')}" + ("" if template_name == "auto" else " — use chat_template: auto")
-        )
-    return res["passed"], desc, res, ("ERROR" if template_name == "auto" else "WARN")
 
 
 DATASET_CHECKS = [
@@ -115,7 +56,11 @@ DATASET_CHECKS = [
         "matches_target_chat_template",
         False,
         "A sample of rows equals the target tokenizer's own apply_chat_template rendering (first difference shown).",
-        lambda **kw: _template_agreement(**kw),
+        lambda ds_dir, mix_train, manifest, target_path, template_name, trust_remote_code, **_: (
+            tok_checks.matches_target_chat_template(
+                ds_dir, mix_train, target_path, template_name, trust_remote_code, int(manifest["stats"]["max_length"])
+            )
+        ),
     ),
 ]
 VOCAB_CHECKS = [
@@ -123,7 +68,7 @@ VOCAB_CHECKS = [
         "vocab_mapping_consistent",
         True,
         "d2t/t2d have the right sizes and dtypes and agree with each other.",
-        _vocab_valid,
+        lambda vocab_dir, **_: tok_checks.vocab_mapping_folder_valid(vocab_dir),
     ),
 ]
 
@@ -164,7 +109,9 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
     out = res["dir"]
     lengths = read_lengths(out)
     hist = length_histogram_png(lengths, st["max_length"], out / "lengths.png")
-    example_md, example_path = _example(res, res["mix_train"])
+    example_md, example_path = example_preview(
+        res["tokenizer"], res["template"], res["options"], res["mix_train"], res["dir"] / "example.html"
+    )
     if res["warnings"]:
         for w in res["warnings"]:
             context.log.warning(w)

@@ -149,3 +149,43 @@ def vocab_mapping_valid(path: Path, draft: int, target: int) -> tuple[bool, str,
     elif not bool((used[1:] > used[:-1]).all()) or not bool(t2d[used].all()):
         problems.append("d2t does not map to the ids t2d marks, in ascending order")
     return not problems, "; ".join(problems) or "d2t/t2d consistent", {"draft": len(d2t), "target": len(t2d)}
+
+
+def vocab_mapping_folder_valid(vocab_dir: Path) -> tuple[bool, str, dict]:
+    """`vocab_mapping_valid` on `<vocab_dir>/vocab_mapping.pt` with the sizes its manifest.json
+    records (-1 when absent, which fails the size check)."""
+    from ..fileio import read_manifest
+
+    man = read_manifest(vocab_dir) or {}
+    return vocab_mapping_valid(
+        Path(vocab_dir) / "vocab_mapping.pt",
+        int(man.get("draft_vocab_size", -1)),
+        int(man.get("target_vocab_size", -1)),
+    )
+
+
+def matches_target_chat_template(
+    ds: Path, mix_train: Path, target_path, template_name: str, trust_remote_code: bool, max_length: int
+) -> tuple[bool, str, dict, str]:
+    """A sample of 32 rows re-rendered with the target tokenizer's own apply_chat_template
+    (`tokenize.agreement.template_agreement`). A mismatch is an ERROR for `auto` (the template
+    is derived from that tokenizer: they must agree) and a WARN for a registry template
+    (SpecForge's entries carry their own default system prompt, e.g. `qwen`'s "You are a
+    helpful assistant.", which a model with another default never sees at inference: use
+    `chat_template: auto` to train on the model's own rendering). Returns (passed, description,
+    details, severity)."""
+    from ..tokenize.agreement import template_agreement
+    from ..tokenize.dataset import load_tokenizer
+
+    res = template_agreement(
+        ds, mix_train, load_tokenizer(target_path, trust_remote_code), sample=32, max_length=max_length
+    )
+    first = res.get("first_mismatch") or {}
+    if res["passed"]:
+        desc = f"{res['agreed']} of {res['checked']} sampled rows equal the target tokenizer's own rendering"
+    else:
+        desc = (
+            f"template {template_name!r} differs from the target tokenizer's own chat template: "
+            f"{first.get('message', '')}" + ("" if template_name == "auto" else " — use chat_template: auto")
+        )
+    return res["passed"], desc, res, ("ERROR" if template_name == "auto" else "WARN")

@@ -62,3 +62,30 @@ def example_html(tokenizer, row_id: str, ids, mask, path: Path) -> Path:
     with atomic_write(path) as f:
         f.write(doc)
     return path
+
+
+def example_preview(tokenizer, template, options, mix_train: Path, html_path: Path) -> tuple[str, str | None]:
+    """The first readable row of the mix (`mix_train`, JSONL) rendered with `template` and
+    tokenized as the dataset was (`options`): `(markdown with the supervised tokens marked,
+    path of the same as HTML at html_path)`. A mix with no readable row, or a first row that does
+    not tokenize, gives a one-line explanation and no HTML."""
+    from ..jsonrows import RowDecodeError, loads_object
+    from .core import Preprocessor
+
+    row = None
+    with open(mix_train, "rb") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    row = loads_object(line)
+                except RowDecodeError:
+                    continue
+                break
+    if row is None:
+        return "(empty mix)", None
+    try:
+        t = Preprocessor(tokenizer, template, options).process(row)
+    except ValueError as e:
+        return f"example row could not be tokenized: {e}", None
+    path = example_html(tokenizer, str(row.get("id")), t.input_ids, t.loss_mask, html_path)
+    return example_markdown(tokenizer, str(row.get("id")), t.input_ids, t.loss_mask), str(path)
