@@ -14,8 +14,6 @@ from ._lineage import lineage_metadata, link_run_to_trigger, pinned_input, upstr
 from ..resources import SpecforgeStore
 from ..target import target_config, target_model_path
 from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config
-from ..tokenize.dataset import read_lengths
-from ..tokenize.report import example_preview, length_histogram_png
 
 from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
@@ -107,11 +105,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         )
     st = res["stats"]
     out = res["dir"]
-    lengths = read_lengths(out)
-    hist = length_histogram_png(lengths, st["max_length"], out / "lengths.png")
-    example_md, example_path = example_preview(
-        res["tokenizer"], res["template"], res["options"], res["mix_train"], res["dir"] / "example.html"
-    )
+    lengths = res["lengths"]
     if res["warnings"]:
         for w in res["warnings"]:
             context.log.warning(w)
@@ -149,16 +143,16 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         "mix_version": mix_in["data_version"] or "",
         "cache_hit": res["cache_hit"],
         "cache_pruned": dg.MetadataValue.json(res["cache_pruned"]),
-        "length_histogram": png(hist, "tokens per row"),
+        "length_histogram": png(res["lengths_png"], "tokens per row"),
         **pictures(length_histogram_inline=charts.length_histogram_inline_md(lengths, st["max_length"])),
-        "example": dg.MetadataValue.md(example_md),
+        "example": dg.MetadataValue.md(res["example_md"]),
         "path": dg.MetadataValue.path(str(out)),
         "train_jsonl": dg.MetadataValue.path(str(out / "train.jsonl")),
         "shards": dg.MetadataValue.json(st["shards"]),
         **lineage_metadata(inputs),
     }
-    if example_path:
-        md["example_html"] = dg.MetadataValue.path(example_path)
+    if res["example_html"]:
+        md["example_html"] = dg.MetadataValue.path(str(res["example_html"]))
     yield dg.MaterializeResult(data_version=dg.DataVersion(res["version"]), metadata=md)
     man = read_manifest(out) or {}
     tcfg = target_config(store.config("target"))

@@ -217,13 +217,19 @@ def build_tokenized(
             "tokenizer has no chat template: SpecForge's fallback rendering was used "
             f"(template {r['template'].name!r} headers)"
         )
-    with staged_dir(out) as tmp:  # files + manifest published as one unit
+    with staged_dir(out) as tmp:  # files + manifest (+ the human-readable artefacts) published as one unit
         for p in cache_dir.iterdir():
             if p.is_file():
                 try:
                     os.link(p, tmp / p.name)
                 except OSError:
                     shutil.copy2(p, tmp / p.name)
+        from .dataset import read_lengths
+        from .report import example_preview, length_histogram_png
+
+        lengths = read_lengths(tmp)
+        length_histogram_png(lengths, int(stats["max_length"]), tmp / "lengths.png")
+        example_md, example_file = example_preview(tok, r["template"], r["options"], mix_train, tmp / "example.html")
         write_manifest(
             tmp,
             asset="tokenized/dataset",
@@ -255,6 +261,10 @@ def build_tokenized(
         "options": r["options"],
         "warnings": warnings,
         "cache_dir": cache_dir,
+        "lengths": lengths,
+        "lengths_png": out / "lengths.png",
+        "example_md": example_md,
+        "example_html": out / "example.html" if example_file else None,
     }
 
 

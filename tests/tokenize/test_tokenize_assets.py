@@ -129,7 +129,13 @@ def test_assets_end_to_end(env, dagster_instance):
     ).asset_materialization.tags
     # the data version is the content of the rows (not the cache key), kept immutable by version
     assert v1["dagster/data_version"] == v2["dagster/data_version"] == md["content_version"].value
-    assert (root / "versions" / "tokenized_dataset" / md["content_version"].value / "train.jsonl").exists()
+    vdir = root / "versions" / "tokenized_dataset" / md["content_version"].value
+    assert (vdir / "train.jsonl").exists()
+    # the histogram and the marked example are part of the published version (written in staging,
+    # not into the published folder afterwards), identical to what the current folder shows
+    for name in ("lengths.png", "example.html"):
+        assert (vdir / name).read_bytes() == (ds / name).read_bytes(), name
+    assert md["example_html"].value == str(ds / "example.html")
 
     # a changed option → cache miss, new key
     (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 512}))
