@@ -84,9 +84,6 @@ class AutomationFile(ConfigModel):
     ops: OpsSection = Field(default_factory=OpsSection)
 
 
-DEFAULT_SETTINGS: dict = AutomationFile().model_dump()
-
-
 def automation_settings(config: dict | None = None) -> dict:
     """configs/automation.yaml (`config` None: read it) as an `AutomationFile` dict: unknown keys
     and bad values raise `configmodel.ConfigError` naming the field; statuses are turned into

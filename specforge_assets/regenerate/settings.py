@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..fileio import sha256_json
 
 Reasoning = Literal["none", "save", "disable"]
-REASONING_MODES = ("none", "save", "disable")
 Dialect = Literal["openai", "transformers"]
 # What happens to valid rows beyond `num_samples`: SpecForge simply never writes them; we
 # account for each one, either in skipped.jsonl ("skip") or unchanged in train.jsonl ("passthrough").

@@ -52,7 +52,6 @@ def _all_nonblank(contents: list) -> bool:
 
 
 PREVIEW_ROWS = 5
-OUTPUT_FILES = ("train.jsonl", "test.jsonl", "quarantine.jsonl")
 
 
 @dataclass

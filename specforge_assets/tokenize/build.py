@@ -76,8 +76,6 @@ class TokenizeFile(ConfigModel):
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
-TOKENIZE_DEFAULTS: dict[str, Any] = TokenizeFile().model_dump(mode="json")
-
 STALE_STAGING_S = 24 * 3600  # a staging folder this old is a crashed build, not one in progress
 
 
