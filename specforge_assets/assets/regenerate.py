@@ -80,7 +80,7 @@ CHECKS = [
         False,
         "share of regenerated turns with finish_reason == length under the threshold",
         lambda quality, **_: (
-            quality["truncation_rate"] <= quality["truncation_threshold"],
+            quality["passed"]["truncation_rate"],
             None,
             {
                 k: quality[k]
@@ -94,7 +94,11 @@ CHECKS = [
         "no_empty_answers",
         False,
         "no regenerated assistant answer is empty",
-        lambda quality, **_: (quality["empty_answers"] == 0, None, {"empty_answers": quality["empty_answers"]}),
+        lambda quality, **_: (
+            quality["passed"]["no_empty_answers"],
+            None,
+            {"empty_answers": quality["empty_answers"]},
+        ),
         severity="WARN",
         details_key=None,
     ),
@@ -102,10 +106,10 @@ CHECKS = [
         "no_think_markers",
         False,
         "no <think>/</think> left in answers unless reasoning mode is `save`",
-        lambda quality, reasoning, **_: (
-            reasoning == "save" or quality["answers_with_think_markers"] == 0,
+        lambda quality, **_: (
+            quality["passed"]["no_think_markers"],
             None,
-            {"answers_with_think_markers": quality["answers_with_think_markers"], "reasoning": reasoning},
+            {"answers_with_think_markers": quality["answers_with_think_markers"], "reasoning": quality["reasoning"]},
         ),
         severity="WARN",
         details_key=None,
@@ -199,7 +203,6 @@ def regenerated_conversations(
         CHECKS,
         reconcile=regen_checks.reconcile(src_train, out_dir),
         quality=regen_checks.quality(out_dir, float(cfg["truncation_threshold"]), cfg["reasoning"])[1],
-        reasoning=cfg["reasoning"],
     )
 
 

@@ -45,7 +45,8 @@ def reconcile(input_path: Path, out_dir: Path) -> tuple[bool, dict]:
 
 def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none") -> tuple[bool, dict]:
     """Rate of finish_reason == length under the threshold; no empty answers; no leftover think
-    markers when the mode is not `save`. Only rows regenerated in this layer are looked at."""
+    markers when the mode is not `save`. Only rows regenerated in this layer are looked at.
+    Returns (all passed, metadata); `metadata["passed"]` has each check's verdict by name."""
     train = Path(out_dir) / "train.jsonl"
     if not train.exists():
         return False, {"missing_files": str(train)}
@@ -67,9 +68,13 @@ def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none")
         f"from {answers}"
     ).fetchone()
     rate = truncated / turns if turns else 0.0
-    marker_fail = reasoning != "save" and marked > 0
-    passed = rate <= truncation_threshold and empty == 0 and not marker_fail
-    return passed, {
+    verdicts = {  # one per check of the regenerated layer (assets/regenerate.py declares them)
+        "truncation_rate": rate <= truncation_threshold,
+        "no_empty_answers": empty == 0,
+        "no_think_markers": reasoning == "save" or marked == 0,
+    }
+    return all(verdicts.values()), {
+        "passed": verdicts,
         "regenerated_turns": turns,
         "truncated_turns": truncated,
         "truncation_rate": round(rate, 4),

@@ -60,6 +60,7 @@ def test_partition_with_addresses_regenerates_train_and_test(tmp_path, stub_serv
     assert ok and meta["id_mismatches"] == 0
     ok, q = quality(out, truncation_threshold=0.5, reasoning="none")
     assert q["truncated_turns"] == 1 and q["answers_with_think_markers"] == 1 and not ok
+    assert q["passed"] == {"truncation_rate": True, "no_empty_answers": True, "no_think_markers": False}
 
     # tamper: a duplicated output row breaks the blocking reconcile check
     with open(out / "train.jsonl", "a") as f:
