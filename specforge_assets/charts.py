@@ -1,6 +1,7 @@
-"""The one module that draws the metadata pictures and builds the metadata tables. No Dagster import:
-functions return PNG bytes, markdown strings, or plain rows + column specs that the asset modules
-wrap in ``dg.MetadataValue.md`` / ``dg.MetadataValue.table``.
+"""The domain side of the metadata pictures and tables: it draws the pictures and builds the rows.
+No Dagster import: functions return PNG bytes, compact inline markdown pictures, or plain rows +
+column specs; `assets/_metadata.py` (the one metadata formatter) turns them into Dagster
+metadata values.
 
 How a picture is shown in Dagster 1.13 (checked in the real UI, dagster-webserver 1.13.27, Chromium,
 asset page Overview "Metadata" table and Events tab):

@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def run_register_sources(args) -> int:
-    from .partitions import invalid_source_keys, sync_source_partitions
+    from .partitions import SOURCES_PARTITION_NAME, invalid_source_keys, sync_source_partitions
     from .sources.config import scan_incoming
 
     instance = _instance()
@@ -39,7 +39,7 @@ def run_register_sources(args) -> int:
     added = sync_source_partitions(instance) + sync_source_partitions(instance, incoming)
     for key, reason in invalid_source_keys().items():
         print(f"warning: configs/sources.yaml source {key!r} skipped: {reason}", file=sys.stderr)
-    known = instance.get_dynamic_partitions("sources")
+    known = instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)
     print(
         f"registered {len(added)} new source partition(s): {', '.join(added) or '-'}; the instance has {len(known)}: "
         f"{', '.join(known)}"
@@ -60,6 +60,7 @@ def materialize_selection(instance, selection, partition_key: str | None = None,
     Returns whether the run succeeded (failures are in the run, never raised)."""
     import dagster as dg
 
+    from .assets._lineage import TRIGGER_TAG
     from .definitions import defs
 
     r = dg.materialize(
@@ -69,7 +70,7 @@ def materialize_selection(instance, selection, partition_key: str | None = None,
         instance=instance,
         resources=defs.resources,
         raise_on_error=False,
-        tags={"specforge/trigger": trigger},
+        tags={TRIGGER_TAG: trigger},
     )
     return r.success
 

@@ -3,7 +3,9 @@
 - Tag names Dagster and this project put on materializations and runs (`DATA_VERSION_TAG`,
   `TRAINED_ON_TAG`, the trigger/link tags), defined once here.
 - Record lookups: `latest_record`, `find_record`, `record_version`, `record_metadata`,
-  `latest_version`, `latest_versions`, `recorded`, `pinned_input`, `trained_on_version`, `retraining_runs`.
+  `latest_version`, `latest_versions`, `recorded`, `pinned_input`, `trained_on_version`,
+  `retraining_runs`, and `draft_matches_latest` (the body of the `draft_matches_latest_dataset`
+  check, a pure lookup).
 - Run links: `run_link_tags` (where the run that produced a version came from),
   `trigger_link_tags` / `link_run_to_trigger` (an automation run names the run(s) and versions
   that started it).
@@ -26,7 +28,7 @@ import dagster as dg
 
 from ..train.inputs import Recorded
 from ._metadata import markdown_table
-from ..keys import TOKENIZED
+from ..keys import DRAFT, TOKENIZED
 
 # Dagster's tags on a materialization: its data version, and the version of each input it read
 DATA_VERSION_TAG = "dagster/data_version"
@@ -253,3 +255,27 @@ def link_run_to_trigger(context, inputs: list[dict]) -> dict[str, str]:
         instance.add_run_tags(run.run_id, new)
         context.log.info(f"triggered by run {new.get(TRIGGERED_BY_RUN_TAG, '?')[:8]}: {new[TRIGGER_INPUTS_TAG]}")
     return new
+
+
+def draft_matches_latest(instance: dg.DagsterInstance, **_) -> tuple[bool, str, dict]:
+    """The body of the `draft_matches_latest_dataset` check: (passed, description, details) —
+    passed when the latest models/draft_model was trained on the latest tokenized/dataset
+    version (or nothing is tokenized yet); details: both versions and the retraining runs
+    requested for the latest one."""
+    latest = record_version(latest_record(instance, TOKENIZED))
+    trained_on = trained_on_version(latest_record(instance, DRAFT))
+    runs = retraining_runs(instance, latest) if latest else []
+    md = {
+        "latest_dataset_version": latest or "none",
+        "draft_trained_on": trained_on or "none",
+        "retraining_runs": [{"run_id": r.run_id, "status": r.status.value} for r in runs],
+    }
+    if latest is None or trained_on == latest:
+        return True, "the draft is trained on the latest dataset", md
+    state = ", ".join(f"{r.run_id[:8]} {r.status.value.lower()}" for r in runs) or "none requested yet"
+    return (
+        False,
+        f"tokenized/dataset {latest[:12]} is untrained (draft trained on {(trained_on or 'none')[:12]}; "
+        f"retraining runs: {state})",
+        md,
+    )

@@ -17,6 +17,7 @@ from ._failures import expected_failures
 from ._metadata import code_block, markdown_table, pictures, png, table
 from .. import charts
 from ._lineage import (
+    draft_matches_latest,
     TRAINED_ON_TAG,
     find_record,
     latest_record,
@@ -25,8 +26,6 @@ from ._lineage import (
     record_metadata,
     record_version,
     recorded,
-    retraining_runs,
-    trained_on_version,
 )
 from ..fileio import read_manifest, sha256_file, staged_dir, write_manifest
 from ..resources import SpecforgeStore
@@ -609,26 +608,6 @@ def target_hidden_states(
 # -- is the latest dataset trained? ------------------------------------------------------------
 
 
-def _draft_matches_latest(instance: dg.DagsterInstance, **_) -> tuple[bool, str, dict]:
-    latest = record_version(latest_record(instance, DATASET_KEY))
-    trained_on = trained_on_version(latest_record(instance, DRAFT_KEY))
-    runs = retraining_runs(instance, latest) if latest else []
-    md = {
-        "latest_dataset_version": latest or "none",
-        "draft_trained_on": trained_on or "none",
-        "retraining_runs": [{"run_id": r.run_id, "status": r.status.value} for r in runs],
-    }
-    if latest is None or trained_on == latest:
-        return True, "the draft is trained on the latest dataset", md
-    state = ", ".join(f"{r.run_id[:8]} {r.status.value.lower()}" for r in runs) or "none requested yet"
-    return (
-        False,
-        f"tokenized/dataset {latest[:12]} is untrained (draft trained on {(trained_on or 'none')[:12]}; "
-        f"retraining runs: {state})",
-        md,
-    )
-
-
 # Read from the instance (not from an asset's outputs), so a standalone check: evaluated on its own
 # from the UI; the retraining sensor also records a failed result of it after a cancelled or
 # failed retraining (`_checks.evaluation`, in sensors.retrain_tick).
@@ -638,7 +617,7 @@ DRAFT_MATCHES_LATEST = InAssetCheck(
     "The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
     "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
     "retraining run, or launch retrain_draft_job, from the UI.",
-    _draft_matches_latest,
+    draft_matches_latest,
     details_key=None,
 )
 draft_matches_latest_dataset = asset_check(DRAFT_KEY, DRAFT_MATCHES_LATEST)

@@ -1,1 +1,3 @@
-"""DuckDB quality checks: SQL beside the Python that runs it."""
+"""The checks' domain side (no Dagster): DuckDB SQL beside the Python that runs it, and the few
+checks that need a tokenizer or torch (`tokenize.vocab_mapping_valid`,
+`tokenize.matches_target_chat_template`). Declared on their assets in `assets/`."""
