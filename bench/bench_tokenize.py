@@ -38,7 +38,7 @@ def bench_combo(build: str, template_name: str, rows: list[dict], max_length: in
 
     from specforge_assets.tokenize.core import Preprocessor, TokenizeOptions
     from tests.helpers.tokenize_reference import straightforward_rows
-    from tests.helpers.reference_tokenizers import build_tokenizer
+    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
     from specforge_assets.tokenize.templates import get_template
 
     tok = AutoTokenizer.from_pretrained(str(build_tokenizer(build)))
@@ -105,7 +105,7 @@ def bench_scaling(build: str, template_name: str, rows: list[dict], max_length: 
     from tests.helpers.jsonl import write_jsonl
     from specforge_assets.tokenize.core import TokenizeOptions
     from specforge_assets.tokenize.dataset import tokenize_jsonl
-    from tests.helpers.reference_tokenizers import build_tokenizer
+    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
     from specforge_assets.tokenize.templates import get_template
 
     out = {}

@@ -1,5 +1,4 @@
 """Test-and-benchmark support code, imported as `tests.helpers.<module>` (run from the repository
 root: `python -m pytest`, and the bench/ scripts put the root on sys.path). Nothing here ships in
-the package: the toy training data and target (`toy`), the reference tokenizers built offline from
-the `test` extra's packages (`reference_tokenizers`), the straightforward SpecForge tokenization
+the package: the toy training data and target (`toy`), the straightforward SpecForge tokenization
 the fast path is checked against (`tokenize_reference`), and a JSONL writer (`jsonl`)."""

@@ -19,7 +19,7 @@ def smollm2_tokenizer(smollm2_gguf):
 def reference_tokenizer():
     """`reference_tokenizer(name)`: qwen2.5 / qwen3 / llama3 / deepseek-v3, built offline from
     packages (reference_tokenizers.py), or skip when those packages are absent."""
-    from tests.helpers import reference_tokenizers as rt
+    from specforge_assets.tokenize import reference_tokenizers as rt
 
     loaded: dict = {}
 

@@ -15,7 +15,7 @@ from specforge_assets.tokenize.vocab import TokenCounter, select
 
 
 def test_cli_tokenize_matches_golden_and_vocab_mapping(tmp_path, capsys):
-    from tests.helpers.reference_tokenizers import build_tokenizer
+    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
 
     reference_tokenizer("qwen2.5")  # skips without the packages
     header, gold = golden("qwen2.5_qwen_256")

@@ -15,7 +15,7 @@ from specforge_assets.cli import main
 
 @pytest.fixture(scope="module")
 def qwen_tok() -> str:
-    from tests.helpers.reference_tokenizers import build_tokenizer
+    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
 
     reference_tokenizer("qwen2.5")  # skips without the packages
     return str(build_tokenizer("qwen2.5"))

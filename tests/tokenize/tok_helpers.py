@@ -42,7 +42,7 @@ def golden(combo: str) -> tuple[dict, list[dict]]:
 
 
 def reference_tokenizer(name: str):
-    from tests.helpers import reference_tokenizers as rt
+    from specforge_assets.tokenize import reference_tokenizers as rt
 
     if not rt.available():
         pytest.skip(

