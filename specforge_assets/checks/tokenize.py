@@ -84,7 +84,8 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict,
     errs_path = Path(ds) / "errors.jsonl"
     con.execute("CREATE TABLE e (id VARCHAR)")
     if errs_path.exists() and errs_path.stat().st_size:
-        err_ids = [(str(json.loads(l).get("id")),) for l in open(errs_path, encoding="utf-8") if l.strip()]
+        with open(errs_path, encoding="utf-8") as f:
+            err_ids = [(str(json.loads(line).get("id")),) for line in f if line.strip()]
         if err_ids:
             con.executemany("INSERT INTO e VALUES (?)", err_ids)
     missing = con.execute("SELECT id FROM m WHERE id NOT IN (SELECT id FROM t) ORDER BY id").fetchall()
