@@ -131,3 +131,44 @@ def external_target(config: dict) -> tuple[Path | str, str, dict]:
     # a hub id: no network here; the id (and revision if configured) is the version
     version = sha256_json({"hub_id": resolved, "revision": config.get("revision")})[:24]
     return resolved, version, {"hub_id": str(resolved), "revision": str(config.get("revision"))}
+
+
+def ensure_demo_target(out: Path, train_config: dict | None, sources_config: dict | None, log) -> dict:
+    """The demo target in `out`, built from the configured sources' sample rows with
+    configs/train.yaml's `demo_target:` parameters, or reused when the corpus, the parameters
+    and the builder are unchanged (`demo_target_is_current`). Returns `{version (24 hex chars of
+    the corpus fingerprint), cached, corpus_rows, corpus_sources, params, builder_version,
+    manifest}`. Raises the builder's and the corpus loader's `UserError`s (no rows, bad source)."""
+    from .fileio import read_manifest
+    from .train.demo_target import (
+        BUILDER_VERSION,
+        build_demo_target,
+        build_params,
+        corpus_fingerprint,
+        load_demo_corpus,
+    )
+    from .train.settings import train_settings
+
+    demo_cfg = dict(train_settings(train_config)["demo_target"])
+    source_keys = demo_cfg.pop("sources", None)
+    params = build_params(**demo_cfg)
+    rows, info = load_demo_corpus(source_keys, sources_config=sources_config, log=log)
+    fingerprint = corpus_fingerprint(rows, params)
+    version = fingerprint[:24]
+    cached = demo_target_is_current(out, fingerprint)
+    if cached:
+        log(f"demo target unchanged (fingerprint {version}): reusing {out}")
+    else:
+        log(f"building the demo target from {len(rows)} rows of {sorted(info['sources'])} into {out}")
+        build_demo_target(
+            out, rows, log=log, **params, extra_manifest={"data_version": version, "corpus_sources": info}
+        )
+    return {
+        "version": version,
+        "cached": cached,
+        "corpus_rows": len(rows),
+        "corpus_sources": info,
+        "params": params,
+        "builder_version": BUILDER_VERSION,
+        "manifest": read_manifest(out) or {},
+    }

@@ -27,7 +27,7 @@ from ._lineage import (
     record_version,
     recorded,
 )
-from ..fileio import read_manifest, sha256_file, staged_dir, write_manifest
+from ..fileio import sha256_file, staged_dir, write_manifest
 from ..resources import SpecforgeStore
 from ..train.inputs import folder_version, require
 from ..versioned import publish_version, version_dir
@@ -153,7 +153,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     sample rows, built into `<data root>/models/target_model`; rebuilt only when the corpus, the
     build parameters (configs/train.yaml `demo_target:`) or the builder change.
     Otherwise: the configured local folder or hub id, recorded with a content version."""
-    from ..target import demo_target_is_current, model_summary, needs_import, target_config
+    from ..target import ensure_demo_target, model_summary, needs_import, target_config
 
     tcfg = target_config(store.config("target"))
     if tcfg.get("path"):
@@ -161,38 +161,10 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             if needs_import(str(tcfg["path"])):
                 return _imported_target(context, store, tcfg)
             return _external_target(context, tcfg)
-    from ..train.demo_target import (
-        BUILDER_VERSION,
-        build_demo_target,
-        build_params,
-        corpus_fingerprint,
-        load_demo_corpus,
-    )
-    from ..train.settings import train_settings
-
-    settings = train_settings(store.config("train"))
-    demo_cfg = dict(settings["demo_target"])
-    source_keys = demo_cfg.pop("sources", None)
-    params = build_params(**demo_cfg)
     out = store.layer_dir("models", "target_model")
     with expected_failures():
-        rows, info = load_demo_corpus(source_keys, sources_config=store.config("sources"), log=context.log.info)
-    fingerprint = corpus_fingerprint(rows, params)
-    version = fingerprint[:24]
-    cached = demo_target_is_current(out, fingerprint)
-    if cached:
-        context.log.info(f"demo target unchanged (fingerprint {version}): reusing {out}")
-    else:
-        context.log.info(f"building the demo target from {len(rows)} rows of {sorted(info['sources'])} into {out}")
-        with expected_failures():
-            build_demo_target(
-                out,
-                rows,
-                log=context.log.info,
-                **params,
-                extra_manifest={"data_version": version, "corpus_sources": info},
-            )
-    manifest = read_manifest(out) or {}
+        demo = ensure_demo_target(out, store.config("train"), store.config("sources"), context.log.info)
+    version, manifest = demo["version"], demo["manifest"]
     check = result(TARGET_KEY, TARGET_CHECK, path=out, trust_remote_code=False)
     summary = model_summary(out)
     # the version a draft trains against, immutable (hard links: the builder replaces the folder whole)
@@ -203,19 +175,19 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             "path": dg.MetadataValue.path(str(out)),
             "version_path": dg.MetadataValue.path(str(vdir)),
             "kind": "demo_target",
-            "cached": cached,
+            "cached": demo["cached"],
             "architecture": summary["architecture"],
             "num_parameters": manifest.get("num_parameters"),
             "num_hidden_layers": summary["num_hidden_layers"],
             "hidden_size": summary["hidden_size"],
             "vocab_size": summary["vocab_size"],
-            "corpus_rows": len(rows),
+            "corpus_rows": demo["corpus_rows"],
             "corpus_chars": manifest.get("num_chars"),
-            "corpus_sources": dg.MetadataValue.json(info),
+            "corpus_sources": dg.MetadataValue.json(demo["corpus_sources"]),
             "pretrain_loss_first": manifest.get("pretrain_loss_first"),
             "pretrain_loss_last": manifest.get("pretrain_loss_last"),
-            "build_params": dg.MetadataValue.json(manifest.get("params") or params),
-            "builder_version": BUILDER_VERSION,
+            "build_params": dg.MetadataValue.json(manifest.get("params") or demo["params"]),
+            "builder_version": demo["builder_version"],
             "chat_template_preview": _chat_template_preview(check).get("chat_template_preview", ""),
         },
         check_results=[check],
