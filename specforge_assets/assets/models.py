@@ -6,7 +6,6 @@ in a separate `torchrun` process launched through Dagster Pipes (resource "pipes
 the Pipes client moves it to a GPU box or a cluster without touching the asset.
 """
 
-import shutil
 import time
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from ._lineage import (
     record_version,
     recorded,
 )
-from ..fileio import sha256_file, staged_dir, write_manifest
 from ..resources import SpecforgeStore
 from ..train.inputs import folder_version, require
 from ..versioned import publish_version, version_dir
@@ -411,12 +409,7 @@ def draft_evaluation(
     `<data root>/models/draft_evaluation/` (report.json, plot, manifest) in one step."""
     from ..target import target_config
     from ..train.eval_report import eval_sets, evaluate_drafts
-    from ..train.eval_summary import (
-        MANIFEST_FIELDS,
-        headline_numbers,
-        per_category_numbers,
-        report_version,
-    )
+    from ..train.eval_summary import evaluate_and_publish, headline_numbers, per_category_numbers
     from ..train.inputs import evaluation_inputs
 
     root = store.root()
@@ -435,41 +428,29 @@ def draft_evaluation(
         )
     draft_dir, test, inputs = found.draft_dir, found.test_jsonl, found.inputs
     previous_dir = root / "models" / "draft_model_previous"
-    with staged_dir(out) as tmp:
-        for name in ("report.json", "previous_report.json"):  # what the report it replaces becomes
-            if (out / name).exists():
-                shutil.copy2(out / name, tmp / name)
-        with expected_failures():
-            report = evaluate_drafts(
-                target_path=found.target,
-                draft_dir=draft_dir,
-                previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
-                vocab_mapping_path=found.vocab_mapping,
-                test_jsonl=test,
-                out_dir=tmp,
-                k=ev["k"],
-                sets=eval_sets(ev, root),
-                max_new_tokens=int(ev["max_new_tokens"]),
-                num_prompts=int(ev["num_prompts"]),
-                max_prompt_tokens=int(ev["max_prompt_tokens"]),
-                untrained_seed=int(ev["untrained_seed"]),
-                trust_remote_code=bool(tcfg.get("trust_remote_code")),
-                device=str(ev.get("device") or "auto"),
-                workers=ev.get("workers", 1),
-                log=context.log.info,
-            )
-        upstream = {k: v.get("data_version") for k, v in inputs.items()}
-        write_manifest(
-            tmp,
-            layer="models",
-            asset="draft_evaluation",
-            upstream_data_versions=upstream,
-            inputs=inputs,
-            report_sha256=sha256_file(tmp / "report.json"),
-            **{k: report[k] for k in MANIFEST_FIELDS},
+
+    def evaluate(staging: Path) -> dict:
+        return evaluate_drafts(
+            target_path=found.target,
+            draft_dir=draft_dir,
+            previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
+            vocab_mapping_path=found.vocab_mapping,
+            test_jsonl=test,
+            out_dir=staging,
+            k=ev["k"],
+            sets=eval_sets(ev, root),
+            max_new_tokens=int(ev["max_new_tokens"]),
+            num_prompts=int(ev["num_prompts"]),
+            max_prompt_tokens=int(ev["max_prompt_tokens"]),
+            untrained_seed=int(ev["untrained_seed"]),
+            trust_remote_code=bool(tcfg.get("trust_remote_code")),
+            device=str(ev.get("device") or "auto"),
+            workers=ev.get("workers", 1),
+            log=context.log.info,
         )
-        version = report_version(report)
-        publish_version(tmp, root, "draft_evaluation", version, skip=("previous_report.json",))
+
+    with expected_failures():
+        report, version, upstream = evaluate_and_publish(root, out, inputs, evaluate)
     report_path = out / "report.json"
     md = {
         "report_path": dg.MetadataValue.path(str(report_path)),

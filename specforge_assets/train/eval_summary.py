@@ -1,6 +1,10 @@
-"""A draft evaluation report (`train.eval_report.evaluate_drafts`) in numbers. No Dagster import."""
+"""A draft evaluation report (`train.eval_report.evaluate_drafts`) in numbers, and its publication
+as a version. No Dagster import."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 from ..fileio import sha256_json
 
@@ -47,3 +51,37 @@ def per_set_numbers(report: dict) -> dict[str, float]:
         for name, by_k in (report.get("sets") or {}).items()
         for k, e in by_k.items()
     }
+
+
+def evaluate_and_publish(
+    root: Path, out: Path, inputs: dict, evaluate: Callable[[Path], dict]
+) -> tuple[dict, str, dict]:
+    """Run `evaluate(staging)` (it writes report.json and the plots into `staging`, a folder
+    beside `out`, where the report it replaces is first copied: report.json becomes the previous
+    one), write manifest.json (the inputs, their data versions, the report's sha256 and the
+    headline fields `MANIFEST_FIELDS`), keep the folder as
+    `<root>/versions/draft_evaluation/<version>/` and publish it as `out` in one step.
+    Returns (report, version, {input asset: data version})."""
+    import shutil
+
+    from ..fileio import sha256_file, staged_dir, write_manifest
+    from ..versioned import publish_version
+
+    with staged_dir(out) as tmp:
+        for name in ("report.json", "previous_report.json"):  # what the report it replaces becomes
+            if (out / name).exists():
+                shutil.copy2(out / name, tmp / name)
+        report = evaluate(tmp)
+        upstream = {k: v.get("data_version") for k, v in inputs.items()}
+        write_manifest(
+            tmp,
+            layer="models",
+            asset="draft_evaluation",
+            upstream_data_versions=upstream,
+            inputs=inputs,
+            report_sha256=sha256_file(tmp / "report.json"),
+            **{k: report[k] for k in MANIFEST_FIELDS},
+        )
+        version = report_version(report)
+        publish_version(tmp, root, "draft_evaluation", version, skip=("previous_report.json",))
+    return report, version, upstream
