@@ -1,27 +1,20 @@
 """Layer: mix — `mix/training_mix` (one asset over all source partitions) + its checks."""
 
-import json
-
 import dagster as dg
 
 from ..checks import mix as mix_checks
-from ..fileio import staged_dir, write_manifest
 from .. import charts
-from ..mix.chart import bar_chart_png
-from ..mix.mix import build_mix, discover_sources, mix_config
+from ..mix.publish import mix_settings, mix_sources, publish_mix
 from ..partitions import SOURCES_PARTITION_NAME
-from ..preview import truncate
 from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
 from ._metadata import markdown_table, pictures, png, table
 from ._lineage import lineage_metadata, link_run_to_trigger, upstream_versions
 from ..resources import SpecforgeStore
-from ..versioned import prune_versions, publish_version
 
 from ..keys import MIX as MIX_KEY
 
 CODE_VERSION = "mix-v1"
-VERSIONS_KEEP = 10  # immutable mix versions kept under <root>/versions/mix (the current one always)
 
 
 CHECKS = [
@@ -71,56 +64,33 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore):
     order), never of provenance (regeneration fields, paths, times): an unchanged mix is the
     same version."""
     root = store.root()
-    raw = dict(store.config("mix"))
-    if not raw.get("weights"):  # per-source `weight:` in configs/sources.yaml, unless mix.yaml sets weights
-        src = store.config("sources").get("sources") or {}
-        present = set(discover_sources(root))
-        if isinstance(raw.get("sources"), (list, dict)):
-            present &= set(raw["sources"])
-        w = {
-            k: v["weight"]
-            for k, v in src.items()
-            if isinstance(v, dict) and v.get("weight") is not None and k in present
-        }
-        if w:
-            raw["weights"] = w
     with expected_failures():
-        result, report = _build(context, store, root, raw)
+        result, report = _build(context, store, root)
     yield result
     yield from check_results(MIX_KEY, CHECKS, mix_dir=store.layer_dir("mix"), root=root, report=report)
 
 
-def _build(context, store: SpecforgeStore, root, raw: dict) -> tuple[dg.MaterializeResult, dict]:
-    cfg = mix_config(raw)
-    on_disk = discover_sources(root)
+def _build(context, store: SpecforgeStore, root) -> tuple[dg.MaterializeResult, dict]:
+    raw = mix_settings(store.config("mix"), store.config("sources"), root)
     try:
-        in_instance = context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)
+        registered = context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)
     except Exception:  # noqa: BLE001 - the partitions def may not exist in a bare instance
-        in_instance = []
-    keys = [k for k in on_disk if not in_instance or k in in_instance] or on_disk
-    if in_instance:
-        absent = [k for k in in_instance if k not in on_disk]
-        if absent:
-            context.log.warning(f"source partitions without data on disk (skipped): {absent}")
-    if not keys:
-        raise dg.Failure(
-            f"no source data under {root}/sources or {root}/regenerated: materialize sources/conversations first"
-        )
+        registered = []
+    keys, absent = mix_sources(root, registered)
+    if absent:
+        context.log.warning(f"source partitions without data on disk (skipped): {absent}")
     out = store.layer_dir("mix")
     inputs = upstream_versions(context)
     link_run_to_trigger(context, inputs)  # an automation run names the run(s) and versions that started it
-    with staged_dir(out) as tmp:
-        report = build_mix(root, cfg, keys, out_dir=tmp)
-        version = report["content_version"]
-        bar_chart_png(report, tmp / "mix.png")
-        write_manifest(tmp, asset="mix/training_mix", data_version=version, report=report, inputs=inputs)
-        vdir = publish_version(tmp, root, "mix", version)  # first the immutable version, then "current"
+    published = publish_mix(root, raw, keys, out, inputs)
+    report, version, vdir, cfg = (
+        published["report"],
+        published["version"],
+        published["version_dir"],
+        published["config"],
+    )
+    pruned, preview = published["pruned"], published["preview"]
     chart = out / "mix.png"
-    pruned = prune_versions(root, "mix", VERSIONS_KEEP, protect={version})
-    preview = []  # bounded whatever the rows' size (one 50 MB row must not become 50 MB of metadata)
-    with open(vdir / "train.jsonl", encoding="utf-8") as f:
-        for _, line in zip(range(3), f):
-            preview.append(truncate(json.loads(line)))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
