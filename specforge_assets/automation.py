@@ -144,44 +144,39 @@ CONDITIONS: dict[dg.AssetKey, dg.AutomationCondition] = {
 }
 
 
-# Config that changes what an asset computes: (config file, keys to include or None for all,
-# keys to leave out). Its hash joins the code_version of the asset *and of every asset below
-# it*, so editing it (then "Reload definitions" in the UI) marks exactly that part of the graph
-# stale ("code version changed") and nothing upstream or beside it. (Dagster does not propagate
-# staleness through assets whose data versions are user-provided content hashes, as ours are,
-# so the downstream assets carry the fingerprint themselves.)
-CONFIG_INPUTS: dict[dg.AssetKey, tuple[tuple[str, tuple | None, tuple], ...]] = {
-    # tokenizer/template/length/mask options; not worker counts, shard sizes, verification and
-    # cache sizes, check bounds or the vocab-mapping section (those do not change the tokens)
-    TOKENIZED: (
-        ("tokenize", None, ("workers", "shard_rows", "verify_every", "cache_keep", "checks", "vocab_mapping")),
-        ("target", ("chat_template", "trust_remote_code"), ()),
-    ),
-    VOCAB: (("tokenize", ("vocab_mapping",), ()),),
+# Config that changes what an asset computes: {asset: (config file, ...)}; which settings of a
+# file count is the domain's (`tokenize.build.token_settings` / `vocab_settings`,
+# `target.template_settings`). Its hash joins the code_version of the asset *and of every asset
+# below it*, so editing it (then "Reload definitions" in the UI) marks exactly that part of the
+# graph stale ("code version changed") and nothing upstream or beside it. (Dagster does not
+# propagate staleness through assets whose data versions are user-provided content hashes, as
+# ours are, so the downstream assets carry the fingerprint themselves.)
+CONFIG_INPUTS: dict[dg.AssetKey, tuple[str, ...]] = {
+    TOKENIZED: ("tokenize", "target"),
+    VOCAB: ("tokenize/vocab_mapping",),
 }
 
 
-def _file_config(store, name: str) -> dict:
-    """configs/<name>.yaml read through `store`, validated by its model (a value written as its
-    default then changes no fingerprint); a broken file is fingerprinted as written, so code
-    loading goes on and the run reports the error."""
-    from .target import target_config
-    from .tokenize.build import tokenize_config
+def _file_settings(store, name: str) -> dict:
+    """The settings of `name` (in CONFIG_INPUTS) that change an asset, read through `store` and
+    validated by the file's model (a value written as its default then changes no fingerprint);
+    a broken file is fingerprinted as written, so code loading goes on and the run reports the
+    error."""
+    from .target import target_config, template_settings
+    from .tokenize.build import token_settings, tokenize_config, vocab_settings
 
-    raw = store.config(name)
+    file = name.split("/", 1)[0]
+    raw = store.config(file)
     try:
-        return tokenize_config(raw) if name == "tokenize" else target_config(raw)
+        if name == "target":
+            return template_settings(target_config(raw))
+        return (vocab_settings if name == "tokenize/vocab_mapping" else token_settings)(tokenize_config(raw))
     except ValueError:  # ConfigError, TokenizeConfigError
         return raw
 
 
 def _own_config(key: dg.AssetKey, store) -> dict:
-    picked = {}
-    for name, include, exclude in CONFIG_INPUTS.get(key, ()):
-        cfg = _file_config(store, name)
-        keys = include if include is not None else sorted(k for k in cfg if k not in exclude)
-        picked[name] = {k: cfg.get(k) for k in keys}
-    return picked
+    return {name.split("/", 1)[0]: _file_settings(store, name) for name in CONFIG_INPUTS.get(key, ())}
 
 
 def config_fingerprints(graph, store=None) -> dict[dg.AssetKey, str]:

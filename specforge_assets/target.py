@@ -27,6 +27,13 @@ class TargetFile(ConfigModel):
 DEFAULTS = TargetFile().model_dump()
 
 
+def template_settings(cfg: dict) -> dict:
+    """The settings of a validated configs/target.yaml dict (`target_config`) that change how rows
+    are tokenized for it: ``{"chat_template", "trust_remote_code"}``. (`path` reaches the
+    tokenized dataset as the target model's data version, not as config.)"""
+    return {k: cfg.get(k) for k in ("chat_template", "trust_remote_code")}
+
+
 def target_config(config: dict | None = None) -> dict:
     """configs/target.yaml (`config` None: read it) as a `TargetFile` dict; unknown keys and bad
     values raise `configmodel.ConfigError` naming the file and field."""

@@ -27,7 +27,7 @@ from ._lineage import (
     recorded,
 )
 from ..resources import SpecforgeStore
-from ..train.inputs import folder_version, require
+from ..train.inputs import hidden_states_inputs, offline_hidden_states
 from ..versioned import publish_version, version_dir
 
 GROUP = "models"
@@ -283,10 +283,9 @@ def draft_model(
     hidden = None
     if settings["launch"]["mode"] == "offline":
         with expected_failures():
-            hidden = require(store.layer_dir("models", "target_hidden_states"), "models/target_hidden_states")
-        upstream["models/target_hidden_states"] = folder_version(
-            record_version(latest_record(context.instance, HIDDEN_KEY)), hidden
-        )
+            hidden, upstream[HIDDEN_KEY.to_user_string()] = offline_hidden_states(
+                root, record_version(latest_record(context.instance, HIDDEN_KEY))
+            )
     with expected_failures():
         spec, spec_path, cmd = prepare_launch(
             root=root,
@@ -517,15 +516,10 @@ def target_hidden_states(
     tcfg = target_config(store.config("target"))
     target = target_model_path(store.root(), tcfg)
     with expected_failures():
-        dataset = require(store.layer_dir("tokenized", "dataset"), "tokenized/dataset")
+        dataset, upstream = hidden_states_inputs(
+            store.root(), target, latest_versions(context.instance, DATASET_KEY, TARGET_KEY)
+        )
     out = store.layer_dir("models", "target_hidden_states")
-    latest = latest_versions(context.instance, DATASET_KEY, TARGET_KEY)
-    upstream = {
-        "tokenized/dataset": folder_version(latest["tokenized/dataset"], dataset),
-        "models/target_model": folder_version(
-            latest["models/target_model"], target if isinstance(target, Path) else Path("/nonexistent")
-        ),
-    }
     with expected_failures():
         info = write_hidden_states(
             target,

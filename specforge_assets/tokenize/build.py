@@ -52,6 +52,12 @@ class TokenizeVocab(ConfigModel):
     draft_vocab_size: int = Field(default=32000, ge=1, description="clamped to the target vocabulary")
 
 
+# Marks a setting that changes how tokenization runs or is checked, not the tokens it writes
+# (worker counts, shard sizes, verification, cache size, check bounds): left out of
+# `token_settings`, so editing it marks nothing stale.
+_OPERATIONAL: dict[str, Any] = {"operational": True}
+
+
 class TokenizeFile(ConfigModel):
     """configs/tokenize.yaml. A null value means the default."""
 
@@ -60,20 +66,44 @@ class TokenizeFile(ConfigModel):
     is_preformatted: bool = Field(default=False, description="rows carry rendered `text` used verbatim")
     train_only_last_turn: bool = False
     corrected: TokenizeCorrected = Field(default_factory=TokenizeCorrected)
-    workers: int = Field(default=1, ge=1, description="processes tokenizing shards of rows")
-    shard_rows: int = Field(default=50000, ge=1, description="rows per Parquet shard")
-    verify_every: int = Field(default=1000, ge=0, description="every N-th row re-checked (0: off)")
+    workers: int = Field(
+        default=1, ge=1, description="processes tokenizing shards of rows", json_schema_extra=_OPERATIONAL
+    )
+    shard_rows: int = Field(default=50000, ge=1, description="rows per Parquet shard", json_schema_extra=_OPERATIONAL)
+    verify_every: int = Field(
+        default=1000, ge=0, description="every N-th row re-checked (0: off)", json_schema_extra=_OPERATIONAL
+    )
     templates: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="extra registry templates (fields of tokenize/templates.yaml)"
     )
-    checks: TokenizeChecks = Field(default_factory=TokenizeChecks)
-    vocab_mapping: TokenizeVocab = Field(default_factory=TokenizeVocab)
-    cache_keep: int = Field(default=3, ge=0, description="tokenized/cache/ entries kept (0: all)")
+    checks: TokenizeChecks = Field(default_factory=TokenizeChecks, json_schema_extra=_OPERATIONAL)
+    vocab_mapping: TokenizeVocab = Field(default_factory=TokenizeVocab)  # the vocab mapping's own input
+    cache_keep: int = Field(
+        default=3, ge=0, description="tokenized/cache/ entries kept (0: all)", json_schema_extra=_OPERATIONAL
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _null_is_default(cls, data: Any) -> Any:
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+def token_settings(cfg: dict) -> dict:
+    """The settings of a validated configs/tokenize.yaml dict (`tokenize_config`) that change the
+    tokenized rows: every `TokenizeFile` field except the operational ones and `vocab_mapping`
+    ({name: value}, sorted by name). The tokenized dataset's config fingerprint (`automation`)."""
+    fields = TokenizeFile.model_fields
+    return {
+        k: cfg.get(k)
+        for k in sorted(fields)
+        if k != "vocab_mapping" and not (fields[k].json_schema_extra or {}).get("operational")  # type: ignore[union-attr]
+    }
+
+
+def vocab_settings(cfg: dict) -> dict:
+    """The settings of a validated configs/tokenize.yaml dict that change the vocab mapping:
+    ``{"vocab_mapping": {...}}``."""
+    return {"vocab_mapping": cfg.get("vocab_mapping")}
 
 
 STALE_STAGING_S = 24 * 3600  # a staging folder this old is a crashed build, not one in progress

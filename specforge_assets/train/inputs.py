@@ -22,6 +22,7 @@ DATASET = "tokenized/dataset"
 VOCAB = "tokenized/vocab_mapping"
 MIX = "mix/training_mix"
 TARGET = "models/target_model"
+HIDDEN_STATES = "models/target_hidden_states"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,26 @@ def folder_version(recorded: str | None, folder: Path) -> str | None:
         return recorded
     m = read_manifest(folder) if folder.is_dir() else None
     return (m or {}).get("data_version")
+
+
+def hidden_states_inputs(root: Path, target: Path | str, latest: dict[str, str | None]) -> tuple[Path, dict]:
+    """The inputs of `models/target_hidden_states`: (the current tokenized dataset folder,
+    {"tokenized/dataset": version, "models/target_model": version}). `target`: the target's folder
+    (or hub id: no folder to read a manifest from); `latest`: the versions the instance recorded
+    for both (None: the folder manifest's). Raises UserError when the dataset is not materialized."""
+    dataset = require(layer_dir("tokenized", "dataset", root=root), DATASET)
+    target_folder = target if isinstance(target, Path) else Path("/nonexistent")
+    return dataset, {
+        DATASET: folder_version(latest[DATASET], dataset),
+        TARGET: folder_version(latest[TARGET], target_folder),
+    }
+
+
+def offline_hidden_states(root: Path, recorded: str | None) -> tuple[Path, str | None]:
+    """`launch.mode: offline`: the hidden-states folder training reads and its data version
+    (`recorded` by the instance, else its manifest's). Raises UserError when it is not materialized."""
+    folder = require(layer_dir("models", "target_hidden_states", root=root), HIDDEN_STATES)
+    return folder, folder_version(recorded, folder)
 
 
 def pinned_target(root: Path, config: dict, version: str | None) -> dict:

@@ -84,3 +84,19 @@ def test_real_tokenized_asset_code_version_carries_config_hash():
     assert "+cfg." in graph.get(dg.AssetKey(["models", "draft_model"])).code_version
     for upstream in (["mix", "training_mix"], ["sources", "conversations"], ["models", "target_model"]):
         assert "+cfg." not in (graph.get(dg.AssetKey(upstream)).code_version or "")
+
+
+def test_which_tokenize_settings_change_the_tokens():
+    """The contract behind the fingerprints: operational settings (workers, shard sizes,
+    verification, cache size, check bounds) and the vocab mapping's section never stale the
+    tokenized dataset; everything else in configs/tokenize.yaml does."""
+    from specforge_assets.tokenize.build import token_settings, tokenize_config, vocab_settings
+
+    cfg = tokenize_config({"max_length": 1024, "workers": 3, "vocab_mapping": {"draft_vocab_size": 100}})
+    picked = token_settings(cfg)
+    assert picked["max_length"] == 1024
+    assert not {"workers", "shard_rows", "verify_every", "cache_keep", "checks", "vocab_mapping"} & set(picked)
+    assert {"chat_template", "max_length", "is_preformatted", "train_only_last_turn", "corrected", "templates"} == set(
+        picked
+    )
+    assert vocab_settings(cfg) == {"vocab_mapping": {"draft_vocab_size": 100}}
