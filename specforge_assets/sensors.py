@@ -44,9 +44,6 @@ from . import automation, oplog
 from .assets._checks import evaluation
 from .assets._lineage import (
     RETRAIN_JOB_NAME,
-    TRAINED_ON_TAG,
-    TRIGGER_TAG,
-    TRIGGERED_BY_RUN_TAG,
     latest_record,
     record_version,
     retraining_runs,
@@ -59,6 +56,29 @@ from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, invalid_
 from .resources import SpecforgeStore
 from .sources import incoming
 from .sources.config import scan_incoming
+from .tags import (
+    BACKFILL_TAG,
+    INCOMING_EVENT_TAG,
+    INCOMING_FILE_TAG,
+    INCOMING_SHA256_TAG,
+    MAX_RETRIES_TAG,
+    PARTITION_TAG,
+    PREVIOUS_DATA_VERSION_TAG,
+    RETRAIN_CONCURRENCY_GROUP,
+    RETRAIN_CONCURRENCY_TAG,
+    RETRY_STRATEGY_TAG,
+    SCHEDULE_NAME_TAG,
+    SENSOR_NAME_TAG,
+    TRAINED_ON_TAG,
+    TRIGGER_ASSET_TAG,
+    TRIGGER_INCOMING_FILE,
+    TRIGGER_NEW_TOKENIZED_VERSION,
+    TRIGGER_RETRAIN,
+    TRIGGER_RUN_ID_TAG,
+    TRIGGER_STORAGE_ID_TAG,
+    TRIGGER_TAG,
+    TRIGGERED_BY_RUN_TAG,
+)
 
 # configs/automation.yaml is read when the definitions are built (`build_sensors`, through the
 # store resource), never at import: until then, and for sensors built without settings, the
@@ -92,24 +112,22 @@ incoming_sources_job = dg.define_asset_job(
     selection=_prefixes(SOURCES, REGENERATED),
     partitions_def=source_partitions,
     description="Same steps as `sources_and_regenerated` (kept for existing run history and scripts).",
-    tags={TRIGGER_TAG: "incoming-file"},
+    tags={TRIGGER_TAG: TRIGGER_INCOMING_FILE},
 )
 
-# Every retraining run carries this tag; dagster_home/dagster.yaml limits runs with it to one
-# at a time (`concurrency.runs.tag_concurrency_limits`): the whole job (training *and*
-# evaluation) is exclusive, the next one waits in the queue. Job tags are on every run of the
-# job, whoever launches it (the sensor, the Launchpad, a re-execution).
-RETRAIN_CONCURRENCY_TAG = "specforge/retraining"
-
+# Every retraining run carries RETRAIN_CONCURRENCY_TAG; dagster_home/dagster.yaml limits runs
+# with it to one at a time (`concurrency.runs.tag_concurrency_limits`): the whole job (training
+# *and* evaluation) is exclusive, the next one waits in the queue. Job tags are on every run of
+# the job, whoever launches it (the sensor, the Launchpad, a re-execution).
 retrain_draft_job = dg.define_asset_job(
     RETRAIN_JOB_NAME,
     selection=_prefixes(DRAFT, EVALUATION),
     description=(
         "Train the draft model on a tokenized dataset version and evaluate it (the version in the run's "
-        "specforge/trigger_data_version tag, else the latest). One run at a time (tag specforge/retraining, "
+        f"{TRAINED_ON_TAG} tag, else the latest). One run at a time (tag {RETRAIN_CONCURRENCY_TAG}, "
         "limit 1 in dagster.yaml); the next waits in the queue."
     ),
-    tags={TRIGGER_TAG: "retrain", RETRAIN_CONCURRENCY_TAG: "draft"},
+    tags={TRIGGER_TAG: TRIGGER_RETRAIN, RETRAIN_CONCURRENCY_TAG: RETRAIN_CONCURRENCY_GROUP},
 )
 
 
@@ -146,10 +164,10 @@ def incoming_tick(
                 run_key=run.run_key,
                 partition_key=run.partition,
                 tags={
-                    TRIGGER_TAG: "incoming-file",
-                    "specforge/incoming_file": run.file_name,
-                    "specforge/incoming_sha256": run.sha256,
-                    "specforge/incoming_event": run.event,
+                    TRIGGER_TAG: TRIGGER_INCOMING_FILE,
+                    INCOMING_FILE_TAG: run.file_name,
+                    INCOMING_SHA256_TAG: run.sha256,
+                    INCOMING_EVENT_TAG: run.event,
                 },
             )
             for run in decision.runs
@@ -281,14 +299,14 @@ def retrain_tick(
     return dg.RunRequest(
         run_key=f"retrain:{version}",
         tags={
-            TRIGGER_TAG: "new-tokenized-data-version",
-            RETRAIN_CONCURRENCY_TAG: "draft",
-            "specforge/trigger_asset": TOKENIZED.to_user_string(),
+            TRIGGER_TAG: TRIGGER_NEW_TOKENIZED_VERSION,
+            RETRAIN_CONCURRENCY_TAG: RETRAIN_CONCURRENCY_GROUP,
+            TRIGGER_ASSET_TAG: TOKENIZED.to_user_string(),
             TRAINED_ON_TAG: version,
-            "specforge/trigger_run_id": rec.run_id,
+            TRIGGER_RUN_ID_TAG: rec.run_id,
             TRIGGERED_BY_RUN_TAG: rec.run_id,  # the same link name as the automation's runs
-            "specforge/trigger_storage_id": str(rec.storage_id),
-            "specforge/previous_data_version": trained_on or "none",
+            TRIGGER_STORAGE_ID_TAG: str(rec.storage_id),
+            PREVIOUS_DATA_VERSION_TAG: trained_on or "none",
             **run_link_tags(run),  # links back through the tokenize run to what started the chain
             **_retry_tags(int(config["sensors"]["retrain"].get("max_retries") or 0)),
         },
@@ -299,7 +317,7 @@ def _retry_tags(n: int) -> dict:
     """Dagster run retries (the daemon re-launches a failed run from the failed step; needs
     `run_retries.enabled` in dagster.yaml): a GPU job lost to an OOM or a preempted node is
     retried instead of leaving the draft stale until the next data change."""
-    return {"dagster/max_retries": str(n), "dagster/retry_strategy": "FROM_FAILURE"} if n > 0 else {}
+    return {MAX_RETRIES_TAG: str(n), RETRY_STRATEGY_TAG: "FROM_FAILURE"} if n > 0 else {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,9 +338,9 @@ def failure_record(context: dg.RunFailureSensorContext) -> dict:
     return oplog.failure_record(
         run_id=run.run_id,
         job=run.job_name,
-        partition=tags.get("dagster/partition"),
-        backfill=tags.get("dagster/backfill"),
-        trigger=tags.get(TRIGGER_TAG) or tags.get("dagster/sensor_name") or tags.get("dagster/schedule_name"),
+        partition=tags.get(PARTITION_TAG),
+        backfill=tags.get(BACKFILL_TAG),
+        trigger=tags.get(TRIGGER_TAG) or tags.get(SENSOR_NAME_TAG) or tags.get(SCHEDULE_NAME_TAG),
         assets=[k.to_user_string() for k in (run.asset_selection or [])],
         message=context.failure_event.message or "",
         steps=steps,

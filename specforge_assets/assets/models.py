@@ -17,7 +17,6 @@ from ._metadata import code_block, markdown_table, pictures, png, table
 from .. import charts
 from ._lineage import (
     draft_matches_latest,
-    TRAINED_ON_TAG,
     find_record,
     latest_record,
     latest_versions,
@@ -27,6 +26,7 @@ from ._lineage import (
     recorded,
 )
 from ..resources import SpecforgeStore
+from ..tags import OPTIONAL_TAG, TRAINED_ON_TAG
 from ..train.inputs import folder_version, require
 from ..versioned import publish_version, version_dir
 
@@ -367,7 +367,6 @@ def _training_inputs(context, store: SpecforgeStore) -> dict:
             mix=pinned_input(instance, MIX_KEY, "mix", root),
             latest=latest_versions(instance, DATASET_KEY, VOCAB_KEY, MIX_KEY, TARGET_KEY),
             wanted=wanted,
-            wanted_tag=TRAINED_ON_TAG,
         )
 
 
@@ -500,7 +499,7 @@ def _evaluation_sets_metadata(report: dict, out: Path) -> dict:
     kinds={"pytorch", "safetensors"},
     code_version=HIDDEN_CODE_VERSION,
     # only needed for `launch.mode: offline`; the demo (online) leaves it out
-    tags={"specforge/optional": "offline-mode"},
+    tags={OPTIONAL_TAG: "offline-mode"},
 )
 def target_hidden_states(
     context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer
