@@ -42,6 +42,7 @@ import dagster as dg
 
 from . import automation, oplog
 from .assets._checks import evaluation
+from .assets._draft_checks import DRAFT_MATCHES_LATEST
 from .assets._lineage import (
     RETRAIN_JOB_NAME,
     latest_record,
@@ -50,7 +51,6 @@ from .assets._lineage import (
     run_link_tags,
     trained_on_version,
 )
-from .assets.models import DRAFT_MATCHES_LATEST
 from .keys import DRAFT, EVALUATION, REGENERATED, SOURCES, TOKENIZED, VOCAB
 from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, invalid_source_keys, source_partitions
 from .resources import SpecforgeStore

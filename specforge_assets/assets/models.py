@@ -15,8 +15,8 @@ from ._checks import InAssetCheck, asset_check, check_results, check_specs, resu
 from ._failures import expected_failures
 from ._metadata import code_block, markdown_table, pictures, png, table
 from .. import charts
+from ._draft_checks import DRAFT_MATCHES_LATEST
 from ._lineage import (
-    draft_matches_latest,
     find_record,
     latest_record,
     latest_versions,
@@ -560,18 +560,7 @@ def target_hidden_states(
 # -- is the latest dataset trained? ------------------------------------------------------------
 
 
-# Read from the instance (not from an asset's outputs), so a standalone check: evaluated on its own
-# from the UI; the retraining sensor also records a failed result of it after a cancelled or
-# failed retraining (`_checks.evaluation`, in sensors.retrain_tick).
-DRAFT_MATCHES_LATEST = InAssetCheck(
-    "draft_matches_latest_dataset",
-    False,
-    "The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
-    "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
-    "retraining run, or launch retrain_draft_job, from the UI.",
-    draft_matches_latest,
-    details_key=None,
-)
+# Declared in `_draft_checks` (the retraining sensor records results of it too).
 draft_matches_latest_dataset = asset_check(DRAFT_KEY, DRAFT_MATCHES_LATEST)
 
 
