@@ -29,7 +29,7 @@ BACKFILL_TAG = "dagster/backfill"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 SCHEDULE_NAME_TAG = "dagster/schedule_name"
 
-# Run retries: set by the retraining sensor (`sensors._retry_tags`, from
+# Run retries: set by the retraining sensor (`train.retrain.retry_tags`, from
 # `sensors.retrain.max_retries` in configs/automation.yaml); read by Dagster's daemon, which
 # re-launches a failed run from the failed step when `run_retries.enabled` in dagster.yaml.
 MAX_RETRIES_TAG = "dagster/max_retries"
@@ -57,7 +57,7 @@ INCOMING_SHA256_TAG = "specforge/incoming_sha256"  # its content hash
 INCOMING_EVENT_TAG = "specforge/incoming_event"  # `new`, `changed` or `re-registered`
 
 # --------------------------------------------------------------------------------------------
-# Retraining. Set by the retraining sensor on each request (`sensors.retrain_tick`).
+# Retraining. Set by the retraining sensor on each request (`train.retrain.decide`).
 # TRAINED_ON_TAG is also read: by the draft asset (the tokenized/dataset version it trains, else
 # the latest) and by `assets._lineage.retraining_runs` (the runs of one version); a re-execution
 # copies it, so a re-executed run trains the same version.
