@@ -71,6 +71,7 @@ def child() -> None:
     sys.path.insert(0, str(REPO))
     from specforge_assets.demo import materialize_selection
     from specforge_assets.partitions import sync_source_partitions
+    from specforge_assets.tags import DATA_VERSION_TAG
 
     from specforge_assets import storage
 
@@ -110,7 +111,7 @@ def child() -> None:
     out["mix+tokenized_s"] = time.perf_counter() - t1
     out["total_s"] = time.perf_counter() - t0
     ev = inst.get_latest_materialization_event(K(["tokenized", "dataset"]))
-    out["tokenized_version"] = ev.asset_materialization.tags.get("dagster/data_version")
+    out["tokenized_version"] = ev.asset_materialization.tags.get(DATA_VERSION_TAG)
     out["store_io"] = spent
     print("RESULT " + json.dumps(out), flush=True)
 

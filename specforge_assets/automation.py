@@ -29,10 +29,10 @@ from typing import Annotated, Any, Literal
 import dagster as dg
 from pydantic import BeforeValidator, Field, StrictInt
 
-from .assets._lineage import TRIGGER_TAG
 from .configmodel import ConfigModel, validate
 from .fileio import sha256_json
 from .paths import load_config
+from .tags import TRIGGER_AUTOMATION, TRIGGER_TAG
 
 
 def _status_name(value: Any) -> Any:
@@ -228,7 +228,7 @@ def automation_sensor(settings: dict | None = None) -> dg.AutomationConditionSen
         target=dg.AssetSelection.all(),
         default_status=cfg["default_status"],
         minimum_interval_seconds=cfg["minimum_interval_seconds"],
-        run_tags={TRIGGER_TAG: "automation"},
+        run_tags={TRIGGER_TAG: TRIGGER_AUTOMATION},
         # plain runs, not backfills: a backfill waits for the 30 s backfill daemon tick; the run
         # queue (dagster.yaml) still bounds how many run at once
         emit_backfills=False,

@@ -60,8 +60,8 @@ def materialize_selection(instance, selection, partition_key: str | None = None,
     Returns whether the run succeeded (failures are in the run, never raised)."""
     import dagster as dg
 
-    from .assets._lineage import TRIGGER_TAG
     from .definitions import defs
+    from .tags import TRIGGER_TAG
 
     r = dg.materialize(
         list(defs.assets) + list(defs.asset_checks or []),
@@ -79,6 +79,7 @@ def run_demo(args) -> int:
 
     from .definitions import defs
     from .partitions import configured_source_keys, source_partitions, sync_source_partitions
+    from .tags import OPTIONAL_TAG, TRIGGER_DEMO
 
     t0 = time.time()
     instance = _instance()
@@ -86,11 +87,11 @@ def run_demo(args) -> int:
     keys = args.sources or configured_source_keys()
     sync_source_partitions(instance, keys)
     graph = defs.resolve_asset_graph()
-    # Assets tagged `specforge/optional` (the offline-mode hidden states) are not part of the demo.
+    # Assets tagged `OPTIONAL_TAG` (the offline-mode hidden states) are not part of the demo.
     materializable = [
         k
         for k in graph.toposorted_asset_keys
-        if k in graph.materializable_asset_keys and "specforge/optional" not in (graph.get(k).tags or {})
+        if k in graph.materializable_asset_keys and OPTIONAL_TAG not in (graph.get(k).tags or {})
     ]
     partitioned = [k for k in materializable if graph.get(k).partitions_def == source_partitions]
     # Unpartitioned assets with no partitioned ancestor (e.g. the demo target model, which the
@@ -106,7 +107,7 @@ def run_demo(args) -> int:
 
     def run(selection, label, partition_key=None):
         print(f"[demo] {label}: {', '.join(k.to_user_string() for k in selection)}", flush=True)
-        if not materialize_selection(instance, selection, partition_key, trigger="demo"):
+        if not materialize_selection(instance, selection, partition_key, trigger=TRIGGER_DEMO):
             failed.append(label)
 
     if before:

@@ -15,7 +15,8 @@
 
 Intervals, default statuses and log locations: `configs/automation.yaml` (see `automation.py`).
 The decisions live in domain modules: `sources.incoming` (what each dropped file is),
-`oplog` (redaction, the ops-log records), `assets._lineage` (which version/record/run made what).
+`train.retrain` (whether to retrain), `oplog` (redaction, the ops-log records),
+`assets._lineage` (which version/record/run made what); tag names in `tags`.
 
 Why retraining is a sensor and not an `AutomationCondition` (the other layers use conditions):
 Dagster 1.13's automation sensor (`AutomationConditionSensorDefinition`) gives its runs only
@@ -42,23 +43,36 @@ import dagster as dg
 
 from . import automation, oplog
 from .assets._checks import evaluation
+from .assets._draft_checks import DRAFT_MATCHES_LATEST
 from .assets._lineage import (
     RETRAIN_JOB_NAME,
-    TRAINED_ON_TAG,
-    TRIGGER_TAG,
-    TRIGGERED_BY_RUN_TAG,
     latest_record,
     record_version,
     retraining_runs,
     run_link_tags,
     trained_on_version,
 )
-from .assets.models import DRAFT_MATCHES_LATEST
 from .keys import DRAFT, EVALUATION, REGENERATED, SOURCES, TOKENIZED, VOCAB
 from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, invalid_source_keys, source_partitions
 from .resources import SpecforgeStore
 from .sources import incoming
 from .sources.config import scan_incoming
+from .tags import (
+    BACKFILL_TAG,
+    INCOMING_EVENT_TAG,
+    INCOMING_FILE_TAG,
+    INCOMING_SHA256_TAG,
+    PARTITION_TAG,
+    RETRAIN_CONCURRENCY_GROUP,
+    RETRAIN_CONCURRENCY_TAG,
+    SCHEDULE_NAME_TAG,
+    SENSOR_NAME_TAG,
+    TRAINED_ON_TAG,
+    TRIGGER_INCOMING_FILE,
+    TRIGGER_RETRAIN,
+    TRIGGER_TAG,
+)
+from .train import retrain
 
 # configs/automation.yaml is read when the definitions are built (`build_sensors`, through the
 # store resource), never at import: until then, and for sensors built without settings, the
@@ -92,24 +106,22 @@ incoming_sources_job = dg.define_asset_job(
     selection=_prefixes(SOURCES, REGENERATED),
     partitions_def=source_partitions,
     description="Same steps as `sources_and_regenerated` (kept for existing run history and scripts).",
-    tags={TRIGGER_TAG: "incoming-file"},
+    tags={TRIGGER_TAG: TRIGGER_INCOMING_FILE},
 )
 
-# Every retraining run carries this tag; dagster_home/dagster.yaml limits runs with it to one
-# at a time (`concurrency.runs.tag_concurrency_limits`): the whole job (training *and*
-# evaluation) is exclusive, the next one waits in the queue. Job tags are on every run of the
-# job, whoever launches it (the sensor, the Launchpad, a re-execution).
-RETRAIN_CONCURRENCY_TAG = "specforge/retraining"
-
+# Every retraining run carries RETRAIN_CONCURRENCY_TAG; dagster_home/dagster.yaml limits runs
+# with it to one at a time (`concurrency.runs.tag_concurrency_limits`): the whole job (training
+# *and* evaluation) is exclusive, the next one waits in the queue. Job tags are on every run of
+# the job, whoever launches it (the sensor, the Launchpad, a re-execution).
 retrain_draft_job = dg.define_asset_job(
     RETRAIN_JOB_NAME,
     selection=_prefixes(DRAFT, EVALUATION),
     description=(
         "Train the draft model on a tokenized dataset version and evaluate it (the version in the run's "
-        "specforge/trigger_data_version tag, else the latest). One run at a time (tag specforge/retraining, "
+        f"{TRAINED_ON_TAG} tag, else the latest). One run at a time (tag {RETRAIN_CONCURRENCY_TAG}, "
         "limit 1 in dagster.yaml); the next waits in the queue."
     ),
-    tags={TRIGGER_TAG: "retrain", RETRAIN_CONCURRENCY_TAG: "draft"},
+    tags={TRIGGER_TAG: TRIGGER_RETRAIN, RETRAIN_CONCURRENCY_TAG: RETRAIN_CONCURRENCY_GROUP},
 )
 
 
@@ -146,10 +158,10 @@ def incoming_tick(
                 run_key=run.run_key,
                 partition_key=run.partition,
                 tags={
-                    TRIGGER_TAG: "incoming-file",
-                    "specforge/incoming_file": run.file_name,
-                    "specforge/incoming_sha256": run.sha256,
-                    "specforge/incoming_event": run.event,
+                    TRIGGER_TAG: TRIGGER_INCOMING_FILE,
+                    INCOMING_FILE_TAG: run.file_name,
+                    INCOMING_SHA256_TAG: run.sha256,
+                    INCOMING_EVENT_TAG: run.event,
                 },
             )
             for run in decision.runs
@@ -160,146 +172,117 @@ def incoming_tick(
 
 
 # --------------------------------------------------------------------------------------------
-# new tokenized data version (+ passed blocking checks) → retrain
+# new tokenized data version (+ passed blocking checks) → retrain (the decision: `train.retrain.decide`)
 
 
-def _blocking_checks_verdict(context, instance, key: dg.AssetKey, record) -> tuple[str, str]:
-    """('passed'|'failed'|'pending', detail) for the checks of `key` against the materialization
-    `record`: every blocking check must have passed on it (a result about an older
-    materialization does not count), and no check may have failed on it with ERROR severity
-    (a failed non-blocking ERROR check stops training too; WARN failures do not)."""
+def _materialization(record) -> retrain.Materialization | None:
+    if record is None:
+        return None
+    return retrain.Materialization(record_version(record), record.run_id, record.storage_id)
+
+
+def _run_state(run) -> retrain.RunState:
+    return retrain.RunState(run.run_id, run.status.value, run.is_finished)
+
+
+def _check_states(context: dg.SensorEvaluationContext, key: dg.AssetKey) -> list[retrain.CheckState] | None:
+    """The latest record of every check of `key` (None: `key` is not in this code location)."""
+    assert context.repository_def is not None  # a sensor of a code location always has it
     graph = context.repository_def.asset_graph
     if not graph.has(key):
-        return "passed", "asset not in this code location"
-    checks = sorted(graph.get_check_keys_for_assets({key}), key=lambda ck: ck.name)
-    blocking = [ck for ck in checks if graph.get_check_spec(ck).blocking]
-    pending = []
-    for ck in checks:
-        is_blocking = ck in blocking
+        return None
+    instance = context.instance
+    out = []
+    for ck in graph.get_check_keys_for_assets({key}):
+        blocking = graph.get_check_spec(ck).blocking
         rec = instance.get_latest_asset_check_evaluation_record(ck)
-        evaluation = rec.evaluation if rec else None
         if rec is None:
-            if is_blocking:
-                pending.append(ck.name)  # never evaluated: unverified data never trains
+            out.append(retrain.CheckState(ck.name, blocking))
             continue
-        if evaluation is None:  # planned only: the run skipped it or crashed before it
+        ev = rec.evaluation
+        if ev is None:  # planned only
             run = instance.get_run_by_id(rec.run_id)
-            if is_blocking and (run is None or run.is_finished):
-                return "failed", f"blocking check {ck.name} did not execute in run {rec.run_id[:8]}"
-            if is_blocking:
-                pending.append(ck.name)
+            out.append(
+                retrain.CheckState(
+                    ck.name, blocking, recorded=True, run_id=rec.run_id, run_finished=run is None or run.is_finished
+                )
+            )
             continue
-        target = evaluation.target_materialization_data
-        if target is not None and target.storage_id != record.storage_id:
-            if is_blocking:
-                pending.append(ck.name)  # its latest result is about another materialization
-            continue
-        if not evaluation.passed and (is_blocking or evaluation.severity == dg.AssetCheckSeverity.ERROR):
-            kind = "blocking check" if is_blocking else "check"
-            return "failed", f"{kind} {ck.name} failed on {key.to_user_string()}"
-    if pending:
-        return "pending", f"no result yet for blocking check(s) {pending} on this materialization"
-    return "passed", f"{len(blocking)} blocking check(s) passed, no ERROR check failed"
+        target = ev.target_materialization_data
+        out.append(
+            retrain.CheckState(
+                ck.name,
+                blocking,
+                recorded=True,
+                evaluated=True,
+                run_id=rec.run_id,
+                target_storage_id=target.storage_id if target is not None else None,
+                passed=ev.passed,
+                severity=ev.severity.value,
+            )
+        )
+    return out
 
 
-# How to request an untrained version again, shown with the failed check the sensor records.
-REQUEST_AGAIN = (
-    "Runs → the cancelled/failed run → the arrow beside 'Re-execute all (*)' → From failure "
-    "(trains exactly this version; resumes from its checkpoint when the training settings are "
-    "unchanged), or Jobs → retrain_draft_job → Launchpad (trains the latest version)"
-)
+def retrain_facts(context: dg.SensorEvaluationContext) -> retrain.RetrainFacts:
+    """What `train.retrain.decide` needs, read from the instance of `context` (`RetrainFacts`).
+    All of it once the dataset has a version (a few instance reads per tick: the latest dataset,
+    draft and vocab records, the version's retraining runs, the producing run, one record per
+    check), whichever gate then stops; before that, only what says so."""
+    instance = context.instance
+    assert context.repository_def is not None  # a sensor of a code location always has it
+    graph = context.repository_def.asset_graph
+    if not graph.has(DRAFT):
+        return retrain.RetrainFacts(draft_defined=False)
+    dataset = _materialization(latest_record(instance, TOKENIZED))
+    if dataset is None or not dataset.data_version:
+        return retrain.RetrainFacts(dataset=dataset)
+    run = instance.get_run_by_id(dataset.run_id)
+    vocab_defined = graph.has(VOCAB)
+    return retrain.RetrainFacts(
+        dataset=dataset,
+        trained_on=trained_on_version(latest_record(instance, DRAFT)),
+        runs=[_run_state(r) for r in retraining_runs(instance, dataset.data_version)],
+        dataset_run_finished=run is None or run.is_finished,
+        link_tags=run_link_tags(run),
+        dataset_checks=_check_states(context, TOKENIZED),
+        vocab_defined=vocab_defined,
+        vocab=_materialization(latest_record(instance, VOCAB)) if vocab_defined else None,
+        vocab_checks=_check_states(context, VOCAB),
+    )
 
 
 def retrain_tick(
     context: dg.SensorEvaluationContext, config: dict | None = None
 ) -> dg.RunRequest | dg.SkipReason | dg.SensorResult:
-    """`config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
+    """`train.retrain.decide` on this tick's `retrain_facts`, as a Dagster request, a skip, or a
+    skip with a failed `draft_matches_latest_dataset` result (and the cursor remembering it).
+    `config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
     config = config or _SETTINGS
-    instance = context.instance
-    assert context.repository_def is not None  # a sensor of a code location always has it
-    graph = context.repository_def.asset_graph
-    if not graph.has(DRAFT):
-        return dg.SkipReason("models/draft_model is not defined in this code location yet")
-    rec = latest_record(instance, TOKENIZED)
-    if rec is None:
-        return dg.SkipReason("tokenized/dataset has never been materialized")
-    version = record_version(rec)
-    if not version:
-        return dg.SkipReason("latest tokenized/dataset materialization carries no data version")
-    trained_on = trained_on_version(latest_record(instance, DRAFT))
-    if trained_on == version:
-        return dg.SkipReason(f"draft model already trained on tokenized/dataset version {version[:12]}")
-    runs = retraining_runs(instance, version)
-    if any(not r.is_finished for r in runs):
-        active = next(r for r in runs if not r.is_finished)
-        return dg.SkipReason(
-            f"retraining run {active.run_id[:8]} for tokenized/dataset {version[:12]} is {active.status.value.lower()}"
-        )
-    failed = [r for r in runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
-    if runs and len(failed) == len(runs):
-        # Cancelled or failed (after its retries): the version stays visibly untrained (a failed
-        # check on models/draft_model, reported once per run) until someone requests it again.
-        detail = (
-            f"tokenized/dataset {version[:12]} is untrained: retraining run {failed[0].run_id[:8]} "
-            f"{failed[0].status.value.lower()}; re-execute it or launch retrain_draft_job from the UI"
-        )
-        state = json.loads(context.cursor) if context.cursor else {}
-        if state.get("reported") == failed[0].run_id:
-            return dg.SkipReason(detail)
-        context.log.warning(detail)
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason(detail),
-            asset_events=[
-                evaluation(
-                    DRAFT,
-                    DRAFT_MATCHES_LATEST,
-                    instance=instance,
-                    description=detail,
-                    extra={"request_again": REQUEST_AGAIN},
-                )
-            ],
-            cursor=json.dumps({"reported": failed[0].run_id}),
-        )
-    run = instance.get_run_by_id(rec.run_id)
-    if run is not None and not run.is_finished:
-        return dg.SkipReason(
-            f"waiting for run {rec.run_id[:8]} that produced tokenized/dataset {version[:12]} to finish"
-        )
-    verdict, detail = _blocking_checks_verdict(context, instance, TOKENIZED, rec)
-    if verdict != "passed":
-        if verdict == "failed":
-            context.log.warning(f"not retraining on tokenized/dataset {version[:12]}: {detail}")
-        return dg.SkipReason(f"tokenized/dataset {version[:12]}: {detail}")
-    if graph.has(VOCAB):
-        vocab = latest_record(instance, VOCAB)
-        if vocab is None or vocab.storage_id < rec.storage_id:
-            return dg.SkipReason(f"waiting for tokenized/vocab_mapping to be rebuilt from dataset {version[:12]}")
-        v_verdict, v_detail = _blocking_checks_verdict(context, instance, VOCAB, vocab)
-        if v_verdict != "passed":
-            return dg.SkipReason(f"tokenized/vocab_mapping: {v_detail}")
-    context.log.info(f"retraining: tokenized/dataset {version[:12]} (run {rec.run_id[:8]}), {detail}")
-    return dg.RunRequest(
-        run_key=f"retrain:{version}",
-        tags={
-            TRIGGER_TAG: "new-tokenized-data-version",
-            RETRAIN_CONCURRENCY_TAG: "draft",
-            "specforge/trigger_asset": TOKENIZED.to_user_string(),
-            TRAINED_ON_TAG: version,
-            "specforge/trigger_run_id": rec.run_id,
-            TRIGGERED_BY_RUN_TAG: rec.run_id,  # the same link name as the automation's runs
-            "specforge/trigger_storage_id": str(rec.storage_id),
-            "specforge/previous_data_version": trained_on or "none",
-            **run_link_tags(run),  # links back through the tokenize run to what started the chain
-            **_retry_tags(int(config["sensors"]["retrain"].get("max_retries") or 0)),
-        },
+    decision = retrain.decide(
+        retrain_facts(context),
+        json.loads(context.cursor) if context.cursor else None,
+        max_retries=int(config["sensors"]["retrain"].get("max_retries") or 0),
     )
-
-
-def _retry_tags(n: int) -> dict:
-    """Dagster run retries (the daemon re-launches a failed run from the failed step; needs
-    `run_retries.enabled` in dagster.yaml): a GPU job lost to an OOM or a preempted node is
-    retried instead of leaving the draft stale until the next data change."""
-    return {"dagster/max_retries": str(n), "dagster/retry_strategy": "FROM_FAILURE"} if n > 0 else {}
+    for level, text in decision.messages:
+        getattr(context.log, level)(text)
+    if decision.run_key is not None:
+        return dg.RunRequest(run_key=decision.run_key, tags=decision.tags)
+    if decision.untrained is None:
+        return dg.SkipReason(decision.skip_message)
+    return dg.SensorResult(
+        skip_reason=dg.SkipReason(decision.skip_message),
+        asset_events=[
+            evaluation(
+                DRAFT,
+                DRAFT_MATCHES_LATEST,
+                instance=context.instance,
+                description=decision.untrained,
+                extra={"request_again": retrain.REQUEST_AGAIN},
+            )
+        ],
+        cursor=decision.cursor(),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,9 +303,9 @@ def failure_record(context: dg.RunFailureSensorContext) -> dict:
     return oplog.failure_record(
         run_id=run.run_id,
         job=run.job_name,
-        partition=tags.get("dagster/partition"),
-        backfill=tags.get("dagster/backfill"),
-        trigger=tags.get(TRIGGER_TAG) or tags.get("dagster/sensor_name") or tags.get("dagster/schedule_name"),
+        partition=tags.get(PARTITION_TAG),
+        backfill=tags.get(BACKFILL_TAG),
+        trigger=tags.get(TRIGGER_TAG) or tags.get(SENSOR_NAME_TAG) or tags.get(SCHEDULE_NAME_TAG),
         assets=[k.to_user_string() for k in (run.asset_selection or [])],
         message=context.failure_event.message or "",
         steps=steps,

@@ -1,7 +1,6 @@
 """Lineage, in one place: which version, record and run produced what.
 
-- Tag names Dagster and this project put on materializations and runs (`DATA_VERSION_TAG`,
-  `TRAINED_ON_TAG`, the trigger/link tags), defined once here.
+- Tag names: `specforge_assets.tags` (Dagster's and ours, each defined once).
 - Record lookups: `latest_record`, `find_record`, `record_version`, `record_metadata`,
   `latest_version`, `latest_versions`, `recorded`, `pinned_input`, `trained_on_version`,
   `retraining_runs`, and `draft_matches_latest` (the body of the `draft_matches_latest_dataset`
@@ -23,25 +22,30 @@ event, but only one version per dep and not readable at a glance.
 
 from __future__ import annotations
 
-
 import dagster as dg
 
+from ..keys import DRAFT, TOKENIZED
+from ..tags import (
+    BACKFILL_TAG,
+    DATA_VERSION_TAG,
+    INPUT_DATA_VERSION_TAG_PREFIX,
+    PARTITION_TAG,
+    SENSOR_NAME_TAG,
+    TRAINED_ON_TAG,
+    TRIGGER_AUTOMATION,
+    TRIGGER_BACKFILL_TAG,
+    TRIGGER_INPUTS_TAG,
+    TRIGGER_JOB_TAG,
+    TRIGGER_ORIGIN_TAG,
+    TRIGGER_PARTITION_TAG,
+    TRIGGER_SENSOR_TAG,
+    TRIGGER_TAG,
+    TRIGGERED_BY_RUN_TAG,
+)
 from ..train.inputs import Recorded
 from ._metadata import markdown_table
-from ..keys import DRAFT, TOKENIZED
 
-# Dagster's tags on a materialization: its data version, and the version of each input it read
-DATA_VERSION_TAG = "dagster/data_version"
-INPUT_DATA_VERSION_TAG = "dagster/input_data_version/"
-# Ours on runs: what started it (`incoming-file`, `retrain`, `automation`, ...)
-TRIGGER_TAG = "specforge/trigger"
-# the tokenized/dataset version a retraining run trains (set by the retraining sensor; read by
-# the draft asset; selects the runs of one version)
-TRAINED_ON_TAG = "specforge/trigger_data_version"
 RETRAIN_JOB_NAME = "retrain_draft_job"
-# run links: the run whose output started this run, and the inputs (asset[partition]@version)
-TRIGGERED_BY_RUN_TAG = "specforge/triggered_by_run"
-TRIGGER_INPUTS_TAG = "specforge/trigger_inputs"
 _MAX_TAG_CHARS = 240  # keep tag values readable in the UI's tag list
 
 
@@ -166,7 +170,7 @@ def trained_on_version(draft_record) -> str | None:
     md = mat.metadata or {}
     if "trained_on_dataset_version" in md and md["trained_on_dataset_version"].value:
         return str(md["trained_on_dataset_version"].value)
-    return (mat.tags or {}).get(INPUT_DATA_VERSION_TAG + TOKENIZED.to_user_string())
+    return (mat.tags or {}).get(INPUT_DATA_VERSION_TAG_PREFIX + TOKENIZED.to_user_string())
 
 
 def retraining_runs(instance: dg.DagsterInstance, version: str) -> list:
@@ -187,17 +191,18 @@ def retraining_runs(instance: dg.DagsterInstance, version: str) -> list:
 
 def run_link_tags(run) -> dict[str, str]:
     """Where `run` (a `DagsterRun`, or None) came from, as tags for a run it triggers:
-    `specforge/trigger_job` and, when `run` has them, `..._origin` (its `specforge/trigger`),
-    `..._backfill`, `..._sensor`, `..._partition`. {} for None."""
+    `TRIGGER_JOB_TAG` (its job) and, when `run` has them, its `TRIGGER_TAG` as
+    `TRIGGER_ORIGIN_TAG` and its backfill, sensor and partition tags as `TRIGGER_BACKFILL_TAG`,
+    `TRIGGER_SENSOR_TAG`, `TRIGGER_PARTITION_TAG` (`specforge_assets.tags`). {} for None."""
     if run is None:
         return {}
     tags = run.tags or {}
-    out = {"specforge/trigger_job": run.job_name}
+    out = {TRIGGER_JOB_TAG: run.job_name}
     for src, dst in (
-        (TRIGGER_TAG, "specforge/trigger_origin"),
-        ("dagster/backfill", "specforge/trigger_backfill"),
-        ("dagster/sensor_name", "specforge/trigger_sensor"),
-        ("dagster/partition", "specforge/trigger_partition"),
+        (TRIGGER_TAG, TRIGGER_ORIGIN_TAG),
+        (BACKFILL_TAG, TRIGGER_BACKFILL_TAG),
+        (SENSOR_NAME_TAG, TRIGGER_SENSOR_TAG),
+        (PARTITION_TAG, TRIGGER_PARTITION_TAG),
     ):
         if tags.get(src):
             out[dst] = tags[src]
@@ -247,7 +252,7 @@ def link_run_to_trigger(context, inputs: list[dict]) -> dict[str, str]:
     instance = context.instance
     run = instance.get_run_by_id(context.run.run_id) or context.run
     tags = run.tags or {}
-    if tags.get(TRIGGER_TAG) != "automation" or TRIGGERED_BY_RUN_TAG in tags:
+    if tags.get(TRIGGER_TAG) != TRIGGER_AUTOMATION or TRIGGERED_BY_RUN_TAG in tags:
         return {}
     previous = record_metadata(latest_record(instance, context.asset_key), "lineage/input_versions")
     new = trigger_link_tags(instance, inputs, previous)

@@ -15,9 +15,8 @@ from ._checks import InAssetCheck, asset_check, check_results, check_specs, resu
 from ._failures import expected_failures
 from ._metadata import code_block, markdown_table, pictures, png, table
 from .. import charts
+from ._draft_checks import DRAFT_MATCHES_LATEST
 from ._lineage import (
-    draft_matches_latest,
-    TRAINED_ON_TAG,
     find_record,
     latest_record,
     latest_versions,
@@ -27,6 +26,7 @@ from ._lineage import (
     recorded,
 )
 from ..resources import SpecforgeStore
+from ..tags import OPTIONAL_TAG, TRAINED_ON_TAG
 from ..train.inputs import hidden_states_inputs, offline_hidden_states
 from ..versioned import publish_version, version_dir
 
@@ -366,7 +366,6 @@ def _training_inputs(context, store: SpecforgeStore) -> dict:
             mix=pinned_input(instance, MIX_KEY, "mix", root),
             latest=latest_versions(instance, DATASET_KEY, VOCAB_KEY, MIX_KEY, TARGET_KEY),
             wanted=wanted,
-            wanted_tag=TRAINED_ON_TAG,
         )
 
 
@@ -499,7 +498,7 @@ def _evaluation_sets_metadata(report: dict, out: Path) -> dict:
     kinds={"pytorch", "safetensors"},
     code_version=HIDDEN_CODE_VERSION,
     # only needed for `launch.mode: offline`; the demo (online) leaves it out
-    tags={"specforge/optional": "offline-mode"},
+    tags={OPTIONAL_TAG: "offline-mode"},
 )
 def target_hidden_states(
     context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer
@@ -555,18 +554,7 @@ def target_hidden_states(
 # -- is the latest dataset trained? ------------------------------------------------------------
 
 
-# Read from the instance (not from an asset's outputs), so a standalone check: evaluated on its own
-# from the UI; the retraining sensor also records a failed result of it after a cancelled or
-# failed retraining (`_checks.evaluation`, in sensors.retrain_tick).
-DRAFT_MATCHES_LATEST = InAssetCheck(
-    "draft_matches_latest_dataset",
-    False,
-    "The current draft was trained on the latest tokenized/dataset version. Fails while a newer "
-    "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
-    "retraining run, or launch retrain_draft_job, from the UI.",
-    draft_matches_latest,
-    details_key=None,
-)
+# Declared in `_draft_checks` (the retraining sensor records results of it too).
 draft_matches_latest_dataset = asset_check(DRAFT_KEY, DRAFT_MATCHES_LATEST)
 
 

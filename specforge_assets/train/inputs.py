@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fileio import read_manifest
 from ..paths import layer_dir
+from ..tags import TRAINED_ON_TAG
 from ..versioned import version_dir
 
 DATASET = "tokenized/dataset"
@@ -107,12 +108,11 @@ def training_inputs(
     mix: dict,
     latest: dict[str, str | None],
     wanted: str | None = None,
-    wanted_tag: str = "specforge/trigger_data_version",
 ) -> dict:
     """{asset: {data_version, path[, run_id][, local]}}: the exact, immutable inputs of a training run.
 
     `dataset`: the tokenized/dataset materialization to train on (the one of version `wanted`,
-    the run's `wanted_tag` tag, else the latest; None when there is none). `vocab`: the latest
+    the run's `TRAINED_ON_TAG` tag, else the latest; None when there is none). `vocab`: the latest
     vocab mapping whose metadata `dataset_version` is that dataset's. `mix`: the latest mix as
     recorded ({data_version, path: its immutable folder or None}). `latest`: the latest recorded
     data version by asset (DATASET, VOCAB, MIX, TARGET), used for data prepared outside Dagster.
@@ -123,7 +123,7 @@ def training_inputs(
     out: dict = {}
     if wanted and dataset is None:
         raise UserError(
-            f"tokenized/dataset version {wanted} (this run's {wanted_tag} tag) was never materialized in this instance"
+            f"tokenized/dataset version {wanted} (this run's {TRAINED_ON_TAG} tag) was never materialized in this instance"
         )
     ds_version = dataset.data_version if dataset else None
     ds_dir = version_dir(root, "tokenized_dataset", ds_version) if ds_version else None

@@ -12,6 +12,15 @@ from specforge_assets.assets._lineage import lineage_metadata, upstream_versions
 from specforge_assets.keys import MIX, REGENERATED
 from specforge_assets.keys import SOURCES as SRC
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
+from specforge_assets.tags import (
+    BACKFILL_TAG,
+    DATA_VERSION_TAG,
+    TRIGGER_AUTOMATION,
+    TRIGGER_INCOMING_FILE,
+    TRIGGER_INPUTS_TAG,
+    TRIGGER_TAG,
+    TRIGGERED_BY_RUN_TAG,
+)
 
 
 @dg.asset(key=MIX, deps=[dg.AssetDep(regenerated_conversations, partition_mapping=dg.AllPartitionMapping())])
@@ -37,7 +46,7 @@ def _version(inst, partition: str) -> str:
     rec = inst.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=REGENERATED, asset_partitions=[partition]), limit=1
     ).records[0]
-    return rec.asset_materialization.tags["dagster/data_version"]
+    return rec.asset_materialization.tags[DATA_VERSION_TAG]
 
 
 def test_automation_mix_run_names_the_runs_partitions_and_versions_that_triggered_it(toy, dagster_instance):
@@ -51,17 +60,17 @@ def test_automation_mix_run_names_the_runs_partitions_and_versions_that_triggere
         partition_key="beta",
         instance=inst,
         resources=defs.resources,
-        tags={"dagster/backfill": "bf-1", "specforge/trigger": "incoming-file"},
+        tags={BACKFILL_TAG: "bf-1", TRIGGER_TAG: TRIGGER_INCOMING_FILE},
     )
-    auto = {"specforge/trigger": "automation"}
+    auto = {TRIGGER_TAG: TRIGGER_AUTOMATION}
 
     # first mix: every input is new; the newest (beta) run is the trigger
     tags = _mix_run_tags(defs, inst, auto)
-    assert tags[_lineage.TRIGGERED_BY_RUN_TAG] == beta.run_id
+    assert tags[TRIGGERED_BY_RUN_TAG] == beta.run_id
     assert tags["specforge/trigger_backfill"] == "bf-1"
     assert tags["specforge/trigger_origin"] == "incoming-file"
     assert tags["specforge/trigger_partition"] == "beta"
-    assert tags[_lineage.TRIGGER_INPUTS_TAG] == (
+    assert tags[TRIGGER_INPUTS_TAG] == (
         f"regenerated/conversations[alpha]@{_version(inst, 'alpha')[:12]}, "
         f"regenerated/conversations[beta]@{_version(inst, 'beta')[:12]}"
     )
@@ -74,14 +83,14 @@ def test_automation_mix_run_names_the_runs_partitions_and_versions_that_triggere
         defs.assets, selection=[SRC, REGENERATED], partition_key="alpha", instance=inst, resources=defs.resources
     )
     tags = _mix_run_tags(defs, inst, auto)
-    assert tags[_lineage.TRIGGERED_BY_RUN_TAG] == alpha.run_id
-    assert tags[_lineage.TRIGGER_INPUTS_TAG] == f"regenerated/conversations[alpha]@{_version(inst, 'alpha')[:12]}"
+    assert tags[TRIGGERED_BY_RUN_TAG] == alpha.run_id
+    assert tags[TRIGGER_INPUTS_TAG] == f"regenerated/conversations[alpha]@{_version(inst, 'alpha')[:12]}"
     assert tags["specforge/trigger_partition"] == "alpha"
     assert "specforge/trigger_backfill" not in tags
 
     # a manual run is not tagged as triggered; nor is an automation run whose inputs did not change
-    assert _lineage.TRIGGERED_BY_RUN_TAG not in _mix_run_tags(defs, inst, {})
-    assert _lineage.TRIGGERED_BY_RUN_TAG not in _mix_run_tags(defs, inst, auto)
+    assert TRIGGERED_BY_RUN_TAG not in _mix_run_tags(defs, inst, {})
+    assert TRIGGERED_BY_RUN_TAG not in _mix_run_tags(defs, inst, auto)
 
 
 def test_trigger_inputs_tag_stays_short():
@@ -96,6 +105,6 @@ def test_trigger_inputs_tag_stays_short():
         for i in range(50)
     ]
     tags = _lineage.trigger_link_tags(None, rows, None)
-    assert len(tags[_lineage.TRIGGER_INPUTS_TAG]) <= 240
-    assert tags[_lineage.TRIGGER_INPUTS_TAG].endswith("(50 in all)")
-    assert _lineage.TRIGGERED_BY_RUN_TAG not in tags
+    assert len(tags[TRIGGER_INPUTS_TAG]) <= 240
+    assert tags[TRIGGER_INPUTS_TAG].endswith("(50 in all)")
+    assert TRIGGERED_BY_RUN_TAG not in tags

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from specforge_assets.assets import _lineage
+from specforge_assets.tags import BACKFILL_TAG, TRIGGER_TAG
 
 KEY = dg.AssetKey(["lookup", "thing"])
 
@@ -36,7 +37,7 @@ def test_latest_find_and_recorded_versions():
 
 def test_run_link_tags_name_where_the_run_came_from():
     with dg.instance_for_test() as inst:
-        _materialize(inst, "v1", tags={_lineage.TRIGGER_TAG: "automation", "dagster/backfill": "bf-1"})
+        _materialize(inst, "v1", tags={TRIGGER_TAG: "automation", BACKFILL_TAG: "bf-1"})
         run = inst.get_run_by_id(_lineage.latest_record(inst, KEY).run_id)
         tags = _lineage.run_link_tags(run)
         assert tags["specforge/trigger_origin"] == "automation" and tags["specforge/trigger_backfill"] == "bf-1"

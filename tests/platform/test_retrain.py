@@ -21,6 +21,7 @@ from specforge_assets.keys import VOCAB
 from specforge_assets.keys import TARGET
 from specforge_assets.keys import DRAFT
 from specforge_assets.keys import EVALUATION as EVAL
+from specforge_assets.tags import DATA_VERSION_TAG
 
 
 def _tick(defs, instance):
@@ -42,7 +43,7 @@ def _mat(defs, instance, keys, partition=None):
 
 def _latest_version(instance, key):
     rec = instance.fetch_materializations(key, limit=1).records[0]
-    return rec.asset_materialization.tags["dagster/data_version"], rec.run_id
+    return rec.asset_materialization.tags[DATA_VERSION_TAG], rec.run_id
 
 
 def _build_upstream(defs, inst):

@@ -13,6 +13,7 @@ from dagster._core.instance.types import CachingDynamicPartitionsLoader
 from specforge_assets import sensors
 from specforge_assets.errors import redact
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
+from specforge_assets.tags import PARTITION_TAG
 
 
 def _tick(defs, instance, sensor_name, cursor=None):
@@ -162,7 +163,7 @@ def test_run_failure_sensor_records_error_without_secrets(toy, dagster_instance,
         explode()
 
     result = failing_job.execute_in_process(
-        instance=dagster_instance, raise_on_error=False, tags={"dagster/partition": "alpha"}
+        instance=dagster_instance, raise_on_error=False, tags={PARTITION_TAG: "alpha"}
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)

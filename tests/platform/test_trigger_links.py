@@ -11,13 +11,14 @@ from toy_graph import ASSETS, CHECKS
 from specforge_assets import sensors
 from specforge_assets.keys import MIX, REGENERATED, SOURCES, VOCAB
 from specforge_assets.keys import TOKENIZED as TOK
+from specforge_assets.tags import BACKFILL_TAG, TRIGGER_TAG
 
 
 def test_retrain_request_links_back_to_the_backfill_that_produced_the_data(toy, dagster_instance):
     defs, _, _ = toy
     inst = dagster_instance
     _build_upstream(defs, inst)
-    tags = {"dagster/backfill": "bf-123", "specforge/trigger": "automation"}
+    tags = {BACKFILL_TAG: "bf-123", TRIGGER_TAG: "automation"}
     assert dg.materialize(
         ASSETS + CHECKS, selection=[MIX, TOK, VOCAB], instance=inst, resources=defs.resources, tags=tags
     ).success

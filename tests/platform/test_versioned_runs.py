@@ -24,6 +24,7 @@ from models.corpus import conversations  # noqa: E402
 
 from specforge_assets.keys import DRAFT, EVALUATION, MIX, REGENERATED, SOURCES, TARGET, TOKENIZED, VOCAB  # noqa: E402
 from specforge_assets.partitions import SOURCES_PARTITION_NAME  # noqa: E402
+from specforge_assets.tags import DATA_VERSION_TAG, RETRAIN_CONCURRENCY_TAG  # noqa: E402
 
 TINY_TRAIN = {
     "launch": {"nproc_per_node": 1, "device": "cpu", "threads_per_proc": 1, "mode": "online"},
@@ -105,7 +106,7 @@ def _versions(inst) -> dict[str, str]:
             recs = inst.fetch_materializations(flt, limit=1).records
             if recs:
                 out[key.to_user_string() + (f"/{p}" if p else "")] = recs[0].asset_materialization.tags[
-                    "dagster/data_version"
+                    DATA_VERSION_TAG
                 ]
     return out
 
@@ -140,7 +141,7 @@ def _latest_md(inst, key, run_id=None) -> dict:
     recs = inst.fetch_materializations(key, limit=50).records
     rec = next(r for r in recs if run_id is None or r.run_id == run_id)
     return {k: v.value for k, v in rec.asset_materialization.metadata.items()} | {
-        "_version": rec.asset_materialization.tags["dagster/data_version"]
+        "_version": rec.asset_materialization.tags[DATA_VERSION_TAG]
     }
 
 
@@ -340,8 +341,8 @@ def test_one_retraining_at_a_time_across_the_whole_job(tmp_path):
     shutil.copyfile(repo / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as inst:
         limits = inst.get_concurrency_config().run_queue_config.tag_concurrency_limits
-    assert {"key": sensors.RETRAIN_CONCURRENCY_TAG, "limit": 1} in limits
-    assert sensors.retrain_draft_job.tags[sensors.RETRAIN_CONCURRENCY_TAG] == "draft"
+    assert {"key": RETRAIN_CONCURRENCY_TAG, "limit": 1} in limits
+    assert sensors.retrain_draft_job.tags[RETRAIN_CONCURRENCY_TAG] == "draft"
     # the job covers training and evaluation (the limit is on the whole job, not a step)
     from specforge_assets.definitions import defs
 

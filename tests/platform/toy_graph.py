@@ -17,6 +17,7 @@ from specforge_assets import automation, sensors
 from specforge_assets.fileio import sha256_file, sha256_files
 from specforge_assets.partitions import source_partitions
 from specforge_assets.resources import SpecforgeStore
+from specforge_assets.tags import TRAINED_ON_TAG
 from tests.helpers.jsonl import write_jsonl
 
 
@@ -118,7 +119,7 @@ def vocab_mapping(store: SpecforgeStore) -> dg.MaterializeResult:
 def draft_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
     out = store.layer_dir("models", "draft_model") / "trained_on.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(context.run.tags.get("specforge/trigger_data_version", "manual"))
+    out.write_text(context.run.tags.get(TRAINED_ON_TAG, "manual"))
     return dg.MaterializeResult(data_version=_version(store.layer_dir("tokenized", "dataset") / "train.jsonl"))
 
 

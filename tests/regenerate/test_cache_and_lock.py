@@ -24,6 +24,7 @@ from specforge_assets.regenerate.config import source_config
 from specforge_assets.regenerate.journal import journal_paths
 from specforge_assets.regenerate.locks import partition_lock_path, read_holder
 from specforge_assets.regenerate.partition import regenerate_partition
+from specforge_assets.tags import DATA_VERSION_TAG
 
 from .conftest import dead_address, make_rows, read_jsonl, write_rows
 
@@ -83,7 +84,7 @@ def _run_job(instance, run_config=None):
 def _latest(instance, key):
     rec = instance.fetch_materializations(key, limit=1).records[0]
     m = rec.asset_materialization
-    return m.tags.get("dagster/data_version"), {k: v.value for k, v in m.metadata.items()}, rec.run_id
+    return m.tags.get(DATA_VERSION_TAG), {k: v.value for k, v in m.metadata.items()}, rec.run_id
 
 
 def test_unchanged_inputs_and_settings_are_a_cache_hit_with_no_server(

@@ -116,6 +116,7 @@ def test_the_demo_graph_on_s3_and_a_second_machine_reads_it(s3_env, tmp_path):
     assert "testing-secret" not in a.stdout + a.stderr
 
     from specforge_assets import storage
+    from specforge_assets.tags import DATA_VERSION_TAG
 
     published = storage.Remote(url).published_folders()
     for rel in (
@@ -147,7 +148,7 @@ def test_the_demo_graph_on_s3_and_a_second_machine_reads_it(s3_env, tmp_path):
 
         def version(key):
             ev = inst.get_latest_materialization_event(dg.AssetKey(key.split("/")))
-            return ev.asset_materialization.tags.get("dagster/data_version")
+            return ev.asset_materialization.tags.get(DATA_VERSION_TAG)
 
         assert version("tokenized/dataset") == got["dataset_version"]
         assert version("models/draft_model") == got["draft_version"]
