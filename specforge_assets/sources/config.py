@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from .. import paths
-from ..configmodel import ConfigError, validate
+from ..configmodel import ConfigError, ConfigModel, validate
 from .errors import SourceError, UnknownSourceError
 from .formats import FORMATS
 from . import loaders
@@ -32,11 +33,10 @@ INCOMING_SUFFIXES = (".parquet", ".jsonl", ".json")
 QUARANTINE_MIN_ROWS = 10
 
 
-class SourceEntry(BaseModel):
-    """One `sources.<key>:` entry of configs/sources.yaml (over the file's `defaults:`). Keys
-    owned by other layers (regenerate, weight, ...) are kept aside, not refused."""
-
-    model_config = ConfigDict(extra="allow")
+class SourceEntry(ConfigModel):
+    """One `sources.<key>:` entry of configs/sources.yaml (over the file's `defaults:`). An
+    unknown key is an error naming the file, the source and the key (with the known keys); the
+    keys another layer reads (`weight`: the mix) are declared here too, validated once."""
 
     preset: str | None = Field(default=None, description="a preset of `presets:`")
     format: str | None = Field(default=None, description=f"a custom source: {' | '.join(FORMATS)}")
@@ -55,6 +55,9 @@ class SourceEntry(BaseModel):
     description: str | None = None
     allow_outside_links: StrictBool = Field(
         default=False, description="a relative data_path may be/contain links leaving the data root"
+    )
+    weight: float | None = Field(
+        default=None, ge=0, description="the mix: relative weight of this source when configs/mix.yaml sets no weights"
     )
 
     @model_validator(mode="after")
@@ -96,7 +99,6 @@ class SourceSpec:
     description: str | None = None
     allow_outside_links: bool = _default("allow_outside_links")
     origin: str = "config"  # config | incoming
-    extra: dict = field(default_factory=dict)  # keys other layers own (regenerate, weight, ...)
 
     @property
     def kind(self) -> str:
@@ -105,7 +107,6 @@ class SourceSpec:
     def identity(self) -> dict:
         """What determines this layer's output (goes into the cache key and the manifest)."""
         d = asdict(self)
-        d.pop("extra")
         d.pop("description")
         d.pop("quarantine_min_rows")  # a check setting: it does not change the output
         if not d["allow_outside_links"]:  # only when set, so that existing cache keys stay valid
@@ -238,14 +239,30 @@ def list_incoming(config: dict | None = None, root: Path | None = None) -> dict[
     return scan_incoming(config, root).found
 
 
-def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> SourceSpec:
+def _entry(key: str, entry: Any, defaults: dict) -> SourceEntry:
     where = f"sources.yaml sources.{key}"
     if not isinstance(entry, dict):
         raise SourceError(f"{where}: expected a mapping, got {type(entry).__name__}")
     try:
-        e = validate(SourceEntry, {**(defaults or {}), **entry}, where)
+        return validate(SourceEntry, {**(defaults or {}), **entry}, where)
     except ConfigError as err:
         raise SourceError(str(err)) from None
+
+
+def source_entry(key: str, config: dict | None = None) -> SourceEntry:
+    """The validated `sources.<key>:` entry of configs/sources.yaml (over its `defaults:`), for
+    the settings other layers read from it (`weight`). `config` None reads the file. Raises
+    `UnknownSourceError` when `key` is not in `sources:`, `SourceError` (one line: file, source,
+    key) for a bad entry, e.g. ``sources.yaml sources.a: unknown key 'wieght' (known: ...)``."""
+    cfg = _config(config)
+    sources = cfg.get("sources") or {}
+    if key not in sources:
+        raise UnknownSourceError(f"unknown source {key!r}: not in configs/sources.yaml `sources:`")
+    return _entry(key, sources[key] or {}, cfg.get("defaults") or {})
+
+
+def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> SourceSpec:
+    e = _entry(key, entry, defaults)
     if e.preset:
         get_preset(e.preset, config)  # unknown / vision preset → clear error now
     return SourceSpec(
@@ -264,7 +281,6 @@ def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> Sou
         dedup_ids=e.dedup_ids,
         description=e.description,
         allow_outside_links=e.allow_outside_links,
-        extra={k: v for k, v in entry.items() if k not in SourceEntry.model_fields},
     )
 
 

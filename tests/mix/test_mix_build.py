@@ -116,3 +116,25 @@ def test_input_changed_while_mixing_is_refused_and_old_outputs_stay(tmp_path, mo
         build_mix(tmp_path, {})
     assert (tmp_path / "mix" / "train.jsonl").read_bytes() == before
     assert not [p for p in (tmp_path / "mix").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_source_weights_come_validated_from_sources_yaml(tmp_path):
+    """With no `weights` in mix.yaml, each source's `weight:` of configs/sources.yaml is used,
+    validated once by the sources entry model: a bad value or a misspelt key is one line naming
+    sources.yaml, the source and the key (never a mix.yaml error, never silently ignored)."""
+    from specforge_assets.mix.publish import mix_settings
+    from specforge_assets.sources.errors import SourceError
+
+    write(tmp_path, "sources", "a", [conv(i) for i in range(4)])
+    write(tmp_path, "sources", "b", [conv(i + 10) for i in range(4)])
+    src = {"defaults": {"weight": 1}, "sources": {"a": {"format": "auto", "data_path": "a", "weight": 3}}}
+    src["sources"]["b"] = {"format": "auto", "data_path": "b"}
+    src["sources"]["gone"] = {"format": "auto", "data_path": "x", "weight": 5}  # no data: not in the mix
+    assert mix_settings({}, src, tmp_path)["weights"] == {"a": 3.0, "b": 1.0}
+    assert mix_settings({"weights": {"a": 1}}, src, tmp_path)["weights"] == {"a": 1}  # mix.yaml wins
+    assert "weights" not in mix_settings({}, {"sources": {"a": {"format": "auto", "data_path": "a"}}}, tmp_path)
+    with pytest.raises(SourceError) as e:
+        mix_settings({}, {"sources": {"a": {"format": "auto", "data_path": "a", "weight": -1}}}, tmp_path)
+    assert str(e.value) == "sources.yaml sources.a: weight: must be greater than or equal to 0 (got -1)"
+    with pytest.raises(SourceError, match=r"^sources.yaml sources.a: unknown key 'wieght' \(known: .*weight"):
+        mix_settings({}, {"sources": {"a": {"format": "auto", "data_path": "a", "wieght": 2}}}, tmp_path)
