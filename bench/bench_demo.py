@@ -65,7 +65,7 @@ def ttt1_comparison(root: Path, report: dict) -> dict:
 
     from specforge_assets.target import target_model_path
     from specforge_assets.train.eagle3 import load_draft_checkpoint
-    from specforge_assets.train.loop import make_train_config
+    from specforge_assets.train.settings import make_train_config
     from specforge_assets.train.settings import train_settings
     from specforge_assets.train.eval_report import heldout_prompts
     from specforge_assets.train.evaluate import evaluate_acceptance

@@ -32,7 +32,8 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from specforge_assets.train.eagle3 import build_draft  # noqa: E402
-from specforge_assets.train.loop import Eagle3Trainer, TrainConfig, target_features  # noqa: E402
+from specforge_assets.train.loop import Eagle3Trainer, target_features  # noqa: E402
+from specforge_assets.train.settings import TrainConfig  # noqa: E402
 
 PEAK_BF16 = 989e12
 

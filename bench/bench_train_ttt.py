@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from specforge_assets.train.eagle3 import load_draft_checkpoint, load_vocab_mapping_file  # noqa: E402
 from specforge_assets.train.evaluate import evaluate_acceptance  # noqa: E402
-from specforge_assets.train.loop import TrainConfig, train_draft  # noqa: E402
+from specforge_assets.train.loop import train_draft  # noqa: E402
+from specforge_assets.train.settings import TrainConfig  # noqa: E402
 from tests.helpers.toy import cached_toy_target, toy_rows, write_toy_dataset, write_vocab_mapping  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "train" / "toy_target"

@@ -431,7 +431,7 @@ def draft_evaluation(
         return evaluate_drafts(
             target_path=found.target,
             draft_dir=draft_dir,
-            previous_dir=previous_dir if ev.get("evaluate_previous") and previous_dir.exists() else None,
+            previous_dir=previous_dir if ev["evaluate_previous"] and previous_dir.exists() else None,
             vocab_mapping_path=found.vocab_mapping,
             test_jsonl=test,
             out_dir=staging,
@@ -442,8 +442,8 @@ def draft_evaluation(
             max_prompt_tokens=int(ev["max_prompt_tokens"]),
             untrained_seed=int(ev["untrained_seed"]),
             trust_remote_code=bool(tcfg.get("trust_remote_code")),
-            device=str(ev.get("device") or "auto"),
-            workers=ev.get("workers", 1),
+            device=ev["device"],
+            workers=ev["workers"],
             log=context.log.info,
         )
 
@@ -509,9 +509,11 @@ def target_hidden_states(
     before anything is written. Train from it with `launch.mode: offline` in configs/train.yaml."""
     from ..target import target_config, target_model_path
     from ..train.hidden_states import write_hidden_states
+    from ..train.settings import make_train_config
 
     settings = trainer.settings(store)
     hs = settings["hidden_states"]
+    training = make_train_config(settings["training"])
     tcfg = target_config(store.config("target"))
     target = target_model_path(store.root(), tcfg)
     with expected_failures():
@@ -526,9 +528,9 @@ def target_hidden_states(
             out,
             rows_per_shard=int(hs["rows_per_shard"]),
             dtype=str(hs["dtype"]),
-            max_rows=hs.get("max_rows"),
-            max_length=int(settings["training"].get("max_length", 2048)),
-            aux_layer_ids=settings["training"].get("aux_layer_ids"),
+            max_rows=hs["max_rows"],
+            max_length=training.max_length,
+            aux_layer_ids=training.aux_layer_ids,
             trust_remote_code=bool(tcfg.get("trust_remote_code")),
             log=context.log.info,
             extra_manifest={"upstream_data_versions": upstream},

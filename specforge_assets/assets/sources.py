@@ -18,7 +18,7 @@ from ._failures import expected_failures
 from ._metadata import markdown_table
 from ..partitions import source_partitions
 from ..resources import SpecforgeStore
-from ..sources.config import hub_offline, resolve_source
+from ..sources.config import MAX_DUPLICATE_RATE, hub_offline, resolve_source
 from ..sources.normalize import CODE_VERSION, build_source
 
 from ..keys import SOURCES as ASSET_KEY
@@ -35,7 +35,7 @@ class SourcesSettings(dg.ConfigurableResource):
 
     hub_offline: bool = False
     hf_cache_dir: str = ""
-    max_duplicate_rate: float = 0.0
+    max_duplicate_rate: float = MAX_DUPLICATE_RATE
 
 
 class SourceRunConfig(dg.Config):

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..sources.config import MAX_DUPLICATE_RATE, entry_default
 from ._duck import Reader
 
 SQL_FILE = Path(__file__).with_name("sources.sql")  # fast structured scan
@@ -96,20 +97,17 @@ def run_source_checks(
     out_dir: Path | str,
     *,
     quarantine_threshold: float | None = None,
-    quarantine_min_rows: int | None = None,
-    max_duplicate_rate: float = 0.0,
+    quarantine_min_rows: int = entry_default("quarantine_min_rows"),
+    max_duplicate_rate: float = MAX_DUPLICATE_RATE,
     threads: int | None = None,
 ) -> list[CheckOutcome]:
     """Run every check over `out_dir` (a `<root>/sources/<key>/` folder)."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
-    if quarantine_threshold is None:
-        quarantine_threshold = float((manifest.get("spec") or {}).get("quarantine_threshold", 0.1))
-    if quarantine_min_rows is None:
-        from ..sources.config import QUARANTINE_MIN_ROWS
-
-        quarantine_min_rows = QUARANTINE_MIN_ROWS
+    if quarantine_threshold is None:  # the one the partition was built with (its manifest's spec)
+        spec = manifest.get("spec") or {}
+        quarantine_threshold = float(spec.get("quarantine_threshold", entry_default("quarantine_threshold")))
     data_files = [p for p in (out_dir / "train.jsonl", out_dir / "test.jsonl") if p.exists() and p.stat().st_size > 0]
 
     reader = _connect(threads)

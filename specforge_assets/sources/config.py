@@ -30,7 +30,9 @@ from .presets import get_preset
 
 # Preference when several files share a stem in the incoming folder.
 INCOMING_SUFFIXES = (".parquet", ".jsonl", ".json")
-QUARANTINE_MIN_ROWS = 10
+# The non-blocking duplicate-conversation check warns above this share of duplicated rows (the
+# default of the `sources_settings` resource's `max_duplicate_rate` and of `run_source_checks`).
+MAX_DUPLICATE_RATE = 0.0
 
 
 class SourceEntry(ConfigModel):
@@ -50,7 +52,7 @@ class SourceEntry(ConfigModel):
     quarantine_threshold: float = Field(default=0.1, ge=0, le=1, description="blocking check: max quarantined share")
     # the quarantine-rate gate blocks only from this many quarantined rows on: a handful of bad
     # rows in a small file is quarantined and reported, not a failed partition
-    quarantine_min_rows: StrictInt = Field(default=QUARANTINE_MIN_ROWS, ge=0)
+    quarantine_min_rows: StrictInt = Field(default=10, ge=0)
     dedup_ids: bool = Field(default=True, description="quarantine later rows whose id was already seen")
     description: str | None = None
     allow_outside_links: StrictBool = Field(
@@ -75,7 +77,9 @@ class SourceEntry(ConfigModel):
         return self
 
 
-def _default(name: str):
+def entry_default(name: str) -> Any:
+    """The default of `SourceEntry` field `name` (what a source entry that leaves it out gets).
+    Raises KeyError for a name that is not a field."""
     return SourceEntry.model_fields[name].default
 
 
@@ -89,15 +93,15 @@ class SourceSpec:
     data_path: str | None = None
     hub_id: str | None = None
     config: str | None = None
-    split: str = _default("split")
+    split: str = entry_default("split")
     opc_subset: str | None = None
     sample_size: int | None = None
-    split_eval: bool = _default("split_eval")
-    quarantine_threshold: float = _default("quarantine_threshold")
-    quarantine_min_rows: int = _default("quarantine_min_rows")
-    dedup_ids: bool = _default("dedup_ids")
+    split_eval: bool = entry_default("split_eval")
+    quarantine_threshold: float = entry_default("quarantine_threshold")
+    quarantine_min_rows: int = entry_default("quarantine_min_rows")
+    dedup_ids: bool = entry_default("dedup_ids")
     description: str | None = None
-    allow_outside_links: bool = _default("allow_outside_links")
+    allow_outside_links: bool = entry_default("allow_outside_links")
     origin: str = "config"  # config | incoming
 
     @property

@@ -196,8 +196,8 @@ def run_evaluate(args) -> int:
         num_prompts=args.num_prompts if args.num_prompts is not None else int(ev["num_prompts"]),
         max_prompt_tokens=int(ev["max_prompt_tokens"]),
         untrained_seed=int(ev["untrained_seed"]),
-        device=args.device or str(ev.get("device") or "auto"),
-        workers=args.workers if args.workers is not None else ev.get("workers", 1),
+        device=args.device or ev["device"],
+        workers=args.workers if args.workers is not None else ev["workers"],
     )
     print(
         json.dumps(
@@ -279,19 +279,19 @@ def run_build_demo_target(args) -> int:
 
 
 def run_hidden_states(args) -> int:
-    from .settings import train_settings
+    from .settings import make_train_config, train_settings
     from .hidden_states import estimate_size, write_hidden_states
 
     root = _root()
     settings = train_settings()
     hs = settings["hidden_states"]
     # rows are stored truncated exactly as training will read them
-    max_length = int(settings["training"].get("max_length", 2048))
-    aux = settings["training"].get("aux_layer_ids")
+    training = make_train_config(settings["training"])
+    max_length, aux = training.max_length, training.aux_layer_ids
     target = _target(args.target)
     dataset = _path(args.dataset, root / "tokenized" / "dataset")
     out = _path(args.output, root / "models" / "target_hidden_states")
-    max_rows = args.max_rows if args.max_rows is not None else hs.get("max_rows")
+    max_rows = args.max_rows if args.max_rows is not None else hs["max_rows"]
     est = estimate_size(target, dataset, dtype=hs["dtype"], max_rows=max_rows, max_length=max_length)
     print(json.dumps({"estimate": est}))
     if not args.yes:

@@ -250,7 +250,8 @@ def run(spec: dict, node_rank: int = 0) -> dict:
 def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
     import torch
 
-    from .loop import make_train_config, train_draft
+    from .loop import train_draft
+    from .settings import make_train_config
 
     device = resolve_device(spec.get("device", "auto"))
     threads = int(spec.get("threads_per_proc") or 0)

@@ -88,7 +88,7 @@ def prepare_launch(
     from ..fileio import atomic_write, sha256_json
 
     from .data import check_trainable
-    from .loop import make_train_config
+    from .settings import make_train_config
 
     launch = settings["launch"]
     if int(launch.get("node_rank", 0)) != 0:

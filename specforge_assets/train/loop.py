@@ -15,7 +15,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,52 +26,9 @@ from . import ranks
 from .data import TokenizedDataset, collate, load_tokenized
 from .eagle3 import LlamaForCausalLMEagle3, build_draft, load_vocab_mapping_file, save_draft_checkpoint
 from .loss import TTTLossModule
+from .settings import TrainConfig
 
 STATE_DIR = "training_state"
-
-
-@dataclass
-class TrainConfig:
-    ttt_length: int = 7
-    lr: float = 1e-4
-    warmup_ratio: float = 0.015
-    min_lr_ratio: float = 0.0
-    epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    batch_size: int = 1  # rows per rank per optimizer step
-    max_length: int = 2048
-    grad_clip: float = 0.5  # SpecForge --max-grad-norm
-    weight_decay: float = 0.0  # SpecForge: 0
-    betas: tuple[float, float] = (0.9, 0.95)
-    step_weight: float = 0.8  # TTT step i weighs step_weight**i
-    seed: int = 0
-    dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or float32/bfloat16
-    save_every: int = 0  # steps; 0: only at the end
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    fix_mask_alignment: bool = True  # False reproduces SpecForge's unshifted mask (#885)
-    aux_layer_ids: list[int] | None = None
-    attn_implementation: str = "sdpa"
-    device: str = "auto"
-    compile: bool | str = "auto"  # torch.compile draft+loss; auto: CUDA only (1.4x), eager fallback on NaN
-    draft_init_seed: int | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "TrainConfig":
-        d = dict(d or {})
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown train config keys: {unknown} (known: {sorted(known)})")
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
-
-
-def make_train_config(values: dict | None, **overrides: Any) -> TrainConfig:
-    """`TrainConfig` from a dict (configs/train.yaml `training:`) and keyword overrides (None:
-    as in `values`). Raises ValueError on an unknown key."""
-    return TrainConfig.from_dict({**(values or {}), **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def dist_info() -> tuple[int, int, int]:

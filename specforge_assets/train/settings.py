@@ -1,21 +1,68 @@
 """configs/train.yaml: one pydantic model per section, the defaults in one place. No Dagster import.
 
 `train_settings(config)` returns the file as a dict of sections (`TrainFile`): `launch` (how
-torchrun runs: processes, device, nodes), `training` (fields of `train.loop.TrainConfig`, checked
-there), `evaluation`, `hidden_states`, `demo_target` (checked by `train.demo_target`). An unknown
-section or key, or a bad value, raises `TrainInputError`: one line naming the file and the field.
+torchrun runs: processes, device, nodes), `training` (`TrainConfig`: the training loop's settings,
+validated here, returned as written so that the run fingerprint only hashes what the file sets;
+`make_train_config` gives them with their defaults), `evaluation`, `hidden_states`, `demo_target`
+(checked by `train.demo_target`). An unknown section or key, or a bad value, raises
+`TrainInputError`: one line naming the file and the field.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, StrictFloat, StrictInt, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, StrictFloat, StrictInt, ValidationInfo, field_validator
+from pydantic.dataclasses import dataclass
 
 from ..configmodel import ConfigError, ConfigModel, validate
 from .errors import TrainInputError
 
 _RDZV_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class TrainConfig:
+    """configs/train.yaml `training:`, the training loop's settings (`train.loop.train_draft`):
+    the one declaration of each and its default. A (pydantic) dataclass: `dataclasses.asdict`
+    gives the run manifest's `train_config`."""
+
+    ttt_length: int = 7
+    lr: float = 1e-4
+    warmup_ratio: float = 0.015
+    min_lr_ratio: float = 0.0
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    batch_size: int = 1  # rows per rank per optimizer step
+    max_length: int = 2048
+    grad_clip: float = 0.5  # SpecForge --max-grad-norm
+    weight_decay: float = 0.0  # SpecForge: 0
+    betas: tuple[float, float] = (0.9, 0.95)
+    step_weight: float = 0.8  # TTT step i weighs step_weight**i
+    seed: int = 0
+    dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or float32/bfloat16
+    save_every: int = 0  # steps; 0: only at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    fix_mask_alignment: bool = True  # False reproduces SpecForge's unshifted mask (#885)
+    aux_layer_ids: list[int] | None = None
+    attn_implementation: str = "sdpa"
+    device: str = "auto"
+    compile: bool | str = "auto"  # torch.compile draft+loss; auto: CUDA only (1.4x), eager fallback on NaN
+    draft_init_seed: int | None = None
+
+
+def make_train_config(values: dict | None, **overrides: Any) -> TrainConfig:
+    """`TrainConfig` from a dict (configs/train.yaml `training:`, e.g. `train_settings(...)
+    ["training"]`) and keyword overrides (None: as in `values`), every unset field at its default.
+    Raises ValueError on an unknown key (``unknown train config keys: [...] (known: [...])``) or
+    a bad value (pydantic's ValidationError)."""
+    d = {**(values or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown train config keys: {unknown} (known: {sorted(known)})")
+    return TrainConfig(**d)
 
 
 class LaunchSettings(ConfigModel):
@@ -86,6 +133,11 @@ class EvaluationSettings(ConfigModel):
         default=None, description="prompt sets {name, path, format, limit} (checked by eval_report.eval_sets)"
     )
 
+    @field_validator("device", mode="before")
+    @classmethod
+    def _empty_device_is_default(cls, v: Any) -> Any:
+        return cls.model_fields["device"].default if v in ("", None) else v
+
     @field_validator("k")
     @classmethod
     def _k_positive(cls, v: int | list[int]) -> int | list[int]:
@@ -106,7 +158,7 @@ class TrainFile(ConfigModel):
     """configs/train.yaml. A null section means its defaults."""
 
     launch: LaunchSettings = Field(default_factory=LaunchSettings)
-    training: dict[str, Any] = Field(default_factory=dict, description="train.loop.TrainConfig fields")
+    training: TrainConfig = Field(default_factory=TrainConfig, description="the training loop's settings")
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     hidden_states: HiddenStatesSettings = Field(default_factory=HiddenStatesSettings)
     demo_target: dict[str, Any] = Field(default_factory=dict, description="train.demo_target build parameters")
@@ -125,10 +177,18 @@ def train_settings(config: dict | None = None) -> dict:
     unknown = sorted(set(cfg) - set(SECTIONS))
     if unknown:
         raise TrainInputError(f"configs/train.yaml: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    given = {k: v for k, v in cfg.items() if v is not None}
+    training = given.get("training") or {}
+    if isinstance(training, dict) and set(training) - set(TrainConfig.__dataclass_fields__):
+        unknown = sorted(set(training) - set(TrainConfig.__dataclass_fields__))[0]
+        known = ", ".join(sorted(TrainConfig.__dataclass_fields__))
+        raise TrainInputError(f"configs/train.yaml: unknown key 'training.{unknown}' (known: {known})")
     try:
-        return validate(TrainFile, {k: v for k, v in cfg.items() if v is not None}, "configs/train.yaml").model_dump()
+        out = validate(TrainFile, given, "configs/train.yaml").model_dump()
     except ConfigError as e:
         raise TrainInputError(str(e)) from None
+    out["training"] = dict(training)  # validated; as written (the run fingerprint hashes these)
+    return out
 
 
 # Per-run overrides (CLI flags, the `trainer` resource): the section of each overridable field.

@@ -334,8 +334,7 @@ def test_external_target_recorded_with_content_version(env, tmp_path):
 
 
 def test_bad_train_config_is_a_clear_error():
-    from specforge_assets.train.loop import make_train_config
-    from specforge_assets.train.settings import train_settings
+    from specforge_assets.train.settings import make_train_config, train_settings
 
     with pytest.raises(ValueError, match="unknown train config keys: \\['learning_rate'\\]"):
         make_train_config({"learning_rate": 1e-4})

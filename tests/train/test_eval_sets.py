@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from specforge_assets.train.errors import TrainInputError
 from specforge_assets.train.eval_report import eval_ks, eval_sets, sets_table
 from specforge_assets.train.evaluate import greedy_generate
-from specforge_assets.train.loop import TrainConfig, train_draft
+from specforge_assets.train.loop import train_draft
+from specforge_assets.train.settings import TrainConfig
 from tests.helpers.toy import toy_rows, write_toy_dataset, write_vocab_mapping
 
 from .test_loop_train import toy_target_dir

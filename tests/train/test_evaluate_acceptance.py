@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from specforge_assets.train.eagle3 import load_draft_checkpoint, load_vocab_mapping_file
 from specforge_assets.train.evaluate import _prompt_ids, evaluate_acceptance
-from specforge_assets.train.loop import TrainConfig, train_draft
+from specforge_assets.train.loop import train_draft
+from specforge_assets.train.settings import TrainConfig
 from tests.helpers.toy import toy_rows, write_toy_dataset, write_vocab_mapping
 
 from .test_loop_train import toy_target_dir

@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from specforge_assets.train.data import load_tokenized
-from specforge_assets.train.loop import TrainConfig, latest_state, train_draft
+from specforge_assets.train.loop import latest_state, train_draft
+from specforge_assets.train.settings import TrainConfig
 from tests.helpers.toy import cached_toy_target, toy_rows, write_toy_dataset, write_vocab_mapping
 
 
@@ -135,7 +136,8 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch.distributed as dist
     from pathlib import Path
-    from specforge_assets.train.loop import TrainConfig, train_draft
+    from specforge_assets.train.loop import train_draft
+    from specforge_assets.train.settings import TrainConfig
     toy, out = Path(sys.argv[1]), Path(sys.argv[2])
     dist.init_process_group("gloo")
     cfg = TrainConfig(ttt_length=2, lr=2e-3, max_steps=4, batch_size=4, max_length=64, log_every=2, save_every=2)

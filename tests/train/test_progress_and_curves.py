@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM
 from specforge_assets import charts
 from specforge_assets.train.eval_report import heldout_prompts, per_category, per_prompt, prompt_category
 from specforge_assets.train.evaluate import acceptance_by_group, evaluate_acceptance
-from specforge_assets.train.loop import TrainConfig, eta_seconds, format_duration, progress_line, train_draft
+from specforge_assets.train.loop import eta_seconds, format_duration, progress_line, train_draft
+from specforge_assets.train.settings import TrainConfig
 from tests.helpers.toy import toy_rows, write_toy_dataset, write_vocab_mapping
 
 from .test_loop_train import toy_target_dir
