@@ -25,9 +25,11 @@ from ._lineage import (
     record_version,
     recorded,
 )
+from ._config import overrides, overrides_config
 from ..resources import SpecforgeStore
 from ..tags import OPTIONAL_TAG, TRAINED_ON_TAG
 from ..train.inputs import hidden_states_inputs, offline_hidden_states
+from ..train.settings import LaunchSettings, TrainConfig, make_train_config, override_settings, train_settings
 from ..versioned import publish_version, version_dir
 
 GROUP = "models"
@@ -45,25 +47,23 @@ EVAL_CODE_VERSION = "eval-v1"
 HIDDEN_CODE_VERSION = "hidden-v1"
 
 
-class DraftTrainer(dg.ConfigurableResource):
-    """Training launch settings. Empty/zero fields mean "as in configs/train.yaml"
-    (`launch.nproc_per_node`, `launch.device`, `launch.mode`, `training.max_steps`)."""
-
-    nproc_per_node: int = 0
-    device: str = ""
-    mode: str = ""
-    max_steps: int = 0
+class DraftTrainer(  # type: ignore[misc]  # a base made at import from the one declaration
+    overrides_config(
+        (LaunchSettings, TrainConfig),
+        "DraftTrainerSettings",
+        include=("nproc_per_node", "device", "mode", "max_steps"),
+        base=dg.ConfigurableResource,
+        enums=False,
+    )
+):
+    """Training launch settings, derived from configs/train.yaml's models (`launch.nproc_per_node`,
+    `launch.device`, `launch.mode`, `training.max_steps`). Unset, empty or zero fields mean "as in
+    configs/train.yaml"."""
 
     def settings(self, store: SpecforgeStore) -> dict:
-        from ..train.settings import override_settings, train_settings
-
-        return override_settings(
-            train_settings(store.config("train")),
-            nproc_per_node=self.nproc_per_node,
-            device=self.device,
-            mode=self.mode,
-            max_steps=self.max_steps,
-        )
+        """configs/train.yaml's sections (`train_settings`) with this resource's set fields over
+        them, validated again (`TrainInputError`: one line naming the field)."""
+        return override_settings(train_settings(store.config("train")), **overrides(self))
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -509,7 +509,6 @@ def target_hidden_states(
     before anything is written. Train from it with `launch.mode: offline` in configs/train.yaml."""
     from ..target import target_config, target_model_path
     from ..train.hidden_states import write_hidden_states
-    from ..train.settings import make_train_config
 
     settings = trainer.settings(store)
     hs = settings["hidden_states"]

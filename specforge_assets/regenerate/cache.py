@@ -120,7 +120,7 @@ def settings_fingerprint(
         from .launcher import resolve_backend
 
         launch = cfg["launch"]
-        backend = resolve_backend(launch.get("backend", "auto"))
+        backend = resolve_backend(launch["backend"])
         cache_file = Path(root) / "regenerated" / ".cache" / "file-hashes.json" if root is not None else None
         content["model"] = {
             "launched": model_dir_identity(launch.get("model_path") or target_path(), cache_file),

@@ -47,13 +47,13 @@ def servers_for(cfg: dict, log: Callable[[str], None], target_path: Callable[[],
         }
         return
     launch = cfg["launch"]
-    model_path = launch.get("model_path") or target_path()
+    model_path = launch["model_path"] or target_path()
     srv = LocalServer(
         model_path,
-        backend=launch.get("backend", "auto"),
-        startup_timeout_s=float(launch.get("startup_timeout_s", 300)),
-        extra_args=list(launch.get("extra_args") or []),
-        device=launch.get("device", "cpu"),
+        backend=launch["backend"],
+        startup_timeout_s=float(launch["startup_timeout_s"]),
+        extra_args=list(launch["extra_args"]),
+        device=launch["device"],
         log=log,
     )
     with srv:

@@ -32,7 +32,7 @@ class TrainConfig:
     warmup_ratio: float = 0.015
     min_lr_ratio: float = 0.0
     epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    max_steps: int | None = Field(default=None, description="optimizer steps; overrides epochs when set")
     batch_size: int = 1  # rows per rank per optimizer step
     max_length: int = 2048
     grad_clip: float = 0.5  # SpecForge --max-grad-norm
