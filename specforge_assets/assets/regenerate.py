@@ -29,14 +29,16 @@ class RegenerationServers(dg.ConfigurableResource):
     """Where regeneration requests go (deployment-level; overrides configs/regenerate.yaml).
 
     Empty fields → what the config says (by default: launch a local server for the target model
-    dir). The API key, if any, is read from the env var named by `api_key_env` (empty: the
-    config's `api_key_env`, by default $SPECFORGE_REGEN_API_KEY), never from config, and never
-    logged or written to metadata.
+    dir). `api_key`: the servers' API key, a secret: set it only as `dg.EnvVar("NAME")` (the code
+    location does with $SPECFORGE_REGEN_API_KEY when that is set), so that the run config and the
+    UI show the variable's name, never the key; it is never logged or written to metadata. Sent
+    to the servers of every source whose configs/regenerate.yaml `api_key_env` is null; unset: no
+    key.
     """
 
     addresses: list[str] = []
     model: str = ""
-    api_key_env: str = ""
+    api_key: str | None = None
 
 
 # Per-run overrides (Launchpad), derived from the one declaration of the settings: every setting
@@ -136,8 +138,6 @@ def regenerated_conversations(
         run["server_addresses"] = list(regen_servers.addresses)
     if regen_servers.model and not run.get("model"):
         run["model"] = regen_servers.model
-    if regen_servers.api_key_env:
-        run["api_key_env"] = regen_servers.api_key_env
     root = store.root()
     # Imported here, not at module level: its HTTP clients (aiohttp, httpx) cost about 0.4 s, and
     # every code-location load (each run, the code server) would pay it for runs that regenerate nothing.
@@ -153,6 +153,7 @@ def regenerated_conversations(
             log=context.log.info,
             run_id=context.run.run_id,
             target_path=lambda: target_model_path(root, store.config("target")),
+            api_key=regen_servers.api_key,
         )
     out_dir = store.layer_dir("regenerated", key)
     train = out_dir / "train.jsonl"

@@ -10,6 +10,7 @@ default. Errors are `configmodel.ConfigError`: one line naming the file section 
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Literal
 
 from pydantic import Field
@@ -17,7 +18,7 @@ from pydantic import Field
 from ..configmodel import ConfigError, ConfigModel, validate
 from .settings import BeyondLimit, ProgressInterval, RequestSettings, Seed, drop_deprecated
 
-API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"  # the default env var holding the servers' API key
+API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"  # the env var holding the deployment's API key for the servers
 Backend = Literal["auto", "transformers", "sglang"]  # auto: sglang when installed, else transformers
 
 
@@ -40,8 +41,10 @@ class SourceRegeneration(RequestSettings, ConfigModel):
     model: str | None = Field(default=None, description="name sent in requests; null: the launched server's model")
     server_addresses: list[str] = Field(default_factory=list, description="HOST:PORT list; empty: launch a server")
     launch: LaunchSettings = Field(default_factory=LaunchSettings)
-    api_key_env: str = Field(
-        default=API_KEY_ENV, description="env var holding the API key (the key never is in config)"
+    api_key_env: str | None = Field(
+        default=None,
+        description="null: the deployment's API key ($SPECFORGE_REGEN_API_KEY; in Dagster the regen_servers "
+        "resource's api_key EnvVar); a name: the env var holding this source's servers' own key; '': no key",
     )
     dialect: Literal["auto", "openai", "transformers"] = Field(
         default="auto", description="auto: transformers for a launched `transformers serve`, else openai"
@@ -98,6 +101,17 @@ def source_config(key: str, yaml_cfg: dict | None = None, overrides: dict | None
     merged = _merge(DEFAULTS, cfg.defaults, "regenerate.yaml defaults")
     merged = _merge(merged, cfg.sources.get(key) or {}, f"regenerate.yaml sources.{key}")
     return _merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None and v != []}, "run config")
+
+
+def source_api_key(cfg: dict, deployment_key: str | None) -> str | None:
+    """The API key for the servers of a source config (`source_config`): `deployment_key` (the
+    Dagster resource's EnvVar secret, or $SPECFORGE_REGEN_API_KEY for the CLI) when its
+    `api_key_env` is null; the value of the env var it names otherwise (servers with their own
+    key); None for `api_key_env: ''` or an unset/empty variable. Never logged or written."""
+    name = cfg.get("api_key_env")
+    if name is None:
+        return deployment_key or None
+    return (os.environ.get(name) or None) if name else None
 
 
 def any_source_launches_demo_target(yaml_cfg: dict) -> bool:

@@ -11,7 +11,6 @@ Output: train.jsonl (+ test.jsonl), errors.jsonl, skipped.jsonl, manifest.json.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,6 +20,7 @@ from ..paths import layer_dir
 from ..storage import published
 from .client import check_addresses, strip_credentials
 from .cache import cached_summary, content_version, output_files, settings_fingerprint
+from .config import source_api_key
 from .launcher import LocalServer
 from .locks import exclusive, partition_lock_path
 from .runner import OutputPaths, count_rows, run_regeneration
@@ -79,8 +79,12 @@ def regenerate_partition(
     log: Callable[[str], None] = print,
     target_path: Callable[[], str | Path] | None = None,
     run_id: str | None = None,
+    api_key: str | None = None,
 ) -> dict:
     """Materialize regenerated/<key>. Returns a summary for metadata (no secrets).
+
+    `api_key`: the deployment's API key (the `regen_servers` resource's EnvVar secret), sent to
+    the servers of a source whose `api_key_env` is null (`config.source_api_key`); None: no key.
 
     Holds `<root>/regenerated/.locks/<key>.lock` throughout: a second run of the same partition
     waits `cfg["lock_wait_s"]` and is then refused (`locks.RegenerationBusy`). With the same input
@@ -106,11 +110,16 @@ def regenerate_partition(
         float(cfg.get("lock_wait_s") or 0),
         run_id=run_id,
     ):
-        return _regenerate_locked(key, cfg, root, log, target_path)
+        return _regenerate_locked(key, cfg, root, log, target_path, api_key)
 
 
 def _regenerate_locked(
-    key: str, cfg: dict, root: Path | None, log: Callable[[str], None], target_path: Callable[[], str | Path]
+    key: str,
+    cfg: dict,
+    root: Path | None,
+    log: Callable[[str], None],
+    target_path: Callable[[], str | Path],
+    deployment_key: str | None,
 ) -> dict:
     src = layer_dir("sources", key, root=root)
     dst = layer_dir("regenerated", key, root=root)
@@ -142,7 +151,7 @@ def _regenerate_locked(
         summary["counts"] = {"success": 0, "error": 0, "skipped": 0, "passthrough": summary["input_rows"]}
         summary["test_split"] = "passthrough" if src_test.exists() else None
     else:
-        api_key = os.environ.get(cfg["api_key_env"]) if cfg.get("api_key_env") else None
+        api_key = source_api_key(cfg, deployment_key)
         with servers_for(cfg, log, target_path) as servers:
             settings = settings_from(cfg, servers["model"], servers["dialect"])
             stats = run_regeneration(
