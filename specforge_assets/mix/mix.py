@@ -276,8 +276,8 @@ def build_mix(
     per_source_rows: dict[str, list[tuple[str, int, str, int]]] = {}
     inputs: dict[str, dict] = {}
     rows_in = Counter()
-    near_n = int(cfg["dedup"].get("near_dup_prefix_chars") or 0)
-    exact = bool(cfg["dedup"].get("exact", True))
+    near_n = int(cfg["dedup"]["near_dup_prefix_chars"])
+    exact = bool(cfg["dedup"]["exact"])
     used_ids: set[str] = set()
     renamed = 0
     stamps: dict[str, tuple[int, int]] = {}

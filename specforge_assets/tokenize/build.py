@@ -153,15 +153,15 @@ def options_from(cfg: dict) -> TokenizeOptions:
         max_length=int(cfg["max_length"]),
         is_preformatted=bool(cfg["is_preformatted"]),
         train_only_last_turn=bool(cfg["train_only_last_turn"]),
-        inject_system_prompt=not c.get("no_system_prompt", False),
-        shift_mask_885=bool(c.get("shift_mask_885", False)),
-        incremental_mask=bool(c.get("incremental_mask", False)),
+        inject_system_prompt=not c["no_system_prompt"],
+        shift_mask_885=bool(c["shift_mask_885"]),
+        incremental_mask=bool(c["incremental_mask"]),
     )
 
 
 def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
     """Tokenizer, template and options of this run (clear errors for bad configuration)."""
-    name = cfg["chat_template"] or tcfg.get("chat_template")
+    name = cfg["chat_template"] or tcfg["chat_template"]
     if not name:
         raise TokenizeConfigError("no chat template: set chat_template in configs/tokenize.yaml or configs/target.yaml")
     try:
@@ -177,7 +177,7 @@ def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
         raise TokenizerLoadError(
             f"target model/tokenizer folder {tok_path} does not exist (materialize models/target_model first)"
         )
-    tokenizer = load_tokenizer(tok_path, bool(tcfg.get("trust_remote_code", False)))
+    tokenizer = load_tokenizer(tok_path, bool(tcfg["trust_remote_code"]))
     return {"template": template, "tokenizer_path": tok_path, "tokenizer": tokenizer, "options": options}
 
 
@@ -339,7 +339,7 @@ def build_vocab_mapping(
         raise InputNotFoundError(f"{ds} has no manifest (materialize tokenized/dataset first)")
     shards = sorted(ds.glob("part-*.parquet"))
     tok_path = target_model_path(root, tcfg)
-    tokenizer = load_tokenizer(tok_path, bool(tcfg.get("trust_remote_code", False)))
+    tokenizer = load_tokenizer(tok_path, bool(tcfg["trust_remote_code"]))
     V = target_vocab_size(tok_path, tokenizer)
     D = int(cfg["vocab_mapping"]["draft_vocab_size"])
     res = build_mapping(iter_parquet_batches(shards), V, D, source=str(ds))
