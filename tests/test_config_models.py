@@ -56,6 +56,8 @@ def test_shipped_configs_validate_and_defaults_match_the_models():
         (("tokenize", {"corrected": {"shift": True}}), "configs/tokenize.yaml: unknown key 'corrected.shift'"),
         (("tokenize", {"workers": 0}), "configs/tokenize.yaml: workers: must be greater than or equal to 1 (got 0)"),
         (("train", {"hidden_states": {"dtype": "int8"}}), "configs/train.yaml: hidden_states.dtype: must be "),
+        (("train", {"training": {"lr": "fast"}}), "configs/train.yaml: training.lr: must be a valid number"),
+        (("train", {"training": {"learning_rate": 1}}), "configs/train.yaml: unknown key 'training.learning_rate' ("),
         (("automation", {"ops": {"failure_lg": "x"}}), "configs/automation.yaml: unknown key 'ops.failure_lg'"),
         (
             ("regenerate", {"sources": {"a": {"launch": {"backend": "vllm"}}}}),
@@ -193,3 +195,26 @@ def test_definitions_read_config_through_the_store(tmp_path):
     # no source regenerates through a launched demo target: regenerated does not wait for it
     parents = defs.resolve_asset_graph().get(dg.AssetKey(["regenerated", "conversations"])).parent_keys
     assert parents == {dg.AssetKey(["sources", "conversations"])}
+
+
+def test_train_settings_defaults_live_in_one_declaration():
+    """train.yaml's `training:` is validated against `TrainConfig` but returned as written (the
+    run fingerprint hashes it); readers take the values, defaults included, from `TrainConfig`.
+    The `trainer` resource is derived from the same declarations."""
+    import dagster as dg
+
+    from specforge_assets.assets.models import DraftTrainer
+    from specforge_assets.train.settings import LaunchSettings, TrainConfig, make_train_config, train_settings
+
+    s = train_settings({"training": {"max_length": 64}, "evaluation": {"device": ""}})
+    assert s["training"] == {"max_length": 64}
+    cfg = make_train_config(s["training"])
+    assert isinstance(cfg, TrainConfig) and cfg.max_length == 64 and cfg.ttt_length == TrainConfig().ttt_length
+    assert make_train_config({}).max_length == 2048  # the one default
+    assert s["evaluation"]["device"] == "auto"  # empty: the declared default
+    assert issubclass(DraftTrainer, dg.ConfigurableResource)
+    fields = DraftTrainer.model_fields
+    assert set(fields) == {"nproc_per_node", "device", "mode", "max_steps"}
+    assert all(f.default is None for f in fields.values())
+    assert fields["device"].description.startswith(LaunchSettings.model_fields["device"].description)
+    assert "built-in default 'online'" in fields["mode"].description
