@@ -4,7 +4,7 @@ import dagster as dg
 
 from ..checks import mix as mix_checks
 from .. import charts
-from ..mix.publish import mix_settings, mix_sources, publish_mix
+from ..mix.publish import mix_sources, publish_mix
 from ..partitions import SOURCES_PARTITION_NAME
 from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
@@ -71,7 +71,7 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore):
 
 
 def _build(context, store: SpecforgeStore, root) -> tuple[dg.MaterializeResult, dict]:
-    raw = mix_settings(store.config("mix"), store.config("sources"), root)
+    raw = store.config("mix")
     try:
         registered = context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)
     except Exception:  # noqa: BLE001 - the partitions def may not exist in a bare instance

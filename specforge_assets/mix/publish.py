@@ -10,31 +10,11 @@ from pathlib import Path
 from ..errors import UserError
 from ..fileio import staged_dir, write_manifest
 from ..preview import truncate
-from ..sources.config import source_entry, source_keys
 from ..versioned import prune_versions, publish_version
 from .chart import bar_chart_png
 from .mix import build_mix, discover_sources, mix_config
 
 VERSIONS_KEEP = 10  # immutable mix versions kept under <root>/versions/mix (the current one always)
-
-
-def mix_settings(mix_file: dict | None, sources_file: dict | None, root: Path) -> dict:
-    """configs/mix.yaml's settings, with each source's `weight:` from configs/sources.yaml when
-    mix.yaml sets no `weights` (only sources with data under `root`, and among mix.yaml's
-    `sources` when it lists them). Returns the raw settings for `mix_config`. Each weight is
-    the validated `SourceEntry.weight`: a bad entry of such a source raises `SourceError` (one
-    line: file, source, key)."""
-    raw = dict(mix_file or {})
-    if raw.get("weights"):
-        return raw
-    present = set(discover_sources(root))
-    if isinstance(raw.get("sources"), (list, dict)):
-        present &= set(raw["sources"])
-    entries = {k: source_entry(k, sources_file or {}) for k in source_keys(sources_file or {})[0] if k in present}
-    weights = {k: e.weight for k, e in entries.items() if e.weight is not None}
-    if weights:
-        raw["weights"] = weights
-    return raw
 
 
 def mix_sources(root: Path, partitions: list[str]) -> tuple[list[str], list[str]]:

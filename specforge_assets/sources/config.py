@@ -37,8 +37,9 @@ MAX_DUPLICATE_RATE = 0.0
 
 class SourceEntry(ConfigModel):
     """One `sources.<key>:` entry of configs/sources.yaml (over the file's `defaults:`). An
-    unknown key is an error naming the file, the source and the key (with the known keys); the
-    keys another layer reads (`weight`: the mix) are declared here too, validated once."""
+    unknown key is an error naming the file, the source and the key (with the known keys). A
+    source's mix weight is not here: it is `weights:` of configs/mix.yaml, the mix's one
+    declaration (with its caps and size)."""
 
     preset: str | None = Field(default=None, description="a preset of `presets:`")
     format: str | None = Field(default=None, description=f"a custom source: {' | '.join(FORMATS)}")
@@ -57,9 +58,6 @@ class SourceEntry(ConfigModel):
     description: str | None = None
     allow_outside_links: StrictBool = Field(
         default=False, description="a relative data_path may be/contain links leaving the data root"
-    )
-    weight: float | None = Field(
-        default=None, ge=0, description="the mix: relative weight of this source when configs/mix.yaml sets no weights"
     )
 
     @model_validator(mode="after")
@@ -247,8 +245,11 @@ def _entry(key: str, entry: Any, defaults: dict) -> SourceEntry:
     where = f"sources.yaml sources.{key}"
     if not isinstance(entry, dict):
         raise SourceError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    merged = {**(defaults or {}), **entry}
+    if "weight" in merged:  # one place for mix weights, beside the caps and the mix size
+        raise SourceError(f"{where}: 'weight' is set in configs/mix.yaml (weights: {{{key}: N}}), not per source")
     try:
-        return validate(SourceEntry, {**(defaults or {}), **entry}, where)
+        return validate(SourceEntry, merged, where)
     except ConfigError as err:
         raise SourceError(str(err)) from None
 

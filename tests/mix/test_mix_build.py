@@ -118,23 +118,18 @@ def test_input_changed_while_mixing_is_refused_and_old_outputs_stay(tmp_path, mo
     assert not [p for p in (tmp_path / "mix").iterdir() if p.name.endswith(".tmp")]
 
 
-def test_source_weights_come_validated_from_sources_yaml(tmp_path):
-    """With no `weights` in mix.yaml, each source's `weight:` of configs/sources.yaml is used,
-    validated once by the sources entry model: a bad value or a misspelt key is one line naming
-    sources.yaml, the source and the key (never a mix.yaml error, never silently ignored)."""
-    from specforge_assets.mix.publish import mix_settings
-    from specforge_assets.sources.errors import SourceError
+def test_mix_weights_are_declared_once_in_mix_yaml(data_root):
+    """Mix weights have one declaration, configs/mix.yaml `weights:` (bounded there); a
+    per-source `weight:` in sources.yaml is refused with one line saying where it goes (it used
+    to be a second, silently overridden way)."""
+    from specforge_assets.mix.mix import mix_config
+    from specforge_assets.sources.config import resolve_source
 
-    write(tmp_path, "sources", "a", [conv(i) for i in range(4)])
-    write(tmp_path, "sources", "b", [conv(i + 10) for i in range(4)])
-    src = {"defaults": {"weight": 1}, "sources": {"a": {"format": "auto", "data_path": "a", "weight": 3}}}
-    src["sources"]["b"] = {"format": "auto", "data_path": "b"}
-    src["sources"]["gone"] = {"format": "auto", "data_path": "x", "weight": 5}  # no data: not in the mix
-    assert mix_settings({}, src, tmp_path)["weights"] == {"a": 3.0, "b": 1.0}
-    assert mix_settings({"weights": {"a": 1}}, src, tmp_path)["weights"] == {"a": 1}  # mix.yaml wins
-    assert "weights" not in mix_settings({}, {"sources": {"a": {"format": "auto", "data_path": "a"}}}, tmp_path)
-    with pytest.raises(SourceError) as e:
-        mix_settings({}, {"sources": {"a": {"format": "auto", "data_path": "a", "weight": -1}}}, tmp_path)
-    assert str(e.value) == "sources.yaml sources.a: weight: must be greater than or equal to 0 (got -1)"
-    with pytest.raises(SourceError, match=r"^sources.yaml sources.a: unknown key 'wieght' \(known: .*weight"):
-        mix_settings({}, {"sources": {"a": {"format": "auto", "data_path": "a", "wieght": 2}}}, tmp_path)
+    with pytest.raises(
+        Exception, match=r"^sources.yaml sources.a: 'weight' is set in configs/mix.yaml \(weights: \{a: N\}\)"
+    ):
+        resolve_source("a", {"sources": {"a": {"preset": "gsm8k", "weight": 3}}}, data_root)
+    with pytest.raises(Exception, match=r"^sources.yaml sources.a: 'weight' is set in configs/mix.yaml"):
+        resolve_source("a", {"defaults": {"weight": 1}, "sources": {"a": {"preset": "gsm8k"}}}, data_root)
+    with pytest.raises(ValueError, match=r"configs/mix.yaml: weights.a: must be greater than or equal to 0"):
+        mix_config({"weights": {"a": -1}})

@@ -177,7 +177,7 @@ def test_unknown_source_and_escaping_keys(data_root):
         ({"format": "auto"}, "needs 'data_path' or 'hub_id'"),
         ({"preset": "gsm8k", "format": "auto"}, "either 'preset' or 'format'"),
         ({"preset": "gsm8k", "sample_size": 0}, "sample_size: must be greater than 0"),
-        ({"preset": "gsm8k", "weight": -2}, r"^sources.yaml sources.s: weight: must be greater than or equal to 0"),
+        ({"preset": "gsm8k", "weight": 2}, r"^sources.yaml sources.s: 'weight' is set in configs/mix.yaml"),
         (
             {"preset": "gsm8k", "quarantine_treshold": 0.5},
             r"^sources.yaml sources.s: unknown key 'quarantine_treshold' \(known: allow_outside_links, config, ",
