@@ -133,11 +133,6 @@ def regenerated_conversations(
     refused unless `restart: true`.
     """
     key = context.partition_key
-    run = overrides(config)
-    if regen_servers.addresses and not run.get("server_addresses"):
-        run["server_addresses"] = list(regen_servers.addresses)
-    if regen_servers.model and not run.get("model"):
-        run["model"] = regen_servers.model
     root = store.root()
     # Imported here, not at module level: its HTTP clients (aiohttp, httpx) cost about 0.4 s, and
     # every code-location load (each run, the code server) would pay it for runs that regenerate nothing.
@@ -145,7 +140,12 @@ def regenerated_conversations(
     from ..target import target_model_path
 
     with expected_failures():  # a busy partition, refused settings, no server: one line, no traceback
-        cfg = regen_config.source_config(key, store.config("regenerate"), run)
+        cfg = regen_config.source_config(
+            key,
+            store.config("regenerate"),
+            overrides(config),
+            deployment={"server_addresses": list(regen_servers.addresses), "model": regen_servers.model},
+        )
         summary = regenerate_partition(
             key,
             cfg,

@@ -89,10 +89,15 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     return validate(SourceRegeneration, out, where, noun="regeneration key").model_dump()
 
 
-def source_config(key: str, yaml_cfg: dict | None = None, overrides: dict | None = None) -> dict:
+def source_config(
+    key: str, yaml_cfg: dict | None = None, overrides: dict | None = None, deployment: dict | None = None
+) -> dict:
     """Effective regeneration config of one source (a `SourceRegeneration` as a dict):
-    model defaults < yaml `defaults` < yaml `sources.<key>` < `overrides` (the Launchpad run
-    config; None values mean "not set"). `yaml_cfg` None reads configs/regenerate.yaml."""
+    model defaults < yaml `defaults` < yaml `sources.<key>` < `deployment` (the deployment's
+    servers: the `regen_servers` resource's `server_addresses` / `model`) < `overrides` (the
+    Launchpad run config). In `deployment` and `overrides`, None, "" and [] mean "not set".
+    `yaml_cfg` None reads configs/regenerate.yaml. Raises ConfigError naming the file or layer
+    and the field for a bad value."""
     if yaml_cfg is None:
         from ..paths import load_config
 
@@ -100,7 +105,12 @@ def source_config(key: str, yaml_cfg: dict | None = None, overrides: dict | None
     cfg = validate(RegenerateFile, yaml_cfg, "configs/regenerate.yaml")
     merged = _merge(DEFAULTS, cfg.defaults, "regenerate.yaml defaults")
     merged = _merge(merged, cfg.sources.get(key) or {}, f"regenerate.yaml sources.{key}")
-    return _merge(merged, {k: v for k, v in (overrides or {}).items() if v is not None and v != []}, "run config")
+    merged = _merge(merged, _given(deployment), "regen_servers resource")
+    return _merge(merged, _given(overrides), "run config")
+
+
+def _given(values: dict | None) -> dict:
+    return {k: v for k, v in (values or {}).items() if v is not None and v != [] and v != ""}
 
 
 def source_api_key(cfg: dict, deployment_key: str | None) -> str | None:

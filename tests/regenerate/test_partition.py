@@ -26,6 +26,18 @@ def test_config_layers_and_unknown_keys():
         source_config("a", {"sources": {"a": {"temprature": 1}}})
 
 
+def test_deployment_servers_sit_between_the_file_and_the_run_config():
+    """The regen_servers resource (the deployment's servers) overrides configs/regenerate.yaml;
+    a run's Launchpad config overrides both; unset ("", [], None) is transparent."""
+    yaml_cfg = {"sources": {"a": {"enabled": True, "server_addresses": ["file:1"], "model": "file-model"}}}
+    deployment = {"server_addresses": ["deploy:1", "deploy:2"], "model": ""}
+    c = source_config("a", yaml_cfg, {"server_addresses": [], "model": None}, deployment=deployment)
+    assert c["server_addresses"] == ["deploy:1", "deploy:2"] and c["model"] == "file-model"
+    c = source_config("a", yaml_cfg, {"server_addresses": ["run:1"], "model": "run-model"}, deployment=deployment)
+    assert c["server_addresses"] == ["run:1"] and c["model"] == "run-model"
+    assert source_config("a", yaml_cfg, None, deployment={"server_addresses": []})["server_addresses"] == ["file:1"]
+
+
 def test_partition_with_addresses_regenerates_train_and_test(tmp_path, stub_server):
     root = tmp_path / "data"
     src = root / "sources" / "s1"
