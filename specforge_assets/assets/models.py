@@ -6,11 +6,13 @@ in a separate `torchrun` process launched through Dagster Pipes (resource "pipes
 the Pipes client moves it to a GPU box or a cluster without touching the asset.
 """
 
+import dataclasses
 import time
 from pathlib import Path
 
 import dagster as dg
 
+from ..checks.outcome import Outcome
 from ._checks import InAssetCheck, asset_check, check_results, check_specs, result
 from ._failures import expected_failures
 from ._metadata import code_block, markdown_table, pictures, png, table
@@ -69,18 +71,18 @@ class DraftTrainer(dg.ConfigurableResource):
 # -- checks ------------------------------------------------------------------------------------
 
 
-def _target_loads(path: Path | str, trust_remote_code: bool, **_) -> tuple[bool, None, dict]:
+def _target_loads(path: Path | str, trust_remote_code: bool, **_) -> Outcome:
     from ..target import target_loads_with_chat_template
 
-    passed, _, details = target_loads_with_chat_template(path, trust_remote_code)
-    return passed, None, details  # no result description: the spec's says what it checks
+    # no result description: the spec's says what it checks
+    return dataclasses.replace(target_loads_with_chat_template(path, trust_remote_code), description=None)
 
 
-def _draft_format(out: Path, **_) -> tuple[bool, None, dict]:
+def _draft_format(out: Path, **_) -> Outcome:
     from ..train.eagle3 import checkpoint_format_problems
 
     problems, shapes = checkpoint_format_problems(out)
-    return not problems, None, {"problems": problems, "tensors": shapes}
+    return Outcome(not problems, None, {"problems": problems, "tensors": shapes})
 
 
 TARGET_CHECK = InAssetCheck(
@@ -102,14 +104,16 @@ EVAL_CHECKS = [
         "lossless",
         True,
         "speculative output == the target's plain greedy output, token for token",
-        lambda report, **_: (bool(report["lossless"]), None, {"mismatched_prompts": report.get("mismatches", [])[:10]}),
+        lambda report, **_: Outcome(
+            bool(report["lossless"]), None, {"mismatched_prompts": report.get("mismatches", [])[:10]}
+        ),
         details_key=None,
     ),
     InAssetCheck(
         "trained_beats_untrained",
         False,
         "the trained draft's acceptance length is above an untrained draft's",
-        lambda report, **_: (
+        lambda report, **_: Outcome(
             report["acceptance_length"] > report["untrained_acceptance_length"],
             None,
             {
