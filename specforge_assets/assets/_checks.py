@@ -8,6 +8,10 @@ check body; its severity, when set, overrides the declared one). The function ca
 metadata: one JSON entry ``details`` (default), or, with ``details_key=None``, one entry per key
 (lists/dicts as JSON, `MetadataValue`s as they are, other values as Dagster normalizes them).
 
+An asset emits its check results by yielding them after its `MaterializeResult` (never in
+``MaterializeResult(check_results=...)``): one way for every asset, and the one a direct
+invocation of the asset function also accepts.
+
 - In-asset checks (the usual way): `check_specs()` gives the asset its `AssetCheckSpec`s;
   `check_results()` runs the functions after the asset has written its outputs. No separate
   step per check: on a 2-core box each separate check step cost seconds of process start-up
