@@ -36,6 +36,8 @@ def _objects(reader: Reader, path: Path) -> Iterator[dict]:
 
 
 def zero_supervised(ds: Path, max_rate: float, template: str) -> Outcome:
+    """The share of shard rows with no supervised token is at most `max_rate` (a fraction);
+    every row without one fails naming chat template `template`. No shards: fails."""
     if not _has_shards(ds):
         return Outcome(False, "no shards: the tokenized dataset is empty", {"rows": 0})
     r = Reader()
@@ -58,6 +60,7 @@ def zero_supervised(ds: Path, max_rate: float, template: str) -> Outcome:
 
 
 def supervised_fraction(ds: Path, lo: float, hi: float) -> Outcome:
+    """Supervised tokens / tokens over all shards lies in [`lo`, `hi`] (fractions)."""
     if not _has_shards(ds):
         return Outcome(False, "no shards", {})
     r = Reader()
@@ -133,6 +136,7 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> Outcome:
 
 
 def lengths_within(ds: Path, max_length: int) -> Outcome:
+    """Every shard row is at most `max_length` tokens, with input_ids and loss_mask as long."""
     if not _has_shards(ds):
         return Outcome(False, "no shards", {})
     r = Reader()
@@ -149,6 +153,8 @@ def lengths_within(ds: Path, max_length: int) -> Outcome:
 
 
 def vocab_mapping_valid(path: Path, draft: int, target: int) -> Outcome:
+    """The torch file `path` holds d2t (int64, `draft` entries) and t2d (bool, `target`
+    entries) that agree: d2t maps, ascending, exactly the ids t2d marks."""
     import torch
 
     m = torch.load(str(path), map_location="cpu", weights_only=True)
