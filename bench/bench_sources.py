@@ -248,8 +248,8 @@ def _checks_child(out_dir: str, threads: int) -> None:
                 "cpu_seconds": round(cpu, 2),
                 "peak_rss_mib": round(peak_kib / 1024),
                 "load_avg_1m": round(os.getloadavg()[0], 1),
-                "passed": {o.name: o.passed for o in res},
-                "rows_checked": res[0].metadata["rows_checked"],
+                "passed": {name: o.passed for name, o in res.items()},
+                "rows_checked": res["schema_valid"].metadata["rows_checked"],
             }
         )
     )

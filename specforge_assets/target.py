@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from .checks.outcome import Outcome
 from .configmodel import ConfigModel, validate
 from .errors import UserError
 from .paths import data_root, load_config
@@ -84,24 +85,26 @@ def model_summary(folder: Path) -> dict:
     }
 
 
-def target_loads_with_chat_template(path: Path | str, trust_remote_code: bool) -> tuple[bool, str, dict]:
+def target_loads_with_chat_template(path: Path | str, trust_remote_code: bool) -> Outcome:
     """Does the tokenizer at `path` (folder or hub id) load and render a two-turn conversation
-    with its chat template? Returns (passed, description, details): details holds `rendered`
-    (the rendered text) and `vocab_size` (int) when it passed, else `error` (one line, at most
-    ~500 characters of the exception). Never raises: any failure to load is the answer."""
+    with its chat template? The outcome's metadata holds `rendered` (the rendered text) and
+    `vocab_size` (int) when it passed, else `error` (one line, at most ~500 characters of the
+    exception), also its description. Never raises: any failure to load is the answer."""
     try:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         if not getattr(tok, "chat_template", None):
             error = f"{path}: the tokenizer has no chat_template"
-            return False, error, {"error": error}
+            return Outcome(False, error, {"error": error})
         msgs = [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi."}]
         rendered = tok.apply_chat_template(msgs, tokenize=False)
-        return True, "the tokenizer loads and its chat template renders", {"rendered": rendered, "vocab_size": len(tok)}
+        return Outcome(
+            True, "the tokenizer loads and its chat template renders", {"rendered": rendered, "vocab_size": len(tok)}
+        )
     except Exception as e:  # noqa: BLE001 - the check reports any failure to load
         error = f"{type(e).__name__}: {str(e)[:500]}"
-        return False, error, {"error": error}
+        return Outcome(False, error, {"error": error})
 
 
 def demo_target_is_current(folder: Path, fingerprint: str) -> bool:

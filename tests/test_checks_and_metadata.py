@@ -9,12 +9,13 @@ import pytest
 from specforge_assets.assets import _checks
 from specforge_assets.assets._checks import InAssetCheck, asset_check, check_results, check_specs
 from specforge_assets.assets._metadata import code_block, markdown_table
+from specforge_assets.checks.outcome import Outcome
 
 KEY = dg.AssetKey(["t", "a"])
 
 
 def _check(**kw) -> InAssetCheck:
-    return InAssetCheck("c", False, "a check", lambda ok, **_: (ok, "why", {"n": 3}), **kw)
+    return InAssetCheck("c", False, "a check", lambda ok, **_: Outcome(ok, "why", {"n": 3}), **kw)
 
 
 @pytest.mark.parametrize("ok", [False, True])
@@ -25,17 +26,23 @@ def test_a_warn_check_yields_warn_severity(ok):
 
 
 def test_severity_from_the_outcome_overrides_the_declared_one():
-    c = InAssetCheck("c", True, "d", lambda **_: (False, None, {}, "WARN"))
+    c = InAssetCheck("c", True, "d", lambda **_: Outcome(False, None, {}, "WARN"))
     (res,) = check_results(KEY, [c])
     assert res.severity == dg.AssetCheckSeverity.WARN and res.passed is False
     (res,) = check_results(KEY, [_check()], ok=False)
     assert res.severity == dg.AssetCheckSeverity.ERROR
 
 
+def test_a_check_body_returns_an_outcome_only():
+    c = InAssetCheck("c", True, "d", lambda **_: (True, None, {}))
+    with pytest.raises(TypeError, match="check 'c' returned tuple, not a checks.outcome.Outcome"):
+        next(check_results(KEY, [c]))
+
+
 def test_flat_details_become_metadata_entries():
     table = dg.MetadataValue.table(records=[], schema=dg.TableSchema(columns=[dg.TableColumn("x")]))
     c = InAssetCheck(
-        "c", False, "d", lambda **_: (True, None, {"s": "text", "n": 2, "l": [1], "t": table}), details_key=None
+        "c", False, "d", lambda **_: Outcome(True, None, {"s": "text", "n": 2, "l": [1], "t": table}), details_key=None
     )
     (res,) = check_results(KEY, [c])
     md = res.metadata
@@ -51,7 +58,7 @@ def test_a_partitioned_spec_carries_the_partitions_def():
 
 
 def test_the_standalone_builder_gives_the_in_asset_spec():
-    c = InAssetCheck("c", True, "a check", lambda instance, **_: (instance is not None, "d", {"n": 1}))
+    c = InAssetCheck("c", True, "a check", lambda instance, **_: Outcome(instance is not None, "d", {"n": 1}))
     standalone = asset_check(KEY, c)
     (spec,) = standalone.check_specs
     (in_asset,) = check_specs(KEY, [c])
@@ -95,7 +102,7 @@ def test_code_block_cannot_be_closed_by_its_text():
 def test_evaluation_is_the_result_with_a_sensors_description_and_extra_metadata():
     """A sensor records the same check (`_checks.evaluation`): same name, outcome, severity and
     metadata as the in-asset result, its own description, extra metadata added."""
-    c = InAssetCheck("fresh", False, "is it fresh", lambda **_: (False, "stale", {"age_s": 7}), details_key=None)
+    c = InAssetCheck("fresh", False, "is it fresh", lambda **_: Outcome(False, "stale", {"age_s": 7}), details_key=None)
     key = dg.AssetKey(["a"])
     r = _checks.result(key, c)
     e = _checks.evaluation(key, c, description="stale since run 1", extra={"how": "re-run it"})

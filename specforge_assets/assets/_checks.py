@@ -2,12 +2,15 @@
 into Dagster objects here.
 
 A check is a name, whether it blocks what is downstream in the same run, a description, and a
-function `run(**inputs)` returning ``(passed, description, details)`` or ``(passed,
-description, details, "WARN"|"ERROR")`` (a severity decided by the outcome overrides the
-declared one). The function calls the domain (`specforge_assets.checks.*`, `train.*`, ...);
-`details` becomes the result's metadata: one JSON entry ``details`` (default), or, with
-``details_key=None``, one entry per key (lists/dicts as JSON, `MetadataValue`s as they are,
-other values as Dagster normalizes them).
+function `run(**inputs)` returning a `checks.outcome.Outcome` (the one result type of every
+check body; its severity, when set, overrides the declared one). The function calls the domain
+(`specforge_assets.checks.*`, `train.*`, ...); the outcome's `metadata` becomes the result's
+metadata: one JSON entry ``details`` (default), or, with ``details_key=None``, one entry per key
+(lists/dicts as JSON, `MetadataValue`s as they are, other values as Dagster normalizes them).
+
+An asset emits its check results by yielding them after its `MaterializeResult` (never in
+``MaterializeResult(check_results=...)``): one way for every asset, and the one a direct
+invocation of the asset function also accepts.
 
 - In-asset checks (the usual way): `check_specs()` gives the asset its `AssetCheckSpec`s;
   `check_results()` runs the functions after the asset has written its outputs. No separate
@@ -22,11 +25,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import dagster as dg
 
-Severity = Literal["ERROR", "WARN"]
+from ..checks.outcome import Outcome, Severity
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class InAssetCheck:
     name: str
     blocking: bool
     description: str
-    run: Callable[..., tuple]
+    run: Callable[..., Outcome]
     severity: Severity = "ERROR"
     partitions_def: dg.PartitionsDefinition | None = None
     details_key: str | None = "details"
@@ -69,14 +72,15 @@ def _metadata(c: InAssetCheck, details: Any) -> dict[str, Any]:
 
 def _outcome(c: InAssetCheck, inputs: dict[str, Any]) -> dict[str, Any]:
     out = c.run(**inputs)
-    ok, desc, details = out[:3]
-    severity = out[3] if len(out) > 3 else c.severity
+    if not isinstance(out, Outcome):
+        raise TypeError(f"check {c.name!r} returned {type(out).__name__}, not a checks.outcome.Outcome")
+    severity = out.severity or c.severity
     return {
         "check_name": c.name,
-        "passed": bool(ok),
-        "description": desc,
+        "passed": bool(out.passed),
+        "description": out.description,
         "severity": dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
-        "metadata": _metadata(c, details),
+        "metadata": _metadata(c, out.metadata),
     }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ..checks.outcome import Outcome
 from ..keys import DRAFT, TOKENIZED
 from ..tags import (
     BACKFILL_TAG,
@@ -262,11 +263,10 @@ def link_run_to_trigger(context, inputs: list[dict]) -> dict[str, str]:
     return new
 
 
-def draft_matches_latest(instance: dg.DagsterInstance, **_) -> tuple[bool, str, dict]:
-    """The body of the `draft_matches_latest_dataset` check: (passed, description, details) —
-    passed when the latest models/draft_model was trained on the latest tokenized/dataset
-    version (or nothing is tokenized yet); details: both versions and the retraining runs
-    requested for the latest one."""
+def draft_matches_latest(instance: dg.DagsterInstance, **_) -> Outcome:
+    """The body of the `draft_matches_latest_dataset` check: passed when the latest
+    models/draft_model was trained on the latest tokenized/dataset version (or nothing is
+    tokenized yet); metadata: both versions and the retraining runs requested for the latest one."""
     latest = record_version(latest_record(instance, TOKENIZED))
     trained_on = trained_on_version(latest_record(instance, DRAFT))
     runs = retraining_runs(instance, latest) if latest else []
@@ -276,9 +276,9 @@ def draft_matches_latest(instance: dg.DagsterInstance, **_) -> tuple[bool, str, 
         "retraining_runs": [{"run_id": r.run_id, "status": r.status.value} for r in runs],
     }
     if latest is None or trained_on == latest:
-        return True, "the draft is trained on the latest dataset", md
+        return Outcome(True, "the draft is trained on the latest dataset", md)
     state = ", ".join(f"{r.run_id[:8]} {r.status.value.lower()}" for r in runs) or "none requested yet"
-    return (
+    return Outcome(
         False,
         f"tokenized/dataset {latest[:12]} is untrained (draft trained on {(trained_on or 'none')[:12]}; "
         f"retraining runs: {state})",

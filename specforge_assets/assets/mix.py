@@ -36,7 +36,7 @@ CHECKS = [
         "mix_counts_reconcile",
         True,
         "Input rows = train + test + quarantined.",
-        lambda mix_dir, root, report, **_: mix_checks.counts_reconcile(root, mix_dir, report),
+        lambda mix_dir, report, **_: mix_checks.counts_reconcile(mix_dir, report),
     ),
 ]
 
@@ -67,7 +67,7 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore):
     with expected_failures():
         result, report = _build(context, store, root)
     yield result
-    yield from check_results(MIX_KEY, CHECKS, mix_dir=store.layer_dir("mix"), root=root, report=report)
+    yield from check_results(MIX_KEY, CHECKS, mix_dir=store.layer_dir("mix"), report=report)
 
 
 def _build(context, store: SpecforgeStore, root) -> tuple[dg.MaterializeResult, dict]:

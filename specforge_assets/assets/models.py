@@ -6,11 +6,13 @@ in a separate `torchrun` process launched through Dagster Pipes (resource "pipes
 the Pipes client moves it to a GPU box or a cluster without touching the asset.
 """
 
+import dataclasses
 import time
 from pathlib import Path
 
 import dagster as dg
 
+from ..checks.outcome import Outcome
 from ._checks import InAssetCheck, asset_check, check_results, check_specs, result
 from ._failures import expected_failures
 from ._metadata import code_block, markdown_table, pictures, png, table
@@ -69,18 +71,18 @@ class DraftTrainer(  # type: ignore[misc]  # a base made at import from the one 
 # -- checks ------------------------------------------------------------------------------------
 
 
-def _target_loads(path: Path | str, trust_remote_code: bool, **_) -> tuple[bool, None, dict]:
+def _target_loads(path: Path | str, trust_remote_code: bool, **_) -> Outcome:
     from ..target import target_loads_with_chat_template
 
-    passed, _, details = target_loads_with_chat_template(path, trust_remote_code)
-    return passed, None, details  # no result description: the spec's says what it checks
+    # no result description: the spec's says what it checks
+    return dataclasses.replace(target_loads_with_chat_template(path, trust_remote_code), description=None)
 
 
-def _draft_format(out: Path, **_) -> tuple[bool, None, dict]:
+def _draft_format(out: Path, **_) -> Outcome:
     from ..train.eagle3 import checkpoint_format_problems
 
     problems, shapes = checkpoint_format_problems(out)
-    return not problems, None, {"problems": problems, "tensors": shapes}
+    return Outcome(not problems, None, {"problems": problems, "tensors": shapes})
 
 
 TARGET_CHECK = InAssetCheck(
@@ -102,14 +104,16 @@ EVAL_CHECKS = [
         "lossless",
         True,
         "speculative output == the target's plain greedy output, token for token",
-        lambda report, **_: (bool(report["lossless"]), None, {"mismatched_prompts": report.get("mismatches", [])[:10]}),
+        lambda report, **_: Outcome(
+            bool(report["lossless"]), None, {"mismatched_prompts": report.get("mismatches", [])[:10]}
+        ),
         details_key=None,
     ),
     InAssetCheck(
         "trained_beats_untrained",
         False,
         "the trained draft's acceptance length is above an untrained draft's",
-        lambda report, **_: (
+        lambda report, **_: Outcome(
             report["acceptance_length"] > report["untrained_acceptance_length"],
             None,
             {
@@ -143,7 +147,7 @@ def _chat_template_preview(check: dg.AssetCheckResult) -> dict:
     code_version=TARGET_CODE_VERSION,
     check_specs=check_specs(TARGET_KEY, [TARGET_CHECK]),
 )
-def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg.MaterializeResult:
+def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore):
     """The target model the draft is trained for (configs/target.yaml).
 
     `path: null` (default): the demo target — a byte-level BPE tokenizer with a ChatML template
@@ -157,8 +161,12 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     if tcfg.get("path"):
         with expected_failures():
             if needs_import(str(tcfg["path"])):
-                return _imported_target(context, store, tcfg)
-            return _external_target(context, tcfg)
+                materialization, check = _imported_target(context, store, tcfg)
+            else:
+                materialization, check = _external_target(context, tcfg)
+        yield materialization
+        yield check
+        return
     out = store.layer_dir("models", "target_model")
     with expected_failures():
         demo = ensure_demo_target(out, store.config("train"), store.config("sources"), context.log.info)
@@ -167,7 +175,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
     summary = model_summary(out)
     # the version a draft trains against, immutable (hard links: the builder replaces the folder whole)
     vdir = publish_version(out, store.root(), "target_model", version)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
             "path": dg.MetadataValue.path(str(out)),
@@ -188,14 +196,15 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore) -> dg
             "builder_version": demo["builder_version"],
             "chat_template_preview": _chat_template_preview(check).get("chat_template_preview", ""),
         },
-        check_results=[check],
     )
+    yield check
 
 
-def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.MaterializeResult:
+def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> tuple[dg.MaterializeResult, dg.AssetCheckResult]:
     """A GGUF file or a hub id → a normal HF folder at <data root>/models/target_model
     (target_import.import_target), re-imported only when the source changed; versioned by the
-    folder's content, kept immutable under versions/target_model/<v>/."""
+    folder's content, kept immutable under versions/target_model/<v>/. Returns the
+    materialization and the target check's result."""
     from ..target import model_summary
     from ..target_import import import_unless_current
 
@@ -217,10 +226,11 @@ def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> dg.Materiali
         **summary,
     }
     md.update(_chat_template_preview(check))
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md), check
 
 
-def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
+def _external_target(context, tcfg: dict) -> tuple[dg.MaterializeResult, dg.AssetCheckResult]:
+    """A configured target used where it is: the materialization and the target check's result."""
     from ..target import external_target
 
     resolved, version, details = external_target(tcfg)
@@ -231,7 +241,7 @@ def _external_target(context, tcfg: dict) -> dg.MaterializeResult:
         md["path"] = dg.MetadataValue.path(details["path"])
     check = result(TARGET_KEY, TARGET_CHECK, path=resolved, trust_remote_code=trust)
     context.log.info(f"target model: {resolved} (version {version})")
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=[check])
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md), check
 
 
 # -- models/draft_model -------------------------------------------------------------------------
@@ -251,7 +261,7 @@ def draft_model(
     store: SpecforgeStore,
     pipes: dg.PipesSubprocessClient,
     trainer: DraftTrainer,
-) -> dg.MaterializeResult:
+):
     """EAGLE3 draft (`LlamaForCausalLMEagle3`) trained against the target.
 
     Launches `torchrun --nproc_per_node N -m specforge_assets.train.entry` through Dagster
@@ -333,7 +343,8 @@ def draft_model(
     if history:
         md.update(pictures(loss_curve=charts.loss_curve_inline_md(history)))
         md["loss_curve_detail"] = png(charts.loss_curve_png(history), "loss and TTT accuracy per step")
-    return dg.MaterializeResult(metadata=md, data_version=mr.data_version, check_results=[check])
+    yield dg.MaterializeResult(metadata=md, data_version=mr.data_version)
+    yield check
 
 
 def _training_inputs(context, store: SpecforgeStore) -> dict:
@@ -392,9 +403,7 @@ def _work_dirs_in_use(instance: dg.DagsterInstance, work_root: Path) -> set[Path
     code_version=EVAL_CODE_VERSION,
     check_specs=check_specs(EVAL_KEY, EVAL_CHECKS),
 )
-def draft_evaluation(
-    context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer
-) -> dg.MaterializeResult:
+def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, trainer: DraftTrainer):
     """Acceptance length of the draft on the held-out split (`test.jsonl`) of the mix version that
     draft was trained on, by greedy chain speculative decoding (draft proposes k tokens, target
     verifies; acceptance length = tokens per target forward including the bonus token), with
@@ -468,8 +477,8 @@ def draft_evaluation(
     if plot.exists():
         md["plot"] = png(plot, "per-position acceptance")
         md["plot_path"] = dg.MetadataValue.path(str(plot))
-    checks = list(check_results(EVAL_KEY, EVAL_CHECKS, report=report))
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md, check_results=checks)
+    yield dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md)
+    yield from check_results(EVAL_KEY, EVAL_CHECKS, report=report)
 
 
 def _evaluation_sets_metadata(report: dict, out: Path) -> dict:

@@ -74,21 +74,14 @@ CHECKS = [
         True,
         "success + error + skipped (+ passthrough) = input rows, every input id "
         "exactly once across train/errors/skipped (DuckDB)",
-        lambda reconcile, **_: (reconcile[0], None, reconcile[1]),
+        lambda reconcile, **_: reconcile,
         details_key=None,
     ),
     InAssetCheck(
         "truncation_rate",
         False,
         "share of regenerated turns with finish_reason == length under the threshold",
-        lambda quality, **_: (
-            quality["passed"]["truncation_rate"],
-            None,
-            {
-                k: quality[k]
-                for k in ("regenerated_turns", "truncated_turns", "truncation_rate", "truncation_threshold")
-            },
-        ),
+        lambda quality, **_: quality["truncation_rate"],
         severity="WARN",
         details_key=None,
     ),
@@ -96,11 +89,7 @@ CHECKS = [
         "no_empty_answers",
         False,
         "no regenerated assistant answer is empty",
-        lambda quality, **_: (
-            quality["passed"]["no_empty_answers"],
-            None,
-            {"empty_answers": quality["empty_answers"]},
-        ),
+        lambda quality, **_: quality["no_empty_answers"],
         severity="WARN",
         details_key=None,
     ),
@@ -108,11 +97,7 @@ CHECKS = [
         "no_think_markers",
         False,
         "no <think>/</think> left in answers unless reasoning mode is `save`",
-        lambda quality, **_: (
-            quality["passed"]["no_think_markers"],
-            None,
-            {"answers_with_think_markers": quality["answers_with_think_markers"], "reasoning": quality["reasoning"]},
-        ),
+        lambda quality, **_: quality["no_think_markers"],
         severity="WARN",
         details_key=None,
     ),
@@ -203,7 +188,7 @@ def regenerated_conversations(
         KEY,
         CHECKS,
         reconcile=regen_checks.reconcile(src_train, out_dir),
-        quality=regen_checks.quality(out_dir, float(cfg["truncation_threshold"]), cfg["reasoning"])[1],
+        quality=regen_checks.quality(out_dir, float(cfg["truncation_threshold"]), cfg["reasoning"]),
     )
 
 

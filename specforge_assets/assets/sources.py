@@ -48,9 +48,7 @@ CHECKS = [
         blocking,
         desc,
         # every check reads the partition's one DuckDB scan (`outcomes`, run before the checks)
-        lambda outcomes, _name=name, **_: next(
-            (o.passed, o.description, o.metadata) for o in outcomes if o.name == _name
-        ),
+        lambda outcomes, _name=name, **_: outcomes[_name],
         severity="ERROR" if blocking else "WARN",
         partitions_def=source_partitions,
         details_key=None,

@@ -1,6 +1,7 @@
-"""Checks on the training mix (DuckDB counts over the JSONL files; no Dagster import).
+"""Checks on the training mix (DuckDB counts over the JSONL files; no Dagster import). On an
+object-store data root they read the committed objects (`_duck.Reader`).
 
-Each function returns (passed, description, metadata dict)."""
+Each function returns an `Outcome`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from ..jsonrows import RowDecodeError, loads_object
 from ..mix.mix import content_hash, row_text
 from ._duck import Reader
+from .outcome import Outcome
 
 
 def _counts(mix_dir: Path) -> dict[str, int]:
@@ -24,7 +26,9 @@ def _counts(mix_dir: Path) -> dict[str, int]:
     return {k: n for k, n in rows}
 
 
-def weights_honoured(mix_dir: Path, report: dict, tolerance: float) -> tuple[bool, str, dict]:
+def weights_honoured(mix_dir: Path, report: dict, tolerance: float) -> Outcome:
+    """Realized shares per source of train+test against the report's target shares (within
+    `tolerance`, a fraction); without weights, every kept row of every source must be there."""
     counts = _counts(mix_dir)
     total = sum(counts.values())
     shares = report.get("shares") or {}
@@ -32,7 +36,7 @@ def weights_honoured(mix_dir: Path, report: dict, tolerance: float) -> tuple[boo
     if not shares:  # no weights: every deduplicated row (under the caps) must be in the mix
         exp = {k: v["target_rows"] for k, v in report["per_source"].items()}
         bad = {k: (counts.get(k, 0), exp[k]) for k in exp if counts.get(k, 0) != exp[k]}
-        return (
+        return Outcome(
             not bad,
             (
                 f"sources with unexpected row counts (got, expected): {bad}"
@@ -50,28 +54,29 @@ def weights_honoured(mix_dir: Path, report: dict, tolerance: float) -> tuple[boo
         if abs(realized - s["target"]) > allowed and not (short and realized < s["target"]):
             worst[k] = {"target": round(s["target"], 4), "realized": round(realized, 4)}
     md["off"] = worst
-    return (
+    return Outcome(
         not worst,
         (f"shares off by more than {tolerance}: {worst}" if worst else "realized shares match the weights"),
         md,
     )
 
 
-def no_duplicate_content(mix_dir: Path) -> tuple[bool, str, dict]:
-    import duckdb
-
-    con = duckdb.connect(":memory:")
+def no_duplicate_content(mix_dir: Path) -> Outcome:
+    """No two rows of train.jsonl + test.jsonl share normalized content (`mix.content_hash`) or
+    id; rows that do not decode are left to `counts_reconcile`."""
+    r = Reader()  # on an object-store root: the committed objects
+    con = r.con
     con.execute("CREATE TABLE h (id VARCHAR, source VARCHAR, h VARCHAR)")
     batch = []
     for name in ("train.jsonl", "test.jsonl"):
-        with open(Path(mix_dir) / name, "rb") as f:
+        with r.open(Path(mix_dir) / name) as f:
             for line in f:
                 if line.strip():
                     try:
-                        r = loads_object(line)
+                        row = loads_object(line)
                     except RowDecodeError:  # counted by counts_reconcile / the mix's own reader
                         continue
-                    batch.append((str(r.get("id")), r.get("source"), content_hash(row_text(r))))
+                    batch.append((str(row.get("id")), row.get("source"), content_hash(row_text(row))))
     if batch:
         con.executemany("INSERT INTO h VALUES (?, ?, ?)", batch)
     dups = con.execute(
@@ -80,24 +85,21 @@ def no_duplicate_content(mix_dir: Path) -> tuple[bool, str, dict]:
     ids = con.execute("SELECT count(*) - count(DISTINCT id) FROM h").fetchone()[0]
     md = {"rows": len(batch), "duplicate_groups": len(dups), "duplicate_ids": ids, "examples": [d[2][:5] for d in dups]}
     ok = not dups and ids == 0
-    return (
+    return Outcome(
         ok,
         ("no duplicate content or ids" if ok else f"{len(dups)} groups of duplicate content, {ids} duplicate ids"),
         md,
     )
 
 
-def counts_reconcile(root: Path, mix_dir: Path, report: dict) -> tuple[bool, str, dict]:
-    rows_in = 0
-    for key, inp in report["inputs"].items():
-        with open(inp["path"], "rb") as f:  # bytes: an invalid UTF-8 row is still one row
-            rows_in += sum(1 for line in f if line.strip())
-    n = {}
-    for name in ("train.jsonl", "test.jsonl", "quarantine.jsonl"):
-        with open(Path(mix_dir) / name, "rb") as f:
-            n[name] = sum(1 for line in f if line.strip())
+def counts_reconcile(mix_dir: Path, report: dict) -> Outcome:
+    """The rows of every input file the report names = train + test + quarantine rows of
+    `mix_dir` (non-blank lines, so an invalid UTF-8 or malformed row is still one row)."""
+    r = Reader()  # on an object-store root: the committed objects
+    rows_in = sum(r.count_rows(inp["path"]) for inp in report["inputs"].values())
+    n = {name: r.count_rows(Path(mix_dir) / name) for name in ("train.jsonl", "test.jsonl", "quarantine.jsonl")}
     ok = rows_in == n["train.jsonl"] + n["test.jsonl"] + n["quarantine.jsonl"]
-    return (
+    return Outcome(
         ok,
         f"rows in {rows_in} = train {n['train.jsonl']} + test {n['test.jsonl']} + quarantined {n['quarantine.jsonl']}"
         + ("" if ok else " (MISMATCH)"),

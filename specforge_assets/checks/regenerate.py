@@ -1,7 +1,7 @@
 """DuckDB checks over regenerated/<key>/: accounting, truncation, empty answers, think markers.
 
-Plain functions (path in, (passed, metadata) out) so tests and notebooks can call them; the
-asset module wraps them as Dagster asset checks.
+Plain functions (path in, `Outcome` out) so tests and notebooks can call them; the asset module
+declares them as Dagster asset checks.
 """
 
 from __future__ import annotations
@@ -9,16 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._duck import Reader
+from .outcome import Outcome
 
 OUT_FILES = ("train.jsonl", "errors.jsonl", "skipped.jsonl")
 
 
-def reconcile(input_path: Path, out_dir: Path) -> tuple[bool, dict]:
-    """success + error + skipped (+ passthrough) = input, and every input id exactly once across them."""
+def reconcile(input_path: Path, out_dir: Path) -> Outcome:
+    """success + error + skipped (+ passthrough) = input, and every input id exactly once across
+    them. Metadata: rows per file, `id_mismatches` (+ up to 10 examples); `missing_files` when a
+    file is absent. No description (the check's declared one says what it checks)."""
     outs = [Path(out_dir) / f for f in OUT_FILES]
     missing = [str(p) for p in outs + [Path(input_path)] if not p.exists()]
     if missing:
-        return False, {"missing_files": ", ".join(missing)}
+        return Outcome(False, None, {"missing_files": ", ".join(missing)})
     r = Reader()  # on an object-store root: the committed objects
     con = r.con
     src_in = r.sql_list([input_path])
@@ -40,16 +43,22 @@ def reconcile(input_path: Path, out_dir: Path) -> tuple[bool, dict]:
     meta = {"input_rows": n_in, **{f"{f}_rows": n for f, n in per.items()}, "id_mismatches": len(mismatched)}
     if mismatched:
         meta["id_mismatch_examples"] = ", ".join(f"{i}: in {a} / out {b}" for i, a, b in mismatched[:10])
-    return passed, meta
+    return Outcome(passed, None, meta)
 
 
-def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none") -> tuple[bool, dict]:
-    """Rate of finish_reason == length under the threshold; no empty answers; no leftover think
-    markers when the mode is not `save`. Only rows regenerated in this layer are looked at.
-    Returns (all passed, metadata); `metadata["passed"]` has each check's verdict by name."""
+QUALITY_CHECKS = ("truncation_rate", "no_empty_answers", "no_think_markers")
+
+
+def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none") -> dict[str, Outcome]:
+    """One DuckDB scan of train.jsonl for three checks, by name (`QUALITY_CHECKS`):
+    `truncation_rate`: the share of regenerated turns with finish_reason == length is at most
+    `truncation_threshold` (a fraction); `no_empty_answers`; `no_think_markers`: no <think> or
+    </think> left in answers unless `reasoning` is "save". Only rows regenerated in this layer are
+    looked at. Each outcome has no description; all fail with `missing_files` when train.jsonl is
+    absent."""
     train = Path(out_dir) / "train.jsonl"
     if not train.exists():
-        return False, {"missing_files": str(train)}
+        return {name: Outcome(False, None, {"missing_files": str(train)}) for name in QUALITY_CHECKS}
     r = Reader()
     con = r.con
     src = f"read_ndjson_objects({r.sql_list([train])})"
@@ -68,18 +77,21 @@ def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none")
         f"from {answers}"
     ).fetchone()
     rate = truncated / turns if turns else 0.0
-    verdicts = {  # one per check of the regenerated layer (assets/regenerate.py declares them)
-        "truncation_rate": rate <= truncation_threshold,
-        "no_empty_answers": empty == 0,
-        "no_think_markers": reasoning == "save" or marked == 0,
-    }
-    return all(verdicts.values()), {
-        "passed": verdicts,
-        "regenerated_turns": turns,
-        "truncated_turns": truncated,
-        "truncation_rate": round(rate, 4),
-        "truncation_threshold": truncation_threshold,
-        "empty_answers": empty,
-        "answers_with_think_markers": marked,
-        "reasoning": reasoning,
+    return {
+        "truncation_rate": Outcome(
+            rate <= truncation_threshold,
+            None,
+            {
+                "regenerated_turns": turns,
+                "truncated_turns": truncated,
+                "truncation_rate": round(rate, 4),
+                "truncation_threshold": truncation_threshold,
+            },
+        ),
+        "no_empty_answers": Outcome(empty == 0, None, {"empty_answers": empty}),
+        "no_think_markers": Outcome(
+            reasoning == "save" or marked == 0,
+            None,
+            {"answers_with_think_markers": marked, "reasoning": reasoning},
+        ),
     }

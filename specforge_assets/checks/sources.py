@@ -3,17 +3,17 @@
 SQL run by an in-memory DuckDB over the partition's own files (train.jsonl, test.jsonl,
 quarantine.jsonl, manifest.json): no shared `.duckdb` file, so concurrent partition runs never
 contend for a lock. `sources.sql` builds one row-level table in a single scan; each check
-aggregates it. The asset turns the outcomes into Dagster check results.
+aggregates it into an `Outcome`; the asset turns the outcomes into Dagster check results.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..sources.config import MAX_DUPLICATE_RATE, entry_default
 from ._duck import Reader
+from .outcome import Outcome
 
 SQL_FILE = Path(__file__).with_name("sources.sql")  # fast structured scan
 SQL_GENERIC_FILE = Path(__file__).with_name("sources_generic.sql")  # per-row JSON typing fallback
@@ -37,16 +37,8 @@ _WS_ESCAPES = "|".join(
 WS_JSON_REGEX = "'^\"(?:[" + "".join(f"\\x{{{ord(c):X}}}" for c in _WS) + "]|" + _WS_ESCAPES + ")*\"$'"
 
 
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    blocking: bool
-    description: str
-    metadata: dict = field(default_factory=dict)
-
-
-# name → (blocking, description)
+# name → (blocking, description): the checks' declaration (the asset declares them from it; a
+# non-blocking one has severity WARN). Every outcome's description is the check's description.
 CHECKS: dict[str, tuple[bool, str]] = {
     "schema_valid": (
         True,
@@ -85,14 +77,6 @@ def _ids(con, sql: str) -> list:
     return [r[0] for r in con.execute(sql + f" LIMIT {SAMPLE_IDS}").fetchall()]
 
 
-def _count_lines(reader: Reader, path: Path) -> int:
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    return reader.con.execute(
-        f"SELECT count(*) FROM read_ndjson_objects({reader.sql_list([path])}, maximum_object_size = 268435456)"
-    ).fetchone()[0]
-
-
 def run_source_checks(
     out_dir: Path | str,
     *,
@@ -100,8 +84,12 @@ def run_source_checks(
     quarantine_min_rows: int = entry_default("quarantine_min_rows"),
     max_duplicate_rate: float = MAX_DUPLICATE_RATE,
     threads: int | None = None,
-) -> list[CheckOutcome]:
-    """Run every check over `out_dir` (a `<root>/sources/<key>/` folder)."""
+) -> dict[str, Outcome]:
+    """Run every check over `out_dir` (a `<root>/sources/<key>/` folder) → {check name:
+    outcome}, in `CHECKS` order; each outcome's description is the check's (from `CHECKS`), its
+    metadata `rows_checked`, `scan` ("structured", "generic" or "empty") and the check's counts
+    and up to 5 `offending_ids`. Raises duckdb errors on unreadable files, storage.StorageError
+    when an object-store root cannot be read."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
@@ -140,11 +128,10 @@ def run_source_checks(
                 "empty_content BOOLEAN, order_ok BOOLEAN, content_hash VARCHAR)"
             )
         n_rows = con.execute("SELECT count(*) FROM src").fetchone()[0]
-        out: list[CheckOutcome] = []
+        out: dict[str, Outcome] = {}
 
         def add(name: str, passed: bool, **meta):
-            blocking, desc = CHECKS[name]
-            out.append(CheckOutcome(name, bool(passed), blocking, desc, {"rows_checked": n_rows, "scan": scan, **meta}))
+            out[name] = Outcome(bool(passed), CHECKS[name][1], {"rows_checked": n_rows, "scan": scan, **meta})
 
         bad = con.execute("SELECT count(*) FROM src WHERE NOT schema_ok").fetchone()[0]
         kinds = dict(con.execute("SELECT kind, count(*) FROM src GROUP BY kind").fetchall())
@@ -201,7 +188,8 @@ def run_source_checks(
             ),
         )
 
-        quarantined = _count_lines(reader, out_dir / "quarantine.jsonl")
+        q_path = out_dir / "quarantine.jsonl"
+        quarantined = reader.count_rows(q_path) if q_path.exists() else 0
         rows_in = manifest.get("rows_in")
         q_rate = quarantined / rows_in if rows_in else (1.0 if quarantined else 0.0)
         q_ids = []
@@ -210,7 +198,7 @@ def run_source_checks(
                 r[0]
                 for r in con.execute(
                     f"SELECT coalesce(json_extract_string(json, '$.raw.id'), json_extract_string(json, '$.file') || ' row ' || json_extract_string(json, '$.row')) "
-                    f"FROM read_ndjson_objects({reader.sql_list([out_dir / 'quarantine.jsonl'])}) LIMIT {SAMPLE_IDS}"
+                    f"FROM read_ndjson_objects({reader.sql_list([q_path])}) LIMIT {SAMPLE_IDS}"
                 ).fetchall()
             ]
         add(

@@ -1,15 +1,17 @@
 """DuckDB checks over the tokenized shards (in-memory database, no Dagster import; on an
 object-store data root they read the committed objects, see `_duck`).
 
-Each function returns (passed, description, metadata dict)."""
+Each function returns an `Outcome`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 from ..jsonrows import RowDecodeError, loads_object
 from ._duck import Reader
+from .outcome import Outcome
 
 
 def _shards(reader: Reader, ds: Path) -> str:
@@ -21,9 +23,23 @@ def _has_shards(ds: Path) -> bool:
     return any(Path(ds).glob("part-*.parquet"))
 
 
-def zero_supervised(ds: Path, max_rate: float, template: str) -> tuple[bool, str, dict]:
+def _objects(reader: Reader, path: Path) -> Iterator[dict]:
+    """The rows of the JSONL file `path` that decode to a JSON object (`jsonrows.loads_object`),
+    read through `reader`; the others are skipped. Raises FileNotFoundError when it is absent."""
+    with reader.open(path) as f:
+        for line in f:
+            if line.strip():
+                try:
+                    yield loads_object(line)
+                except RowDecodeError:
+                    continue
+
+
+def zero_supervised(ds: Path, max_rate: float, template: str) -> Outcome:
+    """The share of shard rows with no supervised token is at most `max_rate` (a fraction);
+    every row without one fails naming chat template `template`. No shards: fails."""
     if not _has_shards(ds):
-        return False, "no shards: the tokenized dataset is empty", {"rows": 0}
+        return Outcome(False, "no shards: the tokenized dataset is empty", {"rows": 0})
     r = Reader()
     rows, zero = r.con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE supervised_tokens = 0) FROM read_parquet({_shards(r, ds)})"
@@ -31,7 +47,7 @@ def zero_supervised(ds: Path, max_rate: float, template: str) -> tuple[bool, str
     rate = zero / rows if rows else 1.0
     md = {"rows": rows, "zero_supervised_rows": zero, "rate": rate, "max_rate": max_rate, "template": template}
     if rows and zero == rows:
-        return (
+        return Outcome(
             False,
             (
                 f"every row has an all-zero loss mask: the assistant markers of chat template {template!r} "
@@ -40,36 +56,39 @@ def zero_supervised(ds: Path, max_rate: float, template: str) -> tuple[bool, str
             md,
         )
     ok = rate <= max_rate
-    return ok, f"{zero} of {rows} rows have no supervised token ({rate:.2%}, allowed {max_rate:.2%})", md
+    return Outcome(ok, f"{zero} of {rows} rows have no supervised token ({rate:.2%}, allowed {max_rate:.2%})", md)
 
 
-def supervised_fraction(ds: Path, lo: float, hi: float) -> tuple[bool, str, dict]:
+def supervised_fraction(ds: Path, lo: float, hi: float) -> Outcome:
+    """Supervised tokens / tokens over all shards lies in [`lo`, `hi`] (fractions)."""
     if not _has_shards(ds):
-        return False, "no shards", {}
+        return Outcome(False, "no shards", {})
     r = Reader()
     tok, sup = r.con.execute(
         f"SELECT sum(length), sum(supervised_tokens) FROM read_parquet({_shards(r, ds)})"
     ).fetchone()
     frac = (sup or 0) / tok if tok else 0.0
     ok = lo <= frac <= hi
-    return (
+    return Outcome(
         ok,
         f"supervised fraction {frac:.3f} (bounds {lo}–{hi})",
         {"tokens": tok, "supervised_tokens": sup, "fraction": frac},
     )
 
 
-def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict, str]:
-    """Returns (passed, description, metadata, severity 'ERROR'|'WARN')."""
+def ids_unique_and_complete(ds: Path, mix_train: Path) -> Outcome:
+    """Shard ids unique, and every row of the mix's `mix_train` either in the shards or
+    quarantined in the dataset's errors.jsonl (a WARN then), no shard id from elsewhere. Mix
+    rows that do not decode count with no id."""
     if not _has_shards(ds):
-        return False, "no shards", {}, "ERROR"
+        return Outcome(False, "no shards", {}, "ERROR")
     r = Reader()
     con = r.con
     con.execute(f"CREATE TABLE t AS SELECT id FROM read_parquet({_shards(r, ds)})")
     n, nd = con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchone()
     con.execute("CREATE TABLE m (id VARCHAR)")
-    ids = []
-    with open(mix_train, "rb") as f:
+    ids: list[tuple[str | None]] = []
+    with r.open(mix_train) as f:
         for line in f:
             if line.strip():
                 try:
@@ -83,8 +102,8 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict,
         con.executemany("INSERT INTO m VALUES (?)", ids)
     errs_path = Path(ds) / "errors.jsonl"
     con.execute("CREATE TABLE e (id VARCHAR)")
-    if errs_path.exists() and errs_path.stat().st_size:
-        with open(errs_path, encoding="utf-8") as f:
+    if errs_path.exists():
+        with r.open(errs_path) as f:
             err_ids = [(str(json.loads(line).get("id")),) for line in f if line.strip()]
         if err_ids:
             con.executemany("INSERT INTO e VALUES (?)", err_ids)
@@ -103,36 +122,39 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> tuple[bool, str, dict,
         "examples_missing": [m[0] for m in missing[:10]],
     }
     if n != nd:
-        return False, f"{n - nd} duplicate ids in the shards", md, "ERROR"
+        return Outcome(False, f"{n - nd} duplicate ids in the shards", md, "ERROR")
     if unaccounted or extra:
-        return (
+        return Outcome(
             False,
             f"{len(unaccounted)} mix ids neither tokenized nor quarantined; {extra} ids not from the mix",
             md,
             "ERROR",
         )
     if missing:
-        return False, f"{len(missing)} mix rows could not be tokenized (see errors.jsonl)", md, "WARN"
-    return True, f"{n} ids, unique, all {md['mix_rows']} mix rows present", md, "ERROR"
+        return Outcome(False, f"{len(missing)} mix rows could not be tokenized (see errors.jsonl)", md, "WARN")
+    return Outcome(True, f"{n} ids, unique, all {md['mix_rows']} mix rows present", md, "ERROR")
 
 
-def lengths_within(ds: Path, max_length: int) -> tuple[bool, str, dict]:
+def lengths_within(ds: Path, max_length: int) -> Outcome:
+    """Every shard row is at most `max_length` tokens, with input_ids and loss_mask as long."""
     if not _has_shards(ds):
-        return False, "no shards", {}
+        return Outcome(False, "no shards", {})
     r = Reader()
     mx, bad = r.con.execute(
         f"SELECT max(length), count(*) FILTER (WHERE length > {int(max_length)} OR len(input_ids) != length "
         f"OR len(loss_mask) != length) FROM read_parquet({_shards(r, ds)})"
     ).fetchone()
     ok = bad == 0
-    return (
+    return Outcome(
         ok,
         f"longest row {mx} tokens (max_length {max_length}); {bad} rows too long or inconsistent",
         {"max_row_length": mx, "bad_rows": bad, "max_length": max_length},
     )
 
 
-def vocab_mapping_valid(path: Path, draft: int, target: int) -> tuple[bool, str, dict]:
+def vocab_mapping_valid(path: Path, draft: int, target: int) -> Outcome:
+    """The torch file `path` holds d2t (int64, `draft` entries) and t2d (bool, `target`
+    entries) that agree: d2t maps, ascending, exactly the ids t2d marks."""
     import torch
 
     m = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -149,10 +171,10 @@ def vocab_mapping_valid(path: Path, draft: int, target: int) -> tuple[bool, str,
         problems.append("t2d marks a different number of ids than d2t maps")
     elif not bool((used[1:] > used[:-1]).all()) or not bool(t2d[used].all()):
         problems.append("d2t does not map to the ids t2d marks, in ascending order")
-    return not problems, "; ".join(problems) or "d2t/t2d consistent", {"draft": len(d2t), "target": len(t2d)}
+    return Outcome(not problems, "; ".join(problems) or "d2t/t2d consistent", {"draft": len(d2t), "target": len(t2d)})
 
 
-def vocab_mapping_folder_valid(vocab_dir: Path) -> tuple[bool, str, dict]:
+def vocab_mapping_folder_valid(vocab_dir: Path) -> Outcome:
     """`vocab_mapping_valid` on `<vocab_dir>/vocab_mapping.pt` with the sizes its manifest.json
     records (-1 when absent, which fails the size check)."""
     from ..fileio import read_manifest
@@ -167,19 +189,24 @@ def vocab_mapping_folder_valid(vocab_dir: Path) -> tuple[bool, str, dict]:
 
 def matches_target_chat_template(
     ds: Path, mix_train: Path, target_path, template_name: str, trust_remote_code: bool, max_length: int
-) -> tuple[bool, str, dict, str]:
+) -> Outcome:
     """A sample of 32 rows re-rendered with the target tokenizer's own apply_chat_template
     (`tokenize.agreement.template_agreement`). A mismatch is an ERROR for `auto` (the template
     is derived from that tokenizer: they must agree) and a WARN for a registry template
     (SpecForge's entries carry their own default system prompt, e.g. `qwen`'s "You are a
     helpful assistant.", which a model with another default never sees at inference: use
-    `chat_template: auto` to train on the model's own rendering). Returns (passed, description,
-    details, severity)."""
+    `chat_template: auto` to train on the model's own rendering). The outcome's metadata is the
+    comparison's result; `ds`/train.jsonl and `mix_train` are read as `Reader.open` reads them."""
     from ..tokenize.agreement import template_agreement
     from ..tokenize.dataset import load_tokenizer
 
+    r = Reader()  # on an object-store root: the committed objects
     res = template_agreement(
-        ds, mix_train, load_tokenizer(target_path, trust_remote_code), sample=32, max_length=max_length
+        _objects(r, Path(ds) / "train.jsonl"),
+        _objects(r, Path(mix_train)),
+        load_tokenizer(target_path, trust_remote_code),
+        sample=32,
+        max_length=max_length,
     )
     first = res.get("first_mismatch") or {}
     if res["passed"]:
@@ -189,4 +216,4 @@ def matches_target_chat_template(
             f"template {template_name!r} differs from the target tokenizer's own chat template: "
             f"{first.get('message', '')}" + ("" if template_name == "auto" else " — use chat_template: auto")
         )
-    return res["passed"], desc, res, ("ERROR" if template_name == "auto" else "WARN")
+    return Outcome(res["passed"], desc, res, "ERROR" if template_name == "auto" else "WARN")

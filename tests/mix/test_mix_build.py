@@ -55,10 +55,10 @@ def test_weights_dedup_split_quarantine(tmp_path):
     reasons = {x["reason"].split(":")[0] for x in q}
     assert reasons == {"invalid JSON", "invalid row", "duplicate", "not sampled (weight)"}
     assert all(r["source"] in ("a", "b") and "conversations" in r for r in train + test)
-    ok, desc, _ = checks.weights_honoured(root / "mix", rep, 0.02)
-    assert ok, desc
-    assert checks.no_duplicate_content(root / "mix")[0]
-    assert checks.counts_reconcile(root, root / "mix", rep)[0]
+    weights = checks.weights_honoured(root / "mix", rep, 0.02)
+    assert weights.passed, weights.description
+    assert checks.no_duplicate_content(root / "mix").passed
+    assert checks.counts_reconcile(root / "mix", rep).passed
     # seeded: same config → byte-identical output
     before = (root / "mix" / "train.jsonl").read_bytes()
     build_mix(root, {"weights": {"a": 3, "b": 1}, "seed": 7, "eval": {"fraction": 0.1, "min_rows": 30}})
@@ -72,7 +72,7 @@ def test_caps_near_dup_and_source_selection(tmp_path):
     assert rep["sources"] == ["a"] and rep["train_rows"] == 1 and rep["duplicates_removed"] == 49
     rep = build_mix(tmp_path, {"caps": {"b": 10}, "eval": {"fraction": 0}})
     assert rep["per_source"]["b"]["train_rows"] == 10 and rep["per_source"]["a"]["train_rows"] == 50
-    assert checks.weights_honoured(tmp_path / "mix", rep, 0.02)[0]
+    assert checks.weights_honoured(tmp_path / "mix", rep, 0.02).passed
     with pytest.raises(ValueError, match="have no data"):
         build_mix(tmp_path, {"sources": ["zzz"]})
     with pytest.raises(ValueError, match="unknown key"):
@@ -90,9 +90,9 @@ def test_checks_fail_on_crafted_bad_mix(tmp_path):
     with open(mix / "train.jsonl", "w") as f:
         for r in skewed + skewed[:1]:
             f.write(json.dumps(r) + "\n")
-    assert not checks.no_duplicate_content(mix)[0]
-    assert not checks.weights_honoured(mix, rep, 0.02)[0]
-    assert not checks.counts_reconcile(tmp_path, mix, rep)[0]
+    assert not checks.no_duplicate_content(mix).passed
+    assert not checks.weights_honoured(mix, rep, 0.02).passed
+    assert not checks.counts_reconcile(mix, rep).passed
 
 
 def test_input_changed_while_mixing_is_refused_and_old_outputs_stay(tmp_path, monkeypatch):

@@ -47,9 +47,9 @@ def test_unreadable_and_prompt_only_rows_are_quarantined(tmp_path):
         (12, "x", "invalid JSON: JSON nested deeper than 128 levels"),
         (13, None, "invalid row: no assistant turn: regenerate this source first"),
     ]
-    ok, desc, _ = checks.counts_reconcile(tmp_path, tmp_path / "mix", rep)
-    assert ok, desc
-    assert checks.no_duplicate_content(tmp_path / "mix")[0]
+    reconciled = checks.counts_reconcile(tmp_path / "mix", rep)
+    assert reconciled.passed, reconciled.description
+    assert checks.no_duplicate_content(tmp_path / "mix").passed
 
 
 def test_zero_row_mix_is_refused(tmp_path):

@@ -77,7 +77,8 @@ def test_chat_template_check_on_a_real_tokenizer(tmp_path):
         intermediate_size=64,
         log=lambda s: None,
     )
-    passed, _, details = target_loads_with_chat_template(target, trust_remote_code=False)
+    outcome = target_loads_with_chat_template(target, trust_remote_code=False)
+    passed, details = outcome.passed, outcome.metadata
     assert passed, details
     assert "<|im_start|>user\nHello!<|im_end|>" in details["rendered"] and details["vocab_size"] == 300
     cfg = json.loads((target / "tokenizer_config.json").read_text())
@@ -85,10 +86,12 @@ def test_chat_template_check_on_a_real_tokenizer(tmp_path):
     (target / "tokenizer_config.json").write_text(json.dumps(cfg))
     for extra in target.glob("chat_template.*"):
         extra.unlink()
-    passed, description, details = target_loads_with_chat_template(target, trust_remote_code=False)
+    outcome = target_loads_with_chat_template(target, trust_remote_code=False)
+    passed, description, details = outcome.passed, outcome.description, outcome.metadata
     assert not passed and details == {"error": f"{target}: the tokenizer has no chat_template"}
     assert description == details["error"]
-    passed, _, details = target_loads_with_chat_template(tmp_path / "missing", trust_remote_code=False)
+    outcome = target_loads_with_chat_template(tmp_path / "missing", trust_remote_code=False)
+    passed, details = outcome.passed, outcome.metadata
     assert not passed and details["error"].split(":")[0].endswith("Error")
 
 

@@ -313,8 +313,9 @@ def test_second_run_of_a_partition_is_refused_then_a_waiting_one_gets_a_cache_hi
     assert json.loads(out1)["cache"] == "miss" and json.loads(out3)["cache"] == "hit"
 
     out = root / "regenerated" / KEY
-    ok, meta = reconcile(root / "sources" / KEY / "train.jsonl", out)
-    assert ok and meta["train.jsonl_rows"] == 20 and meta["id_mismatches"] == 0  # every row exactly once
+    rec = reconcile(root / "sources" / KEY / "train.jsonl", out)
+    meta = rec.metadata
+    assert rec.passed and meta["train.jsonl_rows"] == 20 and meta["id_mismatches"] == 0  # every row exactly once
     assert not journal_paths(out / "train.jsonl")[0].exists()  # complete journal removed, not corrupted
     turns = sum(1 for r in make_rows(20) for m in r["conversations"] if m["role"] == "user")
     assert _requests(stub) == turns + 1  # every turn once + the first run's start probe; none from B or C

@@ -68,17 +68,23 @@ def test_partition_with_addresses_regenerates_train_and_test(tmp_path, stub_serv
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["regenerated"] is True and manifest["settings"]["model"] == "stub-model"
     assert manifest["server_addresses"] == [s.address]
-    ok, meta = reconcile(src / "train.jsonl", out)
-    assert ok and meta["id_mismatches"] == 0
-    ok, q = quality(out, truncation_threshold=0.5, reasoning="none")
-    assert q["truncated_turns"] == 1 and q["answers_with_think_markers"] == 1 and not ok
-    assert q["passed"] == {"truncation_rate": True, "no_empty_answers": True, "no_think_markers": False}
+    rec = reconcile(src / "train.jsonl", out)
+    assert rec.passed and rec.metadata["id_mismatches"] == 0
+    q = quality(out, truncation_threshold=0.5, reasoning="none")
+    assert q["truncation_rate"].metadata["truncated_turns"] == 1
+    assert q["no_think_markers"].metadata["answers_with_think_markers"] == 1
+    assert {name: o.passed for name, o in q.items()} == {
+        "truncation_rate": True,
+        "no_empty_answers": True,
+        "no_think_markers": False,
+    }
 
     # tamper: a duplicated output row breaks the blocking reconcile check
     with open(out / "train.jsonl", "a") as f:
         f.write(json.dumps(read_jsonl(out / "train.jsonl")[0]) + "\n")
-    ok, meta = reconcile(src / "train.jsonl", out)
-    assert not ok and meta["id_mismatches"] == 1 and "tr0: in 1 / out 2" in meta["id_mismatch_examples"]
+    rec = reconcile(src / "train.jsonl", out)
+    assert not rec.passed and rec.metadata["id_mismatches"] == 1
+    assert "tr0: in 1 / out 2" in rec.metadata["id_mismatch_examples"]
 
 
 def test_partition_off_passes_through_and_needs_sources(tmp_path):
@@ -92,4 +98,4 @@ def test_partition_off_passes_through_and_needs_sources(tmp_path):
     assert summary["regenerated"] is False and summary["counts"]["passthrough"] == 4
     assert (out / "train.jsonl").read_bytes() == (src / "train.jsonl").read_bytes()
     assert (out / "errors.jsonl").read_text() == "" and (out / "skipped.jsonl").read_text() == ""
-    assert reconcile(src / "train.jsonl", out)[0]
+    assert reconcile(src / "train.jsonl", out).passed

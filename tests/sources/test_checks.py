@@ -38,10 +38,6 @@ def _partition(
     return d
 
 
-def _by_name(outcomes):
-    return {o.name: o for o in outcomes}
-
-
 def test_good_partition_passes_everything(tmp_path):
     rows = [
         {
@@ -50,10 +46,8 @@ def test_good_partition_passes_everything(tmp_path):
         }
         for i in range(20)
     ]
-    res = _by_name(
-        run_source_checks(_partition(tmp_path, rows, test_rows=[{"id": "t", "conversations": GOOD}], quarantine=1))
-    )
-    assert set(res) == set(CHECKS)
+    res = run_source_checks(_partition(tmp_path, rows, test_rows=[{"id": "t", "conversations": GOOD}], quarantine=1))
+    assert list(res) == list(CHECKS)
     assert all(o.passed for o in res.values()), {n: o.metadata for n, o in res.items() if not o.passed}
     assert res["rows_reconcile"].metadata["test"] == 1
 
@@ -89,9 +83,9 @@ def test_each_check_fails_on_crafted_bad_row(tmp_path, bad_row, check, offender)
     rows = [{"id": f"r{i}", "conversations": GOOD + [{"role": "user", "content": str(i)}]} for i in range(5)] + [
         bad_row
     ]
-    res = _by_name(run_source_checks(_partition(tmp_path, rows)))
+    res = run_source_checks(_partition(tmp_path, rows))
     assert not res[check].passed, res[check].metadata
-    assert res[check].blocking
+    assert CHECKS[check][0]  # blocking
     if offender is not None:
         assert offender in res[check].metadata["offending_ids"]
     others = {n for n, o in res.items() if not o.passed} - {check, "schema_valid"}
@@ -104,38 +98,34 @@ def test_structurally_broken_rows_use_the_generic_scan(tmp_path):
         {"id": "b", "conversations": "not a list"},
         {"id": "c", "conversations": [1, 2]},
     ]
-    res = _by_name(run_source_checks(_partition(tmp_path, rows)))
+    res = run_source_checks(_partition(tmp_path, rows))
     assert res["schema_valid"].metadata["scan"] == "generic"
     assert not res["schema_valid"].passed and set(res["schema_valid"].metadata["offending_ids"]) == {"b", "c"}
 
 
 def test_duplicate_conversations_warn(tmp_path):
     rows = [{"id": f"r{i}", "conversations": GOOD} for i in range(4)]
-    res = _by_name(run_source_checks(_partition(tmp_path, rows)))
+    res = run_source_checks(_partition(tmp_path, rows))
     dup = res["no_duplicate_conversations"]
-    assert not dup.passed and not dup.blocking and dup.metadata["duplicate_rows"] == 3
-    assert _by_name(run_source_checks(_partition(tmp_path, rows), max_duplicate_rate=0.8))[
-        "no_duplicate_conversations"
-    ].passed
+    assert not dup.passed and not CHECKS["no_duplicate_conversations"][0] and dup.metadata["duplicate_rows"] == 3
+    assert run_source_checks(_partition(tmp_path, rows), max_duplicate_rate=0.8)["no_duplicate_conversations"].passed
 
 
 def test_quarantine_rate_over_threshold(tmp_path):
     rows = [{"id": f"r{i}", "conversations": GOOD + [{"role": "user", "content": str(i)}]} for i in range(8)]
-    res = _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1), quarantine_min_rows=0))
+    res = run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1), quarantine_min_rows=0)
     q = res["quarantine_rate"]
     assert not q.passed and q.metadata["quarantine_rate"] == 0.2 and q.metadata["offending_ids"] == ["q0", "q1"]
     # under quarantine_min_rows (default 10) quarantined rows the rate is reported, not blocking
-    assert _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1)))[
-        "quarantine_rate"
-    ].passed
-    assert _by_name(run_source_checks(_partition(tmp_path, rows, quarantine=2), quarantine_threshold=0.25))[
+    assert run_source_checks(_partition(tmp_path, rows, quarantine=2, threshold=0.1))["quarantine_rate"].passed
+    assert run_source_checks(_partition(tmp_path, rows, quarantine=2), quarantine_threshold=0.25)[
         "quarantine_rate"
     ].passed
 
 
 def test_rows_must_reconcile(tmp_path):
     rows = [{"id": f"r{i}", "conversations": GOOD + [{"role": "user", "content": str(i)}]} for i in range(5)]
-    res = _by_name(run_source_checks(_partition(tmp_path, rows, rows_in=9)))
+    res = run_source_checks(_partition(tmp_path, rows, rows_in=9))
     assert not res["rows_reconcile"].passed and res["rows_reconcile"].metadata["rows_in"] == 9
-    res = _by_name(run_source_checks(_partition(tmp_path, rows, manifest_counts={"rows_train": 4})))
+    res = run_source_checks(_partition(tmp_path, rows, manifest_counts={"rows_train": 4}))
     assert not res["rows_reconcile"].passed and res["rows_reconcile"].metadata["matches_manifest"] is False

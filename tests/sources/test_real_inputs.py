@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from specforge_assets.checks.sources import run_source_checks
+from specforge_assets.checks.sources import CHECKS, run_source_checks
 from specforge_assets.sources.config import resolve_source
 from specforge_assets.sources.formats import parse_custom_row
 from specforge_assets.sources.normalize import build_source
@@ -201,8 +201,8 @@ def test_prompt_only_rows_keep_user_turns_and_category(tmp_path, data_root):
     (q,) = _read(result.out_dir / "quarantine.jsonl")
     assert q["field"] == "turns"
     # the DuckDB gates accept user-only turns (the regenerated layer fills the answers)
-    outcomes = {o.name: o for o in run_source_checks(result.out_dir, quarantine_threshold=0.9)}
-    assert all(o.passed for o in outcomes.values() if o.blocking), {n: o.description for n, o in outcomes.items()}
+    outcomes = run_source_checks(result.out_dir, quarantine_threshold=0.9)
+    assert all(o.passed for n, o in outcomes.items() if CHECKS[n][0]), {n: o.description for n, o in outcomes.items()}
 
 
 def test_conversations_format_still_refuses_consecutive_user_turns(tmp_path, data_root):
@@ -269,7 +269,10 @@ def test_real_sources_as_partitions(tmp_path, data_root, shared):
     for key in cfg["sources"]:
         res = build_source(resolve_source(key, cfg, data_root), data_root, config=cfg)
         outcomes = run_source_checks(res.out_dir, quarantine_threshold=0.05)
-        assert all(o.passed for o in outcomes if o.blocking), (key, [o.description for o in outcomes if not o.passed])
+        assert all(o.passed for n, o in outcomes.items() if CHECKS[n][0]), (
+            key,
+            [o.description for o in outcomes.values() if not o.passed],
+        )
         got[key] = res.manifest
     assert got["gsm8k"]["rows_train"] + got["gsm8k"]["rows_test"] == 300 and got["gsm8k"]["rows_test"] == 15
     # the real CodeAlpaca slice holds one row with an empty output (row 237): quarantined, named

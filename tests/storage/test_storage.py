@@ -268,11 +268,11 @@ def test_the_checks_read_the_committed_objects_not_the_working_copy(url_root):
     assert ref.startswith(url.split("://")[0] + "://") and "/_g-" in ref and reader.store_objects == 1
     (ds / "scratch.txt").write_text("never published")
     assert reader.ref(ds / "scratch.txt") == str(ds / "scratch.txt")  # not on the store: read locally
-    ok, _, md = tok_checks.supervised_fraction(ds, 0.1, 0.9)
-    assert ok and md["fraction"] == 0.4
+    got = tok_checks.supervised_fraction(ds, 0.1, 0.9)
+    assert got.passed and got.metadata["fraction"] == 0.4
     duckdb.sql(f"COPY (SELECT 10 AS length, 0 AS supervised_tokens) TO '{ds / 'part-00000.parquet'}' (FORMAT parquet)")
-    ok, _, md = tok_checks.supervised_fraction(ds, 0.1, 0.9)
-    assert ok and md["fraction"] == 0.4  # the committed object, not the altered local copy
+    got = tok_checks.supervised_fraction(ds, 0.1, 0.9)
+    assert got.passed and got.metadata["fraction"] == 0.4  # the committed object, not the altered local copy
 
 
 def test_on_a_local_root_the_checks_read_local_files(tmp_path, monkeypatch):
@@ -286,17 +286,27 @@ def test_on_a_local_root_the_checks_read_local_files(tmp_path, monkeypatch):
     assert reader.ref(f) == str(f) and reader.store_objects == 0
 
 
-@pytest.mark.parametrize("url_root", [S3], indirect=True)
-def test_source_and_mix_checks_read_the_store(url_root):
-    """The sources checks (structured DuckDB scan) and the mix counts read the committed objects
-    through fsspec: garbage written into the local copies afterwards changes nothing."""
+@both
+def test_source_mix_and_tokenize_checks_read_the_store(url_root):
+    """The sources checks (structured DuckDB scan), the mix checks (DuckDB counts, the row-by-row
+    content hash, the line counts) and the tokenized ids check (mix ids, errors.jsonl) read the
+    committed objects through fsspec: garbage written into the local copies afterwards changes
+    nothing."""
+    import duckdb
+
     from specforge_assets.checks import mix as mix_checks
+    from specforge_assets.checks import tokenize as tok_checks
     from specforge_assets.checks.sources import run_source_checks
 
     rows = [
         {"id": f"r{i}", "conversations": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
         for i in range(5)
     ]
+    beta = {
+        **rows[0],
+        "id": "t0",
+        "conversations": [{"role": "user", "content": "other"}] + rows[0]["conversations"][1:],
+    }
     root = paths.data_root()
     with staged_dir(root / "sources" / "alpha") as tmp:
         (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -305,13 +315,60 @@ def test_source_and_mix_checks_read_the_store(url_root):
         (tmp / "manifest.json").write_text(
             json.dumps({"rows_in": 5, "rows_train": 5, "rows_test": 0, "quarantined": 0})
         )
+    with staged_dir(root / "sources" / "beta") as tmp:
+        (tmp / "train.jsonl").write_text(json.dumps(beta) + "\n")
     with staged_dir(root / "mix") as tmp:
         (tmp / "train.jsonl").write_text("".join(json.dumps({**r, "source": "alpha"}) + "\n" for r in rows))
-        (tmp / "test.jsonl").write_text(json.dumps({**rows[0], "id": "t0", "source": "beta"}) + "\n")
-    src = root / "sources" / "alpha"
+        (tmp / "test.jsonl").write_text(json.dumps({**beta, "source": "beta"}) + "\n")
+        (tmp / "quarantine.jsonl").write_text("")
+    with staged_dir(root / "tokenized" / "dataset") as tmp:  # r4 could not be tokenized: in errors.jsonl
+        duckdb.sql(
+            f"COPY (SELECT 'r' || i AS id FROM range(4) t(i)) TO '{tmp / 'part-00000.parquet'}' (FORMAT parquet)"
+        )
+        (tmp / "errors.jsonl").write_text(json.dumps({"id": "r4", "error": "too long"}) + "\n")
+    src, mix, ds = root / "sources" / "alpha", root / "mix", root / "tokenized" / "dataset"
+    report = {"inputs": {k: {"path": str(root / "sources" / k / "train.jsonl")} for k in ("alpha", "beta")}}
+
+    # the local copies, altered after publishing (what another machine never sees)
     (src / "train.jsonl").write_text("not json at all\n")
-    (root / "mix" / "train.jsonl").write_text(json.dumps({"source": "gamma"}) + "\n")
-    outcome = {o.name: o for o in run_source_checks(src)}
+    dup = json.dumps({**rows[0], "source": "gamma"}) + "\n"
+    (mix / "train.jsonl").write_text(dup + dup)  # 2 rows, duplicate content and ids
+    (mix / "quarantine.jsonl").write_text("{}\n{}\n")
+    (ds / "errors.jsonl").write_text(json.dumps({"id": "zzz"}) + "\n")
+
+    outcome = run_source_checks(src)
     assert outcome["schema_valid"].passed, outcome["schema_valid"]
     assert outcome["rows_reconcile"].metadata["train"] == 5
-    assert mix_checks._counts(root / "mix") == {"alpha": 5, "beta": 1}
+    assert mix_checks._counts(mix) == {"alpha": 5, "beta": 1}
+    got = mix_checks.no_duplicate_content(mix)
+    assert got.passed and got.metadata["rows"] == 6, got
+    got = mix_checks.counts_reconcile(mix, report)
+    assert got.passed and got.metadata == {
+        "rows_in": 6,
+        "train.jsonl": 5,
+        "test.jsonl": 1,
+        "quarantine.jsonl": 0,
+    }, got
+    got = tok_checks.ids_unique_and_complete(ds, mix / "train.jsonl")
+    assert (got.passed, got.severity) == (False, "WARN"), got  # r4 quarantined, not unaccounted
+    assert (got.metadata["mix_rows"], got.metadata["missing_from_shards"], got.metadata["quarantined"]) == (5, 1, 1)
+    assert got.metadata["examples_missing"] == ["r4"]
+
+
+@both
+def test_rows_are_counted_over_bytes_on_the_store_and_locally(url_root, tmp_path):
+    """`Reader.count_rows`: a row that is not UTF-8 or not JSON is still one row, blank lines are
+    not; the same count from the committed object and from a local file."""
+    from specforge_assets.checks._duck import Reader
+
+    data = b'{"id": 1}\n\n  \t\n{"id": "caf\xe9"}\n\xff\xfe broken {\n{"id": 4}'
+    root = paths.data_root()
+    with staged_dir(root / "mix") as tmp:
+        (tmp / "train.jsonl").write_bytes(data)
+    (root / "mix" / "train.jsonl").write_bytes(b"")  # the local copy, emptied after publishing
+    reader = Reader()
+    assert reader.count_rows(root / "mix" / "train.jsonl") == 4 and reader.store_objects == 1
+    (tmp_path / "local.jsonl").write_bytes(data)
+    assert reader.count_rows(tmp_path / "local.jsonl") == 4 and reader.store_objects == 1
+    with reader.open(root / "mix" / "train.jsonl") as f:
+        assert f.read() == data

@@ -85,6 +85,14 @@ def test_assets_end_to_end(env, dagster_instance):
     assert res.success
     checks = _checks(res)
     assert checks and all(checks.values()), checks
+    (agreement,) = [
+        ev.event_specific_data
+        for ev in res.all_events
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION"
+        and ev.event_specific_data.check_name == "matches_target_chat_template"
+    ]
+    details = agreement.metadata["details"].value
+    assert details["checked"] > 0 and details["agreed"] == details["checked"], details  # rows were compared
 
     mix_md = res.asset_materializations_for_node("mix__training_mix")[0].metadata
     assert mix_md["duplicates_removed"].value == 20
