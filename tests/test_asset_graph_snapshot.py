@@ -11,11 +11,21 @@ import os
 from pathlib import Path
 
 SNAPSHOT = Path(__file__).parent / "fixtures" / "asset_graph.json"
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_definitions():
+    """The definitions built from the shipped configs/, fresh: not the module-level `defs`, which
+    a test that imported it first under its own SPECFORGE_CONFIG_DIR may have built from another
+    config (the graph's deps follow configs/regenerate.yaml)."""
+    from specforge_assets.definitions import build_definitions
+    from specforge_assets.resources import SpecforgeStore
+
+    return build_definitions(SpecforgeStore(config_dir=str(SHIPPED_CONFIGS)))
 
 
 def graph_snapshot() -> dict:
-    from specforge_assets.definitions import defs
-
+    defs = shipped_definitions()
     graph = defs.resolve_asset_graph()
     assets = {}
     for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
@@ -45,8 +55,7 @@ def test_asset_graph_matches_snapshot():
 
 
 def test_every_asset_documented_and_versioned():
-    from specforge_assets.definitions import defs
-
+    defs = shipped_definitions()
     graph = defs.resolve_asset_graph()
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
