@@ -178,17 +178,27 @@ def _eval_count(n: int, cfg: dict) -> int:
     return min(k, n // 2)
 
 
+def target_shares(avail: dict[str, int], weights: dict) -> dict[str, float]:
+    """{source: target share of the mix} from configs/mix.yaml `weights` (unlisted: 1.0) over the
+    sources with at least one usable row. A source left with no row (e.g. prompt-only rows not
+    regenerated yet) takes no share: with one, the largest mix honouring the shares would be
+    empty. {} when `weights` is empty (no weighting). Raises ValueError when every source with
+    rows has weight 0."""
+    if not weights:
+        return {}
+    w = {k: float(weights.get(k, 1.0)) if n > 0 else 0.0 for k, n in avail.items()}
+    tot_w = sum(w.values())
+    if tot_w <= 0:
+        raise ValueError("configs/mix.yaml: all weights of the sources with rows are zero")
+    return {k: v / tot_w for k, v in w.items()}
+
+
 def _targets(avail: dict[str, int], cfg: dict) -> dict[str, int]:
     caps = cfg["caps"] or {}
     capped = {k: min(n, caps[k]) if k in caps else n for k, n in avail.items()}
-    weights = cfg["weights"] or {}
-    if not weights:
+    share = target_shares(capped, cfg["weights"] or {})
+    if not share:
         return capped
-    w = {k: float(weights.get(k, 1.0)) for k in capped}
-    tot_w = sum(w.values())
-    if tot_w <= 0:
-        raise ValueError("configs/mix.yaml: all weights are zero")
-    share = {k: w[k] / tot_w for k in capped}
     if cfg.get("total_rows"):
         T = int(cfg["total_rows"])
     else:  # the largest mix that honours the shares without upsampling
@@ -443,13 +453,13 @@ def build_mix(
             ),
         }
     total_train = len(train) + len(test)
-    weights = cfg["weights"] or {}
+    caps = cfg["caps"] or {}
+    target = target_shares({k: min(n, caps.get(k, n)) for k, n in avail.items()}, cfg["weights"] or {})
     shares = {}
-    if weights:
-        tot_w = sum(float(weights.get(k, 1.0)) for k in selected) or 1.0
+    if target:
         for k in selected:
             shares[k] = {
-                "target": float(weights.get(k, 1.0)) / tot_w,
+                "target": target[k],
                 "realized": (per_source[k]["train_rows"] + per_source[k]["test_rows"]) / total_train
                 if total_train
                 else 0.0,

@@ -118,6 +118,26 @@ def test_input_changed_while_mixing_is_refused_and_old_outputs_stay(tmp_path, mo
     assert not [p for p in (tmp_path / "mix").iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_source_without_usable_rows_takes_no_share(tmp_path):
+    """Found with real data (GSM8K 2 : CodeAlpaca 1 : GPTeacher 1, MT-Bench unlisted and not
+    regenerated yet): a source whose rows are all prompt-only (default weight 1) made the largest
+    mix honouring the shares empty, and the mix failed. It now takes no share; the others keep
+    theirs and the weights check passes."""
+    prompt_only = [{"id": f"p{i}", "conversations": [{"role": "user", "content": f"q{i}"}]} for i in range(20)]
+    write(tmp_path, "sources", "a", [conv(i) for i in range(200)])
+    write(tmp_path, "sources", "b", [conv(1000 + i) for i in range(200)])
+    write(tmp_path, "sources", "prompts", prompt_only)
+    rep = build_mix(tmp_path, {"weights": {"a": 2, "b": 1}, "seed": 1})
+    assert rep["per_source"]["a"]["target_rows"] == 200 and rep["per_source"]["b"]["target_rows"] == 100
+    assert rep["per_source"]["prompts"]["target_rows"] == 0
+    assert rep["shares"]["prompts"]["target"] == 0.0 and abs(rep["shares"]["a"]["target"] - 2 / 3) < 1e-9
+    q = read(tmp_path / "mix" / "quarantine.jsonl")
+    assert sum(1 for x in q if x["source"] == "prompts") == 20
+    weights = checks.weights_honoured(tmp_path / "mix", rep, 0.02)
+    assert weights.passed, weights.description
+    assert checks.counts_reconcile(tmp_path / "mix", rep).passed
+
+
 def test_mix_weights_are_declared_once_in_mix_yaml(data_root):
     """Mix weights have one declaration, configs/mix.yaml `weights:` (bounded there); a
     per-source `weight:` in sources.yaml is refused with one line saying where it goes (it used
