@@ -31,6 +31,7 @@ def test_shipped_configs_validate_and_defaults_match_the_models():
     from specforge_assets.automation import automation_settings
     from specforge_assets.mix.mix import mix_config
     from specforge_assets.regenerate.config import DEFAULTS, source_config
+    from specforge_assets.sources.config import get_preset, sources_file
     from specforge_assets.target import target_config
     from specforge_assets.tokenize.build import tokenize_config
     from specforge_assets.train.settings import train_settings
@@ -45,6 +46,10 @@ def test_shipped_configs_validate_and_defaults_match_the_models():
     train_settings(load("train"))
     assert source_config("any", {}) == DEFAULTS
     assert source_config("sample-gsm8k", load("regenerate"))["max_tokens"] == 64
+    sources = sources_file(load("sources"))
+    assert sources.hub == sources_file({}).hub and sources.incoming == sources_file({}).incoming
+    assert sources_file({}).presets == sources.presets  # no `presets:`: the shipped ones
+    assert all(get_preset(name, sources).converter for name in sources.presets or {})
 
 
 @pytest.mark.parametrize(
@@ -59,6 +64,10 @@ def test_shipped_configs_validate_and_defaults_match_the_models():
         (("train", {"training": {"lr": "fast"}}), "configs/train.yaml: training.lr: must be a valid number"),
         (("train", {"training": {"learning_rate": 1}}), "configs/train.yaml: unknown key 'training.learning_rate' ("),
         (("automation", {"ops": {"failure_lg": "x"}}), "configs/automation.yaml: unknown key 'ops.failure_lg'"),
+        (("sources", {"hubb": {}}), "configs/sources.yaml: unknown key 'hubb' (known: defaults, hub, incoming, "),
+        (("sources", {"hub": {"offline": "no"}}), "configs/sources.yaml: hub.offline: must be true or false"),
+        (("sources", {"presets": {"p": {"hub_id": "a/b"}}}), "configs/sources.yaml: presets.p.converter: Field req"),
+        (("sources", {"presets": {"p": {"converter": "pair"}}}), "configs/sources.yaml: presets.p: needs 'hub_id' or"),
         (
             ("regenerate", {"sources": {"a": {"launch": {"backend": "vllm"}}}}),
             "regenerate.yaml sources.a: launch.backend: must be 'auto', 'transformers' or 'sglang' (got 'vllm')",
@@ -69,11 +78,13 @@ def test_bad_values_are_one_line_errors_naming_file_and_field(call, want):
     from specforge_assets.automation import automation_settings
     from specforge_assets.mix.mix import mix_config
     from specforge_assets.regenerate.config import source_config
+    from specforge_assets.sources.config import sources_file
     from specforge_assets.target import target_config
     from specforge_assets.tokenize.build import tokenize_config
     from specforge_assets.train.settings import train_settings
 
     fns = {
+        "sources": sources_file,
         "mix": mix_config,
         "target": target_config,
         "tokenize": tokenize_config,

@@ -26,7 +26,8 @@ from .errors import SourceError, UnknownSourceError
 from .formats import FORMATS
 from . import loaders
 from .loaders import SUFFIXES
-from .presets import get_preset
+from .errors import UnsupportedPresetError
+from .presets import DEFAULT_SOURCES_YAML, Preset, PresetEntry
 
 # Preference when several files share a stem in the incoming folder.
 INCOMING_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -116,18 +117,78 @@ class SourceSpec:
         return d
 
 
-def _config(config: dict | None) -> dict:
+def _config(config: dict | None) -> dict:  # only `source_entry` (removed elsewhere) still reads raw
     return paths.load_config("sources") if config is None else config
 
 
-def hub_offline(config: dict | None = None) -> bool:
+class HubSettings(ConfigModel):
+    """`hub:` of configs/sources.yaml."""
+
+    offline: StrictBool = Field(
+        default=False, description="never try the hub (HF_HUB_OFFLINE=1 works too); hub sources then fail fast"
+    )
+
+
+class IncomingSettings(ConfigModel):
+    """`incoming:` of configs/sources.yaml: the drop folder."""
+
+    dir: str | None = Field(default=None, description="null: <data_root>/incoming; relative: under the data root")
+
+
+class SourcesFile(ConfigModel):
+    """configs/sources.yaml. `presets:` absent → the shipped presets (and their `unsupported:`), so
+    that a user file with only `sources:` still has them. `sources:` entries are validated one by
+    one (`SourceEntry`, over `defaults:`), so that a bad entry or key never hides the others
+    (`source_keys`); `defaults:` is a partial entry, checked merged into each source."""
+
+    presets: dict[str, PresetEntry] | None = None
+    unsupported: dict[str, str] = Field(default_factory=dict, description="preset name → why it is refused")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="keys of a source entry, for every source")
+    hub: HubSettings = Field(default_factory=HubSettings)
+    incoming: IncomingSettings = Field(default_factory=IncomingSettings)
+    sources: Any = Field(default_factory=dict, description="key → source entry (SourceEntry)")
+
+
+def sources_file(config: dict | SourcesFile | None = None) -> SourcesFile:
+    """configs/sources.yaml as `SourcesFile` (`config`: its parsed content; None reads the file).
+    Raises `ConfigError` (one line, e.g. ``configs/sources.yaml: unknown key 'hubb' (known:
+    ...)``) for a file that does not fit the model."""
+    if isinstance(config, SourcesFile):
+        return config
+    cfg = paths.load_config("sources") if config is None else config
+    f = validate(SourcesFile, cfg, "configs/sources.yaml")
+    if "presets" not in f.model_fields_set and DEFAULT_SOURCES_YAML.exists():
+        shipped = validate(SourcesFile, paths.load_yaml(DEFAULT_SOURCES_YAML), str(DEFAULT_SOURCES_YAML))
+        f = f.model_copy(update={"presets": shipped.presets, "unsupported": shipped.unsupported})
+    return f
+
+
+def get_preset(name: str, config: dict | SourcesFile | None = None) -> Preset:
+    """Preset `name` of configs/sources.yaml `presets:` (`config` as for `sources_file`). Raises
+    `UnsupportedPresetError` for an `unsupported:` one (the vision presets, with the reason),
+    `UnknownSourceError` (naming the supported ones) for a name that is not there."""
+    f = sources_file(config)
+    if name in f.unsupported:
+        raise UnsupportedPresetError(f"preset {name!r} is not supported: {f.unsupported[name]}")
+    presets = f.presets or {}
+    if name not in presets:
+        raise UnknownSourceError(f"unknown preset {name!r}; supported presets: {', '.join(presets)}")
+    return presets[name].resolve(name)
+
+
+def _sources(f: SourcesFile) -> dict:
+    return f.sources or {}
+
+
+def hub_offline(config: dict | SourcesFile | None = None) -> bool:
     """`hub: {offline: true}` in sources.yaml (HF_HUB_OFFLINE=1 works too, see loaders)."""
-    return bool((_config(config).get("hub") or {}).get("offline"))
+    return sources_file(config).hub.offline
 
 
-def incoming_dir(config: dict | None = None, root: Path | None = None) -> Path:
-    cfg = _config(config)
-    d = (cfg.get("incoming") or {}).get("dir")
+def incoming_dir(config: dict | SourcesFile | None = None, root: Path | None = None) -> Path:
+    """The drop folder (`incoming.dir`; null → <data root>/incoming; relative → under the data
+    root `root`, default `paths.data_root()`), absolute."""
+    d = sources_file(config).incoming.dir
     base = Path(root) if root is not None else paths.data_root()
     if not d:
         return (base / "incoming").resolve()
@@ -173,7 +234,7 @@ def key_problem(key: str) -> str | None:
     return "the name has characters other than letters, digits, '.', '_' or '-'"
 
 
-def scan_incoming(config: dict | None = None, root: Path | None = None) -> IncomingScan:
+def scan_incoming(config: dict | SourcesFile | None = None, root: Path | None = None) -> IncomingScan:
     """Every entry of the incoming folder, sorted into partitions and skipped entries.
 
     A partition is `<incoming>/<key>.parquet|.jsonl|.json` (suffix in any case: `data.JSONL` is
@@ -266,8 +327,8 @@ def source_entry(key: str, config: dict | None = None) -> SourceEntry:
     return _entry(key, sources[key] or {}, cfg.get("defaults") or {})
 
 
-def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> SourceSpec:
-    e = _entry(key, entry, defaults)
+def _spec_from_entry(key: str, entry: dict, config: SourcesFile) -> SourceSpec:
+    e = _entry(key, entry, config.defaults)
     if e.preset:
         get_preset(e.preset, config)  # unknown / vision preset → clear error now
     return SourceSpec(
@@ -289,11 +350,11 @@ def _spec_from_entry(key: str, entry: dict, defaults: dict, config: dict) -> Sou
     )
 
 
-def source_keys(config: dict | None = None) -> tuple[list[str], dict[str, str]]:
+def source_keys(config: dict | SourcesFile | None = None) -> tuple[list[str], dict[str, str]]:
     """The keys of the `sources:` mapping, split into (valid keys in file order, `{bad key:
     reason}`). A bad key (`"bad key!"`, `../x`) is reported, never fatal: the other sources still
     register, resolve and materialize (partition registration and the sensors use this)."""
-    sources = _config(config).get("sources") or {}
+    sources = _sources(sources_file(config))
     if not isinstance(sources, dict):
         return [], {"sources": f"`sources:` must be a mapping of key → entry, got {type(sources).__name__}"}
     good: list[str] = []
@@ -327,23 +388,21 @@ def _check_links(spec: SourceSpec, root: Path | None) -> SourceSpec:
     return spec
 
 
-def resolve_source(key: str, config: dict | None = None, root: Path | None = None) -> SourceSpec:
+def resolve_source(key: str, config: dict | SourcesFile | None = None, root: Path | None = None) -> SourceSpec:
     """The spec of partition `key`: its `sources:` entry, else an incoming file, else an error.
 
     Links are checked here with the same rule the readers apply (`loaders.check_link`): an
     incoming entry that is or contains a link leaving the incoming folder is refused with the
     reason, even when its partition was registered by hand."""
     paths.check_key(key)
-    cfg = _config(config)
-    sources = cfg.get("sources") or {}
+    cfg = sources_file(config)
+    sources = _sources(cfg)
     if key in sources:
-        spec = _spec_from_entry(key, sources[key] or {}, cfg.get("defaults") or {}, cfg)
+        spec = _spec_from_entry(key, sources[key] or {}, cfg)
         return _check_links(spec, root)
     scan = scan_incoming(cfg, root)
     if key in scan.found:
-        spec = _spec_from_entry(
-            key, {"format": "auto", "data_path": str(scan.found[key])}, cfg.get("defaults") or {}, cfg
-        )
+        spec = _spec_from_entry(key, {"format": "auto", "data_path": str(scan.found[key])}, cfg)
         spec.origin = "incoming"
         return spec
     if key in scan.refused:

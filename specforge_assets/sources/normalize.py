@@ -25,7 +25,7 @@ from .. import paths
 from ..preview import truncate
 from ..fileio import atomic_write, read_manifest, sha256_file, sha256_files, sha256_json, staged_dir, write_manifest
 from . import fast, loaders
-from .config import SourceSpec
+from .config import SourceSpec, get_preset
 from .converters import build_converter
 from .errors import RowError, SourceError
 from .formats import (
@@ -37,7 +37,7 @@ from .formats import (
     validate_row,
 )
 from .prepare import InputInfo, dumps, iter_preset_batches, split_indices, write_lines
-from .presets import Preset, get_preset
+from .presets import Preset
 
 CODE_VERSION = "sources-v1"
 _ALTERNATING = ["user", "assistant"] * 4096

@@ -18,7 +18,8 @@ from ..fileio import atomic_write
 from . import fast, loaders
 from .converters import build_converter
 from .errors import RowError, RowFailure, SourceError
-from .presets import Preset, get_preset
+from .config import get_preset
+from .presets import Preset
 
 EVAL_TEST_SIZE = 0.05
 EVAL_SEED = 42

@@ -1,11 +1,17 @@
-"""The preset registry: SpecForge's dataset presets, read as data from `configs/sources.yaml`."""
+"""The preset registry: SpecForge's dataset presets, read as data from `configs/sources.yaml`.
+
+`PresetEntry` is one `presets.<name>:` entry of the file (validated with the file, see
+`config.SourcesFile`); `Preset` is the resolved preset the readers use (its `parts`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field, StrictBool, model_validator
 
 from .. import paths
-from .errors import UnknownSourceError, UnsupportedPresetError
+from ..configmodel import ConfigModel
 
 DEFAULT_SOURCES_YAML = paths.REPO_ROOT / "configs" / "sources.yaml"
 
@@ -18,6 +24,64 @@ class Part:
     hub_id: str
     config: str | None
     split: str
+
+
+class PartEntry(ConfigModel):
+    """One item of a preset's `parts:` (a hub dataset; `split` defaults to the preset's)."""
+
+    name: str
+    hub_id: str
+    config: str | None = None
+    split: str | None = None
+
+
+class SubsetEntry(ConfigModel):
+    """A preset's `subset:`: the config `--opc-subset` selects by default, and what `all` reads
+    (null: every config)."""
+
+    default: str
+    all: list[str] | None = None
+
+
+class PresetEntry(ConfigModel):
+    """One `presets.<name>:` entry of configs/sources.yaml: where the hub data lives (`hub_id` +
+    `configs`, or `parts`) and the converter (a function of converters.py) with its options."""
+
+    hub_id: str | None = None
+    split: str = "train"
+    configs: list[str | None] | None = Field(default=None, description="hub configs, concatenated in order")
+    parts: list[PartEntry] | None = Field(default=None, description="several hub datasets, concatenated in order")
+    subset: SubsetEntry | None = None
+    converter: str
+    options: dict[str, Any] = Field(default_factory=dict, description="the converter's keyword options")
+    remote_code: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "PresetEntry":
+        if not self.parts and not self.hub_id:
+            raise ValueError("needs 'hub_id' or 'parts'")
+        return self
+
+    def resolve(self, name: str) -> "Preset":
+        """This entry as the `Preset` named `name` (its parts spelled out)."""
+        if self.parts:
+            parts = tuple(
+                Part(name=p.name, hub_id=p.hub_id, config=p.config, split=p.split or self.split) for p in self.parts
+            )
+        else:
+            assert self.hub_id is not None  # _one_origin
+            hub_id = self.hub_id
+            parts = tuple(
+                Part(name=c or "default", hub_id=hub_id, config=c, split=self.split) for c in (self.configs or [None])
+            )
+        return Preset(
+            name=name,
+            parts=parts,
+            converter=self.converter,
+            options=dict(self.options),
+            subset=self.subset.model_dump() if self.subset else None,
+            remote_code=self.remote_code,
+        )
 
 
 @dataclass(frozen=True)
@@ -45,43 +109,3 @@ class Preset:
             choices = ", ".join([*by_name, "all"])
             raise ValueError(f"unknown subset {subset!r} for preset {self.name!r}; choose one of: {choices}")
         return tuple(by_name[n] for n in names)
-
-
-def _presets_section(config: dict | None) -> tuple[dict, dict]:
-    cfg = paths.load_config("sources") if config is None else config
-    if "presets" not in cfg:  # a user config with only `sources:` still gets the built-in presets
-        cfg = paths.load_yaml(DEFAULT_SOURCES_YAML) if DEFAULT_SOURCES_YAML.exists() else {}
-    return cfg.get("presets") or {}, cfg.get("unsupported") or {}
-
-
-def _parse(name: str, spec: dict) -> Preset:
-    if not isinstance(spec, dict) or "converter" not in spec:
-        raise ValueError(f"sources.yaml presets.{name}: needs a mapping with a 'converter'")
-    split = spec.get("split", "train")
-    if spec.get("parts"):
-        parts = tuple(
-            Part(name=str(p["name"]), hub_id=str(p["hub_id"]), config=p.get("config"), split=p.get("split", split))
-            for p in spec["parts"]
-        )
-    else:
-        if "hub_id" not in spec:
-            raise ValueError(f"sources.yaml presets.{name}: needs 'hub_id' or 'parts'")
-        configs = spec.get("configs") or [None]
-        parts = tuple(Part(name=c or "default", hub_id=spec["hub_id"], config=c, split=split) for c in configs)
-    return Preset(
-        name=name,
-        parts=parts,
-        converter=spec["converter"],
-        options=dict(spec.get("options") or {}),
-        subset=spec.get("subset"),
-        remote_code=bool(spec.get("remote_code", False)),
-    )
-
-
-def get_preset(name: str, config: dict | None = None) -> Preset:
-    section, unsupported = _presets_section(config)
-    if name in unsupported:
-        raise UnsupportedPresetError(f"preset {name!r} is not supported: {unsupported[name]}")
-    if name not in section:
-        raise UnknownSourceError(f"unknown preset {name!r}; supported presets: {', '.join(section)}")
-    return _parse(name, section[name])

@@ -10,7 +10,8 @@ import pytest
 
 from specforge_assets.cli import main as cli_main
 from specforge_assets.paths import load_yaml
-from specforge_assets.sources.presets import DEFAULT_SOURCES_YAML, get_preset
+from specforge_assets.sources.config import get_preset
+from specforge_assets.sources.presets import DEFAULT_SOURCES_YAML
 
 from .conftest import PRESET_FIXTURES, preset_data_path, preset_names, preset_runs
 
