@@ -229,3 +229,17 @@ def test_train_settings_defaults_live_in_one_declaration():
     assert all(f.default is None for f in fields.values())
     assert fields["device"].description.startswith(LaunchSettings.model_fields["device"].description)
     assert "built-in default 'online'" in fields["mode"].description
+
+
+def test_tokenize_cli_defaults_are_the_tokenize_models():
+    """`tokenize --max-length/--workers` and `vocab-mapping --draft-vocab-size` default to
+    configs/tokenize.yaml's model (one declaration)."""
+    from specforge_assets.cli import build_parser
+    from specforge_assets.tokenize.build import TokenizeFile, TokenizeVocab
+
+    parser = build_parser()
+    tok = parser.parse_args(["tokenize", "--input", "i", "--tokenizer", "t", "--chat-template", "q", "--output", "o"])
+    assert tok.max_length == TokenizeFile.model_fields["max_length"].default == 2048
+    assert tok.workers == TokenizeFile.model_fields["workers"].default == 1
+    vm = parser.parse_args(["vocab-mapping", "--input", "i", "--target-vocab-size", "9", "--output", "o"])
+    assert vm.draft_vocab_size == TokenizeVocab.model_fields["draft_vocab_size"].default == 32000

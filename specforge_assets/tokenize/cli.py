@@ -10,6 +10,11 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .build import TokenizeFile, TokenizeVocab
+
+    def default(model, name: str):  # the defaults are configs/tokenize.yaml's model's
+        return model.model_fields[name].default
+
     p = sub.add_parser(
         "tokenize",
         help="conversations JSONL → pre-tokenized JSONL {id, input_ids, loss_mask} (SpecForge-exact)",
@@ -21,11 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tokenizer", required=True, help="tokenizer folder (or hub id when the hub is reachable)")
     p.add_argument("--chat-template", required=True, help="registry template name, e.g. qwen, llama3, deepseek-v3")
-    p.add_argument("--max-length", type=int, default=2048)
+    p.add_argument("--max-length", type=int, default=default(TokenizeFile, "max_length"))
     p.add_argument("--is-preformatted", action="store_true", help="rows carry rendered 'text' used verbatim")
     p.add_argument("--train-only-last-turn", action="store_true")
     p.add_argument("--output", required=True, help="output JSONL, one {id, input_ids, loss_mask} per row")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    workers = default(TokenizeFile, "workers")
+    p.add_argument("--workers", type=int, default=workers, help=f"processes (default {workers})")
     p.add_argument("--templates-config", help="YAML with extra templates (same form as configs/tokenize.yaml)")
     p.add_argument(
         "--no-system-prompt", action="store_true", help="corrected: don't inject the template's default system prompt"
@@ -46,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--input", required=True, help="JSONL with input_ids and loss_mask per row (tokenize's output)")
     v.add_argument("--target-vocab-size", type=int, required=True)
-    v.add_argument("--draft-vocab-size", type=int, default=32000)
+    v.add_argument("--draft-vocab-size", type=int, default=default(TokenizeVocab, "draft_vocab_size"))
     v.add_argument("--output", required=True, help="output .pt file")
     v.set_defaults(func=run_vocab_mapping)
 

@@ -292,7 +292,7 @@ def tokenize_jsonl(
     template: ChatTemplate,
     output_dir: Path | str,
     options: TokenizeOptions | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     shard_rows: int = SHARD_ROWS_DEFAULT,
     trust_remote_code: bool = False,
     write_parquet: bool = True,
@@ -300,11 +300,14 @@ def tokenize_jsonl(
     preprocessor: Preprocessor | None = None,
     verify_every: int = 0,
 ) -> dict:
-    """Tokenize `input_path` into `output_dir` (written atomically as a whole). Returns stats."""
+    """Tokenize `input_path` into `output_dir` (written atomically as a whole). Returns stats.
+    `workers`: processes tokenizing chunks of rows (the asset and the CLI pass configs/tokenize.yaml's
+    `workers`; None: in this process only)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     options = options or TokenizeOptions()
+    workers = workers or 1  # 1 process: this one
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.is_file():
         raise InputNotFoundError(

@@ -188,9 +188,10 @@ def iter_jsonl_batches(path: Path | str, batch_rows: int = 8192) -> Iterator[tup
 
 
 def build_mapping(
-    batches: Iterable, target_vocab_size: int, draft_vocab_size: int = 32000, source: str = "the tokenized dataset"
+    batches: Iterable, target_vocab_size: int, draft_vocab_size: int, source: str = "the tokenized dataset"
 ) -> dict:
-    """Count and select. Refuses (`VocabError`) a corpus without one supervised token: there is no
+    """Count and select (`draft_vocab_size`: configs/tokenize.yaml `vocab_mapping.draft_vocab_size`
+    or the CLI's flag, which defaults to it). Refuses (`VocabError`) a corpus without one supervised token: there is no
     frequency signal, and the fill-up would make the draft vocabulary an arbitrary id range."""
     c = TokenCounter(target_vocab_size)
     for flat_ids, flat_mask, lens in batches:
