@@ -253,8 +253,9 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
     from .loop import train_draft
     from .settings import make_train_config
 
-    device = resolve_device(spec.get("device", "auto"))
-    threads = int(spec.get("threads_per_proc") or 0)
+    # the spec (launch.json, version-checked) carries every validated `launch:` value
+    device = resolve_device(spec["device"])
+    threads = int(spec["threads_per_proc"])
     if device == "cpu":
         if threads <= 0:
             threads = max(1, (os.cpu_count() or 1) // max(1, local_world_size()))
@@ -268,7 +269,7 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
     )
     log(
         f"EAGLE3 draft training: device={device} world_size={world_size()} threads/proc={torch.get_num_threads()} "
-        f"mode={spec.get('mode', 'online')} work_dir={work_dir}"
+        f"mode={spec['mode']} work_dir={work_dir}"
     )
 
     history: list[dict] = []
@@ -282,14 +283,14 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
 
     from .loop import latest_state
 
-    state = latest_state(work_dir) if spec.get("resume", True) else None
+    state = latest_state(work_dir) if spec["resume"] else None
     resumed_from = 0
     if state is not None:
         resumed_from = int(json.loads((state.parent / "latest.json").read_text()).get("step", 0))
         log(f"found training state {state} (step {resumed_from}): resuming")
 
     extra_kwargs = {}
-    if spec.get("mode") == "offline":
+    if spec["mode"] == "offline":
         from .hidden_states import offline_training_kwargs
 
         extra_kwargs = offline_training_kwargs(spec["hidden_states_path"], spec["target_path"])
@@ -302,7 +303,7 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
         out_dir=str(work_dir),
         log=log,
         metrics_cb=metrics_cb,
-        resume=bool(spec.get("resume", True)),
+        resume=bool(spec["resume"]),
         manifest={
             "fingerprint": spec.get("fingerprint"),
             "upstream_data_versions": spec.get("upstream_data_versions", {}),
@@ -364,9 +365,9 @@ def _write_draft_manifest(
         run_id=spec.get("run_id"),
         work_dir=spec.get("work_dir"),
         training_config=spec.get("train", {}),
-        launch={k: spec.get(k) for k in ("mode", "device", "nproc_per_node")}
+        launch={k: spec[k] for k in ("mode", "device", "nproc_per_node")}
         | {
-            "nnodes": int(spec.get("nnodes") or 1),
+            "nnodes": int(spec["nnodes"]),
             "device_resolved": device,
             "world_size": world_size(),
             "published_by": {"rank": global_rank(), "host": socket.gethostname()},
@@ -394,8 +395,8 @@ def _materialization_metadata(spec, result, history, out_dir: Path, version: str
         "training_seconds": round(seconds, 2),
         "device": device,
         "world_size": world_size(),
-        "nnodes": int(spec.get("nnodes") or 1),
-        "mode": spec.get("mode", "online"),
+        "nnodes": int(spec["nnodes"]),
+        "mode": spec["mode"],
         "steps": int(result.get("step", 0) or 0),
         "ttt_length": len(acc),
         "resumed_from_step": int(result.get("resumed_from_step", 0) or 0),
@@ -415,10 +416,20 @@ def _materialization_metadata(spec, result, history, out_dir: Path, version: str
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .settings import LaunchSettings
+
+    launch = LaunchSettings.model_fields
     ap = argparse.ArgumentParser(prog="python -m specforge_assets.train.entry", description=__doc__.splitlines()[0])
     ap.add_argument("--spec", help="launch spec JSON written by the launcher (node 0; other nodes receive it)")
-    ap.add_argument("--nnodes", type=int, default=1, help="nodes in the rendezvous (launch.nnodes)")
-    ap.add_argument("--node-rank", type=int, default=0, help="this node's launch.node_rank (0 = the reporting node)")
+    ap.add_argument(
+        "--nnodes", type=int, default=launch["nnodes"].default, help="nodes in the rendezvous (launch.nnodes)"
+    )
+    ap.add_argument(
+        "--node-rank",
+        type=int,
+        default=launch["node_rank"].default,
+        help="this node's launch.node_rank (0 = the reporting node)",
+    )
     args = ap.parse_args(argv)
     if args.spec is None and args.node_rank == 0:
         ap.error("--spec is required on node 0")

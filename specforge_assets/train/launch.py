@@ -14,7 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..configmodel import validate
 from .errors import TrainFileNotFound, TrainInputError
+from .settings import LaunchSettings
 
 TRAIN_CODE_VERSION = "draft-train-v1"
 
@@ -22,47 +24,56 @@ TRAIN_CODE_VERSION = "draft-train-v1"
 SPEC_VERSION = 1
 
 
-def _torchrun_head(launch: dict) -> list[str]:
+def _launch(launch: dict | LaunchSettings | None) -> LaunchSettings:
+    """configs/train.yaml `launch:` (a dict as `train_settings` returns it, or part of one: the
+    rest is the model's defaults) as `LaunchSettings`; `ConfigError` (one line) when invalid."""
+    if isinstance(launch, LaunchSettings):
+        return launch
+    return validate(LaunchSettings, launch or {}, "configs/train.yaml launch")
+
+
+def _torchrun_head(launch: LaunchSettings) -> list[str]:
     """`python -m torch.distributed.run` (= torchrun, from this interpreter's environment) and its
     node options: `--standalone` on one node; on several, a c10d rendezvous at
     launch.rdzv_endpoint under launch.rdzv_id (torchrun ignores --node_rank under c10d and numbers
     nodes in its own order: the entry's --node-rank is what puts node 0 at global rank 0)."""
     head = [sys.executable, "-m", "torch.distributed.run"]
-    nnodes = int(launch.get("nnodes", 1))
+    nnodes = launch.nnodes
     if nnodes == 1:
         head.append("--standalone")
     else:
         head += [
             f"--nnodes={nnodes}",
             "--rdzv_backend=c10d",
-            f"--rdzv_endpoint={launch['rdzv_endpoint']}",
-            f"--rdzv_id={launch['rdzv_id']}",
+            f"--rdzv_endpoint={launch.rdzv_endpoint}",
+            f"--rdzv_id={launch.rdzv_id}",
         ]
-    return head + [f"--nproc_per_node={int(launch['nproc_per_node'])}", "-m", "specforge_assets.train.entry"]
+    return head + [f"--nproc_per_node={launch.nproc_per_node}", "-m", "specforge_assets.train.entry"]
 
 
-def _node_args(launch: dict) -> list[str]:
-    nnodes = int(launch.get("nnodes", 1))
-    return [] if nnodes == 1 else ["--nnodes", str(nnodes), "--node-rank", str(int(launch.get("node_rank", 0)))]
+def _node_args(launch: LaunchSettings) -> list[str]:
+    nnodes = launch.nnodes
+    return [] if nnodes == 1 else ["--nnodes", str(nnodes), "--node-rank", str(launch.node_rank)]
 
 
 def torchrun_command(spec_path: Path | str, nproc_per_node: int, launch: dict | None = None) -> list[str]:
     """The torchrun command line of node 0 (the node that prepared `spec_path`): one node by
     default; `launch` (configs/train.yaml `launch:`) adds the multi-node rendezvous."""
-    launch = {**(launch or {}), "nproc_per_node": nproc_per_node}
-    return _torchrun_head(launch) + ["--spec", str(spec_path)] + _node_args(launch)
+    ls = _launch({**(launch or {}), "nproc_per_node": nproc_per_node})
+    return _torchrun_head(ls) + ["--spec", str(spec_path)] + _node_args(ls)
 
 
 def join_command(launch: dict) -> list[str]:
     """The torchrun command line of a node with launch.node_rank > 0: it joins the rendezvous and
     trains the run node 0 prepared (the spec comes from node 0 through torchrun's store; this
     node needs the data root at the same path, on storage shared with node 0)."""
-    if int(launch.get("nnodes", 1)) < 2 or int(launch.get("node_rank", 0)) < 1:
+    ls = _launch(launch)
+    if ls.nnodes < 2 or ls.node_rank < 1:
         raise TrainInputError(
             "configs/train.yaml launch: joining a run needs nnodes > 1 and node_rank > 0 "
-            f"(got nnodes={launch.get('nnodes')!r}, node_rank={launch.get('node_rank')!r})"
+            f"(got nnodes={ls.nnodes!r}, node_rank={ls.node_rank!r})"
         )
-    return _torchrun_head(launch) + _node_args(launch)
+    return _torchrun_head(ls) + _node_args(ls)
 
 
 def prepare_launch(
@@ -90,13 +101,13 @@ def prepare_launch(
     from .data import check_trainable
     from .settings import make_train_config
 
-    launch = settings["launch"]
-    if int(launch.get("node_rank", 0)) != 0:
+    launch = _launch(settings["launch"])
+    if launch.node_rank != 0:
         raise TrainInputError(
-            f"configs/train.yaml launch.node_rank is {launch['node_rank']}: only node 0 prepares, "
+            f"configs/train.yaml launch.node_rank is {launch.node_rank}: only node 0 prepares, "
             "reports and publishes a training run (the Dagster run, or `specforge-assets train` on "
-            f"node 0); start node {launch['node_rank']} with `specforge-assets train --node-rank "
-            f"{launch['node_rank']}`"
+            f"node 0); start node {launch.node_rank} with `specforge-assets train --node-rank "
+            f"{launch.node_rank}`"
         )
     try:
         make_train_config(settings["training"])  # validate early, in the launcher
@@ -104,7 +115,7 @@ def prepare_launch(
         if isinstance(e, TrainInputError):
             raise
         raise TrainInputError(f"configs/train.yaml training: {e}") from e
-    mode = launch["mode"]
+    mode = launch.mode
     if mode == "offline" and not hidden_states_path:
         raise TrainInputError(
             "launch.mode is offline but no hidden states path was given (materialize models/target_hidden_states)"
@@ -121,10 +132,10 @@ def prepare_launch(
             "code": TRAIN_CODE_VERSION,
             "train": settings["training"],
             "mode": mode,
-            "device": launch["device"],
-            "nproc_per_node": launch["nproc_per_node"],
+            "device": launch.device,
+            "nproc_per_node": launch.nproc_per_node,
             "upstream": upstream_data_versions,
-            **({"nnodes": launch["nnodes"]} if int(launch.get("nnodes", 1)) > 1 else {}),
+            **({"nnodes": launch.nnodes} if launch.nnodes > 1 else {}),
             **({} if upstream_data_versions.get("models/target_model") else {"target": str(target_path)}),
         }
     )
@@ -137,10 +148,10 @@ def prepare_launch(
         "fingerprint": fp,
         "train": settings["training"],
         "mode": mode,
-        "device": launch["device"],
-        "threads_per_proc": launch["threads_per_proc"],
-        "nproc_per_node": launch["nproc_per_node"],
-        "nnodes": int(launch.get("nnodes", 1)),
+        "device": launch.device,
+        "threads_per_proc": launch.threads_per_proc,
+        "nproc_per_node": launch.nproc_per_node,
+        "nnodes": launch.nnodes,
         "target_path": str(target_path),
         "dataset_path": str(dataset_path),
         "vocab_mapping_path": str(vocab_mapping_path),
@@ -157,7 +168,7 @@ def prepare_launch(
     spec_path = work_dir / "launch.json"
     with atomic_write(spec_path) as f:
         json.dump(spec, f, indent=2, default=str)
-    return spec, spec_path, torchrun_command(spec_path, launch["nproc_per_node"], launch)
+    return spec, spec_path, torchrun_command(spec_path, launch.nproc_per_node, launch.model_dump())
 
 
 def prune_work_dirs(spec: dict, protect: set | frozenset = frozenset()) -> list[Path]:
