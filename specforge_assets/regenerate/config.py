@@ -22,7 +22,7 @@ API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"  # the env var holding the deployment's 
 Backend = Literal["auto", "transformers", "sglang"]  # auto: sglang when installed, else transformers
 
 
-class LaunchSettings(ConfigModel):
+class ServerLaunchSettings(ConfigModel):
     """The local server started when a source has no `server_addresses`."""
 
     model_path: str | None = Field(default=None, description="null: the configured target (configs/target.yaml)")
@@ -40,7 +40,7 @@ class SourceRegeneration(RequestSettings, ConfigModel):
     enabled: bool = False
     model: str | None = Field(default=None, description="name sent in requests; null: the launched server's model")
     server_addresses: list[str] = Field(default_factory=list, description="HOST:PORT list; empty: launch a server")
-    launch: LaunchSettings = Field(default_factory=LaunchSettings)
+    launch: ServerLaunchSettings = Field(default_factory=ServerLaunchSettings)
     api_key_env: str | None = Field(
         default=None,
         description="null: the deployment's API key ($SPECFORGE_REGEN_API_KEY; in Dagster the regen_servers "
