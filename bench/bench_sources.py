@@ -129,7 +129,7 @@ def baseline_map(preset_name: str, path: Path, out: Path, cache_dir: str) -> int
     import datasets
 
     from specforge_assets.sources.converters import build_converter
-    from specforge_assets.sources.presets import get_preset
+    from specforge_assets.sources.config import get_preset
 
     preset = get_preset(preset_name)
     convert = build_converter(preset.converter, preset.options)

@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import random
 import string
-from typing import Any, Callable
+from typing import Any, Callable, Literal, TypeVar
 
+from pydantic import BaseModel, Field
+
+from ..configmodel import ConfigModel, validate
 from .errors import RowError
 
 Converter = Callable[[dict, int], "tuple[dict, int]"]
@@ -68,12 +71,36 @@ def single_turn(user: str, assistant: str) -> list[dict]:
     return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
 
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+# --------------------------------------------------------------------------- converter options
+# A preset's `options:` (configs/sources.yaml) for the converters that have a columnar fast path
+# too (fast.py): the row-by-row and the columnar readers take their defaults from here.
+
+
+class UltrachatOptions(ConfigModel):
+    id_field: str = "prompt_id"
+    messages_field: str = "messages"
+
+
+class SharegptOptions(ConfigModel):
+    id: Literal["field", "index"] = Field(default="field", description="field: the row's `id_field`; index: row index")
+    id_field: str = "id"
+    conversations_field: str = "conversations"
+
+
+def converter_options(model: type[OptionsT], name: str, options: dict | None) -> OptionsT:
+    """A preset's `options:` for converter `name` as `model`; `ConfigError` (one line naming the
+    converter and the option) for an unknown option or a bad value."""
+    return validate(model, options or {}, f"configs/sources.yaml presets: converter {name!r} options")
+
+
 # --------------------------------------------------------------------------- converters
 
 
 def _ultrachat(options: dict) -> Converter:
-    id_field = options.get("id_field", "prompt_id")
-    msg_field = options.get("messages_field", "messages")
+    opts = converter_options(UltrachatOptions, "ultrachat", options)
+    id_field, msg_field = opts.id_field, opts.messages_field
 
     def convert(row: dict, index: int) -> tuple[dict, int]:
         out = []
@@ -102,9 +129,8 @@ def sharegpt_messages(messages: list, field: str = "conversations") -> tuple[lis
 
 
 def _sharegpt(options: dict) -> Converter:
-    id_rule = options.get("id", "field")  # field | index
-    id_field = options.get("id_field", "id")
-    conv_field = options.get("conversations_field", "conversations")
+    opts = converter_options(SharegptOptions, "sharegpt", options)
+    id_rule, id_field, conv_field = opts.id, opts.id_field, opts.conversations_field
 
     def convert(row: dict, index: int) -> tuple[dict, int]:
         conv, skipped = sharegpt_messages(_messages(row, conv_field), conv_field)

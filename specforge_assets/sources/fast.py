@@ -14,7 +14,7 @@ import json
 from json.encoder import encode_basestring as _enc  # C-accelerated; what json.dumps(ensure_ascii=False) uses
 from typing import Any
 
-from .converters import SHAREGPT_ROLE_MAPPING
+from .converters import SHAREGPT_ROLE_MAPPING, SharegptOptions, UltrachatOptions, converter_options
 from .errors import RowError
 
 # (id, roles, contents, message JSON texts) for a converted row, or a RowError.
@@ -85,8 +85,8 @@ def _column(batch, name: str):
 
 
 def ultrachat_items(batch, options: dict) -> tuple[list[Item], int] | None:
-    id_field = options.get("id_field", "prompt_id")
-    msg_field = options.get("messages_field", "messages")
+    opts = converter_options(UltrachatOptions, "ultrachat", options)
+    id_field, msg_field = opts.id_field, opts.messages_field
     parts = _list_parts(batch, msg_field, ("role", "content"))
     ids = _column(batch, id_field)
     if parts is None or ids is None:
@@ -114,9 +114,8 @@ def ultrachat_items(batch, options: dict) -> tuple[list[Item], int] | None:
 
 
 def sharegpt_items(batch, options: dict, start_index: int) -> tuple[list[Item], int] | None:
-    id_rule = options.get("id", "field")
-    id_field = options.get("id_field", "id")
-    conv_field = options.get("conversations_field", "conversations")
+    opts = converter_options(SharegptOptions, "sharegpt", options)
+    id_rule, id_field, conv_field = opts.id, opts.id_field, opts.conversations_field
     parts = _list_parts(batch, conv_field, ("from", "value"))
     if parts is None:
         return None

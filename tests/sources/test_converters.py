@@ -9,7 +9,7 @@ import pytest
 
 from specforge_assets.sources.converters import build_converter
 from specforge_assets.sources.errors import RowError
-from specforge_assets.sources.presets import get_preset
+from specforge_assets.sources.config import get_preset
 
 
 def conv(preset: str):
@@ -160,3 +160,22 @@ def test_sciq_matches_seeded_global_shuffle_and_labels_first_match():
         "id": md5(user + assistant),
         "conversations": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}],
     }
+
+
+def test_converter_options_are_one_model_for_both_paths():
+    """The row-by-row and the columnar ultrachat/sharegpt readers take the same option defaults
+    (one declaration), and a misspelt option is one line naming converter and option."""
+    import pyarrow as pa
+
+    from specforge_assets.configmodel import ConfigError
+    from specforge_assets.sources import fast
+    from specforge_assets.sources.converters import build_converter
+
+    row = {"prompt_id": "p1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    slow, _ = build_converter("ultrachat")(row, 0)
+    items, _ = fast.convert_arrow("ultrachat", {}, pa.RecordBatch.from_pylist([row]), 0)
+    assert slow["id"] == items[0][0] == "p1"
+    with pytest.raises(
+        ConfigError, match=r"^configs/sources.yaml presets: converter 'sharegpt' options: unknown key 'id_feild'"
+    ):
+        build_converter("sharegpt", {"id_feild": "uuid"})
