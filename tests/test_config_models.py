@@ -243,3 +243,17 @@ def test_tokenize_cli_defaults_are_the_tokenize_models():
     assert tok.workers == TokenizeFile.model_fields["workers"].default == 1
     vm = parser.parse_args(["vocab-mapping", "--input", "i", "--target-vocab-size", "9", "--output", "o"])
     assert vm.draft_vocab_size == TokenizeVocab.model_fields["draft_vocab_size"].default == 32000
+
+
+def test_demo_target_parameters_are_one_model():
+    """configs/train.yaml `demo_target:` is a model: the build parameters are its defaults, a
+    misspelt key is one line naming file and field."""
+    from specforge_assets.train.demo_target import build_params
+    from specforge_assets.train.settings import DemoTargetSettings, train_settings
+
+    assert build_params() == DemoTargetSettings().model_dump(exclude={"sources"})
+    assert build_params(seed=None, pretrain_steps=3)["pretrain_steps"] == 3
+    shipped = yaml.safe_load((CONFIGS / "train.yaml").read_text())["demo_target"]
+    assert {k: build_params()[k] for k in shipped} == shipped  # the shipped file repeats the defaults
+    msg = _one_line_error(train_settings, {"demo_target": {"hiden_size": 64}})
+    assert msg.startswith("configs/train.yaml: unknown key 'demo_target.hiden_size' (known: batch_size, ")

@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..configmodel import validate
 from ..fileio import iter_jsonl, sha256_json, staged_dir, write_manifest
+from .settings import DemoTargetSettings
 
 BUILDER_VERSION = "demo-target-v1"
 
@@ -50,22 +52,6 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
-
-DEFAULTS: dict[str, Any] = {
-    "vocab_size": 1024,
-    "hidden_size": 128,
-    "num_layers": 4,
-    "num_heads": 4,
-    "num_kv_heads": 2,
-    "intermediate_size": 352,
-    "max_position_embeddings": 2048,
-    "pretrain_steps": 200,
-    "batch_size": 16,
-    "block_size": 128,
-    "lr": 3e-3,
-    "warmup_steps": 20,
-    "weight_decay": 0.0,
-}
 
 
 def render_chatml(messages: list[dict], add_generation_prompt: bool = False) -> str:
@@ -100,13 +86,11 @@ def row_to_text(row: Any) -> str | None:
 
 
 def build_params(**overrides: Any) -> dict:
-    unknown = set(overrides) - set(DEFAULTS) - {"seed"}
-    if unknown:
-        raise TypeError(f"unknown demo target parameter(s): {sorted(unknown)}")
-    p = dict(DEFAULTS)
-    p["seed"] = 0
-    p.update({k: v for k, v in overrides.items() if v is not None})
-    return p
+    """The build parameters: configs/train.yaml `demo_target:`'s model (`DemoTargetSettings`, its
+    defaults) with `overrides` (None: the default) applied, without `sources`. Raises
+    `ConfigError` (one line) for an unknown parameter or a bad value."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return validate(DemoTargetSettings, given, "demo target parameters").model_dump(exclude={"sources"})
 
 
 def corpus_fingerprint(texts: Iterable[Any], params: dict) -> str:
@@ -150,7 +134,7 @@ def _train_tokenizer(docs: list[str], vocab_size: int):
         unk_token=None,
         bos_token=None,
         additional_special_tokens=[IM_START, IM_END, ENDOFTEXT],
-        model_max_length=DEFAULTS["max_position_embeddings"],
+        model_max_length=DemoTargetSettings.model_fields["max_position_embeddings"].default,
         clean_up_tokenization_spaces=False,
     )
     fast.chat_template = CHAT_TEMPLATE
@@ -171,7 +155,7 @@ def build_demo_target(
     texts: list[Any],
     *,
     pretrain_steps: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     hidden_size: int | None = None,
     num_layers: int | None = None,
     vocab_size: int | None = None,

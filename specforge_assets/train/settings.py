@@ -4,7 +4,7 @@
 torchrun runs: processes, device, nodes), `training` (`TrainConfig`: the training loop's settings,
 validated here, returned as written so that the run fingerprint only hashes what the file sets;
 `make_train_config` gives them with their defaults), `evaluation`, `hidden_states`, `demo_target`
-(checked by `train.demo_target`). An unknown section or key, or a bad value, raises
+(`DemoTargetSettings`: how `train.demo_target` builds the demo target). An unknown section or key, or a bad value, raises
 `TrainInputError`: one line naming the file and the field.
 """
 
@@ -154,6 +154,27 @@ class HiddenStatesSettings(ConfigModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
+class DemoTargetSettings(ConfigModel):
+    """`demo_target:`: how `train.demo_target` builds the small demo target (a ChatML BPE tokenizer
+    + a Qwen2 pretrained on the corpus) when configs/target.yaml has no `path`."""
+
+    sources: list[str] | None = Field(default=None, description="corpus sources; null: the configured sources")
+    seed: int = Field(default=0, description="tokenizer, weights and batches")
+    vocab_size: int = Field(default=1024, ge=1)
+    hidden_size: int = Field(default=128, ge=1)
+    num_layers: int = Field(default=4, ge=1)
+    num_heads: int = Field(default=4, ge=1)
+    num_kv_heads: int = Field(default=2, ge=1)
+    intermediate_size: int = Field(default=352, ge=1)
+    max_position_embeddings: int = Field(default=2048, ge=1)
+    pretrain_steps: int = Field(default=200, ge=0, description="0: random weights (a quick build)")
+    batch_size: int = Field(default=16, ge=1)
+    block_size: int = Field(default=128, ge=1, description="tokens per pretraining sequence")
+    lr: float = Field(default=3e-3, gt=0)
+    warmup_steps: int = Field(default=20, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+
+
 class TrainFile(ConfigModel):
     """configs/train.yaml. A null section means its defaults."""
 
@@ -161,7 +182,7 @@ class TrainFile(ConfigModel):
     training: TrainConfig = Field(default_factory=TrainConfig, description="the training loop's settings")
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     hidden_states: HiddenStatesSettings = Field(default_factory=HiddenStatesSettings)
-    demo_target: dict[str, Any] = Field(default_factory=dict, description="train.demo_target build parameters")
+    demo_target: DemoTargetSettings = Field(default_factory=DemoTargetSettings)
 
 
 SECTIONS = tuple(TrainFile.model_fields)
