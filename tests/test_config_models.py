@@ -257,3 +257,20 @@ def test_demo_target_parameters_are_one_model():
     assert {k: build_params()[k] for k in shipped} == shipped  # the shipped file repeats the defaults
     msg = _one_line_error(train_settings, {"demo_target": {"hiden_size": 64}})
     assert msg.startswith("configs/train.yaml: unknown key 'demo_target.hiden_size' (known: batch_size, ")
+
+
+def test_train_overrides_are_one_list():
+    """`train/settings.OVERRIDES` is the one list of per-run overrides: every entry is a
+    `specforge-assets train` flag, the `trainer` resource has exactly the Launchpad ones, and each
+    override lands in its section of configs/train.yaml."""
+    from specforge_assets.assets.models import DraftTrainer
+    from specforge_assets.cli import build_parser
+    from specforge_assets.train.settings import OVERRIDES, override_settings, train_settings
+
+    args = build_parser().parse_args(["train", "--mode", "offline", "--ttt-length", "3", "--node-rank", "0"])
+    assert all(hasattr(args, name) for name in OVERRIDES)
+    assert set(DraftTrainer.model_fields) == {n for n, o in OVERRIDES.items() if o.launchpad}
+    s = override_settings(train_settings({}), **{n: getattr(args, n) for n in OVERRIDES})
+    assert s["launch"]["mode"] == "offline" and s["training"]["ttt_length"] == 3 and s["launch"]["node_rank"] == 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--mode", "fast"])  # the model's Literal choices

@@ -32,6 +32,7 @@ from ..resources import SpecforgeStore
 from ..tags import OPTIONAL_TAG, TRAINED_ON_TAG
 from ..train.inputs import hidden_states_inputs, offline_hidden_states
 from ..train.settings import LaunchSettings, TrainConfig, make_train_config, override_settings, train_settings
+from ..train.settings import OVERRIDES
 from ..versioned import publish_version, version_dir
 
 GROUP = "models"
@@ -53,7 +54,7 @@ class DraftTrainer(  # type: ignore[misc]  # a base made at import from the one 
     overrides_config(
         (LaunchSettings, TrainConfig),
         "DraftTrainerSettings",
-        include=("nproc_per_node", "device", "mode", "max_steps"),
+        include=tuple(name for name, o in OVERRIDES.items() if o.launchpad),
         base=dg.ConfigurableResource,
         enums=False,
     )

@@ -10,7 +10,22 @@ import sys
 from pathlib import Path
 
 
+def _flag_type(info) -> dict:
+    """argparse's `type` / `choices` for a pydantic field (int, str, a Literal; X | None → X)."""
+    import typing
+
+    ann = info.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if typing.get_origin(ann) is typing.Literal:
+        return {"choices": list(typing.get_args(ann))}
+    if args and typing.get_origin(ann) is not typing.Annotated:
+        ann = args[0]
+    return {"type": int} if ann is int else {}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from .settings import OVERRIDES, override_field
+
     t = sub.add_parser(
         "train",
         help="train an EAGLE3 draft (torchrun; resumes from its last checkpoint)",
@@ -20,25 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--target", help="target model folder or hub id (default: configs/target.yaml)")
     t.add_argument("--dataset", help="tokenized dataset folder/file (default: <root>/tokenized/dataset)")
     t.add_argument("--vocab-mapping", help="vocab mapping .pt or folder (default: <root>/tokenized/vocab_mapping)")
-    t.add_argument("--nproc-per-node", type=int, help="processes per node (GPUs); default launch.nproc_per_node")
-    t.add_argument("--device", help="auto | cpu | cuda (default launch.device)")
-    t.add_argument("--mode", choices=["online", "offline"], help="default launch.mode")
-    t.add_argument("--hidden-states", help="offline features folder (default <root>/models/target_hidden_states)")
-    t.add_argument("--max-steps", type=int, help="override training.max_steps")
-    t.add_argument("--ttt-length", type=int, help="override training.ttt_length")
-    t.add_argument("--no-resume", action="store_true", help="start fresh even if a checkpoint exists")
-    t.add_argument("--nnodes", type=int, help="nodes training together (default launch.nnodes)")
-    t.add_argument(
-        "--node-rank",
-        type=int,
-        help="this node's rank, 0..nnodes-1 (default launch.node_rank); node 0 "
-        "prepares and publishes the run, the others join it",
-    )
-    t.add_argument(
-        "--rdzv-endpoint",
-        help="HOST:PORT of the c10d rendezvous, the same on every node (default launch.rdzv_endpoint)",
-    )
-    t.add_argument("--rdzv-id", help="rendezvous name, the same on every node (default launch.rdzv_id)")
+    for name, override in OVERRIDES.items():  # the per-run overrides: one list, in train/settings.py
+        t.add_argument("--" + name.replace("_", "-"), help=override.help, **_flag_type(override_field(name)))
+        if name == "mode":  # the other flags keep their place in --help
+            t.add_argument(
+                "--hidden-states", help="offline features folder (default <root>/models/target_hidden_states)"
+            )
+        elif name == "ttt_length":
+            t.add_argument("--no-resume", action="store_true", help="start fresh even if a checkpoint exists")
     t.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -134,21 +138,10 @@ def _target(arg: str | None):
 
 def run_train(args) -> int:
     from .launch import join_command, prepare_launch
-    from .settings import override_settings, train_settings
+    from .settings import OVERRIDES, override_settings, train_settings
 
     root = _root()
-    settings = override_settings(
-        train_settings(),
-        nproc_per_node=args.nproc_per_node,
-        device=args.device,
-        mode=args.mode,
-        max_steps=args.max_steps,
-        ttt_length=args.ttt_length,
-        nnodes=args.nnodes,
-        node_rank=args.node_rank,
-        rdzv_endpoint=args.rdzv_endpoint,
-        rdzv_id=args.rdzv_id,
-    )
+    settings = override_settings(train_settings(), **{name: getattr(args, name) for name in OVERRIDES})
     if settings["launch"]["node_rank"] > 0:
         # another node's run: nothing to prepare here, the spec comes from node 0 at the rendezvous
         cmd = join_command(settings["launch"])

@@ -10,6 +10,7 @@ validated here, returned as written so that the run fingerprint only hashes what
 
 from __future__ import annotations
 
+from dataclasses import dataclass as plain_dataclass
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, StrictFloat, StrictInt, ValidationInfo, field_validator
@@ -212,18 +213,46 @@ def train_settings(config: dict | None = None) -> dict:
     return out
 
 
-# Per-run overrides (CLI flags, the `trainer` resource): the section of each overridable field.
-_OVERRIDE_FIELDS = {
-    "nproc_per_node": "launch",
-    "device": "launch",
-    "mode": "launch",
-    "nnodes": "launch",
-    "node_rank": "launch",
-    "rdzv_endpoint": "launch",
-    "rdzv_id": "launch",
-    "max_steps": "training",
-    "ttt_length": "training",
+@plain_dataclass(frozen=True)
+class Override:
+    """A setting a run may override: its configs/train.yaml `section`, the help of its
+    `specforge-assets train` flag (`--` + the name with dashes), and whether the `trainer` resource
+    (the Launchpad) offers it too."""
+
+    section: Literal["launch", "training"]
+    help: str
+    launchpad: bool = False
+
+
+# The one list of per-run overrides (`override_settings`): the `specforge-assets train` flags and
+# the `trainer` resource's fields (`launchpad`) derive from it. The multi-node settings are
+# CLI-only: a Dagster run is always node 0 (node_rank 0) and its partner nodes are started by hand
+# with `specforge-assets train --node-rank N`; ttt_length is a CLI flag only, as it always was.
+OVERRIDES: dict[str, Override] = {
+    "nproc_per_node": Override("launch", "processes per node (GPUs); default launch.nproc_per_node", True),
+    "device": Override("launch", "auto | cpu | cuda (default launch.device)", True),
+    "mode": Override("launch", "default launch.mode", True),
+    "max_steps": Override("training", "override training.max_steps", True),
+    "ttt_length": Override("training", "override training.ttt_length"),
+    "nnodes": Override("launch", "nodes training together (default launch.nnodes)"),
+    "node_rank": Override(
+        "launch",
+        "this node's rank, 0..nnodes-1 (default launch.node_rank); node 0 prepares and publishes the run, "
+        "the others join it",
+    ),
+    "rdzv_endpoint": Override(
+        "launch", "HOST:PORT of the c10d rendezvous, the same on every node (default launch.rdzv_endpoint)"
+    ),
+    "rdzv_id": Override("launch", "rendezvous name, the same on every node (default launch.rdzv_id)"),
 }
+
+
+def override_field(name: str) -> Any:
+    """The pydantic field info of override `name` (`LaunchSettings` or `TrainConfig`): its
+    annotation gives the CLI flag's type and choices. Raises KeyError for an unknown name."""
+    model: Any = LaunchSettings if OVERRIDES[name].section == "launch" else TrainConfig
+    fields = model.model_fields if hasattr(model, "model_fields") else model.__pydantic_fields__
+    return fields[name]
 
 
 def override_settings(settings: dict, **overrides) -> dict:
@@ -233,5 +262,5 @@ def override_settings(settings: dict, **overrides) -> dict:
     out = {section: dict(values) for section, values in settings.items()}
     for name, value in overrides.items():
         if value or (name == "node_rank" and value is not None):
-            out[_OVERRIDE_FIELDS[name]][name] = value
+            out[OVERRIDES[name].section][name] = value
     return train_settings(out)
