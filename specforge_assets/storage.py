@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UserError
-from .fileio import sha256_file
 
 CACHE_ENV = "SPECFORGE_DATA_CACHE"
 OPTIONS_ENV = "SPECFORGE_FSSPEC_OPTIONS"
@@ -170,6 +169,14 @@ def _identity(info: dict) -> str:
     return f"{info.get('size')}-{info.get('mtime') or info.get('LastModified') or info.get('updated') or info.get('created')}"
 
 
+def _sha256(path: Path) -> str:
+    """The sha256 (64 hex chars) of the file's bytes: `hashlib.file_digest`, as
+    `fileio.sha256_file` (same result). Not imported from `fileio`: fileio publishes through this
+    module (fileio → paths → storage), so importing it here would close a cycle."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _put_in_place(tmp: Path, dst: Path) -> None:
     """A pulled folder replaces the mirror's copy: the old one is renamed aside, the new one
     renamed in, the old one removed (never a half-written folder at `dst`)."""
@@ -271,7 +278,7 @@ class Remote:
         if names is not None:
             files = {n: files[n] for n in names if n in files}
         gen = _generation()
-        entries = {n: {"size": p.stat().st_size, "sha256": sha256_file(p)} for n, p in files.items()}
+        entries = {n: {"size": p.stat().st_size, "sha256": _sha256(p)} for n, p in files.items()}
         try:
             self._upload(files, entries, rel, gen)
             current = self.marker(rel)
@@ -345,7 +352,7 @@ class Remote:
                 raise self._err(f"cannot download {rel}", e) from None
         for n, meta in files.items():
             p = dest / n
-            if not p.is_file() or p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
+            if not p.is_file() or p.stat().st_size != meta["size"] or _sha256(p) != meta["sha256"]:
                 raise StorageError(f"data root {self.url}: {rel}/{n} does not match its {MARKER} (size/sha256)")
 
     def object_url(self, rel: str, name: str) -> str:
