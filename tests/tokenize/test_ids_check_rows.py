@@ -1,4 +1,4 @@
-"""`checks.tokenize.ids_unique_and_complete` reads the mix and errors.jsonl under the one row rule:
+"""The tokenize checks read JSONL (mix, errors.jsonl, rows to compare) under the one row rule:
 a malformed line is counted, never a crash."""
 
 import json
@@ -40,3 +40,17 @@ def test_clean_errors_file_keeps_the_metadata_keys(tmp_path):
     ds, train = _dataset(tmp_path, ["a"], ["a"], [])
     out = ids_unique_and_complete(ds, train)
     assert out.passed and "unreadable_error_rows" not in out.metadata
+
+
+def test_template_agreement_counts_unreadable_rows(tmp_path):
+    """`tokenize.agreement.template_agreement` reads files under the row rule: a malformed or
+    non-object line is counted in `unreadable_rows`, never a crash, never silently dropped."""
+    from specforge_assets.tokenize.agreement import template_agreement
+
+    tok, conv = tmp_path / "tok.jsonl", tmp_path / "conv.jsonl"
+    tok.write_bytes(b'{"id": "a", "input_ids": [1]}\n{"id": "b", \n')
+    conv.write_bytes(b'[1, 2]\n{"id": "c", "text": "x"}\n')
+    out = template_agreement(tok, conv, tokenizer=None)
+    assert (out["sampled"], out["missing_conversation"], out["unreadable_rows"]) == (1, 1, 2)
+    none_compared = template_agreement(tmp_path / "tok.jsonl", tmp_path / "conv.jsonl", None, sample=0)
+    assert none_compared["unreadable_rows"] == 2  # counted even when nothing is compared
