@@ -103,35 +103,44 @@ def iter_jsonl(path: Path | str, errors: list | None = None) -> Iterator[dict]:
     """The JSON-object rows of a JSONL file, read under the one row rule (`jsonrows.loads_object`:
     UTF-8, JSON, depth, lone surrogates). A row that breaks it raises `JsonlRowError` naming file,
     line and field; with `errors` (a list) it is appended there as ``(line, RowDecodeError)`` and
-    skipped, so the caller can count / report it."""
+    skipped, so the caller can count / report it. Blank lines are no rows."""
+    with open(path, "rb") as f:
+        yield from read_jsonl(f, path, errors)
+
+
+def read_jsonl(lines: Iterable[bytes], name: Path | str, errors: list | None = None) -> Iterator[dict]:
+    """`iter_jsonl` over an already open binary file (or any iterable of byte lines, e.g. a
+    committed object opened by `checks._duck.Reader.open`); `name` names it in errors (line
+    numbers count from 1, blank lines included)."""
     from .jsonrows import RowDecodeError, loads_object
 
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = loads_object(line)
-                except RowDecodeError as e:
-                    if errors is None:
-                        raise JsonlRowError(f"{path}:{lineno}: {e}") from None
-                    errors.append((lineno, e))
-                    continue
-                yield row
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                row = loads_object(line)
+            except RowDecodeError as e:
+                if errors is None:
+                    raise JsonlRowError(f"{name}:{lineno}: {e}") from None
+                errors.append((lineno, e))
+                continue
+            yield row
 
 
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: Path | str) -> str:
+    """The sha256 (64 hex chars) of the file's bytes (`hashlib.file_digest`). The one file hasher
+    (manifests, target imports, caches; `storage._sha256` is the same call, apart only to avoid
+    an import cycle). Raises OSError."""
     with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def sha256_files(paths: Iterable[Path | str]) -> str:
-    """Hash of several files' contents and names (order-insensitive by name)."""
+    """sha256 (64 hex chars) of several files: for each, sorted by path, its *base name*, a NUL
+    and its `sha256_file` hex. A flat list's hash (the inputs of a step, a checkpoint's two
+    files), independent of where the files are. Not for a folder tree: two files of the same
+    name in different sub-folders are not told apart by name, which is why a model folder's
+    version is `target_import.content_version` (relative paths, one line per file) instead;
+    the two are kept apart because changing either would change every recorded data version."""
     h = hashlib.sha256()
     for p in sorted(Path(x) for x in paths):
         h.update(p.name.encode())

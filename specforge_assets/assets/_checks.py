@@ -6,7 +6,8 @@ function `run(**inputs)` returning a `checks.outcome.Outcome` (the one result ty
 check body; its severity, when set, overrides the declared one). The function calls the domain
 (`specforge_assets.checks.*`, `train.*`, ...); the outcome's `metadata` becomes the result's
 metadata: one JSON entry ``details`` (default), or, with ``details_key=None``, one entry per key
-(lists/dicts as JSON, `MetadataValue`s as they are, other values as Dagster normalizes them).
+(lists/dicts as JSON, a `checks.outcome.Table` as a native table, `MetadataValue`s as they are,
+other values as Dagster normalizes them).
 
 An asset emits its check results by yielding them after its `MaterializeResult` (never in
 ``MaterializeResult(check_results=...)``): one way for every asset, and the one a direct
@@ -29,7 +30,8 @@ from typing import Any, Callable, Iterator
 
 import dagster as dg
 
-from ..checks.outcome import Outcome, Severity
+from ..checks.outcome import Outcome, Severity, Table
+from ._metadata import table
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,14 @@ def check_specs(key: dg.AssetKey, checks: list[InAssetCheck]) -> list[dg.AssetCh
 def _metadata(c: InAssetCheck, details: Any) -> dict[str, Any]:
     if c.details_key is not None:
         return {c.details_key: dg.MetadataValue.json(details)}
-    return {k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in details.items()}
+    return {
+        k: dg.MetadataValue.json(v)
+        if isinstance(v, (list, dict))
+        else table((v.rows, v.columns))
+        if isinstance(v, Table)
+        else v
+        for k, v in details.items()
+    }
 
 
 def _outcome(c: InAssetCheck, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The `draft_matches_latest_dataset` check's declaration, apart from the models layer so that
 both the layer (`assets.models`: its standalone check) and the retraining sensor (`sensors`: the
 failed result it records after a cancelled or failed retraining) import it without the sensor
-importing the asset module. Its body is the lookup `_lineage.draft_matches_latest`."""
+importing the asset module. Its body is `checks.models.draft_matches_latest` on the lookups of
+`_lineage.draft_matches_latest`."""
 
 from __future__ import annotations
 

@@ -3,11 +3,11 @@
 - Tag names: `specforge_assets.tags` (Dagster's and ours, each defined once).
 - Record lookups: `latest_record`, `find_record`, `record_version`, `record_metadata`,
   `latest_version`, `latest_versions`, `recorded`, `pinned_input`, `trained_on_version`,
-  `retraining_runs`, and `draft_matches_latest` (the body of the `draft_matches_latest_dataset`
-  check, a pure lookup).
+  `retraining_runs`, and `draft_matches_latest` (the lookups of the `draft_matches_latest_dataset`
+  check; its body is `checks.models.draft_matches_latest`).
 - Run links: `run_link_tags` (where the run that produced a version came from),
   `trigger_link_tags` / `link_run_to_trigger` (an automation run names the run(s) and versions
-  that started it).
+  that started it; which inputs changed and how they are named: `specforge_assets.lineage`).
 - Input versions of a materialization, for asset metadata and manifest.json. Call from an asset body:
 
     inputs = upstream_versions(context)              # all of this asset's deps
@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .. import lineage
+from ..checks import models as model_checks
 from ..checks.outcome import Outcome
 from ..keys import DRAFT, TOKENIZED
+from ..lineage import changed_inputs, trigger_inputs_text
 from ..tags import (
     BACKFILL_TAG,
     DATA_VERSION_TAG,
@@ -47,7 +50,6 @@ from ..train.inputs import Recorded
 from ._metadata import markdown_table
 
 RETRAIN_JOB_NAME = "retrain_draft_job"
-_MAX_TAG_CHARS = 240  # keep tag values readable in the UI's tag list
 
 
 def _record_row(key: dg.AssetKey, partition: str | None, record) -> dict:
@@ -163,15 +165,15 @@ def pinned_input(instance: dg.DagsterInstance, key: dg.AssetKey, artifact: str, 
 
 
 def trained_on_version(draft_record) -> str | None:
-    """The tokenized/dataset version a draft materialization was trained on: what the draft
-    recorded (`trained_on_dataset_version`), else Dagster's input-version tag."""
+    """The tokenized/dataset version a draft materialization record was trained on
+    (`lineage.trained_on_version` of its recorded metadata and Dagster's input-version tag)."""
     if draft_record is None or draft_record.asset_materialization is None:
         return None
     mat = draft_record.asset_materialization
-    md = mat.metadata or {}
-    if "trained_on_dataset_version" in md and md["trained_on_dataset_version"].value:
-        return str(md["trained_on_dataset_version"].value)
-    return (mat.tags or {}).get(INPUT_DATA_VERSION_TAG_PREFIX + TOKENIZED.to_user_string())
+    return lineage.trained_on_version(
+        record_metadata(draft_record, "trained_on_dataset_version"),
+        (mat.tags or {}).get(INPUT_DATA_VERSION_TAG_PREFIX + TOKENIZED.to_user_string()),
+    )
 
 
 def retraining_runs(instance: dg.DagsterInstance, version: str) -> list:
@@ -210,36 +212,16 @@ def run_link_tags(run) -> dict[str, str]:
     return out
 
 
-def changed_inputs(inputs: list[dict], previous: list[dict] | None) -> list[dict]:
-    """The rows of `inputs` (`upstream_versions` rows: asset, partition, data_version, run_id,
-    materialized_at) whose data version differs from `previous` (the same rows recorded by the
-    asset's previous materialization; None = never materialized: every input counts), oldest first."""
-    before = {(r.get("asset"), r.get("partition")): r.get("data_version") for r in previous or []}
-    out = [
-        r for r in inputs if r.get("data_version") and before.get((r["asset"], r.get("partition"))) != r["data_version"]
-    ]
-    return sorted(out, key=lambda r: r.get("materialized_at") or 0)
-
-
 def trigger_link_tags(instance: dg.DagsterInstance, inputs: list[dict], previous: list[dict] | None) -> dict[str, str]:
     """Run tags naming what triggered a run: `specforge/triggered_by_run` (the run that produced
     the newest changed input), `specforge/trigger_inputs` (`asset[partition]@version` of every
-    changed input, at most 240 characters), and `run_link_tags` of the triggering run. {} when
-    nothing changed."""
+    changed input, `lineage.trigger_inputs_text`), and `run_link_tags` of the triggering run.
+    {} when nothing changed (`lineage.changed_inputs`)."""
     changed = changed_inputs(inputs, previous)
     if not changed:
         return {}
     newest = changed[-1]
-    described = [
-        f"{r['asset']}[{r['partition']}]@{r['data_version'][:12]}"
-        if r.get("partition")
-        else f"{r['asset']}@{r['data_version'][:12]}"
-        for r in changed
-    ]
-    text = ", ".join(described)
-    if len(text) > _MAX_TAG_CHARS:
-        text = text[: _MAX_TAG_CHARS - 12].rsplit(", ", 1)[0] + f", … ({len(described)} in all)"
-    tags = {TRIGGER_INPUTS_TAG: text}
+    tags = {TRIGGER_INPUTS_TAG: trigger_inputs_text(changed)}
     if newest.get("run_id"):
         tags[TRIGGERED_BY_RUN_TAG] = newest["run_id"]
         tags.update(run_link_tags(instance.get_run_by_id(newest["run_id"])))
@@ -264,23 +246,13 @@ def link_run_to_trigger(context, inputs: list[dict]) -> dict[str, str]:
 
 
 def draft_matches_latest(instance: dg.DagsterInstance, **_) -> Outcome:
-    """The body of the `draft_matches_latest_dataset` check: passed when the latest
-    models/draft_model was trained on the latest tokenized/dataset version (or nothing is
-    tokenized yet); metadata: both versions and the retraining runs requested for the latest one."""
+    """The `draft_matches_latest_dataset` check (`checks.models.draft_matches_latest`) on the
+    instance's latest tokenized/dataset version, the latest draft's trained-on version and the
+    retraining runs requested for the former."""
     latest = record_version(latest_record(instance, TOKENIZED))
-    trained_on = trained_on_version(latest_record(instance, DRAFT))
     runs = retraining_runs(instance, latest) if latest else []
-    md = {
-        "latest_dataset_version": latest or "none",
-        "draft_trained_on": trained_on or "none",
-        "retraining_runs": [{"run_id": r.run_id, "status": r.status.value} for r in runs],
-    }
-    if latest is None or trained_on == latest:
-        return Outcome(True, "the draft is trained on the latest dataset", md)
-    state = ", ".join(f"{r.run_id[:8]} {r.status.value.lower()}" for r in runs) or "none requested yet"
-    return Outcome(
-        False,
-        f"tokenized/dataset {latest[:12]} is untrained (draft trained on {(trained_on or 'none')[:12]}; "
-        f"retraining runs: {state})",
-        md,
+    return model_checks.draft_matches_latest(
+        latest,
+        trained_on_version(latest_record(instance, DRAFT)),
+        [(r.run_id, r.status.value) for r in runs],
     )

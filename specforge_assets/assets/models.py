@@ -6,13 +6,12 @@ in a separate `torchrun` process launched through Dagster Pipes (resource "pipes
 the Pipes client moves it to a GPU box or a cluster without touching the asset.
 """
 
-import dataclasses
 import time
 from pathlib import Path
 
 import dagster as dg
 
-from ..checks.outcome import Outcome
+from ..checks import models as model_checks
 from ._checks import InAssetCheck, asset_check, check_results, check_specs, result
 from ._failures import expected_failures
 from ._metadata import code_block, markdown_table, pictures, png, table
@@ -72,32 +71,18 @@ class DraftTrainer(  # type: ignore[misc]  # a base made at import from the one 
 # -- checks ------------------------------------------------------------------------------------
 
 
-def _target_loads(path: Path | str, trust_remote_code: bool, **_) -> Outcome:
-    from ..target import target_loads_with_chat_template
-
-    # no result description: the spec's says what it checks
-    return dataclasses.replace(target_loads_with_chat_template(path, trust_remote_code), description=None)
-
-
-def _draft_format(out: Path, **_) -> Outcome:
-    from ..train.eagle3 import checkpoint_format_problems
-
-    problems, shapes = checkpoint_format_problems(out)
-    return Outcome(not problems, None, {"problems": problems, "tensors": shapes})
-
-
 TARGET_CHECK = InAssetCheck(
     "loads_with_chat_template",
     True,
     "tokenizer loads and its chat template renders a conversation",
-    _target_loads,
+    model_checks.target_loads,
     details_key=None,
 )
 DRAFT_CHECK = InAssetCheck(
     "sglang_checkpoint_format",
     True,
     "config.json + model.safetensors hold exactly the tensors SGLang's EAGLE3 loader expects",
-    _draft_format,
+    model_checks.draft_format,
     details_key=None,
 )
 EVAL_CHECKS = [
@@ -105,24 +90,14 @@ EVAL_CHECKS = [
         "lossless",
         True,
         "speculative output == the target's plain greedy output, token for token",
-        lambda report, **_: Outcome(
-            bool(report["lossless"]), None, {"mismatched_prompts": report.get("mismatches", [])[:10]}
-        ),
+        model_checks.lossless,
         details_key=None,
     ),
     InAssetCheck(
         "trained_beats_untrained",
         False,
         "the trained draft's acceptance length is above an untrained draft's",
-        lambda report, **_: Outcome(
-            report["acceptance_length"] > report["untrained_acceptance_length"],
-            None,
-            {
-                "trained": report["acceptance_length"],
-                "untrained": report["untrained_acceptance_length"],
-                "per_position": table(charts.per_position_table(report)),
-            },
-        ),
+        model_checks.trained_beats_untrained,
         severity="WARN",
         details_key=None,
     ),

@@ -53,17 +53,12 @@ RegenerateConfig = overrides_config(
 
 
 def _deps(store: SpecforgeStore) -> list:
-    """Sources (same partition), plus the demo target when some source launches a server for it
-    (read through `store` when the definitions are built, never at import)."""
+    """Sources (same partition), plus the demo target when regeneration launches a server for it
+    (`regenerate.config.needs_demo_target`, read through `store` when the definitions are built,
+    never at import)."""
     deps: list = [dg.AssetDep(SOURCES_KEY, partition_mapping=dg.IdentityPartitionMapping())]
-    try:
-        if regen_config.any_source_launches_demo_target(store.config("regenerate")):
-            from ..target import is_demo_target
-
-            if is_demo_target(store.config("target")):
-                deps.append(dg.AssetDep(TARGET_KEY))
-    except (ValueError, OSError):  # a broken config must not break code loading; the run reports it
-        pass
+    if regen_config.needs_demo_target(store.config):
+        deps.append(dg.AssetDep(TARGET_KEY))
     return deps
 
 

@@ -18,8 +18,9 @@ from ._failures import expected_failures
 from ._metadata import markdown_table
 from ..partitions import source_partitions
 from ..resources import SpecforgeStore
-from ..sources.config import MAX_DUPLICATE_RATE, hub_offline, resolve_source
+from ..sources.config import MAX_DUPLICATE_RATE, resolve_source
 from ..sources.normalize import CODE_VERSION, build_source
+from ..sources.prepare import datasets_cache_dir, hub_offline_setting
 
 from ..keys import SOURCES as ASSET_KEY
 
@@ -126,13 +127,12 @@ def conversations(
     with expected_failures():
         cfg = store.config("sources")
         spec = resolve_source(key, cfg, root)
-        cache_dir = sources_settings.hf_cache_dir or str(root / ".hf-datasets-cache")
         result = build_source(
             spec,
             root,
             config=cfg,
-            offline=sources_settings.hub_offline or hub_offline(cfg) or None,
-            cache_dir=cache_dir,
+            offline=hub_offline_setting(sources_settings.hub_offline, cfg),
+            cache_dir=datasets_cache_dir(sources_settings.hf_cache_dir, root),
             force=config.force,
             log=context.log.info,
         )

@@ -1,7 +1,10 @@
 """How the checks read files: one in-memory DuckDB connection and the name DuckDB reads each
 file by (`Reader.ref`), or the file's bytes for the checks that go row by row in Python
-(`Reader.open`, `Reader.count_rows`). Every check reads through a `Reader`, never with a raw
-`open()` or `duckdb.connect()` of its own.
+(`Reader.open`, `Reader.rows`, `Reader.count_rows`, `Reader.manifest`). Every check reads file
+contents through a `Reader`, never with a raw `open()`, `json.load`, `torch.load` of a path or
+`duckdb.connect()` of its own. Which files exist (``Path.exists()``, ``stat().st_size``, a
+``glob`` of shards) is asked of the local working copy: it holds every published file, so the
+listing is the same, and only the contents must come from the committed objects.
 
 On a local data root a file is read at its path. On an object-store root (`storage`: the steps
 work on a local working copy and publish each folder to the store, committed by its
@@ -14,8 +17,11 @@ read locally.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable, Iterator
+
+from ..fileio import read_jsonl
 
 _READ_BUFFER = 1 << 20  # bytes per read of a stored object (fsspec files read a block per line otherwise)
 
@@ -80,6 +86,23 @@ class Reader:
             return open(path, "rb")
         remote, url = stored
         return io.BufferedReader(remote.fs.open(url, "rb"), _READ_BUFFER)
+
+    def rows(self, path: Path | str, errors: list | None = None) -> Iterator[dict]:
+        """The JSON-object rows of the JSONL file `path` (read as :meth:`open` does), under the
+        one row rule (`fileio.read_jsonl`): a row that breaks it raises `fileio.JsonlRowError`
+        naming file and line, or, with `errors` (a list), is appended there as ``(line,
+        RowDecodeError)`` and skipped, for the check to count. Raises as :meth:`open`."""
+        with self.open(path) as f:
+            yield from read_jsonl(f, path, errors)
+
+    def manifest(self, folder: Path | str) -> dict | None:
+        """`<folder>/manifest.json` parsed (read as :meth:`open` does); None when the local file
+        does not exist. Raises ValueError when it is not JSON, as :meth:`open` otherwise."""
+        path = Path(folder) / "manifest.json"
+        if not path.exists():
+            return None
+        with self.open(path) as f:
+            return json.loads(f.read().decode("utf-8"))
 
     def count_rows(self, path: Path | str) -> int:
         """The rows of the JSONL file `path` (read as :meth:`open` does): its lines holding

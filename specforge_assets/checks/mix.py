@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..jsonrows import RowDecodeError, loads_object
 from ..mix.mix import content_hash, row_text
 from ._duck import Reader
 from .outcome import Outcome
@@ -68,15 +67,10 @@ def no_duplicate_content(mix_dir: Path) -> Outcome:
     con = r.con
     con.execute("CREATE TABLE h (id VARCHAR, source VARCHAR, h VARCHAR)")
     batch = []
+    undecodable: list = []  # counted by counts_reconcile / the mix's own reader
     for name in ("train.jsonl", "test.jsonl"):
-        with r.open(Path(mix_dir) / name) as f:
-            for line in f:
-                if line.strip():
-                    try:
-                        row = loads_object(line)
-                    except RowDecodeError:  # counted by counts_reconcile / the mix's own reader
-                        continue
-                    batch.append((str(row.get("id")), row.get("source"), content_hash(row_text(row))))
+        for row in r.rows(Path(mix_dir) / name, undecodable):
+            batch.append((str(row.get("id")), row.get("source"), content_hash(row_text(row))))
     if batch:
         con.executemany("INSERT INTO h VALUES (?, ?, ?)", batch)
     dups = con.execute(

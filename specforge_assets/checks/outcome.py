@@ -15,7 +15,7 @@ class Outcome:
 
     passed: the verdict. description: the result's description shown in the UI (None: none, the
     check's declared description says what it checks). metadata: the result's details, plain
-    values (str/int/float/bool, lists and dicts: JSON) or Dagster `MetadataValue`s; how they
+    values (str/int/float/bool, lists and dicts: JSON, a `Table`) or Dagster `MetadataValue`s; how they
     become metadata entries is the declaration's choice (`InAssetCheck.details_key`).
     severity: "ERROR" or "WARN" when the outcome decides it (e.g. a mismatch that is an error
     for one setting and a warning for another); None (default): the check's declared severity.
@@ -25,3 +25,13 @@ class Outcome:
     description: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     severity: Severity | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table for an outcome's metadata (shown as a native table in the UI): `rows`, one dict
+    per row; `columns`, ``(name, type, description)`` per column (the shape `charts.*_table`
+    returns)."""
+
+    rows: list[dict]
+    columns: list[tuple[str, str, str]]

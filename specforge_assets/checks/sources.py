@@ -8,7 +8,6 @@ aggregates it into an `Outcome`; the asset turns the outcomes into Dagster check
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..sources.config import MAX_DUPLICATE_RATE, entry_default
@@ -91,14 +90,13 @@ def run_source_checks(
     and up to 5 `offending_ids`. Raises duckdb errors on unreadable files, storage.StorageError
     when an object-store root cannot be read."""
     out_dir = Path(out_dir)
-    manifest_path = out_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
+    reader = _connect(threads)
+    manifest = reader.manifest(out_dir) or {}
     if quarantine_threshold is None:  # the one the partition was built with (its manifest's spec)
         spec = manifest.get("spec") or {}
         quarantine_threshold = float(spec.get("quarantine_threshold", entry_default("quarantine_threshold")))
     data_files = [p for p in (out_dir / "train.jsonl", out_dir / "test.jsonl") if p.exists() and p.stat().st_size > 0]
 
-    reader = _connect(threads)
     con = reader.con
     try:
         scan = "empty"

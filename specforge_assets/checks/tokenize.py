@@ -5,11 +5,9 @@ Each function returns an `Outcome`."""
 
 from __future__ import annotations
 
-import json
+import io
 from pathlib import Path
-from typing import Iterator
 
-from ..jsonrows import RowDecodeError, loads_object
 from ._duck import Reader
 from .outcome import Outcome
 
@@ -21,18 +19,6 @@ def _shards(reader: Reader, ds: Path) -> str:
 
 def _has_shards(ds: Path) -> bool:
     return any(Path(ds).glob("part-*.parquet"))
-
-
-def _objects(reader: Reader, path: Path) -> Iterator[dict]:
-    """The rows of the JSONL file `path` that decode to a JSON object (`jsonrows.loads_object`),
-    read through `reader`; the others are skipped. Raises FileNotFoundError when it is absent."""
-    with reader.open(path) as f:
-        for line in f:
-            if line.strip():
-                try:
-                    yield loads_object(line)
-                except RowDecodeError:
-                    continue
 
 
 def zero_supervised(ds: Path, max_rate: float, template: str) -> Outcome:
@@ -79,7 +65,8 @@ def supervised_fraction(ds: Path, lo: float, hi: float) -> Outcome:
 def ids_unique_and_complete(ds: Path, mix_train: Path) -> Outcome:
     """Shard ids unique, and every row of the mix's `mix_train` either in the shards or
     quarantined in the dataset's errors.jsonl (a WARN then), no shard id from elsewhere. Mix
-    rows that do not decode count with no id."""
+    rows that do not decode count with no id; errors.jsonl rows that do not decode quarantine
+    nothing (counted in `unreadable_error_rows`, shown only when there are some)."""
     if not _has_shards(ds):
         return Outcome(False, "no shards", {}, "ERROR")
     r = Reader()
@@ -88,23 +75,20 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> Outcome:
     n, nd = con.execute("SELECT count(*), count(DISTINCT id) FROM t").fetchone()
     con.execute("CREATE TABLE m (id VARCHAR)")
     ids: list[tuple[str | None]] = []
-    with r.open(mix_train) as f:
-        for line in f:
-            if line.strip():
-                try:
-                    ids.append((str(loads_object(line).get("id")),))
-                except RowDecodeError:
-                    ids.append((None,))
-            if len(ids) >= 50000:
-                con.executemany("INSERT INTO m VALUES (?)", ids)
-                ids = []
+    bad_mix_rows: list = []
+    for row in r.rows(mix_train, bad_mix_rows):
+        ids.append((str(row.get("id")),))
+        if len(ids) >= 50000:
+            con.executemany("INSERT INTO m VALUES (?)", ids)
+            ids = []
+    ids += [(None,)] * len(bad_mix_rows)
     if ids:
         con.executemany("INSERT INTO m VALUES (?)", ids)
     errs_path = Path(ds) / "errors.jsonl"
     con.execute("CREATE TABLE e (id VARCHAR)")
+    bad_error_rows: list = []
     if errs_path.exists():
-        with r.open(errs_path) as f:
-            err_ids = [(str(json.loads(line).get("id")),) for line in f if line.strip()]
+        err_ids = [(str(row.get("id")),) for row in r.rows(errs_path, bad_error_rows)]
         if err_ids:
             con.executemany("INSERT INTO e VALUES (?)", err_ids)
     missing = con.execute("SELECT id FROM m WHERE id NOT IN (SELECT id FROM t) ORDER BY id").fetchall()
@@ -121,6 +105,8 @@ def ids_unique_and_complete(ds: Path, mix_train: Path) -> Outcome:
         "not_in_mix": extra,
         "examples_missing": [m[0] for m in missing[:10]],
     }
+    if bad_error_rows:
+        md["unreadable_error_rows"] = len(bad_error_rows)
     if n != nd:
         return Outcome(False, f"{n - nd} duplicate ids in the shards", md, "ERROR")
     if unaccounted or extra:
@@ -153,11 +139,14 @@ def lengths_within(ds: Path, max_length: int) -> Outcome:
 
 
 def vocab_mapping_valid(path: Path, draft: int, target: int) -> Outcome:
-    """The torch file `path` holds d2t (int64, `draft` entries) and t2d (bool, `target`
-    entries) that agree: d2t maps, ascending, exactly the ids t2d marks."""
+    """The torch file `path` (read through `Reader.open`: on an object-store root, the committed
+    object) holds d2t (int64, `draft` entries) and t2d (bool, `target` entries) that agree: d2t
+    maps, ascending, exactly the ids t2d marks."""
     import torch
 
-    m = torch.load(str(path), map_location="cpu", weights_only=True)
+    with Reader().open(path) as f:  # a few MB: read whole, torch.load seeks
+        data = io.BytesIO(f.read())
+    m = torch.load(data, map_location="cpu", weights_only=True)
     d2t, t2d = m["d2t"], m["t2d"]
     used = d2t + torch.arange(len(d2t))
     problems = []
@@ -176,10 +165,8 @@ def vocab_mapping_valid(path: Path, draft: int, target: int) -> Outcome:
 
 def vocab_mapping_folder_valid(vocab_dir: Path) -> Outcome:
     """`vocab_mapping_valid` on `<vocab_dir>/vocab_mapping.pt` with the sizes its manifest.json
-    records (-1 when absent, which fails the size check)."""
-    from ..fileio import read_manifest
-
-    man = read_manifest(vocab_dir) or {}
+    records (read through `Reader.manifest`; -1 when absent, which fails the size check)."""
+    man = Reader().manifest(vocab_dir) or {}
     return vocab_mapping_valid(
         Path(vocab_dir) / "vocab_mapping.pt",
         int(man.get("draft_vocab_size", -1)),
@@ -201,13 +188,16 @@ def matches_target_chat_template(
     from ..tokenize.dataset import load_tokenizer
 
     r = Reader()  # on an object-store root: the committed objects
+    unreadable: list = []  # rows that break the row rule: not compared, counted below
     res = template_agreement(
-        _objects(r, Path(ds) / "train.jsonl"),
-        _objects(r, Path(mix_train)),
+        r.rows(Path(ds) / "train.jsonl", unreadable),
+        r.rows(Path(mix_train), unreadable),
         load_tokenizer(target_path, trust_remote_code),
         sample=32,
         max_length=max_length,
     )
+    if unreadable:
+        res["unreadable_rows"] = len(unreadable)
     first = res.get("first_mismatch") or {}
     if res["passed"]:
         desc = f"{res['agreed']} of {res['checked']} sampled rows equal the target tokenizer's own rendering"

@@ -4,11 +4,11 @@ Dagster import; `assets/mix.py` maps it."""
 
 from __future__ import annotations
 
-import json
+from itertools import islice
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import staged_dir, write_manifest
+from ..fileio import iter_jsonl, staged_dir, write_manifest
 from ..preview import truncate
 from ..versioned import prune_versions, publish_version
 from .chart import bar_chart_png
@@ -45,10 +45,7 @@ def publish_mix(root: Path, raw: dict, keys: list[str], out: Path, inputs: list[
         write_manifest(tmp, asset="mix/training_mix", data_version=version, report=report, inputs=inputs)
         vdir = publish_version(tmp, root, "mix", version)  # first the immutable version, then "current"
     pruned = prune_versions(root, "mix", VERSIONS_KEEP, protect={version})
-    preview = []
-    with open(vdir / "train.jsonl", encoding="utf-8") as f:
-        for _, line in zip(range(3), f):
-            preview.append(truncate(json.loads(line)))
+    preview = [truncate(row) for row in islice(iter_jsonl(vdir / "train.jsonl"), 3)]
     return {
         "report": report,
         "version": version,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..fileio import atomic_write, sha256_file, sha256_files, sha256_json
+from ..jsonrows import RowDecodeError, loads_row
 from .journal import journal_paths
 from .settings import RegenSettings
 
@@ -36,7 +37,9 @@ MANIFEST_KEYS_NOT_IN_SUMMARY = ("packages", "git_revision", "layer", "input_sha2
 
 def content_version(files: list[Path]) -> str:
     """sha256 over the rows of `files` (by file name, in row order), provenance fields dropped and
-    keys sorted, so the same conversations give the same version whatever server produced them."""
+    keys sorted, so the same conversations give the same version whatever server produced them.
+    Rows are read under the one row rule (`jsonrows.loads_row`); a line that breaks it is hashed
+    as its stripped bytes (never skipped, never a crash)."""
     h = hashlib.sha256()
     for p in sorted(Path(f) for f in files):
         h.update(p.name.encode() + b"\0")
@@ -45,8 +48,8 @@ def content_version(files: list[Path]) -> str:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                except ValueError:
+                    row = loads_row(line)
+                except RowDecodeError:  # hashed as it is: the version still changes with it
                     h.update(line.strip() + b"\n")
                     continue
                 if isinstance(row, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import Field
 
@@ -133,3 +133,23 @@ def any_source_launches_demo_target(yaml_cfg: dict) -> bool:
         if c["enabled"] and not c["server_addresses"] and not c["launch"].get("model_path"):
             return True
     return False
+
+
+def needs_demo_target(config: Callable[[str], dict]) -> bool:
+    """Whether regenerated/conversations depends on models/target_model: some source launches a
+    server for the configured target (`any_source_launches_demo_target` of
+    ``config("regenerate")``) and that target is the demo one built by the platform
+    (`target.is_demo_target` of ``config("target")``). `config`: a config file's name → its
+    parsed YAML (`SpecforgeStore.config`); "target" is read only when needed.
+
+    A config that cannot be read or does not validate (OSError, ValueError: ConfigError is one)
+    gives False: this is asked while the code location loads, which must not fail on a broken
+    file; the run that reads the same file then reports the error naming it."""
+    try:
+        if not any_source_launches_demo_target(config("regenerate")):
+            return False
+        from ..target import is_demo_target
+
+        return is_demo_target(config("target"))
+    except (ValueError, OSError):
+        return False

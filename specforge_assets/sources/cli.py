@@ -47,8 +47,7 @@ def cli_path(value: str | None) -> str | None:
 
 
 def run_prepare(args) -> int:
-    from .config import hub_offline
-    from .prepare import prepare_preset
+    from .prepare import hub_offline_setting, prepare_preset
 
     config = paths.load_config("sources") or None
     # Expected failures (SourceError, a bad key, a missing file) reach the one CLI error path in
@@ -60,7 +59,7 @@ def run_prepare(args) -> int:
         sample_size=args.sample_size,
         split_eval=args.split_eval,
         opc_subset=args.opc_subset,
-        offline=args.offline or (config is not None and hub_offline(config)) or None,
+        offline=hub_offline_setting(args.offline, config),
         config=config,
     )
     return 0

@@ -44,6 +44,25 @@ def split_indices(n: int, test_size: float = EVAL_TEST_SIZE, seed: int = EVAL_SE
     return perm[n_test:].tolist(), perm[:n_test].tolist()
 
 
+DATASETS_CACHE = ".hf-datasets-cache"  # the datasets library's cache, under the data root
+
+
+def hub_offline_setting(override: bool | None, config: dict | None) -> bool | None:
+    """Whether to read the hub offline, for the loaders' `offline=`: True when `override` (the
+    CLI's ``--offline``, the asset's `SourcesSettings.hub_offline`) is set or sources.yaml
+    (`config`, parsed; None: none given, nothing read) says ``hub: {offline: true}``; else None,
+    so the loaders follow HF_HUB_OFFLINE / HF_DATASETS_OFFLINE (`loaders.offline_requested`)."""
+    from .config import hub_offline
+
+    return True if override or (config is not None and hub_offline(config)) else None
+
+
+def datasets_cache_dir(override: str | None, root: Path) -> str:
+    """The datasets library's cache folder: `override` (`SourcesSettings.hf_cache_dir`) when set,
+    else `<root>/.hf-datasets-cache` (`root`: the data root)."""
+    return override or str(Path(root) / DATASETS_CACHE)
+
+
 @dataclass
 class InputInfo:
     """What was read: files (for content hashing) or hub fingerprints, in read order."""

@@ -15,39 +15,27 @@ No Dagster import.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
+from ..fileio import iter_jsonl
 from .messages import GENERAL_KEYS, THINKING_KEYS, build_messages, loader_clean, parse_tools
 
 SNIPPET_BEFORE = 8
 SNIPPET_AFTER = 24
 
 
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(obj, dict):
-                yield obj
-
-
-def _rows(src: Any, name: str = "train.jsonl") -> Iterable[dict]:
+def _rows(src: Any, errors: list, name: str = "train.jsonl") -> Iterable[dict]:
+    """The rows of `src` (rows, a JSONL file or a folder holding `name`); a file's rows that break
+    the row rule (`fileio.iter_jsonl`) are appended to `errors` and skipped."""
     if isinstance(src, (str, Path)):
         p = Path(src)
         if p.is_dir():
             p = p / name
         if not p.is_file():
             raise FileNotFoundError(f"{p}: not found")
-        return _iter_jsonl(p)
+        return iter_jsonl(p, errors)
     return src
 
 
@@ -119,13 +107,15 @@ def template_agreement(
     `thinking`: keep reasoning fields in the messages (thinking templates).
 
     Returns {passed, checked, agreed, truncated, skipped_preformatted, missing_conversation,
-    sampled, first_mismatch}; first_mismatch is None or {id, position, expected_length,
+    sampled, first_mismatch}, plus `unreadable_rows` (rows read from a given file that break the
+    row rule, `jsonrows`: not compared) only when there are some; first_mismatch is None or {id, position, expected_length,
     got_length, expected_ids_snippet, got_ids_snippet, expected_decoded, got_decoded, message}
     (expected = the tokenizer's own render, got = the tokenized row)."""
-    picked = _sample(_rows(tokenized_rows_or_path), max(int(sample), 0), seed)
+    unreadable: list = []
+    picked = _sample(_rows(tokenized_rows_or_path, unreadable), max(int(sample), 0), seed)
     want = {str(r.get("id")): r for r in picked}
     convs: dict[str, dict] = {}
-    for row in _rows(conversations_path):
+    for row in _rows(conversations_path, unreadable):
         rid = str(row.get("id"))
         if rid in want and rid not in convs:
             convs[rid] = row
@@ -178,6 +168,8 @@ def template_agreement(
         if out["first_mismatch"] is None:
             out["first_mismatch"] = _mismatch(tokenizer, rid, expected or [], got, err)
     out["passed"] = out["first_mismatch"] is None
+    if unreadable:
+        out["unreadable_rows"] = len(unreadable)
     return out
 
 

@@ -372,3 +372,24 @@ def test_rows_are_counted_over_bytes_on_the_store_and_locally(url_root, tmp_path
     assert reader.count_rows(tmp_path / "local.jsonl") == 4 and reader.store_objects == 1
     with reader.open(root / "mix" / "train.jsonl") as f:
         assert f.read() == data
+
+
+@both
+def test_vocab_mapping_check_reads_the_committed_objects(url_root):
+    """`checks.tokenize.vocab_mapping_folder_valid` reads manifest.json and vocab_mapping.pt
+    through `Reader.open`: a local working copy changed after publishing is not what it checks."""
+    import torch
+
+    from specforge_assets.checks.tokenize import vocab_mapping_folder_valid
+
+    root = paths.data_root()
+    t2d = torch.tensor([True, False, True, True])
+    d2t = torch.nonzero(t2d).flatten() - torch.arange(3)
+    with staged_dir(root / "tokenized" / "vocab_mapping") as tmp:
+        torch.save({"d2t": d2t, "t2d": t2d}, tmp / "vocab_mapping.pt")
+        (tmp / "manifest.json").write_text(json.dumps({"draft_vocab_size": 3, "target_vocab_size": 4}))
+    local = root / "tokenized" / "vocab_mapping"
+    (local / "vocab_mapping.pt").write_bytes(b"not a torch file")
+    (local / "manifest.json").write_text(json.dumps({"draft_vocab_size": 9, "target_vocab_size": 9}))
+    out = vocab_mapping_folder_valid(local)
+    assert out.passed and out.metadata == {"draft": 3, "target": 4}
