@@ -54,9 +54,14 @@ DATASET_CHECKS = [
         "matches_target_chat_template",
         False,
         "A sample of rows equals the target tokenizer's own apply_chat_template rendering (first difference shown).",
-        lambda ds_dir, mix_train, manifest, target_path, template_name, trust_remote_code, **_: (
+        lambda ds_dir, mix_train, manifest, target_path, trust_remote_code, **_: (
             tok_checks.matches_target_chat_template(
-                ds_dir, mix_train, target_path, template_name, trust_remote_code, int(manifest["stats"]["max_length"])
+                ds_dir,
+                mix_train,
+                target_path,
+                manifest["template"],
+                trust_remote_code,
+                int(manifest["stats"]["max_length"]),
             )
         ),
     ),
@@ -164,7 +169,6 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         mix_train=Path(mix_in["path"]) / "train.jsonl",
         cfg=tokenize_config(store.config("tokenize")),
         target_path=target_in.get("path") or target_model_path(root, tcfg),
-        template_name=str(tcfg.get("chat_template")),
         trust_remote_code=bool(tcfg.get("trust_remote_code")),
     )
 

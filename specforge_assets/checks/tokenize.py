@@ -183,7 +183,9 @@ def matches_target_chat_template(
     (SpecForge's entries carry their own default system prompt, e.g. `qwen`'s "You are a
     helpful assistant.", which a model with another default never sees at inference: use
     `chat_template: auto` to train on the model's own rendering). The outcome's metadata is the
-    comparison's result; `ds`/train.jsonl and `mix_train` are read as `Reader.open` reads them."""
+    comparison's result; `ds`/train.jsonl and `mix_train` are read as `Reader.open` reads them.
+    `template_name`: the template `ds` was tokenized with (its manifest's `template`, which
+    `tokenize.build.resolve` chose), never a config file's value read again here."""
     from ..tokenize.agreement import template_agreement
     from ..tokenize.dataset import load_tokenizer
 

@@ -160,7 +160,11 @@ def options_from(cfg: dict) -> TokenizeOptions:
 
 
 def resolve(root: Path, cfg: dict, tcfg: dict) -> dict:
-    """Tokenizer, template and options of this run (clear errors for bad configuration)."""
+    """Tokenizer, template and options of this run (clear errors for bad configuration).
+
+    The chat template is configs/tokenize.yaml's `chat_template`, else configs/target.yaml's (the
+    only place this precedence is decided: the dataset's manifest records the resulting name as
+    `template`, which its checks read). Neither set: `TokenizeConfigError`."""
     name = cfg["chat_template"] or tcfg["chat_template"]
     if not name:
         raise TokenizeConfigError("no chat template: set chat_template in configs/tokenize.yaml or configs/target.yaml")

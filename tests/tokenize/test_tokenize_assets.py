@@ -224,3 +224,26 @@ def test_no_chat_template_uses_fallback_with_warning(env, dagster_instance):
     md = res.asset_materializations_for_node("tokenized__dataset")[0].metadata
     assert md["fallback_render_rows"].value == md["dagster/row_count"].value
     assert any("fallback" in w for w in md["warnings"].value)
+
+
+def test_template_check_follows_the_template_actually_used(env, dagster_instance):
+    """tokenize.yaml's chat_template wins over target.yaml's: the template check judges the
+    template the dataset was tokenized with (`auto` → a mismatch is an ERROR), not target.yaml's
+    (here `qwen`, or null, which used to reach the check as the string "None")."""
+    root, cfg = env
+    for target_template in ("qwen", None):
+        (cfg / "tokenize.yaml").write_text(yaml.safe_dump({"max_length": 2048, "chat_template": "auto"}))
+        (cfg / "target.yaml").write_text(yaml.safe_dump({"path": None, "chat_template": target_template}))
+        sync_source_partitions(dagster_instance, ["alpha", "beta"])
+        res = _materialize(
+            dagster_instance,
+            selection=[dg.AssetKey(["mix", "training_mix"]), dg.AssetKey(["tokenized", "dataset"])],
+        )
+        assert res.asset_materializations_for_node("tokenized__dataset")[0].metadata["chat_template"].value == "auto"
+        (agreement,) = [
+            ev.event_specific_data
+            for ev in res.all_events
+            if ev.event_type_value == "ASSET_CHECK_EVALUATION"
+            and ev.event_specific_data.check_name == "matches_target_chat_template"
+        ]
+        assert agreement.passed and agreement.severity == dg.AssetCheckSeverity.ERROR, (target_template, agreement)
