@@ -391,13 +391,12 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
     `<data root>/versions/draft_evaluation/<v>/` and published as
     `<data root>/models/draft_evaluation/` (report.json, plot, manifest) in one step."""
     from ..target import target_config
-    from ..train.eval_report import eval_sets, evaluate_drafts
+    from ..train.eval_report import evaluate_from_settings
     from ..train.eval_summary import evaluate_and_publish, headline_numbers, per_category_numbers
     from ..train.inputs import evaluation_inputs
 
     root = store.root()
     settings = trainer.settings(store)
-    ev = settings["evaluation"]
     out = store.layer_dir("models", "draft_evaluation")
     draft_rec = latest_record(context.instance, DRAFT_KEY)
     draft_version = record_version(draft_rec)
@@ -410,25 +409,17 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
             latest=latest_versions(context.instance, MIX_KEY, VOCAB_KEY, TARGET_KEY),
         )
     draft_dir, test, inputs = found.draft_dir, found.test_jsonl, found.inputs
-    previous_dir = root / "models" / "draft_model_previous"
 
     def evaluate(staging: Path) -> dict:
-        return evaluate_drafts(
+        return evaluate_from_settings(
+            settings["evaluation"],
+            root=root,
             target_path=found.target,
+            trust_remote_code=tcfg["trust_remote_code"],
             draft_dir=draft_dir,
-            previous_dir=previous_dir if ev["evaluate_previous"] and previous_dir.exists() else None,
             vocab_mapping_path=found.vocab_mapping,
             test_jsonl=test,
             out_dir=staging,
-            k=ev["k"],
-            sets=eval_sets(ev, root),
-            max_new_tokens=int(ev["max_new_tokens"]),
-            num_prompts=int(ev["num_prompts"]),
-            max_prompt_tokens=int(ev["max_prompt_tokens"]),
-            untrained_seed=int(ev["untrained_seed"]),
-            trust_remote_code=bool(tcfg.get("trust_remote_code")),
-            device=ev["device"],
-            workers=ev["workers"],
             log=context.log.info,
         )
 

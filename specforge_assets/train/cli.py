@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--target", help="target model (default: configs/target.yaml)")
     e.add_argument("--draft", help="draft checkpoint folder (default <root>/models/draft_model)")
     e.add_argument(
-        "--previous", help="another draft folder to compare (default <root>/models/draft_model_previous if present)"
+        "--previous",
+        help="another draft folder to compare (default <root>/models/draft_model_previous if present "
+        "and evaluation.evaluate_previous)",
     )
     e.add_argument("--vocab-mapping", help="default <root>/tokenized/vocab_mapping")
     e.add_argument("--test", help="held-out JSONL with conversations (default <root>/mix/test.jsonl)")
@@ -165,32 +167,33 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
+    from ..target import target_config
+    from .eval_report import evaluate_from_settings
     from .settings import train_settings
-    from .eval_report import evaluate_drafts
 
     root = _root()
     ev = train_settings()["evaluation"]
-    prev = _path(args.previous, root / "models" / "draft_model_previous")
-    if args.previous and not prev.exists():
+    prev = Path(args.previous).expanduser().resolve() if args.previous else None  # as `_path`
+    if prev is not None and not prev.exists():
         from .errors import TrainFileNotFound
 
         raise TrainFileNotFound(f"--previous {args.previous}: no such folder")
-    sets = _eval_sets_arg(args.sets, ev, root)
-    report = evaluate_drafts(
+    report = evaluate_from_settings(
+        ev,
+        root=root,
         target_path=_target(args.target),
+        trust_remote_code=target_config()["trust_remote_code"],
         draft_dir=_path(args.draft, root / "models" / "draft_model"),
-        previous_dir=prev if prev.exists() else None,
+        previous_dir=prev,
         vocab_mapping_path=_path(args.vocab_mapping, root / "tokenized" / "vocab_mapping"),
         test_jsonl=_path(args.test, root / "mix" / "test.jsonl"),
         out_dir=_path(args.output, root / "models" / "draft_evaluation"),
-        k=args.k if args.k else ev["k"],
-        sets=sets,
-        max_new_tokens=args.max_new_tokens if args.max_new_tokens is not None else int(ev["max_new_tokens"]),
-        num_prompts=args.num_prompts if args.num_prompts is not None else int(ev["num_prompts"]),
-        max_prompt_tokens=int(ev["max_prompt_tokens"]),
-        untrained_seed=int(ev["untrained_seed"]),
-        device=args.device or ev["device"],
-        workers=args.workers if args.workers is not None else ev["workers"],
+        sets=_eval_sets_arg(args.sets) if args.sets else None,
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        num_prompts=args.num_prompts,
+        device=args.device,
+        workers=args.workers,
     )
     print(
         json.dumps(
@@ -216,14 +219,12 @@ def run_evaluate(args) -> int:
     return 0 if report["lossless"] else 1
 
 
-def _eval_sets_arg(arg: list[str] | None, ev: dict, root: Path) -> list[dict]:
-    """--set NAME=PATH[:FORMAT] (paths relative to the current directory), else evaluation.sets
-    (paths relative to the data root)."""
+def _eval_sets_arg(arg: list[str]) -> list[dict]:
+    """--set NAME=PATH[:FORMAT] (paths relative to the current directory), checked by `eval_sets`;
+    they replace evaluation.sets."""
     from .errors import TrainInputError
     from .eval_report import SET_FORMATS, eval_sets
 
-    if not arg:
-        return eval_sets(ev, root)
     specs = []
     for a in arg:
         name, sep, rest = a.partition("=")

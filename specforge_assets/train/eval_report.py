@@ -908,3 +908,58 @@ def evaluate_drafts(
         f.write("\n")
     log(f"report written to {report_path} in {report['seconds']:.0f}s")
     return report
+
+
+def evaluate_from_settings(
+    ev: dict,
+    *,
+    root: Path | str,
+    target_path: Path | str,
+    trust_remote_code: bool,
+    draft_dir: Path,
+    vocab_mapping_path: Path,
+    test_jsonl: Path,
+    out_dir: Path,
+    previous_dir: Path | None = None,
+    sets: list[dict] | None = None,
+    k: int | list[int] | None = None,
+    max_new_tokens: int | None = None,
+    num_prompts: int | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+    log: Callable[[str], Any] = print,
+) -> dict:
+    """`evaluate_drafts` with configs/train.yaml `evaluation:` (`ev`: the validated section,
+    `train.settings.train_settings(...)["evaluation"]`) — the one mapping of those settings, used
+    by the models/draft_evaluation asset and `specforge-assets evaluate`.
+
+    `trust_remote_code`: configs/target.yaml's (required: the target's tokenizer may need it).
+    `previous_dir` None: `<root>/models/draft_model_previous` (`launch.previous_draft_dir`) when
+    `evaluation.evaluate_previous` is set and that folder exists, else no previous draft; a folder
+    given is evaluated as given. `sets` None: `evaluation.sets` (paths relative to `root`,
+    `eval_sets`). `k`, `max_new_tokens`, `num_prompts`, `device`, `workers`: None (or an empty
+    `k`) take the setting. Returns the report (see `evaluate_drafts`, which also gives the errors:
+    TrainFileNotFound for a missing input, TrainInputError for a bad value)."""
+    from .launch import previous_draft_dir
+
+    if previous_dir is None and ev["evaluate_previous"]:
+        default = previous_draft_dir(root)
+        previous_dir = default if default.exists() else None
+    return evaluate_drafts(
+        target_path=target_path,
+        draft_dir=draft_dir,
+        previous_dir=previous_dir,
+        vocab_mapping_path=vocab_mapping_path,
+        test_jsonl=test_jsonl,
+        out_dir=out_dir,
+        k=k if k else ev["k"],
+        sets=sets if sets is not None else eval_sets(ev, root),
+        max_new_tokens=max_new_tokens if max_new_tokens is not None else ev["max_new_tokens"],
+        num_prompts=num_prompts if num_prompts is not None else ev["num_prompts"],
+        max_prompt_tokens=ev["max_prompt_tokens"],
+        untrained_seed=ev["untrained_seed"],
+        trust_remote_code=trust_remote_code,
+        device=device or ev["device"],
+        workers=workers if workers is not None else ev["workers"],
+        log=log,
+    )

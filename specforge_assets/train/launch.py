@@ -23,6 +23,16 @@ TRAIN_CODE_VERSION = "draft-train-v1"
 # Version of the launch spec (launch.json) the launcher writes and every rank checks.
 SPEC_VERSION = 1
 
+# Where a publication moves the draft it replaces (`train.entry.publish_checkpoint`), under
+# `<data root>/models/`: the previous draft version the evaluation compares with.
+PREVIOUS_DRAFT_DIR = "draft_model_previous"
+
+
+def previous_draft_dir(root: Path | str) -> Path:
+    """`<root>/models/draft_model_previous`: the draft version the current one replaced (it
+    exists once a second, different draft was published)."""
+    return Path(root) / "models" / PREVIOUS_DRAFT_DIR
+
 
 def _launch(launch: dict | LaunchSettings | None) -> LaunchSettings:
     """configs/train.yaml `launch:` (a dict as `train_settings` returns it, or part of one: the
@@ -158,7 +168,7 @@ def prepare_launch(
         "hidden_states_path": str(hidden_states_path) if hidden_states_path else None,
         "work_dir": str(work_dir),
         "out_dir": str(models_dir / "draft_model"),
-        "previous_dir": str(models_dir / "draft_model_previous"),
+        "previous_dir": str(previous_draft_dir(root)),
         "upstream_data_versions": upstream_data_versions,
         "inputs": inputs or {k: {"data_version": v} for k, v in upstream_data_versions.items()},
         "data_root": str(root),

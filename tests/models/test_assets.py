@@ -312,6 +312,62 @@ def test_cli_evaluate_and_hidden_states_estimate(env, monkeypatch, capsys, tmp_p
     assert (tmp_path / "t" / "model.safetensors").exists()
 
 
+def test_cli_evaluate_reads_the_settings_the_asset_reads(env, monkeypatch, capsys, tmp_path):
+    """`specforge-assets evaluate` maps configs/train.yaml `evaluation:` and target.yaml as the
+    models/draft_evaluation asset does: `trust_remote_code` reaches the target's tokenizer (here
+    one shipped as code, which records that it ran; without it transformers silently loads the
+    built-in one) and `evaluate_previous: false` leaves draft_model_previous out."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from specforge_assets.cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(env["root"], root)
+    draft, prev = root / "models" / "draft_model", root / "models" / "draft_model_previous"
+    if not (draft / "model.safetensors").exists():  # run alone (-k)
+        assert dg.materialize([M.draft_model], instance=env["instance"], resources=_resources(env)).success
+        shutil.copytree(env["root"] / "models" / "draft_model", draft, dirs_exist_ok=True)
+    if not prev.exists():  # another draft version
+        shutil.copytree(draft, prev)
+        weights = load_file(prev / "model.safetensors")
+        save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, prev / "model.safetensors")
+    target, ran = tmp_path / "remote-code-target", tmp_path / "remote_code_ran"
+    shutil.copytree(env["root"] / "models" / "target_model", target)
+    (target / "tokenization_custom.py").write_text(
+        "from pathlib import Path\n\nfrom transformers import PreTrainedTokenizerFast\n\n\n"
+        "class CustomTokenizer(PreTrainedTokenizerFast):\n"
+        "    def __init__(self, *a, **kw):\n"
+        f"        Path({str(ran)!r}).touch()\n"
+        "        super().__init__(*a, **kw)\n"
+    )
+    tok_cfg = json.loads((target / "tokenizer_config.json").read_text())
+    tok_cfg.update(
+        tokenizer_class="CustomTokenizer", auto_map={"AutoTokenizer": [None, "tokenization_custom.CustomTokenizer"]}
+    )
+    (target / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    cfg_dir = tmp_path / "configs"
+    shutil.copytree(env["cfg_dir"], cfg_dir)
+    (cfg_dir / "target.yaml").write_text(
+        yaml.safe_dump({"path": str(target), "chat_template": "qwen", "trust_remote_code": True})
+    )
+    train = {**TINY_TRAIN, "evaluation": {**TINY_TRAIN["evaluation"], "evaluate_previous": False}}
+    (cfg_dir / "train.yaml").write_text(yaml.safe_dump(train))
+    monkeypatch.setenv("SPECFORGE_DATA_ROOT", str(root))
+    monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(cfg_dir))
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--output", str(out), "--num-prompts", "2", "--max-new-tokens", "4"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["lossless"] is True and ran.exists()
+    assert "previous" not in report or report["previous"] is None, report["previous"]
+    # the same settings with evaluate_previous (the default): the previous draft is compared
+    (cfg_dir / "train.yaml").write_text(yaml.safe_dump(TINY_TRAIN))
+    assert main(["evaluate", "--output", str(out), "--num-prompts", "2", "--max-new-tokens", "4"]) == 0
+    assert json.loads((out / "report.json").read_text())["previous"]["checkpoint_path"] == str(prev)
+
+
 def test_external_target_recorded_with_content_version(env, tmp_path):
     """configs/target.yaml path → the folder is recorded (not rebuilt), versioned by content."""
     import shutil
