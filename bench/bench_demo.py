@@ -76,10 +76,11 @@ def ttt1_comparison(root: Path, report: dict) -> dict:
     ev = s["evaluation"]
     target = target_model_path(root)
     out = root / "bench_ttt1_draft"
-    cfg = make_train_config({**s["training"], "ttt_length": 1}, device="cpu")
+    cfg = make_train_config({**s["training"], "ttt_length": 1})
     t0 = time.time()
     res = train_draft(
         cfg,
+        device="cpu",
         target_path=target,
         dataset_path=root / "tokenized" / "dataset",
         vocab_mapping_path=root / "tokenized" / "vocab_mapping",

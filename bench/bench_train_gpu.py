@@ -152,7 +152,6 @@ def main() -> None:
         compile=a.compile,
         lr=1e-4,
         warmup_ratio=0.0,
-        device=str(device),
         dtype="auto",
     )
     trainer = Eagle3Trainer(cfg, target, draft, device, total_steps=a.warmup + a.steps + 10)

@@ -274,3 +274,14 @@ def test_train_overrides_are_one_list():
     assert s["launch"]["mode"] == "offline" and s["training"]["ttt_length"] == 3 and s["launch"]["node_rank"] == 0
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--mode", "fast"])  # the model's Literal choices
+
+
+def test_training_device_is_not_a_setting():
+    """The training processes' device is `launch.device` (the launcher sets it per rank): a
+    `training.device` would have no effect, so it is refused like any unknown key."""
+    from specforge_assets.train.errors import TrainInputError
+    from specforge_assets.train.settings import train_settings
+
+    with pytest.raises(TrainInputError, match=r"unknown key 'training\.device'"):
+        train_settings({"training": {"device": "cpu"}})
+    assert train_settings({"launch": {"device": "cpu"}})["launch"]["device"] == "cpu"

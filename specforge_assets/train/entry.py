@@ -264,9 +264,7 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
 
     work_dir = Path(spec["work_dir"])
     out_dir = Path(spec["out_dir"])
-    cfg = make_train_config(
-        spec.get("train", {}), device=f"cuda:{local_rank()}" if device.startswith("cuda") else device
-    )
+    cfg = make_train_config(spec.get("train", {}))
     log(
         f"EAGLE3 draft training: device={device} world_size={world_size()} threads/proc={torch.get_num_threads()} "
         f"mode={spec['mode']} work_dir={work_dir}"
@@ -297,6 +295,7 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
     t0 = time.time()
     result = train_draft(
         cfg,
+        device=f"cuda:{local_rank()}" if device.startswith("cuda") else device,
         target_path=spec["target_path"],
         dataset_path=spec["dataset_path"],
         vocab_mapping_path=spec["vocab_mapping_path"],

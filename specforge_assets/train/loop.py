@@ -309,6 +309,7 @@ def _save_state(out_dir: Path, trainer: Eagle3Trainer, extra: dict, keep: int) -
 def train_draft(
     cfg: TrainConfig,
     *,
+    device: str | torch.device = "auto",
     target_path: str | Path,
     dataset_path: str | Path,
     vocab_mapping_path: str | Path | None,
@@ -324,12 +325,14 @@ def train_draft(
     ``out_dir`` receives config.json + model.safetensors (SGLang-loadable), manifest.json,
     metrics.json and ``training_state/`` (resumable state, metrics.jsonl). Returns the final
     metrics: step, loss, acc (per TTT step), first_loss, tokens_per_s, lr, elapsed_s, ...
+    ``device``: "auto" (CUDA when visible: this process's local-rank GPU; else CPU), "cpu",
+    "cuda" or "cuda:N" (`ranks.resolve_device`; TrainInputError for CUDA with none visible).
     """
     from transformers import AutoModelForCausalLM
 
     rank, world, local_rank = dist_info()
     out = Path(out_dir)
-    device = torch.device(ranks.resolve_device(cfg.device, local_rank))
+    device = torch.device(ranks.resolve_device(str(device), local_rank))
     dtype = resolve_dtype(cfg, device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -48,7 +48,6 @@ class TrainConfig:
     fix_mask_alignment: bool = True  # False reproduces SpecForge's unshifted mask (#885)
     aux_layer_ids: list[int] | None = None
     attn_implementation: str = "sdpa"
-    device: str = "auto"
     compile: bool | str = "auto"  # torch.compile draft+loss; auto: CUDA only (1.4x), eager fallback on NaN
     draft_init_seed: int | None = None
 
