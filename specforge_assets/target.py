@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .checks.outcome import Outcome
 from .configmodel import ConfigModel, validate
@@ -23,6 +23,17 @@ class TargetFile(ConfigModel):
         default="qwen", description="registry template used to tokenize (auto: the tokenizer's own)"
     )
     trust_remote_code: bool = Field(default=False, description="run code shipped with the model")
+    revision: str | None = Field(
+        default=None,
+        min_length=1,
+        description="hub revision (branch, tag or commit) of a hub-id path; null: the default branch",
+    )
+
+    @model_validator(mode="after")
+    def _revision_needs_a_path(self) -> TargetFile:
+        if self.revision is not None and not self.path:
+            raise ValueError("revision: a hub revision needs `path` to be a hub id (org/name)")
+        return self
 
 
 DEFAULTS = TargetFile().model_dump()
@@ -125,13 +136,16 @@ def external_target(config: dict) -> tuple[Path | str, str, dict]:
     """A configured target used where it is (an HF folder, or a hub id not imported): returns
     (resolved folder or id, data version: 24 hex chars, details). A folder's version is its
     content's (`target_import.quick_content_version`), details `path`, `files` and the
-    `model_summary` fields; a hub id's version hashes the id and revision, details `hub_id`,
-    `revision`. Raises UserError when the folder has no config.json."""
+    `model_summary` fields; a hub id's version hashes the id and revision, details `hub_id`
+    (and `revision` when configured). Raises UserError when the folder has no config.json, and
+    `target_import.TargetImportError` when a revision is configured for a folder."""
     from .fileio import sha256_json
-    from .target_import import quick_content_version
+    from .target_import import hub_revision, quick_content_version
 
+    config = target_config(config)
     resolved = target_model_path(config=config)
     if isinstance(resolved, Path):
+        hub_revision("folder", config)
         if not (resolved / "config.json").exists():
             raise UserError(f"configs/target.yaml path: {resolved} has no config.json (not an HF model folder)")
         version, info = quick_content_version(resolved)
@@ -139,8 +153,9 @@ def external_target(config: dict) -> tuple[Path | str, str, dict]:
         summary.pop("torch_dtype")
         return resolved, version, {"path": str(resolved), "files": info["files"], **summary}
     # a hub id: no network here; the id (and revision if configured) is the version
-    version = sha256_json({"hub_id": resolved, "revision": config.get("revision")})[:24]
-    return resolved, version, {"hub_id": str(resolved), "revision": str(config.get("revision"))}
+    revision = hub_revision("hub", config)
+    version = sha256_json({"hub_id": resolved, "revision": revision})[:24]
+    return resolved, version, {"hub_id": str(resolved), **({"revision": revision} if revision else {})}
 
 
 def ensure_demo_target(out: Path, train_config: dict | None, sources_config: dict | None, log) -> dict:

@@ -197,27 +197,43 @@ def import_target(
 SOURCE_MARKER = ".target_model.source.json"
 
 
+def hub_revision(kind: str, config: dict) -> str | None:
+    """configs/target.yaml `revision` (validated `target.TargetFile` dict) for a source of
+    `kind` ("gguf" / "folder" / "hub", see `classify`): the revision for a hub id (None: the
+    default branch). Raises TargetImportError when a revision is set for a GGUF file or a folder
+    (it would be ignored)."""
+    revision = config["revision"]
+    if revision is not None and kind != "hub":
+        raise TargetImportError(
+            f"configs/target.yaml revision {revision!r}: a hub revision, but path {config['path']!r} is a "
+            f"{'GGUF file' if kind == 'gguf' else 'local folder'}; remove revision or give a hub id"
+        )
+    return revision
+
+
 def import_source(kind: str, src: Path | str, config: dict) -> dict:
     """What an import was made from, compared to decide whether to import again: a GGUF file's
-    sha256 and size in bytes, or a hub id and revision; plus `trust_remote_code`."""
-
+    sha256 and size in bytes, or a hub id and revision; plus `trust_remote_code` (`config`: a
+    validated configs/target.yaml dict, `target.target_config`)."""
     source: dict[str, Any] = (
         {"kind": "gguf", "sha256": sha256_file(src), "bytes": Path(src).stat().st_size}
         if kind == "gguf"
-        else {"kind": "hub", "id": str(src), "revision": config.get("revision")}
+        else {"kind": "hub", "id": str(src), "revision": hub_revision(kind, config)}
     )
-    source["trust_remote_code"] = bool(config.get("trust_remote_code"))
+    source["trust_remote_code"] = config["trust_remote_code"]
     return source
 
 
 def import_unless_current(config: dict, out_dir: Path, log=print) -> tuple[dict, str, bool]:
-    """The configured GGUF file or hub id (configs/target.yaml `config`) as an HF folder at
-    `out_dir`: imported again only when its source (`import_source`) differs from the one the
-    marker `<out_dir's parent>/.target_model.source.json` recorded, or the import manifest is
-    missing. Returns (import manifest, source kind "gguf"/"hub", reused?). Raises
-    TargetImportError (a UserError) when the source cannot be imported."""
-    trust = bool(config.get("trust_remote_code"))
+    """The configured GGUF file or hub id (`config`: configs/target.yaml validated by
+    `target.target_config`) as an HF folder at `out_dir`, a hub id at its configured `revision`:
+    imported again only when its source (`import_source`) differs from the one the marker
+    `<out_dir's parent>/.target_model.source.json` recorded, or the import manifest is missing.
+    Returns (import manifest, source kind "gguf"/"hub", reused?). Raises TargetImportError (a
+    UserError) when the source cannot be imported or a revision is set for a GGUF file."""
+    trust = config["trust_remote_code"]
     kind, src = classify(str(config["path"]))
+    revision = hub_revision(kind, config)
     marker = out_dir.parent / SOURCE_MARKER
     source = import_source(kind, src, config)
     previous = json.loads(marker.read_text()) if marker.exists() else None
@@ -227,7 +243,7 @@ def import_unless_current(config: dict, out_dir: Path, log=print) -> tuple[dict,
         log(f"target {config['path']} unchanged: reusing {out_dir}")
         return json.loads(manifest_path.read_text()), kind, True
     log(f"importing target {config['path']} ({kind}) into {out_dir}")
-    manifest = import_target(str(src), out_dir, trust_remote_code=trust, revision=config.get("revision"))
+    manifest = import_target(str(src), out_dir, trust_remote_code=trust, revision=revision)
     with atomic_write(marker) as f:
         json.dump({"source": source, "content_version": manifest["content_version"]}, f)
     return manifest, kind, False

@@ -16,6 +16,7 @@ from specforge_assets.target import (
     demo_target_is_current,
     external_target,
     model_summary,
+    target_config,
     target_loads_with_chat_template,
 )
 from specforge_assets.target_import import (
@@ -101,7 +102,7 @@ def test_an_unchanged_gguf_source_is_not_imported_again(tmp_path):
     out = tmp_path / "data" / "models" / "target_model"
     out.mkdir(parents=True)
     (out / "import_manifest.json").write_text(json.dumps({"content_version": "c" * 64}))
-    config = {"path": str(gguf), "trust_remote_code": False}
+    config = target_config({"path": str(gguf), "trust_remote_code": False})
     source = import_source("gguf", gguf, config)
     assert source == {"kind": "gguf", "sha256": source["sha256"], "bytes": 9, "trust_remote_code": False}
     (out.parent / SOURCE_MARKER).write_text(json.dumps({"source": source, "content_version": "c" * 64}))

