@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import BeforeValidator, Field, StrictInt
+from pydantic import BeforeValidator, Field, StrictInt, ValidationInfo
 
 from .configmodel import ConfigModel, validate
 from .fileio import sha256_json
@@ -71,9 +71,19 @@ class SensorsSection(ConfigModel):
     run_failures: SensorSettings = Field(default_factory=SensorSettings)
 
 
+def _null_is_default(value: Any, info: ValidationInfo) -> Any:
+    """null or "" in the file: the field's declared default."""
+    return OpsSection.model_fields[str(info.field_name)].default if value in (None, "") else value
+
+
+OpsLog = Annotated[str, BeforeValidator(_null_is_default)]
+
+
 class OpsSection(ConfigModel):
-    failure_log: str | None = Field(default=None, description="null: <data root>/ops/failures.jsonl")
-    incoming_log: str | None = Field(default=None, description="null: <data root>/ops/incoming.jsonl")
+    """The ops logs (`oplog.ops_path`: `~` expanded, a relative path is under the data root)."""
+
+    failure_log: OpsLog = Field(default="ops/failures.jsonl", description="every failed run (null: the default)")
+    incoming_log: OpsLog = Field(default="ops/incoming.jsonl", description="what the file-drop sensor saw")
 
 
 class AutomationFile(ConfigModel):

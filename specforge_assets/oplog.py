@@ -16,10 +16,11 @@ from .errors import redact
 ERROR_LIMIT = 4000  # characters kept of each error text
 
 
-def ops_path(setting: str | None, root: Path, default_name: str) -> Path:
-    """Where an ops log lives: `setting` (configs/automation.yaml `ops.*`; `~` expanded, relative
-    to `root`), else `<root>/ops/<default_name>`."""
-    path = Path(setting).expanduser() if setting else root / "ops" / default_name
+def ops_path(setting: str, root: Path) -> Path:
+    """Where an ops log lives: `setting` (configs/automation.yaml `ops.*`, validated by
+    `automation.OpsSection`, which declares the defaults `ops/failures.jsonl` and
+    `ops/incoming.jsonl`) with `~` expanded; a relative path is under `root`."""
+    path = Path(setting).expanduser()
     return path if path.is_absolute() else root / path
 
 

@@ -144,7 +144,7 @@ def incoming_tick(
         now_ns=time.time_ns(),
         settle_seconds=config["sensors"]["incoming_files"]["settle_seconds"],
     )
-    log_path = oplog.ops_path(config["ops"]["incoming_log"], root, "incoming.jsonl")
+    log_path = oplog.ops_path(config["ops"]["incoming_log"], root)
     for level, text in decision.messages:
         getattr(context.log, level)(text)
     for record in decision.records:
@@ -262,7 +262,7 @@ def retrain_tick(
     decision = retrain.decide(
         retrain_facts(context),
         json.loads(context.cursor) if context.cursor else None,
-        max_retries=int(config["sensors"]["retrain"].get("max_retries") or 0),
+        max_retries=config["sensors"]["retrain"]["max_retries"],
     )
     for level, text in decision.messages:
         getattr(context.log, level)(text)
@@ -332,7 +332,7 @@ def register_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
 
 
 def failure_tick(context: dg.RunFailureSensorContext, store: SpecforgeStore, config: dict | None = None) -> None:
-    path = oplog.ops_path((config or _SETTINGS)["ops"]["failure_log"], store.root(pull=False), "failures.jsonl")
+    path = oplog.ops_path((config or _SETTINGS)["ops"]["failure_log"], store.root(pull=False))
     record = failure_record(context)
     oplog.append_jsonl(path, record)
     context.log.info(f"run {record['run_id'][:8]} ({record['job']}) failed: recorded in {path}")

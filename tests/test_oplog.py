@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from specforge_assets import oplog
 from specforge_assets.errors import redact
@@ -57,9 +58,17 @@ def test_redact_patterns_without_env():
 
 
 def test_ops_path(tmp_path):
-    assert oplog.ops_path(None, tmp_path, "incoming.jsonl") == tmp_path / "ops" / "incoming.jsonl"
-    assert oplog.ops_path("logs/f.jsonl", tmp_path, "x") == tmp_path / "logs" / "f.jsonl"
-    assert oplog.ops_path("/abs/f.jsonl", tmp_path, "x").as_posix() == "/abs/f.jsonl"
+    """The ops logs' default names are declared once (`automation.OpsSection`); null in
+    configs/automation.yaml means that default."""
+    from specforge_assets.automation import automation_settings
+
+    for raw in ({}, {"ops": {"incoming_log": None, "failure_log": None}}):
+        ops = automation_settings(raw)["ops"]
+        assert oplog.ops_path(ops["incoming_log"], tmp_path) == tmp_path / "ops" / "incoming.jsonl"
+        assert oplog.ops_path(ops["failure_log"], tmp_path) == tmp_path / "ops" / "failures.jsonl"
+    assert oplog.ops_path("logs/f.jsonl", tmp_path) == tmp_path / "logs" / "f.jsonl"
+    assert oplog.ops_path("/abs/f.jsonl", tmp_path).as_posix() == "/abs/f.jsonl"
+    assert oplog.ops_path("~/f.jsonl", tmp_path) == Path.home() / "f.jsonl"
 
 
 def test_append_jsonl_appends_one_line_per_record(tmp_path):
