@@ -13,6 +13,7 @@ from ._lineage import lineage_metadata, link_run_to_trigger, upstream_versions
 from ..resources import SpecforgeStore
 
 from ..keys import MIX as MIX_KEY
+from ..keys import REGENERATED as REGENERATED_KEY
 
 CODE_VERSION = "mix-v1"
 
@@ -44,10 +45,9 @@ CHECKS = [
 @dg.asset(
     key=MIX_KEY,
     group_name="mix",
-    deps=[dg.AssetDep(dg.AssetKey(["regenerated", "conversations"]), partition_mapping=dg.AllPartitionMapping())],
+    deps=[dg.AssetDep(REGENERATED_KEY, partition_mapping=dg.AllPartitionMapping())],
     kinds={"python", "jsonl"},
     code_version=CODE_VERSION,
-    description=None,
     check_specs=check_specs(MIX_KEY, CHECKS),
 )
 def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore):
@@ -72,11 +72,8 @@ def training_mix(context: dg.AssetExecutionContext, store: SpecforgeStore):
 
 def _build(context, store: SpecforgeStore, root) -> tuple[dg.MaterializeResult, dict]:
     raw = store.config("mix")
-    try:
-        registered = context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME)
-    except Exception:  # noqa: BLE001 - the partitions def may not exist in a bare instance
-        registered = []
-    keys, absent = mix_sources(root, registered)
+    # (an instance where no partition was ever added answers [])
+    keys, absent = mix_sources(root, context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
     if absent:
         context.log.warning(f"source partitions without data on disk (skipped): {absent}")
     out = store.layer_dir("mix")

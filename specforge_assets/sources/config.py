@@ -117,10 +117,6 @@ class SourceSpec:
         return d
 
 
-def _config(config: dict | None) -> dict:  # only `source_entry` (removed elsewhere) still reads raw
-    return paths.load_config("sources") if config is None else config
-
-
 class HubSettings(ConfigModel):
     """`hub:` of configs/sources.yaml."""
 
@@ -313,18 +309,6 @@ def _entry(key: str, entry: Any, defaults: dict) -> SourceEntry:
         return validate(SourceEntry, merged, where)
     except ConfigError as err:
         raise SourceError(str(err)) from None
-
-
-def source_entry(key: str, config: dict | None = None) -> SourceEntry:
-    """The validated `sources.<key>:` entry of configs/sources.yaml (over its `defaults:`), for
-    the settings other layers read from it (`weight`). `config` None reads the file. Raises
-    `UnknownSourceError` when `key` is not in `sources:`, `SourceError` (one line: file, source,
-    key) for a bad entry, e.g. ``sources.yaml sources.a: unknown key 'wieght' (known: ...)``."""
-    cfg = _config(config)
-    sources = cfg.get("sources") or {}
-    if key not in sources:
-        raise UnknownSourceError(f"unknown source {key!r}: not in configs/sources.yaml `sources:`")
-    return _entry(key, sources[key] or {}, cfg.get("defaults") or {})
 
 
 def _spec_from_entry(key: str, entry: dict, config: SourcesFile) -> SourceSpec:
