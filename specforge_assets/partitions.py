@@ -2,8 +2,9 @@
 
 Dynamic partitions (keys live in the instance): a source declared in `configs/sources.yaml`
 or a file dropped into the incoming folder becomes a partition without a code reload.
-`sync_source_partitions` registers the configured ones (the demo, the sensor and the tests
-call it).
+`missing_source_partitions` says which keys are not partitions yet: the registration sensor
+requests those (a `SensorResult`'s dynamic-partition request, recorded with the tick);
+`sync_source_partitions` adds them directly (the demo, `specforge-assets register-sources`, tests).
 """
 
 from __future__ import annotations
@@ -32,11 +33,16 @@ def invalid_source_keys(config: dict | None = None) -> dict[str, str]:
     return source_keys(config)[1]
 
 
+def missing_source_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
+    """The keys among `keys` (in their order) that are not source partitions of `instance` yet."""
+    existing = set(instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
+    return [k for k in keys if k not in existing]
+
+
 def sync_source_partitions(instance: dg.DagsterInstance, keys: list[str] | None = None) -> list[str]:
     """Add missing partitions for `keys` (default: configured sources). Returns the added ones."""
     keys = configured_source_keys() if keys is None else [check_key(k) for k in keys]
-    existing = set(instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
-    new = [k for k in keys if k not in existing]
+    new = missing_source_partitions(instance, keys)
     if new:
         instance.add_dynamic_partitions(SOURCES_PARTITION_NAME, new)
     return new

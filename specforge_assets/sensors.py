@@ -53,7 +53,13 @@ from .assets._lineage import (
     trained_on_version,
 )
 from .keys import DRAFT, EVALUATION, REGENERATED, SOURCES, TOKENIZED, VOCAB
-from .partitions import SOURCES_PARTITION_NAME, configured_source_keys, invalid_source_keys, source_partitions
+from .partitions import (
+    SOURCES_PARTITION_NAME,
+    configured_source_keys,
+    invalid_source_keys,
+    missing_source_partitions,
+    source_partitions,
+)
 from .resources import SpecforgeStore
 from .sources import incoming
 from .sources.config import scan_incoming
@@ -318,8 +324,7 @@ def register_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
     bad = invalid_source_keys(cfg)  # reported, never registered, never stops the others
     for reason in bad.values():
         context.log.warning(reason)
-    existing = set(context.instance.get_dynamic_partitions(SOURCES_PARTITION_NAME))
-    missing = [k for k in keys if k not in existing]
+    missing = missing_source_partitions(context.instance, keys)
     if not missing:
         msg = f"all {len(keys)} configured sources are partitions"
         if bad:
