@@ -109,6 +109,7 @@ def regenerate_partition(
         f"regenerated/conversations[{key}]",
         float(cfg.get("lock_wait_s") or 0),
         run_id=run_id,
+        log=log,
     ):
         return _regenerate_locked(key, cfg, root, log, target_path, api_key)
 

@@ -226,7 +226,11 @@ def run_regeneration(
         runner = asyncio.run
     # one run per output at a time (the asset also holds its partition's lock around this)
     with exclusive(
-        output_lock_path(outputs.success), f"regeneration output {outputs.success}", settings.lock_wait_s, run_id=run_id
+        output_lock_path(outputs.success),
+        f"regeneration output {outputs.success}",
+        settings.lock_wait_s,
+        run_id=run_id,
+        log=log,
     ):
         return runner(_run(Path(input_path), outputs, settings, addresses, api_key, resume, restart, log))
 
@@ -325,7 +329,19 @@ async def _run(
                 await asyncio.sleep(st.progress_interval_s)
                 log(prog.line())
 
+        async def commit() -> None:
+            # rows that finished before a stall (every server slow or held) are committed within
+            # the journal's flush_s, not only when the next row finishes
+            while not fatal:
+                await asyncio.sleep(journal.flush_s)
+                try:
+                    journal.flush()
+                except JournalWriteError as e:
+                    if not fatal:
+                        fatal.append(e)
+
         ticker = asyncio.get_running_loop().create_task(progress())
+        committer = asyncio.get_running_loop().create_task(commit())
         try:
             for i, line, row, action, why in _plan(input_path, done, st):
                 if fatal:
@@ -352,6 +368,7 @@ async def _run(
                 await asyncio.wait(set(pending), timeout=0.5)
         finally:
             ticker.cancel()
+            committer.cancel()
             if fatal:
                 for t in list(pending):
                     t.cancel()

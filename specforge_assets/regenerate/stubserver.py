@@ -10,7 +10,7 @@ Reply-shape quirks of real servers (`QUIRKS`), chosen by a `Q_<NAME>` marker in 
 message, or for every request with --quirk NAME.
 --api-key K requires `Authorization: Bearer K`; --basic-auth USER:PW requires HTTP Basic auth; --tls-cert/--tls-key serve https. Faults (counted over chat requests): --fail-every N (HTTP 500), --hang-every N (never answers),
 --drop-every N (closes the connection without a response), --die-after N (the process exits),
---hang-limit N (at most N hangs); GET /stats counts each injected fault ("failed", "hung",
+--hang-limit N (at most N hangs); --hold-file PATH holds every chat request (after the first --hold-after N) while PATH exists; GET /stats counts each injected fault ("failed", "hung",
 "dropped"). Latency: --latency-ms fixed, or log-normal with --latency-sigma (median
 --latency-ms, capped at --latency-cap-ms, seeded by --seed; "slept_s" in /stats).
 
@@ -246,6 +246,8 @@ class _Proto(asyncio.Protocol):
             n = self.state.n
             if a.die_after and n > a.die_after:
                 os._exit(3)
+            while a.hold_file and n > a.hold_after and os.path.exists(a.hold_file):  # until the test removes it
+                await asyncio.sleep(0.02)
             if a.latency_ms:
                 st = self.state
                 st.inflight += 1
@@ -305,6 +307,12 @@ def main(argv=None) -> None:
     p.add_argument("--latency-cap-ms", type=float, default=0.0, help="log-normal latency: the longest (0: no cap)")
     p.add_argument("--seed", type=int, default=0, help="seed of the log-normal latencies")
     p.add_argument("--fail-every", type=int, default=0)
+    p.add_argument(
+        "--hold-file",
+        default="",
+        help="while this file exists, chat requests wait (a test decides when they are answered)",
+    )
+    p.add_argument("--hold-after", type=int, default=0, help="with --hold-file: answer the first N chat requests")
     p.add_argument("--hang-every", type=int, default=0)
     p.add_argument("--hang-limit", type=int, default=0, help="hang at most this many requests (0: no limit)")
     p.add_argument("--drop-every", type=int, default=0)

@@ -277,6 +277,14 @@ def _spawn(root: Path, yaml_cfg: dict, run_id: str) -> subprocess.Popen:
     )
 
 
+def _wait_for_waiter(proc: subprocess.Popen) -> str:
+    """Read `proc`'s log until it says it is waiting for the lock (then it surely waits)."""
+    for line in proc.stderr:
+        if "waiting up to" in line:
+            return line
+    raise AssertionError(f"never waited for the lock: {proc.communicate()}")
+
+
 def _wait_for_holder(lock: Path, proc: subprocess.Popen) -> dict:
     for _ in range(600):
         holder = read_holder(lock)
@@ -290,7 +298,11 @@ def _wait_for_holder(lock: Path, proc: subprocess.Popen) -> dict:
 def test_second_run_of_a_partition_is_refused_then_a_waiting_one_gets_a_cache_hit(tmp_path, stub_server):
     root = tmp_path / "data"
     write_rows(root / "sources" / KEY / "train.jsonl", make_rows(20))
-    stub = stub_server(latency_ms=150)
+    # the first run holds the lock until the test lets the server answer: the outcome is decided
+    # here, not by how fast a loaded machine starts the other processes
+    hold = tmp_path / "hold"
+    hold.touch()
+    stub = stub_server(hold_file=hold)
     base = {"enabled": True, "server_addresses": [stub.address], "model": "stub-model", "concurrency": 1}
     first = _spawn(root, {"sources": {KEY: base}}, "run-A")
     holder = _wait_for_holder(partition_lock_path(root, KEY), first)
@@ -306,6 +318,8 @@ def test_second_run_of_a_partition_is_refused_then_a_waiting_one_gets_a_cache_hi
 
     # a third one waits for the first, then finds nothing to do
     third = _spawn(root, {"sources": {KEY: {**base, "lock_wait_s": 300}}}, "run-C")
+    _wait_for_waiter(third)
+    hold.unlink()
     out1, err1 = first.communicate(timeout=300)
     assert first.returncode == 0, err1
     out3, err3 = third.communicate(timeout=300)
@@ -325,7 +339,9 @@ def test_second_run_of_a_partition_is_refused_then_a_waiting_one_gets_a_cache_hi
 def test_cli_second_run_on_the_same_output_is_refused(tmp_path, stub_server):
     inp = write_rows(tmp_path / "in.jsonl", make_rows(15))
     out = tmp_path / "out" / "regen.jsonl"
-    stub = stub_server(latency_ms=150)
+    hold = tmp_path / "hold"  # the first run keeps the output locked until the second is refused
+    hold.touch()
+    stub = stub_server(hold_file=hold)
     cmd = [
         sys.executable,
         "-m",
@@ -351,6 +367,7 @@ def test_cli_second_run_on_the_same_output_is_refused(tmp_path, stub_server):
     lines = [l for l in second.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: regeneration output ")
     assert f"pid {first.pid}" in lines[0] and "refused" in lines[0]
+    hold.unlink()
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert sorted(r["id"] for r in read_jsonl(out)) == sorted(f"r{i}" for i in range(15))

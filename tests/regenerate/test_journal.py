@@ -207,7 +207,9 @@ def test_reordered_input_after_sigkill_requests_no_finished_row_again(tmp_path, 
     rows[7] = {"id": "r7", "conversations": [{"role": "assistant", "content": "bad"}]}  # skipped
     rows[11]["conversations"][-2]["content"] = "OVERFLOW"  # HTTP 400: an error row, retried
     inp = write_rows(tmp_path / "in.jsonl", rows)
-    s = stub_server(latency_ms=50)  # ~80 rows/s: the kill lands long before the 300th row
+    hold = tmp_path / "hold"  # the stub answers 60 requests, then holds the rest: the kill lands before the end
+    hold.touch()
+    s = stub_server(hold_file=hold, hold_after=60)
     outp = tmp_path / "out" / "regen.jsonl"
     cmd = [
         sys.executable,
@@ -234,6 +236,7 @@ def test_reordered_input_after_sigkill_requests_no_finished_row_again(tmp_path, 
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
+    hold.unlink()
     done = finished_rows(outp)
     assert 40 <= len(done) < 300 and not outp.exists()
     before = asked(s.address)
