@@ -281,6 +281,7 @@ def main() -> None:
     ap.add_argument("--rows-scale", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checks-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default="bench/results/sources.json", help="where the result JSON is written")
     args = ap.parse_args()
     if args.checks_child:
         _checks_child(args.checks_child, args.threads)
@@ -293,6 +294,8 @@ def main() -> None:
     if args.only in (None, "checks"):
         out["checks"] = bench_checks(args.rows_scale, args.threads)
     print(json.dumps(out, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

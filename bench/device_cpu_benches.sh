@@ -26,6 +26,6 @@ run steps bench/results/steps.json python3 bench/bench_steps.py --repeats 2 --ba
 run regenerate bench/results/regenerate.json python3 bench/bench_regenerate.py --only realistic --before "$base" --rows 30000
 run demo bench/results/demo.json python3 bench/bench_demo.py
 run mix bench/results/mix.json python3 bench/bench_mix.py --rows 150000 --baseline-rev "$base"
-run sources bench/results/sources.json python3 bench/bench_sources.py
+run sources "$out/sources.json" python3 bench/bench_sources.py --out "$out/sources.json"
 run ttt "$out/train_ttt_cpu.json" env OMP_NUM_THREADS=1 python3 bench/bench_train_ttt.py --out "$out/train_ttt_cpu.json"
 echo finished >> "$out/done.txt"
