@@ -193,17 +193,18 @@ def target_shares(avail: dict[str, int], weights: dict) -> dict[str, float]:
     return {k: v / tot_w for k, v in w.items()}
 
 
-def _targets(avail: dict[str, int], cfg: dict) -> dict[str, int]:
+def _targets(avail: dict[str, int], cfg: dict) -> tuple[dict[str, int], dict[str, float]]:
+    """({source: rows to take}, `target_shares` of the capped counts ({} without weights))."""
     caps = cfg["caps"] or {}
     capped = {k: min(n, caps[k]) if k in caps else n for k, n in avail.items()}
     share = target_shares(capped, cfg["weights"] or {})
     if not share:
-        return capped
+        return capped, share
     if cfg.get("total_rows"):
         T = int(cfg["total_rows"])
     else:  # the largest mix that honours the shares without upsampling
         T = min((capped[k] / share[k]) for k in capped if share[k] > 0)
-    return {k: min(capped[k], int(round(share[k] * T))) for k in capped}
+    return {k: min(capped[k], int(round(share[k] * T))) for k in capped}, share
 
 
 # What the layers below read from a mix row (tokenize: id, source, conversations or text, tools;
@@ -381,7 +382,7 @@ def build_mix(
 
     rng = random.Random(int(cfg["seed"]))
     avail = {k: len(v) for k, v in per_source_rows.items()}
-    targets = _targets(avail, cfg)
+    targets, target_share = _targets(avail, cfg)
     mixed: list[dict] = []
     for key in selected:
         rows = per_source_rows[key]
@@ -453,13 +454,11 @@ def build_mix(
             ),
         }
     total_train = len(train) + len(test)
-    caps = cfg["caps"] or {}
-    target = target_shares({k: min(n, caps.get(k, n)) for k, n in avail.items()}, cfg["weights"] or {})
     shares = {}
-    if target:
+    if target_share:
         for k in selected:
             shares[k] = {
-                "target": target[k],
+                "target": target_share[k],
                 "realized": (per_source[k]["train_rows"] + per_source[k]["test_rows"]) / total_train
                 if total_train
                 else 0.0,
