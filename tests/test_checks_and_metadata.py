@@ -22,7 +22,7 @@ def _check(**kw) -> InAssetCheck:
 def test_a_warn_check_yields_warn_severity(ok):
     (res,) = check_results(KEY, [_check(severity="WARN")], ok=ok)
     assert res.passed is ok and res.severity == dg.AssetCheckSeverity.WARN
-    assert res.description == "why" and res.metadata["details"].value == {"n": 3}
+    assert res.description == "why" and res.metadata["n"].value == 3
 
 
 def test_severity_from_the_outcome_overrides_the_declared_one():
@@ -39,11 +39,9 @@ def test_a_check_body_returns_an_outcome_only():
         next(check_results(KEY, [c]))
 
 
-def test_flat_details_become_metadata_entries():
+def test_outcome_metadata_become_one_entry_per_key():
     table = dg.MetadataValue.table(records=[], schema=dg.TableSchema(columns=[dg.TableColumn("x")]))
-    c = InAssetCheck(
-        "c", False, "d", lambda **_: Outcome(True, None, {"s": "text", "n": 2, "l": [1], "t": table}), details_key=None
-    )
+    c = InAssetCheck("c", False, "d", lambda **_: Outcome(True, None, {"s": "text", "n": 2, "l": [1], "t": table}))
     (res,) = check_results(KEY, [c])
     md = res.metadata
     assert md["s"] == dg.MetadataValue.text("text") and md["n"] == dg.MetadataValue.int(2)
@@ -73,7 +71,7 @@ def test_the_standalone_builder_gives_the_in_asset_spec():
     with dg.instance_for_test() as instance:
         res = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
         (ev,) = res.get_asset_check_evaluations()
-        assert ev.passed and ev.description == "d" and ev.metadata["details"].value == {"n": 1}
+        assert ev.passed and ev.description == "d" and ev.metadata["n"].value == 1
 
 
 def test_markdown_table_escapes_pipes_and_line_breaks():
@@ -102,7 +100,7 @@ def test_code_block_cannot_be_closed_by_its_text():
 def test_evaluation_is_the_result_with_a_sensors_description_and_extra_metadata():
     """A sensor records the same check (`_checks.evaluation`): same name, outcome, severity and
     metadata as the in-asset result, its own description, extra metadata added."""
-    c = InAssetCheck("fresh", False, "is it fresh", lambda **_: Outcome(False, "stale", {"age_s": 7}), details_key=None)
+    c = InAssetCheck("fresh", False, "is it fresh", lambda **_: Outcome(False, "stale", {"age_s": 7}))
     key = dg.AssetKey(["a"])
     r = _checks.result(key, c)
     e = _checks.evaluation(key, c, description="stale since run 1", extra={"how": "re-run it"})

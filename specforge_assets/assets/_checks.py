@@ -5,9 +5,9 @@ A check is a name, whether it blocks what is downstream in the same run, a descr
 function `run(**inputs)` returning a `checks.outcome.Outcome` (the one result type of every
 check body; its severity, when set, overrides the declared one). The function calls the domain
 (`specforge_assets.checks.*`, `train.*`, ...); the outcome's `metadata` becomes the result's
-metadata: one JSON entry ``details`` (default), or, with ``details_key=None``, one entry per key
-(lists/dicts as JSON, a `checks.outcome.Table` as a native table, `MetadataValue`s as they are,
-other values as Dagster normalizes them).
+metadata, one entry per key (lists/dicts as JSON, a `checks.outcome.Table` as a native table,
+`MetadataValue`s as they are, other values as Dagster normalizes them): one shape for every
+check, each number plotted on its own.
 
 An asset emits its check results by yielding them after its `MaterializeResult` (never in
 ``MaterializeResult(check_results=...)``): one way for every asset, and the one a direct
@@ -38,7 +38,7 @@ from ._metadata import table
 class InAssetCheck:
     """One check. `severity`: the severity of its results (Dagster shows a failed WARN check
     as a warning); `partitions_def`: the asset's, for a partitioned asset (a result per
-    partition in the UI); `details_key`: see the module docstring."""
+    partition in the UI)."""
 
     name: str
     blocking: bool
@@ -46,7 +46,6 @@ class InAssetCheck:
     run: Callable[..., Outcome]
     severity: Severity = "ERROR"
     partitions_def: dg.PartitionsDefinition | None = None
-    details_key: str | None = "details"
 
 
 def _spec(key: dg.AssetKey, c: InAssetCheck) -> dg.AssetCheckSpec:
@@ -66,9 +65,7 @@ def check_specs(key: dg.AssetKey, checks: list[InAssetCheck]) -> list[dg.AssetCh
     return [_spec(key, c) for c in checks]
 
 
-def _metadata(c: InAssetCheck, details: Any) -> dict[str, Any]:
-    if c.details_key is not None:
-        return {c.details_key: dg.MetadataValue.json(details)}
+def _metadata(details: dict[str, Any]) -> dict[str, Any]:
     return {
         k: dg.MetadataValue.json(v)
         if isinstance(v, (list, dict))
@@ -87,9 +84,9 @@ def _outcome(c: InAssetCheck, inputs: dict[str, Any]) -> dict[str, Any]:
     return {
         "check_name": c.name,
         "passed": bool(out.passed),
-        "description": out.description,
+        "description": out.description if out.description is not None else c.description,
         "severity": dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
-        "metadata": _metadata(c, out.metadata),
+        "metadata": _metadata(out.metadata),
     }
 
 

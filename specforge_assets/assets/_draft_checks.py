@@ -19,5 +19,4 @@ DRAFT_MATCHES_LATEST = InAssetCheck(
     "version is untrained (queued, running, failed or cancelled retraining): re-execute the failed "
     "retraining run, or launch retrain_draft_job, from the UI.",
     draft_matches_latest,
-    details_key=None,
 )

@@ -76,14 +76,12 @@ TARGET_CHECK = InAssetCheck(
     True,
     "tokenizer loads and its chat template renders a conversation",
     model_checks.target_loads,
-    details_key=None,
 )
 DRAFT_CHECK = InAssetCheck(
     "sglang_checkpoint_format",
     True,
     "config.json + model.safetensors hold exactly the tensors SGLang's EAGLE3 loader expects",
     model_checks.draft_format,
-    details_key=None,
 )
 EVAL_CHECKS = [
     InAssetCheck(
@@ -91,7 +89,6 @@ EVAL_CHECKS = [
         True,
         "speculative output == the target's plain greedy output, token for token",
         model_checks.lossless,
-        details_key=None,
     ),
     InAssetCheck(
         "trained_beats_untrained",
@@ -99,7 +96,6 @@ EVAL_CHECKS = [
         "the trained draft's acceptance length is above an untrained draft's",
         model_checks.trained_beats_untrained,
         severity="WARN",
-        details_key=None,
     ),
 ]
 

@@ -70,7 +70,6 @@ CHECKS = [
         "success + error + skipped (+ passthrough) = input rows, every input id "
         "exactly once across train/errors/skipped (DuckDB)",
         lambda reconcile, **_: reconcile,
-        details_key=None,
     ),
     InAssetCheck(
         "truncation_rate",
@@ -78,7 +77,6 @@ CHECKS = [
         "share of regenerated turns with finish_reason == length under the threshold",
         lambda quality, **_: quality["truncation_rate"],
         severity="WARN",
-        details_key=None,
     ),
     InAssetCheck(
         "no_empty_answers",
@@ -86,7 +84,6 @@ CHECKS = [
         "no regenerated assistant answer is empty",
         lambda quality, **_: quality["no_empty_answers"],
         severity="WARN",
-        details_key=None,
     ),
     InAssetCheck(
         "no_think_markers",
@@ -94,7 +91,6 @@ CHECKS = [
         "no <think>/</think> left in answers unless reasoning mode is `save`",
         lambda quality, **_: quality["no_think_markers"],
         severity="WARN",
-        details_key=None,
     ),
 ]
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import dagster as dg
 
 from ..charts import source_preview_rows, turns_histogram_rows
-from ..checks.sources import CHECKS as SOURCE_CHECKS
 from ..checks.sources import run_source_checks
 from ._checks import InAssetCheck, check_results, check_specs
 from ._failures import expected_failures
@@ -43,18 +42,49 @@ class SourceRunConfig(dg.Config):
     force: bool = False  # rebuild even when the input content, spec and code are unchanged
 
 
-CHECKS = [
-    InAssetCheck(
+def _scan(name: str, blocking: bool, description: str) -> InAssetCheck:
+    """A check whose outcome comes from the partition's one DuckDB scan (`outcomes`, run once by
+    `checks.sources.run_source_checks` before the checks); a non-blocking one warns."""
+    return InAssetCheck(
         name,
         blocking,
-        desc,
-        # every check reads the partition's one DuckDB scan (`outcomes`, run before the checks)
-        lambda outcomes, _name=name, **_: outcomes[_name],
+        description,
+        lambda outcomes, **_: outcomes[name],
         severity="ERROR" if blocking else "WARN",
         partitions_def=source_partitions,
-        details_key=None,
     )
-    for name, (blocking, desc) in SOURCE_CHECKS.items()
+
+
+CHECKS = [
+    _scan(
+        "schema_valid",
+        True,
+        "every row is {id: non-empty string, conversations: [{role: string, content: string}]} or "
+        "{id, text: string}, one kind per source",
+    ),
+    _scan(
+        "no_empty_content",
+        True,
+        "no message (or pre-formatted text) is empty or whitespace-only, no empty conversation",
+    ),
+    _scan(
+        "valid_role_order",
+        True,
+        "system only first, then user/assistant strictly alternating from user (SpecForge's validator)",
+    ),
+    _scan("unique_ids", True, "ids are unique across train and test"),
+    _scan(
+        "no_duplicate_conversations",
+        False,
+        "share of rows whose content (conversations or text) duplicates another row is within max_duplicate_rate",
+    ),
+    _scan(
+        "quarantine_rate",
+        True,
+        "quarantined / rows_in is at most the source's quarantine_threshold (gates from quarantine_min_rows "
+        "quarantined rows on)",
+    ),
+    _scan("rows_reconcile", True, "rows_in = train + test + quarantined, counted from the files"),
 ]
 
 

@@ -13,10 +13,10 @@ Severity = Literal["ERROR", "WARN"]
 class Outcome:
     """The outcome of one check.
 
-    passed: the verdict. description: the result's description shown in the UI (None: none, the
-    check's declared description says what it checks). metadata: the result's details, plain
-    values (str/int/float/bool, lists and dicts: JSON, a `Table`) or Dagster `MetadataValue`s; how they
-    become metadata entries is the declaration's choice (`InAssetCheck.details_key`).
+    passed: the verdict. description: the result's description shown in the UI (None: the check's
+    declared description). metadata: the result's details, plain
+    values (str/int/float/bool, lists and dicts: JSON, a `Table`) or Dagster `MetadataValue`s, one
+    metadata entry per key (`assets/_checks.py`).
     severity: "ERROR" or "WARN" when the outcome decides it (e.g. a mismatch that is an error
     for one setting and a warning for another); None (default): the check's declared severity.
     """

@@ -36,29 +36,17 @@ _WS_ESCAPES = "|".join(
 WS_JSON_REGEX = "'^\"(?:[" + "".join(f"\\x{{{ord(c):X}}}" for c in _WS) + "]|" + _WS_ESCAPES + ")*\"$'"
 
 
-# name → (blocking, description): the checks' declaration (the asset declares them from it; a
-# non-blocking one has severity WARN). Every outcome's description is the check's description.
-CHECKS: dict[str, tuple[bool, str]] = {
-    "schema_valid": (
-        True,
-        "every row is {id: non-empty string, conversations: [{role: string, content: string}]} or {id, text: string}, one kind per source",
-    ),
-    "no_empty_content": (True, "no message (or pre-formatted text) is empty or whitespace-only, no empty conversation"),
-    "valid_role_order": (
-        True,
-        "system only first, then user/assistant strictly alternating from user (SpecForge's validator)",
-    ),
-    "unique_ids": (True, "ids are unique across train and test"),
-    "no_duplicate_conversations": (
-        False,
-        "share of rows whose content (conversations or text) duplicates another row is within max_duplicate_rate",
-    ),
-    "quarantine_rate": (
-        True,
-        "quarantined / rows_in is at most the source's quarantine_threshold (gates from quarantine_min_rows quarantined rows on)",
-    ),
-    "rows_reconcile": (True, "rows_in = train + test + quarantined, counted from the files"),
-}
+# The checks this module evaluates, in the order `run_source_checks` returns them (the asset
+# declares them, with their blocking flag and description: `assets/sources.py`).
+CHECK_NAMES = (
+    "schema_valid",
+    "no_empty_content",
+    "valid_role_order",
+    "unique_ids",
+    "no_duplicate_conversations",
+    "quarantine_rate",
+    "rows_reconcile",
+)
 
 
 def _connect(threads: int | None = None) -> Reader:
@@ -85,8 +73,8 @@ def run_source_checks(
     threads: int | None = None,
 ) -> dict[str, Outcome]:
     """Run every check over `out_dir` (a `<root>/sources/<key>/` folder) → {check name:
-    outcome}, in `CHECKS` order; each outcome's description is the check's (from `CHECKS`), its
-    metadata `rows_checked`, `scan` ("structured", "generic" or "empty") and the check's counts
+    outcome}, in `CHECK_NAMES` order; each outcome's description is None (the check's declared
+    one is shown), its metadata `rows_checked`, `scan` ("structured", "generic" or "empty") and the check's counts
     and up to 5 `offending_ids`. Raises duckdb errors on unreadable files, storage.StorageError
     when an object-store root cannot be read."""
     out_dir = Path(out_dir)
@@ -129,7 +117,7 @@ def run_source_checks(
         out: dict[str, Outcome] = {}
 
         def add(name: str, passed: bool, **meta):
-            out[name] = Outcome(bool(passed), CHECKS[name][1], {"rows_checked": n_rows, "scan": scan, **meta})
+            out[name] = Outcome(bool(passed), None, {"rows_checked": n_rows, "scan": scan, **meta})
 
         bad = con.execute("SELECT count(*) FROM src WHERE NOT schema_ok").fetchone()[0]
         kinds = dict(con.execute("SELECT kind, count(*) FROM src GROUP BY kind").fetchall())

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from specforge_assets.assets import sources as layer
-from specforge_assets.checks.sources import CHECKS
+from specforge_assets.assets.sources import CHECKS
 from specforge_assets.partitions import SOURCES_PARTITION_NAME, configured_source_keys
 from specforge_assets.resources import SpecforgeStore
 
@@ -45,7 +45,7 @@ def test_layer_exports():
     assert [a.key for a in layer.assets] == [dg.AssetKey(["sources", "conversations"])]
     (a,) = layer.assets
     assert a.partitions_def is not None and a.group_names_by_key[a.key] == "sources"
-    assert {k.name for k in a.check_keys} == set(CHECKS)
+    assert {k.name for k in a.check_keys} == {c.name for c in CHECKS}
     assert a.code_versions_by_key[a.key]
     assert "sources_settings" in layer.resources
 
@@ -65,7 +65,7 @@ def test_every_sample_partition_materializes_green(data_root, dagster_instance):
         for name in ("turns_histogram", "preview", "path", "chars_per_row_p95", "quarantine_rate", "cache"):
             assert name in md
         evals = result.get_asset_check_evaluations()
-        assert {e.check_name for e in evals} == set(CHECKS)
+        assert {e.check_name for e in evals} == {c.name for c in CHECKS}
         assert all(e.passed for e in evals), [(e.check_name, e.metadata) for e in evals if not e.passed]
         assert all(e.partition == key for e in evals)
         out = data_root / "sources" / key

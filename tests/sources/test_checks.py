@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from specforge_assets.checks.sources import CHECKS, run_source_checks
+from specforge_assets.assets.sources import CHECKS
+from specforge_assets.checks.sources import CHECK_NAMES, run_source_checks
 
 GOOD = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+BLOCKING = {c.name: c.blocking for c in CHECKS}
 
 
 def _partition(
@@ -47,7 +50,7 @@ def test_good_partition_passes_everything(tmp_path):
         for i in range(20)
     ]
     res = run_source_checks(_partition(tmp_path, rows, test_rows=[{"id": "t", "conversations": GOOD}], quarantine=1))
-    assert list(res) == list(CHECKS)
+    assert list(res) == list(CHECK_NAMES) == [c.name for c in CHECKS]
     assert all(o.passed for o in res.values()), {n: o.metadata for n, o in res.items() if not o.passed}
     assert res["rows_reconcile"].metadata["test"] == 1
 
@@ -85,7 +88,7 @@ def test_each_check_fails_on_crafted_bad_row(tmp_path, bad_row, check, offender)
     ]
     res = run_source_checks(_partition(tmp_path, rows))
     assert not res[check].passed, res[check].metadata
-    assert CHECKS[check][0]  # blocking
+    assert BLOCKING[check]  # blocking
     if offender is not None:
         assert offender in res[check].metadata["offending_ids"]
     others = {n for n, o in res.items() if not o.passed} - {check, "schema_valid"}
@@ -107,7 +110,7 @@ def test_duplicate_conversations_warn(tmp_path):
     rows = [{"id": f"r{i}", "conversations": GOOD} for i in range(4)]
     res = run_source_checks(_partition(tmp_path, rows))
     dup = res["no_duplicate_conversations"]
-    assert not dup.passed and not CHECKS["no_duplicate_conversations"][0] and dup.metadata["duplicate_rows"] == 3
+    assert not dup.passed and not BLOCKING["no_duplicate_conversations"] and dup.metadata["duplicate_rows"] == 3
     assert run_source_checks(_partition(tmp_path, rows), max_duplicate_rate=0.8)["no_duplicate_conversations"].passed
 
 

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from specforge_assets.checks.sources import CHECKS, run_source_checks
+from specforge_assets.assets.sources import CHECKS
+from specforge_assets.checks.sources import run_source_checks
 from specforge_assets.sources.config import resolve_source
 from specforge_assets.sources.formats import parse_custom_row
 from specforge_assets.sources.normalize import build_source
@@ -20,6 +21,8 @@ from specforge_assets.sources.prepare import prepare_preset
 from .conftest import write_jsonl
 
 CONV = [{"role": "user", "content": "What is 2 plus 3?"}, {"role": "assistant", "content": "2 plus 3 is 5."}]
+
+BLOCKING = {c.name: c.blocking for c in CHECKS}
 
 
 def _read(path):
@@ -202,7 +205,9 @@ def test_prompt_only_rows_keep_user_turns_and_category(tmp_path, data_root):
     assert q["field"] == "turns"
     # the DuckDB gates accept user-only turns (the regenerated layer fills the answers)
     outcomes = run_source_checks(result.out_dir, quarantine_threshold=0.9)
-    assert all(o.passed for n, o in outcomes.items() if CHECKS[n][0]), {n: o.description for n, o in outcomes.items()}
+    assert all(o.passed for n, o in outcomes.items() if BLOCKING[n]), {
+        n: o.metadata for n, o in outcomes.items() if not o.passed
+    }
 
 
 def test_conversations_format_still_refuses_consecutive_user_turns(tmp_path, data_root):
@@ -269,9 +274,9 @@ def test_real_sources_as_partitions(tmp_path, data_root, shared):
     for key in cfg["sources"]:
         res = build_source(resolve_source(key, cfg, data_root), data_root, config=cfg)
         outcomes = run_source_checks(res.out_dir, quarantine_threshold=0.05)
-        assert all(o.passed for n, o in outcomes.items() if CHECKS[n][0]), (
+        assert all(o.passed for n, o in outcomes.items() if BLOCKING[n]), (
             key,
-            [o.description for o in outcomes.values() if not o.passed],
+            {n: o.metadata for n, o in outcomes.items() if not o.passed},
         )
         got[key] = res.manifest
     assert got["gsm8k"]["rows_train"] + got["gsm8k"]["rows_test"] == 300 and got["gsm8k"]["rows_test"] == 15
