@@ -29,8 +29,9 @@ import base64
 import io
 import json
 import math
+import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 INLINE_MD_LIMIT = 1000  # the Dagster UI renders markdown shorter than this inline
 BLUE, ORANGE, GREEN, RED, GREY = "#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8C8C8C"
@@ -364,6 +365,60 @@ def shard_rows(shards: list[dict], limit: int = 50) -> tuple[list[str], list[lis
     return ["shard", "rows", "tokens", "bytes"], [
         [s["file"], s["rows"], s["tokens"], s["bytes"]] for s in shards[:limit]
     ]
+
+
+# -- markdown text (the one implementation; `assets/_metadata.py` wraps it as metadata) ---------
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BACKTICKS = re.compile(r"`+")
+
+
+def md_cell(value: Any) -> str:
+    """One markdown table cell: `str(value)` with `|` escaped and line breaks turned into spaces
+    (either would end the cell or the row early)."""
+    return _LINE_BREAK.sub(" ", str(value).replace("|", "\\|"))
+
+
+def markdown_table_text(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table: a header of `columns`, a `|---|` rule, one line per row
+    (each a sequence of `len(columns)` values; `str()` of each, escaped by `md_cell`). No rows:
+    the header alone."""
+    lines = ["| " + " | ".join(md_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["|" + "|".join(f" {md_cell(v)} " for v in row) + "|" for row in rows]
+    return "\n".join(lines)
+
+
+def code_block_text(text: str, lang: str = "") -> str:
+    """`text` verbatim in a fenced code block (CommonMark: the fence is longer than any run of
+    backticks inside `text`, so the text cannot close it); `lang`: the info string."""
+    longest = max((len(m) for m in _BACKTICKS.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def metrics_rows(history: Sequence[Mapping[str, Any]], max_rows: int = 20) -> tuple[list[str], list[list]]:
+    """(column titles, rows) of the training history (`load_metrics` entries: step, loss, acc per
+    TTT position, lr, tokens_per_s), thinned to about `max_rows` rows (every n-th, always the
+    last): step, loss (4 decimals), acc0..acc{k-1} (3 decimals), lr (2 significant), tokens/s."""
+    if not history:
+        return ["step", "loss", "lr", "tokens/s"], []
+    step = max(1, len(history) // max_rows)
+    picked = list(history[::step])
+    if picked[-1] is not history[-1]:
+        picked.append(history[-1])
+    k = len(history[-1].get("acc") or [])
+    columns = ["step", "loss", *(f"acc{i}" for i in range(k)), "lr", "tokens/s"]
+    rows = [
+        [
+            r.get("step"),
+            f"{r.get('loss', float('nan')):.4f}",
+            *(f"{a:.3f}" for a in (r.get("acc") or [])[:k]),
+            f"{r.get('lr', 0):.2e}",
+            f"{r.get('tokens_per_s', 0):.0f}",
+        ]
+        for r in picked
+    ]
+    return columns, rows
 
 
 # -- models/draft_model: loss curve -----------------------------------------------------------------

@@ -273,3 +273,19 @@ def test_mix_chart_drop_in_writes_the_png(tmp_path):
 
     p = bar_chart_png(_mix_report(), tmp_path / "sub" / "mix.png")
     assert _size(p.read_bytes()) == (720, 256)
+
+
+def test_metrics_rows_thin_the_history_and_keep_the_last_step():
+    history = [{"step": i, "loss": 1.0 / i, "acc": [0.5, 0.25], "lr": 1e-4, "tokens_per_s": 99.6} for i in range(1, 50)]
+    columns, rows = charts.metrics_rows(history, max_rows=20)
+    assert columns == ["step", "loss", "acc0", "acc1", "lr", "tokens/s"]
+    assert [r[0] for r in rows] == list(range(1, 50, 2))  # every 2nd step (49 // 20), the last one included
+    assert rows[-1] == [49, "0.0204", "0.500", "0.250", "1.00e-04", "100"]
+    assert charts.metrics_rows([]) == (["step", "loss", "lr", "tokens/s"], [])
+
+
+def test_code_block_text_cannot_be_closed_by_its_text():
+    text = "a ``` b\n````"
+    block = charts.code_block_text(text, "text")
+    fence = block.split("\n", 1)[0].removesuffix("text")
+    assert fence == "`" * 5 and block == f"{fence}text\n{text}\n{fence}"  # the text is kept verbatim

@@ -11,16 +11,12 @@ which has no Dagster import). The one module that formats metadata for the UI:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import dagster as dg
 
 from .. import charts
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_BACKTICKS = re.compile(r"`+")
 
 
 def table(rows_and_columns: tuple[list[dict], list[tuple[str, str, str]]]) -> dg.TableMetadataValue:
@@ -32,27 +28,15 @@ def table(rows_and_columns: tuple[list[dict], list[tuple[str, str, str]]]) -> dg
     )
 
 
-def md_cell(value: Any) -> str:
-    """One markdown table cell: `str(value)` with `|` escaped and line breaks turned into spaces
-    (either would end the cell or the row early)."""
-    return _LINE_BREAK.sub(" ", str(value).replace("|", "\\|"))
-
-
 def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> dg.MetadataValue:
-    """A markdown table: a header of `columns`, a `|---|` rule, one line per row (each a
-    sequence of `len(columns)` values; `str()` of each, escaped by `md_cell`). No rows → the
-    header alone."""
-    lines = ["| " + " | ".join(md_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["|" + "|".join(f" {md_cell(v)} " for v in row) + "|" for row in rows]
-    return dg.MetadataValue.md("\n".join(lines))
+    """`charts.markdown_table_text(columns, rows)` as a markdown value (the cells are text to
+    read, e.g. previews, rather than numbers to sort)."""
+    return dg.MetadataValue.md(charts.markdown_table_text(columns, rows))
 
 
 def code_block(text: str) -> dg.MetadataValue:
-    """`text` shown verbatim in a fenced code block (the fence is longer than any run of
-    backticks inside `text`, so the text cannot close it)."""
-    longest = max((len(m) for m in _BACKTICKS.findall(text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return dg.MetadataValue.md(f"{fence}\n{text}\n{fence}")
+    """`text` shown verbatim in a fenced code block (`charts.code_block_text`)."""
+    return dg.MetadataValue.md(charts.code_block_text(text))
 
 
 def pictures(**named: str | None) -> dict[str, dg.MetadataValue]:

@@ -32,6 +32,11 @@ def _pieces(tokenizer, ids: Sequence[int], mask: Sequence[int]) -> list[tuple[st
 
 
 def example_markdown(tokenizer, row_id: str, ids, mask, limit_chars: int = 3000) -> str:
+    """One tokenized row as markdown: a caption (row id, supervised/total tokens) and the decoded
+    text in a code block (`charts.code_block_text`), supervised spans between ⟦ and ⟧, cut with
+    " …" after about `limit_chars` characters. `ids`/`mask`: equal-length token ids and loss mask."""
+    from ..charts import code_block_text
+
     runs = _pieces(tokenizer, ids, mask)
     out, n = [], 0
     for text, m in runs:
@@ -41,10 +46,9 @@ def example_markdown(tokenizer, row_id: str, ids, mask, limit_chars: int = 3000)
         if n > limit_chars:
             out.append(" …")
             break
-    body = "".join(out).replace("```", "`\u200b``")
     return (
         f"Row `{row_id}`: {sum(mask)} of {len(ids)} tokens supervised; supervised spans are between ⟦ and ⟧.\n\n"
-        f"```text\n{body}\n```"
+        + code_block_text("".join(out), "text")
     )
 
 
