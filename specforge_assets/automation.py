@@ -31,7 +31,7 @@ from pydantic import BeforeValidator, Field, StrictInt, ValidationInfo
 
 from .configmodel import ConfigModel, validate
 from .fileio import sha256_json
-from .paths import load_config
+from .keys import MIX, REGENERATED, TOKENIZED, VOCAB
 from .tags import TRIGGER_AUTOMATION, TRIGGER_TAG
 
 
@@ -94,21 +94,15 @@ class AutomationFile(ConfigModel):
     ops: OpsSection = Field(default_factory=OpsSection)
 
 
-def automation_settings(config: dict | None = None) -> dict:
-    """configs/automation.yaml (`config` None: read it) as an `AutomationFile` dict: unknown keys
-    and bad values raise `configmodel.ConfigError` naming the field; statuses are turned into
-    `DefaultSensorStatus`."""
-    raw = load_config("automation") if config is None else config
-    cfg = validate(AutomationFile, raw, "configs/automation.yaml").model_dump()
+def automation_settings(config: dict) -> dict:
+    """configs/automation.yaml's content (`store.config("automation")`; {}: the defaults) as an
+    `AutomationFile` dict: unknown keys and bad values raise `configmodel.ConfigError` naming the
+    field; statuses are turned into `DefaultSensorStatus`."""
+    cfg = validate(AutomationFile, config, "configs/automation.yaml").model_dump()
     for section in [*cfg["sensors"].values(), cfg["automation"]]:
         section["default_status"] = dg.DefaultSensorStatus(section["default_status"].upper())
     return cfg
 
-
-from .keys import REGENERATED
-from .keys import MIX
-from .keys import TOKENIZED
-from .keys import VOCAB
 
 AC = dg.AutomationCondition
 
@@ -189,13 +183,9 @@ def _own_config(key: dg.AssetKey, store) -> dict:
     return {name.split("/", 1)[0]: _file_settings(store, name) for name in CONFIG_INPUTS.get(key, ())}
 
 
-def config_fingerprints(graph, store=None) -> dict[dg.AssetKey, str]:
+def config_fingerprints(graph, store) -> dict[dg.AssetKey, str]:
     """{asset: short hash of the config it and its ancestors read}, for assets that read any.
-    `store`: the `SpecforgeStore` the config is read through (None: the default one)."""
-    if store is None:
-        from .resources import SpecforgeStore
-
-        store = SpecforgeStore()
+    `store`: the `SpecforgeStore` the config is read through."""
     out: dict[dg.AssetKey, str] = {}
     for key in graph.toposorted_asset_keys:
         own = _own_config(key, store)
@@ -223,16 +213,16 @@ def apply(defs: dg.Definitions) -> dg.Definitions:
     their `store` resource)."""
     import warnings
 
-    fingerprints = config_fingerprints(defs.resolve_asset_graph(), (defs.resources or {}).get("store"))
+    fingerprints = config_fingerprints(defs.resolve_asset_graph(), (defs.resources or {})["store"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # map_asset_specs is "preview" in 1.13
         return defs.map_asset_specs(func=lambda spec: with_automation(spec, fingerprints))
 
 
-def automation_sensor(settings: dict | None = None) -> dg.AutomationConditionSensorDefinition:
+def automation_sensor(settings: dict) -> dg.AutomationConditionSensorDefinition:
     """The sensor that evaluates the conditions; `settings`: `automation_settings(...)` of
-    configs/automation.yaml as read through the store (None: the model's defaults)."""
-    cfg = (settings or automation_settings({}))["automation"]
+    configs/automation.yaml as read through the store."""
+    cfg = settings["automation"]
     return dg.AutomationConditionSensorDefinition(
         "specforge_automation",
         target=dg.AssetSelection.all(),

@@ -1,4 +1,6 @@
-"""Resources shared by every layer. Layer-specific resources live beside their assets."""
+"""Resources the code location builds from the store: the store itself (data root and configs,
+shared by every layer) and the torchrun launcher (`training_pipes`, built with configs/train.yaml).
+A layer's own settings resources live beside its assets."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@
 
 Intervals, default statuses and log locations: `configs/automation.yaml` (see `automation.py`).
 The decisions live in domain modules: `sources.incoming` (what each dropped file is),
-`train.retrain` (whether to retrain), `oplog` (redaction, the ops-log records),
-`assets._lineage` (which version/record/run made what); tag names in `tags`.
+`train.retrain` (whether to retrain), `oplog` (redaction, the ops-log records); reading the
+instance (which version/record/run made what) is `assets._lineage`; tag names in `tags`.
 
 Why retraining is a sensor and not an `AutomationCondition` (the other layers use conditions):
 Dagster 1.13's automation sensor (`AutomationConditionSensorDefinition`) gives its runs only

@@ -194,7 +194,6 @@ def build_assets(store: SpecforgeStore) -> list[dg.AssetsDefinition]:
         kinds={"python", "duckdb"},
         code_version=CODE_VERSION,
         check_specs=check_specs(KEY, CHECKS),
-        description=__doc__,
     )
     return [asset(regenerated_conversations)]
 

@@ -186,7 +186,7 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
     positions (ties: first appearance in dataset order, then ascending id; fill-up with zero-count
     ids ascending), saved as SpecForge's {"d2t": LongTensor, "t2d": BoolTensor} torch file at
     <root>/tokenized/vocab_mapping/vocab_mapping.pt. Clamped to the target vocabulary size."""
-    from ..tokenize.vocab import fill_warning
+    from ..tokenize.vocab import clamp_warning, fill_warning
 
     root = store.root()
     ds_in = pinned_input(context.instance, DATASET_KEY, "tokenized_dataset", root)
@@ -198,14 +198,9 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
             dataset_dir=ds_in["path"],
             manifest_extra={"inputs": {"tokenized/dataset": ds_in}},
         )
-    fill = fill_warning(res)
-    if fill:
-        context.log.warning(fill)
-    if res["clamped"]:
-        context.log.warning(
-            f"draft vocab size {res['requested_draft_vocab_size']} > target vocabulary "
-            f"{res['target_vocab_size']}: clamped to {res['draft_vocab_size']}"
-        )
+    for warning in (clamp_warning(res), fill_warning(res)):
+        if warning:
+            context.log.warning(warning)
     yield dg.MaterializeResult(
         data_version=dg.DataVersion(res["version"]),
         metadata={
@@ -216,7 +211,7 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
             "coverage": float(res["coverage"]),
             "distinct_supervised_tokens": res["distinct_supervised_tokens"],
             "filled_zero_count_ids": res["filled_zero_count_ids"],
-            "fill_warning": fill or "",
+            "fill_warning": fill_warning(res) or "",
             "supervised_tokens": res["supervised_tokens"],
             "dagster/row_count": res["rows"],
             "tie_break": "count desc → first appearance (row order, ascending id within a row) → zero-count fill ascending",

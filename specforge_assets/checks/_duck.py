@@ -1,8 +1,9 @@
 """How the checks read files: one in-memory DuckDB connection and the name DuckDB reads each
 file by (`Reader.ref`), or the file's bytes for the checks that go row by row in Python
-(`Reader.open`, `Reader.rows`, `Reader.count_rows`, `Reader.manifest`). Every check reads file
-contents through a `Reader`, never with a raw `open()`, `json.load`, `torch.load` of a path or
-`duckdb.connect()` of its own. Which files exist (``Path.exists()``, ``stat().st_size``, a
+(`Reader.open`, `Reader.rows`, `Reader.count_rows`, `Reader.manifest`). Every data check reads
+file contents through a `Reader`, never with a raw `open()`, `json.load`, `torch.load` of a path
+or `duckdb.connect()` of its own (the model checks, `checks.models`, load model folders with
+safetensors / transformers). Which files exist (``Path.exists()``, ``stat().st_size``, a
 ``glob`` of shards) is asked of the local working copy: it holds every published file, so the
 listing is the same, and only the contents must come from the committed objects.
 

@@ -49,7 +49,7 @@ def reconcile(input_path: Path, out_dir: Path) -> Outcome:
 QUALITY_CHECKS = ("truncation_rate", "no_empty_answers", "no_think_markers")
 
 
-def quality(out_dir: Path, truncation_threshold: float, reasoning: str = "none") -> dict[str, Outcome]:
+def quality(out_dir: Path, truncation_threshold: float, reasoning: str) -> dict[str, Outcome]:
     """One DuckDB scan of train.jsonl for three checks, by name (`QUALITY_CHECKS`):
     `truncation_rate`: the share of regenerated turns with finish_reason == length is at most
     `truncation_threshold` (a fraction); `no_empty_answers`; `no_think_markers`: no <think> or

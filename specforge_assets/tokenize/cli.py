@@ -170,7 +170,7 @@ def run_tokenize(args) -> int:
 
 def run_vocab_mapping(args) -> int:
     from .dataset import InputNotFoundError
-    from .vocab import VocabError, build_mapping, fill_warning, iter_jsonl_batches, save_mapping
+    from .vocab import VocabError, build_mapping, clamp_warning, fill_warning, iter_jsonl_batches, save_mapping
 
     inp = Path(args.input).expanduser()
     if not inp.is_file():
@@ -180,14 +180,8 @@ def run_vocab_mapping(args) -> int:
     res = build_mapping(iter_jsonl_batches(inp), args.target_vocab_size, args.draft_vocab_size, source=str(inp))
     save_mapping(res, Path(args.output).expanduser())
     info = {k: v for k, v in res.items() if k not in ("d2t", "t2d")}
-    if res["clamped"]:
-        print(
-            f"note: draft vocab size {res['requested_draft_vocab_size']} > target vocab "
-            f"{res['target_vocab_size']}; clamped",
-            file=sys.stderr,
-        )
-    warn = fill_warning(res)
-    if warn:
-        print(f"warning: {warn}", file=sys.stderr)
+    for warning in (clamp_warning(res), fill_warning(res)):
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(info))
     return 0

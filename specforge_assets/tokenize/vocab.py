@@ -48,6 +48,16 @@ def fill_warning(result: dict) -> str | None:
     )
 
 
+def clamp_warning(result: dict) -> str | None:
+    """The warning for a draft vocabulary size clamped to the target's (None when not clamped)."""
+    if not result.get("clamped"):
+        return None
+    return (
+        f"draft vocab size {result['requested_draft_vocab_size']} > target vocabulary "
+        f"{result['target_vocab_size']}: clamped to {result['draft_vocab_size']}"
+    )
+
+
 class TokenCounter:
     """Accumulates counts and first-appearance rows over batches of (input_ids, loss_mask)."""
 
