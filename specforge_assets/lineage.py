@@ -1,6 +1,8 @@
 """Lineage rules with no Dagster import: which inputs of a materialization changed, how they are
-named in a run tag, and which dataset version a draft was trained on. `assets/_lineage.py` reads
-the Dagster instance and maps these onto records and run tags."""
+named in a run tag, which dataset version a draft was trained on, and the one shape of recorded
+inputs (rows `{asset, partition, data_version, run_id[, materialized_at][, path]}`, metadata
+``lineage/input_versions``) turned to and from `{asset: input}`. `assets/_lineage.py` reads the
+Dagster instance and maps these onto records, metadata and run tags."""
 
 from __future__ import annotations
 
@@ -47,3 +49,33 @@ def trained_on_version(recorded: Any, input_version_tag: str | None) -> str | No
     if recorded:
         return str(recorded)
     return input_version_tag
+
+
+def input_rows(inputs: dict[str, dict]) -> list[dict]:
+    """Lineage rows (the shape of `assets._lineage.lineage_metadata`'s ``lineage/input_versions``)
+    from pinned inputs `{asset: {data_version, path[, run_id]}}` (a training or evaluation run's
+    inputs): one row `{asset, partition: None, data_version, run_id, path}` per asset, in the
+    order of `inputs` (`run_id`/`path` None when the input names none). Inverse: `inputs_by_asset`."""
+    return [
+        {
+            "asset": asset,
+            "partition": None,
+            "data_version": v.get("data_version"),
+            "run_id": v.get("run_id"),
+            "path": v.get("path"),
+        }
+        for asset, v in inputs.items()
+    ]
+
+
+def inputs_by_asset(rows: list[dict] | None) -> dict[str, dict]:
+    """`{asset: {data_version, path[, run_id]}}` from lineage rows (``lineage/input_versions``;
+    None or [] → {}): what a run read, by asset, as training/evaluation manifests record it
+    (`run_id` only when the row has one; a row without `path` gets None). Inverse of `input_rows`."""
+    out: dict[str, dict] = {}
+    for r in rows or []:
+        entry = {"data_version": r.get("data_version"), "path": r.get("path")}
+        if r.get("run_id") is not None:
+            entry["run_id"] = r["run_id"]
+        out[r["asset"]] = entry
+    return out

@@ -8,16 +8,22 @@
 - Run links: `run_link_tags` (where the run that produced a version came from),
   `trigger_link_tags` / `link_run_to_trigger` (an automation run names the run(s) and versions
   that started it; which inputs changed and how they are named: `specforge_assets.lineage`).
-- Input versions of a materialization, for asset metadata and manifest.json. Call from an asset body:
+- Input versions of a materialization, for asset metadata and manifest.json: every asset that
+  records its inputs emits them through `lineage_metadata` (``lineage/inputs`` +
+  ``lineage/input_versions``). Call from an asset body:
 
     inputs = upstream_versions(context)              # all of this asset's deps
     write_manifest(out_dir, inputs=inputs, ...)      # plain dicts, JSON-safe
     return dg.MaterializeResult(metadata={**lineage_metadata(inputs), ...}, ...)
 
+  or, for a run that read pinned versions (the models), `lineage_metadata(input_rows(inputs))`
+  (`specforge_assets.lineage.input_rows`; `inputs_by_asset` reads them back).
+
 Identity-partitioned deps give the same partition's latest version; an unpartitioned asset that
 reads a partitioned dep (the mix) lists every materialized partition; each row links to the
 run that produced it. Dagster also records `dagster/input_data_version/<key>` tags on the
-event, but only one version per dep and not readable at a glance.
+event, but only one version per dep (the latest when the step ran, not the pinned version a
+retraining read), without the run or folder, and not readable at a glance.
 """
 
 from __future__ import annotations
@@ -86,13 +92,19 @@ def upstream_versions(context: dg.AssetExecutionContext, keys: list[dg.AssetKey]
 
 
 def lineage_metadata(rows: list[dict]) -> dict[str, dg.MetadataValue]:
-    """A readable table of the inputs' data versions (markdown, with run links) + the raw rows."""
+    """The metadata every asset that records its inputs emits: ``lineage/inputs`` (a markdown
+    table: input, partition, data version (first 16 characters), link to the run that produced
+    it) and ``lineage/input_versions`` (`rows` as JSON, read back by `link_run_to_trigger` and,
+    through `lineage.inputs_by_asset`, by the draft evaluation). `rows`: `upstream_versions` rows,
+    or `lineage.input_rows` of a run's pinned inputs (those also carry `path`, the folder read:
+    kept in the JSON, left out of the table to keep it narrow); `partition`, `run_id` and
+    `data_version` may be None or absent."""
     cells = [
         [
             r["asset"],
-            r["partition"] or "—",
-            f"`{(r['data_version'] or 'never materialized')[:16]}`",
-            f"[{r['run_id'][:8]}](/runs/{r['run_id']})" if r["run_id"] else "—",
+            r.get("partition") or "—",
+            f"`{(r.get('data_version') or 'never materialized')[:16]}`",
+            f"[{r['run_id'][:8]}](/runs/{r['run_id']})" if r.get("run_id") else "—",
         ]
         for r in rows
     ]

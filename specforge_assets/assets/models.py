@@ -21,11 +21,13 @@ from ._lineage import (
     find_record,
     latest_record,
     latest_versions,
+    lineage_metadata,
     pinned_input,
     record_metadata,
     record_version,
     recorded,
 )
+from ..lineage import input_rows
 from ._config import overrides, overrides_config
 from ..resources import SpecforgeStore
 from ..tags import OPTIONAL_TAG, TRAINED_ON_TAG
@@ -244,10 +246,10 @@ def draft_model(
     run was requested for (the retraining sensor's `specforge/trigger_data_version` tag, else the
     latest), the vocab mapping built from exactly that dataset, and the mix and target that
     dataset was made from, all from their immutable `<data root>/versions/<artifact>/<v>/`
-    folders; they are recorded in metadata (`inputs`, `trained_on_dataset_version`) and
-    manifest.json. Training happens in a work folder of its own (keyed by the inputs'
-    versions and the config: a crashed or cancelled run resumes from its last checkpoint when
-    relaunched with the same inputs). The checkpoint is kept as
+    folders; they are recorded in metadata (`lineage/inputs`, `lineage/input_versions`,
+    `trained_on_dataset_version`) and manifest.json. Training happens in a work folder of its own
+    (keyed by the inputs' versions and the config: a crashed or cancelled run resumes from its
+    last checkpoint when relaunched with the same inputs). The checkpoint is kept as
     `<data root>/versions/draft_model/<v>/`, then published as `models/draft_model/` (the
     previous one moves to `models/draft_model_previous/`)."""
     from ..train.launch import prepare_launch, prune_work_dirs
@@ -307,7 +309,10 @@ def draft_model(
     md["launch_command"] = dg.MetadataValue.text(" ".join(cmd))
     md["wall_seconds"] = round(time.time() - t0, 2)
     md["trained_on_dataset_version"] = upstream[DATASET_KEY.to_user_string()] or ""
-    md["inputs"] = dg.MetadataValue.json(spec["inputs"])
+    read = dict(spec["inputs"])
+    if hidden is not None:
+        read[HIDDEN_KEY.to_user_string()] = {"data_version": upstream[HIDDEN_KEY.to_user_string()], "path": str(hidden)}
+    md.update(lineage_metadata(input_rows(read)))
     md["work_dir"] = dg.MetadataValue.path(spec["work_dir"])
     if vdir is not None:
         md["version_path"] = dg.MetadataValue.path(str(vdir))
@@ -420,7 +425,7 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
         )
 
     with expected_failures():
-        report, version, upstream = evaluate_and_publish(root, out, inputs, evaluate)
+        report, version = evaluate_and_publish(root, out, inputs, evaluate)
     report_path = out / "report.json"
     md = {
         "report_path": dg.MetadataValue.path(str(report_path)),
@@ -429,8 +434,7 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
         "acceptance_per_category": table(charts.per_category_table(report)),
         **pictures(acceptance_inline=charts.acceptance_inline_md(report)),
         "checkpoint_path": dg.MetadataValue.path(report["checkpoint_path"]),
-        "upstream_data_versions": dg.MetadataValue.json(upstream),
-        "inputs": dg.MetadataValue.json(inputs),
+        **lineage_metadata(input_rows(inputs)),
         "draft_version": draft_version or "",
         "test_split": dg.MetadataValue.path(str(test)),
     }
@@ -491,6 +495,12 @@ def target_hidden_states(
         dataset, upstream = hidden_states_inputs(
             store.root(), target, latest_versions(context.instance, DATASET_KEY, TARGET_KEY)
         )
+    read = {}
+    for key, folder in ((DATASET_KEY, dataset), (TARGET_KEY, target)):
+        rec = latest_record(context.instance, key)
+        version = upstream[key.to_user_string()]
+        run_id = rec.run_id if rec is not None and record_version(rec) == version else None
+        read[key.to_user_string()] = {"data_version": version, "path": str(folder), "run_id": run_id}
     out = store.layer_dir("models", "target_hidden_states")
     with expected_failures():
         info = write_hidden_states(
@@ -519,7 +529,7 @@ def target_hidden_states(
             "dtype": info["dtype"],
             "num_shards": len(info["shards"]),
             "shards": markdown_table(*charts.shard_rows(info["shards"])),
-            "upstream_data_versions": dg.MetadataValue.json(upstream),
+            **lineage_metadata(input_rows(read)),
         },
     )
 

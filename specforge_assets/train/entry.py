@@ -401,7 +401,6 @@ def _materialization_metadata(spec, result, history, out_dir: Path, version: str
         "resumed_from_step": int(result.get("resumed_from_step", 0) or 0),
         "per_step_ttt_acc": {"raw_value": acc, "type": "json"},
         "aux_layer_ids": {"raw_value": result.get("aux_layer_ids"), "type": "json"},
-        "upstream_data_versions": {"raw_value": spec.get("upstream_data_versions", {}), "type": "json"},
         "training_config": {"raw_value": spec.get("train", {}), "type": "json"},
     }
     for k in ("loss", "first_loss", "tokens_per_s", "num_rows", "num_tokens", "draft_vocab_size", "elapsed_s"):

@@ -53,15 +53,13 @@ def per_set_numbers(report: dict) -> dict[str, float]:
     }
 
 
-def evaluate_and_publish(
-    root: Path, out: Path, inputs: dict, evaluate: Callable[[Path], dict]
-) -> tuple[dict, str, dict]:
+def evaluate_and_publish(root: Path, out: Path, inputs: dict, evaluate: Callable[[Path], dict]) -> tuple[dict, str]:
     """Run `evaluate(staging)` (it writes report.json and the plots into `staging`, a folder
     beside `out`, where the report it replaces is first copied: report.json becomes the previous
     one), write manifest.json (the inputs, their data versions, the report's sha256 and the
     headline fields `MANIFEST_FIELDS`), keep the folder as
     `<root>/versions/draft_evaluation/<version>/` and publish it as `out` in one step.
-    Returns (report, version, {input asset: data version})."""
+    `inputs`: `{asset: {data_version, path[, run_id]}}`. Returns (report, version)."""
     import shutil
 
     from ..fileio import sha256_file, staged_dir, write_manifest
@@ -72,16 +70,15 @@ def evaluate_and_publish(
             if (out / name).exists():
                 shutil.copy2(out / name, tmp / name)
         report = evaluate(tmp)
-        upstream = {k: v.get("data_version") for k, v in inputs.items()}
         write_manifest(
             tmp,
             layer="models",
             asset="draft_evaluation",
-            upstream_data_versions=upstream,
+            upstream_data_versions={k: v.get("data_version") for k, v in inputs.items()},
             inputs=inputs,
             report_sha256=sha256_file(tmp / "report.json"),
             **{k: report[k] for k in MANIFEST_FIELDS},
         )
         version = report_version(report)
         publish_version(tmp, root, "draft_evaluation", version, skip=("previous_report.json",))
-    return report, version, upstream
+    return report, version

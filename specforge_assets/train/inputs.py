@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import read_manifest
+from ..lineage import inputs_by_asset
 from ..paths import layer_dir
 from ..tags import TRAINED_ON_TAG
 from ..versioned import version_dir
@@ -193,20 +194,23 @@ def evaluation_inputs(
     root: Path, *, target_config: dict, draft: Recorded | None, latest: dict[str, str | None]
 ) -> EvaluationInputs:
     """The inputs of an evaluation of the latest draft (`draft`: its materialization; metadata
-    `inputs` and `version_path`). The draft's immutable folder when it exists, else
-    `models/draft_model`; the mix, vocab mapping and target it recorded as its inputs (its
-    manifest's for a draft trained before inputs were recorded), else the current folders with
+    `lineage/input_versions` (rows, read by `lineage.inputs_by_asset`) and `version_path`). The
+    draft's immutable folder when it exists, else `models/draft_model`; the mix, vocab mapping
+    and target it recorded as its inputs (its manifest's `inputs` for a draft recorded without
+    input rows), else the current folders with
     the `latest` recorded versions (keys DATASET, VOCAB, MIX, TARGET). Raises UserError when the
     draft or the mix's test split is missing, or the target changed (`pinned_target`)."""
     meta = draft.metadata if draft else {}
-    draft_inputs = dict(meta.get("inputs") or {})
+    # what the draft's training read; the offline hidden states are no input of an evaluation
+    draft_inputs = inputs_by_asset(meta.get("lineage/input_versions"))
+    draft_inputs.pop(HIDDEN_STATES, None)
     vpath = meta.get("version_path")
     draft_dir = (
         Path(vpath)
         if vpath and Path(vpath).is_dir()
         else require(layer_dir("models", "draft_model", root=root), "models/draft_model")
     )
-    if not draft_inputs:  # a draft trained before inputs were recorded: its manifest, else the current folders
+    if not draft_inputs:  # a draft recorded without input rows: its manifest, else the current folders
         draft_inputs = (read_manifest(draft_dir) or {}).get("inputs") or {}
     mix_folder = layer_dir("mix", root=root)
     vocab_folder = layer_dir("tokenized", "vocab_mapping", root=root)

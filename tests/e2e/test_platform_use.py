@@ -49,6 +49,8 @@ from conftest import (  # noqa: E402  (tests/e2e/conftest.py: the harness)
 )
 from models.corpus import conversations  # noqa: E402
 
+from specforge_assets.lineage import inputs_by_asset  # noqa: E402
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 DOCS_IMG = REPO / "docs" / "img"
@@ -537,11 +539,13 @@ def test_4_two_back_to_back_retrainings_each_evaluation_matches_its_draft(page, 
         draft, ev = drafts[run["runId"]], evals[run["runId"]]
         # each draft trained on the version its run was requested for
         assert draft["md"]["trained_on_dataset_version"] == version
-        assert draft["md"]["inputs"]["tokenized/dataset"]["data_version"] == version
+        draft_in = inputs_by_asset(draft["md"]["lineage/input_versions"])
+        assert draft_in["tokenized/dataset"]["data_version"] == version
         # its evaluation (same run) used exactly the draft's inputs and that draft
         assert ev["md"]["draft_version"] == draft["version"]
+        ev_in = inputs_by_asset(ev["md"]["lineage/input_versions"])
         for k in ("mix/training_mix", "tokenized/dataset", "tokenized/vocab_mapping", "models/target_model"):
-            assert ev["md"]["inputs"][k]["data_version"] == draft["md"]["inputs"][k]["data_version"], k
+            assert ev_in[k]["data_version"] == draft_in[k]["data_version"], k
     # (the two drafts may share a data version: it is the hash of the weights, and 10 tiny steps on
     # two datasets that differ by 3 rows can sample the same rows and produce identical weights)
 
@@ -709,7 +713,7 @@ def test_5_cancelled_retraining_is_visibly_untrained_and_requested_again_from_th
     draft = _md_materializations(dagster, DRAFT_KEY, limit=1)[0]
     assert draft["runId"] == again
     assert draft["md"]["trained_on_dataset_version"] == version
-    assert draft["md"]["inputs"]["tokenized/dataset"]["data_version"] == version
+    assert inputs_by_asset(draft["md"]["lineage/input_versions"])["tokenized/dataset"]["data_version"] == version
     ev = _md_materializations(dagster, EVAL_KEY, limit=1)[0]
     assert ev["runId"] == again and ev["md"]["draft_version"] == draft["version"]
     dagster.wait(

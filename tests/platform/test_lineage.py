@@ -3,6 +3,7 @@
 import dagster as dg
 
 from specforge_assets.assets._lineage import lineage_metadata, upstream_versions
+from specforge_assets.lineage import input_rows, inputs_by_asset
 from specforge_assets.partitions import source_partitions
 
 
@@ -44,3 +45,22 @@ def test_inputs_versions_in_metadata(dagster_instance):
     assert [(r["partition"], r["data_version"]) for r in rows] == [("a", "r-a"), ("b", "r-b")]
     assert all(r["run_id"] for r in rows)
     assert "| regenerated/conversations | a | `r-a` |" in mix_meta["lineage/inputs"].value
+
+
+def test_pinned_inputs_of_a_run_use_the_same_metadata():
+    """A training/evaluation run's pinned inputs (`input_rows`) give the same two entries: the
+    table names every input with its version and run link (— when none), the JSON keeps the folder."""
+    inputs = {
+        "tokenized/dataset": {
+            "data_version": "ds0123456789abcdef",
+            "path": "/d/versions/tokenized_dataset/ds0",
+            "run_id": "abcdef0123456789",
+        },
+        "models/target_model": {"data_version": "t1", "path": "/d/versions/target_model/t1"},
+    }
+    md = lineage_metadata(input_rows(inputs))
+    table = md["lineage/inputs"].value
+    assert "| tokenized/dataset | — | `ds0123456789abcd` | [abcdef01](/runs/abcdef0123456789) |" in table
+    assert "| models/target_model | — | `t1` | — |" in table
+    assert "/d/versions" not in table
+    assert inputs_by_asset(md["lineage/input_versions"].value) == inputs

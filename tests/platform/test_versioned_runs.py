@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from models.corpus import conversations  # noqa: E402
 
+from specforge_assets.lineage import inputs_by_asset  # noqa: E402
 from specforge_assets.keys import DRAFT, EVALUATION, MIX, REGENERATED, SOURCES, TARGET, TOKENIZED, VOCAB  # noqa: E402
 from specforge_assets.partitions import SOURCES_PARTITION_NAME  # noqa: E402
 from specforge_assets.tags import DATA_VERSION_TAG, RETRAIN_CONCURRENCY_TAG  # noqa: E402
@@ -267,14 +268,16 @@ def test_two_versions_back_to_back_each_evaluation_matches_its_draft(world):
         # the draft trained on the version its run was requested for, even though v_b was
         # already the latest when the first run started
         assert draft["trained_on_dataset_version"] == version
-        assert draft["inputs"]["tokenized/dataset"]["data_version"] == version
-        assert draft["inputs"]["mix/training_mix"]["data_version"] == mix
-        assert draft["inputs"]["tokenized/dataset"]["path"] == str(root / "versions" / "tokenized_dataset" / version)
+        draft_in = inputs_by_asset(draft["lineage/input_versions"])
+        assert draft_in["tokenized/dataset"]["data_version"] == version
+        assert draft_in["mix/training_mix"]["data_version"] == mix
+        assert draft_in["tokenized/dataset"]["path"] == str(root / "versions" / "tokenized_dataset" / version)
         # its evaluation used exactly the draft's inputs: same draft version, the held-out split
         # of the same mix version, same vocab and target
         assert ev["draft_version"] == draft["_version"]
+        ev_in = inputs_by_asset(ev["lineage/input_versions"])
         for k in ("mix/training_mix", "tokenized/dataset", "tokenized/vocab_mapping", "models/target_model"):
-            assert ev["inputs"][k]["data_version"] == draft["inputs"][k]["data_version"], k
+            assert ev_in[k]["data_version"] == draft_in[k]["data_version"], k
         assert ev["test_split"] == str(root / "versions" / "mix" / mix / "test.jsonl")
         report_dir = root / "versions" / "draft_evaluation"
         assert any(

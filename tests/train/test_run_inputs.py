@@ -10,10 +10,12 @@ import pytest
 
 from specforge_assets.errors import UserError
 from specforge_assets.fileio import write_manifest
+from specforge_assets.lineage import input_rows, inputs_by_asset
 from specforge_assets.target_import import quick_content_version
 from specforge_assets.train.eval_summary import headline_numbers, per_category_numbers, per_set_numbers, report_version
 from specforge_assets.train.inputs import (
     DATASET,
+    HIDDEN_STATES,
     MIX,
     TARGET,
     VOCAB,
@@ -160,7 +162,9 @@ def test_evaluation_inputs_use_what_the_draft_recorded(tmp_path):
         VOCAB: {"data_version": "voc1", "path": str(tmp_path / "vocab")},
         TARGET: {"data_version": "t1", "path": str(target)},
     }
-    draft = Recorded("d1", "run-d", {"inputs": recorded, "version_path": str(draft_dir)})
+    # the draft's lineage rows, as the draft asset records them (an offline draft's hidden states too)
+    rows = input_rows({**recorded, HIDDEN_STATES: {"data_version": "h1", "path": str(tmp_path / "hidden")}})
+    draft = Recorded("d1", "run-d", {"lineage/input_versions": rows, "version_path": str(draft_dir)})
     with pytest.raises(UserError) as e:
         evaluation_inputs(root, target_config={}, draft=draft, latest={})
     assert str(e.value) == (
@@ -178,6 +182,26 @@ def test_evaluation_inputs_use_what_the_draft_recorded(tmp_path):
         "models/draft_model": {"data_version": "d1", "path": str(draft_dir), "run_id": "run-d"},
         **recorded,
     }
+
+
+def test_input_rows_round_trip_to_inputs_by_asset():
+    inputs = {
+        DATASET: {"data_version": "ds1", "path": "/d/versions/tokenized_dataset/ds1", "run_id": "run-t"},
+        MIX: {"data_version": "mix1", "path": "/d/versions/mix/mix1"},
+    }
+    rows = input_rows(inputs)
+    assert rows == [
+        {
+            "asset": DATASET,
+            "partition": None,
+            "data_version": "ds1",
+            "path": inputs[DATASET]["path"],
+            "run_id": "run-t",
+        },
+        {"asset": MIX, "partition": None, "data_version": "mix1", "path": inputs[MIX]["path"], "run_id": None},
+    ]
+    assert inputs_by_asset(rows) == inputs
+    assert inputs_by_asset(None) == {}
 
 
 def test_evaluation_inputs_without_a_draft_name_the_missing_folder(tmp_path):
