@@ -197,3 +197,79 @@ def ensure_demo_target(out: Path, train_config: dict | None, sources_config: dic
         "builder_version": BUILDER_VERSION,
         "manifest": read_manifest(out) or {},
     }
+
+
+def materialize_target(config: dict, out: Path, root: Path, *, train_config: dict, sources_config: dict, log) -> dict:
+    """The `models/target_model` asset's work, whichever kind the configured target is
+    (`config`: `target_config(...)`; `out`: `<root>/models/target_model`):
+
+    - `path: null`: the demo target, built into `out` or reused (`ensure_demo_target`);
+    - a GGUF file or hub id (`needs_import`): imported into `out` as an HF folder, again only
+      when its source changed (`target_import.import_unless_current`);
+    - an HF folder (or a hub id not imported): used where it is (`external_target`).
+
+    The demo and imported targets are kept immutable under `<root>/versions/target_model/<v>/`.
+    Returns ``{kind, version (24 hex chars), path (Path of the folder, or the hub id), version_path
+    (Path or None), trust_remote_code, details}``; `details`: plain values for the UI (str,
+    numbers, bools, dicts/lists), which depend on the kind. Raises `UserError`s (a folder without
+    config.json, a source that cannot be imported, a demo corpus without rows)."""
+    from .versioned import publish_version
+
+    trust = bool(config["trust_remote_code"])
+    path: Path | str
+    if not config.get("path"):
+        demo = ensure_demo_target(out, train_config, sources_config, log)
+        manifest, summary = demo["manifest"], model_summary(out)
+        details = {
+            "kind": "demo_target",
+            "cached": demo["cached"],
+            "architecture": summary["architecture"],
+            "num_parameters": manifest.get("num_parameters"),
+            "num_hidden_layers": summary["num_hidden_layers"],
+            "hidden_size": summary["hidden_size"],
+            "vocab_size": summary["vocab_size"],
+            "corpus_rows": demo["corpus_rows"],
+            "corpus_chars": manifest.get("num_chars"),
+            "corpus_sources": demo["corpus_sources"],
+            "pretrain_loss_first": manifest.get("pretrain_loss_first"),
+            "pretrain_loss_last": manifest.get("pretrain_loss_last"),
+            "build_params": manifest.get("params") or demo["params"],
+            "builder_version": demo["builder_version"],
+        }
+        version, path, trust = demo["version"], out, False
+    elif needs_import(str(config["path"])):
+        from .target_import import import_unless_current
+
+        manifest, kind, cached = import_unless_current(config, out, log=log)
+        version, path = manifest["content_version"][:24], out
+        details = {
+            "kind": f"imported {kind}",
+            "source": str(config["path"]),
+            "trust_remote_code": trust,
+            "cached": cached,
+            "chat_template": config.get("chat_template"),
+            **model_summary(out),
+        }
+    else:
+        path, version, found = external_target(config)
+        details = {"kind": "external", "trust_remote_code": trust, "chat_template": config.get("chat_template")}
+        details.update({k: v for k, v in found.items() if k != "path"})
+        log(f"target model: {path} (version {version})")
+        return {
+            "kind": "external",
+            "version": version,
+            "path": path,
+            "version_path": None,
+            "trust_remote_code": trust,
+            "details": details,
+        }
+    # the version a draft trains against, immutable (hard links: a build replaces the folder whole)
+    vdir = publish_version(out, root, "target_model", version)
+    return {
+        "kind": details["kind"],
+        "version": version,
+        "path": path,
+        "version_path": vdir,
+        "trust_remote_code": trust,
+        "details": details,
+    }

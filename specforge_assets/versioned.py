@@ -43,6 +43,16 @@ def version_dir(root: Path | str, artifact: str, version: str) -> Path:
     return versions_root(root, artifact) / check_key(str(version), "data version")
 
 
+def existing_version_dir(root: Path | str, artifact: str, version: str | None) -> Path | None:
+    """`<root>/versions/<artifact>/<version>/` when it exists (the immutable folder a run reads),
+    else None (no version, or a layer/version that keeps no folder). Raises UserError for an
+    artifact or version that is not a safe path component (`keys.check_key`)."""
+    if not version:
+        return None
+    d = version_dir(root, artifact, version)
+    return d if d.is_dir() else None
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     if src.is_dir():
         dst.mkdir()

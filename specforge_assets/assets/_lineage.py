@@ -3,8 +3,7 @@
 - Tag names: `specforge_assets.tags` (Dagster's and ours, each defined once).
 - Record lookups: `latest_record`, `find_record`, `record_version`, `record_metadata`,
   `latest_version`, `latest_versions`, `recorded`, `pinned_input`, `trained_on_version`,
-  `retraining_runs`, and `draft_matches_latest` (the lookups of the `draft_matches_latest_dataset`
-  check; its body is `checks.models.draft_matches_latest`).
+  `retraining_runs`.
 - Run links: `run_link_tags` (where the run that produced a version came from),
   `trigger_link_tags` / `link_run_to_trigger` (an automation run names the run(s) and versions
   that started it; which inputs changed and how they are named: `specforge_assets.lineage`).
@@ -31,9 +30,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .. import lineage
-from ..checks import models as model_checks
-from ..checks.outcome import Outcome
-from ..keys import DRAFT, TOKENIZED
+from ..keys import TOKENIZED
 from ..lineage import changed_inputs, trigger_inputs_text
 from ..tags import (
     BACKFILL_TAG,
@@ -165,14 +162,12 @@ def record_metadata(record, name: str, default=None):
 def pinned_input(instance: dg.DagsterInstance, key: dg.AssetKey, artifact: str, root) -> dict:
     """The latest data version of an upstream and its immutable folder
     (`<root>/versions/<artifact>/<version>`, when that layer keeps one): what a run reads."""
-    from ..versioned import version_dir
+    from ..versioned import existing_version_dir
 
     rec = latest_record(instance, key)
     version = record_version(rec)
-    path = None
-    if version:
-        d = version_dir(root, artifact, version)
-        path = str(d) if d.is_dir() else None
+    d = existing_version_dir(root, artifact, version)
+    path = str(d) if d is not None else None
     return {"asset": key.to_user_string(), "data_version": version, "path": path, "run_id": rec.run_id if rec else None}
 
 
@@ -255,16 +250,3 @@ def link_run_to_trigger(context, inputs: list[dict]) -> dict[str, str]:
         instance.add_run_tags(run.run_id, new)
         context.log.info(f"triggered by run {new.get(TRIGGERED_BY_RUN_TAG, '?')[:8]}: {new[TRIGGER_INPUTS_TAG]}")
     return new
-
-
-def draft_matches_latest(instance: dg.DagsterInstance, **_) -> Outcome:
-    """The `draft_matches_latest_dataset` check (`checks.models.draft_matches_latest`) on the
-    instance's latest tokenized/dataset version, the latest draft's trained-on version and the
-    retraining runs requested for the former."""
-    latest = record_version(latest_record(instance, TOKENIZED))
-    runs = retraining_runs(instance, latest) if latest else []
-    return model_checks.draft_matches_latest(
-        latest,
-        trained_on_version(latest_record(instance, DRAFT)),
-        [(r.run_id, r.status.value) for r in runs],
-    )

@@ -15,7 +15,7 @@ from ..resources import SpecforgeStore
 from ..keys import MIX as MIX_KEY
 from ..keys import REGENERATED as REGENERATED_KEY
 
-CODE_VERSION = "mix-v1"
+CODE_VERSION = "mix-v1"  # Dagster code version: bump when what the mix computes changes
 
 
 CHECKS = [

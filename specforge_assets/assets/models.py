@@ -34,7 +34,7 @@ from ..tags import OPTIONAL_TAG, TRAINED_ON_TAG
 from ..train.inputs import hidden_states_inputs, offline_hidden_states
 from ..train.settings import LaunchSettings, TrainConfig, make_train_config, override_settings, train_settings
 from ..train.settings import OVERRIDES
-from ..versioned import publish_version, version_dir
+from ..versioned import existing_version_dir
 
 GROUP = "models"
 from ..keys import TARGET as TARGET_KEY
@@ -45,6 +45,9 @@ from ..keys import MIX as MIX_KEY
 from ..keys import TOKENIZED as DATASET_KEY
 from ..keys import VOCAB as VOCAB_KEY
 
+# Dagster code versions (bump one when what its asset computes changes: the asset and everything
+# below it turn stale). Not the domain's cache keys: the training fingerprint carries its own
+# `train.launch.TRAIN_CODE_VERSION`, the demo target its `BUILDER_VERSION`.
 TARGET_CODE_VERSION = "target-v1"
 DRAFT_CODE_VERSION = "draft-v1"
 EVAL_CODE_VERSION = "eval-v1"
@@ -129,93 +132,26 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore):
     sample rows, built into `<data root>/models/target_model`; rebuilt only when the corpus, the
     build parameters (configs/train.yaml `demo_target:`) or the builder change.
     Otherwise: the configured local folder or hub id, recorded with a content version."""
-    from ..target import ensure_demo_target, model_summary, needs_import, target_config
+    from ..target import materialize_target, target_config
 
-    tcfg = target_config(store.config("target"))
-    if tcfg.get("path"):
-        with expected_failures():
-            if needs_import(str(tcfg["path"])):
-                materialization, check = _imported_target(context, store, tcfg)
-            else:
-                materialization, check = _external_target(context, tcfg)
-        yield materialization
-        yield check
-        return
-    out = store.layer_dir("models", "target_model")
     with expected_failures():
-        demo = ensure_demo_target(out, store.config("train"), store.config("sources"), context.log.info)
-    version, manifest = demo["version"], demo["manifest"]
-    check = result(TARGET_KEY, TARGET_CHECK, path=out, trust_remote_code=False)
-    summary = model_summary(out)
-    # the version a draft trains against, immutable (hard links: the builder replaces the folder whole)
-    vdir = publish_version(out, store.root(), "target_model", version)
-    yield dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
-            "path": dg.MetadataValue.path(str(out)),
-            "version_path": dg.MetadataValue.path(str(vdir)),
-            "kind": "demo_target",
-            "cached": demo["cached"],
-            "architecture": summary["architecture"],
-            "num_parameters": manifest.get("num_parameters"),
-            "num_hidden_layers": summary["num_hidden_layers"],
-            "hidden_size": summary["hidden_size"],
-            "vocab_size": summary["vocab_size"],
-            "corpus_rows": demo["corpus_rows"],
-            "corpus_chars": manifest.get("num_chars"),
-            "corpus_sources": dg.MetadataValue.json(demo["corpus_sources"]),
-            "pretrain_loss_first": manifest.get("pretrain_loss_first"),
-            "pretrain_loss_last": manifest.get("pretrain_loss_last"),
-            "build_params": dg.MetadataValue.json(manifest.get("params") or demo["params"]),
-            "builder_version": demo["builder_version"],
-            "chat_template_preview": _chat_template_preview(check).get("chat_template_preview", ""),
-        },
-    )
-    yield check
-
-
-def _imported_target(context, store: SpecforgeStore, tcfg: dict) -> tuple[dg.MaterializeResult, dg.AssetCheckResult]:
-    """A GGUF file or a hub id → a normal HF folder at <data root>/models/target_model
-    (target_import.import_target), re-imported only when the source changed; versioned by the
-    folder's content, kept immutable under versions/target_model/<v>/. Returns the
-    materialization and the target check's result."""
-    from ..target import model_summary
-    from ..target_import import import_unless_current
-
-    trust = bool(tcfg.get("trust_remote_code"))
-    out = store.layer_dir("models", "target_model")
-    manifest, kind, cached = import_unless_current(tcfg, out, log=context.log.info)
-    version = manifest["content_version"][:24]
-    vdir = publish_version(out, store.root(), "target_model", version)
-    summary = model_summary(out)
-    check = result(TARGET_KEY, TARGET_CHECK, path=out, trust_remote_code=trust)
-    md = {
-        "kind": f"imported {kind}",
-        "source": str(tcfg["path"]),
-        "trust_remote_code": trust,
-        "cached": cached,
-        "chat_template": tcfg.get("chat_template"),
-        "path": dg.MetadataValue.path(str(out)),
-        "version_path": dg.MetadataValue.path(str(vdir)),
-        **summary,
-    }
+        target = materialize_target(
+            target_config(store.config("target")),
+            store.layer_dir("models", "target_model"),
+            store.root(),
+            train_config=store.config("train"),
+            sources_config=store.config("sources"),
+            log=context.log.info,
+        )
+    check = result(TARGET_KEY, TARGET_CHECK, path=target["path"], trust_remote_code=target["trust_remote_code"])
+    md: dict = {k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in target["details"].items()}
+    if isinstance(target["path"], Path):  # a hub id used where it is: `hub_id` in the details
+        md["path"] = dg.MetadataValue.path(str(target["path"]))
+    if target["version_path"] is not None:
+        md["version_path"] = dg.MetadataValue.path(str(target["version_path"]))
     md.update(_chat_template_preview(check))
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md), check
-
-
-def _external_target(context, tcfg: dict) -> tuple[dg.MaterializeResult, dg.AssetCheckResult]:
-    """A configured target used where it is: the materialization and the target check's result."""
-    from ..target import external_target
-
-    resolved, version, details = external_target(tcfg)
-    trust = bool(tcfg.get("trust_remote_code"))
-    md: dict = {"kind": "external", "trust_remote_code": trust, "chat_template": tcfg.get("chat_template")}
-    md.update(details)
-    if "path" in details:
-        md["path"] = dg.MetadataValue.path(details["path"])
-    check = result(TARGET_KEY, TARGET_CHECK, path=resolved, trust_remote_code=trust)
-    context.log.info(f"target model: {resolved} (version {version})")
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=md), check
+    yield dg.MaterializeResult(data_version=dg.DataVersion(target["version"]), metadata=md)
+    yield check
 
 
 # -- models/draft_model -------------------------------------------------------------------------
@@ -302,8 +238,8 @@ def draft_model(
     mr = completed.get_materialize_result()
     prune_work_dirs(spec, protect=_work_dirs_in_use(context.instance, Path(spec["work_dir"]).parent))
     version = mr.data_version.value if mr.data_version else None
-    vdir = version_dir(root, "draft_model", version) if version else None
-    out = vdir if vdir is not None and vdir.is_dir() else Path(spec["out_dir"])
+    vdir = existing_version_dir(root, "draft_model", version)
+    out = vdir if vdir is not None else Path(spec["out_dir"])
     check = result(DRAFT_KEY, DRAFT_CHECK, out=out)
     md = dict(mr.metadata or {})
     md["launch_command"] = dg.MetadataValue.text(" ".join(cmd))
@@ -317,6 +253,7 @@ def draft_model(
     if vdir is not None:
         md["version_path"] = dg.MetadataValue.path(str(vdir))
     history = charts.load_metrics(out)  # the loss curve of every draft: inline, and full size one click away
+    md["metrics"] = markdown_table(*charts.metrics_rows(history))  # loss, TTT accuracy, lr, tokens/s by step
     if history:
         md.update(pictures(loss_curve=charts.loss_curve_inline_md(history)))
         md["loss_curve_detail"] = png(charts.loss_curve_png(history), "loss and TTT accuracy per step")

@@ -22,7 +22,7 @@ from ..keys import REGENERATED as KEY
 from ..keys import SOURCES as SOURCES_KEY
 from ..keys import TARGET as TARGET_KEY
 
-CODE_VERSION = "regenerate-v1"
+CODE_VERSION = "regenerate-v1"  # Dagster code version: bump when what regeneration computes changes
 
 
 class RegenerationServers(dg.ConfigurableResource):

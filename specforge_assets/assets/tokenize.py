@@ -21,6 +21,11 @@ from ..keys import TARGET as TARGET_KEY
 from ..keys import MIX as MIX_KEY
 
 
+# Dagster code versions: bump one when what its asset computes changes (it and all below turn stale)
+DATASET_CODE_VERSION = "tokenize-v1"
+VOCAB_CODE_VERSION = "vocab-v1"
+
+
 DATASET_CHECKS = [
     InAssetCheck(
         "tokenized_zero_supervised_rows",
@@ -81,7 +86,7 @@ VOCAB_CHECKS = [
     group_name="tokenized",
     deps=[MIX_KEY, TARGET_KEY],
     kinds={"python", "parquet"},
-    code_version="tokenize-v1",
+    code_version=DATASET_CODE_VERSION,
     check_specs=check_specs(DATASET_KEY, DATASET_CHECKS),
 )
 def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
@@ -178,7 +183,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
     group_name="tokenized",
     deps=[DATASET_KEY, TARGET_KEY],
     kinds={"python", "pytorch"},
-    code_version="vocab-v1",
+    code_version=VOCAB_CODE_VERSION,
     check_specs=check_specs(VOCAB_KEY, VOCAB_CHECKS),
 )
 def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):

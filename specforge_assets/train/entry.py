@@ -140,24 +140,6 @@ def _setup_distributed(device: str, log) -> Any:
     return dist
 
 
-def _metric_md(history: list[dict], max_rows: int = 20) -> str:
-    """Loss / TTT accuracy / throughput curve as a markdown table (thinned to max_rows)."""
-    if not history:
-        return "(no metrics)"
-    step = max(1, len(history) // max_rows)
-    rows = history[::step]
-    if rows[-1] is not history[-1]:
-        rows.append(history[-1])
-    k = len(history[-1].get("acc") or [])
-    head = "| step | loss | " + " | ".join(f"acc{i}" for i in range(k)) + " | lr | tokens/s |\n"
-    head += "|" + "---|" * (k + 4) + "\n"
-    body = ""
-    for r in rows:
-        accs = " | ".join(f"{a:.3f}" for a in (r.get("acc") or [])[:k])
-        body += f"| {r.get('step')} | {r.get('loss', float('nan')):.4f} | {accs} | {r.get('lr', 0):.2e} | {r.get('tokens_per_s', 0):.0f} |\n"
-    return head + body
-
-
 # -- several nodes -------------------------------------------------------------------------------
 
 JOIN_TIMEOUT_S = 300
@@ -342,7 +324,7 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
         publish_checkpoint(stage, out_dir, previous, keep=files)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    metadata = _materialization_metadata(spec, result, history, out_dir, version, seconds, device)
+    metadata = _materialization_metadata(spec, result, out_dir, version, seconds, device)
     if version_path is not None:
         metadata["version_path"] = {"raw_value": str(version_path), "type": "path"}
     pipes.report_asset_materialization(metadata=metadata, data_version=version)
@@ -386,7 +368,7 @@ def _num(v) -> Any:
         return None
 
 
-def _materialization_metadata(spec, result, history, out_dir: Path, version: str, seconds: float, device: str) -> dict:
+def _materialization_metadata(spec, result, out_dir: Path, version: str, seconds: float, device: str) -> dict:
     acc = [round(float(a), 4) for a in (result.get("acc") or [])]
     md: dict[str, Any] = {
         "path": {"raw_value": str(out_dir), "type": "path"},
@@ -409,7 +391,6 @@ def _materialization_metadata(spec, result, history, out_dir: Path, version: str
             md["final_loss" if k == "loss" else k] = round(v, 5) if isinstance(result.get(k), float) else int(v)
     for i, a in enumerate(acc):
         md[f"ttt_acc_{i}"] = a
-    md["metrics"] = {"raw_value": _metric_md(history), "type": "md"}
     return md
 
 

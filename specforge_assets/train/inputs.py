@@ -18,7 +18,7 @@ from ..fileio import read_manifest
 from ..lineage import inputs_by_asset
 from ..paths import layer_dir
 from ..tags import TRAINED_ON_TAG
-from ..versioned import version_dir
+from ..versioned import existing_version_dir
 
 DATASET = "tokenized/dataset"
 VOCAB = "tokenized/vocab_mapping"
@@ -81,10 +81,9 @@ def pinned_target(root: Path, config: dict, version: str | None) -> dict:
     from ..target import target_config, target_model_path
     from ..target_import import quick_content_version
 
-    if version:
-        d = version_dir(root, "target_model", version)
-        if d.is_dir():
-            return {"data_version": version, "path": str(d), "local": True}
+    d = existing_version_dir(root, "target_model", version)
+    if d is not None:
+        return {"data_version": version, "path": str(d), "local": True}
     target = target_model_path(root, config)
     if isinstance(target, Path):
         require(target / "config.json", TARGET)
@@ -127,14 +126,14 @@ def training_inputs(
             f"tokenized/dataset version {wanted} (this run's {TRAINED_ON_TAG} tag) was never materialized in this instance"
         )
     ds_version = dataset.data_version if dataset else None
-    ds_dir = version_dir(root, "tokenized_dataset", ds_version) if ds_version else None
+    ds_dir = existing_version_dir(root, "tokenized_dataset", ds_version)
     made_from: dict = {}
-    if dataset is not None and ds_dir is not None and ds_dir.is_dir():
+    if dataset is not None and ds_dir is not None:
         out[DATASET] = {"data_version": ds_version, "path": str(ds_dir), "run_id": dataset.run_id}
         made_from = (read_manifest(ds_dir) or {}).get("inputs") or {}
         v_version = vocab.data_version if vocab else None
-        v_dir = version_dir(root, "vocab_mapping", v_version) if v_version else None
-        if vocab is None or v_dir is None or not v_dir.is_dir():
+        v_dir = existing_version_dir(root, "vocab_mapping", v_version)
+        if vocab is None or v_dir is None:
             raise UserError(
                 f"no tokenized/vocab_mapping built from tokenized/dataset {ds_version}: "
                 "materialize tokenized/vocab_mapping first"
