@@ -39,10 +39,6 @@ from .errors import TrainFileNotFound, TrainInputError
 from .launch import SPEC_VERSION
 from .ranks import global_rank, local_rank, local_world_size, resolve_device, world_size
 
-# Test hook: a rank exits hard (no cleanup) once it reaches this optimizer step, to exercise
-# crash-resume. Never set in normal use.
-KILL_AT_STEP_ENV = "SPECFORGE_TEST_KILL_AT_STEP"
-
 
 class StdoutPipes:
     """What a rank that does not talk to Dagster uses (the part of the Pipes context `run` calls):
@@ -253,13 +249,9 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
     )
 
     history: list[dict] = []
-    kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "0") or 0)
 
     def metrics_cb(step: int, m: dict) -> None:
         history.append(dict(m))
-        if kill_at and step >= kill_at:
-            print(f"[rank {rank}] {KILL_AT_STEP_ENV}={kill_at}: exiting hard at step {step}", flush=True)
-            os._exit(17)
 
     from .loop import latest_state
 

@@ -177,14 +177,14 @@ def test_draft_then_evaluation(env, capfd):
     assert "plot" in emat.metadata and emat.metadata["lossless"].value is True
 
 
-def test_pipes_only_rank0_reports_and_resume_after_kill(env, capfd, monkeypatch):
+def test_pipes_only_rank0_reports_and_resume_after_kill(env, capfd):
     """Two torchrun ranks (gloo): the first run is killed hard at step 4 (checkpoint at 3),
     the relaunch resumes from step 3; exactly one materialization, reported by rank 0 only."""
-    from specforge_assets.train.entry import KILL_AT_STEP_ENV
+    from tests.helpers.killhook import kill_at_step
 
     res = _resources(env, nproc_per_node=2, max_steps=7)
-    monkeypatch.setenv(KILL_AT_STEP_ENV, "4")
-    r1 = dg.materialize([M.draft_model], instance=env["instance"], resources=res, raise_on_error=False)
+    with kill_at_step(4):
+        r1 = dg.materialize([M.draft_model], instance=env["instance"], resources=res, raise_on_error=False)
     assert not r1.success
     assert not _mats(r1, M.DRAFT_KEY)
     work = [
@@ -194,9 +194,9 @@ def test_pipes_only_rank0_reports_and_resume_after_kill(env, capfd, monkeypatch)
     ]
     states = {json.loads((d / "training_state" / "latest.json").read_text())["step"] for d in work}
     assert 3 in states
-    capfd.readouterr()
+    out1 = capfd.readouterr()
+    assert "exiting hard at step 4" in out1.out, out1.out[-2000:]  # rank 0 died at step 4, after the save at 3
 
-    monkeypatch.delenv(KILL_AT_STEP_ENV)
     r2 = dg.materialize([M.draft_model], instance=env["instance"], resources=res)
     assert r2.success
     (mat,) = _mats(r2, M.DRAFT_KEY)

@@ -299,16 +299,13 @@ def test_failed_retraining_leaves_the_version_visibly_untrained(world):
     w, inst = world, world["instance"]
     if inst.get_latest_materialization_event(DRAFT) is None:
         pytest.skip("needs the earlier tests' data")
-    from specforge_assets.train.entry import KILL_AT_STEP_ENV
+    from tests.helpers.killhook import kill_at_step
 
     trained = _latest_md(inst, DRAFT)["trained_on_dataset_version"]
     _change_beta(w, 3)
     (req,) = _retrain_requests(w)
-    w["mp"].setenv(KILL_AT_STEP_ENV, "1")
-    try:
+    with kill_at_step(1):
         failed = _run_retraining(w, req, raise_on_error=False)
-    finally:
-        w["mp"].delenv(KILL_AT_STEP_ENV)
     assert not failed.success
     untrained = req.tags["specforge/trigger_data_version"]
     # the draft still names the version it was trained on, which is not the latest
