@@ -248,11 +248,6 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
         f"mode={spec['mode']} work_dir={work_dir}"
     )
 
-    history: list[dict] = []
-
-    def metrics_cb(step: int, m: dict) -> None:
-        history.append(dict(m))
-
     from .loop import latest_state
 
     state = latest_state(work_dir) if spec["resume"] else None
@@ -275,7 +270,6 @@ def _run(spec: dict, pipes, log, rank: int, node_rank: int = 0) -> dict:
         vocab_mapping_path=spec["vocab_mapping_path"],
         out_dir=str(work_dir),
         log=log,
-        metrics_cb=metrics_cb,
         resume=bool(spec["resume"]),
         manifest={
             "fingerprint": spec.get("fingerprint"),
