@@ -193,13 +193,7 @@ def draft_model(
     root = store.root()
     settings = trainer.settings(store)
     inputs = _training_inputs(context, store)
-    dataset, vocab = (
-        Path(inputs[DATASET_KEY.to_user_string()]["path"]),
-        Path(inputs[VOCAB_KEY.to_user_string()]["path"]),
-    )
-    target_in = inputs[TARGET_KEY.to_user_string()]
-    target = Path(target_in["path"]) if target_in.get("local") else target_in["path"]
-    upstream = {k: v["data_version"] for k, v in inputs.items()}
+    upstream = inputs.versions
     hidden = None
     if settings["launch"]["mode"] == "offline":
         with expected_failures():
@@ -210,13 +204,13 @@ def draft_model(
         spec, spec_path, cmd = prepare_launch(
             root=root,
             settings=settings,
-            target_path=target,
-            dataset_path=dataset,
-            vocab_mapping_path=vocab,
+            target_path=inputs.target,
+            dataset_path=inputs.dataset,
+            vocab_mapping_path=inputs.vocab_mapping,
             upstream_data_versions=upstream,
             hidden_states_path=hidden,
             run_id=context.run.run_id,
-            inputs={k: {kk: vv for kk, vv in v.items() if kk != "local"} for k, v in inputs.items()},
+            inputs=inputs.pinned,
         )
     context.log.info(
         f"training on tokenized/dataset {upstream[DATASET_KEY.to_user_string()]} "
@@ -261,9 +255,9 @@ def draft_model(
     yield check
 
 
-def _training_inputs(context, store: SpecforgeStore) -> dict:
-    """{asset: {data_version, path, ...}}: the exact, immutable inputs of this training run
-    (`train.inputs.training_inputs`, given what the instance recorded). Dataset: the version this
+def _training_inputs(context, store: SpecforgeStore):
+    """The exact, immutable inputs of this training run (a `train.inputs.TrainingInputs`:
+    `train.inputs.training_inputs`, given what the instance recorded). Dataset: the version this
     run was requested for (retraining sensor tag), else the latest. Vocab: the latest mapping built
     from that dataset version."""
     from ..target import target_config

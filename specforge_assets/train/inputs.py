@@ -71,10 +71,11 @@ def offline_hidden_states(root: Path, recorded: str | None) -> tuple[Path, str |
     return folder, folder_version(recorded, folder)
 
 
-def pinned_target(root: Path, config: dict, version: str | None) -> dict:
-    """The target a run reads, by version: {data_version, path, local}. `version` (the one
-    recorded upstream, or None) names the immutable copy under `<root>/versions/target_model/`
-    when there is one; else the configured folder (or hub id, `local` False) — after checking that
+def pinned_target(root: Path, config: dict, version: str | None) -> tuple[dict, Path | str]:
+    """The target a run reads, by version: ({data_version, path} as recorded, the folder as a Path
+    or a hub id as a str). `version` (the one recorded upstream, or None) names the immutable copy
+    under `<root>/versions/target_model/` when there is one; else the configured folder (or hub
+    id) — after checking that
     a configured folder's content still is `version` (a model is its content, not its folder: a
     moved folder is fine, a changed one is refused with a UserError naming the folder and both
     versions). `config`: configs/target.yaml. Raises UserError when the folder has no config.json."""
@@ -83,7 +84,7 @@ def pinned_target(root: Path, config: dict, version: str | None) -> dict:
 
     d = existing_version_dir(root, "target_model", version)
     if d is not None:
-        return {"data_version": version, "path": str(d), "local": True}
+        return {"data_version": version, "path": str(d)}, d
     target = target_model_path(root, config)
     if isinstance(target, Path):
         require(target / "config.json", TARGET)
@@ -95,8 +96,24 @@ def pinned_target(root: Path, config: dict, version: str | None) -> dict:
                     f"{version} (its content is now {actual}): materialize models/target_model again"
                 )
             version = actual
-        return {"data_version": version, "path": str(target), "local": True}
-    return {"data_version": version, "path": str(target), "local": False}
+    return {"data_version": version, "path": str(target)}, target
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a training run reads: the tokenized dataset and vocab mapping folders, the target
+    (a folder as a Path, a hub id as a str), and `pinned`, per asset (DATASET, VOCAB, MIX, TARGET)
+    ``{data_version, path[, run_id]}``: what the run records (manifest.json `inputs`, lineage)."""
+
+    dataset: Path
+    vocab_mapping: Path
+    target: Path | str
+    pinned: dict[str, dict]
+
+    @property
+    def versions(self) -> dict[str, str | None]:
+        """{asset: data version} of `pinned`."""
+        return {k: v.get("data_version") for k, v in self.pinned.items()}
 
 
 def training_inputs(
@@ -108,16 +125,15 @@ def training_inputs(
     mix: dict,
     latest: dict[str, str | None],
     wanted: str | None = None,
-) -> dict:
-    """{asset: {data_version, path[, run_id][, local]}}: the exact, immutable inputs of a training run.
+) -> TrainingInputs:
+    """The exact, immutable inputs of a training run (`TrainingInputs`).
 
     `dataset`: the tokenized/dataset materialization to train on (the one of version `wanted`,
     the run's `TRAINED_ON_TAG` tag, else the latest; None when there is none). `vocab`: the latest
     vocab mapping whose metadata `dataset_version` is that dataset's. `mix`: the latest mix as
     recorded ({data_version, path: its immutable folder or None}). `latest`: the latest recorded
     data version by asset (DATASET, VOCAB, MIX, TARGET), used for data prepared outside Dagster.
-    Mix and target are those the dataset was tokenized from (its manifest's `inputs`); `local` says
-    whether the target's path is a folder (else a hub id). Raises UserError when `wanted` was never
+    Mix and target are those the dataset was tokenized from (its manifest's `inputs`). Raises UserError when `wanted` was never
     materialized or has no immutable copy, when no vocab was built from the dataset, or when a
     folder to read is missing."""
     out: dict = {}
@@ -157,8 +173,10 @@ def training_inputs(
         mix_in = {"data_version": folder_version(latest.get(MIX), mix_folder), "path": str(mix_folder)}
     out[MIX] = {"data_version": mix_in.get("data_version"), "path": mix_in["path"]}
     target_version = (made_from.get(TARGET) or {}).get("data_version") or latest.get(TARGET)
-    out[TARGET] = pinned_target(root, target_config, target_version)
-    return out
+    out[TARGET], target = pinned_target(root, target_config, target_version)
+    return TrainingInputs(
+        dataset=Path(out[DATASET]["path"]), vocab_mapping=Path(out[VOCAB]["path"]), target=target, pinned=out
+    )
 
 
 def launched_work_dirs(work_root: Path) -> dict[Path, str]:
@@ -222,13 +240,12 @@ def evaluation_inputs(
         "data_version": folder_version(latest.get(VOCAB), vocab_folder),
     }
     target_in = draft_inputs.get(TARGET) or {}
-    if not target_in.get("path"):
-        target_in = {
-            **pinned_target(root, target_config, latest.get(TARGET)),
-            **({"data_version": target_in["data_version"]} if target_in.get("data_version") else {}),
-        }
-    target_in = {k: v for k, v in target_in.items() if k != "local"}
-    target = Path(target_in["path"]) if Path(str(target_in["path"])).exists() else target_in["path"]
+    target: Path | str
+    if target_in.get("path"):  # as the draft recorded it: a folder, or a hub id
+        target = Path(target_in["path"]) if Path(str(target_in["path"])).exists() else target_in["path"]
+    else:
+        pinned, target = pinned_target(root, target_config, latest.get(TARGET))
+        target_in = {**pinned, **({"data_version": target_in["data_version"]} if target_in.get("data_version") else {})}
     test = require(Path(mix_in["path"]) / "test.jsonl", "mix/training_mix test split (test.jsonl)")
     inputs = {
         "models/draft_model": {

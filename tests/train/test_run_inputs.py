@@ -46,11 +46,10 @@ def test_a_changed_external_target_folder_is_refused_naming_the_folder_and_both_
     target = _hf_folder(tmp_path / "my-target")
     recorded, _ = quick_content_version(target)
     config = {"path": str(target)}
-    assert pinned_target(tmp_path / "data", config, recorded) == {
-        "data_version": recorded,
-        "path": str(target.resolve()),
-        "local": True,
-    }
+    assert pinned_target(tmp_path / "data", config, recorded) == (
+        {"data_version": recorded, "path": str(target.resolve())},
+        target.resolve(),
+    )
     (target / "model.safetensors").write_bytes(b"other weights")
     now, _ = quick_content_version(target)
     with pytest.raises(UserError) as e:
@@ -65,17 +64,16 @@ def test_pinned_target_prefers_the_immutable_copy_and_needs_a_config_json(tmp_pa
     root = tmp_path / "data"
     kept = version_dir(root, "target_model", "v1")
     kept.mkdir(parents=True)
-    assert pinned_target(root, {"path": None}, "v1") == {"data_version": "v1", "path": str(kept), "local": True}
+    assert pinned_target(root, {"path": None}, "v1") == ({"data_version": "v1", "path": str(kept)}, kept)
     # the demo target's folder, never built
     with pytest.raises(UserError, match=r"models/target_model not found at .*models/target_model/config\.json"):
         pinned_target(root, {"path": None}, "v2")
     # a hub id is read from its import under the data root, versioned by content when none was recorded
     imported = _hf_folder(root / "models" / "target_model")
-    assert pinned_target(root, {"path": "org/model"}, None) == {
-        "data_version": quick_content_version(imported)[0],
-        "path": str(root / "models" / "target_model"),
-        "local": True,
-    }
+    assert pinned_target(root, {"path": "org/model"}, None) == (
+        {"data_version": quick_content_version(imported)[0], "path": str(root / "models" / "target_model")},
+        root / "models" / "target_model",
+    )
 
 
 def test_training_inputs_by_version(tmp_path):
@@ -97,12 +95,14 @@ def test_training_inputs_by_version(tmp_path):
         mix={"data_version": "mix-latest", "path": None},
         latest={TARGET: "t-latest"},
     )
-    assert got == {
+    assert got.pinned == {
         DATASET: {"data_version": "ds1", "path": str(ds_dir), "run_id": "run-ds"},
         VOCAB: {"data_version": "voc1", "path": str(vocab_dir), "run_id": "run-voc"},
         MIX: {"data_version": "mix1", "path": str(mix_dir)},
-        TARGET: {"data_version": "t1", "path": str(version_dir(root, "target_model", "t1")), "local": True},
+        TARGET: {"data_version": "t1", "path": str(version_dir(root, "target_model", "t1"))},
     }
+    assert (got.dataset, got.vocab_mapping, got.target) == (ds_dir, vocab_dir, version_dir(root, "target_model", "t1"))
+    assert got.versions == {DATASET: "ds1", VOCAB: "voc1", MIX: "mix1", TARGET: "t1"}
     with pytest.raises(UserError) as e:
         training_inputs(root, target_config={}, dataset=Recorded("ds1", "r"), vocab=None, mix={}, latest={})
     assert str(e.value) == (
@@ -137,10 +137,11 @@ def test_training_inputs_of_data_prepared_outside_dagster_read_the_current_folde
     got = training_inputs(
         root, target_config={"path": None}, dataset=None, vocab=None, mix={}, latest={VOCAB: "voc-recorded"}
     )
-    assert got[DATASET] == {"data_version": "ds-m", "path": str(root / "tokenized" / "dataset")}
-    assert got[VOCAB] == {"data_version": "voc-recorded", "path": str(root / "tokenized" / "vocab_mapping")}
-    assert got[MIX] == {"data_version": "mix-m", "path": str(root / "mix")}
-    assert got[TARGET] == {"data_version": None, "path": str(root / "models" / "target_model"), "local": True}
+    assert got.pinned[DATASET] == {"data_version": "ds-m", "path": str(root / "tokenized" / "dataset")}
+    assert got.pinned[VOCAB] == {"data_version": "voc-recorded", "path": str(root / "tokenized" / "vocab_mapping")}
+    assert got.pinned[MIX] == {"data_version": "mix-m", "path": str(root / "mix")}
+    assert got.pinned[TARGET] == {"data_version": None, "path": str(root / "models" / "target_model")}
+    assert got.target == root / "models" / "target_model"  # a folder (a Path), not a hub id
 
 
 def test_launched_work_dirs(tmp_path):
