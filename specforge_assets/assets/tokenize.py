@@ -171,10 +171,10 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         DATASET_CHECKS,
         ds_dir=out,
         manifest=man,
-        mix_train=Path(mix_in["path"]) / "train.jsonl",
+        mix_train=res["mix_train"],
         cfg=tokenize_config(store.config("tokenize")),
         target_path=target_in.get("path") or target_model_path(root, tcfg),
-        trust_remote_code=bool(tcfg.get("trust_remote_code")),
+        trust_remote_code=tcfg["trust_remote_code"],
     )
 
 
