@@ -13,7 +13,11 @@
   data version whose blocking checks passed; the run is tagged with that version.
 - `record_run_failures`: appends every failed run, with its errors, to `<root>/ops/failures.jsonl`.
 
-Intervals, default statuses and log locations: `configs/automation.yaml` (see `automation.py`).
+The sensors are built by `build_sensors(settings)` when the definitions load, `settings` being
+`configs/automation.yaml` read through the store (`automation.automation_settings`: intervals,
+default statuses, the settle time, the retry budget, the ops-log locations); nothing is read at
+import. Jobs (`jobs`): `sources_and_regenerated` (one source partition through sources and
+regenerated: the file-drop sensor's runs and the job to backfill) and `retrain_draft_job`.
 The decisions live in domain modules: `sources.incoming` (what each dropped file is),
 `train.retrain` (whether to retrain), `oplog` (redaction, the ops-log records); reading the
 instance (which version/record/run made what) is `assets._lineage`; tag names in `tags`.
@@ -80,11 +84,6 @@ from .tags import (
 )
 from .train import retrain
 
-# configs/automation.yaml is read when the definitions are built (`build_sensors`, through the
-# store resource), never at import: until then, and for sensors built without settings, the
-# models' defaults. Ticks of such sensors read this at each tick (tests replace it).
-_SETTINGS = automation.automation_settings({})
-
 
 def _prefixes(*keys: dg.AssetKey) -> dg.AssetSelection:
     # Key-prefix selections resolve even while a layer is not built yet (the job then selects
@@ -104,15 +103,6 @@ sources_and_regenerated = dg.define_asset_job(
         "(Jobs → sources_and_regenerated → Materialize / Backfill) to bring sources up to date: the "
         "backfill page then shows each source's progress through both layers. The file-drop sensor runs it too."
     ),
-)
-
-# The same two steps under the name older runs, links and scripts use.
-incoming_sources_job = dg.define_asset_job(
-    "incoming_sources_job",
-    selection=_prefixes(SOURCES, REGENERATED),
-    partitions_def=source_partitions,
-    description="Same steps as `sources_and_regenerated` (kept for existing run history and scripts).",
-    tags={TRIGGER_TAG: TRIGGER_INCOMING_FILE},
 )
 
 # Every retraining run carries RETRAIN_CONCURRENCY_TAG; dagster_home/dagster.yaml limits runs
@@ -135,12 +125,9 @@ retrain_draft_job = dg.define_asset_job(
 # incoming files → source partitions (the decision: `sources.incoming.decide`)
 
 
-def incoming_tick(
-    context: dg.SensorEvaluationContext, store: SpecforgeStore, config: dict | None = None
-) -> dg.SensorResult:
+def incoming_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore, config: dict) -> dg.SensorResult:
     """`sources.incoming.decide` on this tick's scan, as Dagster requests, logs and ops records.
-    `config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
-    config = config or _SETTINGS
+    `config`: `automation.automation_settings(...)` (the settle time and the incoming log)."""
     root = store.root(pull=False)  # the drop folder and ops log: no pull of an object-store root
     decision = incoming.decide(
         scan_incoming(store.config("sources"), root),
@@ -258,13 +245,10 @@ def retrain_facts(context: dg.SensorEvaluationContext) -> retrain.RetrainFacts:
     )
 
 
-def retrain_tick(
-    context: dg.SensorEvaluationContext, config: dict | None = None
-) -> dg.RunRequest | dg.SkipReason | dg.SensorResult:
+def retrain_tick(context: dg.SensorEvaluationContext, config: dict) -> dg.RunRequest | dg.SkipReason | dg.SensorResult:
     """`train.retrain.decide` on this tick's `retrain_facts`, as a Dagster request, a skip, or a
     skip with a failed `draft_matches_latest_dataset` result (and the cursor remembering it).
-    `config`: `automation.automation_settings` (None: the module's `_SETTINGS`)."""
-    config = config or _SETTINGS
+    `config`: `automation.automation_settings(...)` (the retry budget)."""
     decision = retrain.decide(
         retrain_facts(context),
         json.loads(context.cursor) if context.cursor else None,
@@ -319,6 +303,9 @@ def failure_record(context: dg.RunFailureSensorContext) -> dict:
 
 
 def register_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) -> dg.SensorResult | dg.SkipReason:
+    """A dynamic-partition request for every configured source key (configs/sources.yaml through
+    `store`) the instance lacks, else a skip saying all are there; invalid keys are logged as
+    warnings and left out, never fatal."""
     cfg = store.config("sources")
     keys = configured_source_keys(cfg)
     bad = invalid_source_keys(cfg)  # reported, never registered, never stops the others
@@ -336,20 +323,20 @@ def register_tick(context: dg.SensorEvaluationContext, store: SpecforgeStore) ->
     return dg.SensorResult(dynamic_partitions_requests=[source_partitions.build_add_request(missing)])
 
 
-def failure_tick(context: dg.RunFailureSensorContext, store: SpecforgeStore, config: dict | None = None) -> None:
-    path = oplog.ops_path((config or _SETTINGS)["ops"]["failure_log"], store.root(pull=False))
+def failure_tick(context: dg.RunFailureSensorContext, store: SpecforgeStore, config: dict) -> None:
+    """Appends the `failure_record` of the failed run in `context` to the failure log of `config`
+    (`automation.automation_settings(...)`, `ops.failure_log`, under the store's root)."""
+    path = oplog.ops_path(config["ops"]["failure_log"], store.root(pull=False))
     record = failure_record(context)
     oplog.append_jsonl(path, record)
     context.log.info(f"run {record['run_id'][:8]} ({record['job']}) failed: recorded in {path}")
 
 
-def build_sensors(config: dict | None = None) -> dict[str, dg.SensorDefinition]:
+def build_sensors(config: dict) -> dict[str, dg.SensorDefinition]:
     """The sensors, by name, with the intervals and start states of `config`
     (`automation.automation_settings(store.config("automation"))`, read when the definitions are
-    built); their ticks use `config` too. None: the models' defaults, and the ticks read the
-    module's `_SETTINGS` when they run."""
-    cfg = config or _SETTINGS
-    sensors_cfg = cfg["sensors"]
+    built: configs/automation.yaml is never read at import); their ticks use `config` too."""
+    sensors_cfg = config["sensors"]
 
     def timing(name: str) -> dict:
         return {
@@ -401,13 +388,7 @@ def build_sensors(config: dict | None = None) -> dict[str, dg.SensorDefinition]:
         failure_tick(context, store, config)
 
     built = [incoming_files_sensor, register_sources_sensor, retrain_on_new_dataset, record_run_failures]
-    return {**{sd.name: sd for sd in built}, "specforge_automation": automation.automation_sensor(cfg)}
+    return {**{sd.name: sd for sd in built}, "specforge_automation": automation.automation_sensor(config)}
 
 
-_DEFAULTS = build_sensors()  # the project's sensors as module names (tests; `definitions` builds its own)
-incoming_files_sensor = _DEFAULTS["incoming_files_sensor"]
-register_sources_sensor = _DEFAULTS["register_sources_sensor"]
-retrain_on_new_dataset = _DEFAULTS["retrain_on_new_dataset"]
-record_run_failures = _DEFAULTS["record_run_failures"]
-sensors: list = list(_DEFAULTS.values())
-jobs: list = [sources_and_regenerated, incoming_sources_job, retrain_draft_job]
+jobs: list = [sources_and_regenerated, retrain_draft_job]

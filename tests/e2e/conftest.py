@@ -148,7 +148,7 @@ class Dagster:
 
     def partitions(self) -> list[str]:
         q = """query { partitionSetsOrError(repositorySelector: {repositoryName: "__repository__",
-                 repositoryLocationName: "specforge"}, pipelineName: "incoming_sources_job") {
+                 repositoryLocationName: "specforge"}, pipelineName: "sources_and_regenerated") {
                  ... on PartitionSets { results { partitionsOrError { ... on Partitions { results { name } } } } } } }"""
         res = self.gql(q)["partitionSetsOrError"]["results"]
         return sorted(p["name"] for p in res[0]["partitionsOrError"]["results"]) if res else []

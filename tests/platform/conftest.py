@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -13,7 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from toy_graph import build_toy_defs  # noqa: E402
 
-from specforge_assets import sensors  # noqa: E402
+from specforge_assets.automation import automation_settings  # noqa: E402
+
+# the sensors' settings of the toy fixture: the defaults with no settle delay (files are written at once)
+NO_SETTLE = {"sensors": {"incoming_files": {"settle_seconds": 0}}}
 
 
 @pytest.fixture
@@ -33,8 +35,5 @@ def toy(tmp_path, data_root, monkeypatch):
         )
     )
     monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(config_dir))
-    settings = copy.deepcopy(sensors._SETTINGS)
-    settings["sensors"]["incoming_files"]["settle_seconds"] = 0
-    monkeypatch.setattr(sensors, "_SETTINGS", settings)
     (data_root / "incoming").mkdir()
-    return build_toy_defs(data_root, config_dir), data_root, config_dir
+    return build_toy_defs(data_root, config_dir, settings=automation_settings(NO_SETTLE)), data_root, config_dir

@@ -10,7 +10,9 @@ import pytest
 
 from dagster._core.instance.types import CachingDynamicPartitionsLoader
 
-from specforge_assets import sensors
+from toy_graph import build_toy_defs
+
+from specforge_assets.automation import automation_settings
 from specforge_assets.errors import redact
 from specforge_assets.partitions import SOURCES_PARTITION_NAME
 from specforge_assets.tags import PARTITION_TAG
@@ -32,7 +34,7 @@ def _tick(defs, instance, sensor_name, cursor=None):
 
 
 def _run(defs, instance, request: dg.RunRequest):
-    job = defs.get_job_def("incoming_sources_job")
+    job = defs.resolve_job_def("sources_and_regenerated")
     return job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags)
 
 
@@ -90,9 +92,10 @@ def test_new_changed_deleted_file(toy, dagster_instance):
     assert len((root / "ops" / "incoming.jsonl").read_text().splitlines()) == 4
 
 
-def test_file_still_being_written_waits(toy, dagster_instance, monkeypatch):
-    defs, root, _ = toy
-    sensors._SETTINGS["sensors"]["incoming_files"]["settle_seconds"] = 3600
+def test_file_still_being_written_waits(toy, dagster_instance):
+    _, root, config_dir = toy
+    settle = automation_settings({"sensors": {"incoming_files": {"settle_seconds": 3600}}})
+    defs = build_toy_defs(root, config_dir, settings=settle)
     _write(root / "incoming" / "fresh.jsonl", [{"id": "x", "text": "y"}])
     data = _tick(defs, dagster_instance, "incoming_files_sensor")
     assert not data.run_requests and "waiting for ['fresh']" in data.skip_message
@@ -174,7 +177,7 @@ def test_run_failure_sensor_records_error_without_secrets(toy, dagster_instance,
         dagster_event=failure,
         resources={"store": defs.resources["store"]},
     ).for_run_failure()
-    sensors.record_run_failures(ctx)
+    defs.get_sensor_def("record_run_failures")(ctx)
     lines = (root / "ops" / "failures.jsonl").read_text().splitlines()
     assert len(lines) == 1
     rec = json.loads(lines[0])

@@ -8,7 +8,6 @@ import dagster as dg
 from test_retrain import _build_upstream, _latest_version, _tick
 from toy_graph import ASSETS, CHECKS
 
-from specforge_assets import sensors
 from specforge_assets.keys import MIX, REGENERATED, SOURCES, VOCAB
 from specforge_assets.keys import TOKENIZED as TOK
 from specforge_assets.tags import BACKFILL_TAG, TRIGGER_TAG
@@ -37,7 +36,7 @@ def test_backfill_job_carries_sources_and_regenerated_and_the_sensor_runs_it():
     job = defs.resolve_job_def("sources_and_regenerated")
     assert job.partitions_def is not None
     assert {SOURCES, REGENERATED} <= set(job.asset_layer.selected_asset_keys)
-    assert sensors.incoming_files_sensor.job_name == "sources_and_regenerated"
+    assert defs.get_sensor_def("incoming_files_sensor").job_name == "sources_and_regenerated"
 
 
 def test_retrain_request_carries_the_common_triggered_by_run_tag(toy, dagster_instance):

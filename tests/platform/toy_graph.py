@@ -144,11 +144,15 @@ ASSETS = [
 CHECKS = [tokenized_rows_ok]
 
 
-def build_toy_defs(root: Path, config_dir: Path, extra_checks: list | None = None) -> dg.Definitions:
+def build_toy_defs(
+    root: Path, config_dir: Path, extra_checks: list | None = None, settings: dict | None = None
+) -> dg.Definitions:
+    """The toy graph with the project's sensors and jobs on a store at `root`/`config_dir`.
+    `settings`: `automation.automation_settings(...)` the sensors are built with (None: the defaults)."""
     defs = dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS + list(extra_checks or []),
-        sensors=list(sensors.sensors),
+        sensors=list(sensors.build_sensors(settings or automation.automation_settings({})).values()),
         jobs=list(sensors.jobs),
         resources={"store": SpecforgeStore(data_root=str(root), config_dir=str(config_dir))},
     )

@@ -3,7 +3,6 @@ the file-drop sensor and loading the definitions keep working; the bad one is re
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import yaml
 
 
 from specforge_assets import sensors
+from specforge_assets.automation import automation_settings
 from specforge_assets.partitions import (
     SOURCES_PARTITION_NAME,
     configured_source_keys,
@@ -43,10 +43,11 @@ CFG = {
 def _defs(root: Path, config_dir: Path) -> dg.Definitions:
     from specforge_assets.assets import sources as sources_assets
 
+    built = sensors.build_sensors(automation_settings({"sensors": {"incoming_files": {"settle_seconds": 0}}}))
     return dg.Definitions(
         assets=sources_assets.assets,
-        sensors=[sensors.incoming_files_sensor, sensors.register_sources_sensor],
-        jobs=[sensors.incoming_sources_job],
+        sensors=[built["incoming_files_sensor"], built["register_sources_sensor"]],
+        jobs=[sensors.sources_and_regenerated],
         resources={
             "store": SpecforgeStore(data_root=str(root), config_dir=str(config_dir)),
             "sources_settings": sources_assets.SourcesSettings(hub_offline=True),
@@ -60,9 +61,6 @@ def bad_config(tmp_path, data_root, monkeypatch):
     config_dir.mkdir()
     (config_dir / "sources.yaml").write_text(yaml.safe_dump(CFG, allow_unicode=True))
     monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(config_dir))
-    settings = copy.deepcopy(sensors._SETTINGS)
-    settings["sensors"]["incoming_files"]["settle_seconds"] = 0
-    monkeypatch.setattr(sensors, "_SETTINGS", settings)
     for name, rid in [("one.jsonl", "o1"), ("two.jsonl", "t1")]:
         (data_root / name).write_text(json.dumps({"id": rid, "text": "hello"}) + "\n")
     (data_root / "incoming").mkdir()
