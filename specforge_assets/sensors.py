@@ -267,7 +267,6 @@ def retrain_tick(context: dg.SensorEvaluationContext, config: dict) -> dg.RunReq
                 DRAFT,
                 DRAFT_MATCHES_LATEST,
                 instance=context.instance,
-                description=decision.untrained,
                 extra={"request_again": retrain.REQUEST_AGAIN},
             )
         ],

@@ -42,7 +42,7 @@ RETRY_STRATEGY_TAG = "dagster/retry_strategy"
 # themselves), `run_link_tags` (copied as TRIGGER_ORIGIN_TAG) and `sensors.failure_record`.
 
 TRIGGER_TAG = "specforge/trigger"
-TRIGGER_INCOMING_FILE = "incoming-file"  # the file-drop sensor and its jobs
+TRIGGER_INCOMING_FILE = "incoming-file"  # the file-drop sensor's runs
 TRIGGER_RETRAIN = "retrain"  # retrain_draft_job, however launched
 TRIGGER_NEW_TOKENIZED_VERSION = "new-tokenized-data-version"  # the retraining sensor's requests
 TRIGGER_AUTOMATION = "automation"  # the automation sensor's runs

@@ -97,14 +97,14 @@ def test_code_block_cannot_be_closed_by_its_text():
     assert fenced.startswith("`````\n") and fenced.endswith("\n`````")
 
 
-def test_evaluation_is_the_result_with_a_sensors_description_and_extra_metadata():
-    """A sensor records the same check (`_checks.evaluation`): same name, outcome, severity and
-    metadata as the in-asset result, its own description, extra metadata added."""
+def test_evaluation_is_the_result_with_extra_metadata():
+    """A sensor records the same check (`_checks.evaluation`): same name, outcome, severity,
+    description and metadata as the in-asset result, extra metadata added."""
     c = InAssetCheck("fresh", False, "is it fresh", lambda **_: Outcome(False, "stale", {"age_s": 7}))
     key = dg.AssetKey(["a"])
     r = _checks.result(key, c)
-    e = _checks.evaluation(key, c, description="stale since run 1", extra={"how": "re-run it"})
+    e = _checks.evaluation(key, c, extra={"how": "re-run it"})
     assert isinstance(e, dg.AssetCheckEvaluation) and (e.check_name, e.passed) == ("fresh", False)
     assert e.severity == r.severity == dg.AssetCheckSeverity.ERROR
-    assert e.description == "stale since run 1" and r.description == "stale"
+    assert e.description == r.description == "stale"
     assert e.metadata["age_s"] == r.metadata["age_s"] and e.metadata["how"].value == "re-run it"

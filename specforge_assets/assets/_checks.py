@@ -97,13 +97,12 @@ def result(key: dg.AssetKey, c: InAssetCheck, **inputs: Any) -> dg.AssetCheckRes
 
 
 def evaluation(
-    key: dg.AssetKey, c: InAssetCheck, *, description: str | None = None, extra: dict | None = None, **inputs: Any
+    key: dg.AssetKey, c: InAssetCheck, *, extra: dict | None = None, **inputs: Any
 ) -> dg.AssetCheckEvaluation:
     """Run `c` as `result` does, as an `AssetCheckEvaluation` a sensor can record (asset
-    events of a `SensorResult`); `description` replaces the check's own, `extra` adds metadata."""
+    events of a `SensorResult`): the same outcome and text as the check itself; `extra` adds
+    metadata."""
     out = _outcome(c, inputs)
-    if description is not None:
-        out["description"] = description
     out["metadata"] = {**out["metadata"], **(extra or {})}
     return dg.AssetCheckEvaluation(asset_key=key, **out)
 

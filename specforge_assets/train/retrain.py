@@ -120,8 +120,9 @@ class RetrainDecision:
     """The outcome of one tick.
 
     `run_key` / `tags`: the retraining run to request (None: none); `skip_message`: why nothing
-    runs (None when a run is requested); `untrained`: the description of a failed
-    `draft_matches_latest_dataset` result to record (None: nothing to record); `state`: the next
+    runs (None when a run is requested); `untrained`: why the version is untrained,
+    set when the sensor is to record a failed `draft_matches_latest_dataset` result (the result
+    itself carries the check's own outcome and text; None: nothing to record); `state`: the next
     cursor state (None: the cursor stays as it is); `messages`: `(level, text)` to log, in order,
     level `info` / `warning`."""
 
