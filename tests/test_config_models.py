@@ -129,6 +129,22 @@ def test_launchpad_config_is_derived_from_the_settings_model():
     assert "none" in str(reasoning.__args__[0].__members__).lower()  # the enum the Launchpad offers
 
 
+def test_the_servers_resource_is_derived_from_the_settings_model():
+    """The `regen_servers` resource's fields are configs/regenerate.yaml's `server_addresses` and
+    `model` (same names, descriptions, unset = the file's value) plus the secret `api_key`."""
+    from specforge_assets.assets.regenerate import RegenerationServers
+    from specforge_assets.regenerate.config import SourceRegeneration, source_config
+
+    fields = RegenerationServers.model_fields
+    assert set(fields) == {"server_addresses", "model", "api_key"}
+    for name in ("server_addresses", "model"):
+        assert fields[name].description.startswith(SourceRegeneration.model_fields[name].description)
+    unset = RegenerationServers()
+    yaml_cfg = {"sources": {"a": {"server_addresses": ["file:1"], "model": "m"}}}
+    deployment = {"server_addresses": unset.server_addresses, "model": unset.model}
+    assert source_config("a", yaml_cfg, None, deployment=deployment) == source_config("a", yaml_cfg)
+
+
 def test_cli_flags_are_derived_from_the_settings_model():
     """Each user setting is a flag named after its field; --help shows the model's default; a
     value out of bounds is one `error:` line naming the flag (exit 2)."""

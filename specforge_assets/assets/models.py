@@ -476,3 +476,9 @@ assets: list = [target_model, draft_model, draft_evaluation, target_hidden_state
 asset_checks: list = [draft_matches_latest_dataset]
 # `pipes` (how torchrun is launched) is built with the store's train.yaml: resources.training_pipes
 resources: dict = {"trainer": DraftTrainer()}
+
+
+def definitions(store: SpecforgeStore) -> dg.Definitions:
+    """The layer's assets, checks and resources (`definitions.build_definitions` merges every
+    layer's; `store`: the configuration, read when the code location loads)."""
+    return dg.Definitions(assets=assets, asset_checks=asset_checks, resources=resources)

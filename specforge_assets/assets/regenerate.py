@@ -5,6 +5,8 @@ CLI `specforge-assets regenerate` runs the same runner); this module maps partit
 config, the server resource, metadata and checks onto it.
 """
 
+import os
+
 import dagster as dg
 
 from ..charts import regenerated_preview_rows
@@ -25,20 +27,36 @@ from ..keys import TARGET as TARGET_KEY
 CODE_VERSION = "regenerate-v1"  # Dagster code version: bump when what regeneration computes changes
 
 
-class RegenerationServers(dg.ConfigurableResource):
+class RegenerationServers(
+    overrides_config(  # type: ignore[misc]  # a base made at import from the one declaration
+        regen_config.SourceRegeneration,
+        "RegenerationServerFields",
+        include=("server_addresses", "model"),
+        base=dg.ConfigurableResource,
+    )
+):
     """Where regeneration requests go (deployment-level; overrides configs/regenerate.yaml).
 
-    Empty fields → what the config says (by default: launch a local server for the target model
-    dir). `api_key`: the servers' API key, a secret: set it only as `dg.EnvVar("NAME")` (the code
-    location does with $SPECFORGE_REGEN_API_KEY when that is set), so that the run config and the
-    UI show the variable's name, never the key; it is never logged or written to metadata. Sent
-    to the servers of every source whose configs/regenerate.yaml `api_key_env` is null; unset: no
-    key.
+    `server_addresses` / `model`: configs/regenerate.yaml's settings of the same names (unset:
+    the file's, by default a local server launched for the target model). `api_key`: the
+    servers' API key, a secret: set it only as `dg.EnvVar("NAME")` (`regen_servers()` does with
+    $SPECFORGE_REGEN_API_KEY when that is set), so that the run config and the UI show the
+    variable's name, never the key; it is never logged or written to metadata. Sent to the
+    servers of every source whose configs/regenerate.yaml `api_key_env` is null; unset: no key.
     """
 
-    addresses: list[str] = []
-    model: str = ""
     api_key: str | None = None
+
+
+def regen_servers() -> RegenerationServers:
+    """The `regen_servers` resource with the deployment's API key as a Dagster secret:
+    `api_key=dg.EnvVar("SPECFORGE_REGEN_API_KEY")`, read in the run's process, so that the run
+    config, the Launchpad and the UI hold the variable's name and never the key. Only when that
+    variable is set here: the key is optional, and an `EnvVar` whose variable is unset fails every
+    run at launch (Dagster 1.13: "You have attempted to fetch the environment variable ... which
+    is not set"), regenerations that need no key included."""
+    key = dg.EnvVar(regen_config.API_KEY_ENV) if os.environ.get(regen_config.API_KEY_ENV) else None
+    return RegenerationServers(api_key=key)
 
 
 # Per-run overrides (Launchpad), derived from the one declaration of the settings: every setting
@@ -120,7 +138,7 @@ def regenerated_conversations(
             key,
             store.config("regenerate"),
             overrides(config),
-            deployment={"server_addresses": list(regen_servers.addresses), "model": regen_servers.model},
+            deployment={"server_addresses": regen_servers.server_addresses, "model": regen_servers.model},
         )
         summary = regenerate_partition(
             key,
@@ -198,5 +216,7 @@ def build_assets(store: SpecforgeStore) -> list[dg.AssetsDefinition]:
     return [asset(regenerated_conversations)]
 
 
-asset_checks: list = []
-resources = {"regen_servers": RegenerationServers()}
+def definitions(store: SpecforgeStore) -> dg.Definitions:
+    """The layer's asset (its deps decided by the configuration `store` reads) and the
+    `regen_servers` resource (`definitions.build_definitions` merges every layer's)."""
+    return dg.Definitions(assets=build_assets(store), resources={"regen_servers": regen_servers()})

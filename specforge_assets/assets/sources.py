@@ -179,3 +179,9 @@ def conversations(
 assets: list = [conversations]
 asset_checks: list = []  # the checks are in-asset (check_specs above): they run with every partition
 resources: dict = {"sources_settings": SourcesSettings()}
+
+
+def definitions(store: SpecforgeStore) -> dg.Definitions:
+    """The layer's assets, checks and resources (`definitions.build_definitions` merges every
+    layer's; `store`: the configuration, read when the code location loads)."""
+    return dg.Definitions(assets=assets, asset_checks=asset_checks, resources=resources)

@@ -233,3 +233,9 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
 assets: list = [tokenized_dataset, vocab_mapping]
 asset_checks: list = []  # in-asset (check_specs above): they run in their asset's own step
 resources: dict = {}
+
+
+def definitions(store: SpecforgeStore) -> dg.Definitions:
+    """The layer's assets, checks and resources (`definitions.build_definitions` merges every
+    layer's; `store`: the configuration, read when the code location loads)."""
+    return dg.Definitions(assets=assets, asset_checks=asset_checks, resources=resources)

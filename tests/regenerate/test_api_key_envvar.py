@@ -11,7 +11,8 @@ import dagster as dg
 import yaml
 
 from specforge_assets.assets import regenerate as layer
-from specforge_assets.definitions import build_definitions, regen_servers
+from specforge_assets.assets.regenerate import regen_servers
+from specforge_assets.definitions import build_definitions
 from specforge_assets.regenerate.config import API_KEY_ENV
 from specforge_assets.resources import SpecforgeStore
 

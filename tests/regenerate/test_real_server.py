@@ -112,7 +112,7 @@ def test_sample_partition_regenerated_through_dagster(tmp_path, data_root, dagst
     shutil.copy(FIXTURES / "gsm8k_test.jsonl", data_root / "sources" / "sample-gsm8k" / "test.jsonl")
     dagster_instance.add_dynamic_partitions("sources", ["sample-gsm8k", "sample-other"])
     store = SpecforgeStore(data_root=str(data_root), config_dir=str(configs))
-    resources = {"store": store, **layer.resources}
+    resources = {"store": store, "regen_servers": layer.regen_servers()}
 
     result = dg.materialize(
         layer.build_assets(store), instance=dagster_instance, resources=resources, partition_key="sample-gsm8k"

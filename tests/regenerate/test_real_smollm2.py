@@ -223,7 +223,7 @@ def test_asset_launches_transformers_serve_for_the_configured_target(
     write_rows(src / "test.jsonl", held_out)
     dagster_instance.add_dynamic_partitions("sources", ["gsm8k-real"])
     store = SpecforgeStore(data_root=str(data_root), config_dir=str(configs))
-    resources = {"store": store, **layer.resources}
+    resources = {"store": store, "regen_servers": layer.regen_servers()}
 
     result = dg.materialize(
         layer.build_assets(store), instance=dagster_instance, resources=resources, partition_key="gsm8k-real"
