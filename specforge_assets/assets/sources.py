@@ -17,7 +17,7 @@ from ._failures import expected_failures
 from ._metadata import markdown_table
 from ..partitions import source_partitions
 from ..resources import SpecforgeStore
-from ..sources.config import MAX_DUPLICATE_RATE, resolve_source
+from ..sources.config import resolve_source
 from ..sources.normalize import CODE_VERSION, build_source
 from ..sources.prepare import datasets_cache_dir, hub_offline_setting
 
@@ -27,15 +27,11 @@ from ..keys import SOURCES as ASSET_KEY
 class SourcesSettings(dg.ConfigurableResource):
     """Knobs of the sources layer that depend on where it runs (not on the data).
 
-    hub_offline: never contact the HF hub (hub sources then fail fast with a hint to use a local
-    path); also on when HF_HUB_OFFLINE=1. hf_cache_dir: the `datasets` cache ("" → a hidden
-    folder in the data root). max_duplicate_rate: the non-blocking duplicate-conversation check
-    warns above it.
+    hf_cache_dir: the `datasets` cache ("" → a hidden folder in the data root). (Reading the hub
+    offline: sources.yaml `hub: {offline: true}`, or HF_HUB_OFFLINE=1 where the runs execute.)
     """
 
-    hub_offline: bool = False
     hf_cache_dir: str = ""
-    max_duplicate_rate: float = MAX_DUPLICATE_RATE
 
 
 class SourceRunConfig(dg.Config):
@@ -161,7 +157,7 @@ def conversations(
             spec,
             root,
             config=cfg,
-            offline=hub_offline_setting(sources_settings.hub_offline, cfg),
+            offline=hub_offline_setting(None, cfg),
             cache_dir=datasets_cache_dir(sources_settings.hf_cache_dir, root),
             force=config.force,
             log=context.log.info,
@@ -170,7 +166,7 @@ def conversations(
         result.out_dir,
         quarantine_threshold=spec.quarantine_threshold,
         quarantine_min_rows=spec.quarantine_min_rows,
-        max_duplicate_rate=sources_settings.max_duplicate_rate,
+        max_duplicate_rate=spec.max_duplicate_rate,
     )
     yield dg.MaterializeResult(metadata=_metadata(result, spec), data_version=dg.DataVersion(result.data_version))
     yield from check_results(ASSET_KEY, CHECKS, outcomes=outcomes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..sources.config import MAX_DUPLICATE_RATE, entry_default
+from ..sources.config import entry_default
 from ._duck import Reader
 from .outcome import Outcome
 
@@ -69,7 +69,7 @@ def run_source_checks(
     *,
     quarantine_threshold: float | None = None,
     quarantine_min_rows: int = entry_default("quarantine_min_rows"),
-    max_duplicate_rate: float = MAX_DUPLICATE_RATE,
+    max_duplicate_rate: float = entry_default("max_duplicate_rate"),
     threads: int | None = None,
 ) -> dict[str, Outcome]:
     """Run every check over `out_dir` (a `<root>/sources/<key>/` folder) → {check name:

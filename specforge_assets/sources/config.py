@@ -31,9 +31,6 @@ from .presets import DEFAULT_SOURCES_YAML, Preset, PresetEntry
 
 # Preference when several files share a stem in the incoming folder.
 INCOMING_SUFFIXES = (".parquet", ".jsonl", ".json")
-# The non-blocking duplicate-conversation check warns above this share of duplicated rows (the
-# default of the `sources_settings` resource's `max_duplicate_rate` and of `run_source_checks`).
-MAX_DUPLICATE_RATE = 0.0
 
 
 class SourceEntry(ConfigModel):
@@ -55,6 +52,9 @@ class SourceEntry(ConfigModel):
     # the quarantine-rate gate blocks only from this many quarantined rows on: a handful of bad
     # rows in a small file is quarantined and reported, not a failed partition
     quarantine_min_rows: StrictInt = Field(default=10, ge=0)
+    max_duplicate_rate: float = Field(
+        default=0.0, ge=0, le=1, description="warning check: max share of rows whose content duplicates another row"
+    )
     dedup_ids: bool = Field(default=True, description="quarantine later rows whose id was already seen")
     description: str | None = None
     allow_outside_links: StrictBool = Field(
@@ -98,6 +98,7 @@ class SourceSpec:
     split_eval: bool = entry_default("split_eval")
     quarantine_threshold: float = entry_default("quarantine_threshold")
     quarantine_min_rows: int = entry_default("quarantine_min_rows")
+    max_duplicate_rate: float = entry_default("max_duplicate_rate")
     dedup_ids: bool = entry_default("dedup_ids")
     description: str | None = None
     allow_outside_links: bool = entry_default("allow_outside_links")
@@ -111,7 +112,8 @@ class SourceSpec:
         """What determines this layer's output (goes into the cache key and the manifest)."""
         d = asdict(self)
         d.pop("description")
-        d.pop("quarantine_min_rows")  # a check setting: it does not change the output
+        d.pop("quarantine_min_rows")  # check settings: they do not change the output
+        d.pop("max_duplicate_rate")
         if not d["allow_outside_links"]:  # only when set, so that existing cache keys stay valid
             d.pop("allow_outside_links")
         return d
@@ -328,6 +330,7 @@ def _spec_from_entry(key: str, entry: dict, config: SourcesFile) -> SourceSpec:
         split_eval=e.split_eval,
         quarantine_threshold=float(e.quarantine_threshold),
         quarantine_min_rows=e.quarantine_min_rows,
+        max_duplicate_rate=e.max_duplicate_rate,
         dedup_ids=e.dedup_ids,
         description=e.description,
         allow_outside_links=e.allow_outside_links,

@@ -49,7 +49,7 @@ DATASETS_CACHE = ".hf-datasets-cache"  # the datasets library's cache, under the
 
 def hub_offline_setting(override: bool | None, config: dict | None) -> bool | None:
     """Whether to read the hub offline, for the loaders' `offline=`: True when `override` (the
-    CLI's ``--offline``, the asset's `SourcesSettings.hub_offline`) is set or sources.yaml
+    CLI's ``--offline``; None for the asset) is set or sources.yaml
     (`config`, parsed; None: none given, nothing read) says ``hub: {offline: true}``; else None,
     so the loaders follow HF_HUB_OFFLINE / HF_DATASETS_OFFLINE (`loaders.offline_requested`)."""
     from .config import hub_offline

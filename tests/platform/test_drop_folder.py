@@ -59,7 +59,7 @@ def _materialize(instance, root, config_dir, key, tmp_path):
         partition_key=key,
         resources={
             "store": SpecforgeStore(data_root=str(root), config_dir=str(config_dir)),
-            "sources_settings": sources_assets.SourcesSettings(hub_offline=True, hf_cache_dir=str(tmp_path / "hf")),
+            "sources_settings": sources_assets.SourcesSettings(hf_cache_dir=str(tmp_path / "hf")),
         },
         raise_on_error=False,
     )

@@ -132,3 +132,18 @@ def test_rows_must_reconcile(tmp_path):
     assert not res["rows_reconcile"].passed and res["rows_reconcile"].metadata["rows_in"] == 9
     res = run_source_checks(_partition(tmp_path, rows, manifest_counts={"rows_train": 4}))
     assert not res["rows_reconcile"].passed and res["rows_reconcile"].metadata["matches_manifest"] is False
+
+
+def test_max_duplicate_rate_is_a_per_source_check_setting(tmp_path):
+    """sources.yaml sets the duplicate check's threshold per source (or in `defaults:`), beside
+    quarantine_threshold; being a check setting, it is not part of the source's identity (cache key)."""
+    from specforge_assets.sources.config import resolve_source
+
+    entry = {"format": "auto", "data_path": str(tmp_path / "a.jsonl")}
+    cfg = {"defaults": {"max_duplicate_rate": 0.25}, "sources": {"a": entry, "b": {**entry, "max_duplicate_rate": 0.5}}}
+    a, b = resolve_source("a", cfg, tmp_path), resolve_source("b", cfg, tmp_path)
+    assert (a.max_duplicate_rate, b.max_duplicate_rate) == (0.25, 0.5)
+    assert (
+        "max_duplicate_rate" not in a.identity()
+        and a.identity() == resolve_source("a", {"sources": {"a": entry}}, tmp_path).identity()
+    )

@@ -50,7 +50,7 @@ def _defs(root: Path, config_dir: Path) -> dg.Definitions:
         jobs=[sensors.sources_and_regenerated],
         resources={
             "store": SpecforgeStore(data_root=str(root), config_dir=str(config_dir)),
-            "sources_settings": sources_assets.SourcesSettings(hub_offline=True),
+            "sources_settings": sources_assets.SourcesSettings(),
         },
     )
 
