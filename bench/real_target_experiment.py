@@ -122,6 +122,7 @@ def write_configs(a, work: Path, inputs: dict, servers: list[str], served_name: 
             "model": served_name,
             "max_tokens": a.max_tokens,
             "temperature": 0.7,
+            "seed": 0,
             "concurrency": a.concurrency,
             "request_timeout_s": 900,
             "progress_interval_s": 30,

@@ -3,10 +3,12 @@ naming file and field, and the Launchpad config / CLI flags derived from the reg
 
 from __future__ import annotations
 
+import fnmatch
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -50,6 +52,119 @@ def test_shipped_configs_validate_and_defaults_match_the_models():
     assert sources.hub == sources_file({}).hub and sources.incoming == sources_file({}).incoming
     assert sources_file({}).presets == sources.presets  # no `presets:`: the shipped ones
     assert all(get_preset(name, sources).converter for name in sources.presets or {})
+
+
+def _config_parts(name: str, data: dict):
+    """(path prefix, model, the part of `data` it validates) for configs/<name>.yaml: the file's
+    model, and the partial entries it keeps as dicts (regenerate.yaml `defaults:` and
+    `sources.<key>:`, sources.yaml `defaults:` and `sources.<key>:`) against their entry models."""
+    from specforge_assets.automation import AutomationFile
+    from specforge_assets.mix.mix import MixFile
+    from specforge_assets.regenerate.config import SourceRegeneration
+    from specforge_assets.sources.config import SourceEntry, SourcesFile
+    from specforge_assets.target import TargetFile
+    from specforge_assets.tokenize.settings import TokenizeFile
+    from specforge_assets.train.settings import TrainFile
+
+    whole = {"automation": AutomationFile, "mix": MixFile, "target": TargetFile}
+    whole |= {"tokenize": TokenizeFile, "train": TrainFile}
+    if name in whole:
+        return [("", whole[name], data)]
+    entry = {"regenerate": SourceRegeneration, "sources": SourceEntry}[name]
+    parts = [("defaults.", entry, data.get("defaults") or {})]
+    parts += [(f"sources.{k}.", entry, v or {}) for k, v in (data.get("sources") or {}).items()]
+    if name == "sources":
+        parts.append(("", SourcesFile, {k: v for k, v in data.items() if k not in ("defaults", "sources")}))
+    return parts
+
+
+def _stated_paths(model, data: dict, prefix: str = ""):
+    """Dotted paths of the values `data` states, walking into fields that are models."""
+    from pydantic import BaseModel
+
+    def fields(cls):  # a model's or a pydantic dataclass's (train.yaml `training:`) fields
+        return cls.model_fields if issubclass(cls, BaseModel) else cls.__pydantic_fields__
+
+    for k, v in data.items():
+        ann = fields(model)[k].annotation
+        sub = next((a for a in (ann, *get_args(ann)) if hasattr(a, "__pydantic_fields__")), None)
+        if sub is not None and isinstance(v, dict):
+            yield from _stated_paths(sub, v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def _dumped(model, part: dict) -> dict:
+    """`part` validated by `model` (nulls meaning "the default" resolved, numbers and tuples
+    normalized); a partial entry that only validates inside its file (a source entry without its
+    origin) is taken as written."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(part).model_dump(mode="json")
+    except ValidationError:
+        return model.model_construct(**part).model_dump(mode="json")
+
+
+def _at(dumped: dict, path: str):
+    for k in path.split("."):
+        dumped = dumped[k]
+    return dumped
+
+
+# Values the shipped configs/*.yaml set on purpose to something other than the model's default
+# (`file:dotted.path`, fnmatch patterns). Every other value a shipped file states must equal the
+# model's default (restated for readability), so that a changed default cannot leave a file
+# silently restating the old one.
+DELIBERATE_OVERRIDES = {
+    # the assets' choices over SpecForge's regenerate_train_data.py defaults (RequestSettings):
+    # reproducible seed, every row reaches train.jsonl, fewer progress lines in a run log
+    "regenerate:defaults.seed",
+    "regenerate:defaults.beyond_limit",
+    "regenerate:defaults.progress_interval_s",
+    # the demo: a small, fast slice of sample-gsm8k through a local CPU server
+    "regenerate:sources.sample-gsm8k.enabled",
+    "regenerate:sources.sample-gsm8k.max_tokens",
+    "regenerate:sources.sample-gsm8k.num_samples",
+    "regenerate:sources.sample-gsm8k.concurrency",
+    # the shipped presets and sample sources are data (what each source is), not defaults
+    "sources:presets",
+    "sources:unsupported",
+    "sources:sources.*.preset",
+    "sources:sources.*.format",
+    "sources:sources.*.data_path",
+    "sources:sources.sample-opc.opc_subset",
+    # the sample sources show a per-source split and quarantine threshold
+    "sources:sources.sample-perfectblend.split_eval",
+    "sources:sources.sample-custom.quarantine_threshold",
+    # the demo draft trains in 1-2 CPU minutes (TrainConfig's defaults are SpecForge's)
+    "train:training.ttt_length",
+    "train:training.lr",
+    "train:training.max_steps",
+    "train:training.batch_size",
+    "train:training.max_length",
+    "train:training.save_every",
+    # the default (null: one `heldout` set) written out as the example to extend
+    "train:evaluation.sets",
+}
+
+
+def test_shipped_configs_state_only_defaults_or_deliberate_overrides():
+    """Each value a shipped configs/*.yaml states is the model's default or is listed in
+    `DELIBERATE_OVERRIDES`; each listed override is still one (no stale entries)."""
+    names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    overrides = []
+    for name in names:
+        data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()) or {}
+        for prefix, model, part in _config_parts(name, data):
+            given, default = _dumped(model, part), model.model_construct().model_dump(mode="json")
+            for path in _stated_paths(model, part):
+                if _at(given, path) != _at(default, path):
+                    overrides.append(f"{name}:{prefix}{path}")
+    unlisted = [o for o in overrides if not any(fnmatch.fnmatchcase(o, p) for p in DELIBERATE_OVERRIDES)]
+    assert not unlisted, f"shipped values that differ from the models' defaults: {unlisted}"
+    stale = [p for p in DELIBERATE_OVERRIDES if not any(fnmatch.fnmatchcase(o, p) for o in overrides)]
+    assert not stale, f"listed as overrides but equal to the models' defaults: {stale}"
 
 
 @pytest.mark.parametrize(
@@ -251,7 +366,7 @@ def test_tokenize_cli_defaults_are_the_tokenize_models():
     """`tokenize --max-length/--workers` and `vocab-mapping --draft-vocab-size` default to
     configs/tokenize.yaml's model (one declaration)."""
     from specforge_assets.cli import build_parser
-    from specforge_assets.tokenize.build import TokenizeFile, TokenizeVocab
+    from specforge_assets.tokenize.settings import TokenizeFile, TokenizeVocab
 
     parser = build_parser()
     tok = parser.parse_args(["tokenize", "--input", "i", "--tokenizer", "t", "--chat-template", "q", "--output", "o"])
@@ -259,6 +374,19 @@ def test_tokenize_cli_defaults_are_the_tokenize_models():
     assert tok.workers == TokenizeFile.model_fields["workers"].default == 1
     vm = parser.parse_args(["vocab-mapping", "--input", "i", "--target-vocab-size", "9", "--output", "o"])
     assert vm.draft_vocab_size == TokenizeVocab.model_fields["draft_vocab_size"].default == 32000
+
+
+def test_tokenize_library_defaults_are_the_tokenize_model():
+    """`tokenize_jsonl`'s defaults for library callers are configs/tokenize.yaml's (one declaration)."""
+    import inspect
+
+    from specforge_assets.tokenize.dataset import tokenize_jsonl
+    from specforge_assets.tokenize.settings import TokenizeFile
+
+    params = inspect.signature(tokenize_jsonl).parameters
+    for name in ("workers", "shard_rows", "verify_every"):
+        assert params[name].default == TokenizeFile.model_fields[name].default, name
+    assert (params["shard_rows"].default, params["verify_every"].default) == (50000, 1000)
 
 
 def test_demo_target_parameters_are_one_model():

@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal
 from pydantic import Field
 
 from ..configmodel import ConfigError, ConfigModel, validate
-from .settings import BeyondLimit, ProgressInterval, RequestSettings, Seed, drop_deprecated
+from .settings import RequestSettings, drop_deprecated
 
 API_KEY_ENV = "SPECFORGE_REGEN_API_KEY"  # the env var holding the deployment's API key for the servers
 Backend = Literal["auto", "transformers", "sglang"]  # auto: sglang when installed, else transformers
@@ -33,9 +33,12 @@ class ServerLaunchSettings(ConfigModel):
 
 
 class SourceRegeneration(RequestSettings, ConfigModel):
-    """A source's effective regeneration settings (`source_config`). Two defaults differ from
-    SpecForge's CLI: a fixed `seed` (reproducible by default) and `beyond_limit: passthrough`
-    (every row reaches train.jsonl); progress lines come less often in a run log."""
+    """A source's effective regeneration settings (`source_config`): the run knobs of
+    `RequestSettings` with their defaults (SpecForge's; the shipped configs/regenerate.yaml
+    `defaults:` changes `seed`, `beyond_limit` and `progress_interval_s` for the assets), plus the
+    asset's own settings below. `dialect` here is the *requested* one ("auto" included), resolved
+    into `RegenSettings.dialect` (openai | transformers) when a run starts
+    (`partition.servers_for`)."""
 
     enabled: bool = False
     model: str | None = Field(default=None, description="name sent in requests; null: the launched server's model")
@@ -46,12 +49,11 @@ class SourceRegeneration(RequestSettings, ConfigModel):
         description="null: the deployment's API key ($SPECFORGE_REGEN_API_KEY; in Dagster the regen_servers "
         "resource's api_key EnvVar); a name: the env var holding this source's servers' own key; '': no key",
     )
+    # The requested dialect, not `RegenSettings.dialect` (the resolved one a run sends with):
+    # "auto" becomes transformers or openai in `partition.servers_for`.
     dialect: Literal["auto", "openai", "transformers"] = Field(
         default="auto", description="auto: transformers for a launched `transformers serve`, else openai"
     )
-    seed: Seed = 0
-    beyond_limit: BeyondLimit = "passthrough"
-    progress_interval_s: ProgressInterval = 15.0
     test_split: Literal["passthrough", "regenerate"] = "passthrough"
     truncation_threshold: float = Field(
         default=0.5, ge=0, le=1, description="check: max share of turns cut at max_tokens"

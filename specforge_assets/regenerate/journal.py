@@ -46,6 +46,7 @@ from ..errors import UserError
 from ..fileio import atomic_write
 from ..jsonrows import RowDecodeError, loads_row
 from ..sources.formats import content_hash_id
+from .settings import RegenSettings
 from .text import dumps_clean
 
 # statuses a later run redoes instead of reusing
@@ -201,10 +202,17 @@ class Journal:
     """The journal of one output. Use: `prepare` (once), `append` per finished row, `close`;
     then `load` / `iter_records` to write the outputs, and `discard` when nothing is left to retry.
 
-    `batch` rows or `flush_s` seconds per transaction; `synchronous` is sqlite's PRAGMA
+    `batch` rows or `flush_s` seconds per transaction (defaults: `RegenSettings.journal_batch` /
+    `journal_flush_s`, what a run passes); `synchronous` is sqlite's PRAGMA
     (NORMAL or FULL). Write failures raise `JournalWriteError` (rows committed before are kept)."""
 
-    def __init__(self, output_path: Path, batch: int = 64, flush_s: float = 0.25, synchronous: str = "NORMAL"):
+    def __init__(
+        self,
+        output_path: Path,
+        batch: int = RegenSettings.model_fields["journal_batch"].default,
+        flush_s: float = RegenSettings.model_fields["journal_flush_s"].default,
+        synchronous: str = "NORMAL",
+    ):
         self.path, self.state_path = journal_paths(output_path)
         self.legacy_path = _legacy_path(output_path)
         self.batch = max(1, int(batch))

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from ..errors import UserError
-from .config import Backend
+from .config import Backend, ServerLaunchSettings
 
 BACKENDS: tuple[str, ...] = typing.get_args(Backend)  # declared with the launch settings
 
@@ -55,18 +55,22 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+_LAUNCH = ServerLaunchSettings()  # configs/regenerate.yaml `launch:` defaults, declared once
+
+
 class LocalServer:
-    """Context manager: `with LocalServer(model_dir) as srv: srv.address` -> "127.0.0.1:PORT"."""
+    """Context manager: `with LocalServer(model_dir) as srv: srv.address` -> "127.0.0.1:PORT".
+    `backend`, `startup_timeout_s` and `device` default to configs/regenerate.yaml `launch:`'s."""
 
     def __init__(
         self,
         model_path: str | Path,
-        backend: str = "auto",
+        backend: str = _LAUNCH.backend,
         host: str = "127.0.0.1",
         port: int | None = None,
         extra_args: list[str] | None = None,
-        startup_timeout_s: float = 300.0,
-        device: str = "cpu",
+        startup_timeout_s: float = _LAUNCH.startup_timeout_s,
+        device: str = _LAUNCH.device,
         log=print,
         trust_remote_code: bool = False,
     ):

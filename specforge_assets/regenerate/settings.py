@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,13 +25,6 @@ Dialect = Literal["openai", "transformers"]
 # What happens to valid rows beyond `num_samples`: SpecForge simply never writes them; we
 # account for each one, either in skipped.jsonl ("skip") or unchanged in train.jsonl ("passthrough").
 BeyondLimit = Literal["skip", "passthrough"]
-
-# Field types with their bounds, shared by every model that carries the setting (a default may
-# differ where a contract says so: `config.SourceRegeneration` documents its own).
-Seed = Annotated[int | None, Field(description="base seed; each row and turn gets a derived seed (null: none sent)")]
-ProgressInterval = Annotated[
-    float, Field(gt=0, description="seconds between progress lines (rows, rows/s, tokens/s, ETA)")
-]
 
 
 # Settings of the own HTTP client and its worker processes, removed with them (one aiohttp
@@ -67,9 +60,11 @@ class RegenSettingDeprecated(FutureWarning):
 
 
 class RequestSettings(BaseModel):
-    """The user's knobs of a regeneration run (sampling, limits, pool). Defaults are SpecForge's
-    regenerate_train_data.py behaviour (the CLI's); configs/regenerate.yaml changes two of them
-    (`config.SourceRegeneration`)."""
+    """The user's knobs of a regeneration run (sampling, limits, pool), each declared once with
+    its default: SpecForge's regenerate_train_data.py behaviour (the CLI's). The shipped
+    configs/regenerate.yaml `defaults:` sets `seed`, `beyond_limit` and `progress_interval_s`
+    otherwise for the Dagster assets (and says why); `config.SourceRegeneration` only adds the
+    asset's own settings."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -81,7 +76,9 @@ class RequestSettings(BaseModel):
     repetition_penalty: float | None = Field(
         default=None, gt=0, description="a real repetition_penalty in the request body (not presence_penalty)"
     )
-    seed: Seed = None
+    seed: int | None = Field(
+        default=None, description="base seed; each row and turn gets a derived seed (null: none sent)"
+    )
     reasoning: Reasoning = Field(default="none", description="none | save | disable (SpecForge's rules)")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into every request body")
     num_samples: int | None = Field(default=None, ge=0, description="cap on submitted (valid) rows")
@@ -95,7 +92,9 @@ class RequestSettings(BaseModel):
     lock_wait_s: float = Field(
         default=0.0, ge=0, description="seconds to wait while another run writes the same output (0: refuse at once)"
     )
-    progress_interval_s: ProgressInterval = 5.0
+    progress_interval_s: float = Field(
+        default=5.0, gt=0, description="seconds between progress lines (rows, rows/s, tokens/s, ETA)"
+    )
 
     @field_validator("extra_body")
     @classmethod

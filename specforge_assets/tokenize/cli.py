@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .build import TokenizeFile, TokenizeVocab
+    from .settings import TokenizeFile, TokenizeVocab
 
     def default(model, name: str):  # the defaults are configs/tokenize.yaml's model's
         return model.model_fields[name].default
@@ -114,6 +114,7 @@ def run_tokenize(args) -> int:
                 stage,
                 opts,
                 workers=args.workers,
+                verify_every=0,  # as SpecForge's preprocessing: the fast path alone, no re-check
                 trust_remote_code=args.trust_remote_code,
                 write_parquet=False,
                 export_jsonl="train.jsonl",

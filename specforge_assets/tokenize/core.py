@@ -33,6 +33,7 @@ from typing import Any, Iterable, Sequence
 
 from ..errors import UserError
 from .messages import GENERAL_KEYS, THINKING_KEYS, build_messages, has_assistant_turn, loader_clean, parse_tools
+from .settings import TokenizeFile
 from .templates import AUTO, AutoTemplateError, ChatTemplate, derive_template
 
 
@@ -55,6 +56,9 @@ HARMONY_DEFAULT_SYSTEM = (
 )
 
 
+_FILE = TokenizeFile()  # configs/tokenize.yaml's defaults, declared once
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenizeOptions:
     """Every option that changes the output (all of them go into the cache key).
@@ -69,12 +73,12 @@ class TokenizeOptions:
                                   (+ generation prompt); works for templates not in the registry.
     """
 
-    max_length: int = 2048
-    is_preformatted: bool = False
-    train_only_last_turn: bool = False
-    inject_system_prompt: bool = True
-    shift_mask_885: bool = False
-    incremental_mask: bool = False
+    max_length: int = _FILE.max_length
+    is_preformatted: bool = _FILE.is_preformatted
+    train_only_last_turn: bool = _FILE.train_only_last_turn
+    inject_system_prompt: bool = not _FILE.corrected.no_system_prompt
+    shift_mask_885: bool = _FILE.corrected.shift_mask_885
+    incremental_mask: bool = _FILE.corrected.incremental_mask
 
     def __post_init__(self):
         if not isinstance(self.max_length, int) or self.max_length < 1:

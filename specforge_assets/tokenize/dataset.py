@@ -24,6 +24,7 @@ from ..jsonrows import RowDecodeError, loads_object, salvage_id
 from ..sources.errors import RowError
 from ..sources.formats import apply_row_system
 from .core import NO_ASSISTANT_TURN, Preprocessor, TokenizeError, TokenizeOptions, error_kind
+from .settings import TokenizeFile
 from .templates import ChatTemplate
 
 # Bump when the tokenization code changes its output for the same inputs (part of the cache key).
@@ -43,8 +44,9 @@ TOKENIZER_FILE_PATTERNS = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
-SHARD_ROWS_DEFAULT = 50_000
 BATCH_ROWS = 256
+# Library callers get configs/tokenize.yaml's defaults (declared once, in `settings.TokenizeFile`).
+_DEFAULTS = TokenizeFile()
 
 
 class TokenizerLoadError(FileNotFoundError, UserError):
@@ -292,22 +294,23 @@ def tokenize_jsonl(
     template: ChatTemplate,
     output_dir: Path | str,
     options: TokenizeOptions | None = None,
-    workers: int | None = None,
-    shard_rows: int = SHARD_ROWS_DEFAULT,
+    workers: int = _DEFAULTS.workers,
+    shard_rows: int = _DEFAULTS.shard_rows,
     trust_remote_code: bool = False,
     write_parquet: bool = True,
     export_jsonl: str | None = "train.jsonl",
     preprocessor: Preprocessor | None = None,
-    verify_every: int = 0,
+    verify_every: int = _DEFAULTS.verify_every,
 ) -> dict:
     """Tokenize `input_path` into `output_dir` (written atomically as a whole). Returns stats.
-    `workers`: processes tokenizing chunks of rows (the asset and the CLI pass configs/tokenize.yaml's
-    `workers`; None: in this process only)."""
+    `workers` (processes tokenizing chunks of rows; 1: in this process only), `shard_rows` (rows
+    per Parquet shard) and `verify_every` (every N-th row re-checked by the straightforward
+    algorithm; 0: off) default to configs/tokenize.yaml's (`settings.TokenizeFile`); the asset
+    passes the file's values."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     options = options or TokenizeOptions()
-    workers = workers or 1  # 1 process: this one
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.is_file():
         raise InputNotFoundError(

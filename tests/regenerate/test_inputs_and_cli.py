@@ -169,6 +169,7 @@ def test_prompt_only_rows_through_the_partition_asset_body(tmp_path, stub_server
                     "server_addresses": [stub_server().address],
                     "model": "stub-model",
                     "num_samples": 2,
+                    "beyond_limit": "passthrough",
                 }
             }
         },

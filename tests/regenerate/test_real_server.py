@@ -97,6 +97,8 @@ def test_sample_partition_regenerated_through_dagster(tmp_path, data_root, dagst
                         "enabled": True,
                         "max_tokens": 8,
                         "num_samples": 8,
+                        "beyond_limit": "passthrough",  # the 4 rows past num_samples reach train.jsonl
+                        "seed": 0,
                         "concurrency": 4,
                         "launch": {"model_path": str(tiny_target), "backend": "transformers"},
                     }
