@@ -114,7 +114,6 @@ def run_tokenize(args) -> int:
                 stage,
                 opts,
                 workers=args.workers,
-                verify_every=0,  # as SpecForge's preprocessing: the fast path alone, no re-check
                 trust_remote_code=args.trust_remote_code,
                 write_parquet=False,
                 export_jsonl="train.jsonl",
