@@ -389,6 +389,38 @@ def test_tokenize_library_defaults_are_the_tokenize_model():
     assert (params["shard_rows"].default, params["verify_every"].default) == (50000, 1000)
 
 
+def test_training_library_defaults_are_the_train_models():
+    """The training, hidden-state and evaluation functions' defaults for library callers are
+    configs/train.yaml's models' (one declaration each)."""
+    import dataclasses
+    import inspect
+
+    from specforge_assets.train.eval_report import evaluate_drafts
+    from specforge_assets.train.evaluate import evaluate_acceptance
+    from specforge_assets.train.hidden_states import write_hidden_states
+    from specforge_assets.train.loss import TTTLossModule, eagle3_ttt_loss
+    from specforge_assets.train.settings import EvaluationSettings, HiddenStatesSettings, TrainConfig
+
+    train = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+    def defaults(fn) -> dict:
+        return {n: p.default for n, p in inspect.signature(fn).parameters.items()}
+
+    for fn in (eagle3_ttt_loss, TTTLossModule.__init__):
+        got = defaults(fn)
+        assert (got["ttt_length"], got["step_weight"]) == (train["ttt_length"], train["step_weight"]) == (7, 0.8)
+    got = defaults(write_hidden_states)
+    hidden = HiddenStatesSettings()
+    assert (got["rows_per_shard"], got["dtype"], got["max_rows"]) == (hidden.rows_per_shard, hidden.dtype, None)
+    assert got["max_length"] == train["max_length"]
+    evaluation = EvaluationSettings()
+    got = defaults(evaluate_drafts)
+    for name in ("k", "max_new_tokens", "num_prompts", "max_prompt_tokens", "untrained_seed", "device", "workers"):
+        assert got[name] == getattr(evaluation, name), name
+    got = defaults(evaluate_acceptance)
+    assert (got["k"], got["max_new_tokens"]) == (evaluation.k, evaluation.max_new_tokens) == (4, 48)
+
+
 def test_demo_target_parameters_are_one_model():
     """configs/train.yaml `demo_target:` is a model: the build parameters are its defaults, a
     misspelt key is one line naming file and field."""

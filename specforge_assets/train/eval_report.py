@@ -33,6 +33,9 @@ from typing import Any, Callable
 
 from ..fileio import atomic_write, iter_jsonl, sha256_file
 from .ranks import resolve_device
+from .settings import EvaluationSettings
+
+_EVAL = EvaluationSettings()  # the defaults of `evaluate_drafts` are configs/train.yaml `evaluation:`'s
 
 REPORT_VERSION = 3  # 2: per_category, per_prompt; 3: sets (several prompt sets and k values, multi-turn)
 
@@ -666,15 +669,15 @@ def evaluate_drafts(
     test_jsonl: Path,
     out_dir: Path,
     previous_dir: Path | None = None,
-    k: int | list[int] = 4,
+    k: int | list[int] = _EVAL.k,
     sets: list[dict] | None = None,
-    max_new_tokens: int = 48,
-    num_prompts: int = 24,
-    max_prompt_tokens: int = 384,
-    untrained_seed: int = 0,
+    max_new_tokens: int = _EVAL.max_new_tokens,
+    num_prompts: int = _EVAL.num_prompts,
+    max_prompt_tokens: int = _EVAL.max_prompt_tokens,
+    untrained_seed: int = _EVAL.untrained_seed,
     trust_remote_code: bool = False,
-    device: str = "cpu",
-    workers: int = 1,
+    device: str = _EVAL.device,
+    workers: int = _EVAL.workers,
     log: Callable[[str], Any] = print,
 ) -> dict:
     """Evaluate trained / untrained / previous drafts on the same prompts of every evaluation set

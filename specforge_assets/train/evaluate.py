@@ -31,6 +31,9 @@ from typing import Any, Sequence
 import torch
 
 from .eagle3 import LlamaForCausalLMEagle3, build_draft
+from .settings import EvaluationSettings
+
+_EVAL = EvaluationSettings()  # `k` and `max_new_tokens` default to configs/train.yaml `evaluation:`'s
 
 
 def _prompt_ids(tokenizer, prompt: Any, chat_template: str | None) -> list[int]:
@@ -208,8 +211,8 @@ def evaluate_acceptance(
     draft_model: LlamaForCausalLMEagle3 | None,
     prompts: Sequence[Any],
     *,
-    k: int = 4,
-    max_new_tokens: int = 64,
+    k: int = _EVAL.k,  # type: ignore[assignment]  # the model's default is one int
+    max_new_tokens: int = _EVAL.max_new_tokens,
     chat_template: str | None = None,
     vocab_mapping: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,

@@ -31,6 +31,9 @@ import torch
 from torch import nn
 
 from ..fileio import sha256_file, staged_dir, write_manifest
+from .settings import HiddenStatesSettings, TrainConfig
+
+_HIDDEN, _TRAIN = HiddenStatesSettings(), TrainConfig()  # the defaults below are configs/train.yaml's
 
 FORMAT = "specforge-assets/hidden-states-v1"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -97,10 +100,10 @@ def write_hidden_states(
     dataset: Path | str,
     out_dir: Path | str,
     *,
-    rows_per_shard: int = 256,
-    dtype: str = "float32",
-    max_rows: int | None = None,
-    max_length: int = 2048,
+    rows_per_shard: int = _HIDDEN.rows_per_shard,
+    dtype: str = _HIDDEN.dtype,
+    max_rows: int | None = _HIDDEN.max_rows,
+    max_length: int = _TRAIN.max_length,
     aux_layer_ids: list[int] | None = None,
     device: str = "cpu",
     trust_remote_code: bool = False,

@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from .eagle3 import LlamaForCausalLMEagle3, TTTCache
+from .settings import TrainConfig
+
+_TRAIN = TrainConfig()  # the defaults below are configs/train.yaml `training:`'s
 
 
 def shift_left(x: torch.Tensor, n: int, fill: int | float = 0) -> torch.Tensor:
@@ -81,9 +84,9 @@ def eagle3_ttt_loss(
     target_logits: torch.Tensor,
     loss_mask: torch.Tensor,
     *,
-    ttt_length: int = 7,
+    ttt_length: int = _TRAIN.ttt_length,
     fix_alignment: bool = True,
-    step_weight: float = 0.8,
+    step_weight: float = _TRAIN.step_weight,
 ) -> dict:
     """Unrolled EAGLE3 training loss for one batch.
 
@@ -132,9 +135,9 @@ class TTTLossModule(torch.nn.Module):
         self,
         draft: LlamaForCausalLMEagle3,
         *,
-        ttt_length: int = 7,
+        ttt_length: int = _TRAIN.ttt_length,
         fix_alignment: bool = True,
-        step_weight: float = 0.8,
+        step_weight: float = _TRAIN.step_weight,
     ):
         super().__init__()
         self.draft = draft
