@@ -191,7 +191,7 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
     positions (ties: first appearance in dataset order, then ascending id; fill-up with zero-count
     ids ascending), saved as SpecForge's {"d2t": LongTensor, "t2d": BoolTensor} torch file at
     <root>/tokenized/vocab_mapping/vocab_mapping.pt. Clamped to the target vocabulary size."""
-    from ..tokenize.vocab import clamp_warning, fill_warning
+    from ..tokenize.vocab import TIE_BREAK, clamp_warning, fill_warning
 
     root = store.root()
     ds_in = pinned_input(context.instance, DATASET_KEY, "tokenized_dataset", root)
@@ -219,7 +219,7 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
             "fill_warning": fill_warning(res) or "",
             "supervised_tokens": res["supervised_tokens"],
             "dagster/row_count": res["rows"],
-            "tie_break": "count desc → first appearance (row order, ascending id within a row) → zero-count fill ascending",
+            "tie_break": TIE_BREAK,
             "path": dg.MetadataValue.path(str(res["path"])),
             "version_path": dg.MetadataValue.path(str(res["version_dir"])),
             "dataset_version": res["dataset_version"],

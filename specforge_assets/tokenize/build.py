@@ -275,7 +275,7 @@ def build_vocab_mapping(
     dataset_dir: Path | str | None = None,
     manifest_extra: dict | None = None,
 ) -> dict:
-    from .vocab import build_mapping, iter_parquet_batches, save_mapping
+    from .vocab import TIE_BREAK, build_mapping, iter_parquet_batches, save_mapping
 
     root = Path(root)
     cfg = tokenize_config(cfg, config_dir)
@@ -306,8 +306,7 @@ def build_vocab_mapping(
             file="vocab_mapping.pt",
             file_sha256=sha256_file(tmp_path),
             **info,
-            tie_break="count desc, then first appearance (row order, ascending id in a row); "
-            "fill-up with zero-count ids in ascending order",
+            tie_break=TIE_BREAK,
             **(manifest_extra or {}),
         )
         vdir = publish_version(tmp, root, "vocab_mapping", version)

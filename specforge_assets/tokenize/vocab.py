@@ -48,6 +48,10 @@ def fill_warning(result: dict) -> str | None:
     )
 
 
+# How `build_mapping` orders the draft vocabulary (recorded in the manifest and the asset's metadata).
+TIE_BREAK = "count desc, then first appearance (row order, ascending id in a row); fill-up with zero-count ids in ascending order"
+
+
 def clamp_warning(result: dict) -> str | None:
     """The warning for a draft vocabulary size clamped to the target's (None when not clamped)."""
     if not result.get("clamped"):
