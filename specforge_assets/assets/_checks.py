@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterator
 
 import dagster as dg
 
-from ..checks.outcome import Outcome, Severity, Table
-from ._metadata import table
+from ..checks.outcome import Outcome, Severity
+from ._metadata import entries
 
 
 @dataclass(frozen=True)
@@ -65,17 +65,6 @@ def check_specs(key: dg.AssetKey, checks: list[InAssetCheck]) -> list[dg.AssetCh
     return [_spec(key, c) for c in checks]
 
 
-def _metadata(details: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: dg.MetadataValue.json(v)
-        if isinstance(v, (list, dict))
-        else table((v.rows, v.columns))
-        if isinstance(v, Table)
-        else v
-        for k, v in details.items()
-    }
-
-
 def _outcome(c: InAssetCheck, inputs: dict[str, Any]) -> dict[str, Any]:
     out = c.run(**inputs)
     if not isinstance(out, Outcome):
@@ -86,7 +75,7 @@ def _outcome(c: InAssetCheck, inputs: dict[str, Any]) -> dict[str, Any]:
         "passed": bool(out.passed),
         "description": out.description if out.description is not None else c.description,
         "severity": dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
-        "metadata": _metadata(out.metadata),
+        "metadata": entries(out.metadata),
     }
 
 

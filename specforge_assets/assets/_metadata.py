@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import dagster as dg
 
 from .. import charts
+from ..checks.outcome import Table
 
 
 def table(rows_and_columns: tuple[list[dict], list[tuple[str, str, str]]]) -> dg.TableMetadataValue:
@@ -47,3 +48,17 @@ def pictures(**named: str | None) -> dict[str, dg.MetadataValue]:
 def png(png: bytes | str | Path, alt: str) -> dg.MetadataValue:
     """A full-size PNG (bytes, or a PNG file's path) as markdown (one click in the UI)."""
     return dg.MetadataValue.md(charts.png_markdown(png, alt))
+
+
+def entries(values: dict[str, Any]) -> dict[str, Any]:
+    """Plain values (a check outcome's metadata) as metadata entries, one per key: lists and dicts
+    as JSON, a `checks.outcome.Table` as a native table, `MetadataValue`s as they are, other
+    values (str, int, float, bool, None) as Dagster normalizes them."""
+    return {
+        k: dg.MetadataValue.json(v)
+        if isinstance(v, (list, dict))
+        else table((v.rows, v.columns))
+        if isinstance(v, Table)
+        else v
+        for k, v in values.items()
+    }

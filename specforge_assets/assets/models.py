@@ -382,15 +382,14 @@ def draft_evaluation(context: dg.AssetExecutionContext, store: SpecforgeStore, t
 def _evaluation_sets_metadata(report: dict, out: Path) -> dict:
     """Every evaluation set at every k: a table (set, k, category), plain floats
     `acceptance_length/<set>/k<k>` (plotted across versions) and the per-set plot (one click)."""
-    from ..train.eval_report import sets_table
     from ..train.eval_summary import per_set_numbers
 
     if not report.get("sets"):
         return {}
-    md: dict = {"acceptance_by_set": table(sets_table(report)), **per_set_numbers(report)}
+    md: dict = {"acceptance_by_set": table(charts.sets_table(report)), **per_set_numbers(report)}
     plot = out / "acceptance_by_set.png"
     if plot.exists():
-        md["acceptance_by_set_plot"] = png(plot.read_bytes(), "acceptance length per evaluation set and k")
+        md["acceptance_by_set_plot"] = png(plot, "acceptance length per evaluation set and k")
         md["acceptance_by_set_plot_path"] = dg.MetadataValue.path(str(plot))
     return md
 

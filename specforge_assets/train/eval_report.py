@@ -416,48 +416,6 @@ def ask_turns(
     return units, _merge_units(results), skipped
 
 
-SETS_COLUMNS = [
-    ("set", "string", "evaluation set (evaluation.sets)"),
-    ("k", "int", "draft tokens per round"),
-    ("category", "string", "row category ((all) = the whole set)"),
-    ("n", "int", "prompts"),
-    ("acceptance_length", "float", "trained draft: tokens per target forward"),
-    ("untrained", "float", "untrained draft"),
-    ("previous", "float", "previous draft version"),
-]
-
-
-def sets_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
-    """(rows, columns): one row per (set, k, category), the set's overall row first as `(all)`."""
-    rows = []
-    for name, by_k in (report.get("sets") or {}).items():
-        for k, e in by_k.items():
-            rows.append(
-                {
-                    "set": name,
-                    "k": int(k),
-                    "category": "(all)",
-                    "n": int(e["num_prompts"]),
-                    "acceptance_length": e["acceptance_length"],
-                    "untrained": e["untrained_acceptance_length"],
-                    "previous": e.get("previous_acceptance_length"),
-                }
-            )
-            for cat, c in sorted(e.get("per_category", {}).items(), key=lambda kv: (-kv[1]["n"], kv[0])):
-                rows.append(
-                    {
-                        "set": name,
-                        "k": int(k),
-                        "category": str(cat),
-                        "n": int(c["n"]),
-                        "acceptance_length": c["acceptance_length"],
-                        "untrained": c["untrained_acceptance_length"],
-                        "previous": c.get("previous_acceptance_length"),
-                    }
-                )
-    return rows, SETS_COLUMNS
-
-
 def acceptance_by_set_png(report: dict) -> bytes:
     """Grouped bars: acceptance length per (set, k) for the trained, untrained and previous drafts."""
     from ..charts import BLUE, GREY, ORANGE, _fmt, _plt, figure_png

@@ -10,7 +10,8 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from specforge_assets.train.errors import TrainInputError
-from specforge_assets.train.eval_report import eval_ks, eval_sets, sets_table
+from specforge_assets.charts import sets_table
+from specforge_assets.train.eval_report import eval_ks, eval_sets
 from specforge_assets.train.evaluate import greedy_generate
 from specforge_assets.train.loop import train_draft
 from specforge_assets.train.settings import TrainConfig
