@@ -14,7 +14,7 @@ The policy, layer by layer (asset keys are the project's contracts):
 - `tokenized/dataset` and `tokenized/vocab_mapping` follow the mix (`eager`); on the tick the
   mix is requested they are requested with it, so mix → tokenize → vocab is one run.
 - `models/draft_model` and `models/draft_evaluation` have no condition: the retraining sensor
-  (`sensors.retrain_on_new_dataset`) starts them when the tokenized dataset has a *new data
+  (`retrain_on_new_dataset`, `sensors.retrain_tick`) starts them when the tokenized dataset has a *new data
   version* whose blocking checks passed, and tags the run with that version.
 
 All conditions are evaluated by one sensor, `specforge_automation` (on by default; interval in

@@ -11,7 +11,8 @@
   there is logged and left out, the other sources still register.
 - `retrain_on_new_dataset`: trains and evaluates the draft when `tokenized/dataset` has a new
   data version whose blocking checks passed; the run is tagged with that version.
-- `record_run_failures`: appends every failed run, with its errors, to `<root>/ops/failures.jsonl`.
+- `record_run_failures`: appends every failed run, with its errors, to the failure log
+  (configs/automation.yaml `ops.failure_log`, by default `<root>/ops/failures.jsonl`).
 
 The sensors are built by `build_sensors(settings)` when the definitions load, `settings` being
 `configs/automation.yaml` read through the store (`automation.automation_settings`: intervals,
@@ -380,7 +381,7 @@ def build_sensors(config: dict) -> dict[str, dg.SensorDefinition]:
         name="record_run_failures",
         monitor_all_code_locations=False,
         description="Appends each failed run (job, partition, assets, error per step; secrets redacted) to "
-        "<root>/ops/failures.jsonl.",
+        f"the failure log ({config['ops']['failure_log']}, under the data root unless absolute).",
         **timing("run_failures"),
     )
     def record_run_failures(context: dg.RunFailureSensorContext, store: SpecforgeStore):

@@ -209,9 +209,9 @@ def materialize_target(config: dict, out: Path, root: Path, *, train_config: dic
     - an HF folder (or a hub id not imported): used where it is (`external_target`).
 
     The demo and imported targets are kept immutable under `<root>/versions/target_model/<v>/`.
-    Returns ``{kind, version (24 hex chars), path (Path of the folder, or the hub id), version_path
+    Returns ``{version (24 hex chars), path (Path of the folder, or the hub id), version_path
     (Path or None), trust_remote_code, details}``; `details`: plain values for the UI (str,
-    numbers, bools, dicts/lists), which depend on the kind. Raises `UserError`s (a folder without
+    numbers, bools, dicts/lists; `kind` among them), which depend on the kind. Raises `UserError`s (a folder without
     config.json, a source that cannot be imported, a demo corpus without rows)."""
     from .versioned import publish_version
 
@@ -256,7 +256,6 @@ def materialize_target(config: dict, out: Path, root: Path, *, train_config: dic
         details.update({k: v for k, v in found.items() if k != "path"})
         log(f"target model: {path} (version {version})")
         return {
-            "kind": "external",
             "version": version,
             "path": path,
             "version_path": None,
@@ -266,7 +265,6 @@ def materialize_target(config: dict, out: Path, root: Path, *, train_config: dic
     # the version a draft trains against, immutable (hard links: a build replaces the folder whole)
     vdir = publish_version(out, root, "target_model", version)
     return {
-        "kind": details["kind"],
         "version": version,
         "path": path,
         "version_path": vdir,

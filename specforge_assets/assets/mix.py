@@ -114,12 +114,7 @@ def _build(context, store: SpecforgeStore, root) -> tuple[dg.MaterializeResult, 
     ), report
 
 
-assets: list = [training_mix]
-asset_checks: list = []  # in-asset (check_specs above): they run in the mix's own step
-resources: dict = {}
-
-
 def definitions(store: SpecforgeStore) -> dg.Definitions:
-    """The layer's assets, checks and resources (`definitions.build_definitions` merges every
-    layer's; `store`: the configuration, read when the code location loads)."""
-    return dg.Definitions(assets=assets, asset_checks=asset_checks, resources=resources)
+    """The layer's asset (its checks are in-asset: they run in the mix's own step;
+    `definitions.build_definitions` merges every layer's)."""
+    return dg.Definitions(assets=[training_mix])

@@ -14,7 +14,7 @@ import dagster as dg
 from ..checks import models as model_checks
 from ._checks import InAssetCheck, asset_check, check_results, check_specs, result
 from ._failures import expected_failures
-from ._metadata import code_block, markdown_table, pictures, png, table
+from ._metadata import code_block, entries, markdown_table, pictures, png, table
 from .. import charts
 from ._draft_checks import DRAFT_MATCHES_LATEST
 from ._lineage import (
@@ -144,7 +144,7 @@ def target_model(context: dg.AssetExecutionContext, store: SpecforgeStore):
             log=context.log.info,
         )
     check = result(TARGET_KEY, TARGET_CHECK, path=target["path"], trust_remote_code=target["trust_remote_code"])
-    md: dict = {k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in target["details"].items()}
+    md = entries(target["details"])
     if isinstance(target["path"], Path):  # a hub id used where it is: `hub_id` in the details
         md["path"] = dg.MetadataValue.path(str(target["path"]))
     if target["version_path"] is not None:
@@ -471,13 +471,12 @@ def target_hidden_states(
 draft_matches_latest_dataset = asset_check(DRAFT_KEY, DRAFT_MATCHES_LATEST)
 
 
-assets: list = [target_model, draft_model, draft_evaluation, target_hidden_states]
-asset_checks: list = [draft_matches_latest_dataset]
-# `pipes` (how torchrun is launched) is built with the store's train.yaml: resources.training_pipes
-resources: dict = {"trainer": DraftTrainer()}
-
-
 def definitions(store: SpecforgeStore) -> dg.Definitions:
-    """The layer's assets, checks and resources (`definitions.build_definitions` merges every
-    layer's; `store`: the configuration, read when the code location loads)."""
-    return dg.Definitions(assets=assets, asset_checks=asset_checks, resources=resources)
+    """The layer's assets, its standalone check and the `trainer` resource (`pipes`, how torchrun
+    is launched, is built with the store's train.yaml: `resources.training_pipes`;
+    `definitions.build_definitions` merges every layer's)."""
+    return dg.Definitions(
+        assets=[target_model, draft_model, draft_evaluation, target_hidden_states],
+        asset_checks=[draft_matches_latest_dataset],
+        resources={"trainer": DraftTrainer()},
+    )

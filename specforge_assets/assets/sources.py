@@ -172,12 +172,7 @@ def conversations(
     yield from check_results(ASSET_KEY, CHECKS, outcomes=outcomes)
 
 
-assets: list = [conversations]
-asset_checks: list = []  # the checks are in-asset (check_specs above): they run with every partition
-resources: dict = {"sources_settings": SourcesSettings()}
-
-
 def definitions(store: SpecforgeStore) -> dg.Definitions:
-    """The layer's assets, checks and resources (`definitions.build_definitions` merges every
-    layer's; `store`: the configuration, read when the code location loads)."""
-    return dg.Definitions(assets=assets, asset_checks=asset_checks, resources=resources)
+    """The layer's asset (its checks are in-asset: they run with every partition) and the
+    `sources_settings` resource (`definitions.build_definitions` merges every layer's)."""
+    return dg.Definitions(assets=[conversations], resources={"sources_settings": SourcesSettings()})

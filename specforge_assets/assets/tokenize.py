@@ -12,7 +12,7 @@ from .. import charts
 from ..fileio import read_manifest
 from ._lineage import lineage_metadata, link_run_to_trigger, pinned_input, upstream_versions
 from ..resources import SpecforgeStore
-from ..target import target_config, target_model_path
+from ..target import target_config
 from ..tokenize.build import build_tokenized, build_vocab_mapping, tokenize_config
 
 from ..keys import TOKENIZED as DATASET_KEY
@@ -100,6 +100,8 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
     the same version (and does not retrain the draft). Reads the mix by version
     (`<root>/versions/mix/<v>/`) and keeps its own immutable copy under
     `<root>/versions/tokenized_dataset/<v>/`."""
+    from ..tokenize.dataset import summary_line  # pyarrow: not at code-location load
+
     root = store.root()
     inputs = upstream_versions(context)
     link_run_to_trigger(context, inputs)  # an automation run alone (no mix step before it) says why it ran
@@ -116,12 +118,9 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
     st = res["stats"]
     out = res["dir"]
     lengths = res["lengths"]
-    if res["warnings"]:
-        for w in res["warnings"]:
-            context.log.warning(w)
+    for w in res["warnings"]:
+        context.log.warning(w)
     context.log.info(f"cache {'hit' if res['cache_hit'] else 'miss'}: {res['key']}")
-    from ..tokenize.dataset import summary_line
-
     cuts = summary_line(st)
     if cuts:
         context.log.warning(cuts)
@@ -173,7 +172,7 @@ def tokenized_dataset(context: dg.AssetExecutionContext, store: SpecforgeStore):
         manifest=man,
         mix_train=res["mix_train"],
         cfg=tokenize_config(store.config("tokenize")),
-        target_path=target_in.get("path") or target_model_path(root, tcfg),
+        target_path=res["tokenizer_path"],  # the tokenizer the rows were made with
         trust_remote_code=tcfg["trust_remote_code"],
     )
 
@@ -230,12 +229,7 @@ def vocab_mapping(context: dg.AssetExecutionContext, store: SpecforgeStore):
     yield from check_results(VOCAB_KEY, VOCAB_CHECKS, vocab_dir=Path(res["path"]).parent)
 
 
-assets: list = [tokenized_dataset, vocab_mapping]
-asset_checks: list = []  # in-asset (check_specs above): they run in their asset's own step
-resources: dict = {}
-
-
 def definitions(store: SpecforgeStore) -> dg.Definitions:
-    """The layer's assets, checks and resources (`definitions.build_definitions` merges every
-    layer's; `store`: the configuration, read when the code location loads)."""
-    return dg.Definitions(assets=assets, asset_checks=asset_checks, resources=resources)
+    """The layer's assets (their checks are in-asset: they run in their asset's own step;
+    `definitions.build_definitions` merges every layer's)."""
+    return dg.Definitions(assets=[tokenized_dataset, vocab_mapping])

@@ -36,19 +36,6 @@ _WS_ESCAPES = "|".join(
 WS_JSON_REGEX = "'^\"(?:[" + "".join(f"\\x{{{ord(c):X}}}" for c in _WS) + "]|" + _WS_ESCAPES + ")*\"$'"
 
 
-# The checks this module evaluates, in the order `run_source_checks` returns them (the asset
-# declares them, with their blocking flag and description: `assets/sources.py`).
-CHECK_NAMES = (
-    "schema_valid",
-    "no_empty_content",
-    "valid_role_order",
-    "unique_ids",
-    "no_duplicate_conversations",
-    "quarantine_rate",
-    "rows_reconcile",
-)
-
-
 def _connect(threads: int | None = None) -> Reader:
     """A DuckDB reader (on an object-store root it reads the committed objects, see `_duck`)
     with the macro the checks' SQL uses."""
@@ -73,10 +60,11 @@ def run_source_checks(
     threads: int | None = None,
 ) -> dict[str, Outcome]:
     """Run every check over `out_dir` (a `<root>/sources/<key>/` folder) → {check name:
-    outcome}, in `CHECK_NAMES` order; each outcome's description is None (the check's declared
-    one is shown), its metadata `rows_checked`, `scan` ("structured", "generic" or "empty") and the check's counts
-    and up to 5 `offending_ids`. Raises duckdb errors on unreadable files, storage.StorageError
-    when an object-store root cannot be read."""
+    outcome}, for the checks `assets/sources.py` declares, in its order. Each outcome's
+    description is None (the check's declared one is shown); its metadata: `rows_checked`,
+    `scan` ("structured", "generic" or "empty"), the check's counts and up to 5 `offending_ids`.
+    Raises duckdb errors on unreadable files, storage.StorageError when an object-store root
+    cannot be read."""
     out_dir = Path(out_dir)
     reader = _connect(threads)
     manifest = reader.manifest(out_dir) or {}

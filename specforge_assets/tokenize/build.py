@@ -233,6 +233,7 @@ def build_tokenized(
         "cache_pruned": pruned,
         "template": r["template"],
         "tokenizer": tok,
+        "tokenizer_path": r["tokenizer_path"],
         "options": r["options"],
         "warnings": warnings,
         "cache_dir": cache_dir,

@@ -141,7 +141,11 @@ class Preprocessor:
     """Tokenize rows with one tokenizer, template and option set."""
 
     def __init__(
-        self, tokenizer, template: ChatTemplate, options: TokenizeOptions | None = None, verify_every: int = 0
+        self,
+        tokenizer,
+        template: ChatTemplate,
+        options: TokenizeOptions | None = None,
+        verify_every: int = _FILE.verify_every,
     ):
         """`verify_every=N`: every N-th row is also computed with the straightforward algorithm
         (prefix re-encoding); on a difference that row gets the straightforward result and a

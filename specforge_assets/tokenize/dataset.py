@@ -111,9 +111,7 @@ def cache_key(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(
-    tokenizer_path: str, template: ChatTemplate, options: TokenizeOptions, trust: bool, verify_every: int = 0
-):
+def _worker_init(tokenizer_path: str, template: ChatTemplate, options: TokenizeOptions, trust: bool, verify_every: int):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tok = load_tokenizer(tokenizer_path, trust)
     _WORKER["pre"] = Preprocessor(tok, template, options, verify_every=verify_every)

@@ -54,7 +54,7 @@ def _no_outside_content(root):
 def _materialize(instance, root, config_dir, key, tmp_path):
     instance.add_dynamic_partitions(SOURCES_PARTITION_NAME, [key])
     return dg.materialize(
-        sources_assets.assets,
+        [sources_assets.conversations],
         instance=instance,
         partition_key=key,
         resources={
@@ -246,7 +246,7 @@ def test_mix_preview_is_bounded(data_root, tmp_path, dagster_instance, monkeypat
     (cfg / "mix.yaml").write_text(yaml.safe_dump({"eval": {"fraction": 0.1, "min_rows": 1}, "seed": 1}))
     monkeypatch.setenv("SPECFORGE_CONFIG_DIR", str(cfg))
     res = dg.materialize(
-        mix_assets.assets,
+        [mix_assets.training_mix],
         instance=dagster_instance,
         resources={"store": SpecforgeStore()},
         selection=None,

@@ -27,11 +27,11 @@ NODE = "sources__conversations"
 
 def _run(instance, key, force=False):
     return dg.materialize(
-        layer.assets,
+        [layer.conversations],
         partition_key=key,
         instance=instance,
         raise_on_error=False,
-        resources={"store": SpecforgeStore(), **layer.resources},
+        resources={"store": SpecforgeStore(), "sources_settings": layer.SourcesSettings()},
         run_config={"ops": {NODE: {"config": {"force": force}}}},
     )
 
@@ -42,12 +42,13 @@ def _mat(result):
 
 
 def test_layer_exports():
-    assert [a.key for a in layer.assets] == [dg.AssetKey(["sources", "conversations"])]
-    (a,) = layer.assets
+    defs = layer.definitions(SpecforgeStore())
+    (a,) = defs.assets
+    assert a.key == dg.AssetKey(["sources", "conversations"])
     assert a.partitions_def is not None and a.group_names_by_key[a.key] == "sources"
     assert {k.name for k in a.check_keys} == {c.name for c in CHECKS}
     assert a.code_versions_by_key[a.key]
-    assert "sources_settings" in layer.resources
+    assert set(defs.resources) == {"sources_settings"}
 
 
 def test_every_sample_partition_materializes_green(data_root, dagster_instance):

@@ -45,7 +45,7 @@ def _defs(root: Path, config_dir: Path) -> dg.Definitions:
 
     built = sensors.build_sensors(automation_settings({"sensors": {"incoming_files": {"settle_seconds": 0}}}))
     return dg.Definitions(
-        assets=sources_assets.assets,
+        assets=[sources_assets.conversations],
         sensors=[built["incoming_files_sensor"], built["register_sources_sensor"]],
         jobs=[sensors.sources_and_regenerated],
         resources={

@@ -55,10 +55,8 @@ def env(tmp_path, data_root, monkeypatch):
 
 
 def _materialize(instance, selection=None, raise_on_error=True):
-    all_assets = mix_assets.assets + tok_assets.assets
-    checks = mix_assets.asset_checks + tok_assets.asset_checks
     return dg.materialize(
-        all_assets + checks,
+        [mix_assets.training_mix, tok_assets.tokenized_dataset, tok_assets.vocab_mapping],
         instance=instance,
         resources={"store": SpecforgeStore()},
         selection=selection,
