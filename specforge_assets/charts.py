@@ -396,29 +396,39 @@ def code_block_text(text: str, lang: str = "") -> str:
     return f"{fence}{lang}\n{text}\n{fence}"
 
 
-def metrics_rows(history: Sequence[Mapping[str, Any]], max_rows: int = 20) -> tuple[list[str], list[list]]:
-    """(column titles, rows) of the training history (`load_metrics` entries: step, loss, acc per
-    TTT position, lr, tokens_per_s), thinned to about `max_rows` rows (every n-th, always the
-    last): step, loss (4 decimals), acc0..acc{k-1} (3 decimals), lr (2 significant), tokens/s."""
+def metrics_table(
+    history: Sequence[Mapping[str, Any]], max_rows: int = 20
+) -> tuple[list[dict], list[tuple[str, str, str]]]:
+    """(rows, columns) of the training history (`load_metrics` entries: step, loss, acc per TTT
+    position, lr, tokens_per_s), thinned to about `max_rows` rows (every n-th, always the last):
+    step, loss (4 decimals), acc0..acc{k-1} (3 decimals), lr, tokens/s (whole numbers)."""
+    k = len(history[-1].get("acc") or []) if history else 0
+    columns = [
+        ("step", "int", "optimizer step"),
+        ("loss", "float", "weighted TTT loss"),
+        *((f"acc{i}", "float", f"TTT position {i} top-1 accuracy") for i in range(k)),
+        ("lr", "float", "learning rate"),
+        ("tokens_per_s", "float", "training throughput"),
+    ]
     if not history:
-        return ["step", "loss", "lr", "tokens/s"], []
-    step = max(1, len(history) // max_rows)
-    picked = list(history[::step])
+        return [], columns
+    every = max(1, len(history) // max_rows)
+    picked = list(history[::every])
     if picked[-1] is not history[-1]:
         picked.append(history[-1])
-    k = len(history[-1].get("acc") or [])
-    columns = ["step", "loss", *(f"acc{i}" for i in range(k)), "lr", "tokens/s"]
-    rows = [
-        [
-            r.get("step"),
-            f"{r.get('loss', float('nan')):.4f}",
-            *(f"{a:.3f}" for a in (r.get("acc") or [])[:k]),
-            f"{r.get('lr', 0):.2e}",
-            f"{r.get('tokens_per_s', 0):.0f}",
-        ]
-        for r in picked
-    ]
-    return columns, rows
+    rows = []
+    for r in picked:
+        acc = (r.get("acc") or [])[:k]
+        rows.append(
+            {
+                "step": r.get("step"),
+                "loss": round(float(r.get("loss", float("nan"))), 4),
+                **{f"acc{i}": round(float(a), 3) for i, a in enumerate(acc)},
+                "lr": float(r.get("lr", 0)),
+                "tokens_per_s": round(float(r.get("tokens_per_s", 0))),
+            }
+        )
+    return rows, columns
 
 
 # -- models/draft_model: loss curve -----------------------------------------------------------------

@@ -275,13 +275,13 @@ def test_mix_chart_drop_in_writes_the_png(tmp_path):
     assert _size(p.read_bytes()) == (720, 256)
 
 
-def test_metrics_rows_thin_the_history_and_keep_the_last_step():
+def test_metrics_table_thins_the_history_and_keeps_the_last_step():
     history = [{"step": i, "loss": 1.0 / i, "acc": [0.5, 0.25], "lr": 1e-4, "tokens_per_s": 99.6} for i in range(1, 50)]
-    columns, rows = charts.metrics_rows(history, max_rows=20)
-    assert columns == ["step", "loss", "acc0", "acc1", "lr", "tokens/s"]
-    assert [r[0] for r in rows] == list(range(1, 50, 2))  # every 2nd step (49 // 20), the last one included
-    assert rows[-1] == [49, "0.0204", "0.500", "0.250", "1.00e-04", "100"]
-    assert charts.metrics_rows([]) == (["step", "loss", "lr", "tokens/s"], [])
+    rows, columns = charts.metrics_table(history, max_rows=20)
+    assert [c[0] for c in columns] == ["step", "loss", "acc0", "acc1", "lr", "tokens_per_s"]
+    assert [r["step"] for r in rows] == list(range(1, 50, 2))  # every 2nd step (49 // 20), the last one included
+    assert rows[-1] == {"step": 49, "loss": 0.0204, "acc0": 0.5, "acc1": 0.25, "lr": 1e-4, "tokens_per_s": 100}
+    assert charts.metrics_table([]) == ([], [c for c in columns if not c[0].startswith("acc")])
 
 
 def test_code_block_text_cannot_be_closed_by_its_text():

@@ -247,7 +247,7 @@ def draft_model(
     if vdir is not None:
         md["version_path"] = dg.MetadataValue.path(str(vdir))
     history = charts.load_metrics(out)  # the loss curve of every draft: inline, and full size one click away
-    md["metrics"] = markdown_table(*charts.metrics_rows(history))  # loss, TTT accuracy, lr, tokens/s by step
+    md["metrics"] = table(charts.metrics_table(history))  # loss, TTT accuracy, lr, tokens/s by step: inline
     if history:
         md.update(pictures(loss_curve=charts.loss_curve_inline_md(history)))
         md["loss_curve_detail"] = png(charts.loss_curve_png(history), "loss and TTT accuracy per step")

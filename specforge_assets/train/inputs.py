@@ -171,12 +171,19 @@ def training_inputs(
     if not mix_in.get("path"):
         mix_folder = layer_dir("mix", root=root)
         mix_in = {"data_version": folder_version(latest.get(MIX), mix_folder), "path": str(mix_folder)}
-    out[MIX] = {"data_version": mix_in.get("data_version"), "path": mix_in["path"]}
-    target_version = (made_from.get(TARGET) or {}).get("data_version") or latest.get(TARGET)
-    out[TARGET], target = pinned_target(root, target_config, target_version)
+    out[MIX] = {"data_version": mix_in.get("data_version"), "path": mix_in["path"], **_run_of(mix_in)}
+    target_made = made_from.get(TARGET) or {}
+    out[TARGET], target = pinned_target(root, target_config, target_made.get("data_version") or latest.get(TARGET))
+    if target_made.get("data_version") == out[TARGET]["data_version"]:
+        out[TARGET].update(_run_of(target_made))  # the run that made the version read
     return TrainingInputs(
         dataset=Path(out[DATASET]["path"]), vocab_mapping=Path(out[VOCAB]["path"]), target=target, pinned=out
     )
+
+
+def _run_of(record: dict) -> dict:
+    """`{"run_id": ...}` of a recorded input when it names the run that made it, else {}."""
+    return {"run_id": record["run_id"]} if record.get("run_id") else {}
 
 
 def launched_work_dirs(work_root: Path) -> dict[Path, str]:

@@ -242,3 +242,32 @@ def test_report_numbers_and_version():
     assert report_version({**report, "seconds": 99.0}) == report_version(report)
     assert report_version({**report, "acceptance_length": 2.6}) != report_version(report)
     assert len(report_version(report)) == 24
+
+
+def test_training_inputs_name_the_runs_that_made_the_mix_and_target(tmp_path):
+    """The mix and target a dataset was tokenized from carry the run that made them (the dataset's
+    manifest `inputs`), so the draft's lineage table links every input to its run."""
+    root = tmp_path / "data"
+    mix_dir = _versioned(root, "mix", "mix1")
+    _versioned(root, "target_model", "t1")
+    _versioned(
+        root,
+        "tokenized_dataset",
+        "ds1",
+        inputs={
+            MIX: {"data_version": "mix1", "path": str(mix_dir), "run_id": "run-mix"},
+            TARGET: {"data_version": "t1", "run_id": "run-target"},
+        },
+    )
+    _versioned(root, "vocab_mapping", "voc1")
+    got = training_inputs(
+        root,
+        target_config={"path": None},
+        dataset=Recorded("ds1", "run-ds"),
+        vocab=Recorded("voc1", "run-voc"),
+        mix={},
+        latest={},
+    )
+    assert got.pinned[MIX] == {"data_version": "mix1", "path": str(mix_dir), "run_id": "run-mix"}
+    assert got.pinned[TARGET]["run_id"] == "run-target" and got.pinned[TARGET]["data_version"] == "t1"
+    assert all(row.get("run_id") for row in got.pinned.values())
