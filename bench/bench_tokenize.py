@@ -164,12 +164,48 @@ def bench_vocab(nrows: int, seed: int = 0) -> dict:
     }
 
 
+def bench_verify(build: str, template_name: str, rows: list[dict], max_length: int, repeats: int = 3) -> dict:
+    """The cost of the spot check (`verify_every`: every N-th row also computed with SpecForge's
+    straightforward algorithm): the fast path with the shipped configs/tokenize.yaml's value (the
+    assets') vs without it (0: the model's default, the CLI's), same rows, same process, best of
+    `repeats`."""
+    from transformers import AutoTokenizer
+
+    from specforge_assets.tokenize.core import Preprocessor, TokenizeOptions
+    from specforge_assets.tokenize.reference_tokenizers import build_tokenizer
+    import yaml
+    from specforge_assets.tokenize.templates import get_template
+
+    tok = AutoTokenizer.from_pretrained(str(build_tokenizer(build)))
+    every = int(yaml.safe_load((REPO / "configs" / "tokenize.yaml").read_text())["verify_every"])
+    best: dict[int, float] = {}
+    outputs = {}
+    for n in (0, every) * repeats:
+        pre = Preprocessor(tok, get_template(template_name), TokenizeOptions(max_length=max_length), verify_every=n)
+        pre.process_rows(rows[:50])  # warm-up (template compile, memo)
+        t = time.perf_counter()
+        out = []
+        for i in range(0, len(rows), 256):
+            out.extend(pre.process_rows(rows[i : i + 256]))
+        best[n] = min(best.get(n, float("inf")), time.perf_counter() - t)
+        outputs[n] = [(r.input_ids, r.loss_mask) for r in out]
+    return {
+        "combo": f"{build}/{template_name}",
+        "rows": len(rows),
+        "verify_every": every,
+        "no_check_s": round(best[0], 3),
+        "with_check_s": round(best[every], 3),
+        "overhead_ratio": round(best[every] / best[0], 4),
+        "identical_outputs": outputs[0] == outputs[every],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--vocab-rows", type=int, default=1_000_000)
-    ap.add_argument("--only", choices=["combos", "scaling", "vocab"], help="run one part")
+    ap.add_argument("--only", choices=["combos", "scaling", "vocab", "verify"], help="run one part")
     ap.add_argument("--skip-scaling", action="store_true")
     ap.add_argument(
         "--straightforward-rows",
@@ -187,6 +223,9 @@ def main() -> None:
     if not args.skip_scaling and args.only in (None, "scaling"):
         results["scaling"] = bench_scaling("qwen2.5", "qwen", rows, args.max_length)
         print(json.dumps(results["scaling"]), flush=True)
+    if args.only in (None, "verify"):
+        results["verify"] = bench_verify("qwen2.5", "qwen", rows, args.max_length)
+        print(json.dumps(results["verify"]), flush=True)
     if args.only in (None, "vocab"):
         results["vocab"] = bench_vocab(args.vocab_rows)
         print(json.dumps(results["vocab"]), flush=True)

@@ -51,7 +51,10 @@ class TokenizeFile(ConfigModel):
     )
     shard_rows: int = Field(default=50000, ge=1, description="rows per Parquet shard", json_schema_extra=_OPERATIONAL)
     verify_every: int = Field(
-        default=1000, ge=0, description="every N-th row re-checked (0: off)", json_schema_extra=_OPERATIONAL
+        default=0,
+        ge=0,
+        description="every N-th row re-checked with SpecForge's straightforward algorithm (0: off, as SpecForge)",
+        json_schema_extra=_OPERATIONAL,
     )
     templates: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="extra registry templates (fields of tokenize/templates.yaml)"
