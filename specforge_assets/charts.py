@@ -401,7 +401,8 @@ def metrics_table(
 ) -> tuple[list[dict], list[tuple[str, str, str]]]:
     """(rows, columns) of the training history (`load_metrics` entries: step, loss, acc per TTT
     position, lr, tokens_per_s), thinned to about `max_rows` rows (every n-th, always the last):
-    step, loss (4 decimals), acc0..acc{k-1} (3 decimals), lr, tokens/s (whole numbers)."""
+    step, loss (4 decimals), acc0..acc{k-1} (3 decimals), lr (3 significant digits), tokens/s
+    (whole numbers)."""
     k = len(history[-1].get("acc") or []) if history else 0
     columns = [
         ("step", "int", "optimizer step"),
@@ -424,7 +425,7 @@ def metrics_table(
                 "step": r.get("step"),
                 "loss": round(float(r.get("loss", float("nan"))), 4),
                 **{f"acc{i}": round(float(a), 3) for i, a in enumerate(acc)},
-                "lr": float(r.get("lr", 0)),
+                "lr": float(f"{float(r.get('lr', 0)):.3g}"),
                 "tokens_per_s": round(float(r.get("tokens_per_s", 0))),
             }
         )
