@@ -629,31 +629,24 @@ SETS_COLUMNS = [
 
 
 def sets_table(report: dict) -> tuple[list[dict], list[tuple[str, str, str]]]:
-    """(rows, columns): one row per (set, k, category), the set's overall row first as `(all)`."""
+    """(rows, columns): one row per (set, k, category), the set's overall row first as `(all)`,
+    then its categories, largest first."""
+
+    def row(name: str, k: str, category: str, n: int, e: dict) -> dict:
+        return {
+            "set": name,
+            "k": int(k),
+            "category": category,
+            "n": int(n),
+            "acceptance_length": e["acceptance_length"],
+            "untrained": e["untrained_acceptance_length"],
+            "previous": e.get("previous_acceptance_length"),
+        }
+
     rows = []
     for name, by_k in (report.get("sets") or {}).items():
         for k, e in by_k.items():
-            rows.append(
-                {
-                    "set": name,
-                    "k": int(k),
-                    "category": "(all)",
-                    "n": int(e["num_prompts"]),
-                    "acceptance_length": e["acceptance_length"],
-                    "untrained": e["untrained_acceptance_length"],
-                    "previous": e.get("previous_acceptance_length"),
-                }
-            )
+            rows.append(row(name, k, "(all)", e["num_prompts"], e))
             for cat, c in sorted(e.get("per_category", {}).items(), key=lambda kv: (-kv[1]["n"], kv[0])):
-                rows.append(
-                    {
-                        "set": name,
-                        "k": int(k),
-                        "category": str(cat),
-                        "n": int(c["n"]),
-                        "acceptance_length": c["acceptance_length"],
-                        "untrained": c["untrained_acceptance_length"],
-                        "previous": c.get("previous_acceptance_length"),
-                    }
-                )
+                rows.append(row(name, k, str(cat), c["n"], c))
     return rows, SETS_COLUMNS

@@ -211,12 +211,13 @@ def materialize_target(config: dict, out: Path, root: Path, *, train_config: dic
     The demo and imported targets are kept immutable under `<root>/versions/target_model/<v>/`.
     Returns ``{version (24 hex chars), path (Path of the folder, or the hub id), version_path
     (Path or None), trust_remote_code, details}``; `details`: plain values for the UI (str,
-    numbers, bools, dicts/lists; `kind` among them), which depend on the kind. Raises `UserError`s (a folder without
-    config.json, a source that cannot be imported, a demo corpus without rows)."""
+    numbers, bools, dicts/lists; `kind` among them), which depend on the kind. Raises `UserError`s
+    (a folder without config.json, a source that cannot be imported, a demo corpus without rows)."""
     from .versioned import publish_version
 
     trust = bool(config["trust_remote_code"])
     path: Path | str
+    kept = True  # a folder under the data root, kept by version
     if not config.get("path"):
         demo = ensure_demo_target(out, train_config, sources_config, log)
         manifest, summary = demo["manifest"], model_summary(out)
@@ -255,15 +256,9 @@ def materialize_target(config: dict, out: Path, root: Path, *, train_config: dic
         details = {"kind": "external", "trust_remote_code": trust, "chat_template": config.get("chat_template")}
         details.update({k: v for k, v in found.items() if k != "path"})
         log(f"target model: {path} (version {version})")
-        return {
-            "version": version,
-            "path": path,
-            "version_path": None,
-            "trust_remote_code": trust,
-            "details": details,
-        }
+        kept = False
     # the version a draft trains against, immutable (hard links: a build replaces the folder whole)
-    vdir = publish_version(out, root, "target_model", version)
+    vdir = publish_version(out, root, "target_model", version) if kept else None
     return {
         "version": version,
         "path": path,
